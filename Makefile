@@ -1,0 +1,40 @@
+# bedrock-forge — the commands in DESIGN.md §8. Everything runs from .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: setup demo test test-slow bench lint stack clean
+
+setup: $(VENV)/.installed   ## create .venv and install the project + dev tools (idempotent, CPU torch only)
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first, from the local wheel (PIP_FIND_LINKS): nothing later may pull a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if '+cpu' in v or not torch.cuda.is_available() else f'non-CPU torch {v}')"
+	touch $@
+
+demo: setup   ## run the whole pipeline on examples/ against the embedded emulator
+	$(VENV)/bin/forge run examples/banking77.yaml --runs-dir runs
+
+test: setup   ## the test suite (what .ci/run calls)
+	$(VENV)/bin/pytest -q
+
+bench: setup   ## benchmarks -> bench/results.md
+	$(PY) bench/run_all.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	-$(VENV)/bin/pip-audit --skip-editable 2>/dev/null || echo "pip-audit unavailable or found issues (see above)"
+
+stack: setup   ## Prefect server + worker + emulator without Docker (see docs/operations.md)
+	$(PY) -m forge.stack
+
+clean:
+	rm -rf runs .forge-cache .pytest_cache

@@ -1,0 +1,49 @@
+"""`forge`: the command line for people (DESIGN.md §8).
+
+Each verb lives in ``forge/commands/<module>.py`` exposing ``register(subparsers)``, which adds
+its parser and sets ``func`` to a function ``(args) -> int`` (the exit code). Heavy imports
+(prefect, torch) happen inside those functions, so ``forge --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module name -> verbs it registers (kept here so --help lists them without importing everything)
+COMMAND_MODULES = ["data", "run", "evaluate", "emulator", "deploy"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forge",
+        description="bedrock-forge: customize, evaluate and safely tear down Amazon Bedrock models.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for mod in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"forge.commands.{mod}")
+        except ModuleNotFoundError as err:
+            if err.name == f"forge.commands.{mod}":
+                continue  # verb not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
