@@ -1,0 +1,60 @@
+"""The janitor: delete managed billing resources that outlived their run (DESIGN.md §3, layer 3).
+
+Catches what ``finally`` and the flow hooks cannot: a worker killed with SIGKILL, a dead server.
+A provisioned throughput or deployment is deleted when it carries ``managed-by=bedrock-forge`` and
+either its ``forge-expires-at`` has passed or the Prefect flow run that created it is in a terminal
+state (asked through the Prefect API when one is reachable). Nothing without the tag is touched.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from prefect import flow, get_run_logger
+
+from tasks.aws import make_clients
+from tasks.config import AwsConfig
+from tasks.teardown import sweep
+from tasks.types import TeardownReport
+
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def flow_run_terminal(flow_run_id: str) -> bool | None:
+    """True/False from the Prefect API; None when unknown (no API configured, not found, unreachable)."""
+    if not flow_run_id or flow_run_id == "local" or not os.environ.get("PREFECT_API_URL"):
+        return None
+    try:
+        from uuid import UUID
+
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+        return run.state is not None and run.state.type.value in TERMINAL
+    except Exception:  # noqa: BLE001 - unknown is a valid answer; expiry still applies
+        return None
+
+
+def sweep_now(region: str = "us-east-1", dry_run: bool = False, now: datetime | None = None,
+              endpoint_url: str | None = None) -> TeardownReport:
+    clients = make_clients(AwsConfig(region=region, endpoint_url=endpoint_url))
+    return sweep(clients, now=now or datetime.now(UTC), is_flow_run_terminal=flow_run_terminal, dry_run=dry_run)
+
+
+@flow(name="sweep-resources", log_prints=True)
+def sweep_resources(dry_run: bool = False, region: str = "us-east-1") -> dict:
+    """Delete expired or orphaned bedrock-forge billing resources.
+
+    Args:
+        dry_run: Only list what would be deleted.
+        region: AWS region to sweep.
+    """
+    report = sweep_now(region=region, dry_run=dry_run)
+    log = get_run_logger()
+    log.info("sweep (%s): %s %d resource(s): %s", region, "would delete" if dry_run else "deleted",
+             len(report.deleted), report.deleted or "-")
+    for err in report.errors:
+        log.error("sweep error: %s", err)
+    return report.model_dump(mode="json")

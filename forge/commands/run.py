@@ -1,0 +1,287 @@
+"""`forge run`, `forge rerun`, `forge status`, `forge sweep` (DESIGN.md §8).
+
+Exit codes of run/rerun: 0 done and gate passed, 3 gate failed, 1 failed, 2 invalid config/data.
+
+The embedded default: with no ``--endpoint`` and no AWS settings in the environment, ``forge run``
+starts the local Bedrock emulator itself on a free port with a high speed factor, points the
+standard ``AWS_ENDPOINT_URL`` at it, and stops it afterwards. The pipeline never knows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+AWS_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_BEDROCK", "AWS_PROFILE", "AWS_ACCESS_KEY_ID",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE")
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_SESSION_TOKEN": "testing"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the whole pipeline for a config",
+                       description="Run prepare → upload → create role → customize → poll → provision → "
+                                   "evaluate → teardown. Without --endpoint and without AWS settings, "
+                                   "starts the local emulator (the embedded default).")
+    p.add_argument("config", help="pipeline config YAML (see examples/banking77.yaml)")
+    _common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("rerun", help="on-call: rerun a failed run, or one step of it",
+                       description="Rerun RUN_ID from its first unfinished step, or from --from STEP. "
+                                   "Upstream results are reused; AWS resources are adopted, never duplicated.")
+    p.add_argument("run_id")
+    p.add_argument("--from", dest="from_step", default=None,
+                   choices=["prepare", "upload", "create-role", "customize", "poll", "provision", "evaluate"])
+    _common(p)
+    p.set_defaults(func=cmd_rerun)
+
+    p = sub.add_parser("status", help="show a run (or list runs)")
+    p.add_argument("run_id", nargs="?")
+    p.add_argument("--runs-dir", default=os.environ.get("FORGE_RUNS_DIR", "runs"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("sweep", help="delete expired / orphaned managed billing resources")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    p.add_argument("--endpoint", default=None, help="AWS endpoint URL (e.g. the emulator)")
+    p.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint", default=None, help="AWS endpoint URL for every service (e.g. an emulator)")
+    p.add_argument("--runs-dir", default=os.environ.get("FORGE_RUNS_DIR", "runs"))
+    p.add_argument("--speed", type=float, default=3000.0, help="virtual-clock speed of the embedded emulator")
+    p.add_argument("--json", action="store_true", help="print the final manifest as JSON")
+
+
+# ---------------------------------------------------------------------------------------------
+def _has_aws_settings() -> bool:
+    if any(os.environ.get(k) for k in AWS_SETTINGS):
+        return True
+    home = Path.home() / ".aws"
+    return (home / "credentials").exists() or (home / "config").exists()
+
+
+@contextmanager
+def aws_target(endpoint: str | None, speed: float, state_dir: Path):
+    """Set the standard AWS settings for this process; start the emulator when nothing is configured."""
+    saved = dict(os.environ)
+    handle = None
+    try:
+        if endpoint:
+            os.environ["AWS_ENDPOINT_URL"] = endpoint
+            for k, v in DUMMY_CREDENTIALS.items():
+                os.environ.setdefault(k, v)
+        elif not _has_aws_settings():
+            from emulator.testing import start_subprocess
+
+            print(f"no AWS settings found: starting the local Bedrock emulator (speed ×{speed:g})", file=sys.stderr)
+            handle = start_subprocess(speed=speed, state_dir=state_dir)
+            os.environ["AWS_ENDPOINT_URL"] = handle.url
+            os.environ.update(DUMMY_CREDENTIALS)
+            os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+            print(f"emulator at {handle.url} (ledger: {handle.url}/_emulator/ledger)", file=sys.stderr)
+        yield handle
+    finally:
+        if handle is not None:
+            handle.terminate()
+            print("emulator stopped", file=sys.stderr)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _exit_code(manifest: dict) -> int:
+    status = manifest.get("status")
+    if status == "succeeded":
+        return 0
+    if status == "gate_failed":
+        return 3
+    return 1
+
+
+def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = None) -> int:
+    from flows.customize import customize_model
+    from tasks.manifest import Manifest
+
+    state_dir = Path(args.runs_dir) / ".emulator-state"
+    with aws_target(args.endpoint, args.speed, state_dir):
+        if config is not None and args.endpoint:
+            config.aws.endpoint_url = None  # endpoint travels through the standard env setting
+        state = customize_model(config=config, run_id=run_id, rerun_from=rerun_from,
+                                runs_dir=args.runs_dir, return_state=True)
+    result = None
+    try:
+        result = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001
+        result = None
+    manifest_path = result.get("manifest") if isinstance(result, dict) else None
+    if manifest_path is None:
+        # failed run: find the manifest it wrote (newest run of this name, or the given run id)
+        manifest_path = _latest_manifest(args.runs_dir, run_id, config.name if config else None)
+    if manifest_path is None:
+        print(f"run failed before writing a manifest: {state.message or state.name}", file=sys.stderr)
+        return 1
+    manifest = Manifest.load(manifest_path).data
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+    else:
+        print_summary(manifest, Path(manifest_path))
+        if state.is_failed() and manifest.get("status") not in ("gate_failed",):
+            print(f"\nFAILED: {manifest.get('error') or state.message}", file=sys.stderr)
+            print(f"on-call: fix the cause, then `forge rerun {manifest['run_id']}` "
+                  f"(resumes at {_first_unfinished(manifest) or 'the end'})", file=sys.stderr)
+    return _exit_code(manifest)
+
+
+def _first_unfinished(manifest: dict) -> str | None:
+    from tasks.manifest import STEPS
+
+    for s in STEPS:
+        if (manifest.get("steps", {}).get(s) or {}).get("status") not in ("completed", "skipped"):
+            return s
+    return None
+
+
+def _latest_manifest(runs_dir: str, run_id: str | None, name: str | None) -> str | None:
+    root = Path(runs_dir)
+    if run_id:
+        p = root / run_id / "manifest.json"
+        return str(p) if p.exists() else None
+    cands = sorted(root.glob(f"{name or '*'}-*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    return str(cands[-1]) if cands else None
+
+
+def cmd_run(args) -> int:
+    from tasks.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        for line in err.problems:
+            print(line, file=sys.stderr)
+        return 2
+    try:
+        return _run_flow(config, args)
+    except Exception as err:  # noqa: BLE001 - people get a message, not a traceback
+        from tasks.validate import DataValidationError
+
+        if isinstance(err, DataValidationError):
+            for line in err.lines():
+                print(line, file=sys.stderr)
+            return 2
+        raise
+
+
+def cmd_rerun(args) -> int:
+    from tasks.manifest import Manifest
+
+    try:
+        manifest = Manifest.find(args.runs_dir, args.run_id)
+    except FileNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 2
+    step = args.from_step or _first_unfinished(manifest.data)
+    if step is None or step == "teardown":
+        step = step or "evaluate"
+    print(f"rerunning {args.run_id} from step {step!r}", file=sys.stderr)
+    return _run_flow(None, args, run_id=args.run_id, rerun_from=step)
+
+
+def print_summary(manifest: dict, path: Path) -> None:
+    from tasks.manifest import STEPS
+
+    print(f"\nrun {manifest['run_id']}  (run key {manifest.get('run_key')})  status: {manifest.get('status')}")
+    for s in STEPS:
+        st = manifest.get("steps", {}).get(s)
+        if not st:
+            print(f"  {s:<12} -")
+            continue
+        took = manifest.get("timings", {}).get(s)
+        extra = " (adopted)" if st.get("adopted") else ""
+        err = f"  error: {st['error'][:160]}" if st.get("error") else ""
+        print(f"  {s:<12} {st.get('status', '?'):<10} {f'{took:.1f}s' if took is not None else '':>8}{extra}{err}")
+    metrics = manifest.get("metrics") or {}
+    if metrics.get("base") and metrics.get("custom"):
+        print("\n  metric                 base     custom")
+        for k, v in metrics["custom"].items():
+            b = metrics["base"].get(k)
+            if isinstance(v, int | float) and isinstance(b, int | float):
+                print(f"  {k:<20} {b:>8.4f} {v:>10.4f}")
+    gate = manifest.get("gate") or {}
+    if gate:
+        print(f"\n  quality gate: {'PASSED' if gate.get('passed') else 'FAILED'} — {gate.get('rule')}")
+        for r in gate.get("reasons", []):
+            print(f"    {r}")
+    td = manifest.get("teardown")
+    if td is not None:
+        gone = (td.get("deleted") or []) + (td.get("already_gone") or [])
+        print(f"\n  teardown: {len(td.get('deleted') or [])} serving resource(s) deleted"
+              f"{', none left running' if not td.get('errors') else ', ERRORS: ' + '; '.join(td['errors'])}"
+              + (f" ({', '.join(gone)})" if gone else ""))
+    cost = manifest.get("cost") or {}
+    if cost.get("estimated_usd") is not None:
+        print(f"  estimated cost: ${cost['estimated_usd']:.2f}")
+    print(f"\n  manifest: {path}")
+    report = manifest.get("report") or {}
+    if report.get("markdown"):
+        print(f"  report:   {report['markdown']}")
+
+
+def cmd_status(args) -> int:
+    from tasks.manifest import Manifest
+
+    root = Path(args.runs_dir)
+    if args.run_id:
+        try:
+            m = Manifest.find(root, args.run_id)
+        except FileNotFoundError as err:
+            print(err, file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(m.data, indent=2))
+        else:
+            print_summary(m.data, m.path)
+        return 0
+    rows = []
+    for p in sorted(root.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
+        d = json.loads(p.read_text())
+        rows.append({"run_id": d["run_id"], "status": d.get("status"), "started": d.get("timings", {}).get("started"),
+                     "gate": (d.get("gate") or {}).get("passed")})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no runs under {root}")
+    else:
+        for r in rows:
+            gate = {True: "gate passed", False: "gate failed", None: ""}[r["gate"]]
+            print(f"{r['run_id']:<48} {r['status']:<12} {r['started']}  {gate}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from flows.sweep import sweep_now
+
+    with aws_target(args.endpoint, 1.0, Path(".forge") / "sweep-emulator-state") if args.endpoint else _noop():
+        report = sweep_now(region=args.region, dry_run=args.dry_run)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"sweep: {verb} {len(report.deleted)} resource(s)")
+        for arn in report.deleted:
+            print(f"  {verb}: {arn}")
+        for e in report.errors:
+            print(f"  error: {e}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+@contextmanager
+def _noop():
+    yield None
