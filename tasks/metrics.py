@@ -388,6 +388,10 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def _int_or(v: float | None) -> float | int | None:
+    return int(v) if v is not None and float(v).is_integer() else v
+
+
 def training_summary(training_rows: Sequence[dict], validation_rows: Sequence[dict]) -> dict[str, Any]:
     """Loss/perplexity summary from the job's step_wise_training_metrics.csv / validation_metrics.csv rows.
 
@@ -407,8 +411,9 @@ def training_summary(training_rows: Sequence[dict], validation_rows: Sequence[di
         best = int(losses.argmin())
         s: dict[str, Any] = {
             "n_points": len(pts), "first_loss": float(losses[0]), "final_loss": float(losses[-1]),
-            "min_loss": float(losses[best]), "min_loss_step": pts[best][0], "min_loss_epoch": pts[best][1],
-            "final_step": pts[-1][0], "final_epoch": pts[-1][1],
+            "min_loss": float(losses[best]), "min_loss_step": _int_or(pts[best][0]),
+            "min_loss_epoch": _int_or(pts[best][1]), "final_step": _int_or(pts[-1][0]),
+            "final_epoch": _int_or(pts[-1][1]),
         }
         ppl = [p[3] for p in pts if p[3] is not None]
         if ppl:

@@ -1,0 +1,450 @@
+"""Evaluation stage: base vs custom model over the test split, concurrently, honestly.
+
+- ``run_comparison``: both models over every example through a thread pool per model, each model
+  behind its own token-bucket rate limiter; transient/throttled calls retried with exponential
+  backoff and full jitter ("Exponential Backoff And Jitter", AWS Architecture Blog, 2015); a call
+  that finally fails becomes an error row: no example is ever dropped.
+- ``check_error_share``: the run fails (``EvaluationError`` with counts) when more calls failed than
+  ``evaluation.max_error_share`` allows — unlike tolerating 100 % failed calls silently.
+- ``compute_metrics`` / ``paired_bootstrap`` / ``training_summary`` live in ``tasks.metrics``.
+- ``apply_gate``: the quality gate on one metric, with its bootstrap CI.
+- ``evaluate_endpoints``: the plain function the flow calls; ``evaluate_task`` is its Prefect wrapper.
+
+Nothing here needs AWS to be testable: invokers are plain callables ``Example -> InvokeResult``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from tasks.config import EvaluationConfig, GateConfig
+from tasks.metrics import compute_metrics, paired_bootstrap, training_summary  # noqa: F401 (re-exported)
+from tasks.types import InvokeResult, TrainingResult
+
+try:  # written concurrently by another engineer; the signature is fixed by the design
+    from tasks.formats import Example, from_record
+except ImportError:  # pragma: no cover - only until tasks/formats.py lands
+    from typing import NamedTuple
+
+    class Example(NamedTuple):  # type: ignore[no-redef]
+        system: str | None
+        prompt: str
+        completion: str
+
+    from_record = None  # type: ignore[assignment]
+
+
+class EvaluationError(RuntimeError):
+    """Evaluation could not produce an honest result (too many failed calls, no test data, ...)."""
+
+
+class GateVerdict(BaseModel):
+    rule: str
+    metric: str
+    base: float | None = None
+    custom: float | None = None
+    delta: float | None = None
+    ci: tuple[float, float] | None = None
+    confidence: float = 0.95
+    n: int = 0
+    passed: bool
+    reasons: list[str] = Field(default_factory=list)
+
+
+class EvaluationResult(BaseModel):
+    n_examples: int
+    n_scored: int
+    errors: dict[str, int]
+    metrics: dict[str, Any]          # base, custom, comparison, win_tie_loss, per_class, latency, tokens, bertscore, training
+    gate: GateVerdict
+    files: dict[str, str] = Field(default_factory=dict)
+    base_target: str = ""
+    custom_target: str = ""
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# concurrency, rate limit, retries
+
+
+class TokenBucket:
+    """Thread-safe token bucket: ``rate`` tokens/s, at most ``capacity`` banked (burst)."""
+
+    def __init__(self, rate: float, capacity: float = 1.0):
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = float(rate)
+        self.capacity = max(1.0, float(capacity))
+        self._tokens = self.capacity
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                wait = (1.0 - self._tokens) / self.rate
+            time.sleep(wait)
+
+
+class _NoLimit:
+    def acquire(self) -> None:
+        return None
+
+
+def _call_with_retries(invoke: Callable[[Any], InvokeResult], ex: Any, limiter: Any, retries: int,
+                       is_retryable: Callable[[BaseException], bool], backoff_base: float,
+                       backoff_cap: float) -> InvokeResult:
+    attempts = 0
+    while True:
+        attempts += 1
+        limiter.acquire()
+        t0 = time.perf_counter()
+        try:
+            res = invoke(ex)
+        except Exception as exc:  # noqa: BLE001 - classified below, never swallowed silently
+            if attempts <= retries and is_retryable(exc):
+                # full jitter: sleep U(0, min(cap, base * 2^(attempt-1)))
+                time.sleep(random.uniform(0, min(backoff_cap, backoff_base * 2 ** (attempts - 1))))
+                continue
+            kind = "retries exhausted" if is_retryable(exc) else "not retryable"
+            return InvokeResult(error=f"{type(exc).__name__}: {exc} ({kind} after {attempts} attempt(s))",
+                                attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000)
+        if not isinstance(res, InvokeResult):
+            res = InvokeResult(text=str(res))
+        upd: dict[str, Any] = {"attempts": attempts}
+        if not res.latency_ms:
+            upd["latency_ms"] = (time.perf_counter() - t0) * 1000
+        return res.model_copy(update=upd)
+
+
+def run_comparison(examples: Sequence[Any], invoke_base: Callable[[Any], InvokeResult],
+                   invoke_custom: Callable[[Any], InvokeResult], *, concurrency: int,
+                   requests_per_second: float | None, retries: int,
+                   is_retryable: Callable[[BaseException], bool],
+                   backoff_base: float = 0.25, backoff_cap: float = 20.0,
+                   on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Both models over every example; one row per example, failed calls kept as error rows.
+
+    ``concurrency`` in-flight calls *per model* (two pools: base and custom serve from separate
+    capacity); ``requests_per_second`` is a per-model cap (one token bucket per model, shared by
+    its workers; retries pay for a token too).
+    """
+    n = len(examples)
+    results: dict[str, list[InvokeResult | None]] = {"base": [None] * n, "custom": [None] * n}
+    invokers = {"base": invoke_base, "custom": invoke_custom}
+    limiters = {m: (TokenBucket(requests_per_second) if requests_per_second else _NoLimit()) for m in invokers}
+    done = [0]
+    lock = threading.Lock()
+
+    def work(model: str, i: int) -> None:
+        try:
+            r = _call_with_retries(invokers[model], examples[i], limiters[model], retries, is_retryable,
+                                   backoff_base, backoff_cap)
+        except BaseException as exc:  # a bug in the limiter/classifier must still leave a row
+            r = InvokeResult(error=f"{type(exc).__name__}: {exc}")
+        results[model][i] = r
+        if on_progress:
+            with lock:
+                done[0] += 1
+                on_progress(done[0], 2 * n)
+
+    t0 = time.perf_counter()
+    workers = max(1, int(concurrency))
+    with ThreadPoolExecutor(workers, thread_name_prefix="eval-base") as pb, \
+            ThreadPoolExecutor(workers, thread_name_prefix="eval-custom") as pc:
+        futs = []
+        for i in range(n):
+            futs.append(pb.submit(work, "base", i))
+            futs.append(pc.submit(work, "custom", i))
+        for f in futs:
+            f.result()
+    wall = time.perf_counter() - t0
+
+    rows = []
+    for i, ex in enumerate(examples):
+        row: dict[str, Any] = {
+            "example_id": getattr(ex, "id", None) if getattr(ex, "id", None) is not None else i,
+            "system": getattr(ex, "system", None),
+            "prompt": ex.prompt,
+            "reference": ex.completion,
+        }
+        for m in ("base", "custom"):
+            r = results[m][i] or InvokeResult(error="no result recorded")
+            row[f"{m}_output"] = r.text if r.error is None else None
+            row[f"{m}_latency_ms"] = r.latency_ms
+            row[f"{m}_input_tokens"] = r.input_tokens
+            row[f"{m}_output_tokens"] = r.output_tokens
+            row[f"{m}_attempts"] = r.attempts
+            row[f"{m}_error"] = r.error
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs["wall_seconds"] = wall
+    return df
+
+
+def error_counts(df: pd.DataFrame) -> dict[str, int]:
+    b, c = int(df["base_error"].notna().sum()), int(df["custom_error"].notna().sum())
+    return {"base": b, "custom": c, "calls": b + c, "total_calls": 2 * len(df),
+            "examples_with_error": int((df["base_error"].notna() | df["custom_error"].notna()).sum())}
+
+
+def check_error_share(df: pd.DataFrame, max_error_share: float) -> dict[str, int]:
+    """Raise ``EvaluationError`` when failed calls / all calls exceeds ``max_error_share``."""
+    e = error_counts(df)
+    if e["total_calls"] == 0:
+        raise EvaluationError("evaluation had no examples to run")
+    share = e["calls"] / e["total_calls"]
+    if share > max_error_share:
+        first = df["base_error"].dropna().tolist()[:1] + df["custom_error"].dropna().tolist()[:1]
+        raise EvaluationError(
+            f"{e['calls']} of {e['total_calls']} model calls failed ({share:.1%}; base {e['base']}, "
+            f"custom {e['custom']}, over {len(df)} examples) — above evaluation.max_error_share="
+            f"{max_error_share:g}. First errors: {' | '.join(map(str, first))}")
+    return e
+
+
+# ---------------------------------------------------------------------------------------------
+# gate
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def apply_gate(gate: GateConfig, summary: dict[str, Any]) -> GateVerdict:
+    """custom − base on ``gate.metric`` must exceed ``min_delta``; CI lower bound > 0 if required;
+    custom ≥ ``min_value`` if set. ``summary`` is ``compute_metrics``' output."""
+    m = gate.metric
+    conf = float(summary.get("bootstrap", {}).get("confidence", 0.95))
+    parts = [f"custom {m} − base {m} > {gate.min_delta:g}"]
+    if gate.require_ci_above_zero:
+        parts.append(f"{conf:.0%} CI lower bound > 0")
+    if gate.min_value is not None:
+        parts.append(f"custom {m} ≥ {gate.min_value:g}")
+    rule = " and ".join(parts)
+    comp = summary.get("comparison", {}).get(m)
+    if comp is None:
+        why = (f"metric {m!r} is only computed for label-like outputs (accuracy/macro_f1) and this test set "
+               "is not label-like" if m in ("accuracy", "macro_f1") else f"metric {m!r} was not computed")
+        return GateVerdict(rule=rule, metric=m, passed=False, reasons=[why], confidence=conf)
+
+    def clean(x: Any) -> float | None:
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+    base, custom, delta = clean(comp["base"]), clean(comp["custom"]), clean(comp["delta"])
+    lo, hi = clean(comp.get("ci_low")), clean(comp.get("ci_high"))
+    n = int(comp.get("n", 0))
+    reasons: list[str] = []
+    if n == 0 or delta is None:
+        reasons.append("no example was scored for both models")
+    else:
+        if not delta > gate.min_delta:
+            reasons.append(f"delta {delta:+.4f} does not exceed min_delta {gate.min_delta:g}")
+        if gate.require_ci_above_zero and not (lo is not None and lo > 0):
+            reasons.append(f"{conf:.0%} CI [{_fmt(lo)}, {_fmt(hi)}] does not lie above 0 (n={n})")
+        if gate.min_value is not None and not (custom is not None and custom >= gate.min_value):
+            reasons.append(f"custom {m} {_fmt(custom)} is below the floor {gate.min_value:g}")
+    passed = not reasons
+    if passed:
+        reasons.append(f"custom {m} {_fmt(custom)} vs base {_fmt(base)}: delta {delta:+.4f}, "
+                       f"{conf:.0%} CI [{_fmt(lo)}, {_fmt(hi)}], n={n}")
+    return GateVerdict(rule=rule, metric=m, base=base, custom=custom, delta=delta,
+                       ci=(lo, hi) if lo is not None and hi is not None else None, confidence=conf, n=n,
+                       passed=passed, reasons=reasons)
+
+
+# ---------------------------------------------------------------------------------------------
+# orchestration
+
+
+def default_is_retryable(exc: BaseException) -> bool:
+    """tasks.aws.is_transient when available; else the same rule inline (throttling/5xx codes)."""
+    try:
+        from tasks.aws import is_transient
+
+        return bool(is_transient(exc))
+    except ImportError:
+        pass
+    resp = getattr(exc, "response", None)
+    if not isinstance(resp, dict):
+        return False
+    code = str(resp.get("Error", {}).get("Code", ""))
+    status = int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return (any(k in code for k in ("Throttl", "ModelNotReady", "ServiceUnavailable", "InternalServer",
+                                    "ModelTimeout", "TooManyRequests"))
+            or status == 429 or status >= 500)
+
+
+def load_examples(test_path: str | Path, data_format: str, max_examples: int | None, seed: int = 42) -> list[Any]:
+    """Read formatted test.jsonl records back into Examples (tasks.formats.from_record); seeded cap,
+    original order kept. Each Example gets ``id`` = its line index when it allows attributes."""
+    if from_record is None:
+        raise EvaluationError("tasks.formats.from_record is not available to read the test split")
+    lines = [ln for ln in Path(test_path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    idx = list(range(len(lines)))
+    if max_examples is not None and len(idx) > max_examples:
+        idx = sorted(random.Random(seed).sample(idx, max_examples))
+    out = []
+    for i in idx:
+        ex = from_record(data_format, json.loads(lines[i]))
+        out.append(_WithId(i, ex))
+    if not out:
+        raise EvaluationError(f"no test examples in {test_path}")
+    return out
+
+
+class _WithId:
+    """An Example plus its line index in test.jsonl (Example may be frozen)."""
+
+    __slots__ = ("id", "example")
+
+    def __init__(self, i: int, ex: Any):
+        self.id, self.example = i, ex
+
+    def __getattr__(self, k: str) -> Any:
+        return getattr(self.example, k)
+
+
+def evaluate_endpoints(runtime_client: Any, *, test_path: str | Path, data_format: str, base_target: str,
+                       custom_target: str, invoke_shape: str, eval_cfg: EvaluationConfig, gate_cfg: GateConfig,
+                       label_like: bool, out_dir: str | Path, training: TrainingResult | None = None,
+                       seed: int = 42, is_retryable: Callable[[BaseException], bool] | None = None,
+                       invoke_fn: Callable[..., InvokeResult] | None = None) -> EvaluationResult:
+    """Run both targets over the test split, score, gate, write the report; return the result.
+
+    Raises ``EvaluationError`` (after writing the per-example CSV, so the failures can be read)
+    when the failed-call share exceeds ``eval_cfg.max_error_share``.
+    """
+    from tasks import report as report_mod
+
+    if invoke_fn is None:
+        from tasks.invoke import invoke_text as invoke_fn
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    examples = load_examples(test_path, data_format, eval_cfg.max_examples, seed)
+
+    def make(target: str) -> Callable[[Any], InvokeResult]:
+        def call(ex: Any) -> InvokeResult:
+            return invoke_fn(runtime_client, target, invoke_shape, prompt=ex.prompt, system=ex.system,
+                             max_tokens=eval_cfg.max_tokens, temperature=eval_cfg.temperature)
+        return call
+
+    df = run_comparison(examples, make(base_target), make(custom_target), concurrency=eval_cfg.concurrency,
+                        requests_per_second=eval_cfg.requests_per_second, retries=eval_cfg.invoke_retries,
+                        is_retryable=is_retryable or default_is_retryable)
+    timings["invoke_seconds"] = df.attrs.get("wall_seconds", float("nan"))
+    try:
+        check_error_share(df, eval_cfg.max_error_share)
+    except EvaluationError:
+        df.to_csv(out / "examples.csv", index=False)
+        raise
+
+    t0 = time.perf_counter()
+    summary = compute_metrics(df, label_like=label_like, bertscore_model=eval_cfg.bertscore_model,
+                              num_layers=eval_cfg.bertscore_num_layers, n_resamples=eval_cfg.bootstrap_samples,
+                              seed=seed)
+    timings["metrics_seconds"] = time.perf_counter() - t0
+    if training is not None:
+        summary["training"] = training_summary(training.training_metrics, training.validation_metrics)
+    verdict = apply_gate(gate_cfg, summary)
+    files = report_mod.write_report(
+        summary, df, out, verdict=verdict.model_dump(mode="json"),
+        training_rows=training.training_metrics if training else None,
+        validation_rows=training.validation_metrics if training else None,
+        targets={"base": base_target, "custom": custom_target})
+    return EvaluationResult(
+        n_examples=summary["n_examples"], n_scored=summary["n_scored"], errors=summary["errors"],
+        metrics={k: v for k, v in summary.items() if k not in ("n_examples", "n_scored", "errors")},
+        gate=verdict, files=files, base_target=base_target, custom_target=custom_target, timings=timings)
+
+
+# ---------------------------------------------------------------------------------------------
+# flow glue: client lookup, Prefect task, S3 record of a finished evaluation
+
+
+def _client(clients: Any, service: str) -> Any:
+    """Find a boto3 client in the flow's ``clients`` bundle (attribute, mapping or factory)."""
+    attr = service.replace("-", "_")
+    for name in (attr, "runtime" if service == "bedrock-runtime" else attr):
+        if hasattr(clients, name):
+            return getattr(clients, name)
+        if isinstance(clients, dict) and name in clients:
+            return clients[name]
+    if isinstance(clients, dict) and service in clients:
+        return clients[service]
+    if hasattr(clients, "client"):
+        return clients.client(service)
+    if hasattr(clients, "meta") and getattr(clients.meta, "service_model", None) is not None:
+        return clients  # already a client
+    raise EvaluationError(f"no {service} client in {type(clients).__name__}")
+
+
+def _evaluate_task_fn(clients: Any, config: Any, prepared: Any, family: Any, endpoint: Any,
+                      training: TrainingResult | None, out_dir: str) -> EvaluationResult:
+    from tasks.catalog import load_catalog
+
+    if prepared.test is None:
+        raise EvaluationError("prepared data has no test split")
+    result = evaluate_endpoints(
+        _client(clients, "bedrock-runtime"), test_path=prepared.test.path, data_format=prepared.format,
+        base_target=load_catalog().inference_id(config.base_model), custom_target=endpoint.arn,
+        invoke_shape=family.invoke_shape, eval_cfg=config.evaluation, gate_cfg=config.gate,
+        label_like=prepared.label_like, out_dir=out_dir, training=training)
+    from tasks.report import publish_artifacts
+
+    publish_artifacts(result)
+    return result
+
+
+def _record_key(output_uri: str, eval_key: str) -> tuple[str, str]:
+    rest = output_uri.removeprefix("s3://")
+    bucket, _, prefix = rest.partition("/")
+    return bucket, f"{prefix.rstrip('/')}/evaluation/{eval_key}.json".lstrip("/")
+
+
+def record_evaluation(clients: Any, output_uri: str, eval_key: str, evaluation: EvaluationResult) -> str:
+    """Store the finished evaluation next to the job output (a rerun reuses it)."""
+    bucket, key = _record_key(output_uri, eval_key)
+    _client(clients, "s3").put_object(Bucket=bucket, Key=key, Body=evaluation.model_dump_json().encode(),
+                                      ContentType="application/json")
+    return f"s3://{bucket}/{key}"
+
+
+def load_recorded_evaluation(clients: Any, output_uri: str, eval_key: str) -> EvaluationResult | None:
+    bucket, key = _record_key(output_uri, eval_key)
+    try:
+        body = _client(clients, "s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:  # noqa: BLE001
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+            return None
+        raise
+    return EvaluationResult.model_validate_json(body)
+
+
+try:
+    from prefect import task
+
+    evaluate_task = task(name="evaluate", retries=0)(_evaluate_task_fn)
+    run_comparison_task = task(name="run-comparison")(run_comparison)
+    compute_metrics_task = task(name="compute-metrics")(compute_metrics)
+except ImportError:  # pragma: no cover
+    evaluate_task = _evaluate_task_fn

@@ -1,0 +1,349 @@
+"""Evaluation report: per-example CSV, summary JSON, markdown, PNG charts, Prefect artifacts.
+
+Input is the plain summary dict from ``tasks.metrics.compute_metrics`` plus the gate verdict, so
+this module does not import ``tasks.evaluate`` (no cycle). Charts use matplotlib's Agg backend
+(no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from tasks.evaluate import EvaluationResult
+
+METRIC_LABELS = {
+    "bertscore_f1": "BERTScore F1", "bertscore_precision": "BERTScore P", "bertscore_recall": "BERTScore R",
+    "rouge_l": "ROUGE-L", "exact_match": "Exact match", "accuracy": "Accuracy", "macro_f1": "Macro F1",
+}
+CHART_METRICS = ("bertscore_f1", "rouge_l", "exact_match", "accuracy", "macro_f1")
+
+
+def _isnan(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _f(x: Any, nd: int = 4, sign: bool = False) -> str:
+    if _isnan(x):
+        return "n/a"
+    return f"{x:+.{nd}f}" if sign else f"{x:.{nd}f}"
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, float) and (math.isnan(o) or math.isinf(o)):
+        return None
+    if hasattr(o, "item") and not isinstance(o, str):  # numpy scalars
+        return _jsonable(o.item())
+    return o
+
+
+def _cell(s: Any, width: int = 100) -> str:
+    if _isnan(s):
+        return "—"
+    s = " ".join(str(s).split()).replace("|", "\\|")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# charts
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def chart_metrics(summary: dict[str, Any], path: Path) -> Path | None:
+    """Left: base vs custom per metric. Right: custom − base with its bootstrap CI (the CI belongs
+    to the paired *difference*, so it is drawn there, not as per-model error bars)."""
+    comp = summary.get("comparison", {})
+    mets = [m for m in CHART_METRICS if m in comp and not _isnan(comp[m]["base"])]
+    if not mets:
+        return None
+    plt = _plt()
+    import numpy as np
+
+    labels = [METRIC_LABELS[m] for m in mets]
+    base = [comp[m]["base"] for m in mets]
+    custom = [comp[m]["custom"] for m in mets]
+    delta = np.array([comp[m]["delta"] for m in mets], dtype=float)
+    lo = np.array([comp[m]["ci_low"] for m in mets], dtype=float)
+    hi = np.array([comp[m]["ci_high"] for m in mets], dtype=float)
+    conf = comp[mets[0]].get("confidence", 0.95)
+    n = comp[mets[0]].get("n", 0)
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.6 * len(mets) + 2.4),
+                                 gridspec_kw={"width_ratios": [1.2, 1]})
+    y = np.arange(len(mets))
+    h = 0.38
+    b1 = a1.barh(y - h / 2, base, h, label="base", color="#9aa5b1")
+    b2 = a1.barh(y + h / 2, custom, h, label="custom", color="#2b6cb0")
+    for bars in (b1, b2):
+        for r in bars:
+            a1.text(r.get_width() + 0.01, r.get_y() + r.get_height() / 2, f"{r.get_width():.3f}",
+                    va="center", fontsize=8)
+    a1.set_yticks(y, labels)
+    a1.invert_yaxis()
+    a1.set_xlim(0, 1.12)
+    a1.set_title(f"Base vs custom: mean score over n={n} paired examples", fontsize=10)
+    a1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=2, fontsize=8, frameon=False)
+    a1.grid(axis="x", alpha=0.3)
+
+    colors = ["#2f855a" if (l_ > 0) else ("#c53030" if h_ < 0 else "#718096") for l_, h_ in zip(lo, hi, strict=True)]
+    err = np.vstack([np.clip(delta - lo, 0, None), np.clip(hi - delta, 0, None)])
+    a2.barh(y, delta, 0.5, color=colors, xerr=err, capsize=4, error_kw={"elinewidth": 1.2})
+    a2.axvline(0, color="black", lw=0.8)
+    a2.set_yticks(y, labels)
+    a2.invert_yaxis()
+    span = max(0.05, float(np.nanmax(np.abs(np.concatenate([lo, hi, delta])))) * 1.1)
+    # symmetric around 0 (no visual bias), plus room on the right for the "Δ [lo, hi]" labels
+    a2.set_xlim(-span, span * 1.9)
+    for yi, d, l_, h_ in zip(y, delta, lo, hi, strict=True):
+        a2.text(max(h_, d, 0) + span * 0.05, yi, f"{d:+.3f}\n[{l_:+.3f}, {h_:+.3f}]", va="center", fontsize=7.5)
+    a2.set_xlabel(f"custom − base, {conf:.0%} paired-bootstrap CI")
+    a2.set_title("Difference (green: CI above 0, red: below, grey: spans 0)", fontsize=9)
+    a2.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def chart_per_class(summary: dict[str, Any], path: Path, top: int = 15) -> Path | None:
+    pc = summary.get("per_class")
+    if not pc:
+        return None
+    plt = _plt()
+    rows = sorted(pc.items(), key=lambda kv: kv[1]["accuracy_delta"])
+    if len(rows) > 2 * top:  # worst and best `top` classes
+        rows = rows[:top] + rows[-top:]
+    names = [f"{k} (n={v['support']})" for k, v in rows]
+    deltas = [v["accuracy_delta"] for _, v in rows]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.6))
+    colors = ["#2f855a" if d > 0 else ("#c53030" if d < 0 else "#718096") for d in deltas]
+    ax.barh(range(len(rows)), deltas, color=colors)
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlim(-1.05, 1.05)
+    for i, (d, (_, v)) in enumerate(zip(deltas, rows, strict=True)):
+        ax.text(d + (0.02 if d >= 0 else -0.02), i, f"{v['base_accuracy']:.2f}→{v['custom_accuracy']:.2f}",
+                va="center", ha="left" if d >= 0 else "right", fontsize=7)
+    ax.set_xlabel("per-class accuracy (recall): custom − base")
+    ax.set_title("Per-class accuracy change" + (f" (worst and best {top} of {len(pc)})" if len(pc) > 2 * top else ""))
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def chart_loss(training_rows: Sequence[dict] | None, validation_rows: Sequence[dict] | None, path: Path) -> Path | None:
+    from tasks.metrics import curve_points
+
+    tx, ty = curve_points(training_rows or [], "training_loss")
+    vx, vy = curve_points(validation_rows or [], "validation_loss")
+    if not ty and not vy:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if ty:
+        ax.plot(tx, ty, label="training loss", color="#2b6cb0", lw=1.2, marker="." if len(ty) < 60 else None)
+    if vy:
+        ax.plot(vx, vy, label="validation loss", color="#dd6b20", lw=1.8, marker="o", ms=4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Training / validation loss (from the job's metrics CSVs)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# markdown
+
+
+def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.DataFrame,
+                    charts: dict[str, str], targets: dict[str, str] | None = None, n_examples_shown: int = 3) -> str:
+    comp = summary.get("comparison", {})
+    wtl = summary.get("win_tie_loss", {})
+    errs = summary.get("errors", {})
+    conf = summary.get("bootstrap", {}).get("confidence", 0.95)
+    L: list[str] = []
+    status = "PASS" if verdict.get("passed") else "FAIL"
+    L.append("# Evaluation report\n")
+    L.append(f"**Quality gate: {status}** — rule: {verdict.get('rule', '')}\n")
+    for r in verdict.get("reasons", []):
+        L.append(f"- {r}")
+    L.append("")
+    if targets:
+        L.append(f"Base: `{targets.get('base', '')}` · Custom: `{targets.get('custom', '')}`\n")
+    L.append(f"**n = {summary['n_examples']} examples**, {summary['n_scored']} scored for both models; "
+             f"failed calls: base {errs.get('base', 0)}, custom {errs.get('custom', 0)} "
+             f"(of {errs.get('total_calls', 2 * summary['n_examples'])} calls). "
+             f"CIs: {conf:.0%} paired bootstrap, {summary.get('bootstrap', {}).get('n_resamples', '?')} resamples.\n")
+
+    L.append("## Metrics\n")
+    L.append(f"| metric | base | custom | Δ (custom − base) | {conf:.0%} CI of Δ | win / tie / loss |")
+    L.append("|---|---:|---:|---:|---|---|")
+    for m in ("bertscore_f1", "bertscore_precision", "bertscore_recall", "rouge_l", "exact_match", "accuracy", "macro_f1"):
+        if m not in comp:
+            continue
+        c = comp[m]
+        w = wtl.get(m)
+        wt = f"{w['win']:.0%} / {w['tie']:.0%} / {w['loss']:.0%}" if w and w.get("n") else "—"
+        mark = " ◀ gate" if m == verdict.get("metric") else ""
+        L.append(f"| {METRIC_LABELS.get(m, m)}{mark} | {_f(c['base'])} | {_f(c['custom'])} | {_f(c['delta'], sign=True)} "
+                 f"| [{_f(c['ci_low'], sign=True)}, {_f(c['ci_high'], sign=True)}] | {wt} |")
+    if summary.get("label_like"):
+        b, cu = summary["base"], summary["custom"]
+        L.append("")
+        L.append("| label metric | base | custom |")
+        L.append("|---|---:|---:|")
+        for k in ("macro_precision", "macro_recall", "weighted_precision", "weighted_recall", "weighted_f1"):
+            if k in b:
+                L.append(f"| {k.replace('_', ' ')} | {_f(b[k])} | {_f(cu[k])} |")
+    bs = summary.get("bertscore", {})
+    L.append(f"\nBERTScore model: `{bs.get('model')}`, layer {bs.get('num_layers')} (bert-score, no baseline rescaling).\n")
+
+    pc = summary.get("per_class")
+    if pc:
+        rows = sorted(pc.items(), key=lambda kv: kv[1]["accuracy_delta"])
+        L.append(f"## Per-class accuracy ({len(pc)} classes; worst and best 5 by change)\n")
+        L.append("| class | support | base acc | custom acc | Δ | base F1 | custom F1 |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|")
+        shown = rows if len(rows) <= 10 else rows[:5] + rows[-5:]
+        for k, v in shown:
+            L.append(f"| {_cell(k, 40)} | {v['support']} | {_f(v['base_accuracy'], 3)} | {_f(v['custom_accuracy'], 3)} "
+                     f"| {_f(v['accuracy_delta'], 3, sign=True)} | {_f(v['base_f1'], 3)} | {_f(v['custom_f1'], 3)} |")
+        L.append("")
+
+    L.append("## Latency and tokens\n")
+    L.append("| model | p50 ms | p95 ms | input tokens (total / mean) | output tokens (total / mean) | attempts |")
+    L.append("|---|---:|---:|---|---|---:|")
+    for m in ("base", "custom"):
+        la, tk = summary["latency"][m], summary["tokens"][m]
+        L.append(f"| {m} | {_f(la['p50_ms'], 0)} | {_f(la['p95_ms'], 0)} | {_f(tk['input_total'], 0)} / {_f(tk['input_mean'], 1)} "
+                 f"| {_f(tk['output_total'], 0)} / {_f(tk['output_mean'], 1)} | {tk['attempts_total']} |")
+    L.append("")
+
+    tr = summary.get("training")
+    if tr:
+        L.append("## Training\n")
+        for kind in ("training", "validation"):
+            t = tr.get(kind, {})
+            if t.get("n_points"):
+                ppl = f", final perplexity {_f(t.get('final_perplexity'), 3)}" if "final_perplexity" in t else ""
+                L.append(f"- {kind} loss: {_f(t['first_loss'])} → {_f(t['final_loss'])} (min {_f(t['min_loss'])} at step "
+                         f"{t.get('min_loss_step')}; {t['n_points']} points{ppl})")
+        if tr.get("validation_loss_rising"):
+            L.append("- ⚠ validation loss ended more than 5% above its minimum (possible over-fitting)")
+        L.append("")
+
+    if charts:
+        L.append("## Charts\n")
+        for name, p in charts.items():
+            L.append(f"![{name}]({Path(p).name})")
+        L.append("")
+
+    nerr = errs.get("calls", 0)
+    if nerr:
+        L.append(f"## Errors ({nerr} failed calls)\n")
+        for m in ("base", "custom"):
+            for _, r in df[df[f"{m}_error"].notna()].head(5).iterrows():
+                L.append(f"- {m} example {r['example_id']}: {_cell(r[f'{m}_error'], 200)}")
+        L.append("")
+
+    if "base_bertscore_f1" in df and df["base_bertscore_f1"].notna().any():
+        d = (df["custom_bertscore_f1"] - df["base_bertscore_f1"]).dropna().sort_values()
+        pick = list(d.index[-n_examples_shown:][::-1]) + [i for i in d.index[:n_examples_shown] if i not in d.index[-n_examples_shown:]]
+        L.append("## Examples (largest BERTScore-F1 gains, then largest losses)\n")
+        L.append("| id | prompt | reference | base | custom | Δ BERTScore F1 |")
+        L.append("|---|---|---|---|---|---:|")
+        for i in pick:
+            r = df.loc[i]
+            L.append(f"| {r['example_id']} | {_cell(r['prompt'], 80)} | {_cell(r['reference'], 60)} | {_cell(r['base_output'], 60)} "
+                     f"| {_cell(r['custom_output'], 60)} | {_f(d[i], 3, sign=True)} |")
+        L.append("")
+    L.append("Files: `examples.csv` (one row per example, errors included), `summary.json`.")
+    return "\n".join(L) + "\n"
+
+
+def write_report(summary: dict[str, Any], df: pd.DataFrame, out_dir: str | Path, *, verdict: dict[str, Any],
+                 training_rows: Sequence[dict] | None = None, validation_rows: Sequence[dict] | None = None,
+                 targets: dict[str, str] | None = None) -> dict[str, str]:
+    """Write examples.csv, summary.json, report.md and charts; return {name: path}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    csv = out / "examples.csv"
+    df.to_csv(csv, index=False)
+    files["examples_csv"] = str(csv)
+    charts: dict[str, str] = {}
+    for name, fn in (("metrics_chart", lambda p: chart_metrics(summary, p)),
+                     ("per_class_chart", lambda p: chart_per_class(summary, p)),
+                     ("loss_chart", lambda p: chart_loss(training_rows, validation_rows, p))):
+        p = fn(out / f"{name.removesuffix('_chart')}.png")
+        if p is not None:
+            charts[name] = str(p)
+    files.update(charts)
+    md = out / "report.md"
+    md.write_text(render_markdown(summary, verdict, df, charts, targets), encoding="utf-8")
+    files["report_md"] = str(md)
+    js = out / "summary.json"
+    js.write_text(json.dumps(_jsonable({"summary": summary, "gate": verdict, "targets": targets or {},
+                                        "files": {**files, "summary_json": str(js)}}), indent=2), encoding="utf-8")
+    files["summary_json"] = str(js)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefect artifacts
+
+
+def publish_artifacts(result: EvaluationResult, key_prefix: str = "eval") -> bool:
+    """Table + markdown + file links as Prefect artifacts when inside a Prefect run; else no-op.
+
+    Keys must be lowercase letters, digits and dashes (prefect-patterns.md §6).
+    """
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+    except ImportError:  # pragma: no cover
+        return False
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return False
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    comp = result.metrics.get("comparison", {})
+    rows = [{"metric": m, "base": _jsonable(c["base"]), "custom": _jsonable(c["custom"]),
+             "delta": _jsonable(c["delta"]), "ci_low": _jsonable(c["ci_low"]), "ci_high": _jsonable(c["ci_high"]),
+             "n": c["n"]} for m, c in comp.items()]
+    g = result.gate
+    create_table_artifact(key=f"{key_prefix}-metrics", table=rows,
+                          description=f"base vs custom, n={result.n_examples}; gate {'PASS' if g.passed else 'FAIL'}")
+    md_path = result.files.get("report_md")
+    md = Path(md_path).read_text(encoding="utf-8") if md_path and Path(md_path).exists() else (
+        f"# Evaluation\n**gate: {'PASS' if g.passed else 'FAIL'}** — {g.rule}\n")
+    if result.files:
+        md += "\n## Files\n" + "\n".join(f"- {k}: `{v}`" for k, v in result.files.items()) + "\n"
+    create_markdown_artifact(key=f"{key_prefix}-report", markdown=md)
+    for name, p in result.files.items():
+        create_link_artifact(key=f"{key_prefix}-{name.replace('_', '-')}", link=Path(p).resolve().as_uri(),
+                             link_text=Path(p).name)
+    return True
