@@ -1,0 +1,109 @@
+"""Report files exist and carry the real numbers; artifacts only inside a Prefect run."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tasks import metrics as M
+from tasks import report as R
+from tasks.config import GateConfig
+from tasks.evaluate import EvaluationResult, apply_gate
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    refs = ["positive", "negative", "neutral", "positive", "negative", "neutral"] * 5
+    base = ["negative"] * 30
+    custom = [r if i % 5 else "neutral" for i, r in enumerate(refs)]
+    n = len(refs)
+    df = pd.DataFrame({
+        "example_id": range(n), "system": [None] * n, "prompt": [f"review number {i}" for i in range(n)],
+        "reference": refs, "base_output": base, "custom_output": custom,
+        "base_latency_ms": [200.0] * n, "custom_latency_ms": [100.0] * n,
+        "base_input_tokens": [7] * n, "base_output_tokens": [1] * n, "custom_input_tokens": [7] * n,
+        "custom_output_tokens": [1] * n, "base_attempts": [1] * n, "custom_attempts": [2] * n,
+        "base_error": [None] * n, "custom_error": [None] * n,
+    })
+    df.loc[3, ["base_output", "base_error"]] = [None, "ThrottlingException: Rate exceeded (retries exhausted after 6 attempt(s))"]
+    s = M.compute_metrics(df, label_like=True, n_resamples=300)
+    tr = [{"step_number": i, "epoch_number": i // 4, "training_loss": 2.0 - 0.1 * i, "perplexity": 3} for i in range(12)]
+    va = [{"step_number": 4 * k, "epoch_number": k, "validation_loss": 1.8 - 0.1 * k, "perplexity": 3} for k in (1, 2, 3)]
+    s["training"] = M.training_summary(tr, va)
+    verdict = apply_gate(GateConfig(metric="accuracy", min_delta=0.2), s)
+    out = tmp_path_factory.mktemp("report")
+    files = R.write_report(s, df, out, verdict=verdict.model_dump(mode="json"), training_rows=tr,
+                           validation_rows=va, targets={"base": "amazon.nova-micro-v1:0", "custom": "arn:pt/x"})
+    return s, df, verdict, files
+
+
+def test_files_exist_and_pngs_are_pngs(evaluated):
+    _, _, _, files = evaluated
+    for k in ("examples_csv", "summary_json", "report_md", "metrics_chart", "per_class_chart", "loss_chart"):
+        assert k in files
+    for k in ("metrics_chart", "per_class_chart", "loss_chart"):
+        with open(files[k], "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_csv_keeps_every_example_and_error(evaluated):
+    s, _, _, files = evaluated
+    df = pd.read_csv(files["examples_csv"])
+    assert len(df) == 30 and df["base_error"].notna().sum() == 1
+    assert "custom_bertscore_f1" in df and "base_rouge_l" in df and "custom_exact_match" in df
+    assert s["n_scored"] == 29
+
+
+def test_markdown_has_real_numbers(evaluated):
+    s, _, verdict, files = evaluated
+    md = open(files["report_md"], encoding="utf-8").read()
+    acc = s["comparison"]["accuracy"]
+    assert ("PASS" if verdict.passed else "FAIL") in md.splitlines()[2]
+    assert f"| {acc['base']:.4f} | {acc['custom']:.4f} | {acc['delta']:+.4f} |" in md
+    assert f"[{acc['ci_low']:+.4f}, {acc['ci_high']:+.4f}]" in md
+    bs = s["comparison"]["bertscore_f1"]
+    assert f"{bs['custom']:.4f}" in md
+    assert "**n = 30 examples**, 29 scored" in md and "failed calls: base 1, custom 0" in md
+    assert "`all-MiniLM-L6-v2`, layer 6" in md
+    assert "| base | 200 | 200 |" in md and "| custom | 100 | 100 |" in md
+    assert "ThrottlingException" in md
+    assert "## Per-class accuracy" in md and "| neutral |" in md
+    w = s["win_tie_loss"]["accuracy"]
+    assert f"{w['win']:.0%} / {w['tie']:.0%} / {w['loss']:.0%}" in md
+    assert "![metrics_chart](metrics.png)" in md
+
+
+def test_summary_json_matches(evaluated):
+    s, _, verdict, files = evaluated
+    j = json.load(open(files["summary_json"], encoding="utf-8"))
+    assert j["summary"]["comparison"]["macro_f1"]["delta"] == pytest.approx(s["comparison"]["macro_f1"]["delta"])
+    assert j["gate"]["passed"] == verdict.passed and j["summary"]["n_examples"] == 30
+
+
+def _result(evaluated) -> EvaluationResult:
+    s, _, verdict, files = evaluated
+    return EvaluationResult(n_examples=s["n_examples"], n_scored=s["n_scored"], errors=s["errors"],
+                            metrics={k: v for k, v in s.items() if k not in ("n_examples", "n_scored", "errors")},
+                            gate=verdict, files=files)
+
+
+def test_publish_artifacts_noop_outside_prefect(evaluated):
+    assert R.publish_artifacts(_result(evaluated)) is False
+
+
+def test_publish_artifacts_inside_flow(evaluated, prefect_backend):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    res = _result(evaluated)
+
+    @flow
+    def publish() -> bool:
+        return R.publish_artifacts(res, key_prefix="eval-test")
+
+    assert publish() is True
+    with get_client(sync_client=True) as c:
+        keys = {a.key for a in c.read_latest_artifacts()}
+    assert {"eval-test-metrics", "eval-test-report", "eval-test-metrics-chart"} <= keys
