@@ -138,12 +138,13 @@ def chart_per_class(summary: dict[str, Any], path: Path, top: int = 15) -> Path 
     ax.barh(range(len(rows)), deltas, color=colors)
     ax.set_yticks(range(len(rows)), names, fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlim(-1.3, 1.3)   # symmetric; room for the "base→custom" labels
     for i, (d, (_, v)) in enumerate(zip(deltas, rows, strict=True)):
         ax.text(d + (0.02 if d >= 0 else -0.02), i, f"{v['base_accuracy']:.2f}→{v['custom_accuracy']:.2f}",
                 va="center", ha="left" if d >= 0 else "right", fontsize=7)
     ax.set_xlabel("per-class accuracy (recall): custom − base")
-    ax.set_title("Per-class accuracy change" + (f" (worst and best {top} of {len(pc)})" if len(pc) > 2 * top else ""))
+    ax.set_title("Per-class accuracy change (point estimates; small classes are noisy)"
+                 + (f"\nworst and best {top} of {len(pc)} classes" if len(pc) > 2 * top else ""), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
