@@ -1,0 +1,453 @@
+"""Cost estimate and the spend guards that refuse a run before it spends money (DESIGN.md §3.4).
+
+What is estimated, and how (every figure is an estimate; the lines say which inputs they used):
+
+- **Tokens**: characters / ``limits.chars_per_token`` of the model family — "about 6 characters
+  per token" (REF §5, docs); the Claude 3 Haiku validator counts 3 (REF §5, sample), and the catalog
+  carries that per family. Characters are those of the texts in a record (prompt, completion,
+  system, message contents, CPT input), not of the JSON around them.
+- **Training**: train tokens × epochs × price per 1k tokens. Epochs come from the resolved
+  hyperparameters (preset, then overrides); distillation has no epoch hyperparameter and RFT keeps
+  its own, see ``_epochs``.
+- **Storage**: one month of custom-model storage (the model exists at least until teardown).
+- **Serving** (the evaluation window): provisioned throughput = model units × ``serving.max_hours``
+  rounded up to whole hours (billing is hourly, REF §2.7) × the no-commitment hourly price; a
+  commitment term bills the whole term (REF §2.7) and has no price in the catalog, so it is unknown.
+  On-demand deployment = the test-split tokens at on-demand token prices. The base model is always
+  called on demand for the comparison, so its test-split tokens are counted in both modes.
+  Output tokens are taken at ``evaluation.max_tokens`` per call: an upper bound.
+- **Prices**: ``config.pricing`` overrides field by field; otherwise the catalog. The catalog has no
+  confirmed price (all ``null``, ``unconfirmed: true``): such a figure is reported as *unknown*,
+  never invented, and the totals that depend on it are ``None``.
+
+Verdict: ``over_budget`` when the known part alone exceeds ``budget.max_usd``; else ``unknown_price``
+when a price is missing; else ``ok``. ``check_budget`` turns that into a refusal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from tasks.catalog import CustomizationType, ModelFamily, load_catalog, resolve_hyperparameters
+from tasks.config import PipelineConfig
+from tasks.types import PreparedData
+
+HOURS_PER_MONTH = 730.0          # 8760 h / 12: the usual monthly-hours convention (approximation)
+COMMITMENT_MONTHS = {"OneMonth": 1, "SixMonths": 6}   # REF §2.7 commitmentDuration values (api)
+# keys in formatted records that carry structure, not text (REF §5 record shapes)
+_STRUCTURAL_KEYS = {"role", "schemaVersion", "format", "uri", "bucketOwner", "s3Location"}
+_OUTPUT_KEYS = {"completion", "reference_answer"}
+
+
+class BudgetExceeded(ValueError):
+    """A spend guard refused the run: over budget, unknown prices not allowed, or a capacity cap."""
+
+
+class CostEstimate(BaseModel):
+    train_tokens: int
+    epochs: int
+    training_usd: float | None
+    serving_usd: float | None
+    storage_usd: float | None
+    total_usd: float | None
+    unknown: list[str] = Field(default_factory=list)      # which prices are missing, and where to set them
+    lines: list[dict] = Field(default_factory=list)       # one row per cost item (see _line)
+    budget_usd: float | None = None
+    verdict: Literal["ok", "over_budget", "unknown_price"] = "ok"
+    # additions beyond the contract
+    known_usd: float = 0.0                                # sum of the items whose price is known
+    serving_kind: Literal["provisioned", "deployment", "none"] = "none"
+    eval_calls: int = 0                                   # evaluation examples (each called on base and custom)
+    chars_per_token: float = 6.0
+    method: str = "prepared"                              # prepared | raw (estimate_from_config)
+    notes: list[str] = Field(default_factory=list)
+
+    def summary_line(self) -> str:
+        def usd(x: float | None) -> str:
+            return "unknown" if x is None else f"${x:,.2f}"
+
+        budget = "no budget" if self.budget_usd is None else f"budget {usd(self.budget_usd)}"
+        total = usd(self.total_usd)
+        if self.total_usd is None and self.known_usd:
+            total += f" (known part {usd(self.known_usd)})"
+        return (f"{self.train_tokens:,} train tokens × {self.epochs} epoch(s); training {usd(self.training_usd)}, "
+                f"storage {usd(self.storage_usd)}, serving {usd(self.serving_usd)}; total {total}; "
+                f"{budget}: {self.verdict}")
+
+
+# ---------------------------------------------------------------------------------------------
+# token counting
+# ---------------------------------------------------------------------------------------------
+def record_chars(record: Any) -> tuple[int, int]:
+    """(input characters, output characters) of one formatted record, in any catalog format.
+
+    Output = assistant turns, ``completion`` and ``reference_answer``; everything else textual is input.
+    """
+    inp = out = 0
+
+    def walk(node: Any, is_output: bool) -> None:
+        nonlocal inp, out
+        if isinstance(node, str):
+            if is_output:
+                out += len(node)
+            else:
+                inp += len(node)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, is_output)
+        elif isinstance(node, dict):
+            role_out = is_output or node.get("role") == "assistant"
+            for k, v in node.items():
+                if k in _STRUCTURAL_KEYS:
+                    continue
+                walk(v, role_out or k in _OUTPUT_KEYS)
+
+    walk(record, False)
+    return inp, out
+
+
+def _iter_jsonl(path: str | Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue   # validation reports it; the estimate only counts what it can read
+
+
+def file_chars(path: str | Path) -> tuple[int, int, int]:
+    """Stream a formatted JSONL file: (records, input chars, output chars)."""
+    n = i = o = 0
+    for rec in _iter_jsonl(path):
+        a, b = record_chars(rec)
+        n, i, o = n + 1, i + a, o + b
+    return n, i, o
+
+
+def tokens(chars: int | float, chars_per_token: float) -> int:
+    """The documented approximation: characters / chars-per-token, rounded up (REF §5)."""
+    return int(math.ceil(chars / chars_per_token)) if chars > 0 else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces of an estimate
+# ---------------------------------------------------------------------------------------------
+def _epochs(config: PipelineConfig, notes: list[str]) -> int:
+    ct = config.customization_type
+    if ct == CustomizationType.REINFORCEMENT_FINE_TUNING:
+        ep = (config.rft.hyperparameters.get("epochCount") if config.rft else None)
+        if ep is None:
+            notes.append("RFT: no epochCount in rft.hyperparameters; counted as 1 epoch (the service default is not in REF)")
+            return 1
+        return int(float(ep))
+    spec = load_catalog().spec(config.base_model, ct)
+    if "epochCount" not in spec.hyperparameters:
+        notes.append(f"{ct.value}: the epochs are chosen by the service (no epochCount hyperparameter); counted as 1")
+        return 1
+    hp = resolve_hyperparameters(spec, config.preset, config.hyperparameters)  # raises ValueError on a bad value
+    return int(hp["epochCount"])
+
+
+def serving_kind(config: PipelineConfig, family: ModelFamily) -> Literal["provisioned", "deployment"]:
+    """Which serving resource the run creates: ``auto`` = on-demand deployment where the family and
+    region allow it (REF §2.8), else provisioned throughput."""
+    mode = config.serving.mode
+    if mode == "provisioned":
+        return "provisioned"
+    if mode == "on_demand":
+        return "deployment"
+    allowed = family.on_demand_deployment and (not family.on_demand_regions or config.aws.region in family.on_demand_regions)
+    return "deployment" if allowed else "provisioned"
+
+
+def _price(config: PipelineConfig, family: ModelFamily, field: str) -> tuple[float | None, str]:
+    override = getattr(config.pricing, field)
+    if override is not None:
+        return float(override), "config.pricing"
+    value = getattr(family.pricing, field)
+    if value is None:
+        return None, "unknown"
+    return float(value), "catalog (unconfirmed)" if family.pricing.unconfirmed else "catalog"
+
+
+def _line(item: str, quantity: float, unit: str, price: float | None, price_unit: str, source: str,
+          detail: str = "", usd: float | None = None) -> dict:
+    if usd is None and price is not None:
+        usd = quantity * price
+    return {"item": item, "quantity": quantity, "unit": unit, "unit_price": price, "price_unit": price_unit,
+            "price_source": source, "usd": None if usd is None else round(usd, 6), "detail": detail}
+
+
+_PRICE_FIELDS = {
+    "train_per_1k_tokens": "training price per 1k tokens",
+    "storage_per_month": "custom-model storage price per month",
+    "pt_hour_no_commit": "provisioned throughput price per model-unit hour (no commitment)",
+    "on_demand_input_per_1k": "on-demand input price per 1k tokens",
+    "on_demand_output_per_1k": "on-demand output price per 1k tokens",
+}
+
+
+def _unknown(field: str) -> str:
+    return f"{_PRICE_FIELDS[field]}: no confirmed figure in the catalog (set pricing.{field} in the config)"
+
+
+def _sum(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else round(sum(values), 6)  # type: ignore[arg-type]
+
+
+def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: int, test_input_chars: int,
+                   method: str, notes: list[str] | None = None, train_tokens: int | None = None) -> CostEstimate:
+    """The arithmetic, from counts alone (shared by ``estimate_cost`` and ``estimate_from_config``)."""
+    catalog = load_catalog()
+    family = catalog.family_of(config.base_model)
+    spec = catalog.spec(config.base_model, config.customization_type)
+    cpt = spec.limits.chars_per_token
+    notes = list(notes or [])
+    unknown: list[str] = []
+    lines: list[dict] = []
+
+    # training --------------------------------------------------------------------------------
+    epochs = _epochs(config, notes)
+    t_tokens = train_tokens if train_tokens is not None else tokens(train_chars, cpt)
+    p, src = _price(config, family, "train_per_1k_tokens")
+    if p is None:
+        unknown.append(_unknown("train_per_1k_tokens"))
+    lines.append(_line("training", t_tokens * epochs / 1000, "1k token-epochs", p, "per 1k tokens", src,
+                       f"{t_tokens:,} tokens × {epochs} epoch(s)"))
+    training = lines[-1]["usd"]
+    if config.customization_type == CustomizationType.DISTILLATION:
+        notes.append("distillation: the teacher's inference to generate responses is billed too and is not "
+                     "estimated here (no figure in REF)")
+
+    # storage ---------------------------------------------------------------------------------
+    p, src = _price(config, family, "storage_per_month")
+    if p is None:
+        unknown.append(_unknown("storage_per_month"))
+    lines.append(_line("storage", 1, "model-month", p, "per model per month", src,
+                       "one month of custom-model storage"))
+    storage = lines[-1]["usd"]
+
+    # serving for the evaluation window ---------------------------------------------------------
+    ev = config.evaluation
+    eval_calls = min(test_records, ev.max_examples or test_records) if ev.enabled else 0
+    serving_parts: list[float | None] = []
+    kind: Literal["provisioned", "deployment", "none"] = "none"
+    if eval_calls == 0:
+        why = "evaluation disabled" if not ev.enabled else "no test split"
+        notes.append(f"serving: {why}, so no serving resource is created")
+        serving: float | None = 0.0
+    else:
+        kind = serving_kind(config, family)
+        in_tok = tokens(test_input_chars * eval_calls / max(test_records, 1), cpt)
+        out_tok = eval_calls * ev.max_tokens
+        p_in, src_in = _price(config, family, "on_demand_input_per_1k")
+        p_out, src_out = _price(config, family, "on_demand_output_per_1k")
+        if kind == "provisioned":
+            sv = config.serving
+            if sv.commitment:
+                hours = COMMITMENT_MONTHS[sv.commitment] * HOURS_PER_MONTH
+                unknown.append(f"provisioned throughput with commitment {sv.commitment}: no commitment price in the "
+                               "catalog or config; a committed PT bills the whole term and cannot be deleted "
+                               "before it ends (REF §2.7) — remove serving.commitment unless you mean it")
+                lines.append(_line("serving: provisioned throughput", sv.model_units * hours, "model-unit hours",
+                                   None, "per model-unit hour", "unknown",
+                                   f"{sv.model_units} MU × {hours:g} h ({sv.commitment} term)"))
+            else:
+                hours = float(math.ceil(sv.max_hours))
+                p, src = _price(config, family, "pt_hour_no_commit")
+                if p is None:
+                    unknown.append(_unknown("pt_hour_no_commit"))
+                lines.append(_line("serving: provisioned throughput", sv.model_units * hours, "model-unit hours", p,
+                                   "per model-unit hour", src,
+                                   f"{sv.model_units} MU × {hours:g} h (serving.max_hours={sv.max_hours:g}, billed hourly)"))
+                quota = catalog.quotas.no_commitment_model_units_per_account
+                if quota is not None and sv.model_units > quota:
+                    notes.append(f"serving.model_units={sv.model_units} exceeds the default account quota of {quota} "
+                                 "no-commitment model units (REF §2.7): request a quota increase first")
+            serving_parts.append(lines[-1]["usd"])
+        else:
+            if not family.on_demand_deployment:
+                notes.append(f"{family.display} has no on-demand deployment (REF §2.8): serving.mode on_demand will "
+                             "be refused; use provisioned")
+            notes.append("on-demand custom-model calls priced like the base model's on-demand tokens (unconfirmed)")
+            usd = None if p_in is None or p_out is None else (in_tok * p_in + out_tok * p_out) / 1000
+            lines.append(_line("serving: custom model on demand", in_tok + out_tok, "tokens", None,
+                               "per 1k tokens (in/out)", f"{src_in}/{src_out}",
+                               f"{eval_calls} calls: {in_tok:,} in + {out_tok:,} out (≤ max_tokens)", usd=usd))
+            serving_parts.append(usd)
+        # the base model is always called on demand for the comparison
+        usd = None if p_in is None or p_out is None else (in_tok * p_in + out_tok * p_out) / 1000
+        lines.append(_line("evaluation: base model on demand", in_tok + out_tok, "tokens", None,
+                           "per 1k tokens (in/out)", f"{src_in}/{src_out}",
+                           f"{eval_calls} calls: {in_tok:,} in + {out_tok:,} out (≤ max_tokens)", usd=usd))
+        serving_parts.append(usd)
+        for f, pv in (("on_demand_input_per_1k", p_in), ("on_demand_output_per_1k", p_out)):
+            if pv is None:
+                unknown.append(_unknown(f))
+        serving = _sum(serving_parts)
+
+    known = round(sum(line["usd"] for line in lines if line["usd"] is not None), 6)
+    total = _sum([training, storage, serving])
+    budget = config.budget.max_usd
+    if budget is not None and known > budget:
+        verdict: Literal["ok", "over_budget", "unknown_price"] = "over_budget"
+    elif unknown:
+        verdict = "unknown_price"
+    else:
+        verdict = "ok"
+    return CostEstimate(
+        train_tokens=t_tokens, epochs=epochs, training_usd=training, serving_usd=serving, storage_usd=storage,
+        total_usd=total, unknown=list(dict.fromkeys(unknown)), lines=lines, budget_usd=budget, verdict=verdict,
+        known_usd=known, serving_kind=kind, eval_calls=eval_calls, chars_per_token=cpt, method=method, notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry points
+# ---------------------------------------------------------------------------------------------
+def estimate_cost(config: PipelineConfig, prepared: PreparedData) -> CostEstimate:
+    """Estimate a run from its prepared splits.
+
+    Train characters are counted by streaming ``train.jsonl`` when the file is on this machine; when it
+    is not (a rerun on another worker), ``prepared.estimated_train_tokens`` is used as it is.
+    """
+    notes: list[str] = []
+    train_tokens = None
+    train_chars = 0
+    if Path(prepared.train.path).exists():
+        _, i, o = file_chars(prepared.train.path)
+        train_chars = i + o
+    else:
+        train_tokens = prepared.estimated_train_tokens
+        notes.append(f"train file {prepared.train.path} not on this machine: using prepare's token estimate")
+    test_records = test_chars = 0
+    if prepared.test is not None:
+        if Path(prepared.test.path).exists():
+            test_records, test_chars, _ = file_chars(prepared.test.path)
+        else:
+            test_records = prepared.test.records
+            notes.append("test file not on this machine: its prompts are counted as empty")
+    return build_estimate(config, train_chars=train_chars, test_records=test_records, test_input_chars=test_chars,
+                          method="prepared", notes=notes, train_tokens=train_tokens)
+
+
+def estimate_from_config(config: PipelineConfig, *, method: Literal["auto", "prepare", "raw"] = "auto",
+                         work_dir: str | Path | None = None) -> CostEstimate:
+    """Estimate before anything is prepared (``forge estimate CONFIG``).
+
+    ``prepare`` (the default when ``tasks.prepare`` is installed): run the real ``prepare`` into a
+    temporary folder, so the counts are exactly those the run will train on (dedupe, preset record
+    cap, augmentation, split), and bad data fails here with every problem (``DataValidationError``).
+    ``raw``: stream the raw source once and count the mapped columns, scaled by the split fractions and
+    record caps — fast and approximate, no validation.
+    """
+    if method in ("auto", "prepare"):
+        try:
+            from tasks.prepare import prepare
+        except ImportError:
+            if method == "prepare":
+                raise
+            prepare = None  # type: ignore[assignment]
+        if prepare is not None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="forge-estimate-", dir=work_dir) as tmp:
+                prepared = prepare(config, tmp)
+                return estimate_cost(config, prepared)
+    return _estimate_raw(config)
+
+
+def _raw_rows(source: str, fmt: str) -> Iterator[dict]:
+    """Stream raw rows as dicts: JSONL line by line, CSV in chunks, Parquet in record batches."""
+    path = Path(source)
+    kind = fmt if fmt != "auto" else {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower(), "jsonl")
+    if kind == "jsonl":
+        yield from _iter_jsonl(path)
+    elif kind == "csv":
+        import pandas as pd
+
+        for chunk in pd.read_csv(path, chunksize=50_000, dtype=str, keep_default_na=False):
+            yield from chunk.to_dict("records")
+    else:
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
+            yield from batch.to_pylist()
+
+
+def _estimate_raw(config: PipelineConfig) -> CostEstimate:
+    from tasks.catalog import PRESETS
+
+    d = config.data
+    if "://" in d.source:
+        raise ValueError(f"data.source {d.source}: the raw estimate reads local files only; run prepare first")
+    cols = d.columns
+    in_cols = [c for c in (cols.prompt, cols.system, cols.text) if c]
+    out_cols = [c for c in (cols.completion,) if c]
+    sys_len = len(d.system_prompt or "")
+    template_extra = max(len(d.prompt_template) - len("{prompt}"), 0)
+    n = in_chars = out_chars = 0
+    for row in _raw_rows(d.source, d.format):
+        n += 1
+        in_chars += sys_len + template_extra + sum(len(str(row.get(c) or "")) for c in in_cols)
+        out_chars += sum(len(str(row.get(c) or "")) for c in out_cols)
+    if n == 0:
+        raise ValueError(f"data.source {d.source}: no records")
+    used = min(n, d.max_records or n)
+    sp = d.split
+    n_train = used * sp.train
+    cap = PRESETS[config.preset].max_train_records if config.preset else None
+    if cap is not None:
+        n_train = min(n_train, cap)
+    if d.augment.enabled:
+        n_train *= 1 + d.augment.copies
+    n_test = int(round(used * sp.test))
+    avg_in, avg_out = in_chars / n, out_chars / n
+    notes = [f"raw estimate: {n:,} source records, ~{n_train:,.0f} train / ~{n_test:,} test by the split fractions; "
+             "duplicates and invalid records not removed (run `forge prepare` for exact counts)"]
+    return build_estimate(config, train_chars=int(n_train * (avg_in + avg_out)), test_records=n_test,
+                          test_input_chars=int(n_test * avg_in), method="raw", notes=notes)
+
+
+def check_budget(estimate: CostEstimate, config: PipelineConfig) -> None:
+    """The spend guards, together: raise ``BudgetExceeded`` (a ValueError) with what to change."""
+    sv = config.serving
+    if sv.model_units > sv.max_model_units:
+        raise BudgetExceeded(f"serving.model_units={sv.model_units} exceeds serving.max_model_units={sv.max_model_units}: "
+                             "lower model_units, or raise the cap deliberately")
+    budget = config.budget
+    if budget.max_usd is not None and estimate.known_usd > budget.max_usd:
+        priced = [line for line in estimate.lines if line["usd"] is not None]
+        biggest = max(priced, key=lambda line: line["usd"]) if priced else None
+        fig = (f"estimated cost ${estimate.total_usd:,.2f}" if estimate.total_usd is not None
+               else f"estimated cost of at least ${estimate.known_usd:,.2f} (known items only)")
+        msg = f"{fig} exceeds budget.max_usd=${budget.max_usd:,.2f}"
+        if biggest is not None:
+            msg += f"; the largest item is {biggest['item']} (${biggest['usd']:,.2f}: {biggest['detail']})"
+        raise BudgetExceeded(f"{msg}. To fit: {_levers(biggest, config)}, or raise budget.max_usd")
+    if estimate.unknown and not budget.allow_unknown_prices:
+        raise BudgetExceeded(
+            "refusing to start: budget.allow_unknown_prices is false and these prices are unknown: "
+            + "; ".join(estimate.unknown)
+            + ". Set the pricing.* figures from https://aws.amazon.com/bedrock/pricing/ or allow unknown prices")
+
+
+def _levers(line: dict | None, config: PipelineConfig) -> str:
+    item = (line or {}).get("item", "")
+    if item == "training":
+        return ("train fewer epochs (hyperparameters.epochCount, or preset 'quick') or on less data "
+                f"(data.max_records; now {config.data.max_records or 'all records'})")
+    if item.startswith("serving: provisioned"):
+        return (f"shorten serving.max_hours (now {config.serving.max_hours:g}) or lower serving.model_units "
+                f"(now {config.serving.model_units})")
+    if item.startswith(("serving: custom", "evaluation")):
+        return (f"lower evaluation.max_examples (now {config.evaluation.max_examples}) or evaluation.max_tokens "
+                f"(now {config.evaluation.max_tokens})")
+    return "reduce the largest item"
