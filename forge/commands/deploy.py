@@ -1,0 +1,296 @@
+"""`forge deploy [--pool NAME] [--apply]`: the work pool, its queue and every deployment in one command.
+
+Reads ``deployments/prefect.yaml`` (the single description of the deployments; Prefect's own
+``prefect deploy --all --prefect-file deployments/prefect.yaml`` reads the same file). Without
+``--apply`` it only checks: every entrypoint loads, every schedule parses, every fixed parameter fits
+its flow's signature, and prints the plan. With ``--apply`` it creates the process work pool and the
+work queue when missing and registers (creates or updates) each deployment against the Prefect API in
+``PREFECT_API_URL``. Re-running it is safe: deployments are updated in place, schedules replaced.
+
+Flow runs of these deployments start in the repo root on the worker (a ``set_working_directory``
+pull step): relative paths in parameters resolve there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FILE = REPO_ROOT / "deployments" / "prefect.yaml"
+DEFAULT_POOL = "forge-process"
+DEFAULT_QUEUE = "forge"
+
+
+class DeployError(ValueError):
+    """A problem in the deployments file or its entrypoints, formatted for people."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the file
+# ---------------------------------------------------------------------------------------------
+class WorkPoolRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    work_queue_name: str | None = None
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScheduleSpec(BaseModel):
+    """One entry of ``schedules:`` as prefect.yaml writes it: ``cron`` or ``interval`` (seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cron: str | None = None
+    interval: float | None = Field(None, gt=0)
+    timezone: str | None = None
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleSpec:
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError("a schedule needs exactly one of 'cron' or 'interval' (seconds)")
+        return self
+
+    def to_prefect(self):
+        """The Prefect schedule object; raises ValueError on a bad cron string or timezone."""
+        from prefect.schedules import Cron, Interval
+
+        if self.cron is not None:
+            return Cron(self.cron, timezone=self.timezone, active=self.active)
+        return Interval(timedelta(seconds=self.interval), timezone=self.timezone, active=self.active)
+
+
+class DeploymentSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    entrypoint: str = Field(..., pattern=r"^[\w./-]+\.py:\w+$")
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    work_pool: WorkPoolRef
+    schedules: list[ScheduleSpec] = Field(default_factory=list)
+
+    @property
+    def entry_file(self) -> str:
+        return self.entrypoint.rsplit(":", 1)[0]
+
+
+class DeploymentsFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    deployments: list[DeploymentSpec]
+
+    @model_validator(mode="after")
+    def _unique(self) -> DeploymentsFile:
+        names = [d.name for d in self.deployments]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate deployment names: {', '.join(dupes)}")
+        return self
+
+    def get(self, name: str) -> DeploymentSpec:
+        for d in self.deployments:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+
+def load_deployments_file(path: str | Path = DEFAULT_FILE) -> DeploymentsFile:
+    """Parse and shape-check the deployments file; errors name the file and the field."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeployError(f"{p}: file not found (expected deployments/prefect.yaml in the repo)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise DeployError(f"{p}{f':{mark.line + 1}' if mark else ''}: not valid YAML: "
+                          f"{getattr(err, 'problem', err)}") from None
+    try:
+        return DeploymentsFile.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = list(e["loc"])
+            if len(loc) >= 2 and loc[0] == "deployments" and isinstance(loc[1], int):
+                items = (raw or {}).get("deployments") or []
+                name = items[loc[1]].get("name", loc[1]) if loc[1] < len(items) and isinstance(items[loc[1]], dict) else loc[1]
+                loc = [f"deployments[{name}]", *loc[2:]]
+            lines.append(f"{p}: {'.'.join(map(str, loc))}: {e['msg'].removeprefix('Value error, ')}")
+        raise DeployError("\n".join(lines)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# checks (no server needed)
+# ---------------------------------------------------------------------------------------------
+def load_flow(spec: DeploymentSpec, root: Path = REPO_ROOT):
+    """Import the deployment's flow from ``root``; DeployError says which entrypoint and why."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    path = root / spec.entry_file
+    if not path.is_file():
+        raise DeployError(f"deployment {spec.name!r}: entrypoint file {spec.entry_file} not found under {root}")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        return load_flow_from_entrypoint(f"{path}:{spec.entrypoint.rsplit(':', 1)[1]}")
+    except Exception as err:  # noqa: BLE001 - any import error becomes one line naming the entrypoint
+        raise DeployError(f"deployment {spec.name!r}: cannot load {spec.entrypoint}: "
+                          f"{type(err).__name__}: {err}") from None
+
+
+def check_deployment(spec: DeploymentSpec, root: Path = REPO_ROOT):
+    """Load the flow, parse the schedules, validate fixed parameters. Returns (flow, schedules)."""
+    flow = load_flow(spec, root)
+    schedules = []
+    for i, s in enumerate(spec.schedules):
+        try:
+            schedules.append(s.to_prefect())
+        except (ValueError, TypeError) as err:
+            raise DeployError(f"deployment {spec.name!r}: schedules[{i}]: {err}") from None
+    try:
+        flow.validate_parameters(spec.parameters)
+    except Exception as err:  # noqa: BLE001 - prefect raises ParameterTypeError / SignatureMismatchError
+        raise DeployError(f"deployment {spec.name!r}: parameters do not fit {spec.entrypoint}: {err}") from None
+    return flow, schedules
+
+
+# ---------------------------------------------------------------------------------------------
+# apply (needs PREFECT_API_URL)
+# ---------------------------------------------------------------------------------------------
+def ensure_pool(pool: str = DEFAULT_POOL, queue: str = DEFAULT_QUEUE) -> tuple[bool, bool]:
+    """Create the process work pool and its queue when missing. Returns (pool_created, queue_created)."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    pool_created = queue_created = False
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_work_pool(pool)
+            if existing.type != "process":
+                raise DeployError(f"work pool {pool!r} exists with type {existing.type!r}; "
+                                  "use --pool with another name or delete it (prefect work-pool delete)")
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(
+                name=pool, type="process", description="bedrock-forge flow runs (process worker)",
+                base_job_template=ProcessWorker.get_default_base_job_template()))
+            pool_created = True
+        try:
+            client.read_work_queue_by_name(queue, work_pool_name=pool)
+        except ObjectNotFound:
+            client.create_work_queue(name=queue, work_pool_name=pool,
+                                     description="bedrock-forge deployments")
+            queue_created = True
+    return pool_created, queue_created
+
+
+def apply_deployment(spec: DeploymentSpec, *, pool: str, queue: str | None, root: Path = REPO_ROOT):
+    """Create or update one deployment; flow runs start in ``root``. Returns the deployment id."""
+    from prefect.runner.storage import LocalStorage
+
+    flow, schedules = check_deployment(spec, root)
+    deployment = flow.to_deployment(
+        name=spec.name, description=spec.description, tags=spec.tags, parameters=spec.parameters,
+        schedules=schedules, work_pool_name=pool, work_queue_name=queue,
+        job_variables=spec.work_pool.job_variables,
+    )
+    deployment.entrypoint = spec.entrypoint          # relative to the repo root, not to our cwd
+    deployment.storage = LocalStorage(str(root))     # pull step: set_working_directory(root)
+    if not spec.schedules:
+        deployment.schedules = []
+    return deployment.apply()
+
+
+def deploy_all(path: str | Path = DEFAULT_FILE, *, pool: str | None = None, root: Path = REPO_ROOT,
+               only: list[str] | None = None, echo=print) -> dict[str, str]:
+    """``forge deploy --apply``: pool + queue + every deployment. Returns {deployment name: id}."""
+    spec = load_deployments_file(path)
+    chosen = [d for d in spec.deployments if not only or d.name in only]
+    missing = sorted(set(only or []) - {d.name for d in spec.deployments})
+    if missing:
+        raise DeployError(f"{path}: no deployment named {', '.join(missing)} "
+                          f"(have: {', '.join(d.name for d in spec.deployments)})")
+    ids: dict[str, str] = {}
+    pools = {(pool or d.work_pool.name, d.work_pool.work_queue_name or DEFAULT_QUEUE) for d in chosen}
+    for p, q in sorted(pools):
+        made_pool, made_queue = ensure_pool(p, q)
+        echo(f"work pool {p!r} (process): {'created' if made_pool else 'exists'}; "
+             f"queue {q!r}: {'created' if made_queue else 'exists'}")
+    for d in chosen:
+        dep_id = apply_deployment(d, pool=pool or d.work_pool.name,
+                                  queue=d.work_pool.work_queue_name or DEFAULT_QUEUE, root=root)
+        ids[d.name] = str(dep_id)
+        echo(f"deployment {d.name!r} ← {d.entrypoint} {describe_schedules(d)}: {dep_id}")
+    return ids
+
+
+def describe_schedules(d: DeploymentSpec) -> str:
+    if not d.schedules:
+        return "(on demand)"
+    parts = [f"cron {s.cron!r} {s.timezone or 'UTC'}" if s.cron else f"every {s.interval:g} s" for s in d.schedules]
+    return "(" + "; ".join(parts) + ")"
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "deploy", help="create the work pool + queue and register the Prefect deployments",
+        description="Check deployments/prefect.yaml (entrypoints load, schedules parse, parameters fit); "
+                    "with --apply create the process work pool and queue and register every deployment "
+                    "on the Prefect API in PREFECT_API_URL.")
+    p.add_argument("--pool", default=None, help=f"work pool name (default: the file's, {DEFAULT_POOL})")
+    p.add_argument("--apply", action="store_true", help="register on the Prefect server (default: plan only)")
+    p.add_argument("--file", default=str(DEFAULT_FILE), help="deployments file (default: deployments/prefect.yaml)")
+    p.add_argument("--only", action="append", metavar="NAME", help="only this deployment (repeatable)")
+    p.set_defaults(func=cmd_deploy)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    try:
+        if not args.apply:
+            return _plan(args)
+        if not os.environ.get("PREFECT_API_URL"):
+            print("forge deploy --apply: PREFECT_API_URL is not set. Point it at your Prefect server, e.g.\n"
+                  "  export PREFECT_API_URL=http://127.0.0.1:4200/api   (make stack prints it)",
+                  file=sys.stderr)
+            return 2
+        deploy_all(args.file, pool=args.pool, only=args.only)
+    except DeployError as err:
+        print(f"forge deploy: {err}", file=sys.stderr)
+        return 2
+    print("done: start a worker with `prefect worker start --pool "
+          f"{args.pool or DEFAULT_POOL}` (make stack does)")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    spec = load_deployments_file(args.file)
+    problems = 0
+    for d in spec.deployments:
+        if args.only and d.name not in args.only:
+            continue
+        try:
+            flow, _ = check_deployment(d)
+        except DeployError as err:
+            print(f"  PROBLEM {err}", file=sys.stderr)
+            problems += 1
+            continue
+        pool = args.pool or d.work_pool.name
+        print(f"  {flow.name}/{d.name}: {d.entrypoint} → pool {pool!r} queue "
+              f"{d.work_pool.work_queue_name or DEFAULT_QUEUE!r} {describe_schedules(d)}")
+    if problems:
+        print(f"{problems} problem(s); nothing registered", file=sys.stderr)
+        return 2
+    print("plan ok; run `forge deploy --apply` to register (needs PREFECT_API_URL)")
+    return 0

@@ -1,0 +1,263 @@
+"""`make stack` (= ``python -m forge.stack``): the docker-compose services, without Docker.
+
+Starts, each as a subprocess in its own session (so a terminal Ctrl-C reaches only this supervisor,
+which then stops the children in order and lets the worker's flow runs finish their cleanup):
+
+1. a Prefect server (``prefect server start``) on SQLite in ``.forge-stack/prefect`` (or on Postgres
+   when ``PREFECT_API_DATABASE_CONNECTION_URL`` is set);
+2. the local Bedrock emulator (``forge emulator``), unless ``--no-emulator`` (then the worker uses
+   your AWS settings);
+3. the work pool, queue and deployments (``forge deploy --apply``, in-process);
+4. a process worker on the pool (``prefect worker start --pool forge-process``).
+
+It prints the URLs and waits; Ctrl-C stops everything. ``--smoke CONFIG`` triggers one ``customize``
+run through the API with that config, waits for it, prints its final state, and exits (non-zero on
+failure): an end-to-end check of the whole stack. Logs go to ``.forge-stack/logs/``.
+
+The helpers (free port, start/wait/stop a service) are reused by tests/test_server.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+             "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+class StackError(RuntimeError):
+    """A service did not come up; the message names it and its log file."""
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen
+    url: str | None = None
+    log: Path | None = None
+    _log_handle: object = field(default=None, repr=False)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, n: int = 25) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (SIGINT for the worker: it then stops polling and lets runs finish), then SIGKILL."""
+        if self.alive():
+            sig = signal.SIGINT if self.name == "worker" else signal.SIGTERM
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._log_handle is not None:
+            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle = None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path | None, cwd: Path = REPO_ROOT) -> Service:
+    log = handle = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = log_dir / f"{name}.log"
+        handle = log.open("ab")
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=handle or subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    return Service(name=name, proc=proc, log=log, _log_handle=handle)
+
+
+def wait_healthy(service: Service, health_url: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if not service.alive():
+            raise StackError(f"{service.name} exited with code {service.proc.returncode} before becoming "
+                             f"healthy (log: {service.log})\n{service.tail()}")
+        try:
+            if httpx.get(health_url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            service.stop()
+            raise StackError(f"{service.name} not healthy at {health_url} after {timeout:.0f} s "
+                             f"(log: {service.log})\n{service.tail()}")
+        time.sleep(0.25)
+
+
+def prefect_env(home: Path, api_url: str | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    env.update(extra)
+    return env
+
+
+def start_server(home: Path, *, host: str = "127.0.0.1", port: int | None = None, ui: bool = True,
+                 log_dir: Path | None = None, timeout: float = 90.0) -> Service:
+    """``prefect server start`` (SQLite in ``home`` unless PREFECT_API_DATABASE_CONNECTION_URL is set)."""
+    port = port or free_port(host)
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+    if not ui:
+        argv.append("--no-ui")
+    svc = _spawn("prefect-server", argv, prefect_env(home, PREFECT_UI_ENABLED="true" if ui else "false"), log_dir)
+    svc.url = f"http://{host}:{port}/api"
+    wait_healthy(svc, f"{svc.url}/health", timeout)
+    return svc
+
+
+def start_emulator(*, host: str = "127.0.0.1", port: int | None = None, speed: float = 3000.0,
+                   log_dir: Path | None = None, timeout: float = 60.0) -> Service:
+    """The local Bedrock (``forge emulator``, DESIGN.md §8) as a subprocess."""
+    port = port or free_port(host)
+    argv = [sys.executable, "-m", "forge.cli", "emulator", "--host", host, "--port", str(port), "--speed", f"{speed:g}"]
+    svc = _spawn("emulator", argv, dict(os.environ, PYTHONUNBUFFERED="1"), log_dir)
+    svc.url = f"http://{host}:{port}"
+    wait_healthy(svc, f"{svc.url}/_emulator/health", timeout)
+    return svc
+
+
+def start_worker(home: Path, api_url: str, *, pool: str = "forge-process", aws_endpoint: str | None = None,
+                 run_once: bool = False, log_dir: Path | None = None, extra_env: dict[str, str] | None = None,
+                 name: str = "worker") -> Service:
+    """``prefect worker start --pool POOL`` with the AWS endpoint in the standard setting."""
+    env = prefect_env(home, api_url, **(extra_env or {}))
+    if aws_endpoint:
+        env["AWS_ENDPOINT_URL"] = aws_endpoint
+        for k, v in DUMMY_AWS.items():
+            env.setdefault(k, v)
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
+            "--name", f"{name}-{os.getpid()}"]
+    if run_once:
+        argv.append("--run-once")
+    svc = _spawn(name, argv, env, log_dir)
+    return svc
+
+
+def wait_flow_run(api_url: str, flow_run_id: str, timeout: float = 600.0, poll: float = 1.0) -> dict:
+    """Poll the API until the flow run is in a terminal state; returns the flow run JSON."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+        if (run.get("state") or {}).get("type") in TERMINAL_STATES:
+            return run
+        if time.monotonic() > deadline:
+            raise StackError(f"flow run {flow_run_id} still {run.get('state', {}).get('name')} after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def trigger(api_url: str, deployment: str, parameters: dict) -> str:
+    """Create a flow run of ``flow/deployment`` the way the UI's Run form does; returns its id."""
+    dep = httpx.get(f"{api_url}/deployments/name/{deployment}", timeout=10)
+    if dep.status_code == 404:
+        raise StackError(f"deployment {deployment!r} not found: run `forge deploy --apply` first")
+    dep.raise_for_status()
+    resp = httpx.post(f"{api_url}/deployments/{dep.json()['id']}/create_flow_run",
+                      json={"parameters": parameters}, timeout=30)
+    if resp.status_code >= 400:
+        raise StackError(f"creating a run of {deployment} was refused ({resp.status_code}): {resp.text[:2000]}")
+    return resp.json()["id"]
+
+
+# ---------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m forge.stack", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--home", default=str(REPO_ROOT / ".forge-stack"), help="state and logs (default .forge-stack/)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=4200, help="Prefect server port (UI + API)")
+    ap.add_argument("--emulator-port", type=int, default=4566)
+    ap.add_argument("--speed", type=float, default=3000.0, help="emulator virtual-clock speed")
+    ap.add_argument("--no-emulator", action="store_true", help="use your AWS settings instead of the emulator")
+    ap.add_argument("--pool", default="forge-process")
+    ap.add_argument("--smoke", metavar="CONFIG", help="trigger one customize run with this config, wait, exit")
+    args = ap.parse_args(argv)
+
+    home = Path(args.home).resolve()
+    logs = home / "logs"
+    services: list[Service] = []
+    try:
+        print(f"starting Prefect server on {args.host}:{args.port} (SQLite in {home / 'prefect'}) ...", flush=True)
+        server = start_server(home / "prefect", host=args.host, port=args.port, log_dir=logs)
+        services.append(server)
+        endpoint = None
+        if not args.no_emulator:
+            print(f"starting the Bedrock emulator on {args.host}:{args.emulator_port} ...", flush=True)
+            emu = start_emulator(host=args.host, port=args.emulator_port, speed=args.speed, log_dir=logs)
+            services.append(emu)
+            endpoint = emu.url
+        os.environ["PREFECT_API_URL"] = server.url  # before prefect is imported by deploy_all
+        from forge.commands.deploy import deploy_all
+
+        deploy_all(pool=args.pool)
+        worker = start_worker(home / "worker", server.url, pool=args.pool, aws_endpoint=endpoint, log_dir=logs)
+        services.append(worker)
+        ui = server.url.removesuffix("/api")
+        print("\nbedrock-forge stack is up:")
+        print(f"  Prefect UI     {ui}   (Deployments → customize → Run → Custom run)")
+        print(f"  Prefect API    {server.url}   export PREFECT_API_URL={server.url}")
+        if endpoint:
+            print(f"  emulator       {endpoint}   ledger: {endpoint}/_emulator/ledger")
+            print(f"                 export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
+        print(f"  worker         pool {args.pool!r}, working directory {REPO_ROOT}")
+        print(f"  logs           {logs}/")
+        if args.smoke:
+            return _smoke(server.url, args.smoke)
+        print("Ctrl-C stops everything.", flush=True)
+        while all(s.alive() for s in services):
+            time.sleep(1)
+        dead = [s for s in services if not s.alive()]
+        for s in dead:
+            print(f"{s.name} exited with code {s.proc.returncode} (log: {s.log})\n{s.tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    except StackError as err:
+        print(f"stack: {err}", file=sys.stderr)
+        return 1
+    finally:
+        for s in reversed(services):
+            s.stop()
+        if services:
+            print("stopped: " + ", ".join(s.name for s in reversed(services)), flush=True)
+
+
+def _smoke(api_url: str, config_path: str) -> int:
+    from tasks.config import load_config
+
+    config = load_config(config_path).model_dump(mode="json")
+    run_id = trigger(api_url, "customize-model/customize", {"config": config})
+    print(f"smoke: triggered customize flow run {run_id}; waiting ...", flush=True)
+    run = wait_flow_run(api_url, run_id, timeout=1800)
+    print(json.dumps({"flow_run": run_id, "state": run["state"]["name"],
+                      "message": run["state"].get("message")}, indent=2))
+    return 0 if run["state"]["type"] == "COMPLETED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
