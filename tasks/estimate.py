@@ -179,11 +179,11 @@ def _price(config: PipelineConfig, family: ModelFamily, field: str) -> tuple[flo
 
 
 def _line(item: str, quantity: float, unit: str, price: float | None, price_unit: str, source: str,
-          detail: str = "", usd: float | None = None) -> dict:
+          detail: str = "", usd: float | None = None, **extra: float | None) -> dict:
     if usd is None and price is not None:
         usd = quantity * price
     return {"item": item, "quantity": quantity, "unit": unit, "unit_price": price, "price_unit": price_unit,
-            "price_source": source, "usd": None if usd is None else round(usd, 6), "detail": detail}
+            "price_source": source, "usd": None if usd is None else round(usd, 6), "detail": detail, **extra}
 
 
 _PRICE_FIELDS = {
@@ -281,13 +281,15 @@ def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: in
             usd = None if p_in is None or p_out is None else (in_tok * p_in + out_tok * p_out) / 1000
             lines.append(_line("serving: custom model on demand", in_tok + out_tok, "tokens", None,
                                "per 1k tokens (in/out)", f"{src_in}/{src_out}",
-                               f"{eval_calls} calls: {in_tok:,} in + {out_tok:,} out (≤ max_tokens)", usd=usd))
+                               f"{eval_calls} calls: {in_tok:,} in + {out_tok:,} out (≤ max_tokens)", usd=usd,
+                               unit_price_in=p_in, unit_price_out=p_out))
             serving_parts.append(usd)
         # the base model is always called on demand for the comparison
         usd = None if p_in is None or p_out is None else (in_tok * p_in + out_tok * p_out) / 1000
         lines.append(_line("evaluation: base model on demand", in_tok + out_tok, "tokens", None,
                            "per 1k tokens (in/out)", f"{src_in}/{src_out}",
-                           f"{eval_calls} calls: {in_tok:,} in + {out_tok:,} out (≤ max_tokens)", usd=usd))
+                           f"{eval_calls} calls: {in_tok:,} in + {out_tok:,} out (≤ max_tokens)", usd=usd,
+                           unit_price_in=p_in, unit_price_out=p_out))
         serving_parts.append(usd)
         for f, pv in (("on_demand_input_per_1k", p_in), ("on_demand_output_per_1k", p_out)):
             if pv is None:

@@ -1,0 +1,115 @@
+"""`forge estimate CONFIG [--json]` (DESIGN.md §8): tokens, training cost, serving cost, budget verdict.
+
+Exit codes: 0 within budget (or prices unknown and allowed), 2 over budget, refused by a spend guard,
+invalid config or invalid data. Problems go to stderr, one per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "estimate", help="estimate tokens and cost of a config, and check its budget",
+        description="Print a cost table for CONFIG: training tokens (characters / the family's characters-per-"
+                    "token, about 6 per the Bedrock docs), training cost (tokens × epochs × price), one month "
+                    "of model storage, serving for the evaluation window (model units × serving.max_hours × "
+                    "hourly price, or on-demand tokens) and the total against budget.max_usd. Prices the "
+                    "catalog does not confirm are shown as 'unknown'; set them under `pricing:` in the config. "
+                    "By default the data is prepared into a temporary folder first (exact counts; bad data "
+                    "fails with every problem). Exit 0 within budget, 2 over budget / refused / invalid.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="pipeline config YAML (e.g. examples/banking77.yaml)")
+    p.add_argument("--raw", action="store_true",
+                   help="count the raw source without preparing it (fast, approximate: no dedupe, no validation)")
+    p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.set_defaults(func=cmd_estimate)
+
+
+def _usd(x: float | None) -> str:
+    return "unknown" if x is None else f"${x:,.2f}"
+
+
+def _qty(x: float) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.2f}"
+
+
+def render(estimate, config) -> str:
+    """The human table."""
+    out = [f"cost estimate: {config.name} — {config.base_model}, {config.customization_type.value} "
+           f"(counts from {'prepared splits' if estimate.method == 'prepared' else 'the raw source'})", ""]
+    out.append(f"  {'tokens':<34} {estimate.train_tokens:,} train tokens "
+               f"(characters / {estimate.chars_per_token:g} per token, an approximation: REF §5)")
+    out.append(f"  {'epochs':<34} {estimate.epochs}")
+    if estimate.eval_calls:
+        out.append(f"  {'evaluation calls':<34} {estimate.eval_calls} examples × 2 models (base, custom)")
+    out.append("")
+    out.append(f"  {'item':<34} {'quantity':>22}  {'unit price':>18}  {'USD':>12}  source")
+    for line in estimate.lines:
+        qty = f"{_qty(line['quantity'])} {line['unit']}"
+        if "unit_price_in" in line:
+            price = f"{_usd(line['unit_price_in'])}/{_usd(line['unit_price_out'])}"
+        else:
+            price = _usd(line["unit_price"])
+        out.append(f"  {line['item']:<34} {qty:>22}  {price:>18}  {_usd(line['usd']):>12}  {line['price_source']}")
+        if line.get("detail"):
+            out.append(f"      {line['detail']}")
+    out.append("")
+    for label, value in (("training", estimate.training_usd), ("storage (1 month)", estimate.storage_usd),
+                         ("serving (evaluation window)", estimate.serving_usd)):
+        out.append(f"  {label:<34} {_usd(value):>12}")
+    total = _usd(estimate.total_usd)
+    if estimate.total_usd is None:
+        total += f" (known part {_usd(estimate.known_usd)})"
+    out.append(f"  {'total':<34} {total:>12}")
+    out.append(f"  {'budget (budget.max_usd)':<34} {'none' if estimate.budget_usd is None else _usd(estimate.budget_usd):>12}")
+    out.append(f"  {'verdict':<34} {estimate.verdict:>12}")
+    if estimate.unknown:
+        out.append("")
+        out.append("unknown prices (no confirmed figure; the totals above leave them out):")
+        out += [f"  - {u}" for u in estimate.unknown]
+    if estimate.notes:
+        out.append("")
+        out.append("notes:")
+        out += [f"  - {n}" for n in estimate.notes]
+    return "\n".join(out)
+
+
+def cmd_estimate(args) -> int:
+    from tasks.config import ConfigError, load_config
+    from tasks.estimate import BudgetExceeded, check_budget, estimate_from_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        for line in err.problems:
+            print(line, file=sys.stderr)
+        return 2
+    try:
+        estimate = estimate_from_config(config, method="raw" if args.raw else "auto")
+    except Exception as err:  # noqa: BLE001 - people get located messages, not a traceback
+        lines = getattr(err, "lines", None)
+        if callable(lines):              # tasks.validate.DataValidationError: every data problem
+            for line in lines():
+                print(line, file=sys.stderr)
+            return 2
+        if isinstance(err, (ValueError, OSError)):
+            print(f"{args.config}: {err}", file=sys.stderr)
+            return 2
+        raise
+    refusal = None
+    try:
+        check_budget(estimate, config)
+    except BudgetExceeded as err:
+        refusal = str(err)
+    if args.json:
+        print(json.dumps({**estimate.model_dump(mode="json"), "refused": refusal}, indent=2))
+    else:
+        print(render(estimate, config))
+    if refusal:
+        print(f"\nREFUSED: {refusal}", file=sys.stderr)
+        return 2
+    return 0
