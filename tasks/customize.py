@@ -1,0 +1,473 @@
+"""Customize + poll stages: start (or adopt) the customization job, wait for it, stop it on cancel.
+
+- ``start_job`` is get-or-create. ``list_model_customization_jobs`` has no tag filter (REF §2.5), so our
+  jobs are found by their deterministic name (``names.job`` and attempts ``-a2``, ``-a3``...) and confirmed
+  by their ``forge-run-key`` tag. InProgress/Completed → adopted. Failed/Stopped → a new attempt only when
+  ``rerun=True``. Every create carries a deterministic ``clientRequestToken`` (REF §1), so even a create
+  whose response was lost adopts the same job on retry.
+- Training quota full (``ServiceQuotaExceededException``) → wait for a free slot up to
+  ``job.quota_wait_minutes`` (``on_quota_full: wait``) or fail with a hint (``fail``).
+- A freshly created service role may not be assumable for a short while (REF §7): that specific error is
+  retried with backoff for about a minute.
+- ``wait_for_job`` polls with capped backoff (0.5 s ×1.5 up to ``max_interval_s``), logs progress and keeps
+  a Prefect progress artifact; it honours a timeout (the job keeps running unless ``stop_on_timeout``) and
+  survives a worker restart by re-adoption (the next run adopts the job and waits again).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from tasks.aws import (
+    FLOW_RUN_TAG,
+    RUN_KEY_TAG,
+    Backoff,
+    Clients,
+    QuotaExceeded,
+    ResourceNames,
+    StageError,
+    aws_task,
+    bedrock_tags,
+    error_code,
+    get_logger,
+    is_managed,
+    is_transient,
+    stage_error,
+    to_tag_list,
+    wait_task,
+)
+from tasks.catalog import CustomizationType, load_catalog, resolve_hyperparameters
+from tasks.config import PipelineConfig
+from tasks.types import JobInfo, TrainingResult, UploadedData
+
+ADOPTABLE = ("InProgress", "Completed")
+ENDED = ("Failed", "Stopped", "Stopping")
+ROLE_WAIT_S = 60.0          # REF §7: a new role can take up to about a minute to become assumable
+
+_sleep = time.sleep         # tests may replace these
+_monotonic = time.monotonic
+
+
+class JobNeedsRerun(StageError):
+    """The run's job ended Failed/Stopped and the caller did not ask for a new attempt."""
+
+
+class JobFailed(StageError):
+    pass
+
+
+class JobTimeout(StageError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# start
+# ---------------------------------------------------------------------------------------------
+def find_attempts(clients: Clients, names: ResourceNames) -> list[tuple[int, dict]]:
+    """(attempt, job summary) of every job named after this run, oldest attempt first."""
+    found: dict[int, dict] = {}
+    pages = clients.bedrock.get_paginator("list_model_customization_jobs").paginate(nameContains=names.job)
+    for page in pages:
+        for s in page.get("modelCustomizationJobSummaries", []):
+            n = ResourceNames.attempt_of(s.get("jobName", ""), names.job)
+            if n is not None:
+                found[n] = s
+    return sorted(found.items())
+
+
+def build_job_request(config: PipelineConfig, names: ResourceNames, role_arn: str, uploaded: UploadedData,
+                      tags: dict[str, str], attempt: int = 1) -> dict[str, Any]:
+    """The create_model_customization_job arguments for every customization type (REF §2.2, §2.3)."""
+    ctype = config.customization_type
+    spec = load_catalog().spec(config.base_model, ctype)
+    req: dict[str, Any] = {
+        "jobName": names.job_attempt(attempt),
+        "customModelName": names.model_attempt(attempt),
+        "roleArn": role_arn,
+        "baseModelIdentifier": config.base_model,
+        "customizationType": ctype.value,
+        "trainingDataConfig": {"s3Uri": uploaded.train_uri},
+        "outputDataConfig": {"s3Uri": uploaded.output_uri},
+        "clientRequestToken": names.job_token_attempt(attempt),
+        "jobTags": to_tag_list(tags),
+        "customModelTags": to_tag_list(tags),
+    }
+    if uploaded.validation_uri:
+        req["validationDataConfig"] = {"validators": [{"s3Uri": uploaded.validation_uri}]}
+    if spec.hyperparameters:
+        # REF §1: a string -> string map; the catalog resolves preset + overrides and range-checks them
+        req["hyperParameters"] = resolve_hyperparameters(spec, config.preset, config.hyperparameters)
+    elif config.hyperparameters and ctype != CustomizationType.REINFORCEMENT_FINE_TUNING:
+        raise StageError(f"config.hyperparameters: {ctype.value} on {config.base_model} takes no hyperparameters "
+                         f"(got {', '.join(config.hyperparameters)}): remove them")
+    if ctype == CustomizationType.DISTILLATION:
+        assert config.distillation is not None  # the config validator guarantees it
+        teacher: dict[str, Any] = {"teacherModelIdentifier": config.distillation.teacher_model}
+        if config.distillation.max_response_length:
+            teacher["maxResponseLengthForInference"] = config.distillation.max_response_length
+        req["customizationConfig"] = {"distillationConfig": {"teacherModelConfig": teacher}}
+    elif ctype == CustomizationType.REINFORCEMENT_FINE_TUNING:
+        assert config.rft is not None
+        rft: dict[str, Any] = {"graderConfig": {"lambdaGrader": {"lambdaArn": config.rft.grader_lambda_arn}}}
+        hps = {**config.rft.hyperparameters, **config.hyperparameters}
+        if hps:   # REF §2.3: typed numbers here, not strings
+            rft["hyperParameters"] = {k: _typed(v) for k, v in hps.items()}
+        req["customizationConfig"] = {"rftConfig": rft}
+    if config.aws.kms_key_id:
+        req["customModelKmsKeyId"] = config.aws.kms_key_id
+    return req
+
+
+def _typed(v: Any) -> int | float | str:
+    if isinstance(v, int | float):
+        return v
+    try:
+        f = float(v)
+        return int(f) if f.is_integer() and "." not in str(v) and "e" not in str(v).lower() else f
+    except ValueError:
+        return str(v)
+
+
+def _is_role_not_ready(err: BaseException) -> bool:
+    code = error_code(err)
+    msg = str(getattr(err, "response", {}).get("Error", {}).get("Message", "")).lower()
+    return code in ("ValidationException", "AccessDeniedException") and "role" in msg and (
+        "assume" in msg or "not authorized" in msg or "trust" in msg or "could not" in msg)
+
+
+def _adopt(clients: Clients, names: ResourceNames, n: int, summary: dict, tags: dict[str, str]) -> JobInfo:
+    arn = summary["jobArn"]
+    try:
+        have = bedrock_tags(clients, arn)
+    except Exception:  # noqa: BLE001 - tags are a confirmation; the deterministic name already matched
+        have = None
+    if have is not None and have and (not is_managed(have) or have.get(RUN_KEY_TAG) not in (None, names.run_key)):
+        raise StageError(f"job {summary['jobName']} exists but is not tagged as this run's "
+                         f"({RUN_KEY_TAG}={names.run_key}): rename the config (name) or delete that job")
+    if tags.get(FLOW_RUN_TAG) and have is not None and have.get(FLOW_RUN_TAG) != tags[FLOW_RUN_TAG] \
+            and summary["status"] == "InProgress":
+        # re-tag so a cancellation of *this* flow run stops the adopted job (best effort)
+        try:
+            clients.bedrock.tag_resource(resourceARN=arn, tags=[{"key": FLOW_RUN_TAG, "value": tags[FLOW_RUN_TAG]}])
+        except Exception:  # noqa: BLE001
+            pass
+    return JobInfo(job_arn=arn, job_name=summary["jobName"], status=summary["status"], adopted=True, attempt=n)
+
+
+def start_job(clients: Clients, config: PipelineConfig, names: ResourceNames, role_arn: str, uploaded: UploadedData,
+              tags: dict[str, str], rerun: bool = False) -> JobInfo:
+    """Adopt this run's job if it is running or done; else create it (a new attempt on an explicit rerun)."""
+    from botocore.exceptions import ClientError
+
+    log = get_logger()
+    try:
+        attempts = find_attempts(clients, names)
+    except ClientError as err:
+        raise stage_error("list customization jobs", err) from err
+    attempt = 1
+    if attempts:
+        n, latest = attempts[-1]
+        status = latest["status"]
+        if status in ADOPTABLE:
+            log.info("adopting job %s (%s)", latest["jobName"], status)
+            return _adopt(clients, names, n, latest, tags)
+        if not rerun:
+            why = ""
+            try:
+                why = clients.bedrock.get_model_customization_job(jobIdentifier=latest["jobArn"]).get("failureMessage") or ""
+            except ClientError:
+                pass
+            raise JobNeedsRerun(
+                f"job {latest['jobName']} of this run ended {status}{': ' + why if why else ''}. Fix the cause, then "
+                f"start a new attempt: `forge rerun RUN_ID --from customize` (flow parameter "
+                f"allow_rerun_failed_job=true).", code=status)
+        attempt = n + 1
+        log.info("job %s ended %s: starting attempt %d", latest["jobName"], status, attempt)
+    req = build_job_request(config, names, role_arn, uploaded, tags, attempt)
+
+    start = _monotonic()
+    quota_deadline = start + config.job.quota_wait_minutes * 60
+    role_deadline = start + ROLE_WAIT_S
+    backoff = Backoff(start=1.0, factor=2.0, cap=60.0)
+    while True:
+        try:
+            arn = clients.bedrock.create_model_customization_job(**req)["jobArn"]
+            log.info("started job %s (attempt %d): %s", req["jobName"], attempt, arn)
+            return JobInfo(job_arn=arn, job_name=req["jobName"], status="InProgress", adopted=False, attempt=attempt)
+        except ClientError as err:
+            code = error_code(err)
+            if code == "ConflictException":      # created concurrently / earlier with a lost response: adopt
+                for n, s in find_attempts(clients, names):
+                    if n == attempt:
+                        return _adopt(clients, names, n, s, tags)
+                raise stage_error(f"create job {req['jobName']}", err) from err
+            if code == "ServiceQuotaExceededException":
+                if config.job.on_quota_full == "wait" and _monotonic() < quota_deadline:
+                    log.warning("training-job quota full; waiting for a free slot (up to %g min): %s",
+                                config.job.quota_wait_minutes, err.response.get("Error", {}).get("Message", ""))
+                    _sleep(min(backoff(), max(0.0, quota_deadline - _monotonic())))
+                    continue
+                raise QuotaExceeded(
+                    f"create job {req['jobName']}: the concurrent model-customization-job quota is full "
+                    f"({err.response.get('Error', {}).get('Message', '')}). Wait for running jobs to finish, stop "
+                    "one you do not need, or request a higher 'model customization jobs' quota in Service Quotas"
+                    + (f"; waited {config.job.quota_wait_minutes:g} min" if config.job.on_quota_full == "wait"
+                       else "; set job.on_quota_full: wait to queue instead"), code=code) from None
+            if _is_role_not_ready(err) and _monotonic() < role_deadline:
+                log.info("service role not assumable yet (IAM propagation); retrying")
+                _sleep(min(backoff(), max(0.1, role_deadline - _monotonic())))
+                continue
+            raise stage_error(f"create job {req['jobName']}", err) from err
+
+
+# ---------------------------------------------------------------------------------------------
+# wait
+# ---------------------------------------------------------------------------------------------
+def _sub_status(job: dict) -> str | None:
+    details = job.get("statusDetails") or {}
+    for stage, label in (("validationDetails", "validation"), ("dataProcessingDetails", "data processing"),
+                         ("trainingDetails", "training")):
+        st = (details.get(stage) or {}).get("status")
+        if st == "InProgress":
+            return label
+    return None
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    rest = uri.removeprefix("s3://")
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+def metric_keys(output_uri: str, job_arn: str) -> tuple[str, str, list[str]]:
+    """(bucket, training CSV key, candidate validation CSV keys) per REF §6 (both validation paths)."""
+    bucket, prefix = _split_s3(output_uri)
+    job_id = job_arn.rsplit("/", 1)[-1]
+    base = f"{prefix.rstrip('/')}/model-customization-job-{job_id}/".lstrip("/")
+    return (bucket, f"{base}training_artifacts/step_wise_training_metrics.csv",
+            [f"{base}validation_artifacts/post_fine_tuning_validation/validation_metrics.csv",
+             f"{base}validation_artifacts/validation_metrics.csv"])
+
+
+def _read_csv(clients: Clients, bucket: str, key: str) -> list[dict] | None:
+    import pandas as pd
+    from botocore.exceptions import ClientError
+
+    try:
+        body = clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as err:
+        if error_code(err) in ("NoSuchKey", "404", "NotFound", "AccessDenied", "403"):
+            return None
+        raise
+    if not body.strip():
+        return []
+    df = pd.read_csv(io.BytesIO(body))
+    return df.where(df.notna(), None).to_dict("records")
+
+
+def read_metrics(clients: Clients, output_uri: str, job_arn: str) -> tuple[list[dict], list[dict]]:
+    bucket, train_key, val_keys = metric_keys(output_uri, job_arn)
+    train = _read_csv(clients, bucket, train_key) or []
+    val: list[dict] = []
+    for k in val_keys:
+        rows = _read_csv(clients, bucket, k)
+        if rows is not None:
+            val = rows
+            break
+    return train, val
+
+
+def _last(rows: list[dict], col: str) -> float | None:
+    for r in reversed(rows):
+        v = r.get(col)
+        if v is not None:
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def _progress_pct(job: dict, status: str, train_rows: list[dict]) -> float:
+    if status == "Completed":
+        return 100.0
+    sub = _sub_status(job)
+    if sub == "validation":
+        return 5.0
+    if sub == "data processing":
+        return 15.0
+    epochs = None
+    try:
+        epochs = float((job.get("hyperParameters") or {}).get("epochCount"))
+    except (TypeError, ValueError):
+        pass
+    if train_rows and epochs:
+        ep = _last(train_rows, "epoch_number") or 0.0
+        return min(95.0, 20.0 + 75.0 * (ep + 1) / epochs)
+    return 20.0
+
+
+class _Progress:
+    """Best-effort Prefect progress artifact (only inside a flow/task run)."""
+
+    def __init__(self, job_name: str):
+        self.id = None
+        self.ok = True
+        self.key = ("job-progress-" + "".join(c if c.isalnum() else "-" for c in job_name.lower()))[:100]
+
+    def update(self, pct: float, description: str) -> None:
+        if not self.ok:
+            return
+        try:
+            from prefect.context import FlowRunContext, TaskRunContext
+
+            if TaskRunContext.get() is None and FlowRunContext.get() is None:
+                self.ok = False
+                return
+            from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+            if self.id is None:
+                self.id = create_progress_artifact(progress=pct, key=self.key, description=description)
+            else:
+                update_progress_artifact(artifact_id=self.id, progress=pct, description=description)
+        except Exception:  # noqa: BLE001 - progress display must never fail the wait
+            self.ok = False
+
+
+def wait_for_job(clients: Clients, job_arn: str, timeout_s: float, max_interval_s: float = 60,
+                 stop_on_timeout: bool = False, progress: Callable[[dict], None] | None = None,
+                 initial_interval_s: float = 0.5) -> TrainingResult:
+    """Poll the job to an end state. Completed → TrainingResult with both metric tables; else a clear error."""
+    from botocore.exceptions import ClientError
+
+    log = get_logger()
+    started = _monotonic()
+    backoff = Backoff(start=initial_interval_s, factor=1.5, cap=max_interval_s)
+    artifact: _Progress | None = None
+    last_line = None
+    polls = 0
+    train_rows: list[dict] = []
+    while True:
+        try:
+            job = clients.bedrock.get_model_customization_job(jobIdentifier=job_arn)
+        except ClientError as err:
+            if is_transient(err):            # a wait never dies of a throttled poll
+                log.warning("poll of %s: %s; retrying", job_arn, err.response.get("Error", {}).get("Code"))
+                _sleep(backoff())
+                continue
+            raise stage_error(f"poll job {job_arn}", err) from err
+        polls += 1
+        status, name = job["status"], job.get("jobName", job_arn)
+        artifact = artifact or _Progress(name)
+        elapsed = _elapsed(job, started)
+        if status == "InProgress" and (polls % 3 == 1 or backoff.next >= 10):
+            try:   # latest training loss, when the job already writes its metrics file
+                train_rows = read_metrics(clients, job["outputDataConfig"]["s3Uri"], job["jobArn"])[0] or train_rows
+            except Exception:  # noqa: BLE001 - progress only
+                pass
+        loss = _last(train_rows, "training_loss")
+        sub = _sub_status(job)
+        info = {"job": name, "status": status, "sub_status": sub, "elapsed_s": round(elapsed, 1),
+                "training_loss": loss}
+        line = f"job {name}: {status}" + (f" ({sub})" if sub else "") + f", {elapsed / 60:.1f} min" + (
+            f", training loss {loss:.4g}" if loss is not None else "")
+        if line != last_line:
+            log.info(line)
+            last_line = line
+        artifact.update(_progress_pct(job, status, train_rows), line)
+        if progress is not None:
+            try:
+                progress(info)
+            except Exception:  # noqa: BLE001
+                pass
+        if status == "Completed":
+            return _training_result(clients, job, elapsed)
+        if status == "Failed":
+            raise JobFailed(f"job {name} failed: {job.get('failureMessage') or 'no failure message'} "
+                            "(fix the data or settings it names, then rerun with a new attempt: "
+                            "`forge rerun RUN_ID --from customize`)", code="Failed")
+        if status == "Stopped":
+            raise JobFailed(f"job {name} was stopped before it finished; rerun from customize to start a new attempt",
+                            code="Stopped")
+        waited = _monotonic() - started
+        if waited >= timeout_s:
+            if stop_on_timeout:
+                stop_job(clients, job_arn)
+                raise JobTimeout(f"job {name} still {status} after {timeout_s / 3600:.2f} h: stopped it "
+                                 "(job.stop_on_timeout)", code="Timeout")
+            raise JobTimeout(f"job {name} still {status} after {timeout_s / 3600:.2f} h (job.timeout_hours). It keeps "
+                             "running: rerun the flow to adopt it and wait again, or set job.stop_on_timeout",
+                             code="Timeout")
+        _sleep(min(backoff(), max(0.05, timeout_s - waited)))
+
+
+def _elapsed(job: dict, started: float) -> float:
+    ct = job.get("creationTime")
+    if isinstance(ct, datetime):
+        end = job.get("endTime") if isinstance(job.get("endTime"), datetime) else datetime.now(ct.tzinfo)
+        return max(0.0, (end - ct).total_seconds())
+    return _monotonic() - started
+
+
+def _training_result(clients: Clients, job: dict, elapsed: float) -> TrainingResult:
+    from botocore.exceptions import ClientError
+
+    model_arn = job.get("outputModelArn")
+    model_name = job.get("outputModelName", "")
+    try:
+        if not model_arn:
+            model_arn = clients.bedrock.get_custom_model(modelIdentifier=model_name)["modelArn"]
+        train, val = read_metrics(clients, job["outputDataConfig"]["s3Uri"], job["jobArn"])
+    except ClientError as err:
+        raise stage_error(f"read results of job {job.get('jobName')}", err) from err
+    final_train = _last(train, "training_loss")
+    if final_train is None:
+        final_train = (job.get("trainingMetrics") or {}).get("trainingLoss")
+    final_val = _last(val, "validation_loss")
+    if final_val is None and job.get("validationMetrics"):
+        final_val = job["validationMetrics"][-1].get("validationLoss")
+    return TrainingResult(job_arn=job["jobArn"], job_name=job["jobName"], status="Completed",
+                          custom_model_arn=model_arn, custom_model_name=model_name, training_metrics=train,
+                          validation_metrics=val, final_training_loss=final_train, final_validation_loss=final_val,
+                          elapsed_seconds=elapsed)
+
+
+# ---------------------------------------------------------------------------------------------
+# stop
+# ---------------------------------------------------------------------------------------------
+def stop_job(clients: Clients, job_arn: str) -> bool:
+    """Stop a running job; False if it was not running any more (Conflict/Validation on a finished job)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        clients.bedrock.stop_model_customization_job(jobIdentifier=job_arn)
+        return True
+    except ClientError as err:
+        if error_code(err) in ("ConflictException", "ValidationException", "ResourceNotFoundException"):
+            return False
+        raise stage_error(f"stop job {job_arn}", err) from err
+
+
+def stop_jobs_of_flow_run(clients: Clients, flow_run_id: str) -> list[str]:
+    """Stop every InProgress managed job tagged with this flow run id. Returns the stopped job ARNs."""
+    from botocore.exceptions import ClientError
+
+    stopped = []
+    pages = clients.bedrock.get_paginator("list_model_customization_jobs").paginate(statusEquals="InProgress")
+    for page in pages:
+        for s in page.get("modelCustomizationJobSummaries", []):
+            try:
+                tags = bedrock_tags(clients, s["jobArn"])
+            except ClientError:
+                continue
+            if is_managed(tags) and tags.get(FLOW_RUN_TAG) == flow_run_id and stop_job(clients, s["jobArn"]):
+                stopped.append(s["jobArn"])
+    return stopped
+
+
+start_job_task = aws_task(start_job, name="customize")
+wait_for_job_task = wait_task(wait_for_job, name="poll")

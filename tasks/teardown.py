@@ -1,0 +1,203 @@
+"""Teardown stage and the sweeper's logic: delete billing resources, idempotently, and only our own.
+
+Every delete first reads the resource's tags; anything without ``managed-by=bedrock-forge`` is reported
+in ``skipped_unmanaged`` and left alone. "Already gone" (ResourceNotFound) counts as success.
+
+- ``teardown``: the run's serving resources (those passed in, plus any PT/deployment tagged with the run
+  key), optionally the custom model (after serving is gone) and the uploaded data objects.
+- ``teardown_run``: every managed PT/deployment tagged with a flow run id (the flow's failure hooks).
+- ``sweep``: managed PTs/deployments whose ``forge-expires-at`` has passed or whose flow run is terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from tasks.aws import (
+    EXPIRES_TAG,
+    FLOW_RUN_TAG,
+    MANAGED_BY_KEY,
+    MANAGED_BY_VALUE,
+    RUN_KEY_TAG,
+    Backoff,
+    Clients,
+    aws_task,
+    bedrock_tags,
+    describe_error,
+    error_code,
+    get_logger,
+    is_managed,
+    is_transient,
+    parse_expiry,
+)
+from tasks.types import ServingEndpoint, TeardownReport, UploadedData
+
+_sleep = time.sleep
+CONFLICT_RETRY_S = 60.0     # a model still referenced by a deleting PT answers Conflict for a while
+
+
+def billing_resources(clients: Clients) -> list[tuple[str, str, dict]]:
+    """(kind, arn, tags) of every provisioned throughput and custom model deployment in the region."""
+    out: list[tuple[str, str, dict]] = []
+    b = clients.bedrock
+    arns = [("provisioned", s["provisionedModelArn"])
+            for p in b.get_paginator("list_provisioned_model_throughputs").paginate()
+            for s in p.get("provisionedModelSummaries", [])]
+    arns += [("deployment", s["customModelDeploymentArn"])
+             for p in b.get_paginator("list_custom_model_deployments").paginate()
+             for s in p.get("modelDeploymentSummaries", [])]
+    for kind, arn in arns:
+        try:
+            out.append((kind, arn, bedrock_tags(clients, arn)))
+        except Exception as err:  # noqa: BLE001 - gone between list and tags, or no permission
+            if error_code(err) != "ResourceNotFoundException":
+                out.append((kind, arn, {}))
+    return out
+
+
+def _kind_of(arn: str) -> str:
+    if ":provisioned-model/" in arn:
+        return "provisioned"
+    if ":custom-model-deployment/" in arn:
+        return "deployment"
+    if ":custom-model/" in arn:
+        return "custom-model"
+    return "unknown"
+
+
+def delete_managed(clients: Clients, arn: str, report: TeardownReport, *, require: dict[str, str] | None = None,
+                   known_tags: dict | None = None, dry_run: bool = False) -> None:
+    """Delete one Bedrock resource if it is managed (and matches ``require`` tags); record the outcome."""
+    from botocore.exceptions import ClientError
+
+    log = get_logger()
+    kind = _kind_of(arn)
+    try:
+        tags = known_tags if known_tags is not None else bedrock_tags(clients, arn)
+    except ClientError as err:
+        if error_code(err) == "ResourceNotFoundException":
+            report.already_gone.append(arn)
+        else:
+            report.errors.append(f"{arn}: {describe_error(err)}")
+        return
+    if not is_managed(tags) or any(tags.get(k) != v for k, v in (require or {}).items()):
+        report.skipped_unmanaged.append(arn)
+        return
+    if dry_run:
+        report.deleted.append(arn)
+        return
+    deadline, backoff = time.monotonic() + CONFLICT_RETRY_S, Backoff(start=0.5, factor=2, cap=10)
+    while True:
+        try:
+            if kind == "provisioned":
+                clients.bedrock.delete_provisioned_model_throughput(provisionedModelId=arn)
+            elif kind == "deployment":
+                clients.bedrock.delete_custom_model_deployment(customModelDeploymentIdentifier=arn)
+            elif kind == "custom-model":
+                clients.bedrock.delete_custom_model(modelIdentifier=arn)
+            else:
+                report.errors.append(f"{arn}: not a resource teardown knows how to delete")
+                return
+            report.deleted.append(arn)
+            log.info("deleted %s %s", kind, arn)
+            return
+        except ClientError as err:
+            code = error_code(err)
+            if code == "ResourceNotFoundException":
+                report.already_gone.append(arn)
+                return
+            if (code == "ConflictException" or is_transient(err)) and time.monotonic() < deadline:
+                _sleep(backoff())
+                continue
+            report.errors.append(f"{arn}: {describe_error(err)}")
+            return
+
+
+def _delete_objects(clients: Clients, uploaded: UploadedData, report: TeardownReport) -> None:
+    from botocore.exceptions import ClientError
+
+    for uri in (uploaded.train_uri, uploaded.validation_uri, uploaded.test_uri):
+        if not uri:
+            continue
+        key = uri.removeprefix(f"s3://{uploaded.bucket}/")
+        try:
+            tagset = clients.s3.get_object_tagging(Bucket=uploaded.bucket, Key=key).get("TagSet", [])
+        except ClientError as err:
+            if error_code(err) in ("NoSuchKey", "404", "NotFound"):
+                report.already_gone.append(uri)
+            else:
+                report.errors.append(f"{uri}: {describe_error(err)}")
+            continue
+        if {"Key": MANAGED_BY_KEY, "Value": MANAGED_BY_VALUE} not in tagset:
+            report.skipped_unmanaged.append(uri)
+            continue
+        try:
+            clients.s3.delete_object(Bucket=uploaded.bucket, Key=key)
+            report.deleted.append(uri)
+        except ClientError as err:
+            report.errors.append(f"{uri}: {describe_error(err)}")
+
+
+def teardown(clients: Clients, *, run_key: str, endpoints: Iterable[ServingEndpoint | None] = (),
+             delete_custom_model: bool = False, custom_model_arn: str | None = None, delete_data: bool = False,
+             uploaded: UploadedData | None = None) -> TeardownReport:
+    """Delete the run's serving resources (and optionally its model and data). Safe to call repeatedly."""
+    report = TeardownReport()
+    arns = [e.arn for e in endpoints if e is not None]
+    try:   # belt and braces: anything billable tagged with this run key, e.g. created before a crash
+        arns += [arn for _, arn, tags in billing_resources(clients)
+                 if is_managed(tags) and tags.get(RUN_KEY_TAG) == run_key and arn not in arns]
+    except Exception as err:  # noqa: BLE001 - still delete what we were given
+        report.errors.append(f"listing serving resources: {describe_error(err)}")
+    for arn in arns:
+        delete_managed(clients, arn, report, require={RUN_KEY_TAG: run_key})
+    if delete_custom_model and custom_model_arn:
+        delete_managed(clients, custom_model_arn, report, require={RUN_KEY_TAG: run_key})
+    if delete_data and uploaded is not None:
+        _delete_objects(clients, uploaded, report)
+    return report
+
+
+def teardown_run(clients: Clients, flow_run_id: str) -> TeardownReport:
+    """Delete every managed PT/deployment tagged with ``forge-flow-run-id = flow_run_id``."""
+    report = TeardownReport()
+    try:
+        resources = billing_resources(clients)
+    except Exception as err:  # noqa: BLE001 - hooks must not raise
+        report.errors.append(f"listing serving resources: {describe_error(err)}")
+        return report
+    for _, arn, tags in resources:
+        if is_managed(tags) and tags.get(FLOW_RUN_TAG) == flow_run_id:
+            delete_managed(clients, arn, report, known_tags=tags)
+    return report
+
+
+def sweep(clients: Clients, *, now: datetime, is_flow_run_terminal: Callable[[str], bool | None],
+          dry_run: bool = False) -> TeardownReport:
+    """Delete (or with ``dry_run`` only list, in ``deleted``) expired or orphaned managed billing resources."""
+    report = TeardownReport()
+    try:
+        resources = billing_resources(clients)
+    except Exception as err:  # noqa: BLE001
+        report.errors.append(f"listing serving resources: {describe_error(err)}")
+        return report
+    for _, arn, tags in resources:
+        if not is_managed(tags):
+            report.skipped_unmanaged.append(arn)
+            continue
+        expires = parse_expiry(tags.get(EXPIRES_TAG))
+        expired = expires is not None and expires < now
+        orphaned = False
+        if not expired and tags.get(FLOW_RUN_TAG):
+            try:
+                orphaned = is_flow_run_terminal(tags[FLOW_RUN_TAG]) is True
+            except Exception:  # noqa: BLE001 - unknown: expiry still applies later
+                orphaned = False
+        if expired or orphaned:
+            delete_managed(clients, arn, report, known_tags=tags, dry_run=dry_run)
+    return report
+
+
+teardown_task = aws_task(teardown, name="teardown")
