@@ -1,0 +1,315 @@
+"""Static checks of the operations files: deployments/prefect.yaml, docker-compose.yml, Dockerfile.
+
+Docker's engine is not available here, so the compose file is checked for the structure that makes
+the stack work (services, healthchecks, start order, endpoints, volumes); prefect.yaml for what makes
+each deployment register and run (entrypoints load, schedules parse, parameters fit, one pool). The
+real registration against a server is tests/test_server.py.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from forge.commands.deploy import (
+    DEFAULT_POOL,
+    DeployError,
+    check_deployment,
+    load_deployments_file,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+DEPLOYMENTS_FILE = ROOT / "deployments" / "prefect.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# prefect.yaml
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def spec():
+    return load_deployments_file(DEPLOYMENTS_FILE)
+
+
+def test_every_required_deployment_is_declared_on_the_process_pool(spec):
+    assert {d.name for d in spec.deployments} == {"retrain", "customize", "evaluate", "sweep", "rerun-step"}
+    for d in spec.deployments:
+        assert d.work_pool.name == DEFAULT_POOL, d.name
+        assert d.work_pool.work_queue_name, f"{d.name}: no work queue"
+        assert not Path(d.entry_file).is_absolute() and (ROOT / d.entry_file).is_file(), d.entrypoint
+
+
+def test_prefect_itself_accepts_the_file_shape():
+    raw = yaml.safe_load(DEPLOYMENTS_FILE.read_text())
+    # `prefect deploy --all --prefect-file deployments/prefect.yaml` reads these keys
+    assert raw["build"] is None and raw["push"] is None
+    assert "pull" not in raw, "a pull section would override the working directory forge deploy records"
+    for d in raw["deployments"]:
+        assert set(d) <= {"name", "entrypoint", "description", "tags", "parameters", "work_pool", "schedules",
+                          "version", "paused", "concurrency_limit", "enforce_parameter_schema", "triggers"}, d["name"]
+
+
+@pytest.mark.parametrize("name", ["retrain", "customize", "evaluate", "sweep", "rerun-step"])
+def test_entrypoint_loads_and_parameters_fit(spec, name):
+    flow, schedules = check_deployment(spec.get(name), ROOT)
+    assert callable(flow.fn)
+    assert len(schedules) == len(spec.get(name).schedules)
+
+
+def test_retrain_runs_weekly_on_monday_0300_utc(spec):
+    from prefect.client.schemas.schedules import CronSchedule
+
+    (sched,) = spec.get("retrain").schedules
+    CronSchedule(cron=sched.cron, timezone=sched.timezone)   # prefect's own validation (raises if bad)
+    assert sched.timezone == "UTC"
+    start = datetime(2026, 11, 25, tzinfo=UTC)                # a Wednesday
+    try:
+        from croniter import croniter
+
+        it = croniter(sched.cron, start)
+        nxt = [it.get_next(datetime) for _ in range(2)]
+    except ImportError:  # prefect 3.9 ships cronsim instead of croniter
+        from cronsim import CronSim
+
+        it = CronSim(sched.cron, start)
+        nxt = [next(it) for _ in range(2)]
+    assert [d.isoformat() for d in nxt] == ["2026-11-30T03:00:00+00:00", "2026-12-07T03:00:00+00:00"]
+    assert spec.get("retrain").parameters["config_path"].endswith(".yaml")
+    assert (ROOT / spec.get("retrain").parameters["config_path"]).is_file()
+
+
+def test_sweep_runs_every_fifteen_minutes(spec):
+    (sched,) = spec.get("sweep").schedules
+    p = sched.to_prefect()
+    assert p.interval.total_seconds() == 900 and sched.active
+    assert spec.get("sweep").parameters["dry_run"] is False
+
+
+def test_on_demand_deployments_have_no_schedule(spec):
+    for name in ("customize", "evaluate", "rerun-step"):
+        assert spec.get(name).schedules == [], name
+
+
+def test_rerun_step_exposes_run_id_and_rerun_from(spec):
+    from prefect.utilities.callables import parameter_schema
+
+    flow, _ = check_deployment(spec.get("rerun-step"), ROOT)
+    props = parameter_schema(flow).model_dump()["properties"]
+    assert {"run_id", "rerun_from", "config"} <= set(props)
+
+
+# --- the UI form for `customize` --------------------------------------------------------------
+def _resolve(schema: dict, node: dict) -> dict:
+    """Follow $ref / anyOf[$ref, null] to the definition the UI renders."""
+    if "$ref" in node:
+        return schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+    for alt in node.get("anyOf", []):
+        if "$ref" in alt:
+            return _resolve(schema, alt)
+    return node
+
+
+@pytest.fixture(scope="module")
+def customize_schema():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.customize import customize_model
+
+    return parameter_schema(customize_model).model_dump()
+
+
+def test_customize_form_has_typed_config_fields(customize_schema):
+    s = customize_schema
+    config = _resolve(s, s["properties"]["config"])
+    props = config["properties"]
+    assert props["base_model"]["type"] == "string"
+    ctype = _resolve(s, props["customization_type"])
+    assert set(ctype["enum"]) >= {"FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"}
+    data = _resolve(s, props["data"])
+    assert data["properties"]["source"]["type"] == "string" and "source" in data["required"]
+    assert "preset" in props and props["preset"]["default"] == "balanced"
+    serving = _resolve(s, props["serving"])
+    assert set(serving["properties"]["mode"]["enum"]) == {"auto", "provisioned", "on_demand"}
+    gate = _resolve(s, props["gate"])
+    assert "accuracy" in gate["properties"]["metric"]["enum"]
+    assert {"name", "base_model", "data"} <= set(config["required"])
+
+
+def test_ui_style_parameters_validate_and_a_bad_enum_is_refused(customize_schema):
+    """What the server does with enforce_parameter_schema when the form is submitted."""
+    from prefect.utilities.schema_tools import is_valid
+
+    from tasks.config import load_config
+
+    config = load_config(ROOT / "examples" / "banking77.yaml").model_dump(mode="json")
+    assert is_valid({"config": config}, customize_schema)
+    bad = {**config, "serving": {**config["serving"], "mode": "always-on"}}
+    assert not is_valid({"config": bad}, customize_schema)
+    bad = {**config, "customization_type": "FINE-TUNE"}
+    assert not is_valid({"config": bad}, customize_schema)
+
+
+# --- the checks catch broken files --------------------------------------------------------------
+def _write(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "prefect.yaml"
+    p.write_text(body)
+    return p
+
+
+GOOD_DEPLOYMENT = """
+name: t
+deployments:
+  - name: sweep
+    entrypoint: flows/sweep.py:sweep_resources
+    work_pool: {name: forge-process}
+"""
+
+
+def test_bad_cron_is_reported_with_the_deployment_name(tmp_path):
+    p = _write(tmp_path, GOOD_DEPLOYMENT + "    schedules: [{cron: '0 3 * * mon-xyz'}]\n")
+    with pytest.raises(DeployError, match=r"deployment 'sweep': schedules\[0\]"):
+        check_deployment(load_deployments_file(p).get("sweep"), ROOT)
+
+
+def test_unknown_parameter_and_missing_entrypoint_are_reported(tmp_path):
+    p = _write(tmp_path, GOOD_DEPLOYMENT + "    parameters: {dryrun: true}\n")
+    with pytest.raises(DeployError, match="parameters do not fit flows/sweep.py:sweep_resources"):
+        check_deployment(load_deployments_file(p).get("sweep"), ROOT)
+    p = _write(tmp_path, GOOD_DEPLOYMENT.replace("flows/sweep.py", "flows/nope.py"))
+    with pytest.raises(DeployError, match="entrypoint file flows/nope.py not found"):
+        check_deployment(load_deployments_file(p).get("sweep"), ROOT)
+
+
+def test_schedule_needs_exactly_one_kind_and_names_are_unique(tmp_path):
+    p = _write(tmp_path, GOOD_DEPLOYMENT + "    schedules: [{cron: '*/15 * * * *', interval: 900}]\n")
+    with pytest.raises(DeployError, match=r"deployments\[sweep\]\.schedules\.0: .*exactly one"):
+        load_deployments_file(p)
+    p = _write(tmp_path, GOOD_DEPLOYMENT + GOOD_DEPLOYMENT.split("deployments:\n")[1])
+    with pytest.raises(DeployError, match="duplicate deployment names: sweep"):
+        load_deployments_file(p)
+
+
+def test_forge_deploy_plan_lists_every_deployment(capsys):
+    from forge.cli import main
+
+    assert main(["deploy"]) == 0
+    out = capsys.readouterr().out
+    for line in ("retrain/retrain", "customize-model/customize", "customize-model/rerun-step",
+                 "sweep-resources/sweep"):
+        assert line in out
+    assert "every 900 s" in out and "cron '0 3 * * 1' UTC" in out
+
+
+def test_forge_deploy_apply_without_api_url_says_how_to_fix(monkeypatch, capsys):
+    from forge.cli import main
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["deploy", "--apply"]) == 2
+    assert "PREFECT_API_URL is not set" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# docker-compose.yml
+# ---------------------------------------------------------------------------------------------
+def _env(service: str) -> dict[str, str]:
+    env = SERVICES[service].get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def _healthcheck_text(service: str) -> str:
+    test = SERVICES[service]["healthcheck"]["test"]
+    return " ".join(test) if isinstance(test, list) else test
+
+
+def _port_of(service: str) -> str:
+    cmd = SERVICES[service]["command"]
+    return cmd[cmd.index("--port") + 1]
+
+
+def test_compose_has_the_services():
+    assert set(SERVICES) == {"postgres", "prefect-server", "emulator", "worker", "deploy"}
+    for name in ("prefect-server", "emulator", "worker", "deploy"):
+        svc = SERVICES[name]
+        assert svc["image"] == "bedrock-forge:latest" and svc["build"]["dockerfile"] == "Dockerfile", name
+    assert (ROOT / SERVICES["worker"]["build"]["context"] / "Dockerfile").is_file()
+
+
+def test_long_running_services_have_healthchecks_that_match_their_ports():
+    assert "pg_isready" in _healthcheck_text("postgres")
+    server_port = _port_of("prefect-server")
+    assert f"localhost:{server_port}/api/health" in _healthcheck_text("prefect-server")
+    emu_port = _port_of("emulator")
+    assert f"localhost:{emu_port}/_emulator/health" in _healthcheck_text("emulator")
+    for name in ("postgres", "prefect-server", "emulator"):
+        hc = SERVICES[name]["healthcheck"]
+        assert hc.get("retries", 0) >= 3 and hc.get("interval"), name
+
+
+def test_start_order_waits_for_health():
+    dep = SERVICES["prefect-server"]["depends_on"]
+    assert dep["postgres"]["condition"] == "service_healthy"
+    assert SERVICES["deploy"]["depends_on"]["prefect-server"]["condition"] == "service_healthy"
+    w = SERVICES["worker"]["depends_on"]
+    assert w["prefect-server"]["condition"] == "service_healthy"
+    assert w["emulator"]["condition"] == "service_healthy"
+    assert w["deploy"]["condition"] == "service_completed_successfully"
+
+
+def test_server_uses_postgres_with_matching_credentials():
+    pg = _env("postgres")
+    url = _env("prefect-server")["PREFECT_API_DATABASE_CONNECTION_URL"]
+    m = re.fullmatch(r"postgresql\+asyncpg://(\w+):(\w+)@postgres:5432/(\w+)", url)
+    assert m, url
+    assert m.groups() == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
+    cmd = SERVICES["prefect-server"]["command"]
+    assert cmd[:3] == ["prefect", "server", "start"] and cmd[cmd.index("--host") + 1] == "0.0.0.0"
+
+
+def test_worker_and_deploy_point_at_the_server_and_the_emulator():
+    server_url = f"http://prefect-server:{_port_of('prefect-server')}/api"
+    for name in ("worker", "deploy"):
+        assert _env(name)["PREFECT_API_URL"] == server_url, name
+    env = _env("worker")
+    assert env["AWS_ENDPOINT_URL"] == f"http://emulator:{_port_of('emulator')}"
+    assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"] and env["AWS_DEFAULT_REGION"]
+    assert not re.fullmatch(r"AKIA[0-9A-Z]{16}", env["AWS_ACCESS_KEY_ID"]), "no real keys in the compose file"
+    wcmd = SERVICES["worker"]["command"]
+    assert wcmd[:3] == ["prefect", "worker", "start"] and wcmd[wcmd.index("--pool") + 1] == DEFAULT_POOL
+    assert SERVICES["deploy"]["command"] == ["forge", "deploy", "--apply"]
+    assert SERVICES["deploy"]["restart"] == "no"
+    ecmd = SERVICES["emulator"]["command"]
+    assert ecmd[:2] == ["forge", "emulator"] and ecmd[ecmd.index("--host") + 1] == "0.0.0.0"
+
+
+def test_state_lives_in_declared_volumes():
+    declared = set(COMPOSE["volumes"])
+    mounts = {name: [v.split(":") for v in svc.get("volumes", [])] for name, svc in SERVICES.items()}
+    assert ["postgres-data", "/var/lib/postgresql/data"] in mounts["postgres"]
+    assert any(src == "emulator-state" for src, _ in mounts["emulator"])
+    emu_dir = dict((dst, src) for src, dst in mounts["emulator"])
+    ecmd = SERVICES["emulator"]["command"]
+    assert ecmd[ecmd.index("--state-dir") + 1] in emu_dir, "the emulator must write its state into the volume"
+    assert ["runs", "/app/runs"] in mounts["worker"]
+    used = {src for ms in mounts.values() for src, *_ in ms if not src.startswith((".", "/"))}
+    assert used <= declared, f"undeclared volumes: {used - declared}"
+
+
+def test_dockerfile_installs_cpu_torch_before_the_project():
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    assert lines[0] == "FROM python:3.11-slim"
+    torch_at = next(i for i, ln in enumerate(lines) if "pip install torch==" in ln)
+    assert "--index-url https://download.pytorch.org/whl/cpu" in lines[torch_at]
+    project_at = next(i for i, ln in enumerate(lines) if "pip install -e ." in ln)
+    assert torch_at < project_at
+    for path in ("forge", "tasks", "flows", "emulator", "deployments", "examples"):
+        assert re.search(rf"^COPY {path} \./{path}$", text, re.M), path
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "runs"} <= set(ignore)
