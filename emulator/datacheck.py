@@ -345,6 +345,7 @@ def _check_file(data: bytes, *, label: str, role: str, spec: CustomizationSpec, 
     if lines and lines[-1] == "":
         lines.pop()                      # the newline that ends the last record
     records = 0
+    format_problem = False
     for n, raw in enumerate(lines, start=1):
         if not raw.strip():
             problems.append(f"Line {n}: empty line; JSON Lines needs one JSON object per line")
@@ -361,7 +362,8 @@ def _check_file(data: bytes, *, label: str, role: str, spec: CustomizationSpec, 
         try:
             texts = _record_texts(spec.format, rec, model_id=model_id, ctype=ctype)
         except _Bad as exc:
-            problems.append(f"Line {n}: {exc} (expected {spec.format.value} format: {_FORMAT_HINT[spec.format]})")
+            problems.append(f"Line {n}: {exc}")
+            format_problem = True
             continue
         if lim.max_tokens_per_record:
             chars = sum(len(t) for t in texts)
@@ -381,6 +383,8 @@ def _check_file(data: bytes, *, label: str, role: str, spec: CustomizationSpec, 
     if lo is not None and 0 < records < lo:
         problems.append(f"Line {len(lines)}: too few records: the file ends after {records:,} records; "
                         f"{display} needs at least {lo:,} {label} records")
+    if format_problem:
+        problems.append(f"Expected {spec.format.value} records for {display}: {_FORMAT_HINT[spec.format]}")
     return problems, records
 
 
@@ -396,9 +400,12 @@ def _line_of_record(lines: list[str], k: int) -> int:
 
 
 def _message(label: str, problems: list[str]) -> str:
+    hint = [p for p in problems if p.startswith("Expected ")]
+    problems = [p for p in problems if not p.startswith("Expected ")]
     shown = "; ".join(problems[:MAX_REPORTED])
     more = len(problems) - MAX_REPORTED
-    return f"Validation failed for {label}: {shown}" + (f" (and {more} more problems)" if more > 0 else "")
+    return (f"Validation failed for {label}: {shown}" + (f" (and {more} more problems)" if more > 0 else "")
+            + (f". {hint[0]}" if hint else ""))
 
 
 def check_job_data(base_model_id: str, customization_type: str, train: bytes,
