@@ -1,0 +1,294 @@
+"""Benchmark `prepare` against a straightforward per-line ``json.loads`` loop, at 50k and 200k records.
+
+    .venv/bin/python bench/prepare.py [--sizes 50000,200000] [--repeats 3] [--out bench/results-prepare.md]
+
+Input: a generated raw JSONL file ``{"prompt", "completion"}`` per size (seeded): banking-support-like
+prompts of 8-40 words and one of 60 intent labels as completion, with ~1 % exact and ~0.5 % near
+duplicates (valid data: prepare dedupes and flags them, the loop keeps them). A second file of the
+largest size also has ~0.5 % empty prompts and ~0.2 % records without ``completion``: prepare must
+refuse it and report every problem (one run each side, timed).
+
+- **loop** (the reference, what a seed guide's script does): read every line with ``json.loads``,
+  keep records whose ``prompt`` and ``completion`` keys are present and non-empty, ``random.shuffle``,
+  cut 80/10/10, write three JSONL files. Nothing else is checked.
+- **prepare**: ``tasks.prepare.prepare(PipelineConfig, out_dir)`` for Amazon Titan Text Express
+  fine-tuning (prompt/completion format, no record-count limit in the catalog, so 200k is legal):
+  mapping, format conversion, every validation rule, exact/near-duplicate and length checks, label
+  balance, stratified seeded split, report.json.
+
+Each measurement runs in its own subprocess (``--child``), so peak-memory figures don't mix:
+- wall and CPU seconds (``time.perf_counter`` / ``resource.getrusage`` user+sys) of the work only;
+- peak RSS (``ru_maxrss``) and the peak above the RSS right before the work (imports excluded: prepare
+  imports pandas/pydantic, the loop imports nothing);
+- in a separate subprocess (tracemalloc slows Python down, so it never shares a run with the timing),
+  the tracemalloc peak of Python allocations during the work.
+Timing: median of ``--repeats`` runs; CPU seconds are less sensitive to other load on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+
+WORDS = ("card arrived yet still waiting transfer pending refund charged twice fee exchange rate top up "
+         "declined payment cash withdrawal atm pin blocked account verify identity app login password "
+         "limit contactless virtual disposable lost stolen freeze unfreeze salary direct debit cancel "
+         "beneficiary country currency statement balance wrong amount why how when can i my the please "
+         "help urgent today yesterday week online shop merchant apple google pay").split()
+LABELS = [f"intent_{i:02d}_{w}" for i, w in enumerate(WORDS[:60])]
+
+
+def generate(path: Path, n: int, seed: int = 1, bad: bool = False) -> dict[str, int]:
+    """Write n raw records; return what was planted.
+
+    Always: ~1 % exact duplicate lines and ~0.5 % near duplicates (same prompt, other case and
+    punctuation) — valid data that prepare dedupes/flags and the loop does not notice. With ``bad``:
+    also ~0.5 % empty prompts and ~0.2 % records without ``completion`` (prepare refuses such a file
+    and reports every problem; the loop silently drops them).
+    """
+    rng = random.Random(seed)
+    planted = {"records": n, "duplicates": 0, "near_duplicates": 0, "empty_prompt": 0, "missing_key": 0}
+    recent: list[dict] = []
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            r = rng.random()
+            if r < 0.01 and recent:
+                rec = rng.choice(recent)
+                planted["duplicates"] += 1
+            elif r < 0.015 and recent:
+                src = rng.choice(recent)
+                rec = {"prompt": src["prompt"].upper().rstrip("?") + " !", "completion": src["completion"]}
+                planted["near_duplicates"] += 1
+            elif bad and r < 0.02:
+                rec = {"prompt": "", "completion": rng.choice(LABELS)}
+                planted["empty_prompt"] += 1
+            elif bad and r < 0.022:
+                rec = {"prompt": " ".join(rng.choices(WORDS, k=12))}
+                planted["missing_key"] += 1
+            else:
+                words = rng.choices(WORDS, k=rng.randint(8, 40))
+                rec = {"prompt": f"#{i} " + " ".join(words).capitalize() + "?", "completion": rng.choice(LABELS)}
+                if len(recent) < 1000:
+                    recent.append(rec)
+                else:
+                    recent[rng.randrange(1000)] = rec
+            fh.write(json.dumps(rec) + "\n")
+    return planted
+
+
+# ---------------------------------------------------------------------------------------------
+# the two workloads (run inside a child process)
+# ---------------------------------------------------------------------------------------------
+def run_loop(src: Path, out: Path, seed: int = 42) -> dict:
+    """The straightforward reference: json.loads per line, keys present + non-empty, random split."""
+    records, dropped = [], 0
+    with open(src, encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if rec.get("prompt") and rec.get("completion"):
+                records.append(rec)
+            else:
+                dropped += 1
+    random.Random(seed).shuffle(records)
+    n = len(records)
+    cuts = {"train": (0, int(n * 0.8)), "validation": (int(n * 0.8), int(n * 0.9)), "test": (int(n * 0.9), n)}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (a, b) in cuts.items():
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            for rec in records[a:b]:
+                fh.write(json.dumps(rec) + "\n")
+    return {"kept": n, "dropped": dropped, "train": cuts["train"][1], "problems_reported": dropped}
+
+
+def run_prepare(src: Path, out: Path, seed: int = 42) -> dict:
+    from tasks.config import PipelineConfig
+    from tasks.prepare import prepare
+    from tasks.validate import DataValidationError
+
+    config = PipelineConfig(name="bench-prepare", base_model="amazon.titan-text-express-v1:0:8k",
+                            customization_type="FINE_TUNING", preset="balanced",
+                            data={"source": str(src), "split": {"seed": seed}})
+    try:
+        prepared = prepare(config, out)
+    except DataValidationError as err:   # still a complete run over the data: report what it found
+        return {"kept": 0, "refused": True, "problems_reported": len(err.problems),
+                "first_problems": err.lines()[:3]}
+    report = {}
+    try:
+        report = json.loads(Path(prepared.report_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    kept = prepared.train.records + (prepared.validation.records if prepared.validation else 0) \
+        + (prepared.test.records if prepared.test else 0)
+    return {"kept": kept, "train": prepared.train.records, "label_like": prepared.label_like,
+            "report_keys": sorted(report)[:20], "problems_reported": _count_problems(report)}
+
+
+def _count_problems(report: dict) -> int | None:
+    for key in ("problems", "issues", "warnings"):
+        v = report.get(key)
+        if isinstance(v, list):
+            return len(v)
+        if isinstance(v, int):
+            return v
+    return None
+
+
+def child(kind: str, src: Path, out: Path, trace: bool) -> None:
+    sys.path.insert(0, str(ROOT))
+    if kind == "prepare":   # imports before the baseline reading: they are not the work
+        import tasks.prepare  # noqa: F401
+        import tasks.validate  # noqa: F401
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    result = (run_prepare if kind == "prepare" else run_loop)(src, out)
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    res = {"kind": kind, "wall_s": wall, "cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
+           "rss_before_mb": rss_before, "peak_rss_mb": ru1.ru_maxrss / 1024, **result}
+    if trace:
+        import tracemalloc
+
+        res["tracemalloc_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+    print("BENCH-RESULT " + json.dumps(res))
+
+
+def measure(kind: str, src: Path, work: Path, trace: bool) -> dict:
+    out = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=work))
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, "--input", str(src), "--outdir", str(out)]
+                          + (["--trace"] if trace else []), capture_output=True, text=True, cwd=ROOT)
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH-RESULT "):
+            return json.loads(line.removeprefix("BENCH-RESULT "))
+    raise RuntimeError(f"{kind} child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+# ---------------------------------------------------------------------------------------------
+def main() -> int:
+    ap = argparse.ArgumentParser(description="prepare vs a per-line json.loads loop")
+    ap.add_argument("--sizes", default="50000,200000")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=HERE / "results-prepare.md")
+    ap.add_argument("--child", choices=["loop", "prepare"])
+    ap.add_argument("--input", type=Path)
+    ap.add_argument("--outdir", type=Path)
+    ap.add_argument("--trace", action="store_true")
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.input, args.outdir, args.trace)
+        return 0
+
+    sys.path.insert(0, str(ROOT))
+    import importlib.util
+
+    have_prepare = importlib.util.find_spec("tasks.prepare") is not None
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows: dict[int, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
+        work = Path(tmp)
+        for n in sizes:
+            src = work / f"raw-{n}.jsonl"
+            planted = generate(src, n)
+            size_mb = src.stat().st_size / 2**20
+            print(f"{n:,} records, {size_mb:.1f} MiB: {planted}", flush=True)
+            entry: dict = {"planted": planted, "mib": size_mb}
+            for kind in (["loop", "prepare"] if have_prepare else ["loop"]):
+                runs = [measure(kind, src, work, trace=False) for _ in range(args.repeats)]
+                traced = measure(kind, src, work, trace=True)
+                entry[kind] = {"runs": runs, "traced": traced,
+                               "wall_s": statistics.median(r["wall_s"] for r in runs),
+                               "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+                               "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                               "rss_above_mb": max(r["peak_rss_mb"] - r["rss_before_mb"] for r in runs),
+                               "tracemalloc_peak_mb": traced["tracemalloc_peak_mb"]}
+                print(f"  {kind:8s} wall {entry[kind]['wall_s']:.2f}s cpu {entry[kind]['cpu_s']:.2f}s "
+                      f"peak RSS {entry[kind]['peak_rss_mb']:.0f} MiB (+{entry[kind]['rss_above_mb']:.0f}) "
+                      f"tracemalloc {entry[kind]['tracemalloc_peak_mb']:.1f} MiB", flush=True)
+            rows[n] = entry
+        bad_rows: dict = {}
+        if have_prepare:
+            n = sizes[-1]
+            src = work / f"raw-{n}-bad.jsonl"
+            bad_rows["planted"] = generate(src, n, bad=True)
+            for kind in ("loop", "prepare"):
+                bad_rows[kind] = measure(kind, src, work, trace=False)
+                print(f"  bad file {kind:8s} wall {bad_rows[kind]['wall_s']:.2f}s problems "
+                      f"{bad_rows[kind].get('problems_reported')}", flush=True)
+    args.out.write_text(render(rows, sizes, have_prepare, args.repeats, bad_rows), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats: int, bad: dict | None = None) -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out = ["# prepare benchmark", "",
+           f"Produced by `bench/prepare.py` on {now}: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+           f"Python {platform.python_version()}, {platform.system()}. The machine is shared with other work, so "
+           f"wall times carry noise: each figure is the median of {repeats} runs, CPU seconds alongside.", "",
+           "Input: generated raw JSONL `{prompt, completion}` (8-40-word prompts, 60 intent labels) with ~1 % exact "
+           "and ~0.5 % near duplicates planted (valid data). "
+           "**loop** = per-line `json.loads`, keys present and non-empty, `random.shuffle`, 80/10/10, three files. "
+           "**prepare** = `tasks.prepare.prepare` for Titan Text Express fine-tuning (format conversion, every "
+           "validation rule, exact/near-duplicate and length checks, label balance, stratified seeded split, "
+           "report.json). One subprocess per measurement; memory = peak RSS (`ru_maxrss`), the part above the RSS "
+           "right before the work (imports excluded), and the tracemalloc peak (separate run).", ""]
+    if not have_prepare:
+        out += ["**tasks/prepare.py was not available when this ran: only the loop is measured.**", ""]
+    out += ["| records | input MiB | side | wall s | CPU s | peak RSS MiB | above imports MiB | tracemalloc peak MiB | records kept | problems reported |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in sizes:
+        e = rows[n]
+        for kind in ("loop", "prepare"):
+            if kind not in e:
+                continue
+            k = e[kind]
+            r0 = k["runs"][0]
+            out.append(f"| {n:,} | {e['mib']:.1f} | {kind} | {k['wall_s']:.2f} | {k['cpu_s']:.2f} | "
+                       f"{k['peak_rss_mb']:.0f} | {k['rss_above_mb']:.0f} | {k['tracemalloc_peak_mb']:.1f} | "
+                       f"{r0.get('kept', '?'):,} | {r0.get('problems_reported')} |")
+    if have_prepare:
+        out += ["", "| records | prepare / loop wall | prepare / loop CPU | target |", "|---:|---:|---:|---|"]
+        for n in sizes:
+            e = rows[n]
+            out.append(f"| {n:,} | **{e['prepare']['wall_s'] / e['loop']['wall_s']:.2f}×** | "
+                       f"{e['prepare']['cpu_s'] / e['loop']['cpu_s']:.2f}× | ≤ 1.0× (no slower than the loop) |")
+        if len(sizes) >= 2:
+            a, b = sizes[0], sizes[-1]
+            growth = {kind: (rows[b][kind]["rss_above_mb"], rows[a][kind]["rss_above_mb"]) for kind in ("loop", "prepare")}
+            out += ["", f"Memory growth {a:,} → {b:,} records ({b / a:.0f}× the data), RSS above imports: "
+                    + "; ".join(f"{kind} {x1:.0f} → {x2:.0f} MiB" for kind, (x2, x1) in growth.items())
+                    + ". Target: prepare flat as the file grows."]
+        planted = rows[sizes[-1]]["planted"]
+        out += ["", f"Planted in the {sizes[-1]:,}-record file: {planted}."]
+    if bad:
+        lp, pp = bad["loop"], bad["prepare"]
+        out += ["", f"## Broken file ({sizes[-1]:,} records, one run each)", "",
+                f"Planted: {bad['planted']}.", "",
+                f"- loop: {lp['wall_s']:.2f} s, silently dropped {lp.get('dropped')} records and wrote the splits.",
+                f"- prepare: {pp['wall_s']:.2f} s, "
+                + (f"refused with {pp['problems_reported']} located problems, e.g. `{(pp.get('first_problems') or ['?'])[0]}`."
+                   if pp.get("refused") else f"did not refuse (kept {pp.get('kept')} records).")]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
