@@ -1,0 +1,498 @@
+"""prepare: raw data -> the base model's training format, quality report, seeded train/validation/test split.
+
+``prepare(config, out_dir)`` writes ``train.jsonl``, ``validation.jsonl`` (when non-empty),
+``test.jsonl`` (when non-empty) and ``report.json`` into ``out_dir`` and returns ``PreparedData``.
+Bad input raises ``DataValidationError`` with every located problem before anything is written.
+
+Memory (flat in file size, except what the split itself needs). The source is streamed twice:
+
+1. **scan**: ``tasks.validate.SourceScanner`` reads line by line (CSV rows, Parquet batches), checks
+   every rule and keeps, per good record, only fixed-size numbers in ``array`` buffers: two 64-bit text
+   hashes (exact record, normalized text), a label id, a character count. About 30 bytes a record
+   (6 MB for 200k records), never the text itself. Label ids are tracked while completions look like
+   labels (<= ``LABEL_MAX_DISTINCT`` short distinct values), then dropped.
+2. dedupe, seeded ``max_records`` sample and the split run on those arrays (numpy): duplicates are
+   grouped by normalized text, and a group never straddles two splits.
+3. **write**: the source is streamed again and each record goes straight to its split file (sha256
+   computed while writing, into temporary names renamed at the end). Augmented copies are made on
+   the fly for train records only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from array import array
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import Task
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+
+from tasks.catalog import CustomizationType, DataFormat
+from tasks.config import PipelineConfig
+from tasks.formats import Example, record_texts, to_record
+from tasks.types import PreparedData, SplitFile
+from tasks.validate import (
+    DataValidationError,
+    Problem,
+    Rules,
+    SourceScanner,
+    _text_rules,
+    check_record,
+    validate_hyperparameters,
+)
+
+LABEL_MAX_DISTINCT = 200       # completions look like labels: at most this many distinct values ...
+LABEL_MAX_CHARS = 64           # ... each at most this long ...
+LABEL_MAX_SHARE = 0.5          # ... and distinct values at most half the records
+SHORT_CHARS = 3
+SPLITS = ("train", "validation", "test")
+
+_WS = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalize_text(text: str) -> str:
+    """Near-duplicate key: NFKC, case-folded, punctuation dropped, whitespace collapsed."""
+    t = unicodedata.normalize("NFKC", text).casefold()
+    return _WS.sub(" ", _PUNCT.sub(" ", t)).strip()
+
+
+def _h64(s: str) -> int:
+    return int.from_bytes(hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True)
+
+
+def _teacher(config: PipelineConfig) -> str | None:
+    return config.distillation.teacher_model if config.distillation else None
+
+
+def _scanner(config: PipelineConfig, source: str, progress: Callable[[int], None] | None) -> SourceScanner:
+    d = config.data
+    return SourceScanner(source, config.base_model, config.customization_type, columns=d.columns, fmt="auto",
+                         role="source", system_prompt=d.system_prompt, prompt_template=d.prompt_template,
+                         teacher=_teacher(config), kind=d.format if d.format != "auto" else "auto", progress=progress)
+
+
+def _local_source(config: PipelineConfig, out_dir: Path) -> str:
+    """The data source as a local path (an s3:// source is downloaded once into out_dir/.source)."""
+    src = config.data.source
+    if not src.startswith("s3://"):
+        return src
+    import boto3
+
+    bucket, _, key = src[5:].partition("/")
+    dest = out_dir / ".source" / Path(key).name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    s3 = boto3.client("s3", region_name=config.aws.region, endpoint_url=config.aws.endpoint_url)
+    s3.download_file(bucket, key, str(dest))
+    return str(dest)
+
+
+def _config_problems(config: PipelineConfig, rules: Rules | None) -> list[Problem]:
+    out = validate_hyperparameters(config.base_model, config.customization_type, config.preset,
+                                   config.hyperparameters, source="config",
+                                   rft=config.rft.hyperparameters if config.rft else None)
+    if rules is None:
+        return out
+
+    def add(f: str, m: str, x: str) -> None:
+        out.append(Problem(file="config", field=f, message=m, fix=x))
+
+    if config.data.augment.enabled:
+        for i, prefix in enumerate(config.data.augment.prefixes):
+            _text_rules(prefix, f"data.augment.prefixes[{i}]", rules, add, required=False)
+    if config.data.system_prompt:
+        _text_rules(config.data.system_prompt, "data.system_prompt", rules, add, required=False)
+    return out
+
+
+class _Scan:
+    """What pass 1 keeps per good record: fixed-size numbers only."""
+
+    def __init__(self) -> None:
+        self.exact = array("q")
+        self.near = array("q")
+        self.prompt = array("q")
+        self.answer = array("q")
+        self.label = array("i")
+        self.chars = array("i")
+        self.line = array("i")
+        self.labels: dict[str, int] | None = {}
+        self.short_prompts = 0
+        self.short_completions = 0
+        self.near_limit = 0
+
+    def add(self, item, rules: Rules) -> None:
+        ex, rec = item.example, item.record
+        texts = record_texts(rules.fmt, rec)
+        self.exact.append(_h64(json.dumps(rec, sort_keys=True, ensure_ascii=False)))
+        self.near.append(_h64(normalize_text("\x1f".join(texts))))
+        self.prompt.append(_h64(normalize_text((ex.system or "") + "\x1f" + ex.prompt)))
+        self.answer.append(_h64(normalize_text(ex.completion)))
+        chars = sum(len(t) for t in texts)
+        self.chars.append(min(chars, 2**31 - 1))
+        self.line.append(item.line)
+        if len(ex.prompt.strip()) < SHORT_CHARS:
+            self.short_prompts += 1
+        if ex.completion and len(ex.completion.strip()) < SHORT_CHARS:
+            self.short_completions += 1
+        lim = rules.limits.max_tokens_per_record
+        if lim is not None and rules.tokens(chars) > 0.9 * lim:
+            self.near_limit += 1
+        lid = -1
+        if self.labels is not None:
+            c = ex.completion.strip()
+            if not c or len(c) > LABEL_MAX_CHARS:
+                self.labels = None
+            else:
+                lid = self.labels.get(c, -1)
+                if lid < 0:
+                    if len(self.labels) >= LABEL_MAX_DISTINCT:
+                        self.labels = None
+                        lid = -1
+                    else:
+                        lid = self.labels[c] = len(self.labels)
+        self.label.append(lid)
+
+
+def _split_groups(group_ids: np.ndarray, strata: np.ndarray | None, fractions: tuple[float, float, float],
+                  rng: np.random.Generator) -> dict[int, int]:
+    """Assign each group to 0 train / 1 validation / 2 test, per stratum, seeded."""
+    out: dict[int, int] = {}
+    keys = np.zeros(len(group_ids), dtype=np.int64) if strata is None else strata
+    for s in np.unique(keys):
+        gs = group_ids[keys == s].copy()
+        rng.shuffle(gs)
+        n = len(gs)
+        n_test = int(round(n * fractions[2]))
+        n_val = int(round(n * fractions[1]))
+        if n_test + n_val >= n and n > 0:        # keep at least one group in train
+            over = n_test + n_val - (n - 1)
+            cut = min(over, n_test)
+            n_test -= cut
+            n_val -= over - cut
+        for g in gs[:n_test]:
+            out[int(g)] = 2
+        for g in gs[n_test:n_test + n_val]:
+            out[int(g)] = 1
+        for g in gs[n_test + n_val:]:
+            out[int(g)] = 0
+    return out
+
+
+def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[int], None] | None = None) -> PreparedData:
+    """Read, check, convert, dedupe, split, augment (train only) and write the splits + report.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = _local_source(config, out)
+    d = config.data
+    sp = d.split
+
+    # -- pass 1: validate + fingerprints ----------------------------------------------------
+    scanner = _scanner(config, source, progress)
+    rules = scanner.rules
+    scan = _Scan()
+    for item in scanner:
+        assert rules is not None
+        scan.add(item, rules)
+    report = scanner.report()
+    problems = list(report.problems)
+    total = report.total_problems
+    cfg_problems = _config_problems(config, rules)
+    problems += cfg_problems
+    total += len(cfg_problems)
+    if total or rules is None:
+        raise DataValidationError(problems, total)
+    assert rules is not None
+
+    n = len(scan.exact)
+    exact = np.frombuffer(scan.exact, dtype=np.int64) if n else np.zeros(0, np.int64)
+    near = np.frombuffer(scan.near, dtype=np.int64) if n else np.zeros(0, np.int64)
+    chars = np.frombuffer(scan.chars, dtype=np.int32) if n else np.zeros(0, np.int32)
+    labels_arr = np.frombuffer(scan.label, dtype=np.int32) if n else np.zeros(0, np.int32)
+    lines = np.frombuffer(scan.line, dtype=np.int32) if n else np.zeros(0, np.int32)
+    warnings: list[str] = list(report.stats.get("warnings") or [])
+
+    # -- selection: seeded sample, duplicates ---------------------------------------------
+    selected = np.arange(n)
+    if d.max_records is not None and n > d.max_records:
+        rng_s = np.random.default_rng(sp.seed)
+        selected = np.sort(rng_s.choice(n, size=d.max_records, replace=False))
+    _, first_exact = np.unique(exact[selected], return_index=True)
+    _, first_near, near_inv = np.unique(near[selected], return_index=True, return_inverse=True)
+    exact_dups = len(selected) - len(first_exact)
+    near_only_dups = len(first_exact) - len(first_near)
+    dup_examples: list[dict] = []
+    if exact_dups or near_only_dups:
+        firsts = selected[first_near][near_inv]
+        for i, f in zip(selected, firsts, strict=True):
+            if i != f and len(dup_examples) < 10:
+                dup_examples.append({"line": int(lines[i]), "duplicate_of_line": int(lines[f]),
+                                     "kind": "exact" if exact[i] == exact[f] else "near"})
+    # conflicts: the same prompt with different answers
+    pr = np.frombuffer(scan.prompt, dtype=np.int64)[selected] if n else np.zeros(0, np.int64)
+    an = np.frombuffer(scan.answer, dtype=np.int64)[selected] if n else np.zeros(0, np.int64)
+    pairs = np.unique(np.stack([pr, an], axis=1), axis=0) if n else np.zeros((0, 2), np.int64)
+    _, per_prompt = np.unique(pairs[:, 0], return_counts=True) if len(pairs) else (None, np.zeros(0))
+    conflicts = int((per_prompt > 1).sum())
+
+    if d.dedupe:
+        kept = np.sort(selected[first_near])
+        dropped = len(selected) - len(kept)
+    else:
+        kept = selected
+        dropped = 0
+    if len(kept) == 0:
+        raise DataValidationError([Problem(file=str(source), field="records", message="no records left after dedupe/sampling",
+                                           fix="add data")])
+
+    # -- label-like + stratified split ----------------------------------------------------
+    labels = scan.labels
+    kept_labels = labels_arr[kept]
+    n_distinct = len(np.unique(kept_labels)) if labels is not None else None
+    label_like = bool(
+        labels is not None and rules.ctype == CustomizationType.FINE_TUNING
+        and n_distinct is not None and 2 <= n_distinct <= max(2, LABEL_MAX_SHARE * len(kept))
+    )
+    stratify = sp.stratify == "yes" or (sp.stratify == "auto" and label_like)
+    if stratify and labels is None:
+        warnings.append("stratify=yes but completions are not label-like (too many or too long): split is not stratified")
+        stratify = False
+    # records with the same normalized prompt (duplicates, conflicting answers) share a group: one split
+    prompt_h = np.frombuffer(scan.prompt, dtype=np.int64) if n else np.zeros(0, np.int64)
+    group_of = np.unique(prompt_h[kept], return_inverse=True)[1].reshape(-1)
+    n_groups = int(group_of.max()) + 1 if len(kept) else 0
+    first_in_group = np.full(n_groups, -1, dtype=np.int64)
+    for pos in range(len(kept) - 1, -1, -1):
+        first_in_group[group_of[pos]] = pos
+    strata = kept_labels[first_in_group] if stratify else None
+    assignment_of_group = _split_groups(np.arange(n_groups), strata, (sp.train, sp.validation, sp.test),
+                                        np.random.default_rng(sp.seed))
+    assign = np.full(n, -1, dtype=np.int8)
+    for pos, idx in enumerate(kept):
+        assign[idx] = assignment_of_group[int(group_of[pos])]
+    counts = {name: int((assign == k).sum()) for k, name in enumerate(SPLITS)}
+
+    # -- augmentation plan (train only) ----------------------------------------------------
+    aug = d.augment
+    prefixes = [p for p in aug.prefixes if p] if aug.enabled else []
+    n_aug_planned = counts["train"] * aug.copies if prefixes and rules.fmt is not DataFormat.CPT_INPUT else 0
+    if aug.enabled and not prefixes:
+        warnings.append("augment.enabled but every prefix is empty: nothing to add")
+
+    # -- record-count rules on the splits (before writing anything) ------------------------
+    split_problems = _split_count_problems(str(source), rules, counts["train"] + n_aug_planned, counts["validation"])
+    if split_problems:
+        raise DataValidationError(split_problems)
+
+    # -- pass 2: write --------------------------------------------------------------------
+    eval_near = np.sort(np.concatenate([near[assign > 0], prompt_h[assign > 0]])) if n else np.zeros(0, np.int64)
+    rng_aug = np.random.default_rng(aug.seed)
+    tmp = {name: tempfile.NamedTemporaryFile("wb", dir=out, prefix=f".{name}.", suffix=".tmp", delete=False) for name in SPLITS}
+    hashes = {name: hashlib.sha256() for name in SPLITS}
+    sizes = dict.fromkeys(SPLITS, 0)
+    written = dict.fromkeys(SPLITS, 0)
+    train_chars = 0
+    augmented = skipped_aug = 0
+    label_counts: dict[str, dict[str, int]] = {name: {} for name in SPLITS}
+    inv_labels = {v: k for k, v in (labels or {}).items()}
+
+    def emit(name: str, rec: dict) -> None:
+        b = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
+        tmp[name].write(b)
+        hashes[name].update(b)
+        sizes[name] += len(b)
+        written[name] += 1
+
+    try:
+        for i, item in enumerate(_scanner(config, source, None)):
+            k = int(assign[i]) if i < n else -1
+            if k < 0:
+                continue
+            name = SPLITS[k]
+            emit(name, item.record)
+            if label_like:
+                lab = inv_labels.get(int(labels_arr[i]), "")
+                label_counts[name][lab] = label_counts[name].get(lab, 0) + 1
+            if k == 0:
+                train_chars += int(chars[i])
+                for _ in range(n_aug_planned and aug.copies):
+                    prefix = prefixes[int(rng_aug.integers(len(prefixes)))]
+                    ex = item.example
+                    new = Example(ex.system, prefix + ex.prompt, ex.completion)
+                    rec = to_record(rules.fmt, new)
+                    texts = record_texts(rules.fmt, rec)
+                    nh = _h64(normalize_text("\x1f".join(texts)))
+                    bad: list[str] = []
+                    check_record(rec, rules, lambda f, m, x: bad.append(m))  # noqa: B023
+                    ph = _h64(normalize_text((new.system or "") + "\x1f" + new.prompt))
+                    if bad or any(_contains(eval_near, h) for h in (nh, ph)):
+                        skipped_aug += 1
+                        continue
+                    emit("train", rec)
+                    augmented += 1
+                    train_chars += sum(len(t) for t in texts)
+        for f in tmp.values():
+            f.close()
+        files: dict[str, SplitFile | None] = {}
+        for name in SPLITS:
+            final = out / f"{name}.jsonl"
+            if written[name] == 0 and name != "train":
+                os.unlink(tmp[name].name)
+                if final.exists():
+                    final.unlink()
+                files[name] = None
+                continue
+            os.replace(tmp[name].name, final)
+            files[name] = SplitFile(path=str(final.resolve()), records=written[name],
+                                    sha256=hashes[name].hexdigest(), bytes=sizes[name])
+    finally:
+        for f in tmp.values():
+            if not f.closed:
+                f.close()
+            if os.path.exists(f.name):
+                os.unlink(f.name)
+
+    est_tokens = rules.tokens(train_chars)
+    kept_chars = chars[kept] if len(kept) else np.zeros(1, np.int32)
+    rep: dict[str, Any] = {
+        "source": config.data.source,
+        "base_model": config.base_model,
+        "customization_type": rules.ctype.value,
+        "format": rules.fmt.value,
+        "input_mode": report.stats.get("mode"),
+        "seed": sp.seed,
+        "split": {"train": sp.train, "validation": sp.validation, "test": sp.test, "stratified": stratify},
+        "counts": {
+            "raw_records": report.records, "valid_records": n, "sampled": len(selected),
+            "exact_duplicates": exact_dups, "near_duplicates": near_only_dups, "dropped_duplicates": dropped,
+            "conflicting_prompts": conflicts,
+            "train": written["train"], "validation": written["validation"], "test": written["test"],
+            "augmented_train_copies": augmented, "augmentation_skipped": skipped_aug,
+        },
+        "duplicate_examples": dup_examples,
+        "quality": {
+            "short_prompts": scan.short_prompts, "short_completions": scan.short_completions,
+            "near_token_limit": scan.near_limit, "too_long_or_empty": 0,   # those are validation errors
+            "chars_per_record": {"min": int(kept_chars.min()), "mean": round(float(kept_chars.mean()), 1),
+                                 "max": int(kept_chars.max())},
+        },
+        "tokens": {
+            "chars_per_token": rules.limits.chars_per_token,
+            "estimated_train_tokens": est_tokens,
+            "max_tokens_per_record": rules.tokens(int(kept_chars.max())),
+            "limit_per_record": rules.limits.max_tokens_per_record,
+            "method": "characters / chars_per_token (REF §5: about 6 characters per token; Haiku 3)",
+        },
+        "label_like": label_like,
+        "labels": ({"distinct": n_distinct, "per_split": label_counts} if label_like else
+                   {"distinct": n_distinct}),
+        "warnings": warnings,
+        "files": {k: (v.model_dump() if v else None) for k, v in files.items()},
+    }
+    report_path = out / "report.json"
+    report_path.write_text(json.dumps(rep, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    train = files["train"]
+    assert train is not None
+    return PreparedData(format=rules.fmt.value, train=train, validation=files["validation"], test=files["test"],
+                        report_path=str(report_path.resolve()), label_like=label_like, estimated_train_tokens=est_tokens)
+
+
+def _contains(sorted_arr: np.ndarray, h: int) -> bool:
+    pos = int(np.searchsorted(sorted_arr, h))
+    return pos < len(sorted_arr) and int(sorted_arr[pos]) == h
+
+
+def _split_count_problems(source: str, rules: Rules, n_train: int, n_val: int) -> list[Problem]:
+    lim = rules.limits
+    who = f"{rules.model_id} {rules.ctype.value}"
+    out: list[Problem] = []
+
+    def add(field: str, message: str, fix: str) -> None:
+        out.append(Problem(file=source, field=field, message=message, fix=fix))
+
+    if lim.min_train_records is not None and n_train < lim.min_train_records:
+        add("split.train", f"the train split would have {n_train} record(s); {who} needs at least {lim.min_train_records}",
+            "add data or raise data.split.train")
+    if lim.max_train_records is not None and n_train > lim.max_train_records:
+        add("split.train", f"the train split would have {n_train:,} records; {who} accepts at most {lim.max_train_records:,}",
+            f"set data.max_records (e.g. {int(lim.max_train_records * 0.8):,}) or lower data.split.train")
+    if n_val:
+        if lim.min_validation_records is not None and n_val < lim.min_validation_records:
+            add("split.validation", f"the validation split would have {n_val} record(s); {who} needs at least "
+                f"{lim.min_validation_records}", "raise data.split.validation, or set it to 0 (no validation set)")
+        if lim.max_validation_records is not None and n_val > lim.max_validation_records:
+            add("split.validation", f"the validation split would have {n_val:,} records; {who} accepts at most "
+                f"{lim.max_validation_records:,}", "lower data.split.validation")
+    if lim.max_total_records is not None and n_train + n_val > lim.max_total_records:
+        add("split", f"train + validation would be {n_train + n_val:,} records; {who} accepts at most "
+            f"{lim.max_total_records:,} in total", "set data.max_records or move more into the test split")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefect task (thin)
+# ---------------------------------------------------------------------------------------------
+CACHE_DIR = Path(os.environ.get("FORGE_CACHE_DIR", ".forge-cache"))
+
+
+def _source_fingerprint(config: PipelineConfig) -> str:
+    """Changes when the source file changes (path, size, mtime): part of the cache key."""
+    src = config.data.source
+    if src.startswith("s3://"):
+        return src
+    try:
+        st = Path(src).stat()
+        return f"{Path(src).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return f"{src}:missing"
+
+
+class _SourceFile(CachePolicy):
+    """Cache-key part that changes when the source file changes."""
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs):
+        cfg = inputs.get("config")
+        if isinstance(cfg, dict):
+            cfg = PipelineConfig.model_validate(cfg)
+        return _source_fingerprint(cfg) if isinstance(cfg, PipelineConfig) else None
+
+
+class _PrepareTask(Task):
+    """``refresh=True`` re-runs and overwrites the cache entry (``refresh_cache``, prefect-patterns §2);
+    a cached result whose files are gone is redone the same way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        refresh = kwargs.get("refresh", args[2] if len(args) > 2 else False)
+        if refresh and not self.refresh_cache:
+            return self.with_options(refresh_cache=True)(*args, **kwargs)
+        result = super().__call__(*args, **kwargs)
+        if isinstance(result, PreparedData) and not self.refresh_cache and not _files_intact(result):
+            return self.with_options(refresh_cache=True)(*args, **kwargs)
+        return result
+
+
+def _files_intact(p: PreparedData) -> bool:
+    files = [f for f in (p.train, p.validation, p.test) if f is not None]
+    return all(Path(f.path).is_file() and Path(f.path).stat().st_size == f.bytes for f in files)
+
+
+def _prepare_fn(config: PipelineConfig, out_dir: str, refresh: bool = False) -> PreparedData:
+    return prepare(config, out_dir)
+
+
+# The "prepare" task: cached on inputs (not ``refresh``) + task source + the source file's size/mtime,
+# persisted under FORGE_CACHE_DIR so a rerun in a new process skips it (prefect-patterns §2).
+prepare_task = _PrepareTask(
+    fn=_prepare_fn, name="prepare",
+    cache_policy=(INPUTS - "refresh") + TASK_SOURCE + _SourceFile(),
+    persist_result=True, result_storage=CACHE_DIR, cache_expiration=timedelta(days=7),
+)
