@@ -58,7 +58,9 @@ def make_clients(aws: AwsConfig, pool_size: int = 16) -> Clients:
     session = boto3.Session(profile_name=aws.profile, region_name=aws.region)
     cfg = Config(
         region_name=aws.region,
-        retries={"mode": aws.retry_mode, "max_attempts": aws.max_attempts},
+        # total_max_attempts = attempts including the first, like AWS_MAX_ATTEMPTS; the Config key
+        # "max_attempts" would count retries only (one more call than configured)
+        retries={"mode": aws.retry_mode, "total_max_attempts": aws.max_attempts},
         connect_timeout=aws.connect_timeout,
         read_timeout=aws.read_timeout,
         max_pool_connections=pool_size,

@@ -1,0 +1,114 @@
+"""tasks/iam.py against moto's IAM: least-privilege service role, get-or-create, drift repair."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from moto import mock_aws
+
+from tasks import iam
+from tasks.aws import make_clients, resource_names, standard_tags
+from tasks.config import AwsConfig, PipelineConfig
+from tasks.types import UploadedData
+
+ACCOUNT = "123456789012"   # moto's default (fake) account
+
+
+def make_config(**over) -> PipelineConfig:
+    base = {"name": "banking", "base_model": "amazon.nova-micro-v1:0:128k", "data": {"source": "data.jsonl"}}
+    base.update(over)
+    return PipelineConfig.model_validate(base)
+
+
+UPLOADED = UploadedData(bucket="forge-data", train_uri="s3://forge-data/pre/data/abc/train.jsonl",
+                        validation_uri="s3://forge-data/pre/data/abc/validation.jsonl",
+                        output_uri="s3://forge-data/pre/output/k1/", input_prefix="pre/data/abc/",
+                        output_prefix="pre/output/k1/")
+
+
+@pytest.fixture
+def clients(monkeypatch):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    with mock_aws():
+        yield make_clients(AwsConfig(region="us-east-1"))
+
+
+def _statements(policy: dict) -> list[dict]:
+    return policy["Statement"]
+
+
+def test_role_is_least_privilege_and_trusts_only_bedrock_jobs_of_this_account(clients):
+    cfg = make_config()
+    names = resource_names(cfg, "k1k1k1k1k1k1")
+    info = iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, standard_tags("k1", "fr", {}))
+    assert info.created and not info.updated and info.role_arn.endswith(f":role/{names.role}")
+
+    role = clients.iam.get_role(RoleName=names.role)["Role"]
+    trust = role["AssumeRolePolicyDocument"]
+    (st,) = trust["Statement"]
+    assert st["Principal"] == {"Service": "bedrock.amazonaws.com"} and st["Action"] == "sts:AssumeRole"
+    assert st["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
+    assert st["Condition"]["ArnLike"] == {"aws:SourceArn": f"arn:aws:bedrock:us-east-1:{ACCOUNT}:model-customization-job/*"}
+    assert {t["Key"]: t["Value"] for t in role["Tags"]}["managed-by"] == "bedrock-forge"
+
+    policy = clients.iam.get_role_policy(RoleName=names.role, PolicyName=iam.POLICY_NAME)["PolicyDocument"]
+    stmts = _statements(policy)
+    actions = [a for s in stmts for a in s["Action"]]
+    assert not any("*" in a for a in actions)
+    assert set(actions) == {"s3:GetObject", "s3:ListBucket", "s3:PutObject"}   # no KMS, no teacher, no grader
+    by_action: dict[str, list[str]] = {}
+    for s in stmts:
+        for a in s["Action"]:
+            by_action.setdefault(a, []).extend(s["Resource"])
+    assert by_action["s3:PutObject"] == ["arn:aws:s3:::forge-data/pre/output/k1/*"]
+    assert set(by_action["s3:GetObject"]) == {"arn:aws:s3:::forge-data/pre/data/abc/*", "arn:aws:s3:::forge-data/pre/output/k1/*"}
+    (listing,) = [s for s in stmts if "s3:ListBucket" in s["Action"]]
+    assert listing["Resource"] == ["arn:aws:s3:::forge-data"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["pre/data/abc/*", "pre/output/k1/*"]}}
+
+
+def test_rerun_adopts_and_drift_is_repaired(clients):
+    cfg = make_config()
+    names = resource_names(cfg, "k2k2k2k2k2k2")
+    iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, {})
+    again = iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, {})
+    assert not again.created and not again.updated
+    # someone widened the inline policy and loosened the trust policy
+    clients.iam.put_role_policy(RoleName=names.role, PolicyName=iam.POLICY_NAME, PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    clients.iam.update_assume_role_policy(RoleName=names.role, PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "bedrock.amazonaws.com"},
+                                                 "Action": "sts:AssumeRole"}]}))
+    fixed = iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, {})
+    assert fixed.updated and not fixed.created
+    assert clients.iam.get_role_policy(RoleName=names.role, PolicyName=iam.POLICY_NAME)["PolicyDocument"] == \
+        iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1")
+    assert clients.iam.get_role(RoleName=names.role)["Role"]["AssumeRolePolicyDocument"] == \
+        iam.trust_policy(ACCOUNT, "us-east-1")
+    assert len([r for r in clients.iam.list_roles()["Roles"] if r["RoleName"] == names.role]) == 1
+
+
+def test_kms_distillation_and_rft_add_only_their_own_resources():
+    kms = make_config(aws={"kms_key_id": "1234abcd-12ab-34cd-56ef-1234567890ab"})
+    (k,) = [s for s in _statements(iam.permission_policy(kms, UPLOADED, ACCOUNT, "us-east-1")) if s["Sid"] == "UseDataKey"]
+    assert k["Resource"] == [f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"]
+    assert "kms:Decrypt" in k["Action"]
+
+    dist = make_config(customization_type="DISTILLATION", data={"source": "d.jsonl"},
+                       distillation={"teacher_model": "us.amazon.nova-pro-v1:0"})
+    (t,) = [s for s in _statements(iam.permission_policy(dist, UPLOADED, ACCOUNT, "us-east-1")) if s["Sid"] == "InvokeTeacher"]
+    assert t["Action"] == ["bedrock:InvokeModel"]
+    assert f"arn:aws:bedrock:us-east-1:{ACCOUNT}:inference-profile/us.amazon.nova-pro-v1:0" in t["Resource"]
+
+    lam = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:grader"
+    rft = make_config(base_model="amazon.nova-2-lite-v1:0:256k", customization_type="REINFORCEMENT_FINE_TUNING",
+                      rft={"grader_lambda_arn": lam})
+    (g,) = [s for s in _statements(iam.permission_policy(rft, UPLOADED, ACCOUNT, "us-east-1")) if s["Sid"] == "InvokeGrader"]
+    assert g == {"Sid": "InvokeGrader", "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [lam]}
+    for cfg in (kms, dist, rft):
+        acts = [a for s in _statements(iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1")) for a in s["Action"]]
+        assert not any(a.endswith("*") for a in acts)
