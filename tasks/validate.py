@@ -734,7 +734,7 @@ class SourceScanner:
             if col not in row:
                 if required and col not in known_missing:
                     have = ", ".join(sorted(map(str, row))) or "none"
-                    add(col, f"missing (the {what} column)", f"keys here: {have}; map another with --columns {what}=NAME")
+                    add(col, "missing", f"it is the {what} column; keys here: {have}; map another with --columns {what}=NAME")
                 return None
             v = row[col]
             if v is None:

@@ -1,0 +1,230 @@
+"""`forge validate` and `forge prepare` (DESIGN.md §8).
+
+Output convention: problems go to **stdout**, one per line as ``FILE:LINE: field: message (fix)``,
+followed by one summary line; progress and warnings go to **stderr** (so ``forge validate ... > problems.txt``
+captures exactly the problems). With ``--json`` stdout holds one JSON document instead.
+
+Exit codes: 0 valid / prepared, 2 invalid input (data, model/type pair, columns, split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+TYPES_HELP = "fine-tuning | continued-pretraining | distillation | reinforcement (default: fine-tuning)"
+COLUMNS_HELP = ("map raw columns to fields, e.g. prompt=text,completion=category "
+                "(fields: prompt, completion, system, text; text = continued pre-training input)")
+
+EPILOG_VALIDATE = """\
+examples:
+  forge validate data/train.jsonl --base-model amazon.nova-micro-v1:0:128k
+  forge validate banking77.csv --base-model anthropic.claude-3-haiku-20240307-v1:0:200k \\
+      --columns prompt=text,completion=category
+  forge validate corpus.jsonl --base-model amazon.titan-text-express-v1:0:8k --type continued-pretraining
+
+DATA is raw JSONL / CSV / Parquet (columns mapped with --columns) or JSONL already in the model's
+format (detected from its keys). Every problem is printed as FILE:LINE: field: message (how to fix).
+exit status: 0 valid, 2 invalid.
+"""
+
+EPILOG_PREPARE = """\
+examples:
+  forge prepare banking77.csv --base-model amazon.nova-micro-v1:0:128k \\
+      --columns prompt=text,completion=category --out prepared/ --split 0.8,0.1,0.1 --seed 42
+
+Writes OUT/train.jsonl, OUT/validation.jsonl, OUT/test.jsonl (omitted when empty) and OUT/report.json
+(duplicates, token estimates, label balance). Label-like completions are split stratified.
+Nothing is written when the input is invalid: the located problems are printed and the exit status is 2.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check training data against every Bedrock rule for a model + type",
+                       description="Check DATA against the format, record-count, token and file-size rules "
+                                   "Bedrock applies for the base model and customization type, before any AWS call.",
+                       epilog=EPILOG_VALIDATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--role", choices=["train", "validation", "test"], default="train",
+                   help="which limits apply: training file (default), validation file, or test (no count limits)")
+    p.add_argument("--max-problems", type=int, default=200, help="print at most this many problems (default 200)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("prepare", help="convert, check, dedupe and split data into the model's format",
+                       description="Read DATA (streamed), map columns, convert to the base model's format, run "
+                                   "quality checks, dedupe, and write a seeded (stratified when label-like) split.",
+                       epilog=EPILOG_PREPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
+                   help="fractions adding up to 1 (default 0.8,0.1,0.1)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the split and sampling (default 42)")
+    p.add_argument("--stratify", choices=["auto", "yes", "no"], default="auto",
+                   help="stratify by completion: auto = when completions look like labels")
+    p.add_argument("--max-records", type=int, default=None, help="use a seeded sample of at most N records")
+    p.add_argument("--no-dedupe", action="store_true", help="keep duplicate records (they still share a split)")
+    p.add_argument("--system-prompt", default=None, help="system prompt added to every record")
+    p.add_argument("--prompt-template", default="{prompt}", help="template for the prompt, e.g. 'Classify: {prompt}'")
+    p.set_defaults(func=cmd_prepare)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="JSONL, CSV or Parquet file")
+    p.add_argument("--base-model", required=True, metavar="ID",
+                   help="customizable base model id, e.g. amazon.nova-micro-v1:0:128k (see tasks/catalog.yaml)")
+    p.add_argument("--type", dest="ctype", default="fine-tuning", metavar="T", help=TYPES_HELP)
+    p.add_argument("--columns", default=None, metavar="MAP", help=COLUMNS_HELP)
+    p.add_argument("--teacher", default=None, help="distillation teacher model id (single-turn rule for Anthropic/Llama)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+class UsageProblem(ValueError):
+    pass
+
+
+def parse_columns(spec: str | None):
+    """``prompt=text,completion=category`` -> Columns (unmapped fields keep their defaults)."""
+    from tasks.config import Columns
+
+    if not spec:
+        return None
+    fields = set(Columns.model_fields)
+    values: dict[str, str | None] = {}
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, val = part.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise UsageProblem(f"--columns: {part!r} is not FIELD=COLUMN with FIELD one of {', '.join(sorted(fields))}")
+        values[key] = val.strip() or None
+    return Columns(**values)
+
+
+def _parse_split(spec: str) -> tuple[float, float, float]:
+    try:
+        parts = [float(x) for x in spec.split(",")]
+    except ValueError:
+        raise UsageProblem(f"--split: {spec!r} is not three numbers like 0.8,0.1,0.1") from None
+    if len(parts) == 2:
+        parts.append(0.0)
+    if len(parts) != 3 or abs(sum(parts) - 1.0) > 1e-6 or any(x < 0 for x in parts) or parts[0] <= 0:
+        raise UsageProblem(f"--split: {spec!r} must be TRAIN,VALIDATION,TEST fractions >= 0 adding up to 1 (train > 0)")
+    return parts[0], parts[1], parts[2]
+
+
+def _progress(n: int) -> None:
+    print(f"... {n:,} records read", file=sys.stderr, flush=True)
+
+
+def _print_problems(lines: list[str], as_json: bool) -> None:
+    if not as_json:
+        for line in lines:
+            print(line)
+
+
+def cmd_validate(args) -> int:
+    from tasks.catalog import CustomizationType
+    from tasks.validate import validate_source
+
+    try:
+        ctype = CustomizationType.parse(args.ctype)
+        columns = parse_columns(args.columns)
+    except ValueError as err:
+        return _usage(args, str(err))
+    report = validate_source(args.data, args.base_model, ctype, columns=columns, role=args.role,
+                             teacher=args.teacher, progress=_progress)
+    for w in report.stats.get("warnings") or []:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.json:
+        doc = report.model_dump(mode="json")
+        doc["ok"] = report.ok
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_problems(report.lines(args.max_problems), False)
+        stats = report.stats
+        extra = f" ({stats.get('mode')}, {stats.get('format')}, ~{stats.get('estimated_tokens', 0):,} tokens)" if report.ok else ""
+        print(report.summary() + extra)
+    return 0 if report.ok else 2
+
+
+def cmd_prepare(args) -> int:
+    from pydantic import ValidationError
+
+    from tasks.catalog import CustomizationType
+    from tasks.config import ConfigError, format_validation_error, parse_config
+    from tasks.validate import DataValidationError
+
+    try:
+        ctype = CustomizationType.parse(args.ctype)
+        columns = parse_columns(args.columns)
+        train, val, test = _parse_split(args.split)
+    except ValueError as err:
+        return _usage(args, str(err))
+    data: dict = {"source": args.data,
+                  "split": {"train": train, "validation": val, "test": test, "seed": args.seed, "stratify": args.stratify},
+                  "dedupe": not args.no_dedupe, "prompt_template": args.prompt_template}
+    if columns is not None:
+        data["columns"] = columns.model_dump()
+    if args.system_prompt:
+        data["system_prompt"] = args.system_prompt
+    if args.max_records:
+        data["max_records"] = args.max_records
+    raw = {"name": "cli", "base_model": args.base_model, "customization_type": ctype.value, "data": data, "preset": None}
+    if ctype == CustomizationType.DISTILLATION:
+        raw["distillation"] = {"teacher_model": args.teacher or "us.amazon.nova-pro-v1:0"}
+    if ctype == CustomizationType.REINFORCEMENT_FINE_TUNING:
+        # prepare does not call the grader; a placeholder ARN satisfies the config model (never used here)
+        raw["rft"] = {"grader_lambda_arn": "arn:aws:lambda:us-east-1:000000000000:function:unused"}
+    try:
+        config = parse_config(raw, source="forge prepare")
+    except ConfigError as err:
+        return _fail(args, err.problems)
+    except ValidationError as err:  # pragma: no cover - parse_config formats these
+        return _fail(args, format_validation_error(err, "forge prepare"))
+
+    from tasks.prepare import prepare
+
+    try:
+        prepared = prepare(config, args.out, progress=_progress)
+    except DataValidationError as err:
+        if args.json:
+            print(json.dumps({"ok": False, "problems": [p.model_dump() for p in err.problems], "total_problems": err.total}, indent=2))
+        else:
+            _print_problems(err.lines(), False)
+            print(f"{args.data}: {err.total} problem(s); nothing written")
+        return 2
+    except OSError as err:
+        return _fail(args, [f"{args.out}: cannot write: {err.strerror or err}"], code=1)
+    report = json.loads(open(prepared.report_path, encoding="utf-8").read())
+    for w in report.get("warnings") or []:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"ok": True, "prepared": prepared.model_dump(mode="json"), "report": report}, indent=2))
+        return 0
+    c = report["counts"]
+    for name in ("train", "validation", "test"):
+        f = getattr(prepared, name)
+        print(f"{name:<11} {f.records:>8,} records  {f.path}" if f else f"{name:<11} {'-':>8}")
+    print(f"report      {prepared.report_path}")
+    dup = c["exact_duplicates"] + c["near_duplicates"]
+    print(f"{args.data}: OK, {c['raw_records']:,} records -> {prepared.format}"
+          f"; duplicates {dup:,} ({'dropped' if c['dropped_duplicates'] else 'kept'})"
+          f"; {'label-like, stratified' if report['split']['stratified'] else 'not stratified'}"
+          f"; ~{prepared.estimated_train_tokens:,} training tokens")
+    return 0
+
+
+def _usage(args, message: str) -> int:
+    return _fail(args, [f"forge {args.verb}: {message}"])
+
+
+def _fail(args, lines: list[str], code: int = 2) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "errors": lines}, indent=2))
+    else:
+        for line in lines:
+            print(line)
+    return code
