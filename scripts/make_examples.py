@@ -3,12 +3,13 @@
     python scripts/make_examples.py [--source ../shared/datasets/banking77] [--out examples/data]
 
 Writes
-- banking77-small.csv     text,category: 10 train + 4 test queries per intent (77 intents, 1,078 rows),
-                          so the pipeline's own stratified 80/10/10 split leaves ~108 test rows.
+- banking77-small.csv     text,category: a stratified slice of train.csv keeping each intent's share
+                          (~1,100 rows, at least 10 per intent, 77 intents), so the pipeline's own
+                          stratified 80/10/10 split leaves ~110 test rows.
 - support-notes.jsonl     {"text": ...}: unlabeled support notes for continued pre-training, each
-                          joining queries of one intent (2 notes × 77 intents).
-- distill-prompts.jsonl   {"prompt": ...}: prompts only, for distillation (3 × 77 = 231; the teacher
-                          writes the responses; distillation needs >= 100 prompts, REF §5).
+                          joining 5 test.csv queries of one intent (2 notes × 77 intents).
+- distill-prompts.jsonl   {"prompt": ...}: test.csv queries as prompts only, for distillation (3 × 77 =
+                          231; the teacher writes the responses; distillation needs >= 100 prompts, REF §5).
 - LICENSE-banking77.md    the CC BY 4.0 attribution the dataset requires.
 
 Queries are drawn without repeats across the three files, and near-duplicates (same text after
@@ -26,8 +27,8 @@ from collections import defaultdict
 from pathlib import Path
 
 SEED = 77
-TRAIN_PER_INTENT = 10
-TEST_PER_INTENT = 4
+SLICE_ROWS = 1100          # target size of banking77-small.csv (each intent keeps its share of train.csv)
+MIN_PER_INTENT = 10
 NOTES_PER_INTENT = 2
 QUERIES_PER_NOTE = 5
 PROMPTS_PER_INTENT = 3
@@ -37,7 +38,7 @@ DEFAULT_SOURCE = ROOT.parent / "shared" / "datasets" / "banking77"
 LICENSE_TEXT = """# BANKING77 — licence and attribution
 
 The files `banking77-small.csv`, `support-notes.jsonl` and `distill-prompts.jsonl` in this folder are
-derived from the BANKING77 dataset (a seeded slice of its queries and intent labels, built by
+derived from the BANKING77 dataset (a seeded, stratified slice of its queries and intent labels, built by
 `scripts/make_examples.py`; the support notes join several queries of one intent; no text was edited).
 
 - **Dataset**: BANKING77 — 13,083 online-banking customer queries, each labelled with one of 77 intents.
@@ -64,6 +65,11 @@ def _read(path: Path) -> dict[str, list[str]]:
     return by_intent
 
 
+def slice_size(intent_rows: int, source_rows: int) -> int:
+    """Rows kept for one intent: its share of the source, scaled to SLICE_ROWS, at least MIN_PER_INTENT."""
+    return max(MIN_PER_INTENT, round(intent_rows * SLICE_ROWS / source_rows))
+
+
 def _take(pool: list[str], k: int, rng: random.Random, seen: set[str]) -> list[str]:
     out = []
     for text in rng.sample(pool, len(pool)):
@@ -85,12 +91,13 @@ def build(source: Path, out: Path) -> dict[str, int]:
     rows: list[tuple[str, str]] = []
     notes: list[dict] = []
     prompts: list[dict] = []
+    n_source = sum(len(v) for v in train.values())
     for intent in intents:   # categories.json order: stable
-        rows += [(t, intent) for t in _take(train[intent], TRAIN_PER_INTENT, rng, seen)]
-        rows += [(t, intent) for t in _take(test[intent], TEST_PER_INTENT, rng, seen)]
+        k = slice_size(len(train[intent]), n_source)
+        rows += [(t, intent) for t in _take(train[intent], k, rng, seen)]
         topic = intent.replace("_", " ")
         for _ in range(NOTES_PER_INTENT):
-            qs = _take(train[intent], QUERIES_PER_NOTE, rng, seen)
+            qs = _take(test[intent], QUERIES_PER_NOTE, rng, seen)
             notes.append({"text": f"Support notes on {topic}. Customers wrote: " + " ".join(f'"{q}"' for q in qs)})
         prompts += [{"prompt": t} for t in _take(test[intent], PROMPTS_PER_INTENT, rng, seen)]
     rng.shuffle(rows)

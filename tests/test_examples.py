@@ -70,14 +70,24 @@ def test_cpt_example_is_unlabeled_text():
     assert len(notes) >= 100 and all(set(n) == {"text"} and len(n["text"]) > 100 for n in notes)
 
 
-def test_banking77_slice_is_stratified_over_all_77_intents():
+def test_banking77_slice_covers_all_77_intents_without_duplicates():
     counts = Counter(r["category"] for r in _rows())
-    assert len(counts) == 77
-    assert set(counts.values()) == {14}                    # 10 train + 4 test queries per intent
+    assert len(counts) == 77 and min(counts.values()) >= 10
     texts = [r["text"] for r in _rows()]
     normalized = [re.sub(r"[^a-z0-9]+", " ", t.lower()).strip() for t in texts]
     assert len(set(normalized)) == len(texts), "near-duplicate queries in the slice"
     assert all(t.strip() for t in texts)
+
+
+@pytest.mark.skipif(not (SOURCE / "train.csv").exists(), reason="BANKING77 source folder not on this machine")
+def test_banking77_slice_keeps_each_intents_share_of_the_source():
+    with open(SOURCE / "train.csv", encoding="utf-8", newline="") as fh:
+        source = Counter(r["category"] for r in csv.DictReader(fh))
+    sliced = Counter(r["category"] for r in _rows())
+    n_src, n_slice = sum(source.values()), sum(sliced.values())
+    for intent, c in source.items():
+        expected = max(10, c * n_slice / n_src)
+        assert abs(sliced[intent] - expected) <= 1.5, f"{intent}: {sliced[intent]} rows, share says {expected:.1f}"
 
 
 def test_no_example_text_breaks_nova_prompt_rules():
