@@ -1,0 +1,1277 @@
+"""Bedrock control plane + runtime: operations, validation, lifecycles, quotas.
+
+Wire shapes follow botocore's service models ``bedrock`` 2023-04-20 and ``bedrock-runtime``
+2023-09-30 (shared/reference/bedrock-customization.md, "REF" below). botocore checks required members
+and types; this module checks what botocore does not: lengths, regex patterns, enums (REF §1).
+
+Lifecycles are evaluated lazily against the virtual clock (clock.py) whenever a resource is read,
+listed or the ledger is requested: no background threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import random
+import re
+import string
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from emulator.clock import VirtualClock
+from emulator.faults import Faults
+from emulator.ledger import Ledger, iso
+from emulator.state import MotoAccount, S3Error, StateStore, policies_allow, trusts_service
+
+# -- errors --------------------------------------------------------------------------------
+STATUS = {  # botocore service model: error shape -> httpStatusCode
+    "ValidationException": 400, "ResourceNotFoundException": 404, "ConflictException": 400,
+    "ResourceInUseException": 400, "ServiceQuotaExceededException": 400, "TooManyTagsException": 400,
+    "ThrottlingException": 429, "ServiceUnavailableException": 503, "InternalServerException": 500,
+    "AccessDeniedException": 403, "ModelNotReadyException": 429, "ModelTimeoutException": 408,
+    "ModelErrorException": 424,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or STATUS.get(code, 400)
+
+
+def validation(msg: str) -> ApiError:
+    return ApiError("ValidationException", msg)
+
+
+# -- patterns (botocore service model; REF §2.2, §2.7, §2.8, §2.9) -------------------------
+JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9\+\-\.])*")
+MODEL_NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,63}")
+PT_NAME = re.compile(r"([0-9a-zA-Z][_-]?)+")
+TOKEN = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?")
+ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
+S3_URI = re.compile(r"s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](?:/[-!_*'().a-z0-9A-Z]*)*/?")
+TAG_CHARS = re.compile(r"[a-zA-Z0-9\s._:/=+@-]*")
+ID12 = re.compile(r"[a-z0-9]{12}")
+MAX_TAGS_PER_RESOURCE = 50   # TooManyTagsException text (REF §2.9)
+JOB_STATUSES = ["InProgress", "Completed", "Failed", "Stopping", "Stopped"]
+PT_STATUSES = ["Creating", "InService", "Updating", "Failed"]
+DEPLOYMENT_STATUSES = ["Creating", "Active", "Failed"]
+MODEL_STATUSES = ["Active", "Creating", "Failed"]
+CUSTOMIZATION_TYPES = ["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION", "REINFORCEMENT_FINE_TUNING", "IMPORTED"]
+
+# -- virtual durations (seconds of virtual time; planning figures, not AWS facts) -----------
+JOB_MIN_SECONDS = 20 * 60
+JOB_SECONDS_PER_RECORD_EPOCH = 0.6
+STOP_SECONDS = 3 * 60
+PT_SECONDS = 10 * 60
+PT_UPDATE_SECONDS = 5 * 60
+DEPLOYMENT_SECONDS = 5 * 60
+MAX_JOBS_IN_PROGRESS = 2            # catalog.yaml quotas: "the emulator models 2" (REF §5: unconfirmed)
+NO_COMMITMENT_MODEL_UNITS = 2       # REF §2.7 (docs): 2 MUs for no-commitment PTs per account
+CHARS_PER_TOKEN = 6.0               # REF §5 (docs)
+
+
+def _rand_id(rng: random.Random) -> str:
+    return "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(12))
+
+
+def _check_len(field: str, value: str, lo: int, hi: int) -> None:
+    if not lo <= len(value) <= hi:
+        raise validation(f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
+                         f"Member must have length between {lo} and {hi}")
+
+
+def _check_pattern(field: str, value: str, pattern: re.Pattern, hint: str = "") -> None:
+    if not pattern.fullmatch(value):
+        raise validation(f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
+                         f"Member must satisfy regular expression pattern: {pattern.pattern}" + (f" ({hint})" if hint else ""))
+
+
+def _check_enum(field: str, value: Any, allowed: list[str]) -> None:
+    if value is not None and value not in allowed:
+        raise validation(f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
+                         f"Member must satisfy enum value set: [{', '.join(allowed)}]")
+
+
+def _check_s3_uri(field: str, uri: Any) -> tuple[str, str]:
+    if not isinstance(uri, str) or not uri:
+        raise validation(f"{field} is required")
+    _check_len(field, uri, 1, 1024)
+    _check_pattern(field, uri, S3_URI, "bucket names are lowercase; keys may use letters, digits, -!_*'(). and /")
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+def _check_tags(field: str, tags: Any) -> dict[str, str]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, list):
+        raise validation(f"{field} must be a list of {{key, value}}")
+    out: dict[str, str] = {}
+    for i, t in enumerate(tags):
+        k, v = t.get("key"), t.get("value")
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise validation(f"{field}[{i}] needs string 'key' and 'value' (lowercase member names)")
+        _check_len(f"{field}.{i + 1}.member.key", k, 1, 128)
+        _check_len(f"{field}.{i + 1}.member.value", v, 0, 256)
+        _check_pattern(f"{field}.{i + 1}.member.key", k, TAG_CHARS)
+        _check_pattern(f"{field}.{i + 1}.member.value", v, TAG_CHARS)
+        out[k] = v
+    if len(out) > MAX_TAGS_PER_RESOURCE:
+        raise ApiError("TooManyTagsException", f"A resource can have at most {MAX_TAGS_PER_RESOURCE} tags")
+    return out
+
+
+def _parse_ts(field: str, v: str | None) -> float | None:
+    if v is None:
+        return None
+    try:
+        return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise validation(f"{field}: {v!r} is not an ISO-8601 timestamp") from None
+
+
+def _fingerprint(params: dict) -> str:
+    p = {k: v for k, v in params.items() if k != "clientRequestToken"}
+    return hashlib.sha256(json.dumps(p, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- lazily imported collaborators (owner: emulator-models) --------------------------------
+def _datacheck():
+    from emulator import datacheck
+    return datacheck
+
+
+def _metricfiles():
+    from emulator import metricfiles
+    return metricfiles
+
+
+def _standin():
+    from emulator import standin
+    return standin
+
+
+def _catalog():
+    from tasks.catalog import load_catalog
+    return load_catalog()
+
+
+@dataclass
+class Request:
+    """What the server hands to an operation."""
+    operation: str
+    region: str
+    path_params: dict[str, str]
+    query: dict[str, str]
+    body: dict
+    raw_body: bytes = b""
+    headers: dict[str, str] | None = None
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None            # dict -> JSON; bytes -> raw
+    headers: dict[str, str] | None = None
+
+
+# -- the service ----------------------------------------------------------------------------
+class BedrockService:
+    MUTATING = {"CreateModelCustomizationJob", "StopModelCustomizationJob", "DeleteCustomModel",
+                "CreateProvisionedModelThroughput", "UpdateProvisionedModelThroughput",
+                "DeleteProvisionedModelThroughput", "CreateCustomModelDeployment", "DeleteCustomModelDeployment",
+                "TagResource", "UntagResource"}
+
+    def __init__(self, *, account_id: str, store: StateStore, moto: MotoAccount, ledger: Ledger,
+                 faults: Faults, clock: VirtualClock, invoke_latency_ms: float = 5.0, seed: int | None = None):
+        self.account_id = account_id
+        self.store = store
+        self.moto = moto
+        self.ledger = ledger
+        self.faults = faults
+        self.clock = clock
+        self.invoke_latency_ms = invoke_latency_ms
+        self.lock = threading.RLock()
+        self.rng = random.Random(seed)
+        self.jobs: dict[str, dict] = {}
+        self.models: dict[str, dict] = {}
+        self.pts: dict[str, dict] = {}
+        self.deployments: dict[str, dict] = {}
+        self.tokens: dict[str, dict] = {}     # "<op>:<token>" -> {"fingerprint", "arn"}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.billing_done: dict[str, float] = {"training_token_epochs": 0.0}
+        self._standins = None
+
+    # -- persistence ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"version": 1, "account_id": self.account_id, "clock": self.clock.to_dict(), "jobs": self.jobs,
+                "models": self.models, "pts": self.pts, "deployments": self.deployments, "tokens": self.tokens,
+                "tags": self.tags, "billing_done": self.billing_done, "ledger": self.ledger.to_dict()}
+
+    def load(self, d: dict) -> None:
+        self.jobs, self.models = d.get("jobs", {}), d.get("models", {})
+        self.pts, self.deployments = d.get("pts", {}), d.get("deployments", {})
+        self.tokens, self.tags = d.get("tokens", {}), d.get("tags", {})
+        self.billing_done = d.get("billing_done", {"training_token_epochs": 0.0})
+        self.ledger.load(d.get("ledger", {}))
+
+    def save(self) -> None:
+        with self.lock:
+            data = self.to_dict()
+        self.store.save_bedrock(data)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.jobs, self.models, self.pts, self.deployments = {}, {}, {}, {}
+            self.tokens, self.tags = {}, {}
+            self.billing_done = {"training_token_epochs": 0.0}
+            self.ledger.clear()
+            self._standins = None
+
+    def standins(self):
+        if self._standins is None:
+            self._standins = _standin().StandInRegistry(self.store.dir / "standin" if self.store.dir else None)
+        return self._standins
+
+    # -- helpers ---------------------------------------------------------------------------
+    def now(self) -> float:
+        return self.clock.now()
+
+    def _arn(self, region: str, kind: str, suffix: str, account: bool = True) -> str:
+        return f"arn:aws:bedrock:{region}:{self.account_id if account else ''}:{kind}/{suffix}"
+
+    def _state(self, arn: str, rtype: str, name: str, state: str, t: float) -> None:
+        self.ledger.record_state(arn, rtype=rtype, name=name, state=state, t=t)
+
+    def _new_id(self, existing: Callable[[str], bool]) -> str:
+        while True:
+            i = _rand_id(self.rng)
+            if not existing(i):
+                return i
+
+    def _idempotent(self, op: str, params: dict, conflict_code: str) -> str | None:
+        token = params.get("clientRequestToken")
+        if not token:
+            return None
+        _check_len("clientRequestToken", token, 1, 256)
+        _check_pattern("clientRequestToken", token, TOKEN)
+        seen = self.tokens.get(f"{op}:{token}")
+        if seen is None:
+            return None
+        if seen["fingerprint"] != _fingerprint(params):
+            # Same token, different parameters: AWS rejects the request (exact code unconfirmed; docs say
+            # a repeated token is a no-op). ConflictException where the operation models it.
+            raise ApiError(conflict_code, f"The clientRequestToken '{token}' was already used for a {op} request "
+                                          "with different parameters. Use a new token for a different request.")
+        return seen["arn"]
+
+    def _remember_token(self, op: str, params: dict, arn: str) -> None:
+        token = params.get("clientRequestToken")
+        if token:
+            self.tokens[f"{op}:{token}"] = {"fingerprint": _fingerprint(params), "arn": arn}
+
+    def _paginate(self, items: list[dict], q: dict, key: str, sort_key: str = "creationTime") -> dict:
+        _check_enum("sortBy", q.get("sortBy"), ["CreationTime"])
+        _check_enum("sortOrder", q.get("sortOrder"), ["Ascending", "Descending"])
+        items = sorted(items, key=lambda x: x["_t"], reverse=q.get("sortOrder", "Descending") == "Descending")
+        max_results = int(q.get("maxResults") or 100)
+        if not 1 <= max_results <= 1000:
+            raise validation("maxResults must be between 1 and 1000")
+        start = 0
+        if q.get("nextToken"):
+            try:
+                start = int(base64.b64decode(q["nextToken"]).decode())
+            except Exception:  # noqa: BLE001
+                raise validation("Invalid nextToken") from None
+        page = items[start:start + max_results]
+        out: dict = {key: [{k: v for k, v in it.items() if k != "_t"} for it in page]}
+        if start + max_results < len(items):
+            out["nextToken"] = base64.b64encode(str(start + max_results).encode()).decode()
+        return out
+
+    @staticmethod
+    def _time_filter(t: float, after: float | None, before: float | None) -> bool:
+        return (after is None or t > after) and (before is None or t < before)
+
+    # -- foundation models -------------------------------------------------------------------
+    def _fm_index(self) -> dict[str, dict]:
+        """model id -> facts, from tasks/catalog.yaml (customizable ids + plain ids)."""
+        cat = _catalog()
+        out: dict[str, dict] = {}
+        for fam in cat.families.values():
+            ctypes = [c.value for c in fam.customizations if c.value != "REINFORCEMENT_FINE_TUNING"]
+            for mid in fam.model_ids:
+                plain = mid.rsplit(":", 1)[0] if mid.count(":") >= 2 else mid
+                out[mid] = {"family": fam, "customizable": True, "plain": plain, "customizations": ctypes,
+                            "inference": ["PROVISIONED"]}
+                out.setdefault(plain, {"family": fam, "customizable": False, "plain": plain, "customizations": [],
+                                       "inference": ["ON_DEMAND"] if not fam.inference_ids.get(mid, "").startswith("us.")
+                                       else ["INFERENCE_PROFILE"], "profile": fam.inference_ids.get(mid)})
+        return out
+
+    def _fm_summary(self, region: str, mid: str, info: dict) -> dict:
+        fam = info["family"]
+        return {"modelArn": f"arn:aws:bedrock:{region}::foundation-model/{mid}", "modelId": mid,
+                "modelName": fam.display[:20], "providerName": fam.provider.title()[:20],
+                "inputModalities": ["TEXT"], "outputModalities": ["TEXT"], "responseStreamingSupported": True,
+                "customizationsSupported": info["customizations"], "inferenceTypesSupported": info["inference"],
+                "modelLifecycle": {"status": "ACTIVE"}}
+
+    def ListFoundationModels(self, r: Request) -> Response:
+        q = r.query
+        _check_enum("byCustomizationType", q.get("byCustomizationType"), ["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"])
+        _check_enum("byOutputModality", q.get("byOutputModality"), ["TEXT", "IMAGE", "EMBEDDING"])
+        _check_enum("byInferenceType", q.get("byInferenceType"), ["ON_DEMAND", "PROVISIONED"])
+        out = []
+        for mid, info in self._fm_index().items():
+            s = self._fm_summary(r.region, mid, info)
+            if q.get("byCustomizationType") and q["byCustomizationType"] not in s["customizationsSupported"]:
+                continue
+            if q.get("byProvider") and q["byProvider"].lower() != info["family"].provider.lower():
+                continue
+            if q.get("byOutputModality") and q["byOutputModality"] not in s["outputModalities"]:
+                continue
+            if q.get("byInferenceType") and q["byInferenceType"] not in s["inferenceTypesSupported"]:
+                continue
+            out.append(s)
+        return Response(200, {"modelSummaries": out})
+
+    def GetFoundationModel(self, r: Request) -> Response:
+        ident = r.path_params["modelIdentifier"]
+        mid = ident.split("foundation-model/", 1)[1] if "foundation-model/" in ident else ident
+        info = self._fm_index().get(mid)
+        if info is None:
+            raise ApiError("ResourceNotFoundException", f"The model {ident} does not exist.")
+        return Response(200, {"modelDetails": self._fm_summary(r.region, mid, info)})
+
+    def _resolve_base_model(self, region: str, ident: str) -> tuple[str, str, dict | None]:
+        """-> (customizable base model id, foundation model ARN, source custom model or None)."""
+        if ":custom-model/" in ident:
+            m = self._find_model(ident)
+            if m is None:
+                raise ApiError("ResourceNotFoundException", f"Could not find the custom model {ident}.")
+            return m["baseModelId"], m["baseModelArn"], m
+        mid = ident.split("foundation-model/", 1)[1] if "foundation-model/" in ident else ident
+        idx = self._fm_index()
+        info = idx.get(mid)
+        if info is None:
+            # a custom model name
+            m = self._find_model(ident)
+            if m is not None:
+                return m["baseModelId"], m["baseModelArn"], m
+            raise ApiError("ResourceNotFoundException", f"The base model {ident} does not exist or is not available "
+                                                        "for customization in this Region.")
+        if not info["customizable"]:
+            # plain id: the customizable variant of the same model (e.g. ...-v1:0 -> ...-v1:0:128k)
+            variants = [k for k, v in idx.items() if v["customizable"] and v["plain"] == mid]
+            if not variants:
+                raise validation(f"The base model {mid} does not support customization.")
+            mid = variants[0]
+        return mid, f"arn:aws:bedrock:{region}::foundation-model/{mid}", None
+
+    # -- jobs -------------------------------------------------------------------------------
+    def _find_job(self, ident: str) -> dict | None:
+        if ident in self.jobs:
+            return self.jobs[ident]
+        for j in self.jobs.values():
+            if j["jobName"] == ident:
+                return j
+        return None
+
+    def _get_job(self, ident: str) -> dict:
+        j = self._find_job(ident)
+        if j is None:
+            raise ApiError("ResourceNotFoundException", f"Could not find the model customization job {ident}.")
+        return j
+
+    def CreateModelCustomizationJob(self, r: Request) -> Response:
+        p = r.body
+        with self.lock:
+            existing = self._idempotent("CreateModelCustomizationJob", p, "ConflictException")
+            if existing:
+                return Response(201, {"jobArn": existing})
+            name, model_name = p.get("jobName", ""), p.get("customModelName", "")
+            _check_len("jobName", name, 1, 63)
+            _check_pattern("jobName", name, JOB_NAME, "letters, digits, '-', '+', '.'; no underscore")
+            _check_len("customModelName", model_name, 1, 63)
+            _check_pattern("customModelName", model_name, MODEL_NAME, "alphanumerics with single '_' or '-' between; no dot")
+            role_arn = p.get("roleArn", "")
+            _check_len("roleArn", role_arn, 0, 2048)
+            _check_pattern("roleArn", role_arn, ROLE_ARN)
+            ctype = p.get("customizationType") or "FINE_TUNING"
+            _check_enum("customizationType", ctype, CUSTOMIZATION_TYPES)
+            if ctype == "IMPORTED":
+                raise validation("customizationType IMPORTED is for imported models, not customization jobs.")
+            train_uri = (p.get("trainingDataConfig") or {}).get("s3Uri")
+            if not train_uri:
+                raise validation("trainingDataConfig.s3Uri is required (invocation-log sources are not emulated).")
+            _check_s3_uri("trainingDataConfig.s3Uri", train_uri)
+            validators = ((p.get("validationDataConfig") or {}).get("validators")) or []
+            if len(validators) > 10:
+                raise validation("validationDataConfig.validators: at most 10 validators")  # REF §2.2
+            for i, v in enumerate(validators):
+                _check_s3_uri(f"validationDataConfig.validators.{i + 1}.s3Uri", v.get("s3Uri"))
+            _check_s3_uri("outputDataConfig.s3Uri", (p.get("outputDataConfig") or {}).get("s3Uri"))
+            hp = p.get("hyperParameters") or {}
+            job_tags = _check_tags("jobTags", p.get("jobTags"))
+            _check_tags("customModelTags", p.get("customModelTags"))
+            cc = p.get("customizationConfig")
+            if cc and len([k for k in cc if cc.get(k) is not None]) != 1:
+                raise validation("customizationConfig must set exactly one of distillationConfig, rftConfig")
+            if ctype == "DISTILLATION" and not (cc or {}).get("distillationConfig"):
+                raise validation("customizationConfig.distillationConfig is required for DISTILLATION jobs")
+            if ctype == "REINFORCEMENT_FINE_TUNING" and not (cc or {}).get("rftConfig"):
+                raise validation("customizationConfig.rftConfig is required for REINFORCEMENT_FINE_TUNING jobs")
+            base_id, base_arn, _src = self._resolve_base_model(r.region, p.get("baseModelIdentifier", ""))
+            msg = _datacheck().check_create_request(base_id, ctype, dict(hp))
+            if msg:
+                raise validation(msg)
+            if any(j["jobName"] == name for j in self.jobs.values()):
+                # AWS wording for a reused name (seen for the sibling CreateModelImportJob; exact text unconfirmed)
+                raise validation(f"The provided job name is currently in use: a model customization job named "
+                                 f"'{name}' already exists. Job names must be unique in the account and Region.")
+            if any(m["modelName"] == model_name for m in self.models.values()) or any(
+                    j["customModelName"] == model_name and j["status"] in ("InProgress", "Stopping")
+                    for j in self.jobs.values()):
+                raise validation(f"A custom model named '{model_name}' already exists (or is being created). "
+                                 "Choose another customModelName.")
+            self._advance_all()
+            in_progress = sum(1 for j in self.jobs.values() if j["status"] == "InProgress")
+            if in_progress >= MAX_JOBS_IN_PROGRESS:
+                raise ApiError("ServiceQuotaExceededException",
+                               f"You have reached the limit of {MAX_JOBS_IN_PROGRESS} model customization jobs in "
+                               "progress for this account. Wait for a job to finish or stop one, then retry.")
+            # The role must exist and trust Bedrock (checked synchronously: REF §7 - a new role is not
+            # assumable instantly and job creation fails mentioning the role).
+            role = self._role(role_arn)
+            if role is None or not trusts_service(getattr(role, "assume_role_policy_document", None),
+                                                  "bedrock.amazonaws.com"):
+                why = "does not exist" if role is None else "does not trust bedrock.amazonaws.com (sts:AssumeRole)"
+                raise ApiError("AccessDeniedException" if role is not None else "ValidationException",
+                               f"Could not assume the provided role {role_arn}: the role {why}. Check the role's "
+                               "trust policy, or wait a few seconds after creating it and retry.")
+
+            now = self.now()
+            job_id = self._new_id(lambda i: any(k.endswith("/" + i) for k in self.jobs))
+            arn = self._arn(r.region, "model-customization-job", f"{base_id}/{job_id}")
+            plan = self._plan_job(role, base_id, ctype, hp, train_uri, validators)
+            forced = self.faults.outcome("job_outcome", "CreateModelCustomizationJob")
+            t_val = now + plan["validation_s"]
+            t_proc = t_val + plan["processing_s"]
+            t_end = t_proc + plan["training_s"]
+            job = {
+                "jobArn": arn, "jobName": name, "customModelName": model_name, "roleArn": role_arn,
+                "clientRequestToken": p.get("clientRequestToken"), "baseModelId": base_id, "baseModelArn": base_arn,
+                "customizationType": ctype, "hyperParameters": dict(hp),
+                "trainingDataConfig": p["trainingDataConfig"],
+                "validationDataConfig": {"validators": validators},
+                "outputDataConfig": p["outputDataConfig"], "customizationConfig": cc, "vpcConfig": p.get("vpcConfig"),
+                "customModelKmsKeyId": p.get("customModelKmsKeyId"), "customModelTags": p.get("customModelTags") or [],
+                "status": "InProgress", "created": now, "lastModified": now, "endTime": None,
+                "t_validation_end": t_val, "t_processing_end": t_proc, "t_end": t_end,
+                "failure": plan.get("failure"), "forced": forced, "stopAt": None, "stoppedPhase": None,
+                "outputModelArn": None, "n_train": plan.get("n_train", 0), "n_val": plan.get("n_val", 0),
+                "train_tokens": plan.get("train_tokens", 0), "epochs": plan.get("epochs", 1),
+                "trainingLoss": None, "validationLosses": None, "region": r.region,
+            }
+            if forced == "Failed" and not job["failure"]:
+                job["failure"] = {"phase": "training", "at": t_proc + plan["training_s"] / 2,
+                                  "message": "Internal error during training (injected fault). Retry the job."}
+            self.jobs[arn] = job
+            self.tags[arn] = job_tags
+            self._state(arn, "model-customization-job", name, "InProgress", now)
+            self.ledger.set_tags(arn, job_tags)
+            self._remember_token("CreateModelCustomizationJob", p, arn)
+        return Response(201, {"jobArn": arn})
+
+    def _role(self, role_arn: str):
+        m = re.fullmatch(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/(.+)", role_arn)
+        if not m or (m.group(2) and m.group(2) != self.account_id):
+            return None
+        return self.moto.role(m.group(3).rsplit("/", 1)[-1])
+
+    def _can(self, role, action: str, bucket: str, key: str) -> bool:
+        return policies_allow(self.moto.role_policy_documents(role), action, f"arn:aws:s3:::{bucket}/{key}")
+
+    def _read_as_role(self, role, uri: str, what: str) -> tuple[bytes | None, str | None]:
+        bucket, key = _check_s3_uri(what, uri)
+        if not self._can(role, "s3:GetObject", bucket, key):
+            return None, (f"Amazon Bedrock could not read the {what} at {uri}: the service role "
+                          f"{role.arn} is not allowed s3:GetObject on arn:aws:s3:::{bucket}/{key}. "
+                          "Add s3:GetObject on the data prefix (and s3:ListBucket on the bucket) to the role's policy.")
+        try:
+            return self.moto.get_object(bucket, key), None
+        except S3Error as e:
+            return None, (f"The {what} at {uri} could not be found ({e.code}). Check that the object exists "
+                          "and the URI points to a JSONL file, not a prefix.")
+
+    def _plan_job(self, role, base_id: str, ctype: str, hp: dict, train_uri: str, validators: list) -> dict:
+        """Read the data as the role and run Bedrock's checks now; the outcome shows when the
+        validation phase ends (virtual time)."""
+        epochs = 1
+        try:
+            epochs = max(1, int(float(hp.get("epochCount", 1))))
+        except ValueError:
+            pass
+        plan: dict = {"validation_s": 0.0, "processing_s": 0.0, "training_s": 0.0, "epochs": epochs}
+        train, err = self._read_as_role(role, train_uri, "training data")
+        val: bytes | None = None
+        if err is None and validators:
+            val, err = self._read_as_role(role, validators[0]["s3Uri"], "validation data")
+        n_train = len([ln for ln in (train or b"").splitlines() if ln.strip()])
+        n_val = len([ln for ln in (val or b"").splitlines() if ln.strip()])
+        if err is None:
+            err = _datacheck().check_job_data(base_id, ctype, train or b"", val)
+        total = max(JOB_MIN_SECONDS, n_train * epochs * JOB_SECONDS_PER_RECORD_EPOCH + 10 * 60)
+        plan["validation_s"] = max(120.0, 0.05 * total)
+        plan["processing_s"] = max(180.0, 0.10 * total)
+        plan["training_s"] = max(600.0, total - plan["validation_s"] - plan["processing_s"])
+        plan.update(n_train=n_train, n_val=n_val, train_tokens=int(math.ceil(len(train or b"") / CHARS_PER_TOKEN)))
+        if err:
+            plan["failure"] = {"phase": "validation", "message": err[:2048]}
+        return plan
+
+    def _advance_job(self, j: dict, now: float) -> bool:
+        """Move a job along its lifecycle up to ``now``. Returns True when something changed."""
+        changed = False
+        if j["status"] == "InProgress" and j.get("forced") == "Stuck":
+            return False
+        if j["status"] == "InProgress":
+            f = j.get("failure")
+            fail_at = None
+            if f:
+                fail_at = f.get("at") or j["t_validation_end"]
+            if fail_at is not None and now >= fail_at:
+                j.update(status="Failed", endTime=fail_at, lastModified=fail_at, failureMessage=f["message"])
+                self._state(j["jobArn"], "model-customization-job", j["jobName"], "Failed", fail_at)
+                return True
+            if now >= j["t_end"]:
+                self._complete_job(j)
+                changed = True
+        if j["status"] == "Stopping" and now >= j["stopAt"] + STOP_SECONDS:
+            t = j["stopAt"] + STOP_SECONDS
+            j.update(status="Stopped", endTime=t, lastModified=t)
+            self._state(j["jobArn"], "model-customization-job", j["jobName"], "Stopped", t)
+            changed = True
+        return changed
+
+    def _complete_job(self, j: dict) -> None:
+        t = j["t_end"]
+        out_uri = j["outputDataConfig"]["s3Uri"].rstrip("/")
+        bucket, prefix = _check_s3_uri("outputDataConfig.s3Uri", out_uri)
+        job_id = j["jobArn"].rsplit("/", 1)[1]
+        base = f"{prefix}/" if prefix else ""
+        base += f"model-customization-job-{job_id}/"   # REF §6
+        role = self._role(j["roleArn"])
+        train_key = f"{base}training_artifacts/step_wise_training_metrics.csv"
+        if role is None or not self._can(role, "s3:PutObject", bucket, train_key):
+            msg = (f"Amazon Bedrock could not write the job output to s3://{bucket}/{base}: the service role "
+                   f"{j['roleArn']} is not allowed s3:PutObject there. Add s3:PutObject on the output prefix to the role's policy.")
+            j.update(status="Failed", endTime=t, lastModified=t, failureMessage=msg)
+            self._state(j["jobArn"], "model-customization-job", j["jobName"], "Failed", t)
+            return
+        seed = int(hashlib.sha256(j["jobArn"].encode()).hexdigest()[:8], 16)
+        train_csv, val_csv = _metricfiles().metric_csvs(j["n_train"], j["n_val"], dict(j["hyperParameters"]), seed)
+        try:
+            self.moto.put_object(bucket, train_key, train_csv.encode())
+            if val_csv is not None:
+                self.moto.put_object(bucket, f"{base}validation_artifacts/post_fine_tuning_validation/validation_metrics.csv",
+                                     val_csv.encode())
+        except S3Error as e:
+            j.update(status="Failed", endTime=t, lastModified=t,
+                     failureMessage=f"Amazon Bedrock could not write the job output to {out_uri}: {e}.")
+            self._state(j["jobArn"], "model-customization-job", j["jobName"], "Failed", t)
+            return
+        j["trainingLoss"] = _last_loss(train_csv)
+        j["validationLosses"] = [_last_loss(val_csv)] if val_csv is not None else None
+        model_id = self._new_id(lambda i: any(k.endswith("/" + i) for k in self.models))
+        model_arn = self._arn(j["region"], "custom-model", f"{j['baseModelId']}/{model_id}")
+        self.models[model_arn] = {
+            "modelArn": model_arn, "modelName": j["customModelName"], "jobName": j["jobName"], "jobArn": j["jobArn"],
+            "baseModelArn": j["baseModelArn"], "baseModelId": j["baseModelId"], "customizationType": j["customizationType"],
+            "hyperParameters": j["hyperParameters"], "trainingDataConfig": j["trainingDataConfig"],
+            "validationDataConfig": j["validationDataConfig"], "outputDataConfig": j["outputDataConfig"],
+            "customizationConfig": j.get("customizationConfig"), "created": t, "modelStatus": "Active",
+            "trainingLoss": j["trainingLoss"], "validationLosses": j["validationLosses"],
+        }
+        mtags = {tg["key"]: tg["value"] for tg in j.get("customModelTags") or []}
+        self.tags[model_arn] = mtags
+        self._state(model_arn, "custom-model", j["customModelName"], "Active", t)
+        self.ledger.set_tags(model_arn, mtags)
+        # the stand-in learns from the training data (read again from S3 as the job's role)
+        train, err = self._read_as_role(role, j["trainingDataConfig"]["s3Uri"], "training data")
+        try:
+            self.standins().register_custom(model_arn, j["baseModelId"], train or b"")
+        except Exception as e:  # noqa: BLE001 - a stand-in problem must not lose the job
+            self.models[model_arn]["standinError"] = str(e)
+        self.billing_done["training_token_epochs"] = self.billing_done.get("training_token_epochs", 0) + \
+            j["train_tokens"] * j["epochs"]
+        j.update(status="Completed", endTime=t, lastModified=t, outputModelArn=model_arn)
+        self._state(j["jobArn"], "model-customization-job", j["jobName"], "Completed", t)
+
+    def _job_status_details(self, j: dict, now: float) -> dict:
+        """validation -> data processing -> training sub-statuses (REF §2.4)."""
+        names = ["validationDetails", "dataProcessingDetails", "trainingDetails"]
+        bounds = [(j["created"], j["t_validation_end"]), (j["t_validation_end"], j["t_processing_end"]),
+                  (j["t_processing_end"], j["t_end"])]
+        status = j["status"]
+        if status == "Completed":
+            current, cur_state = 3, None
+        elif status == "Failed":
+            phase = (j.get("failure") or {}).get("phase", "training")
+            current, cur_state = (0 if phase == "validation" else 2), "Failed"
+        else:
+            t = j["stopAt"] if status in ("Stopping", "Stopped") else now
+            current = next((i for i, (_a, b) in enumerate(bounds) if t < b), 2)
+            cur_state = status if status in ("Stopping", "Stopped") else "InProgress"
+        out = {}
+        for i, name in enumerate(names):
+            st = "Completed" if i < current else (cur_state if i == current else "NotStarted")
+            d: dict = {"status": st}
+            if st != "NotStarted":
+                d["creationTime"] = iso(bounds[i][0])
+                d["lastModifiedTime"] = iso(bounds[i][1] if st == "Completed" else (j.get("endTime") or min(now, bounds[i][1])))
+            out[name] = d
+        return out
+
+    def _job_view(self, j: dict, summary: bool = False) -> dict:
+        now = self.now()
+        if summary:
+            d = {"jobArn": j["jobArn"], "baseModelArn": j["baseModelArn"], "jobName": j["jobName"], "status": j["status"],
+                 "statusDetails": self._job_status_details(j, now), "lastModifiedTime": iso(j["lastModified"]),
+                 "creationTime": iso(j["created"]), "customModelName": j["customModelName"],
+                 "customizationType": j["customizationType"]}
+            if j.get("endTime"):
+                d["endTime"] = iso(j["endTime"])
+            if j.get("outputModelArn"):
+                d["customModelArn"] = j["outputModelArn"]
+            return d
+        d = {"jobArn": j["jobArn"], "jobName": j["jobName"], "outputModelName": j["customModelName"],
+             "roleArn": j["roleArn"], "status": j["status"], "statusDetails": self._job_status_details(j, now),
+             "creationTime": iso(j["created"]), "lastModifiedTime": iso(j["lastModified"]),
+             "baseModelArn": j["baseModelArn"], "hyperParameters": j["hyperParameters"],
+             "trainingDataConfig": j["trainingDataConfig"], "validationDataConfig": j["validationDataConfig"],
+             "outputDataConfig": j["outputDataConfig"], "customizationType": j["customizationType"]}
+        for k in ("clientRequestToken", "vpcConfig", "customizationConfig"):
+            if j.get(k):
+                d[k] = j[k]
+        if j.get("failureMessage"):
+            d["failureMessage"] = j["failureMessage"]
+        if j.get("endTime"):
+            d["endTime"] = iso(j["endTime"])
+        if j.get("outputModelArn"):
+            d["outputModelArn"] = j["outputModelArn"]
+        if j.get("trainingLoss") is not None:
+            d["trainingMetrics"] = {"trainingLoss": j["trainingLoss"]}
+        if j.get("validationLosses"):
+            d["validationMetrics"] = [{"validationLoss": v} for v in j["validationLosses"]]
+        return d
+
+    def GetModelCustomizationJob(self, r: Request) -> Response:
+        with self.lock:
+            j = self._get_job(r.path_params["jobIdentifier"])
+            self._advance_all()
+            return Response(200, self._job_view(j))
+
+    def ListModelCustomizationJobs(self, r: Request) -> Response:
+        q = r.query
+        _check_enum("statusEquals", q.get("statusEquals"), JOB_STATUSES)
+        after = _parse_ts("creationTimeAfter", q.get("creationTimeAfter"))
+        before = _parse_ts("creationTimeBefore", q.get("creationTimeBefore"))
+        with self.lock:
+            self._advance_all()
+            items = []
+            for j in self.jobs.values():
+                if q.get("statusEquals") and j["status"] != q["statusEquals"]:
+                    continue
+                if q.get("nameContains") and q["nameContains"] not in j["jobName"]:
+                    continue
+                if not self._time_filter(j["created"], after, before):
+                    continue
+                items.append({**self._job_view(j, summary=True), "_t": j["created"]})
+            return Response(200, self._paginate(items, q, "modelCustomizationJobSummaries"))
+
+    def StopModelCustomizationJob(self, r: Request) -> Response:
+        with self.lock:
+            j = self._get_job(r.path_params["jobIdentifier"])
+            self._advance_all()
+            if j["status"] != "InProgress":
+                raise ApiError("ConflictException", f"The model customization job {j['jobName']} is {j['status']}; "
+                                                    "only an InProgress job can be stopped.")
+            now = self.now()
+            j.update(status="Stopping", stopAt=now, lastModified=now, forced=None)
+            self._state(j["jobArn"], "model-customization-job", j["jobName"], "Stopping", now)
+        return Response(200, {})
+
+    # -- custom models ------------------------------------------------------------------------
+    def _find_model(self, ident: str) -> dict | None:
+        if ident in self.models:
+            return self.models[ident]
+        for m in self.models.values():
+            if m["modelName"] == ident:
+                return m
+        return None
+
+    def _get_model(self, ident: str) -> dict:
+        m = self._find_model(ident)
+        if m is None:
+            raise ApiError("ResourceNotFoundException", f"Could not find the custom model {ident}.")
+        return m
+
+    def _model_view(self, m: dict) -> dict:
+        d = {k: m[k] for k in ("modelArn", "modelName", "jobName", "jobArn", "baseModelArn", "customizationType",
+                               "hyperParameters", "trainingDataConfig", "validationDataConfig", "outputDataConfig")}
+        d["creationTime"] = iso(m["created"])
+        d["modelStatus"] = m["modelStatus"]
+        if m.get("customizationConfig"):
+            d["customizationConfig"] = m["customizationConfig"]
+        if m.get("trainingLoss") is not None:
+            d["trainingMetrics"] = {"trainingLoss": m["trainingLoss"]}
+        if m.get("validationLosses"):
+            d["validationMetrics"] = [{"validationLoss": v} for v in m["validationLosses"]]
+        return d
+
+    def GetCustomModel(self, r: Request) -> Response:
+        with self.lock:
+            self._advance_all()
+            return Response(200, self._model_view(self._get_model(r.path_params["modelIdentifier"])))
+
+    def ListCustomModels(self, r: Request) -> Response:
+        q = r.query
+        _check_enum("modelStatus", q.get("modelStatus"), MODEL_STATUSES)
+        after = _parse_ts("creationTimeAfter", q.get("creationTimeAfter"))
+        before = _parse_ts("creationTimeBefore", q.get("creationTimeBefore"))
+        with self.lock:
+            self._advance_all()
+            items = []
+            for m in self.models.values():
+                if q.get("nameContains") and q["nameContains"] not in m["modelName"]:
+                    continue
+                if q.get("baseModelArnEquals") and q["baseModelArnEquals"] != m["baseModelArn"]:
+                    continue
+                if q.get("foundationModelArnEquals") and q["foundationModelArnEquals"] != m["baseModelArn"]:
+                    continue
+                if q.get("modelStatus") and q["modelStatus"] != m["modelStatus"]:
+                    continue
+                if q.get("isOwned") == "false":
+                    continue
+                if not self._time_filter(m["created"], after, before):
+                    continue
+                items.append({"modelArn": m["modelArn"], "modelName": m["modelName"], "creationTime": iso(m["created"]),
+                              "baseModelArn": m["baseModelArn"], "baseModelName": m["baseModelId"].split(":")[0][:63],
+                              "customizationType": m["customizationType"], "ownerAccountId": self.account_id,
+                              "modelStatus": m["modelStatus"], "_t": m["created"]})
+            return Response(200, self._paginate(items, q, "modelSummaries"))
+
+    def DeleteCustomModel(self, r: Request) -> Response:
+        with self.lock:
+            self._advance_all()
+            m = self._get_model(r.path_params["modelIdentifier"])
+            users = [p["provisionedModelName"] for p in self.pts.values()
+                     if not p.get("deleted") and m["modelArn"] in (p["modelArn"], p["desiredModelArn"])]
+            users += [d["modelDeploymentName"] for d in self.deployments.values()
+                      if not d.get("deleted") and d["modelArn"] == m["modelArn"]]
+            if users:
+                # unconfirmed (REF §2.6): Conflict while a PT/deployment uses the model
+                raise ApiError("ConflictException", f"The custom model {m['modelName']} is in use by {', '.join(users)}. "
+                                                    "Delete the provisioned throughput / deployment first.")
+            del self.models[m["modelArn"]]
+            self.tags.pop(m["modelArn"], None)
+            self._state(m["modelArn"], "custom-model", m["modelName"], "Deleted", self.now())
+        return Response(200, {})
+
+    # -- provisioned throughput ---------------------------------------------------------------
+    def _live_pts(self) -> list[dict]:
+        return [p for p in self.pts.values() if not p.get("deleted")]
+
+    def _find_pt(self, ident: str) -> dict | None:
+        p = self.pts.get(ident)
+        if p is not None and not p.get("deleted"):
+            return p
+        for p in self._live_pts():
+            if p["provisionedModelName"] == ident:
+                return p
+        return None
+
+    def _get_pt(self, ident: str) -> dict:
+        p = self._find_pt(ident)
+        if p is None:
+            raise ApiError("ResourceNotFoundException", f"Could not find the provisioned model {ident}.")
+        return p
+
+    def _resolve_servable_model(self, region: str, ident: str, field: str) -> tuple[str, str, str]:
+        """-> (model ARN, foundation model ARN, base model id) for a PT/deployment target."""
+        m = self._find_model(ident)
+        if m is not None:
+            if m["modelStatus"] != "Active":
+                raise validation(f"{field}: the custom model {ident} is {m['modelStatus']}, not Active.")
+            return m["modelArn"], m["baseModelArn"], m["baseModelId"]
+        if ":custom-model/" in ident:
+            raise ApiError("ResourceNotFoundException", f"Could not find the custom model {ident}.")
+        mid = ident.split("foundation-model/", 1)[1] if "foundation-model/" in ident else ident
+        if mid in self._fm_index():
+            arn = f"arn:aws:bedrock:{region}::foundation-model/{mid}"
+            return arn, arn, mid
+        raise ApiError("ResourceNotFoundException", f"Could not find the model {ident}.")
+
+    def CreateProvisionedModelThroughput(self, r: Request) -> Response:
+        p = r.body
+        with self.lock:
+            existing = self._idempotent("CreateProvisionedModelThroughput", p, "ValidationException")
+            if existing:
+                return Response(201, {"provisionedModelArn": existing})
+            name = p.get("provisionedModelName", "")
+            _check_len("provisionedModelName", name, 1, 63)
+            _check_pattern("provisionedModelName", name, PT_NAME)
+            _check_enum("commitmentDuration", p.get("commitmentDuration"), ["OneMonth", "SixMonths"])
+            units = int(p.get("modelUnits", 0))
+            if units < 1:
+                raise validation("modelUnits must be at least 1")
+            tags = _check_tags("tags", p.get("tags"))
+            model_arn, fm_arn, base_id = self._resolve_servable_model(r.region, p.get("modelId", ""), "modelId")
+            if any(x["provisionedModelName"] == name for x in self._live_pts()):
+                raise validation(f"A provisioned model named '{name}' already exists. Choose another provisionedModelName.")
+            self._advance_all()
+            if p.get("commitmentDuration"):
+                # REF §2.7: commitment model units default to 0 and need a support request
+                raise ApiError("ServiceQuotaExceededException",
+                               "Your account has 0 model units for Provisioned Throughput with a commitment. "
+                               "Request a quota increase, or omit commitmentDuration for no commitment.")
+            if units != 1:
+                raise validation("Provisioned Throughput with no commitment supports 1 model unit per provisioned "
+                                 f"model; got modelUnits={units}. Use modelUnits=1.")
+            used = sum(x["modelUnits"] for x in self._live_pts() if not x.get("commitmentDuration")
+                       and x["status"] != "Failed")
+            if used + units > NO_COMMITMENT_MODEL_UNITS:
+                raise ApiError("ServiceQuotaExceededException",
+                               f"This request needs {units} model unit(s) but {used} of the account's "
+                               f"{NO_COMMITMENT_MODEL_UNITS} no-commitment model units are in use. Delete a provisioned "
+                               "throughput you no longer need, or request a quota increase.")
+            now = self.now()
+            pid = self._new_id(lambda i: any(k.endswith("/" + i) for k in self.pts))
+            arn = self._arn(r.region, "provisioned-model", pid)
+            forced = self.faults.outcome("pt_outcome", "CreateProvisionedModelThroughput")
+            self.pts[arn] = {"provisionedModelArn": arn, "provisionedModelName": name, "modelArn": model_arn,
+                             "desiredModelArn": model_arn, "foundationModelArn": fm_arn, "baseModelId": base_id,
+                             "modelUnits": units, "desiredModelUnits": units, "status": "Creating", "created": now,
+                             "lastModified": now, "readyAt": now + PT_SECONDS, "forced": forced,
+                             "commitmentDuration": p.get("commitmentDuration"), "deleted": None}
+            self.tags[arn] = tags
+            self._state(arn, "provisioned-model-throughput", name, "Creating", now)
+            self.ledger.set_tags(arn, tags)
+            self._remember_token("CreateProvisionedModelThroughput", p, arn)
+        return Response(201, {"provisionedModelArn": arn})
+
+    def _advance_pt(self, p: dict, now: float) -> bool:
+        if p.get("deleted") or p["status"] not in ("Creating", "Updating") or now < p["readyAt"]:
+            return False
+        t = p["readyAt"]
+        if p["status"] == "Creating" and p.get("forced") == "Failed":
+            p.update(status="Failed", lastModified=t, failureMessage="Provisioning failed because of an internal "
+                     "error (injected fault). Delete this provisioned throughput and create it again.")
+        else:
+            p.update(status="InService", lastModified=t, modelArn=p["desiredModelArn"])
+        self._state(p["provisionedModelArn"], "provisioned-model-throughput", p["provisionedModelName"], p["status"], t)
+        return True
+
+    def _pt_view(self, p: dict) -> dict:
+        d = {k: p[k] for k in ("modelUnits", "desiredModelUnits", "provisionedModelName", "provisionedModelArn",
+                               "modelArn", "desiredModelArn", "foundationModelArn", "status")}
+        d["creationTime"] = iso(p["created"])
+        d["lastModifiedTime"] = iso(p["lastModified"])
+        if p.get("failureMessage"):
+            d["failureMessage"] = p["failureMessage"]
+        if p.get("commitmentDuration"):
+            d["commitmentDuration"] = p["commitmentDuration"]
+        return d
+
+    def GetProvisionedModelThroughput(self, r: Request) -> Response:
+        with self.lock:
+            self._advance_all()
+            return Response(200, self._pt_view(self._get_pt(r.path_params["provisionedModelId"])))
+
+    def ListProvisionedModelThroughputs(self, r: Request) -> Response:
+        q = r.query
+        _check_enum("statusEquals", q.get("statusEquals"), PT_STATUSES)
+        after = _parse_ts("creationTimeAfter", q.get("creationTimeAfter"))
+        before = _parse_ts("creationTimeBefore", q.get("creationTimeBefore"))
+        with self.lock:
+            self._advance_all()
+            items = []
+            for p in self._live_pts():
+                if q.get("statusEquals") and p["status"] != q["statusEquals"]:
+                    continue
+                if q.get("modelArnEquals") and q["modelArnEquals"] != p["modelArn"]:
+                    continue
+                if q.get("nameContains") and q["nameContains"] not in p["provisionedModelName"]:
+                    continue
+                if not self._time_filter(p["created"], after, before):
+                    continue
+                items.append({**self._pt_view(p), "_t": p["created"]})
+            for it in items:
+                it.pop("failureMessage", None)
+            return Response(200, self._paginate(items, q, "provisionedModelSummaries"))
+
+    def UpdateProvisionedModelThroughput(self, r: Request) -> Response:
+        with self.lock:
+            self._advance_all()
+            p = self._get_pt(r.path_params["provisionedModelId"])
+            b = r.body
+            if p["status"] != "InService":
+                raise validation(f"The provisioned model {p['provisionedModelName']} is {p['status']}; it can be "
+                                 "updated only when InService.")
+            now = self.now()
+            if b.get("desiredProvisionedModelName"):
+                nn = b["desiredProvisionedModelName"]
+                _check_len("desiredProvisionedModelName", nn, 1, 63)
+                _check_pattern("desiredProvisionedModelName", nn, PT_NAME)
+                if any(x["provisionedModelName"] == nn and x is not p for x in self._live_pts()):
+                    raise validation(f"A provisioned model named '{nn}' already exists.")
+                p["provisionedModelName"] = nn
+                self.ledger.resources.get(p["provisionedModelArn"], {})["name"] = nn
+            if b.get("desiredModelId"):
+                model_arn, fm_arn, _ = self._resolve_servable_model(r.region, b["desiredModelId"], "desiredModelId")
+                if fm_arn != p["foundationModelArn"]:
+                    raise validation("desiredModelId must be customized from the same base model as the current model.")
+                if model_arn != p["modelArn"]:
+                    p.update(desiredModelArn=model_arn, status="Updating", readyAt=now + PT_UPDATE_SECONDS)
+                    self._state(p["provisionedModelArn"], "provisioned-model-throughput", p["provisionedModelName"],
+                                "Updating", now)
+            p["lastModified"] = now
+        return Response(200, {})
+
+    def DeleteProvisionedModelThroughput(self, r: Request) -> Response:
+        with self.lock:
+            self._advance_all()
+            p = self._get_pt(r.path_params["provisionedModelId"])
+            if p.get("commitmentDuration"):
+                raise ApiError("ConflictException", "A provisioned model with a commitment cannot be deleted before "
+                                                    "the commitment term ends (REF §2.7).")
+            now = self.now()
+            p["deleted"] = now
+            self.tags.pop(p["provisionedModelArn"], None)
+            self._state(p["provisionedModelArn"], "provisioned-model-throughput", p["provisionedModelName"], "Deleted", now)
+        return Response(200, {})
+
+    # -- custom model deployments -----------------------------------------------------------
+    def _live_deployments(self) -> list[dict]:
+        return [d for d in self.deployments.values() if not d.get("deleted")]
+
+    def _find_deployment(self, ident: str) -> dict | None:
+        d = self.deployments.get(ident)
+        if d is not None and not d.get("deleted"):
+            return d
+        for d in self._live_deployments():
+            if d["modelDeploymentName"] == ident:
+                return d
+        return None
+
+    def _get_deployment(self, ident: str) -> dict:
+        d = self._find_deployment(ident)
+        if d is None:
+            raise ApiError("ResourceNotFoundException", f"Could not find the custom model deployment {ident}.")
+        return d
+
+    def CreateCustomModelDeployment(self, r: Request) -> Response:
+        p = r.body
+        with self.lock:
+            existing = self._idempotent("CreateCustomModelDeployment", p, "ValidationException")
+            if existing:
+                return Response(202, {"customModelDeploymentArn": existing})
+            name = p.get("modelDeploymentName", "")
+            _check_len("modelDeploymentName", name, 1, 63)
+            _check_pattern("modelDeploymentName", name, MODEL_NAME)
+            if p.get("description") is not None:
+                _check_len("description", p["description"], 1, 2048)
+            tags = _check_tags("tags", p.get("tags"))
+            self._advance_all()
+            m = self._find_model(p.get("modelArn", ""))
+            if m is None or ":custom-model/" not in p.get("modelArn", ""):
+                raise ApiError("ResourceNotFoundException", f"Could not find the custom model {p.get('modelArn')}.")
+            if m["modelStatus"] != "Active":
+                raise validation(f"The custom model {m['modelName']} is {m['modelStatus']}; it must be Active.")
+            try:
+                fam = _catalog().family_of(m["baseModelId"])
+            except Exception:  # noqa: BLE001
+                fam = None
+            if fam is None or not fam.on_demand_deployment:
+                raise validation(f"On-demand deployment is not supported for models customized from {m['baseModelId']}. "
+                                 "Use Provisioned Throughput (CreateProvisionedModelThroughput) instead.")
+            if fam.on_demand_regions and r.region not in fam.on_demand_regions:
+                raise validation(f"On-demand deployment of this model is available only in {', '.join(fam.on_demand_regions)}.")
+            if any(x["modelDeploymentName"] == name for x in self._live_deployments()):
+                raise validation(f"A custom model deployment named '{name}' already exists.")
+            now = self.now()
+            did = self._new_id(lambda i: any(k.endswith("/" + i) for k in self.deployments))
+            arn = self._arn(r.region, "custom-model-deployment", did)
+            forced = self.faults.outcome("pt_outcome", "CreateCustomModelDeployment")
+            self.deployments[arn] = {"customModelDeploymentArn": arn, "modelDeploymentName": name,
+                                     "modelArn": m["modelArn"], "baseModelId": m["baseModelId"],
+                                     "description": p.get("description"), "status": "Creating", "created": now,
+                                     "lastUpdated": now, "readyAt": now + DEPLOYMENT_SECONDS, "forced": forced,
+                                     "deleted": None}
+            self.tags[arn] = tags
+            self._state(arn, "custom-model-deployment", name, "Creating", now)
+            self.ledger.set_tags(arn, tags)
+            self._remember_token("CreateCustomModelDeployment", p, arn)
+        return Response(202, {"customModelDeploymentArn": arn})
+
+    def _advance_deployment(self, d: dict, now: float) -> bool:
+        if d.get("deleted") or d["status"] != "Creating" or now < d["readyAt"]:
+            return False
+        t = d["readyAt"]
+        if d.get("forced") == "Failed":
+            d.update(status="Failed", lastUpdated=t, failureMessage="Deployment failed because of an internal error "
+                     "(injected fault). Delete the deployment and create it again.")
+        else:
+            d.update(status="Active", lastUpdated=t)
+        self._state(d["customModelDeploymentArn"], "custom-model-deployment", d["modelDeploymentName"], d["status"], t)
+        return True
+
+    def GetCustomModelDeployment(self, r: Request) -> Response:
+        with self.lock:
+            self._advance_all()
+            d = self._get_deployment(r.path_params["customModelDeploymentIdentifier"])
+            out = {"customModelDeploymentArn": d["customModelDeploymentArn"], "modelDeploymentName": d["modelDeploymentName"],
+                   "modelArn": d["modelArn"], "createdAt": iso(d["created"]), "status": d["status"],
+                   "lastUpdatedAt": iso(d["lastUpdated"])}
+            if d.get("description"):
+                out["description"] = d["description"]
+            if d.get("failureMessage"):
+                out["failureMessage"] = d["failureMessage"]
+            return Response(200, out)
+
+    def ListCustomModelDeployments(self, r: Request) -> Response:
+        q = r.query
+        _check_enum("statusEquals", q.get("statusEquals"), DEPLOYMENT_STATUSES)
+        after = _parse_ts("createdAfter", q.get("createdAfter"))
+        before = _parse_ts("createdBefore", q.get("createdBefore"))
+        with self.lock:
+            self._advance_all()
+            items = []
+            for d in self._live_deployments():
+                if q.get("statusEquals") and d["status"] != q["statusEquals"]:
+                    continue
+                if q.get("modelArnEquals") and q["modelArnEquals"] != d["modelArn"]:
+                    continue
+                if q.get("nameContains") and q["nameContains"] not in d["modelDeploymentName"]:
+                    continue
+                if not self._time_filter(d["created"], after, before):
+                    continue
+                it = {"customModelDeploymentArn": d["customModelDeploymentArn"],
+                      "customModelDeploymentName": d["modelDeploymentName"],   # REF §2.8: list uses this name
+                      "modelArn": d["modelArn"], "createdAt": iso(d["created"]), "status": d["status"],
+                      "lastUpdatedAt": iso(d["lastUpdated"]), "_t": d["created"]}
+                if d.get("failureMessage"):
+                    it["failureMessage"] = d["failureMessage"]
+                items.append(it)
+            return Response(200, self._paginate(items, q, "modelDeploymentSummaries"))
+
+    def DeleteCustomModelDeployment(self, r: Request) -> Response:
+        with self.lock:
+            self._advance_all()
+            d = self._get_deployment(r.path_params["customModelDeploymentIdentifier"])
+            now = self.now()
+            d["deleted"] = now
+            self.tags.pop(d["customModelDeploymentArn"], None)
+            self._state(d["customModelDeploymentArn"], "custom-model-deployment", d["modelDeploymentName"], "Deleted", now)
+        return Response(200, {})
+
+    # -- tags ---------------------------------------------------------------------------------
+    def _taggable(self, arn: str) -> str:
+        if not isinstance(arn, str) or not arn:
+            raise validation("resourceARN is required")
+        _check_len("resourceARN", arn, 20, 1011)
+        live = (arn in self.jobs or arn in self.models or (arn in self.pts and not self.pts[arn].get("deleted"))
+                or (arn in self.deployments and not self.deployments[arn].get("deleted")))
+        if not live:
+            raise ApiError("ResourceNotFoundException", f"The resource {arn} was not found.")
+        return arn
+
+    def TagResource(self, r: Request) -> Response:
+        with self.lock:
+            arn = self._taggable(r.body.get("resourceARN"))
+            new = _check_tags("tags", r.body.get("tags"))
+            merged = {**self.tags.get(arn, {}), **new}
+            if len(merged) > MAX_TAGS_PER_RESOURCE:
+                raise ApiError("TooManyTagsException", f"A resource can have at most {MAX_TAGS_PER_RESOURCE} tags; "
+                                                       f"{arn} would have {len(merged)}.")
+            self.tags[arn] = merged
+            self.ledger.set_tags(arn, merged)
+        return Response(200, {})
+
+    def UntagResource(self, r: Request) -> Response:
+        with self.lock:
+            arn = self._taggable(r.body.get("resourceARN"))
+            keys = r.body.get("tagKeys") or []
+            self.tags[arn] = {k: v for k, v in self.tags.get(arn, {}).items() if k not in keys}
+            self.ledger.set_tags(arn, self.tags[arn])
+        return Response(200, {})
+
+    def ListTagsForResource(self, r: Request) -> Response:
+        with self.lock:
+            arn = self._taggable(r.body.get("resourceARN"))
+            return Response(200, {"tags": [{"key": k, "value": v} for k, v in self.tags.get(arn, {}).items()]})
+
+    # -- runtime ------------------------------------------------------------------------------
+    def _invoke_target(self, model_id: str) -> tuple[str, str, str]:
+        """-> (kind "base"|"custom", id for the stand-in, base model id for the body shape)."""
+        with self.lock:
+            self._advance_all()
+            if ":provisioned-model/" in model_id or self._find_pt(model_id) is not None:
+                p = self._find_pt(model_id)
+                if p is None:
+                    raise ApiError("ResourceNotFoundException", f"The provisioned model {model_id} was not found.")
+                if p["status"] not in ("InService", "Updating"):
+                    raise validation(f"The provisioned model {p['provisionedModelName']} is {p['status']}, not "
+                                     "InService. Wait until it is InService before invoking it.")
+                kind = "custom" if ":custom-model/" in p["modelArn"] else "base"
+                return kind, p["modelArn"] if kind == "custom" else p["baseModelId"], p["baseModelId"]
+            if ":custom-model-deployment/" in model_id:
+                d = self._find_deployment(model_id)
+                if d is None:
+                    raise ApiError("ResourceNotFoundException", f"The custom model deployment {model_id} was not found.")
+                if d["status"] != "Active":
+                    raise validation(f"The custom model deployment {d['modelDeploymentName']} is {d['status']}, not "
+                                     "Active. Wait until it is Active before invoking it.")
+                return "custom", d["modelArn"], d["baseModelId"]
+            if ":custom-model/" in model_id or self._find_model(model_id) is not None:
+                # REF §3: the custom model ARN itself is not an on-demand target
+                raise validation("Invocation of a custom model by its model ARN isn't supported. Invoke it through a "
+                                 "Provisioned Throughput ARN (CreateProvisionedModelThroughput) or a custom model "
+                                 "deployment ARN (CreateCustomModelDeployment).")
+        mid = model_id.split("foundation-model/", 1)[1] if "foundation-model/" in model_id else model_id
+        if ":inference-profile/" in mid:
+            mid = mid.split(":inference-profile/", 1)[1]
+        idx = self._fm_index()
+        profile = None
+        for geo in ("us.", "eu.", "apac.", "global."):
+            if mid.startswith(geo):
+                profile, mid = mid, mid[len(geo):]
+                break
+        info = idx.get(mid)
+        if info is None:
+            raise validation(f"The provided model identifier is invalid: {model_id}.")
+        if profile is None and info.get("profile"):
+            # Nova-style models are served on demand only through an inference profile (AWS wording)
+            raise validation(f"Invocation of model ID {mid} with on-demand throughput isn't supported. Retry your "
+                             f"request with the ID or ARN of an inference profile that contains this model "
+                             f"(e.g. {info['profile']}).")
+        if info["customizable"]:
+            raise validation(f"The model {mid} is a customization variant; invoke it through Provisioned Throughput.")
+        return "base", profile or mid, _base_for_plain(idx, mid)
+
+    def InvokeModel(self, r: Request) -> Response:
+        model_id = r.path_params["modelId"]
+        kind, target, base_id = self._invoke_target(model_id)
+        st = _standin()
+        shape = st.invoke_shape_of(base_id)
+        try:
+            body = json.loads(r.raw_body or b"{}")
+        except json.JSONDecodeError as e:
+            raise validation(f"Malformed input request: the body is not valid JSON ({e.msg} at char {e.pos}).") from None
+        if not isinstance(body, dict):
+            raise validation("Malformed input request: the body must be a JSON object.")
+        try:
+            system, prompt, max_tokens = st.parse_invoke_body(shape, body)
+        except ValueError as e:
+            raise validation(f"Malformed input request: {e}") from None
+        text, tin, tout = self.standins().answer(kind, target, system, prompt, max_tokens)
+        if self.invoke_latency_ms > 0:
+            time.sleep(self.invoke_latency_ms / 1000.0)
+        out = st.format_invoke_response(shape, text, tin, tout)
+        return Response(200, json.dumps(out).encode(), {
+            "Content-Type": "application/json", "X-Amzn-Bedrock-Input-Token-Count": str(tin),
+            "X-Amzn-Bedrock-Output-Token-Count": str(tout),
+            "X-Emulator-Stand-In": f"{kind} stand-in model (bedrock-forge emulator), not a real model"})
+
+    def Converse(self, r: Request) -> Response:
+        model_id = r.path_params["modelId"]
+        b = r.body
+        msgs = b.get("messages") or []
+        if not msgs:
+            raise validation("A conversation must start with a user message (messages is empty).")
+        if msgs[-1].get("role") != "user":
+            raise validation("A conversation must end with a user message.")
+        if msgs[0].get("role") != "user":
+            raise validation("A conversation must start with a user message.")
+        prompt = "\n".join(c.get("text", "") for c in msgs[-1].get("content", []) if isinstance(c, dict))
+        system = "\n".join(s.get("text", "") for s in (b.get("system") or []) if isinstance(s, dict) and s.get("text")) or None
+        ic = b.get("inferenceConfig") or {}
+        for k in ("temperature", "topP"):
+            if k in ic and not 0 <= float(ic[k]) <= 1:
+                raise validation(f"inferenceConfig.{k} must be between 0 and 1")
+        max_tokens = int(ic.get("maxTokens") or 512)
+        t0 = time.time()
+        kind, target, _base = self._invoke_target(model_id)
+        text, tin, tout = self.standins().answer(kind, target, system, prompt, max_tokens)
+        if self.invoke_latency_ms > 0:
+            time.sleep(self.invoke_latency_ms / 1000.0)
+        return Response(200, {
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+            "stopReason": "max_tokens" if tout >= max_tokens else "end_turn",
+            "usage": {"inputTokens": tin, "outputTokens": tout, "totalTokens": tin + tout},
+            "metrics": {"latencyMs": int((time.time() - t0) * 1000)},
+            "additionalModelResponseFields": {"standIn": f"{kind} stand-in model (bedrock-forge emulator)"},
+        })
+
+    # -- lifecycle sweep + billing ---------------------------------------------------------
+    def _advance_all(self) -> bool:
+        now = self.now()
+        changed = False
+        for j in list(self.jobs.values()):
+            changed |= self._advance_job(j, now)
+        for p in list(self.pts.values()):
+            changed |= self._advance_pt(p, now)
+        for d in list(self.deployments.values()):
+            changed |= self._advance_deployment(d, now)
+        if changed:
+            self._dirty = True
+        return changed
+
+    def advance_and_save(self) -> None:
+        with self.lock:
+            if self._advance_all() or getattr(self, "_dirty", False):
+                self._dirty = False
+                self.save()
+
+    def billing(self) -> dict:
+        with self.lock:
+            self._advance_all()
+            now = self.now()
+            pt = sum(p["modelUnits"] * max(0.0, (p.get("deleted") or now) - p["created"]) for p in self.pts.values())
+            dep = sum(max(0.0, (d.get("deleted") or now) - d["created"]) for d in self.deployments.values())
+            return {"pt_model_unit_seconds": round(pt, 3), "deployment_seconds": round(dep, 3),
+                    "training_token_epochs": int(self.billing_done.get("training_token_epochs", 0))}
+
+
+def _base_for_plain(idx: dict, mid: str) -> str:
+    for k, v in idx.items():
+        if v["customizable"] and v["plain"] == mid:
+            return k
+    return mid
+
+
+def _last_loss(csv_text: str | None) -> float | None:
+    if not csv_text:
+        return None
+    lines = [ln for ln in csv_text.strip().splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return None
+    header = lines[0].split(",")
+    col = next((i for i, h in enumerate(header) if h.strip().endswith("_loss")), None)
+    if col is None:
+        return None
+    try:
+        return round(float(lines[-1].split(",")[col]), 6)
+    except (ValueError, IndexError):
+        return None

@@ -1,0 +1,469 @@
+"""One WSGI endpoint for bedrock (control plane + runtime), S3, IAM and STS.
+
+Routing (DESIGN.md §5): the SigV4 credential scope names the service
+(``Credential=KEY/DATE/REGION/<service>/aws4_request``); ``bedrock`` covers the control plane and the
+runtime (``/model/<id>/invoke``, ``/model/<id>/converse``) and is served here; everything else goes
+to moto's server app (``DomainDispatcherApplication``), mounted in-process, with this emulator's
+account id in ``x-moto-account-id``. ``/_emulator/*`` are the emulator's own endpoints:
+``GET /_emulator/health``, ``GET /_emulator/ledger``, ``GET|POST /_emulator/faults``,
+``POST /_emulator/reset``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote
+
+from emulator.bedrock import ApiError, BedrockService, Request, Response
+from emulator.clock import VirtualClock
+from emulator.faults import ERRORS, FaultConfigError, Faults, Rule, parse_rules
+from emulator.ledger import Ledger
+from emulator.state import MotoAccount, StateStore
+
+DEFAULT_ACCOUNT = "123456789012"    # moto's default, the AWS documentation example id (not a real account)
+DEFAULT_REGION = "us-east-1"
+_accounts_in_use: set[str] = set()
+_accounts_lock = threading.Lock()
+
+
+def _allocate_account(preferred: str | None) -> str:
+    """One moto account per emulator instance in this process (isolates S3/IAM between instances)."""
+    with _accounts_lock:
+        if preferred and preferred not in _accounts_in_use:
+            _accounts_in_use.add(preferred)
+            return preferred
+        n = 0
+        while True:
+            acct = DEFAULT_ACCOUNT if n == 0 else f"{n:012d}"
+            if acct not in _accounts_in_use:
+                _accounts_in_use.add(acct)
+                return acct
+            n += 1
+
+
+def _release_account(acct: str) -> None:
+    with _accounts_lock:
+        _accounts_in_use.discard(acct)
+
+
+# -- bedrock routes (botocore service models; REF §2.1, §3) ---------------------------------
+_SEG = r"(?P<{}>[^/]+)"
+def _route(method: str, template: str, op: str) -> tuple[str, re.Pattern, str]:
+    pattern = re.sub(r"\{(\w+)\}", lambda m: _SEG.format(m.group(1)), template)
+    return method, re.compile("^" + pattern + "$"), op
+
+
+ROUTES: list[tuple[str, re.Pattern, str]] = [
+    _route("POST", "/model-customization-jobs", "CreateModelCustomizationJob"),
+    _route("GET", "/model-customization-jobs", "ListModelCustomizationJobs"),
+    _route("GET", "/model-customization-jobs/{jobIdentifier}", "GetModelCustomizationJob"),
+    _route("POST", "/model-customization-jobs/{jobIdentifier}/stop", "StopModelCustomizationJob"),
+    _route("GET", "/custom-models", "ListCustomModels"),
+    _route("GET", "/custom-models/{modelIdentifier}", "GetCustomModel"),
+    _route("DELETE", "/custom-models/{modelIdentifier}", "DeleteCustomModel"),
+    _route("POST", "/provisioned-model-throughput", "CreateProvisionedModelThroughput"),
+    _route("GET", "/provisioned-model-throughputs", "ListProvisionedModelThroughputs"),
+    _route("GET", "/provisioned-model-throughput/{provisionedModelId}", "GetProvisionedModelThroughput"),
+    _route("PATCH", "/provisioned-model-throughput/{provisionedModelId}", "UpdateProvisionedModelThroughput"),
+    _route("DELETE", "/provisioned-model-throughput/{provisionedModelId}", "DeleteProvisionedModelThroughput"),
+    _route("POST", "/model-customization/custom-model-deployments", "CreateCustomModelDeployment"),
+    _route("GET", "/model-customization/custom-model-deployments", "ListCustomModelDeployments"),
+    _route("GET", "/model-customization/custom-model-deployments/{customModelDeploymentIdentifier}",
+           "GetCustomModelDeployment"),
+    _route("DELETE", "/model-customization/custom-model-deployments/{customModelDeploymentIdentifier}",
+           "DeleteCustomModelDeployment"),
+    _route("GET", "/foundation-models", "ListFoundationModels"),
+    _route("GET", "/foundation-models/{modelIdentifier}", "GetFoundationModel"),
+    _route("POST", "/tagResource", "TagResource"),
+    _route("POST", "/untagResource", "UntagResource"),
+    _route("POST", "/listTagsForResource", "ListTagsForResource"),
+    ("POST", re.compile(r"^/model/(?P<modelId>.+)/invoke$"), "InvokeModel"),
+    ("POST", re.compile(r"^/model/(?P<modelId>.+)/converse$"), "Converse"),
+]
+RUNTIME_OPS = {"InvokeModel", "Converse"}
+
+
+def match_bedrock(method: str, raw_path: str) -> tuple[str, dict[str, str]] | None:
+    for m, rx, op in ROUTES:
+        if m != method:
+            continue
+        hit = rx.match(raw_path)
+        if hit:
+            return op, {k: unquote(v) for k, v in hit.groupdict().items()}
+    return None
+
+
+def credential_scope(environ: dict) -> tuple[str | None, str | None]:
+    """(service, region) from ``Authorization: AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/SERVICE/aws4_request``."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    m = re.search(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request", auth)
+    if m:
+        return m.group(2).lower(), m.group(1)
+    q = parse_qs(environ.get("QUERY_STRING", ""))
+    cred = (q.get("X-Amz-Credential") or [""])[0]   # presigned URLs
+    parts = cred.split("/")
+    if len(parts) == 5:
+        return parts[3].lower(), parts[2]
+    return None, None
+
+
+# -- S3 / IAM / STS operation names for the ledger and faults --------------------------------
+def s3_operation(method: str, path: str, query: dict[str, list[str]]) -> str:
+    parts = [p for p in path.split("/", 2)[1:] if p] if path != "/" else []
+    has_key = len(parts) >= 2
+    if not parts:
+        return "ListBuckets"
+    if "uploads" in query:
+        return "CreateMultipartUpload" if method == "POST" else "ListMultipartUploads"
+    if "uploadId" in query:
+        return {"PUT": "UploadPart", "POST": "CompleteMultipartUpload", "DELETE": "AbortMultipartUpload"}.get(method, "ListParts")
+    if "delete" in query and method == "POST":
+        return "DeleteObjects"
+    if "tagging" in query:
+        return {"GET": "Get", "PUT": "Put", "DELETE": "Delete"}.get(method, "") + ("ObjectTagging" if has_key else "BucketTagging")
+    for sub, name in (("policy", "BucketPolicy"), ("encryption", "BucketEncryption"), ("versioning", "BucketVersioning"),
+                      ("lifecycle", "BucketLifecycleConfiguration"), ("publicAccessBlock", "PublicAccessBlock"),
+                      ("location", "BucketLocation")):
+        if sub in query:
+            return {"GET": "Get", "PUT": "Put", "DELETE": "Delete"}.get(method, "") + name
+    if has_key:
+        return {"GET": "GetObject", "PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject",
+                "POST": "PostObject"}.get(method, method + "Object")
+    if method == "GET":
+        return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects"
+    return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(method, method + "Bucket")
+
+
+_IAM_MUTATING = re.compile(r"^(Create|Put|Delete|Attach|Detach|Update|Tag|Untag|Add|Remove|Set|Upload|Change|Reset|Enable|Disable)")
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    return status, json.dumps(body, default=str).encode(), h
+
+
+def _status_line(status: int) -> str:
+    from http import HTTPStatus
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+class Emulator:
+    """The emulator's state + WSGI app. ``Emulator(...)`` is cheap; moto is imported on first use."""
+
+    def __init__(self, *, speed: float = 100.0, state_dir: str | Path | None = None,
+                 faults: list[dict] | list[Rule] | None = None, invoke_latency_ms: float | None = None,
+                 account_id: str | None = None, seed: int | None = None):
+        self.store = StateStore(state_dir)
+        saved = self.store.load_bedrock()
+        self.account_id = _allocate_account((saved or {}).get("account_id") or account_id)
+        clock = VirtualClock.from_dict(saved["clock"], speed=speed) if saved and saved.get("clock") \
+            else VirtualClock.start(speed)
+        rules = faults if faults and isinstance(faults[0], Rule) else parse_rules(faults or [])
+        self.faults = Faults(rules=list(rules), seed=seed)  # type: ignore[arg-type]
+        self.ledger = Ledger()
+        self.moto = MotoAccount(self.account_id, self.store)
+        self.bedrock = BedrockService(account_id=self.account_id, store=self.store, moto=self.moto, ledger=self.ledger,
+                                      faults=self.faults, clock=clock,
+                                      invoke_latency_ms=5.0 if invoke_latency_ms is None else float(invoke_latency_ms),
+                                      seed=seed)
+        if saved:
+            self.bedrock.load(saved)
+        self.moto.restore()
+        self.bedrock.save()
+        self._moto_app: Callable | None = None
+        self._moto_app_lock = threading.Lock()
+        self.closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.bedrock.advance_and_save()
+            finally:
+                _release_account(self.account_id)
+
+    def reset(self) -> None:
+        self.bedrock.reset()
+        self.moto.reset()
+        self.faults.set_rules([])
+        self.store.clear()
+        self.bedrock.save()
+
+    def moto_app(self) -> Callable:
+        if self._moto_app is None:
+            with self._moto_app_lock:
+                if self._moto_app is None:
+                    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+                    self._moto_app = DomainDispatcherApplication(create_backend_app)
+        return self._moto_app
+
+    # -- WSGI -----------------------------------------------------------------------------------
+    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+        try:
+            status, body, headers = self.handle(environ)
+        except Exception as e:  # noqa: BLE001 - never a traceback on the wire
+            status, body, headers = _json(500, {"message": f"emulator internal error: {type(e).__name__}: {e}"},
+                                          {"x-amzn-errortype": "InternalServerException"})
+        headers.setdefault("x-amzn-requestid", str(uuid.uuid4()))
+        headers["Content-Length"] = str(len(body))
+        start_response(_status_line(status), list(headers.items()))
+        return [body]
+
+    def handle(self, environ: dict) -> tuple[int, bytes, dict[str, str]]:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
+        raw_path = raw_uri.split("?", 1)[0]
+        if raw_path.startswith("/_emulator/"):
+            return self.handle_internal(method, raw_path, environ)
+        service, region = credential_scope(environ)
+        region = region or DEFAULT_REGION
+        if service in ("bedrock", None):
+            hit = match_bedrock(method, raw_path)
+            if hit:
+                return self.handle_bedrock(hit[0], hit[1], region, environ)
+            if service == "bedrock":
+                return _json(404, {"message": f"Unknown Bedrock operation: {method} {raw_path}"},
+                             {"x-amzn-errortype": "UnknownOperationException"})
+        return self.handle_moto(service or "s3", method, environ)
+
+    # -- bedrock --------------------------------------------------------------------------------
+    def handle_bedrock(self, op: str, path_params: dict, region: str, environ: dict) -> tuple[int, bytes, dict]:
+        service = "bedrock-runtime" if op in RUNTIME_OPS else "bedrock"
+        mutating = op in BedrockService.MUTATING
+        t = self.bedrock.now()
+        status, code = 500, None
+        try:
+            decision = self.faults.on_call(op)
+            if decision.latency_ms > 0:
+                time.sleep(decision.latency_ms / 1000.0)
+            if decision.error:
+                raise ApiError(decision.error, _fault_message(decision.error, op), ERRORS.get(decision.error))
+            raw = _read_body(environ)
+            body: dict = {}
+            if raw and op != "InvokeModel":
+                try:
+                    body = json.loads(raw)
+                except json.JSONDecodeError as e:
+                    raise ApiError("ValidationException", f"The request body is not valid JSON ({e.msg}).") from None
+            query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
+            headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+            req = Request(operation=op, region=region, path_params=path_params, query=query,
+                          body=body if isinstance(body, dict) else {}, raw_body=raw, headers=headers)
+            resp: Response = getattr(self.bedrock, op)(req)
+            status = resp.status
+            if mutating:
+                self.bedrock._dirty = True
+            if isinstance(resp.body, (bytes, bytearray)):
+                out = (status, bytes(resp.body), dict(resp.headers or {"Content-Type": "application/json"}))
+            else:
+                out = _json(status, resp.body if resp.body is not None else {}, resp.headers)
+        except ApiError as e:
+            status, code = e.status, e.code
+            out = _json(e.status, {"message": e.message}, {"x-amzn-errortype": e.code})
+        finally:
+            self.ledger.record_call(t=t, service=service, operation=op, mutating=mutating, status=status, error=code)
+        try:
+            self.bedrock.advance_and_save()
+        except Exception:  # noqa: BLE001 - persistence trouble must not fail the call
+            pass
+        return out
+
+    # -- moto (s3, iam, sts) -------------------------------------------------------------------
+    def handle_moto(self, service: str, method: str, environ: dict) -> tuple[int, bytes, dict]:
+        raw = _read_body(environ)
+        environ["wsgi.input"] = io.BytesIO(raw)
+        environ["CONTENT_LENGTH"] = str(len(raw))
+        environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.account_id
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if service == "s3":
+            op = s3_operation(method, environ.get("PATH_INFO", "/"), query)
+            mutating = method in ("PUT", "POST", "DELETE")
+        else:
+            form = parse_qs(raw.decode("utf-8", "replace")) if raw else {}
+            op = (form.get("Action") or query.get("Action") or ["Unknown"])[0]
+            mutating = service == "iam" and bool(_IAM_MUTATING.match(op))
+        t = self.bedrock.now()
+        decision = self.faults.on_call(op)
+        if decision.latency_ms > 0:
+            time.sleep(decision.latency_ms / 1000.0)
+        if decision.error:
+            status, body, headers = _moto_fault(service, decision.error, op)
+            self.ledger.record_call(t=t, service=service, operation=op, mutating=mutating, status=status,
+                                    error=decision.error)
+            return status, body, headers
+        captured: dict = {}
+
+        def start_response(status_line: str, headers: list, exc_info: Any = None) -> Callable:
+            captured["status"] = int(status_line.split(" ", 1)[0])
+            captured["headers"] = headers
+            return lambda _data: None
+
+        app = self.moto_app()
+        if mutating:
+            with self.moto.lock:
+                chunks = app(environ, start_response)
+                body = b"".join(chunks)
+        else:
+            chunks = app(environ, start_response)
+            body = b"".join(chunks)
+        if hasattr(chunks, "close"):
+            chunks.close()
+        status = captured.get("status", 500)
+        error = None
+        if status >= 300:
+            m = re.search(rb"<Code>([^<]+)</Code>", body)
+            error = m.group(1).decode() if m else f"HTTP{status}"
+        elif mutating and service in ("s3", "iam"):
+            try:
+                self.moto.snapshot(service)
+            except Exception:  # noqa: BLE001 - persistence trouble must not fail the call
+                pass
+        self.ledger.record_call(t=t, service=service, operation=op, mutating=mutating, status=status, error=error)
+        headers = {}
+        for k, v in captured.get("headers", []):
+            if k.lower() != "content-length":
+                headers[k] = v
+        if method == "HEAD":
+            return status, b"", headers
+        return status, body, headers
+
+    # -- /_emulator/* ---------------------------------------------------------------------------
+    def handle_internal(self, method: str, path: str, environ: dict) -> tuple[int, bytes, dict]:
+        if path == "/_emulator/health":
+            return _json(200, {"ok": True, "account_id": self.account_id, "speed": self.bedrock.clock.speed,
+                               "virtual_now": self.bedrock.now(),
+                               "state_dir": str(self.store.dir) if self.store.dir else None})
+        if path == "/_emulator/ledger" and method == "GET":
+            billing = self.bedrock.billing()
+            self.bedrock.advance_and_save()
+            d = self.ledger.to_dict()
+            d["calls"] = list(self.ledger.calls)
+            return _json(200, {**d, "billing": billing})
+        if path == "/_emulator/faults":
+            if method == "GET":
+                return _json(200, {"rules": self.faults.to_list()})
+            if method == "POST":
+                try:
+                    rules = parse_rules(json.loads(_read_body(environ) or b"[]"), where="POST /_emulator/faults")
+                except (json.JSONDecodeError, FaultConfigError) as e:
+                    return _json(400, {"message": str(e)})
+                self.faults.set_rules(rules)
+                return _json(200, {"rules": self.faults.to_list()})
+        if path == "/_emulator/reset" and method == "POST":
+            self.reset()
+            return _json(200, {"ok": True})
+        return _json(404, {"message": f"unknown emulator endpoint {method} {path}; see docs/emulator.md"})
+
+
+def _read_body(environ: dict) -> bytes:
+    try:
+        n = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        n = 0
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    if n > 0:
+        return stream.read(n)
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or environ.get("wsgi.input_terminated"):
+        return stream.read()
+    return b""
+
+
+def _fault_message(code: str, op: str) -> str:
+    return {"ThrottlingException": "Rate exceeded (injected fault). Slow down and retry.",
+            "ServiceUnavailableException": "The service is temporarily unavailable (injected fault). Retry later.",
+            "InternalServerException": "An internal error occurred (injected fault). Retry the request.",
+            }.get(code, f"{code} (injected fault) on {op}.")
+
+
+def _moto_fault(service: str, code: str, op: str) -> tuple[int, bytes, dict]:
+    status = ERRORS.get(code, 500)
+    if service == "s3":
+        s3code = {"ThrottlingException": "SlowDown", "ServiceUnavailableException": "ServiceUnavailable",
+                  "InternalServerException": "InternalError"}.get(code, code)
+        status = 503 if s3code == "SlowDown" else status
+        body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{s3code}</Code>"
+                f"<Message>{_fault_message(code, op)}</Message></Error>").encode()
+        return status, body, {"Content-Type": "application/xml"}
+    qcode = {"ThrottlingException": "Throttling", "ServiceUnavailableException": "ServiceUnavailable",
+             "InternalServerException": "InternalFailure"}.get(code, code)
+    status = 400 if qcode == "Throttling" else status
+    body = (f"<ErrorResponse><Error><Type>{'Sender' if status < 500 else 'Receiver'}</Type><Code>{qcode}</Code>"
+            f"<Message>{_fault_message(code, op)}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>").encode()
+    return status, body, {"Content-Type": "text/xml"}
+
+
+# -- serving ------------------------------------------------------------------------------------
+def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0):
+    """A threaded werkzeug server for ``emulator`` (moto's request handler keeps S3 metadata headers)."""
+    from werkzeug.serving import make_server as _make
+    try:
+        from moto.moto_server.werkzeug_app import MotoRequestHandler as handler
+    except ImportError:  # pragma: no cover - moto[server] is a dependency
+        handler = None
+    return _make(host, port, emulator, threaded=True, request_handler=handler)
+
+
+def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, faults_file: str | None = None,
+          state_dir: str | None = None, invoke_latency_ms: float | None = None, ready_line: bool = False) -> int:
+    """Run until SIGINT/SIGTERM. Prints one JSON line ``{"url": ...}`` once listening when ``ready_line``."""
+    import signal
+    import sys
+
+    from emulator.faults import load_file
+    try:
+        rules = load_file(faults_file) if faults_file else []
+    except FaultConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    emu = Emulator(speed=speed, state_dir=state_dir, faults=rules, invoke_latency_ms=invoke_latency_ms)
+    try:
+        srv = make_server(emu, host, port)
+    except OSError as e:
+        print(f"error: cannot listen on {host}:{port}: {e.strerror or e}. Pick another --port "
+              "(or stop the process using it).", file=sys.stderr)
+        emu.close()
+        return 1
+    url = f"http://{host}:{srv.server_port}"
+    if ready_line:
+        print(json.dumps({"url": url, "account_id": emu.account_id}), flush=True)
+    print(f"bedrock-forge emulator on {url} (speed x{speed:g}, account {emu.account_id}, state "
+          f"{state_dir or 'in memory'}); ledger: {url}/_emulator/ledger", file=sys.stderr, flush=True)
+
+    def _stop(signum, frame):  # noqa: ARG001
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        srv.serve_forever()
+    finally:
+        srv.server_close()
+        emu.close()
+    return 0
+
+
+def add_arguments(p) -> None:
+    """The options of ``forge emulator`` / ``python -m emulator``."""
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4566, help="port (default 4566; 0 = any free port)")
+    p.add_argument("--speed", type=float, default=100.0,
+                   help="virtual-clock speed factor (default 100: a 20-minute job takes 12 s)")
+    p.add_argument("--faults", default=None, metavar="FILE", help="JSON fault rules (see docs/emulator.md)")
+    p.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="persist state here so a restarted emulator keeps its jobs, models, PTs, S3 objects, roles")
+    p.add_argument("--invoke-latency-ms", type=float, default=None, metavar="N",
+                   help="added latency of InvokeModel/Converse (default 5 ms)")

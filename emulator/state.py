@@ -1,0 +1,246 @@
+"""Persistence (state dir) and the emulator's access to moto's S3/IAM backends.
+
+- Bedrock state: one JSON file, ``<state_dir>/bedrock.json``, written atomically (temp file +
+  ``os.replace``) after every mutation.
+- S3 and IAM state: moto's per-account backends pickled to ``<state_dir>/moto-s3.pickle`` and
+  ``moto-iam.pickle`` after every mutating S3/IAM call (moto's objects support pickling; S3 object
+  bodies included). Restored into the same account on start.
+
+Each emulator instance owns one account id in moto (``x-moto-account-id``), so two emulators in one
+process (the session fixture and a fresh one) do not see each other's roles or objects.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import pickle
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+BEDROCK_FILE = "bedrock.json"
+MOTO_FILES = {"s3": "moto-s3.pickle", "iam": "moto-iam.pickle"}
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class StateStore:
+    def __init__(self, state_dir: str | Path | None):
+        self.dir = Path(state_dir) if state_dir else None
+        if self.dir:
+            self.dir.mkdir(parents=True, exist_ok=True)
+
+    def load_bedrock(self) -> dict | None:
+        if not self.dir or not (self.dir / BEDROCK_FILE).exists():
+            return None
+        return json.loads((self.dir / BEDROCK_FILE).read_text(encoding="utf-8"))
+
+    def save_bedrock(self, data: dict) -> None:
+        if self.dir:
+            atomic_write(self.dir / BEDROCK_FILE, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+
+    def clear(self) -> None:
+        if not self.dir:
+            return
+        for name in [BEDROCK_FILE, *MOTO_FILES.values()]:
+            try:
+                (self.dir / name).unlink()
+            except FileNotFoundError:
+                pass
+
+
+# -- moto access --------------------------------------------------------------------------
+def _backends(service: str):
+    if service == "s3":
+        from moto.s3.models import s3_backends
+        return s3_backends
+    if service == "iam":
+        from moto.iam.models import iam_backends
+        return iam_backends
+    raise KeyError(service)
+
+
+class S3Error(Exception):
+    """``code`` = NoSuchBucket | NoSuchKey."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class MotoAccount:
+    """One account's S3 and IAM, read and written directly (the emulator acting as Bedrock)."""
+
+    def __init__(self, account_id: str, store: StateStore):
+        self.account_id = account_id
+        self.store = store
+        self.lock = threading.RLock()   # held around mutating moto calls and snapshots
+
+    # S3 -----------------------------------------------------------------------------------
+    def _s3(self):
+        return _backends("s3")[self.account_id]["aws"]
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        from moto.s3.exceptions import MissingBucket, MissingKey
+        s3 = self._s3()
+        if bucket not in s3.buckets:
+            raise S3Error("NoSuchBucket", f"bucket {bucket} does not exist")
+        try:
+            obj = s3.get_object(bucket, key)
+        except (MissingBucket, MissingKey):
+            obj = None
+        if obj is None:
+            raise S3Error("NoSuchKey", f"s3://{bucket}/{key} does not exist")
+        return bytes(obj.value)
+
+    def put_object(self, bucket: str, key: str, body: bytes) -> None:
+        s3 = self._s3()
+        if bucket not in s3.buckets:
+            raise S3Error("NoSuchBucket", f"bucket {bucket} does not exist")
+        with self.lock:
+            s3.put_object(bucket, key, body)
+        self.snapshot("s3")
+
+    # IAM ----------------------------------------------------------------------------------
+    def _iam(self):
+        return _backends("iam")[self.account_id]["global"]
+
+    def role(self, role_name: str) -> Any | None:
+        try:
+            return self._iam().get_role(role_name)
+        except Exception:  # noqa: BLE001 - moto raises NotFoundException; any lookup failure = no such role
+            return None
+
+    def role_policy_documents(self, role: Any) -> list[dict]:
+        docs: list[Any] = list(getattr(role, "policies", {}).values())
+        for pol in getattr(role, "managed_policies", {}).values():
+            doc = getattr(pol, "document", None)
+            if doc is None:
+                for v in getattr(pol, "versions", []):
+                    if getattr(v, "is_default", False):
+                        doc = v.document
+            if doc is not None:
+                docs.append(doc)
+        out = []
+        for d in docs:
+            if isinstance(d, str):
+                try:
+                    d = json.loads(d)
+                except json.JSONDecodeError:
+                    continue
+            if isinstance(d, dict):
+                out.append(d)
+        return out
+
+    # persistence --------------------------------------------------------------------------
+    def snapshot(self, service: str) -> None:
+        if not self.store.dir:
+            return
+        with self.lock:
+            acct = _backends(service).get(self.account_id)
+            data = pickle.dumps(dict(acct) if acct is not None else {})
+        from emulator.state import atomic_write as _aw
+        _aw(self.store.dir / MOTO_FILES[service], data)
+
+    def restore(self) -> None:
+        if not self.store.dir:
+            return
+        for service, fname in MOTO_FILES.items():
+            p = self.store.dir / fname
+            if not p.exists():
+                continue
+            regions = pickle.loads(p.read_bytes())
+            bd = _backends(service)
+            acct = bd[self.account_id]
+            with self.lock:
+                acct.clear()
+                acct.update(regions)
+                if service == "s3":
+                    for region_backend in regions.values():
+                        for name in region_backend.buckets:
+                            bd.bucket_accounts[name] = (region_backend.partition, self.account_id)
+
+    def reset(self) -> None:
+        for service in MOTO_FILES:
+            bd = _backends(service)
+            with self.lock:
+                acct = bd.get(self.account_id)
+                if acct is None:
+                    continue
+                if service == "s3":
+                    for region_backend in acct.values():
+                        for name in list(region_backend.buckets):
+                            bd.bucket_accounts.pop(name, None)
+                acct.clear()
+
+
+# -- a small IAM policy evaluator ----------------------------------------------------------
+def _as_list(x: Any) -> list:
+    if x is None:
+        return []
+    return x if isinstance(x, list) else [x]
+
+
+def _glob(pattern: str, value: str) -> bool:
+    # IAM wildcards: * and ? (case-insensitive for actions, case-sensitive for resources)
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def policies_allow(docs: list[dict], action: str, resource: str) -> bool:
+    """Allow statements whose Action matches and Resource glob-matches, unless a Deny matches.
+
+    Simplified on purpose: Conditions, NotAction/NotResource and principals are not evaluated.
+    """
+    allowed = False
+    for doc in docs:
+        for st in _as_list(doc.get("Statement")):
+            if not isinstance(st, dict):
+                continue
+            actions = [a.lower() for a in _as_list(st.get("Action"))]
+            if not any(_glob(a, action.lower()) for a in actions):
+                continue
+            if not any(_glob(r, resource) for r in _as_list(st.get("Resource"))):
+                continue
+            if st.get("Effect") == "Deny":
+                return False
+            if st.get("Effect") == "Allow":
+                allowed = True
+    return allowed
+
+
+def trusts_service(trust_doc: Any, service: str) -> bool:
+    if isinstance(trust_doc, str):
+        try:
+            trust_doc = json.loads(trust_doc)
+        except json.JSONDecodeError:
+            return False
+    if not isinstance(trust_doc, dict):
+        return False
+    for st in _as_list(trust_doc.get("Statement")):
+        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+            continue
+        actions = [a.lower() for a in _as_list(st.get("Action"))]
+        if not any(_glob(a, "sts:assumerole") for a in actions):
+            continue
+        principal = st.get("Principal")
+        if principal == "*":
+            return True
+        if isinstance(principal, dict) and service in _as_list(principal.get("Service")):
+            return True
+    return False
