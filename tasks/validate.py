@@ -49,6 +49,7 @@ from tasks.formats import SCHEMA_VERSION, Example, from_record, record_texts, to
 
 MAX_PROBLEMS_KEPT = 1000          # problems stored in a report (the count goes on)
 MAX_PROBLEMS_SHOWN = 200          # lines printed before "... and N more"
+PROGRESS_EVERY = 50_000           # progress callback every N records
 MAX_LINE_BYTES = 8 * 1024 * 1024  # our reader's cap (not a Bedrock figure): longer lines are measured, skipped
 SHORT_TEXT_CHARS = 3              # quality hint only
 
@@ -495,7 +496,7 @@ def _decode(raw: bytes, lineno: int, c: Collector, strict: bool, warn: list[str]
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         c.add(lineno, "encoding", f"byte 0x{raw[e.start]:02x} at column {e.start + 1} is not valid UTF-8",
-              "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+              "re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
         return raw.decode("utf-8", errors="replace")
 
 
@@ -583,7 +584,7 @@ class SourceScanner:
     check_counts: bool = True
     limits: Limits | None = None         # override the catalog limits (tests, bench)
     progress: Callable[[int], None] | None = None
-    progress_every: int = 50_000
+    progress_every: int = 0              # 0 = PROGRESS_EVERY
     records: int = 0
     mode: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -630,7 +631,7 @@ class SourceScanner:
 
     def _tick(self) -> None:
         self.records += 1
-        if self.progress and self.records % self.progress_every == 0:
+        if self.progress and self.records % (self.progress_every or PROGRESS_EVERY) == 0:
             self.progress(self.records)
 
     # -- JSONL ---------------------------------------------------------------------------
