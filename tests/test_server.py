@@ -54,9 +54,9 @@ def _runs_of(api: str, deployment_id: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
-    from emulator.testing import running_emulator
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from emulator.testing import running_emulator
     from forge.commands.deploy import deploy_all
 
     tmp = tmp_path_factory.mktemp("server")
