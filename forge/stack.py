@@ -3,7 +3,7 @@
 Starts, each as a subprocess in its own session (so a terminal Ctrl-C reaches only this supervisor,
 which then stops the children in order and lets the worker's flow runs finish their cleanup):
 
-1. a Prefect server (``prefect server start``) on SQLite in ``.forge-stack/prefect`` (or on Postgres
+1. a Prefect server (``prefect server start``) on SQLite in ``.forge/stack/prefect`` (or on Postgres
    when ``PREFECT_API_DATABASE_CONNECTION_URL`` is set);
 2. the local Bedrock emulator (``forge emulator``), unless ``--no-emulator`` (then the worker uses
    your AWS settings);
@@ -12,7 +12,7 @@ which then stops the children in order and lets the worker's flow runs finish th
 
 It prints the URLs and waits; Ctrl-C stops everything. ``--smoke CONFIG`` triggers one ``customize``
 run through the API with that config, waits for it, prints its final state, and exits (non-zero on
-failure): an end-to-end check of the whole stack. Logs go to ``.forge-stack/logs/``.
+failure): an end-to-end check of the whole stack. Logs go to ``.forge/stack/logs/``.
 
 The helpers (free port, start/wait/stop a service) are reused by tests/test_server.py.
 """
@@ -132,10 +132,12 @@ def start_server(home: Path, *, host: str = "127.0.0.1", port: int | None = None
 
 
 def start_emulator(*, host: str = "127.0.0.1", port: int | None = None, speed: float = 3000.0,
-                   log_dir: Path | None = None, timeout: float = 60.0) -> Service:
+                   state_dir: Path | None = None, log_dir: Path | None = None, timeout: float = 60.0) -> Service:
     """The local Bedrock (``forge emulator``, DESIGN.md §8) as a subprocess."""
     port = port or free_port(host)
     argv = [sys.executable, "-m", "forge.cli", "emulator", "--host", host, "--port", str(port), "--speed", f"{speed:g}"]
+    if state_dir is not None:
+        argv += ["--state-dir", str(state_dir)]
     svc = _spawn("emulator", argv, dict(os.environ, PYTHONUNBUFFERED="1"), log_dir)
     svc.url = f"http://{host}:{port}"
     wait_healthy(svc, f"{svc.url}/_emulator/health", timeout)
@@ -187,7 +189,7 @@ def trigger(api_url: str, deployment: str, parameters: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m forge.stack", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--home", default=str(REPO_ROOT / ".forge-stack"), help="state and logs (default .forge-stack/)")
+    ap.add_argument("--home", default=str(REPO_ROOT / ".forge" / "stack"), help="state and logs (default .forge/stack/)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=4200, help="Prefect server port (UI + API)")
     ap.add_argument("--emulator-port", type=int, default=4566)
@@ -207,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = None
         if not args.no_emulator:
             print(f"starting the Bedrock emulator on {args.host}:{args.emulator_port} ...", flush=True)
-            emu = start_emulator(host=args.host, port=args.emulator_port, speed=args.speed, log_dir=logs)
+            emu = start_emulator(host=args.host, port=args.emulator_port, speed=args.speed,
+                                 state_dir=home / "emulator", log_dir=logs)
             services.append(emu)
             endpoint = emu.url
         os.environ["PREFECT_API_URL"] = server.url  # before prefect is imported by deploy_all

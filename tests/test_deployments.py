@@ -142,7 +142,7 @@ def test_customize_form_has_typed_config_fields(customize_schema):
 
 def test_ui_style_parameters_validate_and_a_bad_enum_is_refused(customize_schema):
     """What the server does with enforce_parameter_schema when the form is submitted."""
-    from prefect.utilities.schema_tools import is_valid
+    from prefect.utilities.schema_tools.validation import is_valid
 
     from tasks.config import load_config
 
