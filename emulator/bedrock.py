@@ -361,21 +361,11 @@ class BedrockService:
                 raise ApiError("ResourceNotFoundException", f"Could not find the custom model {ident}.")
             return m["baseModelId"], m["baseModelArn"], m
         mid = ident.split("foundation-model/", 1)[1] if "foundation-model/" in ident else ident
-        idx = self._fm_index()
-        info = idx.get(mid)
-        if info is None:
-            # a custom model name
-            m = self._find_model(ident)
+        if mid not in self._fm_index():
+            m = self._find_model(ident)     # a custom model name (continued customization)
             if m is not None:
                 return m["baseModelId"], m["baseModelArn"], m
-            raise ApiError("ResourceNotFoundException", f"The base model {ident} does not exist or is not available "
-                                                        "for customization in this Region.")
-        if not info["customizable"]:
-            # plain id: the customizable variant of the same model (e.g. ...-v1:0 -> ...-v1:0:128k)
-            variants = [k for k, v in idx.items() if v["customizable"] and v["plain"] == mid]
-            if not variants:
-                raise validation(f"The base model {mid} does not support customization.")
-            mid = variants[0]
+        # unknown or non-customizable ids are rejected by datacheck.check_create_request
         return mid, f"arn:aws:bedrock:{region}::foundation-model/{mid}", None
 
     # -- jobs -------------------------------------------------------------------------------

@@ -213,3 +213,17 @@ def start_subprocess(*, speed: float = 3000.0, state_dir: str | Path | None = No
     """``python -m emulator`` in a separate process; returns once ``/_emulator/health`` answers."""
     return _ProcessHandle(speed=speed, state_dir=Path(state_dir) if state_dir else None, faults=faults,
                           invoke_latency_ms=invoke_latency_ms, port=port)
+
+
+def boto3_clients(url: str, *, region: str = "us-east-1", max_attempts: int | None = None):
+    """Plain boto3 clients for s3, iam, sts, bedrock and bedrock-runtime against ``url`` (dummy credentials).
+    ``max_attempts=1`` turns botocore's retries off (to see injected faults)."""
+    from types import SimpleNamespace
+
+    import boto3
+    from botocore.config import Config
+    cfg = Config(retries={"mode": "standard", "max_attempts": max_attempts}) if max_attempts else None
+    kw = dict(endpoint_url=url, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing",
+              config=cfg)
+    return SimpleNamespace(s3=boto3.client("s3", **kw), iam=boto3.client("iam", **kw), sts=boto3.client("sts", **kw),
+                           bedrock=boto3.client("bedrock", **kw), runtime=boto3.client("bedrock-runtime", **kw))
