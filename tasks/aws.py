@@ -115,6 +115,8 @@ _HINTS = {
     "AccessDeniedException": "the caller lacks a permission (REF §7 lists what the pipeline needs: bedrock:*, "
                              "iam:PassRole on the service role, s3 put/get); or model access is not enabled for "
                              "this base model in the Bedrock console",
+    "403": "access denied by IAM or the bucket policy: check the caller's S3 permissions and that the bucket "
+           "belongs to this account (aws.bucket)",
     "AccessDenied": "the caller lacks an S3/IAM permission on this resource, or the bucket belongs to another "
                     "account: set aws.bucket to a bucket you own",
     "ResourceNotFoundException": "the resource does not exist (deleted, wrong region, or a typo in the id)",

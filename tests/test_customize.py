@@ -1,0 +1,291 @@
+"""tasks/customize.py against the local Bedrock emulator: start/adopt, retries, quota, wait, stop."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from botocore.validate import ParamValidator
+from test_upload import treat_requests_as_tls
+
+from tasks import aws, customize, iam, upload
+from tasks.config import PipelineConfig
+from tasks.types import PreparedData, SplitFile, UploadedData
+
+NOVA = "amazon.nova-micro-v1:0:128k"
+
+
+def conversation_split(path: Path, n: int, seed: str = "") -> SplitFile:
+    lines = []
+    for i in range(n):
+        rec = {"schemaVersion": "bedrock-conversation-2024", "system": [{"text": "Classify the request."}],
+               "messages": [{"role": "user", "content": [{"text": f"{seed} question {i} about card {i % 3}"}]},
+                            {"role": "assistant", "content": [{"text": f"label{i % 3}"}]}]}
+        lines.append(json.dumps(rec) + "\n")
+    path.write_text("".join(lines))
+    data = path.read_bytes()
+    return SplitFile(path=str(path), records=n, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+
+def make_config(name: str, **over) -> PipelineConfig:
+    base = {"name": name, "base_model": NOVA, "data": {"source": "data.jsonl"}, "preset": "quick"}
+    base.update(over)
+    return PipelineConfig.model_validate(base)
+
+
+@dataclass
+class Stage:
+    clients: aws.Clients
+    config: PipelineConfig
+    names: aws.ResourceNames
+    uploaded: UploadedData
+    role_arn: str
+    tags: dict[str, str]
+    account: str
+
+
+def set_up_run(tmp_path: Path, flow_run_id: str = "flow-run-1", **config_over) -> Stage:
+    """Upload + role for a fresh run (unique name), the way the flow does it."""
+    name = config_over.pop("name", None) or f"t-{uuid.uuid4().hex[:8]}"
+    cfg = make_config(name, **config_over)
+    seed = name
+    prep = PreparedData(format="bedrock-conversation-2024", report_path=str(tmp_path / "report.json"),
+                        train=conversation_split(tmp_path / "train.jsonl", 24, seed),
+                        validation=conversation_split(tmp_path / "validation.jsonl", 8, seed + "v"),
+                        test=conversation_split(tmp_path / "test.jsonl", 8, seed + "t"))
+    clients = aws.make_clients(cfg.aws)
+    account = aws.account_id(clients)
+    key = aws.compute_run_key(cfg, prep.content_hash)
+    names = aws.resource_names(cfg, key, account=account)
+    tags = aws.standard_tags(key, flow_run_id, {"team": "tests"})
+    upload.ensure_bucket(clients, names.bucket, cfg.aws.region, None)
+    uploaded = upload.upload(clients, prep, names.bucket, cfg.aws.prefix, key)
+    role = iam.ensure_role(clients, cfg, names, uploaded, account, tags)
+    return Stage(clients, cfg, names, uploaded, role.role_arn, tags, account)
+
+
+def creates(ledger: dict, op: str = "CreateModelCustomizationJob") -> list[dict]:
+    return [c for c in ledger["calls"] if c["operation"] == op]
+
+
+@pytest.fixture
+def env(monkeypatch, aws_env):
+    treat_requests_as_tls(monkeypatch)
+    return aws_env
+
+
+@pytest.fixture
+def fresh_env(monkeypatch, fresh_emulator):
+    """A private emulator (fault rules, exact ledger counts, jobs that never finish)."""
+    from conftest import DUMMY_ENV
+
+    for k, v in DUMMY_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_emulator.url)
+    treat_requests_as_tls(monkeypatch)
+    monkeypatch.setattr(customize, "_sleep", lambda s: None if s <= 0.05 else __import__("time").sleep(0.05))
+    return fresh_emulator
+
+
+# -- request shapes (botocore's own validator, every customization type) --------------------------
+@pytest.mark.parametrize("over", [
+    {},
+    {"customization_type": "DISTILLATION", "distillation": {"teacher_model": "us.amazon.nova-pro-v1:0",
+                                                            "max_response_length": 512}},
+    {"base_model": "amazon.nova-2-lite-v1:0:256k", "customization_type": "REINFORCEMENT_FINE_TUNING",
+     "rft": {"grader_lambda_arn": "arn:aws:lambda:us-east-1:000000000000:function:grader",
+             "hyperparameters": {"epochCount": 2, "learningRate": "1e-5", "reasoningEffort": "low"}}},
+    {"base_model": "amazon.titan-text-lite-v1:0:4k", "customization_type": "CONTINUED_PRE_TRAINING", "preset": "cpt"},
+])
+def test_job_request_is_valid_for_every_customization_type(over):
+    cfg = make_config("shape", **over)
+    names = aws.resource_names(cfg, "0123456789ab")
+    up = UploadedData(bucket="b-b-b", train_uri="s3://b-b-b/p/data/x/train.jsonl", output_uri="s3://b-b-b/p/output/k/",
+                      validation_uri="s3://b-b-b/p/data/x/validation.jsonl", input_prefix="p/data/x/",
+                      output_prefix="p/output/k/")
+    req = customize.build_job_request(cfg, names, "arn:aws:iam::000000000000:role/r", up, {"managed-by": "bedrock-forge"}, 2)
+    shape = aws.make_clients(cfg.aws).bedrock.meta.service_model.operation_model("CreateModelCustomizationJob").input_shape
+    report = ParamValidator().validate(req, shape)
+    assert not report.has_errors(), report.generate_report()
+    assert req["jobName"] == names.job + "-a2" and req["clientRequestToken"] == names.job_token + "-a2"
+    assert all(isinstance(v, str) for v in req.get("hyperParameters", {}).values())
+    ctype = cfg.customization_type.value
+    if ctype == "DISTILLATION":
+        assert req["customizationConfig"] == {"distillationConfig": {"teacherModelConfig": {
+            "teacherModelIdentifier": "us.amazon.nova-pro-v1:0", "maxResponseLengthForInference": 512}}}
+    if ctype == "REINFORCEMENT_FINE_TUNING":
+        rft = req["customizationConfig"]["rftConfig"]
+        assert rft["hyperParameters"] == {"epochCount": 2, "learningRate": 1e-5, "reasoningEffort": "low"}
+    if ctype == "FINE_TUNING":
+        assert req["hyperParameters"]["epochCount"] == "1"      # the 'quick' preset
+
+
+# -- against the emulator --------------------------------------------------------------------------
+def test_happy_path_trains_and_returns_both_metric_tables(env, tmp_path):
+    s = set_up_run(tmp_path)
+    job = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    assert not job.adopted and job.attempt == 1 and job.job_name == s.names.job
+    seen: list[dict] = []
+    result = customize.wait_for_job(s.clients, job.job_arn, timeout_s=60, progress=seen.append)
+    assert result.status == "Completed" and result.custom_model_arn.split(":")[5].startswith("custom-model/")
+    assert result.training_metrics and {"step_number", "epoch_number", "training_loss"} <= set(result.training_metrics[0])
+    assert result.validation_metrics and "validation_loss" in result.validation_metrics[0]
+    assert result.final_training_loss == pytest.approx(result.training_metrics[-1]["training_loss"])
+    assert seen[-1]["status"] == "Completed"
+    tags = aws.bedrock_tags(s.clients, result.custom_model_arn)
+    assert tags["managed-by"] == "bedrock-forge" and tags["forge-run-key"] == s.names.run_key
+
+
+def test_rerun_adopts_instead_of_creating_again(fresh_env, tmp_path):
+    s = set_up_run(tmp_path)
+    first = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    # a fresh worker: new clients, no cache, same config and data
+    again = customize.start_job(aws.make_clients(s.config.aws), s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    assert again.adopted and again.job_arn == first.job_arn
+    customize.wait_for_job(s.clients, first.job_arn, timeout_s=60)
+    done = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    assert done.adopted and done.status == "Completed"
+    assert len([c for c in creates(fresh_env.ledger()) if c["status"] < 300]) == 1
+
+
+def test_transient_faults_are_retried_and_survived(fresh_env, tmp_path):
+    s = set_up_run(tmp_path)
+    fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "error": "ThrottlingException", "count": 2},
+                          {"operation": "GetModelCustomizationJob", "error": "ServiceUnavailableException", "count": 1}])
+    job = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    result = customize.wait_for_job(s.clients, job.job_arn, timeout_s=60)
+    assert result.status == "Completed"
+    calls = creates(fresh_env.ledger())
+    assert [c["error"] for c in calls] == ["ThrottlingException", "ThrottlingException", None]
+
+
+def test_prefect_task_retries_transient_errors_only(fresh_env, tmp_path, prefect_backend):
+    s = set_up_run(tmp_path, aws={"max_attempts": 1})      # botocore gives up at once: Prefect must retry
+    fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "error": "ServiceUnavailableException", "count": 2}])
+    task = customize.start_job_task.with_options(retry_delay_seconds=0.1)
+    job = task(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    assert job.job_name == s.names.job and len(creates(fresh_env.ledger())) == 3
+    fresh_env.set_faults([{"operation": "ListModelCustomizationJobs", "error": "AccessDeniedException", "count": 5}])
+    with pytest.raises(aws.StageError, match="AccessDenied"):
+        task(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    lists = [c for c in fresh_env.ledger()["calls"] if c["operation"] == "ListModelCustomizationJobs"]
+    assert [c["error"] for c in lists].count("AccessDeniedException") == 1      # no retry of a permanent error
+
+
+def test_permanent_error_fails_fast_with_the_service_message(fresh_env, tmp_path, monkeypatch):
+    s = set_up_run(tmp_path)
+    monkeypatch.setattr(customize, "ROLE_WAIT_S", 0.0)
+    missing = s.role_arn.rsplit("/", 1)[0] + "/no-such-role"
+    with pytest.raises(aws.StageError) as exc:
+        customize.start_job(s.clients, s.config, s.names, missing, s.uploaded, s.tags)
+    assert "Could not assume the provided role" in str(exc.value) and "Traceback" not in str(exc.value)
+    assert len(creates(fresh_env.ledger())) == 1
+
+
+def test_new_role_not_yet_assumable_is_retried_until_it_is(fresh_env, tmp_path):
+    s = set_up_run(tmp_path)
+    late_role = s.role_arn.rsplit("/", 1)[0] + "/late-role"
+    calls = {"n": 0}
+
+    def sleep(_):   # the role appears while we back off
+        calls["n"] += 1
+        if calls["n"] == 2:
+            iam_client = s.clients.iam
+            iam_client.create_role(RoleName="late-role", AssumeRolePolicyDocument=json.dumps(
+                iam.trust_policy(s.account, "us-east-1")))
+            iam_client.put_role_policy(RoleName="late-role", PolicyName="p", PolicyDocument=json.dumps(
+                iam.permission_policy(s.config, s.uploaded, s.account, "us-east-1")))
+
+    customize._sleep, saved = sleep, customize._sleep
+    try:
+        job = customize.start_job(s.clients, s.config, s.names, late_role, s.uploaded, s.tags)
+    finally:
+        customize._sleep = saved
+    assert job.job_name == s.names.job and calls["n"] >= 2
+
+
+def test_failed_job_needs_an_explicit_rerun_then_gets_a_new_attempt(fresh_env, tmp_path):
+    s = set_up_run(tmp_path)
+    fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "job_outcome": "Failed", "count": 1}])
+    job = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    fresh_env.set_faults([])
+    with pytest.raises(customize.JobFailed, match="failed: .+") as failed:
+        customize.wait_for_job(s.clients, job.job_arn, timeout_s=60)
+    assert "forge rerun" in str(failed.value)
+    with pytest.raises(customize.JobNeedsRerun, match="ended Failed.*forge rerun RUN_ID --from customize"):
+        customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    second = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags, rerun=True)
+    assert second.attempt == 2 and second.job_name == s.names.job + "-a2" and not second.adopted
+    assert customize.wait_for_job(s.clients, second.job_arn, timeout_s=60).status == "Completed"
+    again = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags, rerun=True)
+    assert again.adopted and again.attempt == 2      # a rerun adopts the completed attempt
+    assert len([c for c in creates(fresh_env.ledger()) if c["status"] < 300]) == 2
+
+
+def _stuck_jobs(s: Stage, env, n: int) -> list[str]:
+    """n other managed jobs that never finish (they hold the emulator's 2-job quota)."""
+    env.set_faults([{"operation": "CreateModelCustomizationJob", "job_outcome": "Stuck", "count": n}])
+    arns = []
+    for i in range(n):
+        other = s.names.model_copy(update={"job": f"{s.names.job}-x{i}", "custom_model": f"{s.names.custom_model}-x{i}",
+                                           "job_token": f"{s.names.job_token}-x{i}"})
+        arns.append(customize.start_job(s.clients, s.config, other, s.role_arn, s.uploaded, s.tags).job_arn)
+    env.set_faults([])
+    return arns
+
+
+def test_quota_full_fails_clearly_or_waits_for_a_slot(fresh_env, tmp_path):
+    s = set_up_run(tmp_path, job={"on_quota_full": "fail"})
+    blockers = _stuck_jobs(s, fresh_env, 2)
+    with pytest.raises(aws.QuotaExceeded, match="quota is full.*Service Quotas.*on_quota_full: wait"):
+        customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+
+    waiting = s.config.model_copy(update={"job": s.config.job.model_copy(update={"on_quota_full": "wait",
+                                                                                "quota_wait_minutes": 5})})
+    slept = []
+
+    def sleep(seconds):   # a slot frees up while we wait
+        slept.append(seconds)
+        if len(slept) == 2:
+            customize.stop_job(s.clients, blockers[0])
+            __import__("time").sleep(0.2)   # Stopping -> Stopped on the virtual clock
+
+    customize._sleep, saved = sleep, customize._sleep
+    try:
+        job = customize.start_job(s.clients, waiting, s.names, s.role_arn, s.uploaded, s.tags)
+    finally:
+        customize._sleep = saved
+    assert job.job_name == s.names.job and len(slept) >= 2
+    customize.stop_job(s.clients, blockers[1])
+
+
+def test_cancellation_stops_only_the_jobs_of_that_flow_run(fresh_env, tmp_path):
+    s = set_up_run(tmp_path, flow_run_id="run-to-cancel")
+    fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "job_outcome": "Stuck", "count": 2}])
+    mine = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    other_names = s.names.model_copy(update={"job": s.names.job + "-other", "custom_model": s.names.custom_model + "-other",
+                                             "job_token": s.names.job_token + "-other"})
+    theirs = customize.start_job(s.clients, s.config, other_names, s.role_arn, s.uploaded,
+                                 {**s.tags, "forge-flow-run-id": "another-run"})
+    assert customize.stop_jobs_of_flow_run(s.clients, "run-to-cancel") == [mine.job_arn]
+    status = {a: s.clients.bedrock.get_model_customization_job(jobIdentifier=a)["status"]
+              for a in (mine.job_arn, theirs.job_arn)}
+    assert status[mine.job_arn] in ("Stopping", "Stopped") and status[theirs.job_arn] == "InProgress"
+    assert customize.stop_jobs_of_flow_run(s.clients, "run-to-cancel") == []     # idempotent
+    customize.stop_job(s.clients, theirs.job_arn)
+
+
+def test_wait_timeout_leaves_the_job_running_unless_asked(fresh_env, tmp_path):
+    s = set_up_run(tmp_path)
+    fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "job_outcome": "Stuck", "count": 1}])
+    job = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    with pytest.raises(customize.JobTimeout, match="keeps running: rerun the flow to adopt it"):
+        customize.wait_for_job(s.clients, job.job_arn, timeout_s=0.2, max_interval_s=0.05)
+    assert s.clients.bedrock.get_model_customization_job(jobIdentifier=job.job_arn)["status"] == "InProgress"
+    with pytest.raises(customize.JobTimeout, match="stopped it"):
+        customize.wait_for_job(s.clients, job.job_arn, timeout_s=0.1, max_interval_s=0.05, stop_on_timeout=True)
+    assert s.clients.bedrock.get_model_customization_job(jobIdentifier=job.job_arn)["status"] in ("Stopping", "Stopped")
