@@ -225,8 +225,8 @@ def _peak(path: Path) -> int:
 
 
 def test_validation_memory_does_not_grow_with_file_size(tmp_path):
-    small = write(tmp_path, "s.jsonl", [{"prompt": f"question {i} " * 5, "completion": f"answer {i}"} for i in range(2_000)])
-    big = write(tmp_path, "b.jsonl", [{"prompt": f"question {i} " * 5, "completion": f"answer {i}"} for i in range(16_000)])
+    small = write(tmp_path, "s.jsonl", [{"prompt": f"question {i} " * 5, "completion": f"answer {i}"} for i in range(1_000)])
+    big = write(tmp_path, "b.jsonl", [{"prompt": f"question {i} " * 5, "completion": f"answer {i}"} for i in range(8_000)])
     assert big.stat().st_size > 8 * small.stat().st_size * 0.9
     assert _peak(big) < 2 * _peak(small) + 200_000
 
