@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup   ## run the whole pipeline on examples/ against the embedded emulator
-	$(VENV)/bin/forge run examples/banking77.yaml --runs-dir runs
+	$(VENV)/bin/forge run examples/banking77.yaml --runs-dir runs --emulator
 
 test: setup   ## the test suite (what .ci/run calls)
 	$(VENV)/bin/pytest -q

@@ -21,17 +21,9 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
-
-from tasks import customize as customize_stage
-from tasks import evaluate as evaluate_stage
-from tasks import iam as iam_stage
-from tasks import serve as serve_stage
-from tasks import teardown as teardown_stage
-from tasks import upload as upload_stage
 from tasks.aws import (
     account_id,
     compute_run_key,
@@ -39,11 +31,18 @@ from tasks.aws import (
     resource_names,
     standard_tags,
 )
+from tasks.estimate import check_budget, estimate_cost
+from tasks.prepare import prepare_task
+
+from tasks import customize as customize_stage
+from tasks import evaluate as evaluate_stage
+from tasks import iam as iam_stage
+from tasks import serve as serve_stage
+from tasks import teardown as teardown_stage
+from tasks import upload as upload_stage
 from tasks.catalog import load_catalog
 from tasks.config import PipelineConfig
-from tasks.estimate import check_budget, estimate_cost
 from tasks.manifest import STEPS, Manifest, new_run_id, unredact
-from tasks.prepare import prepare_task
 from tasks.types import (
     JobInfo,
     PreparedData,
@@ -52,6 +51,8 @@ from tasks.types import (
     TrainingResult,
     UploadedData,
 )
+
+PROVISION_TIMEOUT_S = 3 * 3600   # provisioning takes minutes; give up (and tear down) after 3 h
 
 
 class QualityGateFailed(RuntimeError):
@@ -324,36 +325,73 @@ def _run(config: PipelineConfig, manifest: Manifest, run_dir: Path, rerun_from: 
             "gate": evaluation.gate.model_dump(mode="json")}
 
 
+@contextmanager
+def serving(clients, config: PipelineConfig, names, model_arn: str, tags: dict[str, str], run_key: str, *,
+            on_provisioned=None, on_teardown=None):
+    """Serve ``model_arn`` (provisioned throughput or on-demand deployment) for the ``with`` body and
+    ALWAYS delete it afterwards, whatever the body did (cleanup layer 1, DESIGN.md §3).
+
+    ``on_provisioned(endpoint)`` runs once the endpoint is in service; ``on_teardown(report)`` after
+    the deletion. A resource whose create call went through but whose wait failed is still deleted:
+    the endpoint is known from the moment ``provision`` returns.
+    """
+    endpoint: ServingEndpoint | None = None
+    try:
+        endpoint = serve_stage.provision_task(clients, config, names, model_arn, tags)
+        endpoint = serve_stage.wait_serving_task(clients, endpoint, timeout_s=PROVISION_TIMEOUT_S)
+        if on_provisioned:
+            on_provisioned(endpoint)
+        yield endpoint
+    finally:
+        report = teardown_stage.teardown_task(
+            clients, run_key=run_key, endpoints=[endpoint] if endpoint else [],
+            delete_custom_model=False, custom_model_arn=model_arn, delete_data=False, uploaded=None,
+        )
+        if on_teardown:
+            on_teardown(report)
+
+
 def _serve_and_evaluate(clients, config, manifest, names, run_key, flow_run_id, training, prepared, family,
                         run_dir, uploaded, eval_key):
     log = get_run_logger()
-    endpoint: ServingEndpoint | None = None
     serving_tags = standard_tags(run_key, flow_run_id, config.tags, expires_in_hours=config.serving.max_hours)
-    try:
-        with _step(manifest, "provision"):
-            endpoint = serve_stage.provision_task(clients, config, names, training.custom_model_arn, serving_tags)
-            manifest.add_resource("serving", endpoint.model_dump(mode="json"))
-            endpoint = serve_stage.wait_serving_task(clients, endpoint, timeout_s=3 * 3600)
-            manifest.add_resource("serving", endpoint.model_dump(mode="json"))
-            manifest.step_done("provision", adopted=endpoint.adopted, output=endpoint.model_dump(mode="json"))
-        with _step(manifest, "evaluate"):
-            evaluation = evaluate_stage.evaluate_task(
-                clients, config, prepared, family, endpoint, training, str(run_dir / "evaluation"),
-            )
-            evaluate_stage.record_evaluation(clients, uploaded.output_uri, eval_key, evaluation)
-            manifest.step_done("evaluate")
-        return evaluation
-    finally:
-        with _step(manifest, "teardown"):
-            report = teardown_stage.teardown_task(
-                clients, run_key=run_key, endpoints=[endpoint] if endpoint else [],
-                delete_custom_model=config.serving.delete_custom_model,
-                custom_model_arn=training.custom_model_arn,
-                delete_data=config.serving.delete_data, uploaded=uploaded,
-            )
-            manifest.data["teardown"] = report.model_dump(mode="json")
+
+    def provisioned(endpoint: ServingEndpoint) -> None:
+        manifest.add_resource("serving", endpoint.model_dump(mode="json"))
+        manifest.step_done("provision", adopted=endpoint.adopted, output=endpoint.model_dump(mode="json"))
+        log.info("step provision: %s %s is %s", endpoint.kind, endpoint.arn, endpoint.status)
+
+    def torn_down(report) -> None:
+        manifest.data["teardown"] = report.model_dump(mode="json")
+        if report.errors:
+            manifest.step_failed("teardown", "; ".join(report.errors))
+        else:
             manifest.step_done("teardown")
-            log.info("teardown: deleted %s, already gone %s", report.deleted or "-", report.already_gone or "-")
+        log.info("step teardown: deleted %s, already gone %s", report.deleted or "-", report.already_gone or "-")
+
+    manifest.step_started("provision")
+    try:
+        with serving(clients, config, names, training.custom_model_arn, serving_tags, run_key,
+                     on_provisioned=provisioned, on_teardown=torn_down) as endpoint:
+            with _step(manifest, "evaluate"):
+                evaluation = evaluate_stage.evaluate_task(
+                    clients, config, prepared, family, endpoint, training, str(run_dir / "evaluation"),
+                )
+                evaluate_stage.record_evaluation(clients, uploaded.output_uri, eval_key, evaluation)
+                manifest.step_done("evaluate")
+            manifest.step_started("teardown")
+    except BaseException as err:
+        if (manifest.data["steps"].get("provision") or {}).get("status") == "running":
+            manifest.step_failed("provision", err)
+        raise
+    # extra data (custom model, uploaded data) only on success and only when the config asks
+    if config.serving.delete_custom_model or config.serving.delete_data:
+        report = teardown_stage.teardown_task(
+            clients, run_key=run_key, endpoints=[], delete_custom_model=config.serving.delete_custom_model,
+            custom_model_arn=training.custom_model_arn, delete_data=config.serving.delete_data, uploaded=uploaded)
+        manifest.data["teardown"]["deleted"] = manifest.data["teardown"].get("deleted", []) + report.deleted
+        manifest.save()
+    return evaluation
 
 
 def _publish_manifest(manifest: Manifest) -> None:

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # module name -> verbs it registers (kept here so --help lists them without importing everything)
-COMMAND_MODULES = ["data", "run", "evaluate", "emulator", "deploy"]
+COMMAND_MODULES = ["data", "estimate", "run", "evaluate", "emulator", "deploy"]
 
 
 def build_parser() -> argparse.ArgumentParser:

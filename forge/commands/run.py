@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default=None, help="AWS endpoint URL for every service (e.g. an emulator)")
+    p.add_argument("--emulator", action="store_true",
+                   help="always use the embedded local emulator, even when AWS settings are present")
     p.add_argument("--runs-dir", default=os.environ.get("FORGE_RUNS_DIR", "runs"))
     p.add_argument("--speed", type=float, default=3000.0, help="virtual-clock speed of the embedded emulator")
     p.add_argument("--json", action="store_true", help="print the final manifest as JSON")
@@ -70,7 +72,7 @@ def _has_aws_settings() -> bool:
 
 
 @contextmanager
-def aws_target(endpoint: str | None, speed: float, state_dir: Path):
+def aws_target(endpoint: str | None, speed: float, state_dir: Path, force_emulator: bool = False):
     """Set the standard AWS settings for this process; start the emulator when nothing is configured."""
     saved = dict(os.environ)
     handle = None
@@ -79,7 +81,9 @@ def aws_target(endpoint: str | None, speed: float, state_dir: Path):
             os.environ["AWS_ENDPOINT_URL"] = endpoint
             for k, v in DUMMY_CREDENTIALS.items():
                 os.environ.setdefault(k, v)
-        elif not _has_aws_settings():
+        elif force_emulator or not _has_aws_settings():
+            for k in AWS_SETTINGS + ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+                os.environ.pop(k, None)
             from emulator.testing import start_subprocess
 
             print(f"no AWS settings found: starting the local Bedrock emulator (speed ×{speed:g})", file=sys.stderr)
@@ -111,7 +115,7 @@ def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = 
     from tasks.manifest import Manifest
 
     state_dir = Path(args.runs_dir) / ".emulator-state"
-    with aws_target(args.endpoint, args.speed, state_dir):
+    with aws_target(args.endpoint, args.speed, state_dir, force_emulator=args.emulator):
         if config is not None and args.endpoint:
             config.aws.endpoint_url = None  # endpoint travels through the standard env setting
         state = customize_model(config=config, run_id=run_id, rerun_from=rerun_from,

@@ -1,0 +1,117 @@
+"""Re-evaluate an existing custom model: provision → evaluate → teardown (DESIGN.md §1, §6).
+
+For on-call and for "did the model drift against new test data?": the customization run already
+happened; this flow serves its custom model again (or uses a provisioned throughput / deployment
+that is already serving it), runs the same evaluation as ``customize_model`` and tears down what it
+created. The results land next to the run's manifest under ``evaluations/<timestamp>/`` and in the
+manifest's ``evaluations`` list; the run's own ``metrics``/``gate`` are left as they were.
+
+Cleanup is layered as in ``flows/customize.py``: ``try/finally`` inside ``serving`` (layer 1), the
+same state hooks (layer 2), and the sweeper (layer 3) through the ``forge-expires-at`` tag.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from tasks.aws import account_id, compute_run_key, make_clients, resource_names, standard_tags
+from tasks.prepare import prepare_task
+
+from flows.customize import (
+    QualityGateFailed,
+    _flow_run_id,
+    release_serving,
+    serving,
+)
+from tasks import evaluate as evaluate_stage
+from tasks.catalog import load_catalog
+from tasks.config import PipelineConfig
+from tasks.manifest import Manifest, new_run_id, unredact
+from tasks.types import PreparedData, ServingEndpoint, TrainingResult
+
+
+def _existing_endpoint(arn: str, model_arn: str) -> ServingEndpoint:
+    kind = "deployment" if ":custom-model-deployment/" in arn else "provisioned"
+    return ServingEndpoint(kind=kind, arn=arn, name=arn.rsplit("/", 1)[-1], model_arn=model_arn,
+                           status="InService", adopted=True)
+
+
+@flow(name="evaluate-model", on_failure=[release_serving], on_crashed=[release_serving],
+      on_cancellation=[release_serving], log_prints=True)
+def evaluate_model(
+    run_id: str | None = None,
+    runs_dir: str = "runs",
+    config: PipelineConfig | None = None,
+    custom_model_arn: str | None = None,
+    serving_arn: str | None = None,
+) -> dict:
+    """Evaluate an existing custom model against its base model on the held-out test split.
+
+    Args:
+        run_id: A finished customization run (its manifest supplies config, test split and model).
+        runs_dir: Folder holding one sub-folder per run.
+        config: The run configuration; needed when run_id is not given.
+        custom_model_arn: The custom model to evaluate (default: the run's model).
+        serving_arn: A provisioned throughput or deployment ARN already serving the model: it is used
+            as is and NOT deleted afterwards. Empty = provision one for this evaluation and delete it.
+    """
+    log = get_run_logger()
+    manifest: Manifest | None = None
+    if run_id:
+        manifest = Manifest.find(runs_dir, run_id)
+        config = config or PipelineConfig.model_validate(manifest.data["config"])
+    if config is None:
+        raise ValueError("give run_id (a finished customization run) or config + custom_model_arn")
+    clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
+    account = account_id(clients)
+
+    prepared = training = None
+    if manifest is not None:
+        out = manifest.step_output("prepare")
+        prepared = PreparedData.model_validate(out) if out else None
+        out = manifest.step_output("poll")
+        training = TrainingResult.model_validate(unredact(out, account)) if out else None
+    if manifest is None:  # an evaluation-only run gets its own folder and manifest
+        manifest = Manifest.create(runs_dir, new_run_id(config.name), config.model_dump(mode="json"))
+        manifest.update(kind="evaluation", flow_run_id=_flow_run_id())
+    if prepared is None or prepared.test is None or not Path(prepared.test.path).exists():
+        prepared = prepare_task(config, str(manifest.run_dir / "prepared"))
+    if prepared.test is None:
+        raise ValueError("the prepared data has no test split: set data.split.test > 0")
+    model_arn = custom_model_arn or (training.custom_model_arn if training else None)
+    if not model_arn and not serving_arn:
+        raise ValueError("no custom model to evaluate: the run has no finished job; pass custom_model_arn")
+    if training is None or (custom_model_arn and custom_model_arn != training.custom_model_arn):
+        training = TrainingResult(job_arn="", job_name="", status="Completed", custom_model_arn=model_arn or "",
+                                  custom_model_name=(model_arn or "").rsplit("/", 1)[-1])
+
+    run_key = compute_run_key(config, prepared.content_hash)
+    names = resource_names(config, run_key)
+    family = load_catalog().family_of(config.base_model)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir = manifest.run_dir / "evaluations" / stamp
+    tags = standard_tags(run_key, _flow_run_id(), config.tags, expires_in_hours=config.serving.max_hours)
+
+    if serving_arn:
+        endpoint = _existing_endpoint(serving_arn, model_arn or "")
+        evaluation = evaluate_stage.evaluate_task(clients, config, prepared, family, endpoint, training, str(out_dir))
+    else:
+        with serving(clients, config, names, model_arn, tags, run_key, on_teardown=lambda r: log.info(
+                "teardown: deleted %s, already gone %s", r.deleted or "-", r.already_gone or "-")) as endpoint:
+            evaluation = evaluate_stage.evaluate_task(clients, config, prepared, family, endpoint, training,
+                                                      str(out_dir))
+
+    record = {"at": stamp, "model": model_arn, "serving": serving_arn or "provisioned for this evaluation",
+              "metrics": {k: evaluation.metrics.get(k) for k in ("base", "custom", "comparison")},
+              "gate": evaluation.gate.model_dump(mode="json"), "report": evaluation.files}
+    manifest.data.setdefault("evaluations", []).append(record)
+    if manifest.data.get("kind") == "evaluation":
+        manifest.data.update(metrics=record["metrics"], gate=record["gate"], report=evaluation.files)
+        manifest.finish("succeeded" if evaluation.gate.passed else "gate_failed")
+    manifest.save()
+    log.info("evaluation written to %s; gate %s", out_dir, "PASSED" if evaluation.gate.passed else "FAILED")
+    if not evaluation.gate.passed:
+        raise QualityGateFailed(f"quality gate failed: {evaluation.gate.rule} — {'; '.join(evaluation.gate.reasons)}")
+    return {"run_id": manifest.data["run_id"], "evaluation_dir": str(out_dir), "gate": record["gate"], "report": evaluation.files}

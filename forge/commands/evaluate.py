@@ -1,0 +1,66 @@
+"""`forge evaluate`: re-evaluate an existing custom model (flows/evaluate.py).
+
+Exit codes: 0 gate passed, 3 gate failed, 1 failed, 2 bad arguments / unknown run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="re-evaluate an existing custom model against its base model",
+        description="Serve the custom model of RUN_ID (or --model ARN with --config), evaluate it against the "
+                    "base model on the held-out test split, tear the serving resource down. With --serving "
+                    "ARN an existing provisioned throughput / deployment is used and left running.")
+    p.add_argument("run_id", nargs="?", help="a customization run under --runs-dir")
+    p.add_argument("--config", default=None, help="pipeline config YAML (when there is no RUN_ID)")
+    p.add_argument("--model", dest="custom_model_arn", default=None, help="custom model ARN to evaluate")
+    p.add_argument("--serving", dest="serving_arn", default=None,
+                   help="existing provisioned throughput or deployment ARN (not deleted afterwards)")
+    p.add_argument("--endpoint", default=None, help="AWS endpoint URL for every service (e.g. an emulator)")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--speed", type=float, default=3000.0, help="virtual-clock speed of the embedded emulator")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from forge.commands.run import aws_target
+    from tasks.config import ConfigError, load_config
+
+    if not args.run_id and not args.config:
+        print("give RUN_ID or --config CONFIG --model ARN", file=sys.stderr)
+        return 2
+    config = None
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as err:
+            print("\n".join(err.problems), file=sys.stderr)
+            return 2
+    if args.run_id and not (Path(args.runs_dir) / args.run_id / "manifest.json").exists():
+        print(f"no run {args.run_id!r} under {args.runs_dir}", file=sys.stderr)
+        return 2
+    from flows.evaluate import evaluate_model
+
+    with aws_target(args.endpoint, args.speed, Path(args.runs_dir) / ".emulator-state"):
+        state = evaluate_model(run_id=args.run_id, runs_dir=args.runs_dir, config=config,
+                               custom_model_arn=args.custom_model_arn, serving_arn=args.serving_arn,
+                               return_state=True)
+    try:
+        result = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001
+        result = None
+    if isinstance(result, dict):
+        print(json.dumps(result, indent=2) if args.json else
+              f"evaluation: {result['evaluation_dir']}\ngate: {'PASSED' if result['gate']['passed'] else 'FAILED'}"
+              f" — {result['gate']['rule']}\nreport: {result['report'].get('markdown', '-')}")
+        return 0
+    message = state.message or str(result)
+    print(f"evaluation failed: {message}", file=sys.stderr)
+    return 3 if "quality gate failed" in message else 1
