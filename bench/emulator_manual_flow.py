@@ -59,7 +59,7 @@ def poll(fn, done: set[str], what: str, timeout: float = 300.0, interval: float 
 
 def run(endpoint: str) -> dict:
     kw = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing",
-              config=Config(retries={"mode": "standard", "max_attempts": 3}))
+              config=Config(retries={"mode": "standard", "total_max_attempts": 3}))
     s3, iam, sts = boto3.client("s3", **kw), boto3.client("iam", **kw), boto3.client("sts", **kw)
     bedrock, runtime = boto3.client("bedrock", **kw), boto3.client("bedrock-runtime", **kw)
     timings: dict[str, float] = {}

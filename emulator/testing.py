@@ -137,6 +137,7 @@ class _ProcessHandle(EmulatorHandle):
             state_dir = Path(self._tmp.name)
         super().__init__("", Path(state_dir))
         self._speed, self._latency, self._timeout = speed, invoke_latency_ms, startup_timeout
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self._faults_file: Path | None = None
         if faults:
             self._faults_file = self.state_dir / "faults-at-start.json"
@@ -217,12 +218,12 @@ def start_subprocess(*, speed: float = 3000.0, state_dir: str | Path | None = No
 
 def boto3_clients(url: str, *, region: str = "us-east-1", max_attempts: int | None = None):
     """Plain boto3 clients for s3, iam, sts, bedrock and bedrock-runtime against ``url`` (dummy credentials).
-    ``max_attempts=1`` turns botocore's retries off (to see injected faults)."""
+    ``max_attempts`` = total attempts per call (botocore ``total_max_attempts``); 1 turns retries off."""
     from types import SimpleNamespace
 
     import boto3
     from botocore.config import Config
-    cfg = Config(retries={"mode": "standard", "max_attempts": max_attempts}) if max_attempts else None
+    cfg = Config(retries={"mode": "standard", "total_max_attempts": max_attempts}) if max_attempts else None
     kw = dict(endpoint_url=url, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing",
               config=cfg)
     return SimpleNamespace(s3=boto3.client("s3", **kw), iam=boto3.client("iam", **kw), sts=boto3.client("sts", **kw),
