@@ -166,3 +166,20 @@ def test_bad_form_input_is_refused_by_the_server(scenario):
     cfg["serving"]["mode"] = "always-on"
     with pytest.raises(stack.StackError, match="refused"):
         stack.trigger(scenario["api"], "customize-model/customize", {"config": cfg})
+
+
+def test_failure_notification_automation_is_accepted_by_the_server(scenario):
+    """deployments/automations/notify-on-failure.json, with a real notification block, as the runbook says."""
+    from prefect.blocks.notifications import SlackWebhook
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: scenario["api"]}):
+        block_id = SlackWebhook(url="https://hooks.slack.com/services/T000/B000/XXXX").save("forge-oncall", overwrite=True)
+    text = (ROOT / "deployments" / "automations" / "notify-on-failure.json").read_text()
+    assert "REPLACE_WITH_BLOCK_DOCUMENT_ID" in text
+    body = json.loads(text.replace("REPLACE_WITH_BLOCK_DOCUMENT_ID", str(block_id)))
+    resp = httpx.post(f"{scenario['api']}/automations/", json=body, timeout=10)
+    assert resp.status_code == 201, resp.text
+    saved = resp.json()
+    assert saved["trigger"]["expect"] == ["prefect.flow-run.Failed", "prefect.flow-run.Crashed"]
+    assert saved["actions"][0]["block_document_id"] == str(block_id)
