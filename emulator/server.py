@@ -25,7 +25,7 @@ from emulator.bedrock import ApiError, BedrockService, Request, Response
 from emulator.clock import VirtualClock
 from emulator.faults import ERRORS, FaultConfigError, Faults, Rule, parse_rules
 from emulator.ledger import Ledger
-from emulator.state import MotoAccount, StateStore
+from emulator.state import MotoAccount, StateStore, acting_as
 
 DEFAULT_ACCOUNT = "123456789012"    # moto's default, the AWS documentation example id (not a real account)
 DEFAULT_REGION = "us-east-1"
@@ -206,6 +206,11 @@ class Emulator:
             with self._moto_app_lock:
                 if self._moto_app is None:
                     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+                    from emulator import moto_compat
+                    from emulator.state import install_bucket_namespace
+                    install_bucket_namespace()
+                    moto_compat.apply()   # aws:SecureTransport counts as true (see moto_compat)
                     self._moto_app = DomainDispatcherApplication(create_backend_app)
         return self._moto_app
 
@@ -311,13 +316,14 @@ class Emulator:
             return lambda _data: None
 
         app = self.moto_app()
-        if mutating:
-            with self.moto.lock:
+        with acting_as(self.account_id):
+            if mutating:
+                with self.moto.lock:
+                    chunks = app(environ, start_response)
+                    body = b"".join(chunks)
+            else:
                 chunks = app(environ, start_response)
                 body = b"".join(chunks)
-        else:
-            chunks = app(environ, start_response)
-            body = b"".join(chunks)
         if hasattr(chunks, "close"):
             chunks.close()
         status = captured.get("status", 500)
