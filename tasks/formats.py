@@ -166,25 +166,25 @@ def from_record(fmt: DataFormat | str, record: dict) -> Example:
 def record_texts(fmt: DataFormat | str, record: dict) -> list[str]:
     """Every text string in a (well-formed) record: what token estimates and string rules look at."""
     f = as_format(fmt)
-    out: list[str] = []
+    out: list[Any] = []
+    if not isinstance(record, dict):
+        return []
+
+    def blocks(v: Any) -> list[Any]:
+        return [b.get("text") for b in v if isinstance(b, dict)] if isinstance(v, list) else []
+
     if f is DataFormat.PROMPT_COMPLETION:
-        out = [record.get("prompt", ""), record.get("completion", "")]
+        out = [record.get("prompt"), record.get("completion")]
     elif f is DataFormat.CPT_INPUT:
-        out = [record.get("input", "")]
+        out = [record.get("input")]
     else:
         sysv = record.get("system")
-        if isinstance(sysv, str):
-            out.append(sysv)
-        elif isinstance(sysv, list):
-            out += [b.get("text", "") for b in sysv if isinstance(b, dict)]
-        for m in record.get("messages") or []:
-            if not isinstance(m, dict):
-                continue
-            c = m.get("content")
-            if isinstance(c, str):
-                out.append(c)
-            elif isinstance(c, list):
-                out += [b.get("text", "") for b in c if isinstance(b, dict)]
-        if f is DataFormat.RFT_MESSAGES and isinstance(record.get("reference_answer"), str):
-            out.append(record["reference_answer"])
+        out += [sysv] if isinstance(sysv, str) else blocks(sysv)
+        msgs = record.get("messages")
+        for m in msgs if isinstance(msgs, list) else []:
+            if isinstance(m, dict):
+                c = m.get("content")
+                out += [c] if isinstance(c, str) else blocks(c)
+        if f is DataFormat.RFT_MESSAGES:
+            out.append(record.get("reference_answer"))
     return [t for t in out if isinstance(t, str)]

@@ -210,6 +210,15 @@ def _text_rules(text: str, fld: str, rules: Rules, add: Add, *, required: bool =
             break
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][\w-]*")
+
+
+def _key(k: Any) -> str:
+    """A user-supplied key as a field name: plain names as is, anything else quoted (``""``, ``"a b"``)."""
+    k = str(k)
+    return k if _PLAIN_KEY.fullmatch(k) else json.dumps(k, ensure_ascii=False)
+
+
 def _check_keys(rec: dict, fmt: DataFormat, add: Add) -> bool:
     required, optional = _KEYS[fmt]
     ok = True
@@ -219,7 +228,7 @@ def _check_keys(rec: dict, fmt: DataFormat, add: Add) -> bool:
     if optional is not None:
         for k in sorted(rec.keys() - required - optional):
             allowed = ", ".join(sorted(required | optional))
-            add(k, "unknown key", f"remove it; {fmt.value} records allow only {allowed}")
+            add(_key(k), "unknown key", f"remove it; {fmt.value} records allow only {allowed}")
     return ok
 
 
@@ -309,7 +318,7 @@ def _check_claude(rec: dict, rules: Rules, add: Add) -> None:
             roles.append("?")
             continue
         for k in sorted(m.keys() - {"role", "content"}):
-            add(f"{p}.{k}", "unknown key", "turns have only role and content")
+            add(f"{p}.{_key(k)}", "unknown key", "turns have only role and content")
         role = m.get("role")
         if role not in ("user", "assistant"):
             fix = "put the system prompt in the top-level \"system\" string" if role == "system" else "use 'user' or 'assistant'"
@@ -334,7 +343,7 @@ def _check_block(b: Any, p: str, role: Any, rules: Rules, add: Add, counts: dict
     kinds = [k for k in ("text", "image", "video") if k in b]
     extra = sorted(b.keys() - {"text", "image", "video"})
     for k in extra:
-        add(f"{p}.{k}", "unknown content block key", "blocks hold exactly one of text, image, video")
+        add(f"{p}.{_key(k)}", "unknown content block key", "blocks hold exactly one of text, image, video")
     if len(kinds) != 1:
         if not extra:
             add(p, "must hold exactly one of text, image, video", 'write {"text": "..."}')
@@ -394,7 +403,7 @@ def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:
             roles.append("?")
             continue
         for k in sorted(m.keys() - {"role", "content"}):
-            add(f"{p}.{k}", "unknown key", "turns have only role and content")
+            add(f"{p}.{_key(k)}", "unknown key", "turns have only role and content")
         role = m.get("role")
         if role not in ("user", "assistant"):
             fix = 'put the system prompt in the top-level "system": [{"text": ...}]' if role == "system" else "use 'user' or 'assistant'"
