@@ -126,7 +126,7 @@ def run_prepare(src: Path, out: Path, seed: int = 42) -> dict:
     try:
         prepared = prepare(config, out)
     except DataValidationError as err:   # still a complete run over the data: report what it found
-        return {"kept": 0, "refused": True, "problems_reported": len(err.problems),
+        return {"kept": 0, "refused": True, "problems_reported": getattr(err, "total", len(err.problems)),
                 "first_problems": err.lines()[:3]}
     report = {}
     try:
@@ -232,6 +232,24 @@ def main() -> int:
     return 0
 
 
+def _source_state(rel: str) -> str:
+    """Which version of a file ran: last commit touching it, and whether the work tree differs."""
+    import hashlib
+
+    digest = hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()[:12]
+    try:
+        commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", rel], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", rel], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    state = f"commit {commit}" if commit else "not committed yet"
+    if commit and dirty:
+        state += " + uncommitted changes"
+    return f"({state}, sha256 {digest})"
+
+
 def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats: int, bad: dict | None = None) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = ["# prepare benchmark", "",
@@ -247,6 +265,9 @@ def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats:
            "right before the work (imports excluded), and the tracemalloc peak (separate run).", ""]
     if not have_prepare:
         out += ["**tasks/prepare.py was not available when this ran: only the loop is measured.**", ""]
+    else:
+        out += [f"Version measured: tasks/prepare.py {_source_state('tasks/prepare.py')}, "
+                f"tasks/validate.py {_source_state('tasks/validate.py')}.", ""]
     out += ["| records | input MiB | side | wall s | CPU s | peak RSS MiB | above imports MiB | tracemalloc peak MiB | records kept | what it found |",
             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for n in sizes:
