@@ -50,12 +50,29 @@ class Clients:
     region: str
 
 
+_LOADER: Any = None
+
+
+def _session(profile: str | None, region: str) -> Any:
+    """A fresh boto3 session (own credentials/profile) sharing one botocore data loader, so the service
+    models (bedrock's is large) are parsed once per process instead of once per session."""
+    global _LOADER
+    import boto3
+    import botocore.session
+
+    bs = botocore.session.Session()
+    if _LOADER is None:
+        _LOADER = bs.get_component("data_loader")
+    else:
+        bs.register_component("data_loader", _LOADER)
+    return boto3.Session(botocore_session=bs, profile_name=profile, region_name=region)
+
+
 def make_clients(aws: AwsConfig, pool_size: int = 16) -> Clients:
     """boto3 clients for one run. ``pool_size`` should cover the evaluation's concurrency."""
-    import boto3
     from botocore.config import Config
 
-    session = boto3.Session(profile_name=aws.profile, region_name=aws.region)
+    session = _session(aws.profile, aws.region)
     cfg = Config(
         region_name=aws.region,
         # total_max_attempts = attempts including the first, like AWS_MAX_ATTEMPTS; the Config key

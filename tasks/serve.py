@@ -108,10 +108,13 @@ def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, cu
     try:
         if kind == "provisioned":
             found = _find_pt(clients, names.provisioned)
+            token = names.pt_token
             if found and (found["status"] == "Failed" or found.get("modelArn") not in (None, custom_model_arn)):
                 log.warning("provisioned throughput %s is %s (model %s): replacing it", names.provisioned,
                             found["status"], found.get("modelArn"))
                 _delete_failed(clients, kind, found["provisionedModelArn"])
+                # the original token would replay the deleted create: derive a new one from what it replaces
+                token = f"{names.pt_token}-r-{found['provisionedModelArn'].rsplit('/', 1)[-1]}"
                 found = None
             if found:
                 log.info("adopting provisioned throughput %s (%s)", names.provisioned, found["status"])
@@ -119,7 +122,7 @@ def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, cu
                                        model_arn=found.get("modelArn") or custom_model_arn,
                                        model_units=found.get("modelUnits"), status=found["status"], adopted=True)
             req = {"modelUnits": units, "provisionedModelName": names.provisioned, "modelId": custom_model_arn,
-                   "tags": to_tag_list(tags), "clientRequestToken": names.pt_token}
+                   "tags": to_tag_list(tags), "clientRequestToken": token}
             if config.serving.commitment:   # only when the config says so explicitly (DESIGN.md §3.4)
                 req["commitmentDuration"] = config.serving.commitment
             arn = clients.bedrock.create_provisioned_model_throughput(**req)["provisionedModelArn"]
@@ -132,9 +135,11 @@ def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, cu
             log.warning("serving.mode=on_demand, but the catalog lists on-demand deployment for %s only in %s; "
                         "trying anyway (Bedrock decides)", fam.display, fam.on_demand_regions or "no region")
         found = _find_deployment(clients, names.deployment)
+        token = names.deployment_token
         if found and (found["status"] == "Failed" or found.get("modelArn") not in (None, custom_model_arn)):
             log.warning("deployment %s is %s: replacing it", names.deployment, found["status"])
             _delete_failed(clients, kind, found["customModelDeploymentArn"])
+            token = f"{names.deployment_token}-r-{found['customModelDeploymentArn'].rsplit('/', 1)[-1]}"
             found = None
         if found:
             log.info("adopting deployment %s (%s)", names.deployment, found["status"])
@@ -144,7 +149,7 @@ def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, cu
         arn = clients.bedrock.create_custom_model_deployment(
             modelDeploymentName=names.deployment, modelArn=custom_model_arn,
             description=f"bedrock-forge evaluation of run {names.run_key}", tags=to_tag_list(tags),
-            clientRequestToken=names.deployment_token)["customModelDeploymentArn"]
+            clientRequestToken=token)["customModelDeploymentArn"]
         log.info("created on-demand deployment %s", names.deployment)
         return ServingEndpoint(kind="deployment", arn=arn, name=names.deployment, model_arn=custom_model_arn,
                                status="Creating")
