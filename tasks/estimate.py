@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -341,7 +341,8 @@ def estimate_cost(config: PipelineConfig, prepared: PreparedData) -> CostEstimat
 
 
 def estimate_from_config(config: PipelineConfig, *, method: Literal["auto", "prepare", "raw"] = "auto",
-                         work_dir: str | Path | None = None) -> CostEstimate:
+                         work_dir: str | Path | None = None,
+                         progress: Callable[[int], None] | None = None) -> CostEstimate:
     """Estimate before anything is prepared (``forge estimate CONFIG``).
 
     ``prepare`` (the default when ``tasks.prepare`` is installed): run the real ``prepare`` into a
@@ -349,6 +350,7 @@ def estimate_from_config(config: PipelineConfig, *, method: Literal["auto", "pre
     cap, augmentation, split), and bad data fails here with every problem (``DataValidationError``).
     ``raw``: stream the raw source once and count the mapped columns, scaled by the split fractions and
     record caps — fast and approximate, no validation.
+    ``progress(records_read)`` is called now and then on large files.
     """
     if method in ("auto", "prepare"):
         try:
@@ -361,9 +363,12 @@ def estimate_from_config(config: PipelineConfig, *, method: Literal["auto", "pre
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="forge-estimate-", dir=work_dir) as tmp:
-                prepared = prepare(config, tmp)
+                prepared = prepare(config, tmp, progress=progress)
                 return estimate_cost(config, prepared)
-    return _estimate_raw(config)
+    return _estimate_raw(config, progress)
+
+
+PROGRESS_EVERY = 100_000
 
 
 def _raw_rows(source: str, fmt: str) -> Iterator[dict]:
@@ -384,7 +389,7 @@ def _raw_rows(source: str, fmt: str) -> Iterator[dict]:
             yield from batch.to_pylist()
 
 
-def _estimate_raw(config: PipelineConfig) -> CostEstimate:
+def _estimate_raw(config: PipelineConfig, progress: Callable[[int], None] | None = None) -> CostEstimate:
     from tasks.catalog import PRESETS
 
     d = config.data
@@ -400,6 +405,8 @@ def _estimate_raw(config: PipelineConfig) -> CostEstimate:
         n += 1
         in_chars += sys_len + template_extra + sum(len(str(row.get(c) or "")) for c in in_cols)
         out_chars += sum(len(str(row.get(c) or "")) for c in out_cols)
+        if progress is not None and n % PROGRESS_EVERY == 0:
+            progress(n)
     if n == 0:
         raise ValueError(f"data.source {d.source}: no records")
     used = min(n, d.max_records or n)

@@ -78,6 +78,10 @@ def render(estimate, config) -> str:
     return "\n".join(out)
 
 
+def _progress(n: int) -> None:
+    print(f"... {n:,} records read", file=sys.stderr, flush=True)
+
+
 def cmd_estimate(args) -> int:
     from tasks.config import ConfigError, load_config
     from tasks.estimate import BudgetExceeded, check_budget, estimate_from_config
@@ -89,7 +93,7 @@ def cmd_estimate(args) -> int:
             print(line, file=sys.stderr)
         return 2
     try:
-        estimate = estimate_from_config(config, method="raw" if args.raw else "auto")
+        estimate = estimate_from_config(config, method="raw" if args.raw else "auto", progress=_progress)
     except Exception as err:  # noqa: BLE001 - people get located messages, not a traceback
         lines = getattr(err, "lines", None)
         if callable(lines):              # tasks.validate.DataValidationError: every data problem
