@@ -144,6 +144,7 @@ class Rules:
     fmt: DataFormat
     limits: Limits
     forbidden: tuple[str, ...] = ()
+    forbidden_prompt_only: bool = False
     assistant_required: bool = True
     single_user_turn: bool = False
     text_only: bool = False
@@ -173,7 +174,7 @@ def rules_for(base_model: str, ctype: CustomizationType | str, teacher: str | No
         # REF §5: Anthropic and Llama teachers accept a single user turn only; Nova allows multi-turn.
         single = any(k in teacher for k in ("anthropic.", "meta.", "llama"))
     return Rules(model_id=base_model, family=fam, ctype=ct, fmt=spec.format, limits=spec.limits,
-                 forbidden=forbidden, assistant_required=ct != CustomizationType.DISTILLATION,
+                 forbidden=forbidden, forbidden_prompt_only=fam.key.startswith("nova"), assistant_required=ct != CustomizationType.DISTILLATION,
                  single_user_turn=single, text_only="nova-micro" in base_model)
 
 
@@ -196,10 +197,15 @@ def _tname(v: Any) -> str:
             float: "number", type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def _text_rules(text: str, fld: str, rules: Rules, add: Add, *, required: bool = True, what: str = "text") -> None:
+def _text_rules(text: str, fld: str, rules: Rules, add: Add, *, required: bool = True, what: str = "text",
+                answer: bool = False) -> None:
+    """Empty text; forbidden strings (Nova: prompt side only — system and user turns, REF §5 "anywhere
+    in a prompt"; Claude: every text)."""
     if not text.strip():
         if required:
             add(fld, "is empty", f"every record needs a non-empty {what}; fill it in or drop the record")
+        return
+    if answer and rules.forbidden_prompt_only:
         return
     for s in rules.forbidden:
         if s in text:
@@ -271,7 +277,7 @@ def check_record(rec: Any, rules: Rules, add: Add, state: dict | None = None) ->
         if "prompt" in rec and _is_str(rec["prompt"], "prompt", add):
             _text_rules(rec["prompt"], "prompt", rules, add, what="prompt")
         if "completion" in rec and _is_str(rec["completion"], "completion", add):
-            _text_rules(rec["completion"], "completion", rules, add, what="completion")
+            _text_rules(rec["completion"], "completion", rules, add, what="completion", answer=True)
     elif fmt is DataFormat.CPT_INPUT:
         if "input" in rec and _is_str(rec["input"], "input", add):
             _text_rules(rec["input"], "input", rules, add, what="input text")
@@ -351,7 +357,7 @@ def _check_block(b: Any, p: str, role: Any, rules: Rules, add: Add, counts: dict
     kind = kinds[0]
     if kind == "text":
         if _is_str(b["text"], f"{p}.text", add):
-            _text_rules(b["text"], f"{p}.text", rules, add)
+            _text_rules(b["text"], f"{p}.text", rules, add, answer=role != "user")
         return
     counts[kind] = counts.get(kind, 0) + 1
     if role != "user":
@@ -764,9 +770,9 @@ class SourceScanner:
         completion = completion or ""
         _text_rules(prompt, pcol or "prompt", rules, add, what="prompt" if rules.fmt is not DataFormat.CPT_INPUT else "text")
         if ccol and rules.completion_required:
-            _text_rules(completion, ccol, rules, add, what="completion")
+            _text_rules(completion, ccol, rules, add, what="completion", answer=True)
         elif ccol and completion:
-            _text_rules(completion, ccol, rules, add, required=False)
+            _text_rules(completion, ccol, rules, add, required=False, answer=True)
         if system:
             _text_rules(system, scol or "system_prompt", rules, add, required=False)
         if self.c.total != before:

@@ -97,7 +97,7 @@ def test_valid_formatted_file_is_ok_with_stats(tmp_path):
         {"role": "system", "content": [{"text": "a"}]}, {"role": "user", "content": [{"text": "b"}]},
         {"role": "assistant", "content": [{"text": "c"}]}]}, "messages[0].role: invalid role 'system'"),
     (nova(user="Bot: hi"), "messages[0].content[0].text: contains the string 'Bot:', which Nova rejects"),
-    (nova(answer="see <image>"), "messages[1].content[0].text: contains the string '<image>'"),
+    (nova(user="see <image>"), "messages[0].content[0].text: contains the string '<image>'"),
     (nova(user="  "), "messages[0].content[0].text: is empty"),
     (nova(system=[{"text": "x", "extra": 1}]), "system[0]: must be {\"text\": \"...\"}"),
     ({"messages": nova()["messages"]}, "schemaVersion: missing"),
@@ -247,3 +247,12 @@ def test_rft_hyperparameters_are_typed_numbers():
     fields = [p.field for p in probs]
     assert fields == ["rft.hyperparameters.epochCount", "rft.hyperparameters.batchSize",
                       "rft.hyperparameters.reasoningEffort", "rft.hyperparameters.rlAlgorithm"]
+
+
+def test_nova_strings_are_checked_on_the_prompt_side_only(tmp_path):
+    # REF §5: the strings fail the job "anywhere in a prompt"; an answer may quote them
+    recs = [nova(f"q{i}", f"a{i}") for i in range(8)] + [nova("what does the bot say?", "Assistant: hello")]
+    assert validate_source(write(tmp_path, "n.jsonl", recs), NOVA, "fine-tuning").ok
+    recs[-1] = nova("Assistant: hello", "ok")
+    r = validate_source(write(tmp_path, "n2.jsonl", recs), NOVA, "fine-tuning")
+    assert [p.field for p in r.problems] == ["messages[0].content[0].text"]
