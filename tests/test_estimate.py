@@ -231,6 +231,19 @@ def test_raw_estimate_streams_the_source_with_the_column_mapping(raw_csv):
     assert est.total_usd is not None
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_raw_estimate_counts_the_same_in_every_input_format(tmp_path, fmt):
+    import pandas as pd
+
+    df = pd.DataFrame({"q": [f"question {i:03d} " + "x" * 40 for i in range(50)], "a": ["yes", "no"] * 25})
+    path = tmp_path / f"d.{fmt}"
+    {"jsonl": lambda: df.to_json(path, orient="records", lines=True), "csv": lambda: df.to_csv(path, index=False),
+     "parquet": lambda: df.to_parquet(path)}[fmt]()
+    cfg = config(data={"source": str(path), "columns": {"prompt": "q", "completion": "a"}})
+    # 40 train rows × (53 + 2.5) chars / 6
+    assert estimate_from_config(cfg, method="raw").train_tokens == 370
+
+
 def test_raw_estimate_applies_the_preset_record_cap(tmp_path):
     p = tmp_path / "big.jsonl"
     p.write_text("".join(json.dumps({"prompt": "p" * 30, "completion": "c" * 30}) + "\n" for _ in range(2000)))
