@@ -212,7 +212,7 @@ def _text_rules(text: str, fld: str, rules: Rules, add: Add, *, required: bool =
             shown = s.replace("\n", "\\n")
             who = "Nova" if rules.family.key.startswith("nova") else rules.family.display
             add(fld, f"contains the string {shown!r}, which {who} rejects",
-                f"remove or reword {shown!r} (REF §5: it fails the training job)")
+                f"remove or reword {shown!r}; REF §5: it fails the training job")
             break
 
 
@@ -245,7 +245,7 @@ def _is_str(v: Any, fld: str, add: Add) -> bool:
     return True
 
 
-def _check_roles(roles: list[str], rules: Rules, add: Add, allow_system: bool = False) -> None:
+def _check_roles(roles: list[str], rules: Rules, add: Add, skip_missing_assistant: bool = False) -> None:
     """Order rules shared by the message formats (REF §5)."""
     if not roles:
         return
@@ -257,13 +257,15 @@ def _check_roles(roles: list[str], rules: Rules, add: Add, allow_system: bool = 
                 "turns must alternate user, assistant, user, ...; merge or drop one")
     if rules.assistant_required:
         if "assistant" not in roles:
-            add("messages", "no assistant turn", "add the expected answer as an assistant turn (required for fine-tuning)")
+            if skip_missing_assistant:
+                return
+            add("messages", "no assistant turn", "add the expected answer as an assistant turn; fine-tuning requires it")
         elif roles[-1] != "assistant":
             add(f"messages[{len(roles) - 1}].role", f"last turn is {roles[-1]!r}, must be 'assistant'",
                 "end every conversation with the assistant's answer")
     if rules.single_user_turn and roles.count("user") > 1:
         add("messages", f"{roles.count('user')} user turns; this teacher accepts a single user turn",
-            "keep one user turn per record (REF §5: Anthropic and Llama teachers)")
+            "keep one user turn per record; REF §5: Anthropic and Llama teachers")
 
 
 def check_record(rec: Any, rules: Rules, add: Add, state: dict | None = None) -> None:
@@ -305,7 +307,7 @@ def _messages(rec: dict, add: Add) -> list | None:
         add("messages", f"must be an array of turns, got {_tname(msgs)}", 'write "messages": [{"role": "user", ...}, ...]')
         return None
     if not msgs:
-        add("messages", "is empty", "add a user turn (and the assistant's answer)")
+        add("messages", "is empty", "add a user turn and the assistant's answer")
         return None
     return msgs
 
@@ -334,12 +336,13 @@ def _check_claude(rec: dict, rules: Rules, add: Add) -> None:
             add(f"{p}.content", "missing", "add the turn's text as a string")
         elif isinstance(m["content"], list):
             add(f"{p}.content", "must be a string for Claude 3 Haiku, got an array of blocks",
-                'write "content": "..." (REF §8: Haiku takes string content)')
+                'write "content": "..."; REF §8: Haiku takes string content')
         elif _is_str(m["content"], f"{p}.content", add):
             _text_rules(m["content"], f"{p}.content", rules, add)
-    if len(msgs) < 2 and rules.assistant_required:
+    too_short = len(msgs) < 2 and rules.assistant_required
+    if too_short:
         add("messages", f"{len(msgs)} turn(s); at least 2 (user, assistant) are required", "add the assistant's answer")
-    _check_roles(roles, rules, add)
+    _check_roles(roles, rules, add, skip_missing_assistant=too_short)
 
 
 def _check_block(b: Any, p: str, role: Any, rules: Rules, add: Add, counts: dict) -> None:
@@ -361,9 +364,9 @@ def _check_block(b: Any, p: str, role: Any, rules: Rules, add: Add, counts: dict
         return
     counts[kind] = counts.get(kind, 0) + 1
     if role != "user":
-        add(f"{p}.{kind}", f"{kind} in a {role!r} turn", "media are allowed only in user turns (REF §5)")
+        add(f"{p}.{kind}", f"{kind} in a {role!r} turn", "media are allowed only in user turns; REF §5")
     if rules.text_only:
-        add(f"{p}.{kind}", f"{rules.model_id} takes text only", "remove media or pick Nova Lite/Pro (REF §5: Micro is text only)")
+        add(f"{p}.{kind}", f"{rules.model_id} takes text only", "remove media or pick Nova Lite/Pro; REF §5: Micro is text only")
     media = b[kind]
     formats = IMAGE_FORMATS if kind == "image" else VIDEO_FORMATS
     if not isinstance(media, dict):
@@ -374,10 +377,10 @@ def _check_block(b: Any, p: str, role: Any, rules: Rules, add: Add, counts: dict
     uri = ((media.get("source") or {}).get("s3Location") or {}).get("uri") if isinstance(media.get("source"), dict) else None
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         add(f"{p}.{kind}.source.s3Location.uri", "missing or not an s3:// URI",
-            "media must sit in S3, in the same bucket as the dataset (REF §5)")
+            "media must sit in S3, in the same bucket as the dataset; REF §5")
     elif not MEDIA_NAME_RE.fullmatch(uri[5:]):
         add(f"{p}.{kind}.source.s3Location.uri", "file name has characters Bedrock rejects",
-            "use only letters, digits, _, -, /, . in media names (REF §5)")
+            "use only letters, digits, _, -, /, . in media names; REF §5")
 
 
 def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:
@@ -420,7 +423,7 @@ def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:
             add(f"{p}.content", "missing", 'add "content": [{"text": "..."}]')
         elif isinstance(c, str):
             add(f"{p}.content", "must be an array of content blocks, got a string",
-                'write "content": [{"text": "..."}] (REF §8: Nova/Llama 3.2 take block lists)')
+                'write "content": [{"text": "..."}]; REF §8: Nova/Llama 3.2 take block lists')
         elif not isinstance(c, list):
             add(f"{p}.content", f"must be an array of content blocks, got {_tname(c)}", 'write "content": [{"text": "..."}]')
         elif not c:
@@ -429,9 +432,9 @@ def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:
             for j, b in enumerate(c):
                 _check_block(b, f"{p}.content[{j}]", role, rules, add, counts)
     if counts.get("image", 0) > MAX_IMAGES_PER_RECORD:
-        add("messages", f"{counts['image']} images; at most {MAX_IMAGES_PER_RECORD} per record", "split the record (REF §5)")
+        add("messages", f"{counts['image']} images; at most {MAX_IMAGES_PER_RECORD} per record", "split the record; REF §5")
     if counts.get("video", 0) > 1:
-        add("messages", f"{counts['video']} videos; at most 1 per record", "split the record (REF §5)")
+        add("messages", f"{counts['video']} videos; at most 1 per record", "split the record; REF §5")
     for kind in ("image", "video"):
         if counts.get(kind):
             state.setdefault("media", set()).add(kind)
@@ -673,7 +676,7 @@ class SourceScanner:
                 except json.JSONDecodeError as e:
                     if lineno == 1 and text.lstrip().startswith("["):
                         self.c.add(lineno, "file", "is a JSON array, not JSON Lines",
-                                   "write one JSON object per line (e.g. jq -c '.[]' in.json > out.jsonl)")
+                                   "write one JSON object per line, e.g. jq -c '.[]' in.json > out.jsonl")
                         return
                     self.c.add(lineno, "json", f"not valid JSON: {e.msg} at column {e.colno}",
                                "each line must be one complete JSON object; check quotes, commas and brackets")
@@ -691,7 +694,7 @@ class SourceScanner:
                     else:
                         self.c.add(lineno, "format", f"records look like {det.value}, but {rules.model_id} "
                                    f"{rules.ctype.value} needs {rules.fmt.value}",
-                                   "give raw data (prompt/completion columns) and let forge prepare convert it, "
+                                   "give raw data with prompt/completion columns and let forge prepare convert it, "
                                    "or pick the matching --base-model")
                         self.mode = "wrong-format"
                         self._count_rest(fh)
@@ -933,7 +936,7 @@ class SourceScanner:
             return
         if len(self._state.get("media", ())) > 1:
             self.c.add(None, "messages", "the dataset mixes images and video",
-                       "one dataset is text+images or text+video, never both (REF §5)")
+                       "one dataset is text+images or text+video, never both; REF §5")
         lim = rules.limits
         n = self.records
         kind = "validation" if self.role == "validation" else "training"
@@ -1016,7 +1019,7 @@ def validate_hyperparameters(base_model: str, ctype: CustomizationType | str, pr
         except ValueError as e:
             hp = spec.hyperparameters.get(key)
             fix = (f"set it within {hp.min:g}..{hp.max:g}" if hp and hp.min is not None and hp.max is not None
-                   else "use a key from the model's list (REF §4)")
+                   else "use a key from the model's list; REF §4")
             out.append(Problem(file=source, field=f"hyperparameters.{key}", message=str(e), fix=fix))
     for key, value in (rft or {}).items():
         if key == "reasoningEffort":

@@ -124,7 +124,7 @@ def test_distillation_assistant_optional_and_single_turn_teacher(tmp_path):
     assert validate_source(p, NOVA, "distillation", teacher="us.amazon.nova-pro-v1:0").ok   # Nova teachers: multi-turn
     r = validate_source(p, NOVA, "distillation", teacher="anthropic.claude-3-5-sonnet-20241022-v2:0")
     assert lines_of(r) == [f"{p}:101: messages: 2 user turns; this teacher accepts a single user turn "
-                           "(keep one user turn per record (REF §5: Anthropic and Llama teachers))"]
+                           "(keep one user turn per record; REF §5: Anthropic and Llama teachers)"]
 
 
 # --- Claude rules -----------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_claude_forbidden_turn_markers(tmp_path):
     p = write(tmp_path, "h.jsonl", base + [bad])
     r = validate_source(p, HAIKU, "fine-tuning")
     assert lines_of(r) == [f"{p}:33: system: contains the string '\\\\nAssistant:', which Anthropic Claude 3 Haiku rejects "
-                           "(remove or reword '\\\\nAssistant:' (REF §5: it fails the training job))"]
+                           "(remove or reword '\\\\nAssistant:'; REF §5: it fails the training job)"]
 
 
 def test_claude_record_counts_train_and_validation(tmp_path):
