@@ -239,8 +239,16 @@ class BedrockService:
 
     def standins(self):
         if self._standins is None:
-            self._standins = _standin().StandInRegistry(self.store.dir / "standin" if self.store.dir else None)
+            self._standins = _standin().StandInRegistry(self.store.dir)
         return self._standins
+
+    def _warm(self, model_arn: str) -> None:
+        """Index a custom stand-in in the background once it is servable, so the first invoke is not slow."""
+        if ":custom-model/" not in model_arn:
+            return
+        reg = self.standins()
+        if hasattr(reg, "warm"):
+            threading.Thread(target=_quietly, args=(reg.warm, model_arn), name="standin-warm", daemon=True).start()
 
     # -- helpers ---------------------------------------------------------------------------
     def now(self) -> float:
@@ -870,6 +878,7 @@ class BedrockService:
                      "error (injected fault). Delete this provisioned throughput and create it again.")
         else:
             p.update(status="InService", lastModified=t, modelArn=p["desiredModelArn"])
+            self._warm(p["modelArn"])
         self._state(p["provisionedModelArn"], "provisioned-model-throughput", p["provisionedModelName"], p["status"], t)
         return True
 
@@ -1024,6 +1033,7 @@ class BedrockService:
                      "(injected fault). Delete the deployment and create it again.")
         else:
             d.update(status="Active", lastUpdated=t)
+            self._warm(d["modelArn"])
         self._state(d["customModelDeploymentArn"], "custom-model-deployment", d["modelDeploymentName"], d["status"], t)
         return True
 
@@ -1242,6 +1252,13 @@ class BedrockService:
             dep = sum(max(0.0, (d.get("deleted") or now) - d["created"]) for d in self.deployments.values())
             return {"pt_model_unit_seconds": round(pt, 3), "deployment_seconds": round(dep, 3),
                     "training_token_epochs": int(self.billing_done.get("training_token_epochs", 0))}
+
+
+def _quietly(fn: Callable, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - warming is an optimisation; answer() reports real problems
+        pass
 
 
 def _base_for_plain(idx: dict, mid: str) -> str:

@@ -52,7 +52,7 @@ class Ledger:
     # -- persistence ---------------------------------------------------------------------
     def to_dict(self) -> dict:
         with self._lock:
-            return {"calls": list(self.calls[-20_000:]), "resources": {k: {**v, "history": list(v["history"]),
+            return {"calls": list(self.calls[-5_000:]), "resources": {k: {**v, "history": list(v["history"]),
                                                                               "tags": dict(v["tags"])}
                                                                           for k, v in self.resources.items()}}
 

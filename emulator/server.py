@@ -222,7 +222,8 @@ class Emulator:
             status, body, headers = _json(500, {"message": f"emulator internal error: {type(e).__name__}: {e}"},
                                           {"x-amzn-errortype": "InternalServerException"})
         headers.setdefault("x-amzn-requestid", str(uuid.uuid4()))
-        headers["Content-Length"] = str(len(body))
+        if not (environ.get("REQUEST_METHOD") == "HEAD" and any(k.lower() == "content-length" for k in headers)):
+            headers["Content-Length"] = str(len(body))
         start_response(_status_line(status), list(headers.items()))
         return [body]
 
@@ -339,8 +340,8 @@ class Emulator:
         self.ledger.record_call(t=t, service=service, operation=op, mutating=mutating, status=status, error=error)
         headers = {}
         for k, v in captured.get("headers", []):
-            if k.lower() != "content-length":
-                headers[k] = v
+            if k.lower() != "content-length" or method == "HEAD":
+                headers[k] = v     # HEAD: keep moto's Content-Length (the object's size), send no body
         if method == "HEAD":
             return status, b"", headers
         return status, body, headers
@@ -455,7 +456,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, fa
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        srv.serve_forever()
+        srv.serve_forever(poll_interval=0.1)
     finally:
         srv.server_close()
         emu.close()

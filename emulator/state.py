@@ -97,6 +97,10 @@ class MotoAccount:
         return _backends("s3")[self.account_id]["aws"]
 
     def get_object(self, bucket: str, key: str) -> bytes:
+        with acting_as(self.account_id):
+            return self._get_object(bucket, key)
+
+    def _get_object(self, bucket: str, key: str) -> bytes:
         from moto.s3.exceptions import MissingBucket, MissingKey
         s3 = self._s3()
         if bucket not in s3.buckets:
@@ -113,7 +117,7 @@ class MotoAccount:
         s3 = self._s3()
         if bucket not in s3.buckets:
             raise S3Error("NoSuchBucket", f"bucket {bucket} does not exist")
-        with self.lock:
+        with self.lock, acting_as(self.account_id):
             s3.put_object(bucket, key, body)
         self.snapshot("s3")
 
@@ -168,7 +172,9 @@ class MotoAccount:
             regions = pickle.loads(p.read_bytes())
             bd = _backends(service)
             acct = bd[self.account_id]
-            with self.lock:
+            if service == "s3":
+                install_bucket_namespace()
+            with self.lock, acting_as(self.account_id):
                 acct.clear()
                 acct.update(regions)
                 if service == "s3":
@@ -179,7 +185,7 @@ class MotoAccount:
     def reset(self) -> None:
         for service in MOTO_FILES:
             bd = _backends(service)
-            with self.lock:
+            with self.lock, acting_as(self.account_id):
                 acct = bd.get(self.account_id)
                 if acct is None:
                     continue
@@ -244,3 +250,114 @@ def trusts_service(trust_doc: Any, service: str) -> bool:
         if isinstance(principal, dict) and service in _as_list(principal.get("Service")):
             return True
     return False
+
+
+# -- per-emulator S3 bucket namespace --------------------------------------------------------
+_current = threading.local()
+
+
+class acting_as:
+    """Context: moto calls on this thread belong to ``account_id`` (see ``PerAccountBuckets``)."""
+
+    def __init__(self, account_id: str):
+        self.account_id = account_id
+
+    def __enter__(self) -> None:
+        self.prev = getattr(_current, "account", None)
+        _current.account = self.account_id
+
+    def __exit__(self, *exc: object) -> None:
+        _current.account = self.prev
+
+
+class PerAccountBuckets(dict):
+    """Drop-in for moto's global ``s3_backends.bucket_accounts`` (bucket name -> (partition, account)).
+
+    S3 bucket names are global, so moto refuses a name another account holds. Two emulators in one
+    process (the session fixture and a fresh one) each act as their own account; without this, a
+    bucket one creates would be "taken" in the other. Inside an emulator request (``acting_as``)
+    only that account's buckets are visible; outside (plain moto use) it behaves like the original dict.
+    """
+
+    def __init__(self, initial: dict | None = None):
+        super().__init__()
+        self._data: dict[str, dict[str, tuple]] = {}
+        for k, v in (initial or {}).items():
+            self[k] = v
+
+    @staticmethod
+    def _cur() -> str | None:
+        return getattr(_current, "account", None)
+
+    def _visible(self) -> list[str]:
+        cur = self._cur()
+        return [n for n, by in self._data.items() if by and (cur is None or cur in by)]
+
+    def __setitem__(self, name: str, value: tuple) -> None:
+        self._data.setdefault(name, {})[value[1]] = value
+
+    def __getitem__(self, name: str) -> tuple:
+        by = self._data.get(name) or {}
+        cur = self._cur()
+        if cur is not None:
+            if cur in by:
+                return by[cur]
+            raise KeyError(name)
+        if not by:
+            raise KeyError(name)
+        return next(iter(by.values()))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._visible()
+
+    def __delitem__(self, name: str) -> None:
+        if self.pop(name, _MISSING) is _MISSING:
+            raise KeyError(name)
+
+    def pop(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        by = self._data.get(name)
+        if not by:
+            return default
+        cur = self._cur()
+        if cur is None:
+            self._data.pop(name, None)
+            return next(iter(by.values()))
+        if cur not in by:
+            return default
+        value = by.pop(cur)
+        if not by:
+            self._data.pop(name, None)
+        return value
+
+    def keys(self):  # type: ignore[override]
+        return list(self._visible())
+
+    def __iter__(self):
+        return iter(self._visible())
+
+    def __len__(self) -> int:
+        return len(self._visible())
+
+    def items(self):  # type: ignore[override]
+        return [(n, self[n]) for n in self._visible()]
+
+    def values(self):  # type: ignore[override]
+        return [self[n] for n in self._visible()]
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+_MISSING = object()
+
+
+def install_bucket_namespace() -> None:
+    bd = _backends("s3")
+    if not isinstance(bd.bucket_accounts, PerAccountBuckets):
+        bd.bucket_accounts = PerAccountBuckets(dict(bd.bucket_accounts))

@@ -88,7 +88,8 @@ class _ThreadHandle(EmulatorHandle):
         self.emulator = Emulator(state_dir=self.state_dir, **self._kw)
         self._server = make_server(self.emulator, self._host, port)
         self.url = f"http://{self._host}:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"emulator:{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"emulator:{self.port}", daemon=True)
         self._thread.start()
 
     def _stop(self) -> None:

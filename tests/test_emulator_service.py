@@ -154,6 +154,14 @@ def test_two_emulators_in_one_process_do_not_share_s3_or_iam(emu, tmp_path):
         a, b = boto3_clients(emu.url), boto3_clients(other.url)
         a.s3.create_bucket(Bucket="only-in-a")
         assert [x["Name"] for x in b.s3.list_buckets()["Buckets"]] == []
+        for c in (a, b):                      # the same bucket name in both (global names per emulator)
+            c.s3.create_bucket(Bucket="same-name-in-both")
+            c.s3.put_object(Bucket="same-name-in-both", Key="k", Body=c.sts.get_caller_identity()["Account"].encode())
+        assert a.s3.get_object(Bucket="same-name-in-both", Key="k")["Body"].read().decode() == \
+            a.sts.get_caller_identity()["Account"]
+        a.s3.delete_object(Bucket="same-name-in-both", Key="k")
+        a.s3.delete_bucket(Bucket="same-name-in-both")
+        assert b.s3.get_object(Bucket="same-name-in-both", Key="k")["Body"].read()
         assert a.sts.get_caller_identity()["Account"] != b.sts.get_caller_identity()["Account"]
 
 
@@ -197,3 +205,27 @@ def test_a_bad_faults_file_is_reported_with_its_line(tmp_path, capsys):
     assert serve(port=0, faults_file=str(bad)) == 2
     err = capsys.readouterr().err
     assert f"{bad}:2" in err
+
+
+def test_one_aws_endpoint_url_reaches_all_five_services(emu, monkeypatch, tmp_path):
+    import boto3
+    for k, v in {"AWS_ENDPOINT_URL": emu.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    session = boto3.Session()
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket="env-only")
+    f = tmp_path / "train.jsonl"
+    f.write_bytes(b'{"prompt": "a", "completion": "b"}\n' * 1000)
+    s3.upload_file(str(f), "env-only", "data/train.jsonl")            # s3transfer, as the pipeline uploads
+    assert s3.head_object(Bucket="env-only", Key="data/train.jsonl")["ContentLength"] == f.stat().st_size
+    assert session.client("iam").list_roles()["Roles"] == []
+    assert session.client("sts").get_caller_identity()["Account"] == emu.health()["account_id"]
+    assert session.client("bedrock").list_custom_models()["modelSummaries"] == []
+    out = session.client("bedrock-runtime").converse(
+        modelId="us.amazon.nova-micro-v1:0", messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    assert out["output"]["message"]["role"] == "assistant"
+    services = {x["service"] for x in emu.ledger()["calls"]}
+    assert services == {"s3", "iam", "sts", "bedrock", "bedrock-runtime"}
