@@ -156,6 +156,17 @@ def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, cu
     except ClientError as err:
         if error_code(err) == "ServiceQuotaExceededException":
             raise _quota_error(kind, err) from None
+        if error_code(err) == "ConflictException":   # created concurrently under our name: adopt it
+            try:
+                found = _find_pt(clients, names.provisioned) if kind == "provisioned" else \
+                    _find_deployment(clients, names.deployment)
+            except ClientError:
+                found = None
+            if found:
+                arn = found.get("provisionedModelArn") or found["customModelDeploymentArn"]
+                return ServingEndpoint(kind=kind, arn=arn, name=names.provisioned if kind == "provisioned" else
+                                       names.deployment, model_arn=found.get("modelArn") or custom_model_arn,
+                                       model_units=found.get("modelUnits"), status=found["status"], adopted=True)
         raise stage_error(f"provision {kind} for {custom_model_arn}", err) from err
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,23 +73,31 @@ def creates(ledger: dict, op: str = "CreateModelCustomizationJob") -> list[dict]
     return [c for c in ledger["calls"] if c["operation"] == op]
 
 
-@pytest.fixture
-def env(monkeypatch, aws_env):
+def use_session_emulator(monkeypatch, aws_env):
     treat_requests_as_tls(monkeypatch)
     return aws_env
 
 
-@pytest.fixture
-def fresh_env(monkeypatch, fresh_emulator):
+def use_fresh_emulator(monkeypatch, emu):
     """A private emulator (fault rules, exact ledger counts, jobs that never finish)."""
     from conftest import DUMMY_ENV
 
     for k, v in DUMMY_ENV.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_emulator.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", emu.url)
     treat_requests_as_tls(monkeypatch)
-    monkeypatch.setattr(customize, "_sleep", lambda s: None if s <= 0.05 else __import__("time").sleep(0.05))
-    return fresh_emulator
+    monkeypatch.setattr(customize, "_sleep", lambda s: None if s <= 0.05 else time.sleep(0.05))
+    return emu
+
+
+@pytest.fixture
+def env(monkeypatch, aws_env):
+    return use_session_emulator(monkeypatch, aws_env)
+
+
+@pytest.fixture
+def fresh_env(monkeypatch, fresh_emulator):
+    return use_fresh_emulator(monkeypatch, fresh_emulator)
 
 
 # -- request shapes (botocore's own validator, every customization type) --------------------------
@@ -176,6 +185,26 @@ def test_prefect_task_retries_transient_errors_only(fresh_env, tmp_path, prefect
     assert [c["error"] for c in lists].count("AccessDeniedException") == 1      # no retry of a permanent error
 
 
+def test_wait_task_publishes_progress_and_survives_an_emulator_restart(fresh_env, tmp_path, prefect_backend):
+    from prefect import flow, get_client
+
+    s = set_up_run(tmp_path)
+    job = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    fresh_env.restart()             # the service keeps its state; a new worker re-adopts and waits
+    clients = aws.make_clients(s.config.aws)
+    adopted = customize.start_job(clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    assert adopted.adopted and adopted.job_arn == job.job_arn
+
+    @flow
+    def poll() -> str:
+        return customize.wait_for_job_task(clients, adopted.job_arn, timeout_s=60).status
+
+    assert poll() == "Completed"
+    with get_client(sync_client=True) as c:
+        arts = [a for a in c.read_artifacts() if (a.key or "").startswith("job-progress-" + s.names.job)]
+    assert arts and arts[-1].type == "progress" and float(arts[-1].data) == 100.0
+
+
 def test_permanent_error_fails_fast_with_the_service_message(fresh_env, tmp_path, monkeypatch):
     s = set_up_run(tmp_path)
     monkeypatch.setattr(customize, "ROLE_WAIT_S", 0.0)
@@ -252,7 +281,7 @@ def test_quota_full_fails_clearly_or_waits_for_a_slot(fresh_env, tmp_path):
         slept.append(seconds)
         if len(slept) == 2:
             customize.stop_job(s.clients, blockers[0])
-            __import__("time").sleep(0.2)   # Stopping -> Stopped on the virtual clock
+            time.sleep(0.2)   # Stopping -> Stopped on the virtual clock
 
     customize._sleep, saved = sleep, customize._sleep
     try:

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import pytest
-from test_customize import env, fresh_env, set_up_run  # noqa: F401 (fixtures)
+from test_customize import set_up_run, use_fresh_emulator, use_session_emulator
 
 from tasks import aws, customize, serve, teardown
+
+
+@pytest.fixture
+def env(monkeypatch, aws_env):
+    return use_session_emulator(monkeypatch, aws_env)
+
+
+@pytest.fixture
+def fresh_env(monkeypatch, fresh_emulator):
+    return use_fresh_emulator(monkeypatch, fresh_emulator)
 
 
 def trained(tmp_path, **over):
     s = set_up_run(tmp_path, **over)
     job = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
-    model_arn = customize.wait_for_job(s.clients, job.job_arn, timeout_s=60).custom_model_arn
+    model_arn = customize.wait_for_job(s.clients, job.job_arn, timeout_s=60, initial_interval_s=0.2).custom_model_arn
     serving_tags = aws.standard_tags(s.names.run_key, "flow-run-1", {}, expires_in_hours=s.config.serving.max_hours)
     return s, model_arn, serving_tags
 
@@ -71,11 +81,11 @@ def test_failed_provisioning_raises_its_message_and_a_rerun_replaces_it(fresh_en
 
 def test_transient_faults_on_create_are_survived(fresh_env, tmp_path):
     s, model_arn, tags = trained(tmp_path, serving={"mode": "provisioned"})
-    fresh_env.set_faults([{"operation": "CreateProvisionedModelThroughput", "error": "ThrottlingException", "count": 2}])
+    fresh_env.set_faults([{"operation": "CreateProvisionedModelThroughput", "error": "ThrottlingException", "count": 1}])
     ep = serve.provision(s.clients, s.config, s.names, model_arn, tags)
     assert serve.wait_serving(s.clients, ep, timeout_s=60).status == "InService"
     calls = [c for c in fresh_env.ledger()["calls"] if c["operation"] == "CreateProvisionedModelThroughput"]
-    assert [c["error"] for c in calls] == ["ThrottlingException", "ThrottlingException", None]
+    assert [c["error"] for c in calls] == ["ThrottlingException", None]
 
 
 def test_model_unit_quota_error_names_the_quota_and_how_to_free_it(fresh_env, tmp_path):

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from test_customize import env, fresh_env  # noqa: F401 (fixtures)
+import pytest
+from test_customize import use_fresh_emulator, use_session_emulator
 from test_serve import trained
 
 from tasks import aws, serve, teardown
+
+
+@pytest.fixture
+def env(monkeypatch, aws_env):
+    return use_session_emulator(monkeypatch, aws_env)
+
+
+@pytest.fixture
+def fresh_env(monkeypatch, fresh_emulator):
+    return use_fresh_emulator(monkeypatch, fresh_emulator)
 
 
 def _pt(s, model_arn, tags, suffix: str):
