@@ -50,6 +50,7 @@ import numpy as np
 from tasks.catalog import UnknownModelError, load_catalog
 
 STANDIN_NOTICE = "emulator stand-in model (not a real LLM)"
+MALFORMED_PREFIX = "Malformed input request: "   # what the server puts before parse_invoke_body's messages
 CHARS_PER_TOKEN = 4.0           # documented approximation (module docstring)
 DEFAULT_MAX_TOKENS = 512        # when a body omits its optional max-token field
 COHERE_DEFAULT_MAX_TOKENS = 20  # Cohere Command's documented default for max_tokens (unconfirmed in REF)
@@ -66,15 +67,16 @@ def approx_tokens(text: str | None) -> int:
 
 
 def truncate_to_tokens(text: str, max_tokens: int) -> tuple[str, bool]:
-    """(text cut to about ``max_tokens`` tokens on a word boundary when possible, was_truncated)."""
+    """(text cut to ``max_tokens`` tokens, was_truncated).
+
+    The cut is exact on the approximation's scale (possibly mid-word, as a real token limit is), so
+    a truncated answer reports exactly ``max_tokens`` output tokens and callers may infer the stop
+    reason from ``output_tokens >= max_tokens``.
+    """
     limit = max(0, int(max_tokens * CHARS_PER_TOKEN))
     if len(text) <= limit:
         return text, False
-    cut = text[:limit]
-    space = cut.rfind(" ")
-    if space > limit // 2:
-        cut = cut[:space]
-    return cut.rstrip(), True
+    return text[:limit], True
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,8 +119,10 @@ def invoke_shape_of(model_id: str) -> str:
 # request bodies
 
 def _malformed(detail: str) -> ValueError:
-    # Bedrock's wording for a body that does not match the model's schema.
-    return ValueError(f"Malformed input request: {detail}, please reformat your input and try again.")
+    # Bedrock answers a body that does not match the model's schema with
+    # "Malformed input request: #: required key [max_tokens] not found, please reformat your input and
+    # try again." The server adds the "Malformed input request: " prefix (MALFORMED_PREFIX) itself.
+    return ValueError(f"{detail}, please reformat your input and try again.")
 
 
 def _check_keys(body: dict, required: tuple[str, ...], allowed: set[str]) -> None:
@@ -173,8 +177,7 @@ def _messages(body: dict, *, allow_string: bool) -> str:
         if msg["role"] == "user":
             last_user = text
     if msgs[0].get("role") != "user":
-        raise ValueError("A conversation must start with a user message. Try again with a conversation "
-                         "that starts with a user message.")
+        raise _malformed("#/messages/0/role: a conversation must start with a user message")
     assert last_user is not None
     return last_user
 
