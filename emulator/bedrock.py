@@ -19,9 +19,10 @@ import re
 import string
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import datetime
+from typing import Any
 
 from emulator.clock import VirtualClock
 from emulator.faults import Faults

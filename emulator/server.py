@@ -17,8 +17,9 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from emulator.bedrock import ApiError, BedrockService, Request, Response
@@ -191,6 +192,7 @@ class Emulator:
             self.closed = True
             try:
                 self.bedrock.advance_and_save()
+                self.moto.flush()
             finally:
                 _release_account(self.account_id)
 

@@ -91,6 +91,9 @@ class MotoAccount:
         self.account_id = account_id
         self.store = store
         self.lock = threading.RLock()   # held around mutating moto calls and snapshots
+        self._flag_lock = threading.Lock()
+        self._dirty: set[str] = set()
+        self._timer: threading.Timer | None = None
 
     # S3 -----------------------------------------------------------------------------------
     def _s3(self):
@@ -153,14 +156,35 @@ class MotoAccount:
         return out
 
     # persistence --------------------------------------------------------------------------
+    FLUSH_DELAY_S = 0.2   # coalesce bursts (multipart parts, many PutObject) into one pickle
+
     def snapshot(self, service: str) -> None:
+        """Schedule a write of ``service``'s backend (debounced; ``flush()`` writes now)."""
         if not self.store.dir:
             return
-        with self.lock:
+        with self._flag_lock:
+            self._dirty.add(service)
+            if self._timer is None:
+                self._timer = threading.Timer(self.FLUSH_DELAY_S, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        with self._flag_lock:
+            services, self._dirty = self._dirty, set()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        for service in sorted(services):
+            self._write(service)
+
+    def _write(self, service: str) -> None:
+        if not self.store.dir:
+            return
+        with self.lock, acting_as(self.account_id):
             acct = _backends(service).get(self.account_id)
             data = pickle.dumps(dict(acct) if acct is not None else {})
-        from emulator.state import atomic_write as _aw
-        _aw(self.store.dir / MOTO_FILES[service], data)
+        atomic_write(self.store.dir / MOTO_FILES[service], data)
 
     def restore(self) -> None:
         if not self.store.dir:
@@ -183,6 +207,11 @@ class MotoAccount:
                             bd.bucket_accounts[name] = (region_backend.partition, self.account_id)
 
     def reset(self) -> None:
+        with self._flag_lock:
+            self._dirty = set()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         for service in MOTO_FILES:
             bd = _backends(service)
             with self.lock, acting_as(self.account_id):

@@ -17,9 +17,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def _http(method: str, url: str, body: object | None = None, timeout: float = 10.0) -> dict:

@@ -9,9 +9,9 @@ import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
+from test_emulator_core import BASE, code_of, job_request, prepare, wait
 
 from emulator.testing import boto3_clients, running_emulator, start_subprocess
-from test_emulator_core import BASE, code_of, job_request, prepare, wait
 
 
 @pytest.fixture
