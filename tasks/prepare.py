@@ -56,14 +56,12 @@ LABEL_MAX_SHARE = 0.5          # ... and distinct values at most half the record
 SHORT_CHARS = 3
 SPLITS = ("train", "validation", "test")
 
-_WS = re.compile(r"\s+")
-_PUNCT = re.compile(r"[^\w\s]")
+_WORD = re.compile(r"\w+")
 
 
 def normalize_text(text: str) -> str:
-    """Near-duplicate key: NFKC, case-folded, punctuation dropped, whitespace collapsed."""
-    t = unicodedata.normalize("NFKC", text).casefold()
-    return _WS.sub(" ", _PUNCT.sub(" ", t)).strip()
+    """Near-duplicate key: NFKC, case-folded, words only (punctuation and spacing ignored)."""
+    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
 
 
 def _h64(s: str) -> int:
@@ -74,11 +72,13 @@ def _teacher(config: PipelineConfig) -> str | None:
     return config.distillation.teacher_model if config.distillation else None
 
 
-def _scanner(config: PipelineConfig, source: str, progress: Callable[[int], None] | None) -> SourceScanner:
+def _scanner(config: PipelineConfig, source: str, progress: Callable[[int], None] | None,
+             trusted: bool = False) -> SourceScanner:
     d = config.data
     return SourceScanner(source, config.base_model, config.customization_type, columns=d.columns, fmt="auto",
                          role="source", system_prompt=d.system_prompt, prompt_template=d.prompt_template,
-                         teacher=_teacher(config), kind=d.format if d.format != "auto" else "auto", progress=progress)
+                         teacher=_teacher(config), kind=d.format if d.format != "auto" else "auto", progress=progress,
+                         trusted=trusted)
 
 
 def _local_source(config: PipelineConfig, out_dir: Path) -> str:
@@ -131,12 +131,18 @@ class _Scan:
         self.near_limit = 0
 
     def add(self, item, rules: Rules) -> None:
-        ex, rec = item.example, item.record
-        texts = record_texts(rules.fmt, rec)
-        self.exact.append(_h64(json.dumps(rec, sort_keys=True, ensure_ascii=False)))
-        self.near.append(_h64(normalize_text("\x1f".join(texts))))
-        self.prompt.append(_h64(normalize_text((ex.system or "") + "\x1f" + ex.prompt)))
-        self.answer.append(_h64(normalize_text(ex.completion)))
+        ex, texts = item.example, item.texts
+        self.exact.append(_h64("\x1e".join(texts)))            # same texts in the same places
+        n_prompt = normalize_text(ex.prompt)
+        n_answer = normalize_text(ex.completion)
+        n_system = normalize_text(ex.system) if ex.system else ""
+        if len(texts) <= 3:       # single exchange: the Example holds every text
+            near = f"{n_system}\x1f{n_prompt}\x1f{n_answer}"
+        else:                     # multi-turn formatted record: every turn counts
+            near = "\x1f".join(normalize_text(t) for t in texts)
+        self.near.append(_h64(near))
+        self.prompt.append(_h64(f"{n_system}\x1f{n_prompt}"))
+        self.answer.append(_h64(n_answer))
         chars = sum(len(t) for t in texts)
         self.chars.append(min(chars, 2**31 - 1))
         self.line.append(item.line)
@@ -163,11 +169,12 @@ class _Scan:
         self.label.append(lid)
 
 
-def _split_groups(group_ids: np.ndarray, strata: np.ndarray | None, fractions: tuple[float, float, float],
-                  rng: np.random.Generator) -> dict[int, int]:
-    """Assign each group to 0 train / 1 validation / 2 test, per stratum, seeded."""
-    out: dict[int, int] = {}
-    keys = np.zeros(len(group_ids), dtype=np.int64) if strata is None else strata
+def _split_groups(n_groups: int, strata: np.ndarray | None, fractions: tuple[float, float, float],
+                  rng: np.random.Generator) -> np.ndarray:
+    """Split of each group: 0 train / 1 validation / 2 test, per stratum, seeded (round per stratum)."""
+    out = np.zeros(n_groups, dtype=np.int8)
+    group_ids = np.arange(n_groups)
+    keys = np.zeros(n_groups, dtype=np.int64) if strata is None else strata
     for s in np.unique(keys):
         gs = group_ids[keys == s].copy()
         rng.shuffle(gs)
@@ -179,12 +186,8 @@ def _split_groups(group_ids: np.ndarray, strata: np.ndarray | None, fractions: t
             cut = min(over, n_test)
             n_test -= cut
             n_val -= over - cut
-        for g in gs[:n_test]:
-            out[int(g)] = 2
-        for g in gs[n_test:n_test + n_val]:
-            out[int(g)] = 1
-        for g in gs[n_test + n_val:]:
-            out[int(g)] = 0
+        out[gs[:n_test]] = 2
+        out[gs[n_test:n_test + n_val]] = 1
     return out
 
 
@@ -270,15 +273,12 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     prompt_h = np.frombuffer(scan.prompt, dtype=np.int64) if n else np.zeros(0, np.int64)
     group_of = np.unique(prompt_h[kept], return_inverse=True)[1].reshape(-1)
     n_groups = int(group_of.max()) + 1 if len(kept) else 0
-    first_in_group = np.full(n_groups, -1, dtype=np.int64)
-    for pos in range(len(kept) - 1, -1, -1):
-        first_in_group[group_of[pos]] = pos
+    first_in_group = np.full(n_groups, len(kept), dtype=np.int64)
+    np.minimum.at(first_in_group, group_of, np.arange(len(kept)))     # a group's label = its first record's
     strata = kept_labels[first_in_group] if stratify else None
-    assignment_of_group = _split_groups(np.arange(n_groups), strata, (sp.train, sp.validation, sp.test),
-                                        np.random.default_rng(sp.seed))
+    split_of_group = _split_groups(n_groups, strata, (sp.train, sp.validation, sp.test), np.random.default_rng(sp.seed))
     assign = np.full(n, -1, dtype=np.int8)
-    for pos, idx in enumerate(kept):
-        assign[idx] = assignment_of_group[int(group_of[pos])]
+    assign[kept] = split_of_group[group_of]
     counts = {name: int((assign == k).sum()) for k, name in enumerate(SPLITS)}
 
     # -- augmentation plan (train only) ----------------------------------------------------
@@ -313,7 +313,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         written[name] += 1
 
     try:
-        for i, item in enumerate(_scanner(config, source, None)):
+        for i, item in enumerate(_scanner(config, source, None, trusted=True)):
             k = int(assign[i]) if i < n else -1
             if k < 0:
                 continue

@@ -268,7 +268,7 @@ def _check_roles(roles: list[str], rules: Rules, add: Add, skip_missing_assistan
             "keep one user turn per record; REF §5: Anthropic and Llama teachers")
 
 
-def check_record(rec: Any, rules: Rules, add: Add, state: dict | None = None) -> None:
+def check_record(rec: Any, rules: Rules, add: Add, state: dict | None = None, texts: list[str] | None = None) -> None:
     """Every rule for one formatted record (REF §5). ``state`` carries dataset-wide facts (media kinds)."""
     fmt = rules.fmt
     if not isinstance(rec, dict):
@@ -289,7 +289,7 @@ def check_record(rec: Any, rules: Rules, add: Add, state: dict | None = None) ->
         _check_conversation(rec, rules, add, state if state is not None else {})
     elif fmt is DataFormat.RFT_MESSAGES:
         _check_rft(rec, rules, add)
-    _check_tokens(sum(len(t) for t in record_texts(fmt, rec)), rules, add)
+    _check_tokens(sum(len(t) for t in (texts if texts is not None else record_texts(fmt, rec))), rules, add)
 
 
 def _check_tokens(chars: int, rules: Rules, add: Add) -> None:
@@ -481,6 +481,7 @@ class Item(NamedTuple):
     line: int
     example: Example
     record: dict
+    texts: list[str]        # every text of the record (tasks.formats.record_texts)
 
 
 def _iter_raw_lines(fh) -> Iterator[tuple[int, bytes | None, int]]:
@@ -603,6 +604,7 @@ class SourceScanner:
     limits: Limits | None = None         # override the catalog limits (tests, bench)
     progress: Callable[[int], None] | None = None
     progress_every: int = 0              # 0 = PROGRESS_EVERY
+    trusted: bool = False                # second read of a source already validated: skip the record rules
     records: int = 0
     mode: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -717,7 +719,9 @@ class SourceScanner:
         rules = self.rules
         assert rules is not None
         before = self.c.total
-        check_record(rec, rules, lambda f, m, x: self.c.add(lineno, f, m, x), self._state)
+        texts = record_texts(rules.fmt, rec)
+        if not self.trusted:
+            check_record(rec, rules, lambda f, m, x: self.c.add(lineno, f, m, x), self._state, texts)
         self._out_bytes += nbytes
         if self.c.total != before:
             return None
@@ -726,10 +730,10 @@ class SourceScanner:
         except ValueError as e:  # pragma: no cover - check_record covers every shape from_record needs
             self.c.add(lineno, "record", str(e), "fix the record's shape")
             return None
-        chars = sum(len(t) for t in record_texts(rules.fmt, rec))
+        chars = sum(len(t) for t in texts)
         self._chars_total += chars
         self._chars_max = max(self._chars_max, chars)
-        return Item(lineno, ex, rec)
+        return Item(lineno, ex, rec, texts)
 
     # -- raw rows (JSONL objects, CSV rows, Parquet rows) ---------------------------------
     def _colnames(self) -> tuple[str | None, str | None, str | None]:
@@ -771,6 +775,12 @@ class SourceScanner:
         if self.system_prompt is not None and not system:
             system = self.system_prompt
         completion = completion or ""
+        if self.trusted:
+            prompt_t = apply_template(self.prompt_template, prompt, row)
+            ex = Example(system or None, prompt_t, completion)
+            rec = to_record(rules.fmt, ex)
+            texts = record_texts(rules.fmt, rec)
+            return Item(lineno, ex, rec, texts)
         _text_rules(prompt, pcol or "prompt", rules, add, what="prompt" if rules.fmt is not DataFormat.CPT_INPUT else "text")
         if ccol and rules.completion_required:
             _text_rules(completion, ccol, rules, add, what="completion", answer=True)
@@ -785,15 +795,17 @@ class SourceScanner:
             _text_rules(prompt_t, "prompt_template", rules, add)
         ex = Example(system or None, prompt_t, completion)
         rec = to_record(rules.fmt, ex)
-        chars = sum(len(t) for t in record_texts(rules.fmt, rec))
-        _check_tokens(chars, rules, add)
+        texts = record_texts(rules.fmt, rec)
+        chars = sum(len(t) for t in texts)
+        if not self.trusted:
+            _check_tokens(chars, rules, add)
         if self.c.total != before:
             return None
         self._chars_total += chars
         self._chars_max = max(self._chars_max, chars)
         if self._byte_limit() is not None:
             self._out_bytes += len(json.dumps(rec, ensure_ascii=False).encode()) + 1
-        return Item(lineno, ex, rec)
+        return Item(lineno, ex, rec, texts)
 
     def _missing_columns(self, names: list[str]) -> list[tuple[str, str]]:
         rules = self.rules
