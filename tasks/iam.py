@@ -8,8 +8,9 @@ by ``s3:prefix`` to the input and output prefixes; ``s3:PutObject`` + ``s3:GetOb
 KMS decrypt-side actions on the configured key only; ``bedrock:InvokeModel`` on the distillation teacher;
 ``lambda:InvokeFunction`` on the RFT grader. No ``*`` action anywhere.
 
-Get-or-create: an existing role keeps its name; a drifted trust or inline policy is rewritten
-(``RoleInfo.updated``). IAM is eventually consistent: after creating the role we poll ``get_role`` until it
+Get-or-create: an existing role of ours (``managed-by=bedrock-forge``) with a drifted trust or inline
+policy is rewritten (``RoleInfo.updated``), never duplicated; a role without that tag (``aws.role_name``
+naming a role someone manages by hand) is used as it is. IAM is eventually consistent: after creating the role we poll ``get_role`` until it
 is visible; the remaining window in which Bedrock cannot assume a fresh role is covered by
 ``tasks.customize.start_job``, which retries job creation on that specific error for about a minute.
 """
@@ -22,6 +23,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from tasks.aws import (
+    MANAGED_BY_KEY,
+    MANAGED_BY_VALUE,
     Backoff,
     Clients,
     ResourceNames,
@@ -113,6 +116,10 @@ def _doc(value: Any) -> dict:
         return json.loads(unquote(text))
 
 
+def _managed(role: dict) -> bool:
+    return any(t.get("Key") == MANAGED_BY_KEY and t.get("Value") == MANAGED_BY_VALUE for t in role.get("Tags") or [])
+
+
 def _norm(doc: dict) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
@@ -138,13 +145,18 @@ def ensure_role(clients: Clients, config: PipelineConfig, names: ResourceNames, 
                 role = iam.create_role(
                     RoleName=names.role, AssumeRolePolicyDocument=json.dumps(trust),
                     Description=f"bedrock-forge: customization job service role ({config.name})",
-                    Tags=to_iam_tags(tags))["Role"]
+                    Tags=to_iam_tags({**tags, MANAGED_BY_KEY: MANAGED_BY_VALUE}))["Role"]
                 created = True
                 log.info("created IAM role %s", names.role)
             except ClientError as err:
                 if error_code(err) != "EntityAlreadyExists":   # a concurrent run created it: adopt
                     raise
                 role = iam.get_role(RoleName=names.role)["Role"]
+        if not created and not _managed(role):
+            # a role the user manages (aws.role_name): use it as it is, never rewrite its policies
+            log.warning("IAM role %s is not tagged managed-by=bedrock-forge: using it unchanged; it needs the trust "
+                        "and permissions described in tasks/iam.py (REF §7)", names.role)
+            return RoleInfo(role_name=names.role, role_arn=role["Arn"], created=False, updated=False)
         if not created and _norm(_doc(role.get("AssumeRolePolicyDocument", {}))) != _norm(trust):
             iam.update_assume_role_policy(RoleName=names.role, PolicyDocument=json.dumps(trust))
             updated = True

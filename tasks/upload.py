@@ -63,6 +63,10 @@ def ensure_bucket(clients: Clients, bucket: str, region: str, kms_key_id: str | 
         code = error_code(err)
         if code in ("404", "NoSuchBucket", "NotFound"):
             exists = False
+        elif code in ("301", "PermanentRedirect"):
+            raise StageError(f"S3 bucket {bucket!r} is in another region than the run ({region}): Bedrock reads "
+                             "training data from the job's region. Use a bucket in the same region (aws.bucket).",
+                             code="WrongRegion") from None
         elif code in ("403", "AccessDenied"):
             raise StageError(f"S3 bucket {bucket!r} exists but this account cannot use it (it may belong to "
                              "another account: bucket names are global). Set aws.bucket to a bucket you own.",

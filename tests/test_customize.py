@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from botocore.validate import ParamValidator
-from test_upload import treat_requests_as_tls
 
 from tasks import aws, customize, iam, upload
 from tasks.config import PipelineConfig
@@ -74,7 +73,6 @@ def creates(ledger: dict, op: str = "CreateModelCustomizationJob") -> list[dict]
 
 
 def use_session_emulator(monkeypatch, aws_env):
-    treat_requests_as_tls(monkeypatch)
     return aws_env
 
 
@@ -85,7 +83,6 @@ def use_fresh_emulator(monkeypatch, emu):
     for k, v in DUMMY_ENV.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AWS_ENDPOINT_URL", emu.url)
-    treat_requests_as_tls(monkeypatch)
     monkeypatch.setattr(customize, "_sleep", lambda s: None if s <= 0.05 else time.sleep(0.05))
     return emu
 
@@ -155,7 +152,7 @@ def test_rerun_adopts_instead_of_creating_again(fresh_env, tmp_path):
     # a fresh worker: new clients, no cache, same config and data
     again = customize.start_job(aws.make_clients(s.config.aws), s.config, s.names, s.role_arn, s.uploaded, s.tags)
     assert again.adopted and again.job_arn == first.job_arn
-    customize.wait_for_job(s.clients, first.job_arn, timeout_s=60)
+    customize.wait_for_job(s.clients, first.job_arn, timeout_s=60, initial_interval_s=0.2)
     done = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
     assert done.adopted and done.status == "Completed"
     assert len([c for c in creates(fresh_env.ledger()) if c["status"] < 300]) == 1
@@ -166,7 +163,7 @@ def test_transient_faults_are_retried_and_survived(fresh_env, tmp_path):
     fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "error": "ThrottlingException", "count": 2},
                           {"operation": "GetModelCustomizationJob", "error": "ServiceUnavailableException", "count": 1}])
     job = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
-    result = customize.wait_for_job(s.clients, job.job_arn, timeout_s=60)
+    result = customize.wait_for_job(s.clients, job.job_arn, timeout_s=60, initial_interval_s=0.2)
     assert result.status == "Completed"
     calls = creates(fresh_env.ledger())
     assert [c["error"] for c in calls] == ["ThrottlingException", "ThrottlingException", None]
@@ -243,13 +240,13 @@ def test_failed_job_needs_an_explicit_rerun_then_gets_a_new_attempt(fresh_env, t
     job = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
     fresh_env.set_faults([])
     with pytest.raises(customize.JobFailed, match="failed: .+") as failed:
-        customize.wait_for_job(s.clients, job.job_arn, timeout_s=60)
+        customize.wait_for_job(s.clients, job.job_arn, timeout_s=60, initial_interval_s=0.2)
     assert "forge rerun" in str(failed.value)
     with pytest.raises(customize.JobNeedsRerun, match="ended Failed.*forge rerun RUN_ID --from customize"):
         customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
     second = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags, rerun=True)
     assert second.attempt == 2 and second.job_name == s.names.job + "-a2" and not second.adopted
-    assert customize.wait_for_job(s.clients, second.job_arn, timeout_s=60).status == "Completed"
+    assert customize.wait_for_job(s.clients, second.job_arn, timeout_s=60, initial_interval_s=0.2).status == "Completed"
     again = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags, rerun=True)
     assert again.adopted and again.attempt == 2      # a rerun adopts the completed attempt
     assert len([c for c in creates(fresh_env.ledger()) if c["status"] < 300]) == 2

@@ -112,3 +112,15 @@ def test_kms_distillation_and_rft_add_only_their_own_resources():
     for cfg in (kms, dist, rft):
         acts = [a for s in _statements(iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1")) for a in s["Action"]]
         assert not any(a.endswith("*") for a in acts)
+
+
+def test_a_role_someone_else_manages_is_used_unchanged(clients):
+    cfg = make_config(aws={"role_name": "team-bedrock-role"})
+    names = resource_names(cfg, "k3k3k3k3k3k3")
+    theirs = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "bedrock.amazonaws.com"},
+                                                      "Action": "sts:AssumeRole"}]}
+    arn = clients.iam.create_role(RoleName="team-bedrock-role", AssumeRolePolicyDocument=json.dumps(theirs))["Role"]["Arn"]
+    info = iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, standard_tags("k3", "fr", {}))
+    assert info.role_arn == arn and not info.created and not info.updated
+    assert clients.iam.get_role(RoleName="team-bedrock-role")["Role"]["AssumeRolePolicyDocument"] == theirs
+    assert clients.iam.list_role_policies(RoleName="team-bedrock-role")["PolicyNames"] == []

@@ -34,7 +34,7 @@ def test_auto_mode_uses_an_on_demand_deployment_where_the_catalog_allows_it(env,
     s, model_arn, tags = trained(tmp_path)
     ep = serve.provision(s.clients, s.config, s.names, model_arn, tags)
     assert ep.kind == "deployment" and ep.name == s.names.deployment and not ep.adopted
-    ready = serve.wait_serving(s.clients, ep, timeout_s=60)
+    ready = serve.wait_serving(s.clients, ep, timeout_s=60, initial_interval_s=0.2)
     assert ready.status == "Active"
     again = serve.provision(aws.make_clients(s.config.aws), s.config, s.names, model_arn, tags)
     assert again.adopted and again.arn == ep.arn
@@ -50,7 +50,7 @@ def test_provisioned_throughput_without_commitment_capped_and_adopted(env, tmp_p
     assert ep.kind == "provisioned" and ep.model_units == 1
     pt = s.clients.bedrock.get_provisioned_model_throughput(provisionedModelId=ep.arn)
     assert "commitmentDuration" not in pt and pt["modelArn"] == model_arn
-    assert serve.wait_serving(s.clients, ep, timeout_s=60).status == "InService"
+    assert serve.wait_serving(s.clients, ep, timeout_s=60, initial_interval_s=0.2).status == "InService"
     again = serve.provision(s.clients, s.config, s.names, model_arn, tags)
     assert again.adopted and again.arn == ep.arn
     assert len(resources_named(env.ledger(), s.names.provisioned)) == 1
@@ -72,18 +72,18 @@ def test_failed_provisioning_raises_its_message_and_a_rerun_replaces_it(fresh_en
     fresh_env.set_faults([{"operation": "CreateProvisionedModelThroughput", "pt_outcome": "Failed", "count": 1}])
     ep = serve.provision(s.clients, s.config, s.names, model_arn, tags)
     with pytest.raises(serve.ServingFailed, match="failed: Provisioning failed"):
-        serve.wait_serving(s.clients, ep, timeout_s=60)
+        serve.wait_serving(s.clients, ep, timeout_s=60, initial_interval_s=0.2)
     fresh_env.set_faults([])
     replaced = serve.provision(s.clients, s.config, s.names, model_arn, tags)
     assert replaced.arn != ep.arn and not replaced.adopted
-    assert serve.wait_serving(s.clients, replaced, timeout_s=60).status == "InService"
+    assert serve.wait_serving(s.clients, replaced, timeout_s=60, initial_interval_s=0.2).status == "InService"
 
 
 def test_transient_faults_on_create_are_survived(fresh_env, tmp_path):
     s, model_arn, tags = trained(tmp_path, serving={"mode": "provisioned"})
     fresh_env.set_faults([{"operation": "CreateProvisionedModelThroughput", "error": "ThrottlingException", "count": 1}])
     ep = serve.provision(s.clients, s.config, s.names, model_arn, tags)
-    assert serve.wait_serving(s.clients, ep, timeout_s=60).status == "InService"
+    assert serve.wait_serving(s.clients, ep, timeout_s=60, initial_interval_s=0.2).status == "InService"
     calls = [c for c in fresh_env.ledger()["calls"] if c["operation"] == "CreateProvisionedModelThroughput"]
     assert [c["error"] for c in calls] == ["ThrottlingException", None]
 

@@ -36,7 +36,8 @@ def _alive(s, arn: str) -> bool:
 
 def test_teardown_deletes_serving_model_and_data_and_is_idempotent(env, tmp_path):
     s, model_arn, tags = trained(tmp_path)
-    ep = serve.wait_serving(s.clients, serve.provision(s.clients, s.config, s.names, model_arn, tags), timeout_s=60)
+    ep = serve.wait_serving(s.clients, serve.provision(s.clients, s.config, s.names, model_arn, tags), timeout_s=60,
+                            initial_interval_s=0.2)
     kw = dict(run_key=s.names.run_key, endpoints=[ep], delete_custom_model=True, custom_model_arn=model_arn,
               delete_data=True, uploaded=s.uploaded)
     first = teardown.teardown(s.clients, **kw)
