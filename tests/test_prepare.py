@@ -91,6 +91,7 @@ def test_stratified_split_keeps_label_proportions(tmp_path):
     report = json.loads(Path(p.report_path).read_text())
     assert report["split"]["stratified"] is True
     assert report["labels"]["per_split"]["test"] == {"common": 24, "mid": 12, "rare": 4}
+    assert report["labels"]["balance"] == {"most_common": {"common": 120}, "rarest": {"rare": 20}, "ratio": 6.0}
 
 
 def test_stratify_no_gives_a_plain_shuffle(tmp_path):
