@@ -93,14 +93,30 @@ def ensure_bucket(clients: Clients, bucket: str, region: str, kms_key_id: str | 
                 raise StageError(f"S3 bucket {bucket!r} is in {loc}, the run is in {region}: Bedrock reads training "
                                  "data from the job's region. Use a bucket in the same region (aws.bucket).",
                                  code="WrongRegion")
-        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True})
+        _ensure_public_access_block(s3, bucket)
         _ensure_encryption(s3, bucket, kms_key_id)
         _ensure_tls_policy(s3, bucket, partition_of(region))
     except ClientError as err:
         raise stage_error(f"S3 bucket {bucket!r} settings", err) from err
     return bucket
+
+
+PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+                       "RestrictPublicBuckets": True}
+
+
+def _ensure_public_access_block(s3, bucket: str) -> None:
+    """Block all public access; read first so a rerun on a compliant bucket makes no mutating call."""
+    from botocore.exceptions import ClientError
+
+    try:
+        current = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    except ClientError as err:
+        if error_code(err) != "NoSuchPublicAccessBlockConfiguration":
+            raise
+        current = {}
+    if any(current.get(k) is not True for k in PUBLIC_ACCESS_BLOCK):
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
 
 
 def _ensure_encryption(s3, bucket: str, kms_key_id: str | None) -> None:

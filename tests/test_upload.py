@@ -123,3 +123,14 @@ def test_upload_refuses_a_file_changed_after_prepare(clients, tmp_path):
 def test_bad_prefix_is_rejected_with_the_fix(clients, tmp_path):
     with pytest.raises(StageError, match="aws.prefix"):
         up.upload(clients, write_prepared(tmp_path), "forge-data", "my prefix=1", "k")
+
+
+def test_rerun_on_a_compliant_bucket_makes_no_mutating_call(clients, tmp_path):
+    up.ensure_bucket(clients, "forge-rerun", "us-east-1", None)
+    prepared = write_prepared(tmp_path)
+    up.upload(clients, prepared, "forge-rerun", "bedrock-forge", "k")
+    ops: list[str] = []
+    clients.s3.meta.events.register("before-call.s3.*", lambda model, **_: ops.append(model.name))
+    up.ensure_bucket(clients, "forge-rerun", "us-east-1", None)
+    up.upload(clients, prepared, "forge-rerun", "bedrock-forge", "k")
+    assert ops and all(op.startswith(("Head", "Get")) for op in ops), ops
