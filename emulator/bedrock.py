@@ -211,6 +211,7 @@ class BedrockService:
         self.tags: dict[str, dict[str, str]] = {}
         self.billing_done: dict[str, float] = {"training_token_epochs": 0.0}
         self._standins = None
+        self.preload_models = False     # set by the standalone server (serve()); off in-process
 
     # -- persistence ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -245,7 +246,7 @@ class BedrockService:
 
     def _warm(self, model_arn: str) -> None:
         """Index a custom stand-in in the background once it is servable, so the first invoke is not slow."""
-        if ":custom-model/" not in model_arn:
+        if ":custom-model/" not in model_arn or not self.preload_models:
             return
         reg = self.standins()
         if hasattr(reg, "warm"):
@@ -490,7 +491,22 @@ class BedrockService:
             self._state(arn, "model-customization-job", name, "InProgress", now)
             self.ledger.set_tags(arn, job_tags)
             self._remember_token("CreateModelCustomizationJob", p, arn)
+        if not job["failure"] and self.preload_models:
+            self._preload_embeddings()
         return Response(201, {"jobArn": arn})
+
+    _preloading = False
+
+    def _preload_embeddings(self) -> None:
+        """A job that will succeed is usually served next: load the custom stand-in's embedding model
+        in the background now (it takes seconds), not on the first invoke."""
+        if BedrockService._preloading:
+            return
+        BedrockService._preloading = True
+        st = _standin()
+        fn = getattr(st, "preload", None) or getattr(st, "_model", None)
+        if fn is not None:
+            threading.Thread(target=_quietly, args=(fn,), name="standin-preload", daemon=True).start()
 
     def _role(self, role_arn: str):
         m = re.fullmatch(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/(.+)", role_arn)

@@ -416,14 +416,24 @@ def _moto_fault(service: str, code: str, op: str) -> tuple[int, bytes, dict]:
 
 
 # -- serving ------------------------------------------------------------------------------------
-def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0):
-    """A threaded werkzeug server for ``emulator`` (moto's request handler keeps S3 metadata headers)."""
+def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0, access_log: bool = False):
+    """A threaded werkzeug server for ``emulator`` (moto's request handler keeps S3 metadata headers).
+
+    No per-request access log unless ``access_log``: the ledger records every call, and a log line per
+    request drowned the pipeline's own output (evaluation alone makes hundreds of calls)."""
+    from werkzeug.serving import WSGIRequestHandler
     from werkzeug.serving import make_server as _make
     try:
-        from moto.moto_server.werkzeug_app import MotoRequestHandler as handler
+        from moto.moto_server.werkzeug_app import MotoRequestHandler as base
     except ImportError:  # pragma: no cover - moto[server] is a dependency
-        handler = None
-    return _make(host, port, emulator, threaded=True, request_handler=handler)
+        base = WSGIRequestHandler
+
+    class Handler(base):  # type: ignore[misc, valid-type]
+        def log_request(self, code="-", size="-"):  # noqa: ANN001
+            if access_log:
+                super().log_request(code, size)
+
+    return _make(host, port, emulator, threaded=True, request_handler=Handler)
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, faults_file: str | None = None,
@@ -439,6 +449,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, fa
         print(f"error: {e}", file=sys.stderr)
         return 2
     emu = Emulator(speed=speed, state_dir=state_dir, faults=rules, invoke_latency_ms=invoke_latency_ms)
+    emu.bedrock.preload_models = True
     try:
         srv = make_server(emu, host, port)
     except OSError as e:
