@@ -277,6 +277,14 @@ class BedrockService:
         seen = self.tokens.get(f"{op}:{token}")
         if seen is None:
             return None
+        arn = seen["arn"]
+        gone = (arn in self.pts and self.pts[arn].get("deleted")) or \
+            (arn in self.deployments and self.deployments[arn].get("deleted"))
+        if gone:
+            # the resource this token created was deleted: a new request with the token creates a new one
+            # (unconfirmed; AWS tokens also expire after a while)
+            del self.tokens[f"{op}:{token}"]
+            return None
         if seen["fingerprint"] != _fingerprint(params):
             # Same token, different parameters: AWS rejects the request (exact code unconfirmed; docs say
             # a repeated token is a no-op). ConflictException where the operation models it.

@@ -459,3 +459,13 @@ def test_custom_model_behind_provisioned_throughput_answers_from_its_training_da
     base = json.loads(c.runtime.invoke_model(modelId=PROFILE, body=json.dumps(body))["body"].read())
     assert base["output"]["message"]["content"][0]["text"].strip() != "label-1"
     c.bedrock.delete_provisioned_model_throughput(provisionedModelId=pt)
+
+
+def test_a_token_whose_throughput_was_deleted_creates_a_new_one(fresh):
+    _h, c = fresh
+    req = dict(modelUnits=1, provisionedModelName="again", modelId=BASE, clientRequestToken="pt-token-1")
+    first = c.bedrock.create_provisioned_model_throughput(**req)["provisionedModelArn"]
+    c.bedrock.delete_provisioned_model_throughput(provisionedModelId=first)
+    second = c.bedrock.create_provisioned_model_throughput(**req)["provisionedModelArn"]
+    assert second != first
+    assert c.bedrock.get_provisioned_model_throughput(provisionedModelId=second)["status"] in ("Creating", "InService")
