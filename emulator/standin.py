@@ -491,15 +491,51 @@ class _CustomModel:
     base_model_id: str
     records: list[tuple[str | None, str, str]]
     lock: threading.Lock = field(default_factory=threading.Lock)
-    prompts: list[str] | None = None          # distinct training prompts (embedding rows)
-    answers: list[str] | None = None          # completion chosen for each distinct prompt
+    answers: list[str] | None = None          # completion chosen for each distinct prompt (embedding row)
+    prefix: str = ""                          # text every training prompt starts with (folded system text)
+    suffix: str = ""                          # text every training prompt ends with (template tail)
     emb: np.ndarray | None = None             # (n_prompts, 384) float32, L2-normalized
 
-    def content_hash(self) -> str:
-        h = hashlib.sha256(MODEL_NAME.encode())
-        for _, p, _ in self.records:
-            h.update(p.encode("utf-8", "replace") + b"\0")
-        return h.hexdigest()[:32]
+    def strip(self, prompt: str) -> str:
+        if self.prefix and prompt.startswith(self.prefix):
+            prompt = prompt[len(self.prefix):]
+        if self.suffix and prompt.endswith(self.suffix) and len(prompt) > len(self.suffix):
+            prompt = prompt[: -len(self.suffix)]
+        return prompt
+
+
+MIN_AFFIX_CHARS = 20
+
+
+def common_affixes(prompts: list[str]) -> tuple[str, str]:
+    """(prefix, suffix) shared by every prompt, cut at whitespace, each at least 20 characters.
+
+    Formats without a system field fold the system text into every prompt (``system + "\\n\\n" +
+    prompt``, tasks/formats.py); a long shared instruction would dominate the mean-pooled
+    embeddings and blur the neighbours, so the custom stand-in matches on what differs.
+    """
+    if len(prompts) < 2:
+        return "", ""
+    pre = os.path.commonprefix(prompts)
+    if pre and not all(len(p) > len(pre) for p in prompts):
+        pre = pre[: max(pre.rfind(" "), pre.rfind("\n"))]       # never strip a whole prompt
+    cut = max(pre.rfind(" "), pre.rfind("\n"))
+    pre = pre[: cut + 1] if cut >= 0 else ""
+    rest = [p[len(pre):] for p in prompts]
+    suf = os.path.commonprefix([p[::-1] for p in rest])[::-1]
+    if suf and not all(len(p) > len(suf) for p in rest):
+        suf = ""
+    ws = [i for i, ch in enumerate(suf) if ch in " \n"]
+    suf = suf[ws[0]:] if ws else ""
+    return (pre if len(pre.strip()) >= MIN_AFFIX_CHARS else "",
+            suf if len(suf.strip()) >= MIN_AFFIX_CHARS else "")
+
+
+def _texts_hash(texts: list[str]) -> str:
+    h = hashlib.sha256(MODEL_NAME.encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "replace") + b"\0")
+    return h.hexdigest()[:32]
 
 
 class StandInRegistry:
@@ -570,7 +606,9 @@ class StandInRegistry:
             for _, p, c in cm.records:
                 first.setdefault(p, c)
             prompts, answers = list(first), list(first.values())
-            key = cm.content_hash()
+            cm.prefix, cm.suffix = common_affixes(prompts)
+            prompts = [cm.strip(p) for p in prompts]
+            key = _texts_hash(prompts)
             with _EMB_CACHE_LOCK:
                 emb = _EMB_CACHE.get(key)
             path = self._emb_path(key)
@@ -592,7 +630,7 @@ class StandInRegistry:
                 _EMB_CACHE.move_to_end(key)
                 while len(_EMB_CACHE) > _EMB_CACHE_MAX:
                     _EMB_CACHE.popitem(last=False)
-            cm.prompts, cm.answers = prompts, answers
+            cm.answers = answers
             cm.emb = emb
 
     # -- answering -------------------------------------------------------------------------
@@ -618,7 +656,7 @@ class StandInRegistry:
             if cm.emb.shape[0] == 0:
                 text = ""
             else:
-                q = _QUERIES.encode(prompt)
+                q = _QUERIES.encode(cm.strip(prompt))
                 sims = cm.emb @ q
                 text = cm.answers[int(np.argmax(sims))]   # argmax: first index on ties -> deterministic
         elif target_kind == "base":

@@ -356,6 +356,24 @@ def test_custom_stand_in_beats_base_on_held_out_queries(trained, banking):
     assert custom[:20] == [reg.answer("custom", arn, "Classify the query.", q, 64)[0] for q in queries[:20]]
 
 
+def test_custom_stand_in_ignores_a_system_text_folded_into_every_prompt(trained, banking):
+    """prompt-completion data carries the system text inside each prompt (tasks/formats.py); the
+    Llama body sends it the same way. The stand-in must still match on the customer query."""
+    reg, arn, _ = trained
+    system = "You are a support assistant for an online bank. Reply with the intent name only."
+    records = [{"prompt": f"{system}\n\n{m['messages'][0]['content'][0]['text']}",
+                "completion": m["messages"][1]["content"][0]["text"]}
+               for m in map(json.loads, banking[0].decode().splitlines())]
+    llama_arn = arn.replace("amazon.nova-micro-v1:0:128k", LLAMA31)
+    reg.register_custom(llama_arn, LLAMA31, jsonl(records))
+    queries = banking[1][:30]
+    via_llama = []
+    for q in queries:
+        sys_, prompt, max_tokens = standin.parse_invoke_body("llama", {"prompt": f"{system}\n\n{q}", "max_gen_len": 64})
+        via_llama.append(reg.answer("custom", llama_arn, sys_, prompt, max_tokens)[0])
+    assert via_llama == [reg.answer("custom", arn, system, q, 64)[0] for q in queries]
+
+
 def test_base_stand_in_is_generic_and_deterministic(trained):
     reg, _, _ = trained
     a = reg.answer("base", NOVA, None, "I am still waiting on my card?", 200)
