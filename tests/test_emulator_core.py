@@ -469,3 +469,51 @@ def test_a_token_whose_throughput_was_deleted_creates_a_new_one(fresh):
     second = c.bedrock.create_provisioned_model_throughput(**req)["provisionedModelArn"]
     assert second != first
     assert c.bedrock.get_provisioned_model_throughput(provisionedModelId=second)["status"] in ("Creating", "InService")
+
+
+def test_every_response_has_the_required_members_of_its_botocore_output_shape(fresh):
+    """botocore parses leniently; validate each parsed response against the service model's output shape."""
+    from botocore.validate import ParamValidator
+
+    h, c = fresh
+    problems: list[str] = []
+    checked: set[str] = set()
+
+    def check(http_response, parsed, model, **_kw):
+        if model.output_shape is None or http_response.status_code >= 300:
+            return
+        checked.add(model.name)
+        body = {k: v for k, v in parsed.items() if k != "ResponseMetadata"}
+        if model.name == "InvokeModel":
+            body["body"] = b""      # a stream after parsing
+        report = ParamValidator().validate(body, model.output_shape)
+        if report.has_errors():
+            problems.append(f"{model.name}: {report.generate_report()}")
+
+    for client in (c.bedrock, c.runtime):
+        client.meta.events.register("after-call.*.*", check)
+    inp = prepare(c)
+    arn = c.bedrock.create_model_customization_job(**job_request(inp, jobTags=[{"key": "k", "value": "v"}]))["jobArn"]
+    c.bedrock.get_model_customization_job(jobIdentifier=arn)
+    c.bedrock.list_model_customization_jobs()
+    model = wait(lambda: c.bedrock.get_model_customization_job(jobIdentifier=arn), {"Completed"})["outputModelArn"]
+    c.bedrock.list_model_customization_jobs()
+    c.bedrock.get_custom_model(modelIdentifier=model)
+    c.bedrock.list_custom_models()
+    pt = c.bedrock.create_provisioned_model_throughput(modelUnits=1, provisionedModelName="shape",
+                                                       modelId=model)["provisionedModelArn"]
+    wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=pt), {"InService"})
+    c.bedrock.list_provisioned_model_throughputs()
+    dep = c.bedrock.create_custom_model_deployment(modelDeploymentName="shape", modelArn=model)["customModelDeploymentArn"]
+    wait(lambda: c.bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=dep), {"Active"})
+    c.bedrock.list_custom_model_deployments()
+    c.bedrock.list_foundation_models()
+    c.bedrock.get_foundation_model(modelIdentifier=BASE)
+    c.bedrock.list_tags_for_resource(resourceARN=arn)
+    c.runtime.converse(modelId=PROFILE, messages=NOVA_BODY["messages"])
+    c.runtime.invoke_model(modelId=PROFILE, body=json.dumps(NOVA_BODY))
+    c.bedrock.delete_custom_model_deployment(customModelDeploymentIdentifier=dep)
+    c.bedrock.delete_provisioned_model_throughput(provisionedModelId=pt)
+    c.bedrock.delete_custom_model(modelIdentifier=model)
+    assert problems == []
+    assert len(checked) >= 15, checked
