@@ -197,6 +197,7 @@ def main() -> int:
     have_prepare = importlib.util.find_spec("tasks.prepare") is not None
     sizes = [int(s) for s in args.sizes.split(",")]
     rows: dict[int, dict] = {}
+    meta = {"load_start": os.getloadavg(), "versions_start": _versions() if have_prepare else ""}
     with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
         work = Path(tmp)
         for n in sizes:
@@ -227,7 +228,8 @@ def main() -> int:
                 bad_rows[kind] = measure(kind, src, work, trace=False)
                 print(f"  bad file {kind:8s} wall {bad_rows[kind]['wall_s']:.2f}s problems "
                       f"{bad_rows[kind].get('problems_reported', bad_rows[kind].get('dropped'))}", flush=True)
-    args.out.write_text(render(rows, sizes, have_prepare, args.repeats, bad_rows), encoding="utf-8")
+    meta.update(load_end=os.getloadavg(), versions_end=_versions() if have_prepare else "")
+    args.out.write_text(render(rows, sizes, have_prepare, args.repeats, bad_rows, meta), encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
 
@@ -250,7 +252,13 @@ def _source_state(rel: str) -> str:
     return f"({state}, sha256 {digest})"
 
 
-def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats: int, bad: dict | None = None) -> str:
+def _versions() -> str:
+    return f"tasks/prepare.py {_source_state('tasks/prepare.py')}, tasks/validate.py {_source_state('tasks/validate.py')}"
+
+
+def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats: int, bad: dict | None = None,
+           meta: dict | None = None) -> str:
+    meta = meta or {}
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = ["# prepare benchmark", "",
            f"Produced by `bench/prepare.py` on {now}: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
@@ -266,8 +274,13 @@ def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats:
     if not have_prepare:
         out += ["**tasks/prepare.py was not available when this ran: only the loop is measured.**", ""]
     else:
-        out += [f"Version measured: tasks/prepare.py {_source_state('tasks/prepare.py')}, "
-                f"tasks/validate.py {_source_state('tasks/validate.py')}.", ""]
+        v0, v1 = meta.get("versions_start", ""), meta.get("versions_end", "")
+        out += [f"Version measured: {v0}." + ("" if v0 == v1 else f" **These files changed during the run**; at the end: {v1}."), ""]
+    if meta.get("load_start"):
+        la, lb = meta["load_start"], meta["load_end"]
+        out += [f"Load average (1/5/15 min) at start {la[0]:.1f}/{la[1]:.1f}/{la[2]:.1f}, at end "
+                f"{lb[0]:.1f}/{lb[1]:.1f}/{lb[2]:.1f} on {os.cpu_count()} CPUs: above the CPU count, wall times are "
+                "stretched by other work and the CPU-second ratio is the fairer comparison.", ""]
     out += ["| records | input MiB | side | wall s | CPU s | peak RSS MiB | above imports MiB | tracemalloc peak MiB | records kept | what it found |",
             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for n in sizes:
