@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -30,8 +31,8 @@ def _ui_config(runs_dir: Path) -> dict:
 
     cfg = load_config(ROOT / "examples" / "banking77.yaml").model_dump(mode="json")
     cfg["name"] = "server-test"
-    cfg["data"]["max_records"] = 400
-    cfg["evaluation"].update(max_examples=20, bootstrap_samples=100, concurrency=4)
+    cfg["data"]["max_records"] = 200
+    cfg["evaluation"].update(max_examples=10, bootstrap_samples=100, concurrency=4)
     # the orchestration is under test here, not the stand-in model's quality: a lenient gate
     cfg["gate"].update(min_delta=-1.0, require_ci_above_zero=False)
     return json.loads(json.dumps(cfg))
@@ -53,32 +54,38 @@ def _runs_of(api: str, deployment_id: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
+def scenario(tmp_path_factory, emulator):
+    """Uses the session emulator (its stand-in models stay loaded across tests); this run's resources
+    are told apart by their forge-flow-run-id tag."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from emulator.testing import running_emulator
     from forge.commands.deploy import deploy_all
 
     tmp = tmp_path_factory.mktemp("server")
     runs_dir = tmp / "runs"
     logs = tmp / "logs"
+    t0 = time.monotonic()
     server = stack.start_server(tmp / "prefect-home", ui=False, log_dir=logs)
+    marks = {"server": time.monotonic() - t0}
     worker = None
     try:
-        with running_emulator(speed=5000.0, state_dir=tmp / "emulator-state") as emu:
-            with temporary_settings(updates={PREFECT_API_URL: server.url}):
-                ids = deploy_all(echo=lambda *_: None)
-            api = server.url
-            customize_run = stack.trigger(api, "customize-model/customize",
-                                          {"config": _ui_config(runs_dir), "runs_dir": str(runs_dir)})
-            sweep_run = stack.trigger(api, "sweep-resources/sweep", {})
-            worker = stack.start_worker(
-                tmp / "worker-home", api, aws_endpoint=emu.url, run_once=True, log_dir=logs,
-                extra_env={"FORGE_CACHE_DIR": str(tmp / "cache"), "FORGE_RUNS_DIR": str(runs_dir)})
-            finished = {rid: stack.wait_flow_run(api, rid, timeout=240) for rid in (customize_run, sweep_run)}
-            worker.proc.wait(timeout=60)
-            yield {"api": api, "ids": ids, "customize": finished[customize_run], "sweep": finished[sweep_run],
-                   "runs_dir": runs_dir, "ledger": emu.ledger(), "worker_log": worker.log}
+        with temporary_settings(updates={PREFECT_API_URL: server.url}):
+            ids = deploy_all(echo=lambda *_: None)
+        marks["deployed"] = time.monotonic() - t0
+        api = server.url
+        customize_run = stack.trigger(api, "customize-model/customize",
+                                      {"config": _ui_config(runs_dir), "runs_dir": str(runs_dir)})
+        sweep_run = stack.trigger(api, "sweep-resources/sweep", {})
+        worker = stack.start_worker(
+            tmp / "worker-home", api, aws_endpoint=emulator.url, run_once=True, log_dir=logs,
+            extra_env={"FORGE_CACHE_DIR": str(tmp / "cache"), "FORGE_RUNS_DIR": str(runs_dir),
+                       "PREFECT_LOGGING_LEVEL": "INFO"})  # step logs in worker.log, shown on failure
+        finished = {rid: stack.wait_flow_run(api, rid, timeout=240) for rid in (customize_run, sweep_run)}
+        marks["runs finished"] = time.monotonic() - t0
+        worker.proc.wait(timeout=60)
+        print(f"real-server scenario timings (s since start): {marks}")
+        yield {"api": api, "ids": ids, "customize": finished[customize_run], "sweep": finished[sweep_run],
+               "runs_dir": runs_dir, "ledger": emulator.ledger(), "worker_log": worker.log}
     finally:
         if worker is not None:
             worker.stop()
@@ -118,7 +125,9 @@ def test_customize_triggered_like_the_ui_completes_with_artifacts(scenario):
 
 
 def test_customize_run_left_no_serving_resource(scenario):
-    resources = scenario["ledger"]["resources"].values()
+    run_id = scenario["customize"]["id"]
+    resources = [r for r in scenario["ledger"]["resources"].values()
+                 if r["tags"].get("forge-flow-run-id") == run_id]
     serving = [r for r in resources if r["type"] in ("provisioned-model-throughput", "custom-model-deployment")]
     assert serving, "the run served nothing: evaluation did not run"
     alive = [r for r in serving if r["state"] != "Deleted"]

@@ -192,3 +192,67 @@ def test_flow_refuses_a_bad_grid_before_any_child(prefect_backend, monkeypatch, 
     state = sh.sweep_hyperparameters(base_config, presets=["quick"], grid={"learningRate": [1.0]},
                                      return_state=True)
     assert state.is_failed() and "learningRate" in state.message and not started
+
+
+# ---------------------------------------------------------------------------------------------
+# a real sweep on the emulator (slow: three full customize runs, ~1-2 min on 2 busy cores)
+# ---------------------------------------------------------------------------------------------
+def _max_in_progress(resources: dict) -> int:
+    """Most jobs InProgress at the same moment, from the ledger's state histories."""
+    events = []
+    for r in resources.values():
+        if r["type"] != "model-customization-job":
+            continue
+        hist = r["history"]
+        start = next((h["t"] for h in hist if h["state"] == "InProgress"), None)
+        if start is None:
+            continue
+        end = next((h["t"] for h in hist if h["t"] >= start and h["state"] in ("Completed", "Failed", "Stopped")),
+                   float("inf"))
+        events += [(start, 1), (end, -1)]
+    peak = now = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):  # an end at the same instant counts first
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_overlap_count_from_ledger_histories():
+    def job(*hist):
+        return {"type": "model-customization-job", "history": [{"t": t, "state": st} for t, st in hist]}
+
+    res = {"a": job((0, "InProgress"), (10, "Completed")), "b": job((5, "InProgress"), (12, "Completed")),
+           "c": job((10, "InProgress"), (20, "Failed")), "pt": {"type": "provisioned-model-throughput", "history": []}}
+    assert _max_in_progress(res) == 2           # c starts the instant a ends
+    res["d"] = job((11, "InProgress"))          # never ended
+    assert _max_in_progress(res) == 3
+
+
+@pytest.mark.slow
+def test_real_sweep_keeps_two_jobs_in_flight_and_leaves_no_serving(prefect_backend, fresh_emulator, monkeypatch,
+                                                                   tmp_path, base_config):
+    from tests.conftest import DUMMY_ENV
+
+    for k, v in DUMMY_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_emulator.url)
+    monkeypatch.setenv("FORGE_CACHE_DIR", str(tmp_path / "cache"))
+    raw = base_config.model_dump(mode="json")
+    raw["data"]["max_records"] = 200
+    raw["evaluation"].update(max_examples=8, bootstrap_samples=100, concurrency=4)
+    raw["gate"].update(min_delta=-1.0, require_ci_above_zero=False)   # orchestration under test, not quality
+    config = type(base_config).model_validate(raw)
+
+    state = sh.sweep_hyperparameters(config, presets=["quick", "balanced", "quality"], max_parallel_jobs=2,
+                                     runs_dir=str(tmp_path / "runs"), return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    assert [r["status"] for r in out["results"]] == ["succeeded"] * 3, out["table"]
+    assert out["best"] is not None and out["best"]["custom"] is not None
+
+    resources = fresh_emulator.ledger()["resources"]
+    jobs = [r for r in resources.values() if r["type"] == "model-customization-job"]
+    assert len(jobs) == 3
+    assert _max_in_progress(resources) <= 2
+    serving = [r for r in resources.values() if r["type"] in ("provisioned-model-throughput", "custom-model-deployment")]
+    assert len(serving) == 3 and all(r["state"] == "Deleted" for r in serving), serving
