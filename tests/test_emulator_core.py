@@ -517,3 +517,32 @@ def test_every_response_has_the_required_members_of_its_botocore_output_shape(fr
     c.bedrock.delete_custom_model(modelIdentifier=model)
     assert problems == []
     assert len(checked) >= 15, checked
+
+
+def test_access_granted_by_an_attached_managed_policy_counts(fresh):
+    _h, c = fresh
+    inp = prepare(c, get=False, put=False)
+    pol = c.iam.create_policy(PolicyName=f"data-{inp['uid']}", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*",
+                                                 "Resource": f"arn:aws:s3:::{inp['bucket']}/*"}]}))["Policy"]["Arn"]
+    c.iam.attach_role_policy(RoleName=inp["role_arn"].rsplit("/", 1)[1], PolicyArn=pol)
+    arn = c.bedrock.create_model_customization_job(**job_request(inp))["jobArn"]
+    job = wait(lambda: c.bedrock.get_model_customization_job(jobIdentifier=arn), {"Completed", "Failed"})
+    assert job["status"] == "Completed", job.get("failureMessage")
+
+
+def test_update_throughput_to_another_custom_model(fresh):
+    _h, c = fresh
+    inp = prepare(c)
+    models = []
+    for n in (1, 2):
+        arn = c.bedrock.create_model_customization_job(**job_request(inp, jobName=f"j{n}", customModelName=f"m{n}"))["jobArn"]
+        models.append(wait(lambda a=arn: c.bedrock.get_model_customization_job(jobIdentifier=a), {"Completed"})["outputModelArn"])
+    pt = c.bedrock.create_provisioned_model_throughput(modelUnits=1, provisionedModelName="swap",
+                                                       modelId=models[0])["provisionedModelArn"]
+    wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=pt), {"InService"})
+    c.bedrock.update_provisioned_model_throughput(provisionedModelId=pt, desiredModelId=models[1])
+    got = c.bedrock.get_provisioned_model_throughput(provisionedModelId=pt)
+    assert got["desiredModelArn"] == models[1] and got["status"] in ("Updating", "InService")
+    got = wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=pt), {"InService"})
+    assert got["modelArn"] == models[1]
