@@ -10,18 +10,36 @@ import argparse
 import json
 import sys
 
+DESCRIPTION = """\
+Print a cost table for CONFIG and check it against budget.max_usd:
+
+  tokens    characters / the family's characters per token (about 6, Bedrock docs; Claude 3 Haiku 3)
+  training  train tokens x epochs x price per 1k tokens
+  storage   one month of custom-model storage
+  serving   the evaluation window: model units x serving.max_hours (whole hours) x hourly price for
+            provisioned throughput, or test-split tokens at on-demand prices; plus the base model's
+            on-demand calls for the comparison
+  total     against budget.max_usd -> verdict ok | over_budget | unknown_price
+
+The catalog has no confirmed prices: they show as 'unknown' until you set them under `pricing:` in
+the config (train_per_1k_tokens, storage_per_month, pt_hour_no_commit, on_demand_input_per_1k,
+on_demand_output_per_1k). By default the data is prepared into a temporary folder first, so the
+counts are the ones the run will train on and bad data fails here, every problem located.
+
+exit codes: 0 within budget (or prices unknown and budget.allow_unknown_prices true),
+            2 over budget, refused by a spend guard, invalid config or invalid data"""
+
+EPILOG = """\
+examples:
+  forge estimate examples/banking77.yaml
+  forge estimate examples/banking77.yaml --json | jq .total_usd
+  forge estimate big.yaml --raw        # skip prepare: count the raw source only (approximate)"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "estimate", help="estimate tokens and cost of a config, and check its budget",
-        description="Print a cost table for CONFIG: training tokens (characters / the family's characters-per-"
-                    "token, about 6 per the Bedrock docs), training cost (tokens × epochs × price), one month "
-                    "of model storage, serving for the evaluation window (model units × serving.max_hours × "
-                    "hourly price, or on-demand tokens) and the total against budget.max_usd. Prices the "
-                    "catalog does not confirm are shown as 'unknown'; set them under `pricing:` in the config. "
-                    "By default the data is prepared into a temporary folder first (exact counts; bad data "
-                    "fails with every problem). Exit 0 within budget, 2 over budget / refused / invalid.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="pipeline config YAML (e.g. examples/banking77.yaml)")
     p.add_argument("--raw", action="store_true",
                    help="count the raw source without preparing it (fast, approximate: no dedupe, no validation)")
