@@ -307,3 +307,14 @@ def test_cli_default_prepares_the_data_first(tmp_path, capsys):
     assert run_cli(str(cfg), "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["method"] == "prepared" and data["train_tokens"] > 0 and 80 <= data["eval_calls"] <= 100
+
+
+def test_cli_bad_data_prints_located_problems_exit_2(tmp_path, capsys):
+    pytest.importorskip("tasks.prepare")
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"prompt": "hi", "completion": "x"}\n{"prompt": "", "completion": "y"}\nnot json\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: est\nbase_model: amazon.nova-micro-v1:0:128k\ndata: {{source: {data}}}\n")
+    assert run_cli(str(cfg)) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:2: prompt:" in err and f"{data}:3:" in err and "Traceback" not in err
