@@ -355,8 +355,8 @@ def estimate_from_config(config: PipelineConfig, *, method: Literal["auto", "pre
     if method in ("auto", "prepare"):
         try:
             from tasks.prepare import prepare
-        except ImportError:
-            if method == "prepare":
+        except ModuleNotFoundError as err:   # only a missing tasks.prepare falls back; other import errors show
+            if method == "prepare" or err.name != "tasks.prepare":
                 raise
             prepare = None  # type: ignore[assignment]
         if prepare is not None:
