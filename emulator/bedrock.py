@@ -212,6 +212,7 @@ class BedrockService:
         self.billing_done: dict[str, float] = {"training_token_epochs": 0.0}
         self._standins = None
         self.preload_models = False     # set by the standalone server (serve()); off in-process
+        self._dirty = False             # state changed since the last save
 
     # -- persistence ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -1265,7 +1266,7 @@ class BedrockService:
 
     def advance_and_save(self) -> None:
         with self.lock:
-            if self._advance_all() or getattr(self, "_dirty", False):
+            if self._advance_all() or self._dirty:
                 self._dirty = False
                 self.save()
 
