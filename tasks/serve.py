@@ -190,7 +190,8 @@ def wait_serving(clients: Clients, endpoint: ServingEndpoint, timeout_s: float,
             raise stage_error(f"wait for {endpoint.kind} {endpoint.name}", err) from err
         status = cur["status"]
         if status != last:
-            log.info("%s %s: %s after %.0f s", endpoint.kind, endpoint.name, status, _monotonic() - started)
+            log.info("%s %s: %s after %.0f s", "provisioned throughput" if endpoint.kind == "provisioned" else
+                     "deployment", endpoint.name, status, _monotonic() - started)
             last = status
         if status == READY[endpoint.kind]:
             return endpoint.model_copy(update={"status": status, "model_units": cur.get("modelUnits", endpoint.model_units)})

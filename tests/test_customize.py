@@ -315,3 +315,20 @@ def test_wait_timeout_leaves_the_job_running_unless_asked(fresh_env, tmp_path):
     with pytest.raises(customize.JobTimeout, match="stopped it"):
         customize.wait_for_job(s.clients, job.job_arn, timeout_s=0.1, max_interval_s=0.05, stop_on_timeout=True)
     assert s.clients.bedrock.get_model_customization_job(jobIdentifier=job.job_arn)["status"] in ("Stopping", "Stopped")
+
+
+def test_metric_files_are_read_from_either_validation_path(env, tmp_path):
+    s = set_up_run(tmp_path)
+    job_arn = f"arn:aws:bedrock:us-east-1:{s.account}:model-customization-job/{NOVA}/abcdefghijkl"
+    bucket, train_key, (new_val, old_val) = customize.metric_keys(s.uploaded.output_uri, job_arn)
+    assert train_key.endswith("/model-customization-job-abcdefghijkl/training_artifacts/step_wise_training_metrics.csv")
+    s.clients.s3.put_object(Bucket=bucket, Key=train_key, Body=b"step_number,epoch_number,training_loss,perplexity\n"
+                                                              b"0,0,2.5,12.1\n1,0,1.5,4.4\n")
+    s.clients.s3.put_object(Bucket=bucket, Key=old_val, Body=b"step_number,epoch_number,validation_loss,perplexity\n"
+                                                            b"1,0,1.7,5.4\n")
+    train, val = customize.read_metrics(s.clients, s.uploaded.output_uri, job_arn)
+    assert [r["training_loss"] for r in train] == [2.5, 1.5] and val == [
+        {"step_number": 1, "epoch_number": 0, "validation_loss": 1.7, "perplexity": 5.4}]
+    s.clients.s3.put_object(Bucket=bucket, Key=new_val, Body=b"step_number,epoch_number,validation_loss,perplexity\n"
+                                                            b"1,0,1.2,3.3\n")
+    assert customize.read_metrics(s.clients, s.uploaded.output_uri, job_arn)[1][0]["validation_loss"] == 1.2
