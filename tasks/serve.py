@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 
 from tasks.aws import (
+    EXPIRES_TAG,
     Backoff,
     Clients,
     QuotaExceeded,
@@ -28,6 +29,7 @@ from tasks.aws import (
     is_managed,
     is_transient,
     stage_error,
+    standard_tags,
     to_tag_list,
     wait_task,
 )
@@ -105,6 +107,8 @@ def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, cu
     log = get_logger()
     kind = serving_kind(config, clients.region)
     units = min(config.serving.model_units, config.serving.max_model_units)
+    if EXPIRES_TAG not in tags:   # billing resources always carry an expiry for the sweeper (DESIGN.md §3)
+        tags = {**tags, EXPIRES_TAG: standard_tags("-", "-", {}, config.serving.max_hours)[EXPIRES_TAG]}
     try:
         if kind == "provisioned":
             found = _find_pt(clients, names.provisioned)

@@ -169,6 +169,7 @@ def test_transient_faults_are_retried_and_survived(fresh_env, tmp_path):
     assert [c["error"] for c in calls] == ["ThrottlingException", "ThrottlingException", None]
 
 
+@pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted to send logs")
 def test_prefect_task_retries_transient_errors_only(fresh_env, tmp_path, prefect_backend):
     s = set_up_run(tmp_path, aws={"max_attempts": 1})      # botocore gives up at once: Prefect must retry
     fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "error": "ServiceUnavailableException", "count": 2}])

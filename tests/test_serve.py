@@ -50,11 +50,21 @@ def test_provisioned_throughput_without_commitment_capped_and_adopted(env, tmp_p
     assert ep.kind == "provisioned" and ep.model_units == 1
     pt = s.clients.bedrock.get_provisioned_model_throughput(provisionedModelId=ep.arn)
     assert "commitmentDuration" not in pt and pt["modelArn"] == model_arn
+    assert aws.bedrock_tags(s.clients, ep.arn)["forge-expires-at"] == tags["forge-expires-at"]
     assert serve.wait_serving(s.clients, ep, timeout_s=60, initial_interval_s=0.2).status == "InService"
     again = serve.provision(s.clients, s.config, s.names, model_arn, tags)
     assert again.adopted and again.arn == ep.arn
     assert len(resources_named(env.ledger(), s.names.provisioned)) == 1
     teardown.teardown(s.clients, run_key=s.names.run_key, endpoints=[ep])
+
+
+def test_billing_resources_always_get_an_expiry(fresh_env, tmp_path):
+    s, model_arn, tags = trained(tmp_path, serving={"mode": "provisioned", "max_hours": 1})
+    no_expiry = {k: v for k, v in tags.items() if k != "forge-expires-at"}
+    ep = serve.provision(s.clients, s.config, s.names, model_arn, no_expiry)
+    expires = aws.parse_expiry(aws.bedrock_tags(s.clients, ep.arn)["forge-expires-at"])
+    from datetime import UTC, datetime, timedelta
+    assert timedelta(minutes=55) < expires - datetime.now(UTC) <= timedelta(hours=1)
 
 
 def test_serving_mode_choice():
