@@ -48,9 +48,8 @@ from tasks.validate import (
     Problem,
     Rules,
     SourceScanner,
-    _text_rules,
     check_record,
-    validate_hyperparameters,
+    validate_config,
 )
 
 LABEL_MAX_DISTINCT = 200       # completions look like labels: at most this many distinct values ...
@@ -99,22 +98,11 @@ def _local_source(config: PipelineConfig, out_dir: Path) -> str:
     return str(dest)
 
 
-def _config_problems(config: PipelineConfig, rules: Rules | None) -> list[Problem]:
-    out = validate_hyperparameters(config.base_model, config.customization_type, config.preset,
-                                   config.hyperparameters, source="config",
-                                   rft=config.rft.hyperparameters if config.rft else None)
-    if rules is None:
-        return out
-
-    def add(f: str, m: str, x: str) -> None:
-        out.append(Problem(file="config", field=f, message=m, fix=x))
-
-    if config.data.augment.enabled:
-        for i, prefix in enumerate(config.data.augment.prefixes):
-            _text_rules(prefix, f"data.augment.prefixes[{i}]", rules, add, required=False)
-    if config.data.system_prompt:
-        _text_rules(config.data.system_prompt, "data.system_prompt", rules, add, required=False)
-    return out
+def _config_problems(config: PipelineConfig) -> list[Problem]:
+    """Training-data settings problems: hyperparameters, system prompt, template, augmentation prefixes.
+    (AWS names and region are checked by ``validate_config`` for ``forge validate CONFIG``, not here.)"""
+    keep = ("hyperparameters", "rft.", "preset", "data.", "base_model")
+    return [p for p in validate_config(config, "config") if p.field.startswith(keep)]
 
 
 class _Scan:
@@ -212,7 +200,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     report = scanner.report()
     problems = list(report.problems)
     total = report.total_problems
-    cfg_problems = _config_problems(config, rules)
+    cfg_problems = _config_problems(config)
     problems += cfg_problems
     total += len(cfg_problems)
     if total or rules is None:
@@ -445,7 +433,7 @@ def _split_count_problems(source: str, rules: Rules, n_train: int, n_val: int) -
     if n_val:
         if lim.min_validation_records is not None and n_val < lim.min_validation_records:
             add("split.validation", f"the validation split would have {n_val} record(s); {who} needs at least "
-                f"{lim.min_validation_records}", "raise data.split.validation, or set it to 0 (no validation set)")
+                f"{lim.min_validation_records}", "raise data.split.validation, or set it to 0 for no validation set")
         if lim.max_validation_records is not None and n_val > lim.max_validation_records:
             add("split.validation", f"the validation split would have {n_val:,} records; {who} accepts at most "
                 f"{lim.max_validation_records:,}", "lower data.split.validation")

@@ -618,10 +618,18 @@ class SourceScanner:
         self._chars_total = 0
         self._chars_max = 0
         self._out_bytes = 0
+        self._template_flagged = False
         try:
             self.rules = rules_for(self.base_model, self.ctype, self.teacher)
             if self.limits is not None:
                 self.rules.limits = self.limits
+            # settings that apply to every record are checked once, not on every line
+            add = lambda f, m, x: self.c.add(None, f, m, x)  # noqa: E731
+            before = self.c.total
+            _text_rules(_PLACEHOLDER.sub("", self.prompt_template), "prompt_template", self.rules, add, required=False)
+            self._template_flagged = self.c.total != before
+            if self.system_prompt:
+                _text_rules(self.system_prompt, "system_prompt", self.rules, add, required=False)
         except UnknownModelError as e:
             self.c.add(None, "base_model", str(e), "use a customizable model id from tasks/catalog.yaml")
         except UnsupportedCustomizationError as e:
@@ -786,12 +794,12 @@ class SourceScanner:
             _text_rules(completion, ccol, rules, add, what="completion", answer=True)
         elif ccol and completion:
             _text_rules(completion, ccol, rules, add, required=False, answer=True)
-        if system:
+        if system and system is not self.system_prompt:     # a config system prompt is checked once (validate_config)
             _text_rules(system, scol or "system_prompt", rules, add, required=False)
         if self.c.total != before:
             return None
         prompt_t = apply_template(self.prompt_template, prompt, row)
-        if prompt_t != prompt:
+        if prompt_t != prompt and not self._template_flagged:
             _text_rules(prompt_t, "prompt_template", rules, add)
         ex = Example(system or None, prompt_t, completion)
         rec = to_record(rules.fmt, ex)
@@ -1031,7 +1039,7 @@ def validate_hyperparameters(base_model: str, ctype: CustomizationType | str, pr
         except ValueError as e:
             hp = spec.hyperparameters.get(key)
             fix = (f"set it within {hp.min:g}..{hp.max:g}" if hp and hp.min is not None and hp.max is not None
-                   else "use a key from the model's list; REF §4")
+                   else "keys are case-sensitive; REF §4")
             out.append(Problem(file=source, field=f"hyperparameters.{key}", message=str(e), fix=fix))
     for key, value in (rft or {}).items():
         if key == "reasoningEffort":
@@ -1057,3 +1065,90 @@ def env_max_problems() -> int:
         return int(os.environ.get("FORGE_MAX_PROBLEMS", MAX_PROBLEMS_SHOWN))
     except ValueError:
         return MAX_PROBLEMS_SHOWN
+
+
+# ---------------------------------------------------------------------------------------------
+# a whole pipeline config: hyperparameters, AWS names and region, then its data
+# ---------------------------------------------------------------------------------------------
+REGION_RE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d")
+BUCKET_RE = re.compile(r"[a-z0-9][-.a-z0-9]{1,61}[a-z0-9]")          # REF §2.2 (api)
+S3_KEY_RE = re.compile(r"[A-Za-z0-9\-!_*'()./]*")                     # REF §2.2: key characters Bedrock accepts
+ROLE_NAME_RE = re.compile(r"[\w+=,.@-]{1,64}")                         # IAM role name rules
+
+
+def yaml_line(path: str | Path, dotted: str) -> int | None:
+    """1-based line of ``a.b.c`` in a YAML mapping file (None when absent or unreadable)."""
+    try:
+        import yaml
+
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - a line number is a nicety
+        return None
+    line = None
+    for part in dotted.split("."):
+        if node is None or not hasattr(node, "value") or not isinstance(node.value, list):
+            return line
+        nxt = None
+        for item in node.value:
+            if isinstance(item, tuple) and getattr(item[0], "value", None) == part:
+                line = item[0].start_mark.line + 1
+                nxt = item[1]
+                break
+        if nxt is None:
+            return line
+        node = nxt
+    return line
+
+
+def validate_config(config: Any, path: str | Path = "config") -> list[Problem]:
+    """Problems in a PipelineConfig beyond its pydantic model: hyperparameters for the model + type
+    (file = the config path, line = the key's line), region, bucket / prefix / role names."""
+    src = str(path)
+    probs = validate_hyperparameters(config.base_model, config.customization_type, config.preset,
+                                     config.hyperparameters, source=src,
+                                     rft=config.rft.hyperparameters if config.rft else None)
+    aws = config.aws
+
+    def add(fld: str, message: str, fix: str) -> None:
+        probs.append(Problem(file=src, field=fld, message=message, fix=fix))
+
+    if not REGION_RE.fullmatch(aws.region):
+        add("aws.region", f"{aws.region!r} is not an AWS Region name", "write it like us-east-1")
+    try:
+        fam = load_catalog().family_of(config.base_model)
+    except ValueError:
+        fam = None
+    if fam is not None and config.serving.mode == "on_demand":
+        if not fam.on_demand_deployment:
+            add("serving.mode", f"{fam.display} custom models cannot be deployed on demand",
+                "use mode: provisioned or auto; REF §2.8")
+        elif fam.on_demand_regions and aws.region not in fam.on_demand_regions:
+            add("aws.region", f"on-demand deployment of {fam.display} custom models is available in "
+                f"{', '.join(fam.on_demand_regions)}, not {aws.region}", "change aws.region or use serving.mode: provisioned; REF §2.8")
+    if aws.bucket is not None and (not BUCKET_RE.fullmatch(aws.bucket) or ".." in aws.bucket):
+        add("aws.bucket", f"{aws.bucket!r} is not a valid S3 bucket name",
+            "3-63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit; REF §2.2")
+    if not S3_KEY_RE.fullmatch(aws.prefix or ""):
+        add("aws.prefix", f"{aws.prefix!r} has characters Bedrock rejects in S3 keys",
+            "use letters, digits and -!_*'(). plus /; no spaces, '=', '+', ':'; REF §2.2")
+    try:
+        rules: Rules | None = rules_for(config.base_model, config.customization_type)
+    except ValueError:
+        rules = None
+    if rules is not None:
+        d = config.data      # system_prompt / prompt_template: checked by SourceScanner (once, with the data)
+        if "{" not in d.prompt_template:
+            add("data.prompt_template", "has no {prompt} placeholder: every record would get the same prompt",
+                "write the template around {prompt}, e.g. 'Classify: {prompt}'")
+        if d.augment.enabled:
+            for i, prefix in enumerate(d.augment.prefixes):
+                _text_rules(prefix, f"data.augment.prefixes[{i}]", rules, add, required=False)
+    if aws.role_name is not None and not ROLE_NAME_RE.fullmatch(aws.role_name):
+        add("aws.role_name", f"{aws.role_name!r} is not a valid IAM role name",
+            "1-64 letters, digits and +=,.@_-")
+    for p in probs:
+        if p.line is None and p.field not in ("base_model",):
+            key = p.field
+            key = key.split("[", 1)[0]
+            p.line = (yaml_line(path, key) or yaml_line(path, key.rsplit(".", 1)[0])) if src != "config" else None
+    return probs

@@ -76,8 +76,9 @@ def test_corpus_is_big_enough():
     on_disk = {p.name for p in BAD.iterdir() if p.name != "expectations.yaml"}
     generated = {e["file"] for e in EXPECTATIONS if e.get("generate")}
     assert on_disk == files - generated, "every corpus file has an expectation and vice versa"
-    types = {e["type"] for e in EXPECTATIONS}
+    types = {e["type"] for e in EXPECTATIONS if not e.get("config")}
     assert types == {"fine-tuning", "continued-pretraining", "distillation", "reinforcement"}
+    assert sum(1 for e in EXPECTATIONS if e.get("config")) >= 10    # configs: hyperparameters, names, region ...
 
 
 @pytest.mark.parametrize("case", EXPECTATIONS, ids=[e["file"] for e in EXPECTATIONS])
@@ -87,7 +88,10 @@ def test_bad_corpus_file_is_rejected_with_located_message(case, tmp_path, capsys
         GENERATORS[case["generate"]](path)
     else:
         path = BAD / case["file"]
-    argv = ["validate", str(path), "--base-model", case["base_model"], "--type", case["type"]]
+    if case.get("config"):
+        argv = ["validate", str(path)]
+    else:
+        argv = ["validate", str(path), "--base-model", case["base_model"], "--type", case["type"]]
     if case.get("columns"):
         argv += ["--columns", case["columns"]]
     if case.get("role"):
@@ -99,7 +103,8 @@ def test_bad_corpus_file_is_rejected_with_located_message(case, tmp_path, capsys
     assert rc == 2, out
     assert case["expect"] in out, out
     assert "Traceback" not in out
-    assert out.rstrip().splitlines()[-1].endswith("record(s)")   # the summary line closes the output
+    last = out.rstrip().splitlines()[-1]                          # the summary line closes the output
+    assert "problem(s) in" in last and ("config" in last if case.get("config") else last.endswith("record(s)"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +132,17 @@ def test_valid_files_exit_0(name, model, ctype, columns, capsys, no_aws):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert out.strip().splitlines()[-1].startswith(f"{GOOD / name}: OK")
+
+
+@pytest.mark.parametrize("example", ["banking77.yaml", "cpt.yaml", "distillation.yaml"])
+def test_validate_example_configs(example, capsys, no_aws):
+    path = Path(__file__).parent.parent / "examples" / example
+    if not path.exists():
+        pytest.skip("examples not present")
+    rc = main(["validate", str(path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "dry-run prepare passed" in out
 
 
 def test_validate_json_output(capsys):

@@ -182,7 +182,10 @@ def test_raw_jsonl_numbers_become_text_and_template_is_checked(tmp_path):
     cols = Columns(prompt="q", completion="label")
     assert validate_source(p, NOVA, "fine-tuning", columns=cols).ok
     r = validate_source(p, NOVA, "fine-tuning", columns=cols, prompt_template="User: {prompt}")
-    assert lines_of(r)[0].startswith(f"{p}:1: prompt_template: contains the string 'User:'")
+    assert lines_of(r) == [f"{p}: prompt_template: contains the string 'User:', which Nova rejects "
+                           "(remove or reword 'User:'; REF §5: it fails the training job)"]    # once, not per line
+    r = validate_source(p, NOVA, "fine-tuning", columns=cols, prompt_template="{prompt} [EOS]")
+    assert len(r.problems) == 1 and r.problems[0].field == "prompt_template"
 
 
 def test_raw_parquet(tmp_path):

@@ -24,8 +24,13 @@ examples:
       --columns prompt=text,completion=category
   forge validate corpus.jsonl --base-model amazon.titan-text-express-v1:0:8k --type continued-pretraining
 
+  forge validate examples/banking77.yaml          # a pipeline config: its data and its settings
+
 DATA is raw JSONL / CSV / Parquet (columns mapped with --columns) or JSONL already in the model's
-format (detected from its keys). Every problem is printed as FILE:LINE: field: message (how to fix).
+format (detected from its keys). A .yaml/.yml DATA is read as a pipeline config: its data source is
+checked with its columns, prompt template and system prompt, and its hyperparameters, region and
+AWS names too (--base-model and --type then come from the config).
+Every problem is printed as FILE:LINE: field: message (how to fix).
 exit status: 0 valid, 2 invalid.
 """
 
@@ -70,8 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", metavar="DATA", help="JSONL, CSV or Parquet file")
-    p.add_argument("--base-model", required=True, metavar="ID",
+    p.add_argument("data", metavar="DATA", help="JSONL, CSV or Parquet file (forge validate: or a pipeline config YAML)")
+    p.add_argument("--base-model", required=p.prog.split()[-1] != "validate", metavar="ID",
                    help="customizable base model id, e.g. amazon.nova-micro-v1:0:128k (see tasks/catalog.yaml)")
     p.add_argument("--type", dest="ctype", default="fine-tuning", metavar="T", help=TYPES_HELP)
     p.add_argument("--columns", default=None, metavar="MAP", help=COLUMNS_HELP)
@@ -129,6 +134,10 @@ def cmd_validate(args) -> int:
     from tasks.catalog import CustomizationType
     from tasks.validate import validate_source
 
+    if args.data.lower().endswith((".yaml", ".yml")):
+        return _validate_config(args)
+    if not args.base_model:
+        return _usage(args, "--base-model is required (or pass a pipeline config .yaml as DATA)")
     try:
         ctype = CustomizationType.parse(args.ctype)
         columns = parse_columns(args.columns)
@@ -147,6 +156,46 @@ def cmd_validate(args) -> int:
         stats = report.stats
         extra = f" ({stats.get('mode')}, {stats.get('format')}, ~{stats.get('estimated_tokens', 0):,} tokens)" if report.ok else ""
         print(report.summary() + extra)
+    return 0 if report.ok else 2
+
+
+def _validate_config(args) -> int:
+    """A config: its settings (validate_config), then a dry-run prepare into a temporary folder, which
+    checks every record and the split's record counts."""
+    import tempfile
+
+    from tasks.config import ConfigError, load_config
+    from tasks.prepare import prepare
+    from tasks.validate import DataValidationError, validate_config
+
+    try:
+        config = load_config(args.data)
+    except ConfigError as err:
+        return _fail(args, err.problems + [f"{args.data}: {len(err.problems)} problem(s) in the config"])  # exit 2
+    problems = validate_config(config, args.data)
+    total = len(problems)
+    records = None
+    with tempfile.TemporaryDirectory(prefix="forge-validate-") as tmp:
+        try:
+            prepared = prepare(config, tmp, progress=_progress)
+            records = json.loads(open(prepared.report_path, encoding="utf-8").read())["counts"]["raw_records"]
+        except DataValidationError as err:
+            # prepare repeats the config checks with file "config": validate_config has them with the path + line
+            problems += [p for p in err.problems if p.file != "config"]
+            total += err.total - sum(1 for p in err.problems if p.file == "config")
+    from tasks.validate import ValidationReport
+
+    report = ValidationReport(source=config.data.source, records=records or 0, problems=problems, total_problems=total)
+    if args.json:
+        doc = report.model_dump(mode="json")
+        doc["ok"] = report.ok
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_problems(report.lines(args.max_problems), False)
+        if report.ok:
+            print(f"{args.data}: OK, {report.records:,} record(s) in {config.data.source} (dry-run prepare passed)")
+        else:
+            print(f"{args.data}: {report.total_problems} problem(s) in the config and its data ({config.data.source})")
     return 0 if report.ok else 2
 
 
