@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from test_customize import set_up_run, use_fresh_emulator, use_session_emulator
 
@@ -63,7 +65,6 @@ def test_billing_resources_always_get_an_expiry(fresh_env, tmp_path):
     no_expiry = {k: v for k, v in tags.items() if k != "forge-expires-at"}
     ep = serve.provision(s.clients, s.config, s.names, model_arn, no_expiry)
     expires = aws.parse_expiry(aws.bedrock_tags(s.clients, ep.arn)["forge-expires-at"])
-    from datetime import UTC, datetime, timedelta
     assert timedelta(minutes=55) < expires - datetime.now(UTC) <= timedelta(hours=1)
 
 
