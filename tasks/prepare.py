@@ -461,14 +461,25 @@ def _source_fingerprint(config: PipelineConfig) -> str:
         return f"{src}:missing"
 
 
+def _code_version() -> str:
+    """Hash of the modules prepare's output depends on: TASK_SOURCE only sees the thin task body."""
+    h = hashlib.sha256()
+    for mod in ("prepare.py", "validate.py", "formats.py", "catalog.yaml"):
+        try:
+            h.update((Path(__file__).parent / mod).read_bytes())
+        except OSError:
+            h.update(mod.encode())
+    return h.hexdigest()[:16]
+
+
 class _SourceFile(CachePolicy):
-    """Cache-key part that changes when the source file changes."""
+    """Cache-key part that changes when the source file or the preparing code changes."""
 
     def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs):
         cfg = inputs.get("config")
         if isinstance(cfg, dict):
             cfg = PipelineConfig.model_validate(cfg)
-        return _source_fingerprint(cfg) if isinstance(cfg, PipelineConfig) else None
+        return f"{_source_fingerprint(cfg)}|{_code_version()}" if isinstance(cfg, PipelineConfig) else None
 
 
 class _PrepareTask(Task):

@@ -8,12 +8,16 @@ Two kinds of input:
 - **formatted** JSONL that is already in the model's format (auto-detected: its records carry the
   target format's keys, e.g. ``messages`` / ``schemaVersion`` / ``input``), checked key by key.
 
-Every problem is collected (never raised, never a traceback) as ``FILE:LINE: field: message (fix)``.
+Every problem is collected (never raised, never a traceback) as ``FILE:LINE: field: message (fix)``
+(for Parquet, LINE is the 1-based row number; file-level problems have no LINE).
 The file is streamed line by line in binary (``readline`` with a size cap), so memory stays flat in
 the file size, and one enormous line is measured and skipped rather than loaded. CSV is read with the
 stdlib ``csv`` reader over that line stream (not pandas) because it reports the physical line of
 every row, keeps going after a quoting error, and handles quoted newlines; Parquet is read in
 batches with ``pyarrow.parquet.ParquetFile.iter_batches``.
+
+``validate_config`` adds the settings of a whole PipelineConfig (hyperparameters, region, S3/IAM
+names, on-demand availability), located by the key's line in the YAML file.
 
 Sources of the rules: shared/reference/bedrock-customization.md §5 (REF §5) for the formats and
 the forbidden strings, ``tasks/catalog.yaml`` ``limits`` (each with its source) for record counts,

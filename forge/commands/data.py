@@ -4,7 +4,10 @@ Output convention: problems go to **stdout**, one per line as ``FILE:LINE: field
 followed by one summary line; progress and warnings go to **stderr** (so ``forge validate ... > problems.txt``
 captures exactly the problems). With ``--json`` stdout holds one JSON document instead.
 
-Exit codes: 0 valid / prepared, 2 invalid input (data, model/type pair, columns, split).
+``forge validate CONFIG.yaml`` checks a pipeline config: its settings (``tasks.validate.validate_config``)
+and its data through a dry-run ``prepare`` into a temporary folder (every record, the split's counts).
+
+Exit codes: 0 valid / prepared, 2 invalid input (data, model/type pair, columns, split, config), 1 cannot write.
 """
 
 from __future__ import annotations
