@@ -845,6 +845,7 @@ class SourceScanner:
                         continue
                     yield _decode(raw, lineno, self.c, False, self.warnings)
 
+            csv.field_size_limit(MAX_LINE_BYTES)      # default 128 KB would hide the real (token) problem
             delim = "\t" if p.suffix.lower() == ".tsv" else ","
             reader = csv.reader(text_lines(), delimiter=delim, strict=True)
             header: list[str] | None = None
@@ -956,7 +957,7 @@ class SourceScanner:
             return
         if self.records == 0 and self.c.total == 0:
             self.c.add(None, "file", "has no records" + (" (0 bytes)" if p.stat().st_size == 0 else ""),
-                       "add training records, one JSON object per line")
+                       "add rows below the header" if self.stats.get("kind") == "csv" else "add records, one JSON object per line")
             return
         if len(self._state.get("media", ())) > 1:
             self.c.add(None, "messages", "the dataset mixes images and video",
