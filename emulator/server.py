@@ -26,7 +26,7 @@ from emulator.bedrock import ApiError, BedrockService, Request, Response
 from emulator.clock import VirtualClock
 from emulator.faults import ERRORS, FaultConfigError, Faults, Rule, parse_rules
 from emulator.ledger import Ledger
-from emulator.state import MotoAccount, StateStore, acting_as
+from emulator.state import MotoAccount, StateStore, acting_as, protect_account
 
 DEFAULT_ACCOUNT = "123456789012"    # moto's default, the AWS documentation example id (not a real account)
 DEFAULT_REGION = "us-east-1"
@@ -35,14 +35,18 @@ _accounts_lock = threading.Lock()
 
 
 def _allocate_account(preferred: str | None) -> str:
-    """One moto account per emulator instance in this process (isolates S3/IAM between instances)."""
+    """One moto account per emulator instance in this process (isolates S3/IAM between instances).
+
+    Without a preference (in-process emulators) the ids are 000000000001, 000000000002, ...: moto's
+    default account 123456789012 stays free for unit tests using ``moto.mock_aws`` in the same process.
+    The standalone server asks for 123456789012."""
     with _accounts_lock:
         if preferred and preferred not in _accounts_in_use:
             _accounts_in_use.add(preferred)
             return preferred
-        n = 0
+        n = 1
         while True:
-            acct = DEFAULT_ACCOUNT if n == 0 else f"{n:012d}"
+            acct = f"{n:012d}"
             if acct not in _accounts_in_use:
                 _accounts_in_use.add(acct)
                 return acct
@@ -174,6 +178,7 @@ class Emulator:
         self.faults = Faults(rules=list(rules), seed=seed)  # type: ignore[arg-type]
         self.ledger = Ledger()
         self.moto = MotoAccount(self.account_id, self.store)
+        protect_account(self.account_id)
         self.bedrock = BedrockService(account_id=self.account_id, store=self.store, moto=self.moto, ledger=self.ledger,
                                       faults=self.faults, clock=clock,
                                       invoke_latency_ms=5.0 if invoke_latency_ms is None else float(invoke_latency_ms),
@@ -194,6 +199,7 @@ class Emulator:
                 self.bedrock.advance_and_save()
                 self.moto.flush()
             finally:
+                protect_account(self.account_id, on=False)
                 _release_account(self.account_id)
 
     def reset(self) -> None:
@@ -448,7 +454,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, fa
     except FaultConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    emu = Emulator(speed=speed, state_dir=state_dir, faults=rules, invoke_latency_ms=invoke_latency_ms)
+    emu = Emulator(speed=speed, state_dir=state_dir, faults=rules, invoke_latency_ms=invoke_latency_ms,
+                   account_id=DEFAULT_ACCOUNT)
     emu.bedrock.preload_models = True
     try:
         srv = make_server(emu, host, port)

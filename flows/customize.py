@@ -24,15 +24,6 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
-from tasks.aws import (
-    account_id,
-    compute_run_key,
-    make_clients,
-    resource_names,
-    standard_tags,
-)
-from tasks.estimate import check_budget, estimate_cost
-from tasks.prepare import prepare_task
 
 from tasks import customize as customize_stage
 from tasks import evaluate as evaluate_stage
@@ -40,9 +31,18 @@ from tasks import iam as iam_stage
 from tasks import serve as serve_stage
 from tasks import teardown as teardown_stage
 from tasks import upload as upload_stage
+from tasks.aws import (
+    account_id,
+    compute_run_key,
+    make_clients,
+    resource_names,
+    standard_tags,
+)
 from tasks.catalog import load_catalog
 from tasks.config import PipelineConfig
+from tasks.estimate import check_budget, estimate_cost
 from tasks.manifest import STEPS, Manifest, new_run_id, unredact
+from tasks.prepare import prepare_task
 from tasks.types import (
     JobInfo,
     PreparedData,
@@ -207,7 +207,6 @@ def _run(config: PipelineConfig, manifest: Manifest, run_dir: Path, rerun_from: 
          allow_rerun_failed_job: bool) -> dict:
     log = get_run_logger()
     clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
-    account = None
     flow_run_id = _flow_run_id()
     catalog = load_catalog()
     family = catalog.family_of(config.base_model)
@@ -228,13 +227,15 @@ def _run(config: PipelineConfig, manifest: Manifest, run_dir: Path, rerun_from: 
         manifest.step_done("prepare", output=prepared.model_dump(mode="json"))
 
     run_key = compute_run_key(config, prepared.content_hash)
-    names = resource_names(config, run_key)
+    account = account_id(clients)   # read-only (STS); the default bucket name is per account
+    names = resource_names(config, run_key, account=account)
     manifest.update(run_key=run_key)
     log.info("run key %s (job %s)", run_key, names.job)
 
     # spend guard before anything that costs money
     estimate = estimate_cost(config, prepared)
-    manifest.data["cost"]["estimated_usd"] = estimate.total_usd
+    manifest.data["cost"]["estimated_usd"] = estimate.total_usd          # None when a price is unknown
+    manifest.data["cost"]["known_usd"] = estimate.known_usd              # the items with a known price
     manifest.data["cost"]["estimate"] = estimate.model_dump(mode="json")
     manifest.save()
     log.info("cost estimate: %s", estimate.summary_line())
@@ -258,7 +259,6 @@ def _run(config: PipelineConfig, manifest: Manifest, run_dir: Path, rerun_from: 
         manifest.step_done("upload", adopted=bool(uploaded.skipped), output=uploaded.model_dump(mode="json"))
 
     # 3. create role
-    account = account or account_id(clients)
     role = _reuse(manifest, "create-role", rerun_from, RoleInfo, account)
     with _step(manifest, "create-role"):
         if role is None:

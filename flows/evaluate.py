@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from tasks.aws import account_id, compute_run_key, make_clients, resource_names, standard_tags
-from tasks.prepare import prepare_task
 
 from flows.customize import (
     QualityGateFailed,
@@ -26,9 +24,11 @@ from flows.customize import (
     serving,
 )
 from tasks import evaluate as evaluate_stage
+from tasks.aws import account_id, compute_run_key, make_clients, resource_names, standard_tags
 from tasks.catalog import load_catalog
 from tasks.config import PipelineConfig
 from tasks.manifest import Manifest, new_run_id, unredact
+from tasks.prepare import prepare_task
 from tasks.types import PreparedData, ServingEndpoint, TrainingResult
 
 
@@ -88,7 +88,7 @@ def evaluate_model(
                                   custom_model_name=(model_arn or "").rsplit("/", 1)[-1])
 
     run_key = compute_run_key(config, prepared.content_hash)
-    names = resource_names(config, run_key)
+    names = resource_names(config, run_key, account=account)
     family = load_catalog().family_of(config.base_model)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = manifest.run_dir / "evaluations" / stamp

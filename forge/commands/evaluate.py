@@ -59,7 +59,7 @@ def cmd_evaluate(args) -> int:
     if isinstance(result, dict):
         print(json.dumps(result, indent=2) if args.json else
               f"evaluation: {result['evaluation_dir']}\ngate: {'PASSED' if result['gate']['passed'] else 'FAILED'}"
-              f" — {result['gate']['rule']}\nreport: {result['report'].get('markdown', '-')}")
+              f" — {result['gate']['rule']}\nreport: {result['report'].get('report_md', '-')}")
         return 0
     message = state.message or str(result)
     print(f"evaluation failed: {message}", file=sys.stderr)

@@ -234,8 +234,11 @@ def print_summary(manifest: dict, path: Path) -> None:
         print(f"  estimated cost: ${cost['estimated_usd']:.2f}")
     print(f"\n  manifest: {path}")
     report = manifest.get("report") or {}
-    if report.get("markdown"):
-        print(f"  report:   {report['markdown']}")
+    if report.get("report_md"):
+        print(f"  report:   {report['report_md']}")
+        charts = [report[k] for k in ("metrics_chart", "per_class_chart", "loss_chart") if report.get(k)]
+        if charts:
+            print(f"  charts:   {', '.join(charts)}")
 
 
 def cmd_status(args) -> int:

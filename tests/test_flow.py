@@ -1,0 +1,263 @@
+"""The customization flow end to end on the emulator (issue 6): full run, rerun adopts with zero mutating
+calls, a failure in evaluation still deletes the provisioned throughput and the rerun resumes there
+without duplicates, budget refusal spends nothing, the cancellation hook stops the job and deletes the PT,
+and a SIGKILLed run leaves a PT that `forge sweep` deletes.
+
+All through boto3 against a private emulator (`fresh_emulator`), judged by its ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SERVING_TYPES = ("provisioned-model-throughput", "custom-model-deployment")
+
+pytestmark = pytest.mark.usefixtures("prefect_backend")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def small_config(name: str = "flow-test", **over) -> dict:
+    cfg = {
+        "name": name,
+        "base_model": "amazon.nova-micro-v1:0:128k",
+        "customization_type": "FINE_TUNING",
+        "preset": "quick",
+        "data": {
+            "source": str(REPO / "examples/data/banking77-small.csv"),
+            "columns": {"prompt": "text", "completion": "category"},
+            "max_records": 300,
+            "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "seed": 7},
+        },
+        "serving": {"mode": "provisioned", "model_units": 1, "max_hours": 1},
+        "evaluation": {"max_examples": 24, "concurrency": 8, "max_tokens": 16, "bootstrap_samples": 200},
+        "gate": {"metric": "accuracy", "min_delta": 0.05},
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def _cfg(d: dict):
+    from tasks.config import PipelineConfig
+
+    return PipelineConfig.model_validate(d)
+
+
+def calls(ledger: dict, op: str | None = None, mutating: bool | None = None, ok: bool = True) -> list[dict]:
+    return [c for c in ledger["calls"]
+            if (op is None or c["operation"] == op) and (mutating is None or c["mutating"] == mutating)
+            and (not ok or int(c["status"]) < 300)]
+
+
+def alive_serving(ledger: dict) -> list[str]:
+    return [arn for arn, r in ledger["resources"].items() if r["type"] in SERVING_TYPES and r["state"] != "Deleted"]
+
+
+@pytest.fixture
+def emu(fresh_emulator, monkeypatch):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_emulator.url)
+    for k in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(k, raising=False)
+    return fresh_emulator
+
+
+def run_flow(config: dict | None, runs_dir: Path, **kw):
+    from flows.customize import customize_model
+
+    state = customize_model(config=_cfg(config) if config else None, runs_dir=str(runs_dir), return_state=True, **kw)
+    return state
+
+
+def manifest_of(runs_dir: Path, run_id: str | None = None) -> dict:
+    paths = sorted(runs_dir.glob(f"{run_id or '*'}/manifest.json"), key=lambda p: p.stat().st_mtime)
+    assert paths, f"no manifest under {runs_dir}"
+    return json.loads(paths[-1].read_text())
+
+
+# --------------------------------------------------------------------------------------------- tests
+def test_full_run_then_rerun_makes_no_mutating_call(emu, tmp_path):
+    runs = tmp_path / "runs"
+    state = run_flow(small_config(), runs)
+    assert state.is_completed(), state.message
+    m = manifest_of(runs)
+
+    # the manifest contract (DESIGN.md §8) and what it says
+    for key in ("run_id", "run_key", "status", "config", "data", "steps", "resources", "metrics", "gate", "cost", "timings"):
+        assert key in m, key
+    assert m["status"] == "succeeded"
+    assert [s for s, v in m["steps"].items() if v["status"] != "completed"] == []
+    assert m["data"]["counts"]["test"] > 0 and len(m["data"]["content_hash"]) == 64
+    assert m["gate"]["passed"] is True and m["metrics"]["custom"]["accuracy"] > m["metrics"]["base"]["accuracy"]
+    assert m["resources"]["job"].startswith("arn:aws:bedrock:us-east-1:<account>:model-customization-job/")
+    assert Path(m["report"]["report_md"]).exists()
+
+    led = emu.ledger()
+    assert len(calls(led, "CreateModelCustomizationJob")) == 1
+    assert len(calls(led, "CreateProvisionedModelThroughput")) == 1
+    assert alive_serving(led) == [], "the PT must be deleted at the end of the run"
+    n_calls = len(led["calls"])
+
+    # same inputs again, as a new run: everything is adopted and the evaluation is reused from S3
+    state = run_flow(small_config(), runs)
+    assert state.is_completed(), state.message
+    new = emu.ledger()["calls"][n_calls:]
+    assert new, "the rerun must at least look AWS up"
+    assert [c["operation"] for c in new if c["mutating"]] == [], "a rerun of a finished run must not mutate"
+    m2 = manifest_of(runs)
+    assert m2["run_id"] != m["run_id"] and m2["run_key"] == m["run_key"]
+    assert m2["steps"]["customize"]["adopted"] and m2["steps"]["evaluate"]["adopted"]
+    assert m2["gate"] == m["gate"]
+
+
+def test_failure_in_evaluation_deletes_pt_and_rerun_resumes_without_duplicates(emu, tmp_path, monkeypatch):
+    import tasks.evaluate as ev
+
+    runs = tmp_path / "runs"
+    real = ev.evaluate_endpoints
+
+    def broken(*a, **k):
+        raise RuntimeError("evaluation exploded (injected)")
+
+    monkeypatch.setattr(ev, "evaluate_endpoints", broken)
+    state = run_flow(small_config("flow-fail"), runs)
+    assert state.is_failed()
+    m = manifest_of(runs)
+    assert m["status"] == "failed" and "evaluation exploded" in m["error"]
+    assert m["steps"]["evaluate"]["status"] == "failed"
+    assert m["steps"]["teardown"]["status"] == "completed"
+    led = emu.ledger()
+    assert len(calls(led, "CreateProvisionedModelThroughput")) == 1
+    assert alive_serving(led) == [], "an exception in evaluation must still delete the PT"
+
+    # on-call reruns the failed run: it resumes at provision, adopts the job, serves again once
+    monkeypatch.setattr(ev, "evaluate_endpoints", real)
+    state = run_flow(None, runs, run_id=m["run_id"], rerun_from="provision")
+    assert state.is_completed(), state.message
+    m2 = manifest_of(runs, m["run_id"])
+    assert m2["status"] == "succeeded" and m2["attempts"] == 2
+    led = emu.ledger()
+    assert len(calls(led, "CreateModelCustomizationJob")) == 1, "no second job"
+    assert len(calls(led, "CreateBucket")) <= 1 and len(calls(led, "CreateRole")) == 1
+    assert len(calls(led, "CreateProvisionedModelThroughput")) == 2, "one PT per serving window"
+    assert alive_serving(led) == []
+
+
+def test_budget_refusal_makes_no_billing_call(emu, tmp_path):
+    runs = tmp_path / "runs"
+    cfg = small_config("flow-budget", budget={"max_usd": 0.01, "allow_unknown_prices": True},
+                       pricing={"train_per_1k_tokens": 5.0, "pt_hour_no_commit": 40.0,
+                                "storage_per_month": 1.95})
+    state = run_flow(cfg, runs)
+    assert state.is_failed()
+    m = manifest_of(runs)
+    assert "budget" in m["error"].lower()
+    assert m["cost"]["known_usd"] > 0.01   # the base model's on-demand price is unknown: total is None
+    led = emu.ledger()
+    assert calls(led, mutating=True) == [], "refused before spending: not even a bucket"
+
+
+def test_cancellation_hook_stops_the_job_and_deletes_the_pt(emu, tmp_path):
+    """Layer 2: the on_cancellation hook runs in another process with only the flow run: it finds the
+    job and the PT by their forge-flow-run-id tag."""
+    from flows.customize import release_and_stop
+    from tasks import customize as cz
+    from tasks import serve, upload
+    from tasks.aws import account_id, compute_run_key, make_clients, resource_names, standard_tags
+    from tasks.iam import ensure_role
+    from tasks.prepare import prepare
+
+    cfg = _cfg(small_config("flow-cancel"))
+    clients = make_clients(cfg.aws)
+    prepared = prepare(cfg, tmp_path / "prepared")
+    run_key = compute_run_key(cfg, prepared.content_hash)
+    names = resource_names(cfg, run_key)
+    flow_run_id = "0b7f8a52-1111-4a2b-9c3d-5e6f7a8b9c0d"
+    tags = standard_tags(run_key, flow_run_id, {})
+    upload.ensure_bucket(clients, names.bucket, cfg.aws.region, None)
+    up = upload.upload(clients, prepared, names.bucket, cfg.aws.prefix, run_key)
+    role = ensure_role(clients, cfg, names, up, account_id(clients), tags)
+    # a PT of this flow run, serving some custom model (a finished job of another run)
+    other = _cfg(small_config("flow-cancel-other"))
+    other_key = compute_run_key(other, prepared.content_hash)
+    other_names = resource_names(other, other_key)
+    other_job = cz.start_job(clients, other, other_names, role.role_arn, up, standard_tags(other_key, "x", {}))
+    done = cz.wait_for_job(clients, other_job.job_arn, timeout_s=120, max_interval_s=0.5)
+    pt = serve.provision(clients, cfg, names, done.custom_model_arn,
+                         standard_tags(run_key, flow_run_id, {}, expires_in_hours=1))
+    # this run's job, still training when the run is cancelled (hours-long in reality)
+    emu.set_faults([{"job_outcome": "Stuck", "count": 1}])
+    job = cz.start_job(clients, cfg, names, role.role_arn, up, tags)
+
+    flow_run = SimpleNamespace(id=flow_run_id, parameters={"config": cfg.model_dump(mode="json")})
+    release_and_stop(None, flow_run, SimpleNamespace(name="Cancelling"))
+
+    led = emu.ledger()
+    assert led["resources"][pt.arn]["state"] == "Deleted"
+    assert led["resources"][job.job_arn]["state"] in ("Stopping", "Stopped")
+    assert led["resources"][other_job.job_arn]["state"] == "Completed", "other runs' jobs are not touched"
+
+
+def test_sigkilled_run_leaves_a_pt_that_sweep_deletes(tmp_path):
+    """Layer 3: kill -9 the process running the flow during evaluation; the PT it left is found by
+    `forge sweep` once its forge-expires-at has passed."""
+    from emulator.testing import start_subprocess
+
+    cfg = small_config("flow-kill", serving={"mode": "provisioned", "model_units": 1, "max_hours": 0.002})
+    cfg_path = tmp_path / "kill.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    emu = start_subprocess(speed=3000.0, state_dir=tmp_path / "emu-state",
+                           faults=[{"operation": "InvokeModel", "latency_ms": 400}])
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "forge.cli", "run", str(cfg_path), "--endpoint", emu.url,
+                             "--runs-dir", str(tmp_path / "runs")], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            led = emu.ledger()
+            if calls(led, "InvokeModel") and alive_serving(led):
+                break
+            assert proc.poll() is None, "the run ended before evaluation started"
+            time.sleep(0.5)
+        else:
+            pytest.fail("evaluation never started")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        led = emu.ledger()
+        leaked = alive_serving(led)
+        assert len(leaked) == 1, "SIGKILL skips finally and hooks: the PT is left behind"
+
+        time.sleep(8)  # forge-expires-at = start + 0.002 h (7.2 s)
+        sweep_env = {**env, "AWS_ENDPOINT_URL": emu.url}
+        out = subprocess.run([sys.executable, "-m", "forge.cli", "sweep", "--dry-run"], env=sweep_env, cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert leaked[0].rsplit("/", 1)[-1] in out.stdout
+        assert alive_serving(emu.ledger()) == leaked, "dry run deletes nothing"
+        out = subprocess.run([sys.executable, "-m", "forge.cli", "sweep"], env=sweep_env, cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert alive_serving(emu.ledger()) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        emu.terminate()
