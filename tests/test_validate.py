@@ -259,3 +259,11 @@ def test_nova_strings_are_checked_on_the_prompt_side_only(tmp_path):
     recs[-1] = nova("Assistant: hello", "ok")
     r = validate_source(write(tmp_path, "n2.jsonl", recs), NOVA, "fine-tuning")
     assert [p.field for p in r.problems] == ["messages[0].content[0].text"]
+
+
+def test_long_csv_field_reports_tokens_not_a_parser_limit(tmp_path):
+    p = tmp_path / "long.csv"
+    p.write_text("text,category\n" + "w" * 200_000 + ",a\nok,b\n", encoding="utf-8")
+    r = validate_source(p, TITAN, "fine-tuning", columns=INTENTS)
+    assert [str(x) for x in r.problems] == [f"{p}:2: record: about 33,334 tokens (200,001 characters / 6 per token), "
+                                            "limit 4,096 per record (shorten the texts or split the record)"]
