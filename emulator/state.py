@@ -315,26 +315,24 @@ class PerAccountBuckets(dict):
             self[k] = v
 
     @staticmethod
-    def _cur() -> str | None:
-        return getattr(_current, "account", None)
+    def _shown(by: dict[str, tuple]) -> dict[str, tuple]:
+        """Entries visible here: the acting account's; outside emulator requests, all but live emulators'."""
+        cur = getattr(_current, "account", None)
+        if cur is not None:
+            return {cur: by[cur]} if cur in by else {}
+        return {a: v for a, v in by.items() if a not in _protected_accounts}
 
     def _visible(self) -> list[str]:
-        cur = self._cur()
-        return [n for n, by in self._data.items() if by and (cur is None or cur in by)]
+        return [n for n, by in self._data.items() if self._shown(by)]
 
     def __setitem__(self, name: str, value: tuple) -> None:
         self._data.setdefault(name, {})[value[1]] = value
 
     def __getitem__(self, name: str) -> tuple:
-        by = self._data.get(name) or {}
-        cur = self._cur()
-        if cur is not None:
-            if cur in by:
-                return by[cur]
+        shown = self._shown(self._data.get(name) or {})
+        if not shown:
             raise KeyError(name)
-        if not by:
-            raise KeyError(name)
-        return next(iter(by.values()))
+        return next(iter(shown.values()))
 
     def get(self, name: str, default: Any = None) -> Any:
         try:
@@ -350,19 +348,15 @@ class PerAccountBuckets(dict):
             raise KeyError(name)
 
     def pop(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        by = self._data.get(name)
-        if not by:
+        by = self._data.get(name) or {}
+        shown = self._shown(by)
+        if not shown:
             return default
-        cur = self._cur()
-        if cur is None:
-            self._data.pop(name, None)
-            return next(iter(by.values()))
-        if cur not in by:
-            return default
-        value = by.pop(cur)
+        for acct in shown:
+            by.pop(acct, None)
         if not by:
             self._data.pop(name, None)
-        return value
+        return next(iter(shown.values()))
 
     def keys(self):  # type: ignore[override]
         return list(self._visible())
@@ -390,3 +384,50 @@ def install_bucket_namespace() -> None:
     bd = _backends("s3")
     if not isinstance(bd.bucket_accounts, PerAccountBuckets):
         bd.bucket_accounts = PerAccountBuckets(dict(bd.bucket_accounts))
+
+
+# -- keep in-process emulators' S3/IAM alive across moto resets ------------------------------
+_protected_accounts: set[str] = set()
+
+
+def protect_account(account_id: str, on: bool = True) -> None:
+    (_protected_accounts.add if on else _protected_accounts.discard)(account_id)
+    if on:
+        _install_reset_guard()
+
+
+def _install_reset_guard() -> None:
+    """``moto.mock_aws()`` (used by unit tests in the same process) resets *every* moto backend when it
+    starts and stops, and S3's reset closes every tracked object buffer. A live in-process emulator's
+    account must survive that: reset everything else exactly as moto does, skip protected accounts."""
+    from moto.core.base_backend import BackendDict, backend_lock
+    if getattr(BackendDict, "_forge_reset_guard", False):
+        return
+    original = BackendDict.reset.__func__
+
+    def guarded_reset(cls) -> None:
+        protected = set(_protected_accounts)
+        if not protected:
+            return original(cls)
+        from moto.s3.models import FakeKey, FakeMultipart
+        keep = {c: [x for x in c.instances_tracked if getattr(x, "account_id", None) in protected]
+                for c in (FakeKey, FakeMultipart)}
+        for c in keep:
+            c.instances_tracked = [x for x in c.instances_tracked if getattr(x, "account_id", None) not in protected]
+        try:
+            with backend_lock:
+                instances = list(BackendDict._instances)
+                for backend in instances:
+                    for acct in list(dict.keys(backend)):
+                        if acct in protected:
+                            continue
+                        with acting_as(acct):
+                            dict.__getitem__(backend, acct).reset()
+                        dict.__delitem__(backend, acct)
+                BackendDict._instances[:] = [b for b in instances if len(dict.keys(b))]
+        finally:
+            for c, kept in keep.items():
+                c.instances_tracked = list(c.instances_tracked) + kept
+
+    BackendDict.reset = classmethod(guarded_reset)
+    BackendDict._forge_reset_guard = True

@@ -229,3 +229,22 @@ def test_one_aws_endpoint_url_reaches_all_five_services(emu, monkeypatch, tmp_pa
     assert out["output"]["message"]["role"] == "assistant"
     services = {x["service"] for x in emu.ledger()["calls"]}
     assert services == {"s3", "iam", "sts", "bedrock", "bedrock-runtime"}
+
+
+def test_moto_mock_aws_in_the_same_process_does_not_wipe_a_running_emulator(emu):
+    """Unit tests elsewhere use moto.mock_aws(), which resets every moto backend on start and stop."""
+    import boto3
+    from moto import mock_aws
+
+    c = boto3_clients(emu.url)
+    inp = prepare(c)
+    assert c.sts.get_caller_identity()["Account"] != "123456789012"   # moto's default stays free for mock_aws
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+        assert s3.list_buckets()["Buckets"] == []
+        s3.create_bucket(Bucket=inp["bucket"])          # same name, other (mocked) account
+        s3.put_object(Bucket=inp["bucket"], Key="data/train.jsonl", Body=b"mock")
+    assert c.s3.get_object(Bucket=inp["bucket"], Key="data/train.jsonl")["Body"].read() != b"mock"
+    arn = c.bedrock.create_model_customization_job(**job_request(inp))["jobArn"]     # role + data still there
+    assert wait(lambda: c.bedrock.get_model_customization_job(jobIdentifier=arn), {"Completed", "Failed"})[
+        "status"] == "Completed"
