@@ -101,6 +101,9 @@ class DataValidationError(ValueError):
     def lines(self, limit: int | None = MAX_PROBLEMS_SHOWN) -> list[str]:
         return _capped_lines(self.problems, self.total, limit)
 
+    def __reduce__(self):   # pickles whole (Prefect persists a failed task's exception)
+        return (DataValidationError, (self.problems, self.total))
+
 
 class ValidationReport(BaseModel):
     source: str

@@ -267,3 +267,11 @@ def test_long_csv_field_reports_tokens_not_a_parser_limit(tmp_path):
     r = validate_source(p, TITAN, "fine-tuning", columns=INTENTS)
     assert [str(x) for x in r.problems] == [f"{p}:2: record: about 33,334 tokens (200,001 characters / 6 per token), "
                                             "limit 4,096 per record (shorten the texts or split the record)"]
+
+
+def test_data_validation_error_survives_pickling():
+    import pickle
+
+    err = DataValidationError([Problem(file="a.jsonl", line=2, field="json", message="bad", fix="fix")], total=5)
+    back = pickle.loads(pickle.dumps(err))
+    assert back.lines() == ["a.jsonl:2: json: bad (fix)", "... and 4 more problem(s)"]
