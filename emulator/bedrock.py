@@ -1274,8 +1274,11 @@ class BedrockService:
         with self.lock:
             self._advance_all()
             now = self.now()
-            pt = sum(p["modelUnits"] * max(0.0, (p.get("deleted") or now) - p["created"]) for p in self.pts.values())
-            dep = sum(max(0.0, (d.get("deleted") or now) - d["created"]) for d in self.deployments.values())
+            # from the create call to the delete call; a PT/deployment that failed to provision is not billed
+            pt = sum(p["modelUnits"] * max(0.0, (p.get("deleted") or now) - p["created"])
+                     for p in self.pts.values() if p["status"] != "Failed")
+            dep = sum(max(0.0, (d.get("deleted") or now) - d["created"])
+                      for d in self.deployments.values() if d["status"] != "Failed")
             return {"pt_model_unit_seconds": round(pt, 3), "deployment_seconds": round(dep, 3),
                     "training_token_epochs": int(self.billing_done.get("training_token_epochs", 0))}
 

@@ -68,6 +68,7 @@ def test_job_and_throughput_outcome_faults(emu):
     got = wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=pt["provisionedModelArn"]),
                {"InService", "Failed"})
     assert got["status"] == "Failed" and got["failureMessage"]
+    assert emu.ledger()["billing"]["pt_model_unit_seconds"] == 0      # a failed PT is not billed
 
 
 def test_stuck_job_stays_in_progress_past_its_end(tmp_path):
