@@ -231,9 +231,9 @@ def test_overlap_count_from_ledger_histories():
 @pytest.mark.slow
 def test_real_sweep_keeps_two_jobs_in_flight_and_leaves_no_serving(prefect_backend, fresh_emulator, monkeypatch,
                                                                    tmp_path, base_config):
-    from tests.conftest import DUMMY_ENV
+    from forge.stack import DUMMY_AWS
 
-    for k, v in DUMMY_ENV.items():
+    for k, v in DUMMY_AWS.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_emulator.url)
     monkeypatch.setenv("FORGE_CACHE_DIR", str(tmp_path / "cache"))
