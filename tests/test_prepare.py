@@ -225,3 +225,20 @@ def test_prepare_task_caches_and_refreshes(tmp_path, prefect_backend):
     assert run(refresh=True).name == "Completed"
     src.write_text(src.read_text() + "one more customer message,a\n")    # a changed source is not served from cache
     assert run().name == "Completed"
+
+
+def test_prepare_task_in_a_flow_raises_located_problems(tmp_path, prefect_backend):
+    from prefect import flow
+
+    from tasks.prepare import prepare_task
+
+    src = tmp_path / "bad.csv"
+    src.write_text("text,category\nhello,a\n,b\n", encoding="utf-8")
+
+    @flow
+    def run():
+        return prepare_task(config(src), str(tmp_path / "o"))
+
+    with pytest.raises(DataValidationError) as info:
+        run()
+    assert info.value.lines() == [f"{src}:3: text: is empty (every record needs a non-empty prompt; fill it in or drop the record)"]
