@@ -336,10 +336,14 @@ def banking():
 @pytest.fixture(scope="module")
 def trained(banking, tmp_path_factory):
     state = tmp_path_factory.mktemp("standin-state")
-    reg = standin.StandInRegistry(state)
-    arn = "arn:aws:bedrock:us-east-1:000000000000:custom-model/amazon.nova-micro-v1:0:128k/abc123def456"
-    reg.register_custom(arn, NOVA, banking[0])
-    return reg, arn, state
+    with pytest.MonkeyPatch.context() as mp:
+        # a private embedding cache: this module really encodes, whatever ~/.cache holds
+        mp.setenv("FORGE_STANDIN_CACHE_DIR", str(tmp_path_factory.mktemp("standin-cache")))
+        standin._EMB_CACHE.clear()
+        reg = standin.StandInRegistry(state)
+        arn = "arn:aws:bedrock:us-east-1:000000000000:custom-model/amazon.nova-micro-v1:0:128k/abc123def456"
+        reg.register_custom(arn, NOVA, banking[0])
+        yield reg, arn, state
 
 
 def test_custom_stand_in_beats_base_on_held_out_queries(trained, banking):
@@ -401,3 +405,15 @@ def test_registry_state_survives_a_restart(trained, banking):
     assert [reborn.answer("custom", arn, None, q, 64) for q in queries] == before
     with pytest.raises(KeyError):
         reborn.answer("custom", arn + "-unknown", None, "q", 64)
+
+
+def test_another_emulator_on_the_same_data_reuses_the_embeddings(trained, banking, tmp_path, monkeypatch):
+    reg, arn, _ = trained
+    reg.warm(arn)
+    standin._EMB_CACHE.clear()
+    calls = []
+    monkeypatch.setattr(standin, "_encode_batch", lambda texts: calls.append(len(texts)) or np.zeros((len(texts), 384)))
+    other = standin.StandInRegistry(tmp_path)             # different state dir, same training data
+    other.register_custom("arn:aws:bedrock:us-east-1:000000000000:custom-model/x/other", NOVA, banking[0])
+    other.warm("arn:aws:bedrock:us-east-1:000000000000:custom-model/x/other")
+    assert calls == []                                    # nothing re-encoded
