@@ -185,6 +185,17 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError | ConnectionError)
 
 
+def is_name_taken(exc: BaseException) -> bool:
+    """A create lost a race for its name (or an earlier create's response was lost): adopt, don't fail.
+
+    Bedrock answers ConflictException for some resources and ValidationException "... already exists"
+    for others (job / provisioned throughput / deployment names, docs/emulator.md).
+    """
+    code = error_code(exc)
+    message = str(getattr(exc, "response", {}).get("Error", {}).get("Message", "")).lower()
+    return code == "ConflictException" or (code == "ValidationException" and "already exists" in message)
+
+
 def describe_error(exc: BaseException) -> str:
     """``<operation>: <Code>: <service message> (what to do)`` — one line, no traceback."""
     from botocore.exceptions import ClientError

@@ -35,6 +35,7 @@ from tasks.aws import (
     error_code,
     get_logger,
     is_managed,
+    is_name_taken,
     is_transient,
     stage_error,
     to_tag_list,
@@ -200,7 +201,7 @@ def start_job(clients: Clients, config: PipelineConfig, names: ResourceNames, ro
             return JobInfo(job_arn=arn, job_name=req["jobName"], status="InProgress", adopted=False, attempt=attempt)
         except ClientError as err:
             code = error_code(err)
-            if code == "ConflictException":      # created concurrently / earlier with a lost response: adopt
+            if is_name_taken(err):      # created concurrently / earlier with a lost response: adopt
                 for n, s in find_attempts(clients, names):
                     if n == attempt:
                         return _adopt(clients, names, n, s, tags)

@@ -27,6 +27,7 @@ from tasks.aws import (
     error_code,
     get_logger,
     is_managed,
+    is_name_taken,
     is_transient,
     stage_error,
     standard_tags,
@@ -160,7 +161,7 @@ def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, cu
     except ClientError as err:
         if error_code(err) == "ServiceQuotaExceededException":
             raise _quota_error(kind, err) from None
-        if error_code(err) == "ConflictException":   # created concurrently under our name: adopt it
+        if is_name_taken(err):   # created concurrently under our name: adopt it
             try:
                 found = _find_pt(clients, names.provisioned) if kind == "provisioned" else \
                     _find_deployment(clients, names.deployment)

@@ -159,3 +159,18 @@ def test_standard_tags_and_expiry():
         aws.standard_tags("k", "f", {"managed-by": "me"})
     with pytest.raises(ValueError, match="letters, digits"):
         aws.standard_tags("k", "f", {"bad": "a,b"})
+
+
+@pytest.mark.parametrize("code, message, taken", [
+    ("ConflictException", "A job with that token exists", True),
+    ("ValidationException", "A model customization job named forge-x already exists.", True),
+    ("ValidationException", "epochCount=99 is out of range", False),
+    ("ThrottlingException", "Rate exceeded", False),
+])
+def test_is_name_taken_adopts_on_either_spelling_of_a_lost_race(code, message, taken):
+    from botocore.exceptions import ClientError
+
+    from tasks.aws import is_name_taken
+
+    err = ClientError({"Error": {"Code": code, "Message": message}}, "CreateModelCustomizationJob")
+    assert is_name_taken(err) is taken
