@@ -12,10 +12,10 @@ import os
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
-from tasks.aws import make_clients
-from tasks.teardown import sweep
 
+from tasks.aws import make_clients
 from tasks.config import AwsConfig
+from tasks.teardown import sweep
 from tasks.types import TeardownReport
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
