@@ -702,7 +702,9 @@ class StandInRegistry:
             self._index(cm)
             assert cm.emb is not None and cm.answers is not None
             if cm.emb.shape[0] == 0:
-                text = ""
+                # nothing answerable in the training data (e.g. distillation prompts without
+                # responses): the custom model behaves like its base
+                text = base_reply(system, prompt)
             else:
                 q = _QUERIES.encode(cm.strip(prompt))
                 # einsum, not BLAS: OpenBLAS gemv called from 16 request threads at once thrashes

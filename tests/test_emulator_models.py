@@ -106,10 +106,37 @@ def test_create_request_reports_every_bad_hyperparameter():
     (LLAMA32, "FINE_TUNING", [conv(i) for i in range(3)], None),
     (NOVA, "DISTILLATION", [{"schemaVersion": "bedrock-conversation-2024",
                              "messages": [{"role": "user", "content": [{"text": f"q{i}"}]}]} for i in range(100)], None),
+    ("amazon.nova-2-lite-v1:0:256k", "REINFORCEMENT_FINE_TUNING",
+     [{"messages": [{"role": "user", "content": f"2+{i}?"}], "reference_answer": str(2 + i)} for i in range(100)], None),
 ])
 def test_job_data_accepts_well_formed_data(model, ctype, train, validation):
     v = jsonl(validation) if validation is not None else None
     assert datacheck.check_job_data(model, ctype, jsonl(train), v) is None
+
+
+def _catalog_pairs():
+    from tasks.catalog import load_catalog
+
+    return [(fam.model_ids[0], ct.value, spec) for fam in load_catalog().families.values()
+            for ct, spec in fam.customizations.items()]
+
+
+@pytest.mark.parametrize("model,ctype,spec", _catalog_pairs(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("system", [None, "You are a bank assistant."])
+def test_records_written_by_the_pipeline_pass_and_teach_the_stand_in(model, ctype, spec, system):
+    """tasks/formats.py writes the JSONL the pipeline uploads: the emulator must accept it for every
+    catalog model/type and read back the (prompt, completion) pairs its stand-in learns from."""
+    from tasks.formats import Example, to_record
+
+    cpt = spec.format.value == "cpt-input"
+    n = max(spec.limits.min_train_records or 1, spec.limits.min_validation_records or 1, 8)
+    examples = [Example(system, f"where is my card {i}?", "" if cpt else f"label_{i}") for i in range(n)]
+    data = jsonl([to_record(spec.format, ex) for ex in examples])
+    assert datacheck.check_job_data(model, ctype, data, data if spec.limits.min_validation_records else None) is None
+    learned = standin.parse_training_jsonl(data)
+    assert len(learned) == n
+    for (_, prompt, completion), ex in zip(learned, examples, strict=True):
+        assert prompt.endswith(ex.prompt) and completion == (prompt if cpt else ex.completion)
 
 
 def _bad_claude_order():
