@@ -41,13 +41,14 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 
 from tasks.catalog import CustomizationType, DataFormat
 from tasks.config import PipelineConfig
-from tasks.formats import Example, record_texts, to_record
+from tasks.formats import Example, from_record, record_texts, to_record
 from tasks.types import PreparedData, SplitFile
 from tasks.validate import (
     DataValidationError,
     Problem,
     Rules,
     SourceScanner,
+    _iter_raw_lines,
     check_record,
     validate_config,
 )
@@ -63,11 +64,35 @@ _WORD = re.compile(r"\w+")
 
 def normalize_text(text: str) -> str:
     """Near-duplicate key: NFKC, case-folded, words only (punctuation and spacing ignored)."""
+    if text.isascii():
+        return " ".join(_WORD.findall(text.lower()))
     return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
 
 
-def _h64(s: str) -> int:
-    return int.from_bytes(hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True)
+def fingerprints(ex: Example, texts: list[str]) -> tuple[int, int, int, int]:
+    """(exact, near, prompt, answer) 64-bit keys of one record.
+
+    Python's own ``hash`` (SipHash, 64-bit): only equality within one run matters — group ids are
+    renumbered by first occurrence before anything seeded uses them, so the split does not depend on
+    the per-process hash seed."""
+    n_prompt = normalize_text(ex.prompt)
+    n_answer = normalize_text(ex.completion)
+    n_system = normalize_text(ex.system) if ex.system else ""
+    if len(texts) <= 3:       # single exchange: the Example holds every text
+        near = hash((n_system, n_prompt, n_answer))
+    else:                     # multi-turn formatted record: every turn counts
+        near = hash(tuple(normalize_text(t) for t in texts))
+    return hash(tuple(texts)), near, hash((n_system, n_prompt)), hash(n_answer)
+
+
+def _first_occurrence_ids(keys: np.ndarray) -> np.ndarray:
+    """Group id per element, numbered in order of first occurrence (independent of the key values)."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inv.reshape(-1)]
 
 
 def _teacher(config: PipelineConfig) -> str | None:
@@ -123,17 +148,11 @@ class _Scan:
 
     def add(self, item, rules: Rules) -> None:
         ex, texts = item.example, item.texts
-        self.exact.append(_h64("\x1e".join(texts)))            # same texts in the same places
-        n_prompt = normalize_text(ex.prompt)
-        n_answer = normalize_text(ex.completion)
-        n_system = normalize_text(ex.system) if ex.system else ""
-        if len(texts) <= 3:       # single exchange: the Example holds every text
-            near = f"{n_system}\x1f{n_prompt}\x1f{n_answer}"
-        else:                     # multi-turn formatted record: every turn counts
-            near = "\x1f".join(normalize_text(t) for t in texts)
-        self.near.append(_h64(near))
-        self.prompt.append(_h64(f"{n_system}\x1f{n_prompt}"))
-        self.answer.append(_h64(n_answer))
+        exact, near, prompt, answer = fingerprints(ex, texts)
+        self.exact.append(exact)
+        self.near.append(near)
+        self.prompt.append(prompt)
+        self.answer.append(answer)
         chars = sum(len(t) for t in texts)
         self.chars.append(min(chars, 2**31 - 1))
         self.line.append(item.line)
@@ -265,7 +284,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         stratify = False
     # records with the same normalized prompt (duplicates, conflicting answers) share a group: one split
     prompt_h = np.frombuffer(scan.prompt, dtype=np.int64) if n else np.zeros(0, np.int64)
-    group_of = np.unique(prompt_h[kept], return_inverse=True)[1].reshape(-1)
+    group_of = _first_occurrence_ids(prompt_h[kept])
     n_groups = int(group_of.max()) + 1 if len(kept) else 0
     first_in_group = np.full(n_groups, len(kept), dtype=np.int64)
     np.minimum.at(first_in_group, group_of, np.arange(len(kept)))     # a group's label = its first record's
@@ -299,20 +318,35 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     label_counts: dict[str, dict[str, int]] = {name: {} for name in SPLITS}
     inv_labels = {v: k for k, v in (labels or {}).items()}
 
-    def emit(name: str, rec: dict) -> None:
-        b = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
+    def emit(name: str, rec: dict | bytes) -> None:
+        b = rec if isinstance(rec, bytes) else (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
         tmp[name].write(b)
         hashes[name].update(b)
         sizes[name] += len(b)
         written[name] += 1
 
+    def rows():
+        """(index, line bytes | None, Item | None). A formatted source passed every rule: its lines are
+        copied as they are (no re-parse); raw sources are converted again (trusted, no re-check)."""
+        if report.stats.get("mode") == "formatted":
+            with open(source, "rb") as fh:
+                i = 0
+                for _lineno, raw, _size in _iter_raw_lines(fh):
+                    if raw is None or not raw.strip():
+                        continue
+                    yield i, raw.rstrip(b"\r\n") + b"\n", None
+                    i += 1
+        else:
+            for i, item in enumerate(_scanner(config, source, None, trusted=True)):
+                yield i, None, item
+
     try:
-        for i, item in enumerate(_scanner(config, source, None, trusted=True)):
+        for i, line, item in rows():
             k = int(assign[i]) if i < n else -1
             if k < 0:
                 continue
             name = SPLITS[k]
-            emit(name, item.record)
+            emit(name, line if line is not None else item.record)
             if label_like:
                 lab = inv_labels.get(int(labels_arr[i]), "")
                 label_counts[name][lab] = label_counts[name].get(lab, 0) + 1
@@ -320,14 +354,13 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
                 train_chars += int(chars[i])
                 for _ in range(n_aug_planned and aug.copies):
                     prefix = prefixes[int(rng_aug.integers(len(prefixes)))]
-                    ex = item.example
+                    ex = item.example if item is not None else from_record(rules.fmt, json.loads(line))
                     new = Example(ex.system, prefix + ex.prompt, ex.completion)
                     rec = to_record(rules.fmt, new)
                     texts = record_texts(rules.fmt, rec)
-                    nh = _h64(normalize_text("\x1f".join(texts)))
+                    _, nh, ph, _ = fingerprints(new, texts)
                     bad: list[str] = []
                     check_record(rec, rules, lambda f, m, x: bad.append(m))  # noqa: B023
-                    ph = _h64(normalize_text((new.system or "") + "\x1f" + new.prompt))
                     if bad or any(_contains(eval_near, h) for h in (nh, ph)):
                         skipped_aug += 1
                         continue

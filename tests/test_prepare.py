@@ -242,3 +242,24 @@ def test_prepare_task_in_a_flow_raises_located_problems(tmp_path, prefect_backen
     with pytest.raises(DataValidationError) as info:
         run()
     assert info.value.lines() == [f"{src}:3: text: is empty (every record needs a non-empty prompt; fill it in or drop the record)"]
+
+
+def test_split_does_not_depend_on_the_process_hash_seed(tmp_path):
+    """Duplicate keys use Python's per-process string hash; the split must still be identical."""
+    import os
+    import subprocess
+    import sys
+
+    src = labelled_csv(tmp_path, {"a": 30, "b": 20}, dup_every=4)
+    code = ("import sys, json; from tasks.prepare import prepare; from tasks.config import PipelineConfig;"
+            "c = PipelineConfig.model_validate(json.loads(sys.argv[1])); p = prepare(c, sys.argv[2]);"
+            "print(p.train.sha256, p.validation.sha256, p.test.sha256)")
+    cfg = json.dumps(config(src).model_dump(mode="json"))
+    outs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        r = subprocess.run([sys.executable, "-c", code, cfg, str(tmp_path / f"o{seed}")], capture_output=True, text=True,
+                           env=env, cwd=Path(__file__).parent.parent, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout.split())
+    assert outs[0] == outs[1]
