@@ -393,7 +393,7 @@ def _encode_batch(texts: list[str]) -> np.ndarray:
 class _QueryEncoder:
     """Leader/follower micro-batching: whoever gets the lock encodes every query waiting then."""
 
-    def __init__(self, cache_size: int = 50_000):
+    def __init__(self, cache_size: int = 20_000):   # 20,000 x 384 float32 = 31 MB at most
         self._pending: list[tuple[str, Future]] = []
         self._pending_lock = threading.Lock()
         self._leader = threading.Lock()
