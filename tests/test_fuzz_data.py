@@ -133,3 +133,41 @@ def test_from_record_raises_only_value_errors(fmt, rec):
     except RecordShapeError:
         return
     assert isinstance(ex, Example)
+
+
+# --- prepare's output always passes validation --------------------------------------------------------------
+PREP_MODELS = ["amazon.titan-text-express-v1:0:8k", "meta.llama3-2-1b-instruct-v1:0:128k",
+               "anthropic.claude-3-haiku-20240307-v1:0:200k", "amazon.nova-lite-v1:0:300k"]
+words = st.text(st.characters(whitelist_categories=("Lu", "Ll", "Nd", "Zs", "Po")), min_size=1, max_size=40)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=st.sampled_from(PREP_MODELS), rows=st.lists(st.tuples(words, words), min_size=1, max_size=40),
+       system=st.none() | words, seed=st.integers(0, 10))
+def test_prepare_output_always_validates(model, rows, system, seed):
+    from tasks.config import PipelineConfig
+    from tasks.prepare import prepare
+    from tasks.validate import DataValidationError
+
+    rules = rules_for(model, "fine-tuning")
+    rows = [(p, c) for p, c in rows if _ok_text(rules, p) and _ok_text(rules, c)]
+    assume(system is None or _ok_text(rules, system))
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "in.jsonl"
+        src.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in rows), encoding="utf-8")
+        cfg = PipelineConfig.model_validate({"name": "fz", "base_model": model, "data": {
+            "source": str(src), "system_prompt": system,
+            "split": {"train": 0.8, "validation": 0.0, "test": 0.2, "seed": seed}}})
+        try:
+            prepared = prepare(cfg, Path(d) / "out")
+        except DataValidationError as err:
+            # only record-count rules may refuse valid rows (too few for the model, or none at all)
+            assert all(p.field in ("records", "split.train", "file") for p in err.problems), err.lines()
+            return
+        for role in ("train", "test"):
+            f = getattr(prepared, role)
+            if f is None:
+                continue
+            r = validate_source(f.path, model, "fine-tuning", fmt="formatted", role="test" if role == "test" else "source")
+            assert r.ok, r.lines()
+            assert r.records == f.records
