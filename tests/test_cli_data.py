@@ -241,3 +241,17 @@ def test_prepare_banking77_stratified(tmp_path, capsys):
     assert len(per["train"]) == len(per["test"]) == len(per["validation"]) == 77   # every intent in every split
     total = sum(per["train"].values()) + sum(per["validation"].values()) + sum(per["test"].values())
     assert abs(sum(per["test"].values()) / total - 0.1) < 0.01
+
+
+def test_unexpected_errors_are_one_line_not_a_traceback(monkeypatch, capsys):
+    import tasks.validate as v
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(v, "validate_source", boom)
+    monkeypatch.delenv("FORGE_DEBUG", raising=False)
+    rc = main(["validate", str(GOOD / "titan_pc.jsonl"), "--base-model", "amazon.titan-text-express-v1:0:8k"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "forge validate: internal error: RuntimeError: disk on fire" in err and "Traceback" not in err

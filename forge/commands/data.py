@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--role", choices=["train", "validation", "test"], default="train",
                    help="which limits apply: training file (default), validation file, or test (no count limits)")
     p.add_argument("--max-problems", type=int, default=200, help="print at most this many problems (default 200)")
-    p.set_defaults(func=cmd_validate)
+    p.set_defaults(func=_guarded(cmd_validate))
 
     p = sub.add_parser("prepare", help="convert, check, dedupe and split data into the model's format",
                        description="Read DATA (streamed), map columns, convert to the base model's format, run "
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-dedupe", action="store_true", help="keep duplicate records (they still share a split)")
     p.add_argument("--system-prompt", default=None, help="system prompt added to every record")
     p.add_argument("--prompt-template", default="{prompt}", help="template for the prompt, e.g. 'Classify: {prompt}'")
-    p.set_defaults(func=cmd_prepare)
+    p.set_defaults(func=_guarded(cmd_prepare))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -85,6 +85,27 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--columns", default=None, metavar="MAP", help=COLUMNS_HELP)
     p.add_argument("--teacher", default=None, help="distillation teacher model id (single-turn rule for Anthropic/Llama)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def _guarded(fn):
+    """People get a one-line message, not a traceback, even on a bug (FORGE_DEBUG=1 shows it)."""
+    import functools
+    import os
+
+    @functools.wraps(fn)
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001
+            if os.environ.get("FORGE_DEBUG"):
+                raise
+            print(f"forge {args.verb}: internal error: {type(err).__name__}: {err} "
+                  "(please report it; FORGE_DEBUG=1 shows the traceback)", file=sys.stderr)
+            return 1
+
+    return run
 
 
 class UsageProblem(ValueError):
