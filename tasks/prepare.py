@@ -493,7 +493,15 @@ def _source_fingerprint(config: PipelineConfig) -> str:
     """Changes when the source file changes (path, size, mtime): part of the cache key."""
     src = config.data.source
     if src.startswith("s3://"):
-        return src
+        try:   # the object's ETag + size: a replaced object is not served from the cache
+            import boto3
+
+            bucket, _, key = src[5:].partition("/")
+            s3 = boto3.client("s3", region_name=config.aws.region, endpoint_url=config.aws.endpoint_url)
+            head = s3.head_object(Bucket=bucket, Key=key)
+            return f"{src}:{head.get('ETag')}:{head.get('ContentLength')}"
+        except Exception:  # noqa: BLE001 - no access here: prepare itself will report it
+            return src
     try:
         st = Path(src).stat()
         return f"{Path(src).resolve()}:{st.st_size}:{st.st_mtime_ns}"

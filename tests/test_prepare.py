@@ -263,3 +263,28 @@ def test_split_does_not_depend_on_the_process_hash_seed(tmp_path):
         assert r.returncode == 0, r.stderr
         outs.append(r.stdout.split())
     assert outs[0] == outs[1]
+
+
+def test_s3_source_is_downloaded_then_prepared(tmp_path, aws_env):
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="forge-prepare-src")
+    s3.upload_file(str(GOOD / "raw_intents.csv"), "forge-prepare-src", "raw/intents.csv")
+    p = prepare(config("s3://forge-prepare-src/raw/intents.csv"), tmp_path / "o")
+    assert p.train.records + p.validation.records + p.test.records == 60
+    assert p.label_like
+
+
+def test_cache_key_follows_the_s3_object(aws_env):
+    import boto3
+
+    from tasks.prepare import _source_fingerprint
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="forge-prepare-fp")
+    s3.put_object(Bucket="forge-prepare-fp", Key="d.csv", Body=b"text,category\na,b\n")
+    cfg = config("s3://forge-prepare-fp/d.csv")
+    first = _source_fingerprint(cfg)
+    s3.put_object(Bucket="forge-prepare-fp", Key="d.csv", Body=b"text,category\na,b\nc,d\n")
+    assert _source_fingerprint(cfg) != first
