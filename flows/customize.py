@@ -370,19 +370,21 @@ def _serve_and_evaluate(clients, config, manifest, names, run_key, flow_run_id, 
         log.info("step teardown: deleted %s, already gone %s", report.deleted or "-", report.already_gone or "-")
 
     manifest.step_started("provision")
+    out_dir = str(run_dir / "evaluation")
     try:
         with serving(clients, config, names, training.custom_model_arn, serving_tags, run_key,
                      on_provisioned=provisioned, on_teardown=torn_down) as endpoint:
-            with _step(manifest, "evaluate"):
-                evaluation = evaluate_stage.evaluate_task(
-                    clients, config, prepared, family, endpoint, training, str(run_dir / "evaluation"),
-                )
-                evaluate_stage.record_evaluation(clients, uploaded.output_uri, eval_key, evaluation)
-                manifest.step_done("evaluate")
+            manifest.step_started("evaluate")
+            # only the model calls need the serving resource: it is released before scoring
+            outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint, out_dir)
             manifest.step_started("teardown")
+        evaluation = evaluate_stage.score_outputs_task(outputs, config, prepared, training, out_dir)
+        evaluate_stage.record_evaluation(clients, uploaded.output_uri, eval_key, evaluation)
+        manifest.step_done("evaluate")
     except BaseException as err:
-        if (manifest.data["steps"].get("provision") or {}).get("status") == "running":
-            manifest.step_failed("provision", err)
+        for step in ("provision", "evaluate"):
+            if (manifest.data["steps"].get(step) or {}).get("status") == "running":
+                manifest.step_failed(step, err)
         raise
     # extra data (custom model, uploaded data) only on success and only when the config asks
     if config.serving.delete_custom_model or config.serving.delete_data:

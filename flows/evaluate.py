@@ -96,12 +96,13 @@ def evaluate_model(
 
     if serving_arn:
         endpoint = _existing_endpoint(serving_arn, model_arn or "")
-        evaluation = evaluate_stage.evaluate_task(clients, config, prepared, family, endpoint, training, str(out_dir))
+        outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint, str(out_dir))
     else:
         with serving(clients, config, names, model_arn, tags, run_key, on_teardown=lambda r: log.info(
                 "teardown: deleted %s, already gone %s", r.deleted or "-", r.already_gone or "-")) as endpoint:
-            evaluation = evaluate_stage.evaluate_task(clients, config, prepared, family, endpoint, training,
-                                                      str(out_dir))
+            outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint, str(out_dir))
+    # scoring needs no serving resource: it runs after the teardown
+    evaluation = evaluate_stage.score_outputs_task(outputs, config, prepared, training, str(out_dir))
 
     record = {"at": stamp, "model": model_arn, "serving": serving_arn or "provisioned for this evaluation",
               "metrics": {k: evaluation.metrics.get(k) for k in ("base", "custom", "comparison")},

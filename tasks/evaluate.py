@@ -26,23 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from prefect import task
 from pydantic import BaseModel, Field
 
 from tasks.config import EvaluationConfig, GateConfig
+from tasks.formats import Example, from_record  # noqa: F401 (Example re-exported)
 from tasks.metrics import compute_metrics, paired_bootstrap, training_summary  # noqa: F401 (re-exported)
 from tasks.types import InvokeResult, TrainingResult
-
-try:  # written concurrently by another engineer; the signature is fixed by the design
-    from tasks.formats import Example, from_record
-except ImportError:  # pragma: no cover - only until tasks/formats.py lands
-    from typing import NamedTuple
-
-    class Example(NamedTuple):  # type: ignore[no-redef]
-        system: str | None
-        prompt: str
-        completion: str
-
-    from_record = None  # type: ignore[assignment]
 
 
 class EvaluationError(RuntimeError):
@@ -275,28 +265,15 @@ def apply_gate(gate: GateConfig, summary: dict[str, Any]) -> GateVerdict:
 
 
 def default_is_retryable(exc: BaseException) -> bool:
-    """tasks.aws.is_transient when available; else the same rule inline (throttling/5xx codes)."""
-    try:
-        from tasks.aws import is_transient
+    """Throttling, 5xx, timeouts, connection errors: ``tasks.aws.is_transient``."""
+    from tasks.aws import is_transient
 
-        return bool(is_transient(exc))
-    except ImportError:
-        pass
-    resp = getattr(exc, "response", None)
-    if not isinstance(resp, dict):
-        return False
-    code = str(resp.get("Error", {}).get("Code", ""))
-    status = int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return (any(k in code for k in ("Throttl", "ModelNotReady", "ServiceUnavailable", "InternalServer",
-                                    "ModelTimeout", "TooManyRequests"))
-            or status == 429 or status >= 500)
+    return bool(is_transient(exc))
 
 
 def load_examples(test_path: str | Path, data_format: str, max_examples: int | None, seed: int = 42) -> list[Any]:
     """Read formatted test.jsonl records back into Examples (tasks.formats.from_record); seeded cap,
     original order kept. Each Example gets ``id`` = its line index when it allows attributes."""
-    if from_record is None:
-        raise EvaluationError("tasks.formats.from_record is not available to read the test split")
     lines = [ln for ln in Path(test_path).read_text(encoding="utf-8").splitlines() if ln.strip()]
     idx = list(range(len(lines)))
     if max_examples is not None and len(idx) > max_examples:
@@ -322,23 +299,19 @@ class _WithId:
         return getattr(self.example, k)
 
 
-def evaluate_endpoints(runtime_client: Any, *, test_path: str | Path, data_format: str, base_target: str,
-                       custom_target: str, invoke_shape: str, eval_cfg: EvaluationConfig, gate_cfg: GateConfig,
-                       label_like: bool, out_dir: str | Path, training: TrainingResult | None = None,
-                       seed: int = 42, is_retryable: Callable[[BaseException], bool] | None = None,
-                       invoke_fn: Callable[..., InvokeResult] | None = None) -> EvaluationResult:
-    """Run both targets over the test split, score, gate, write the report; return the result.
+def collect_outputs(runtime_client: Any, *, test_path: str | Path, data_format: str, base_target: str,
+                    custom_target: str, invoke_shape: str, eval_cfg: EvaluationConfig, out_dir: str | Path,
+                    seed: int = 42, is_retryable: Callable[[BaseException], bool] | None = None,
+                    invoke_fn: Callable[..., InvokeResult] | None = None) -> pd.DataFrame:
+    """Phase 1 (needs the serving resource): both targets over the test split -> per-example table.
 
     Raises ``EvaluationError`` (after writing the per-example CSV, so the failures can be read)
     when the failed-call share exceeds ``eval_cfg.max_error_share``.
     """
-    from tasks import report as report_mod
-
     if invoke_fn is None:
         from tasks.invoke import invoke_text as invoke_fn
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
     examples = load_examples(test_path, data_format, eval_cfg.max_examples, seed)
 
     def make(target: str) -> Callable[[Any], InvokeResult]:
@@ -350,13 +323,24 @@ def evaluate_endpoints(runtime_client: Any, *, test_path: str | Path, data_forma
     df = run_comparison(examples, make(base_target), make(custom_target), concurrency=eval_cfg.concurrency,
                         requests_per_second=eval_cfg.requests_per_second, retries=eval_cfg.invoke_retries,
                         is_retryable=is_retryable or default_is_retryable)
-    timings["invoke_seconds"] = df.attrs.get("wall_seconds", float("nan"))
+    df.attrs["targets"] = {"base": base_target, "custom": custom_target}
     try:
         check_error_share(df, eval_cfg.max_error_share)
     except EvaluationError:
         df.to_csv(out / "examples.csv", index=False)
         raise
+    return df
 
+
+def score_outputs(df: pd.DataFrame, *, eval_cfg: EvaluationConfig, gate_cfg: GateConfig, label_like: bool,
+                  out_dir: str | Path, training: TrainingResult | None = None, seed: int = 42) -> EvaluationResult:
+    """Phase 2 (no serving resource needed): metrics, statistics, gate, report files."""
+    from tasks import report as report_mod
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    targets = df.attrs.get("targets", {"base": "", "custom": ""})
+    timings: dict[str, float] = {"invoke_seconds": df.attrs.get("wall_seconds", float("nan"))}
     t0 = time.perf_counter()
     summary = compute_metrics(df, label_like=label_like, bertscore_model=eval_cfg.bertscore_model,
                               num_layers=eval_cfg.bertscore_num_layers, n_resamples=eval_cfg.bootstrap_samples,
@@ -368,12 +352,24 @@ def evaluate_endpoints(runtime_client: Any, *, test_path: str | Path, data_forma
     files = report_mod.write_report(
         summary, df, out, verdict=verdict.model_dump(mode="json"),
         training_rows=training.training_metrics if training else None,
-        validation_rows=training.validation_metrics if training else None,
-        targets={"base": base_target, "custom": custom_target})
+        validation_rows=training.validation_metrics if training else None, targets=targets)
     return EvaluationResult(
         n_examples=summary["n_examples"], n_scored=summary["n_scored"], errors=summary["errors"],
         metrics={k: v for k, v in summary.items() if k not in ("n_examples", "n_scored", "errors")},
-        gate=verdict, files=files, base_target=base_target, custom_target=custom_target, timings=timings)
+        gate=verdict, files=files, base_target=targets["base"], custom_target=targets["custom"], timings=timings)
+
+
+def evaluate_endpoints(runtime_client: Any, *, test_path: str | Path, data_format: str, base_target: str,
+                       custom_target: str, invoke_shape: str, eval_cfg: EvaluationConfig, gate_cfg: GateConfig,
+                       label_like: bool, out_dir: str | Path, training: TrainingResult | None = None,
+                       seed: int = 42, is_retryable: Callable[[BaseException], bool] | None = None,
+                       invoke_fn: Callable[..., InvokeResult] | None = None) -> EvaluationResult:
+    """Both phases in one call: collect the outputs, then score, gate and write the report."""
+    df = collect_outputs(runtime_client, test_path=test_path, data_format=data_format, base_target=base_target,
+                         custom_target=custom_target, invoke_shape=invoke_shape, eval_cfg=eval_cfg,
+                         out_dir=out_dir, seed=seed, is_retryable=is_retryable, invoke_fn=invoke_fn)
+    return score_outputs(df, eval_cfg=eval_cfg, gate_cfg=gate_cfg, label_like=label_like, out_dir=out_dir,
+                         training=training, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,21 +393,33 @@ def _client(clients: Any, service: str) -> Any:
     raise EvaluationError(f"no {service} client in {type(clients).__name__}")
 
 
-def _evaluate_task_fn(clients: Any, config: Any, prepared: Any, family: Any, endpoint: Any,
-                      training: TrainingResult | None, out_dir: str) -> EvaluationResult:
+def _collect_task_fn(clients: Any, config: Any, prepared: Any, family: Any, endpoint: Any,
+                     out_dir: str) -> pd.DataFrame:
     from tasks.catalog import load_catalog
 
     if prepared.test is None:
         raise EvaluationError("prepared data has no test split")
-    result = evaluate_endpoints(
+    return collect_outputs(
         _client(clients, "bedrock-runtime"), test_path=prepared.test.path, data_format=prepared.format,
         base_target=load_catalog().inference_id(config.base_model), custom_target=endpoint.arn,
-        invoke_shape=family.invoke_shape, eval_cfg=config.evaluation, gate_cfg=config.gate,
-        label_like=prepared.label_like, out_dir=out_dir, training=training)
+        invoke_shape=family.invoke_shape, eval_cfg=config.evaluation, out_dir=out_dir)
+
+
+def _score_task_fn(df: pd.DataFrame, config: Any, prepared: Any, training: TrainingResult | None,
+                   out_dir: str) -> EvaluationResult:
     from tasks.report import publish_artifacts
 
+    result = score_outputs(df, eval_cfg=config.evaluation, gate_cfg=config.gate, label_like=prepared.label_like,
+                           out_dir=out_dir, training=training)
     publish_artifacts(result)
     return result
+
+
+def _evaluate_task_fn(clients: Any, config: Any, prepared: Any, family: Any, endpoint: Any,
+                      training: TrainingResult | None, out_dir: str) -> EvaluationResult:
+    """Both phases (for callers that keep the serving resource for the whole evaluation)."""
+    return _score_task_fn(_collect_task_fn(clients, config, prepared, family, endpoint, out_dir), config, prepared,
+                          training, out_dir)
 
 
 def _record_key(output_uri: str, eval_key: str) -> tuple[str, str]:
@@ -440,11 +448,7 @@ def load_recorded_evaluation(clients: Any, output_uri: str, eval_key: str) -> Ev
     return EvaluationResult.model_validate_json(body)
 
 
-try:
-    from prefect import task
-
-    evaluate_task = task(name="evaluate", retries=0)(_evaluate_task_fn)
-    run_comparison_task = task(name="run-comparison")(run_comparison)
-    compute_metrics_task = task(name="compute-metrics")(compute_metrics)
-except ImportError:  # pragma: no cover
-    evaluate_task = _evaluate_task_fn
+# Prefect wrappers: thin, no retries (each model call has its own retries inside run_comparison)
+evaluate_task = task(name="evaluate", retries=0)(_evaluate_task_fn)
+collect_outputs_task = task(name="evaluate-invoke", retries=0)(_collect_task_fn)
+score_outputs_task = task(name="evaluate-score", retries=0)(_score_task_fn)

@@ -130,12 +130,12 @@ def test_failure_in_evaluation_deletes_pt_and_rerun_resumes_without_duplicates(e
     import tasks.evaluate as ev
 
     runs = tmp_path / "runs"
-    real = ev.evaluate_endpoints
+    real = ev.collect_outputs
 
     def broken(*a, **k):
         raise RuntimeError("evaluation exploded (injected)")
 
-    monkeypatch.setattr(ev, "evaluate_endpoints", broken)
+    monkeypatch.setattr(ev, "collect_outputs", broken)
     state = run_flow(small_config("flow-fail"), runs)
     assert state.is_failed()
     m = manifest_of(runs)
@@ -147,7 +147,7 @@ def test_failure_in_evaluation_deletes_pt_and_rerun_resumes_without_duplicates(e
     assert alive_serving(led) == [], "an exception in evaluation must still delete the PT"
 
     # on-call reruns the failed run: it resumes at provision, adopts the job, serves again once
-    monkeypatch.setattr(ev, "evaluate_endpoints", real)
+    monkeypatch.setattr(ev, "collect_outputs", real)
     state = run_flow(None, runs, run_id=m["run_id"], rerun_from="provision")
     assert state.is_completed(), state.message
     m2 = manifest_of(runs, m["run_id"])
