@@ -59,11 +59,11 @@ class Service:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (SIGINT for the worker: it then stops polling and lets runs finish), then SIGKILL."""
+        """SIGTERM, then SIGKILL after ``timeout``. A worker stops polling on SIGTERM and lets its
+        in-flight flow runs finish (shared/reference/prefect-patterns.md §3)."""
         if self.alive():
-            sig = signal.SIGINT if self.name == "worker" else signal.SIGTERM
             try:
-                self.proc.send_signal(sig)
+                self.proc.send_signal(signal.SIGTERM)
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
@@ -125,8 +125,11 @@ def start_server(home: Path, *, host: str = "127.0.0.1", port: int | None = None
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     if not ui:
         argv.append("--no-ui")
-    svc = _spawn("prefect-server", argv, prefect_env(home, PREFECT_UI_ENABLED="true" if ui else "false"), log_dir)
-    svc.url = f"http://{host}:{port}/api"
+    api_url = f"http://{host}:{port}/api"
+    # the UI asks the server where the API is; without this it says port 4200 whatever --port is
+    env = prefect_env(home, PREFECT_UI_ENABLED="true" if ui else "false", PREFECT_UI_API_URL=api_url)
+    svc = _spawn("prefect-server", argv, env, log_dir)
+    svc.url = api_url
     wait_healthy(svc, f"{svc.url}/health", timeout)
     return svc
 
@@ -202,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(args.home).resolve()
     logs = home / "logs"
     services: list[Service] = []
+    # Ctrl-C and `kill PID` both stop everything cleanly (also when started with SIGINT ignored, as
+    # background jobs of a non-interactive shell are)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         print(f"starting Prefect server on {args.host}:{args.port} (SQLite in {home / 'prefect'}) ...", flush=True)
         server = start_server(home / "prefect", host=args.host, port=args.port, log_dir=logs)
@@ -248,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             s.stop()
         if services:
             print("stopped: " + ", ".join(s.name for s in reversed(services)), flush=True)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _smoke(api_url: str, config_path: str) -> int:

@@ -90,6 +90,16 @@ def test_sweep_runs_every_fifteen_minutes(spec):
     assert spec.get("sweep").parameters["dry_run"] is False
 
 
+def test_customize_form_is_prefilled_with_a_runnable_example(spec):
+    """The UI form opens with this config; "Quick run" runs it from the repo root on the worker."""
+    from tasks.config import PipelineConfig
+
+    cfg = PipelineConfig.model_validate(spec.get("customize").parameters["config"])
+    assert (ROOT / cfg.data.source).is_file(), cfg.data.source
+    assert cfg.serving.commitment is None and cfg.budget.max_usd is not None
+    assert "config" not in spec.get("rerun-step").parameters, "rerun-step must take the config from the manifest"
+
+
 def test_on_demand_deployments_have_no_schedule(spec):
     for name in ("customize", "evaluate", "rerun-step"):
         assert spec.get(name).schedules == [], name
