@@ -46,7 +46,7 @@ import numpy as np
 from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 
-from tasks.catalog import CustomizationType, DataFormat
+from tasks.catalog import PRESETS, CustomizationType, DataFormat
 from tasks.config import PipelineConfig
 from tasks.formats import Example, from_record, record_texts, to_record
 from tasks.types import PreparedData, SplitFile
@@ -299,7 +299,14 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     split_of_group = _split_groups(n_groups, strata, (sp.train, sp.validation, sp.test), np.random.default_rng(sp.seed))
     assign = np.full(n, -1, dtype=np.int8)
     assign[kept] = split_of_group[group_of]
+    # the preset's cap on training records (e.g. "quick": 1,000), a seeded sample of the train split,
+    # per label when stratified; validation/test keep their size
+    cap = PRESETS[config.preset].max_train_records if config.preset in PRESETS else None
+    capped = _cap_train(assign, labels_arr if stratify else None, cap, np.random.default_rng(sp.seed + 1))
     counts = {name: int((assign == k).sum()) for k, name in enumerate(SPLITS)}
+    if capped:
+        warnings.append(f"preset {config.preset!r} caps training at {cap:,} records: {capped:,} sampled out of the "
+                        "train split (validation/test unchanged)")
 
     # -- augmentation plan (train only) ----------------------------------------------------
     aug = d.augment
@@ -411,6 +418,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
             "conflicting_prompts": conflicts,
             "train": written["train"], "validation": written["validation"], "test": written["test"],
             "augmented_train_copies": augmented, "augmentation_skipped": skipped_aug,
+            "train_capped_by_preset": capped,
         },
         "duplicate_examples": dup_examples,
         "quality": {
@@ -438,6 +446,26 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     assert train is not None
     return PreparedData(format=rules.fmt.value, train=train, validation=files["validation"], test=files["test"],
                         report_path=str(report_path.resolve()), label_like=label_like, estimated_train_tokens=est_tokens)
+
+
+def _cap_train(assign: np.ndarray, labels: np.ndarray | None, cap: int | None, rng: np.random.Generator) -> int:
+    """Drop train records (assign -> -1) down to ``cap``, proportionally per label when ``labels``."""
+    train = np.flatnonzero(assign == 0)
+    if cap is None or len(train) <= cap:
+        return 0
+    if labels is None:
+        keep = rng.choice(train, size=cap, replace=False)
+    else:
+        labs = labels[train]
+        uniq, counts = np.unique(labs, return_counts=True)
+        quota = np.floor(counts * cap / len(train)).astype(np.int64)
+        rest = cap - int(quota.sum())
+        order = np.argsort(-(counts * cap / len(train) - quota), kind="stable")   # largest remainders first
+        quota[order[:rest]] += 1
+        keep = np.concatenate([rng.choice(train[labs == u], size=int(q), replace=False) for u, q in zip(uniq, quota, strict=True)])
+    drop = np.setdiff1d(train, keep)
+    assign[drop] = -1
+    return len(drop)
 
 
 def _balance(per_split: dict[str, dict[str, int]]) -> dict[str, Any]:

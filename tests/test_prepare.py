@@ -288,3 +288,16 @@ def test_cache_key_follows_the_s3_object(aws_env):
     first = _source_fingerprint(cfg)
     s3.put_object(Bucket="forge-prepare-fp", Key="d.csv", Body=b"text,category\na,b\nc,d\n")
     assert _source_fingerprint(cfg) != first
+
+
+def test_preset_caps_training_records_keeping_label_shares(tmp_path):
+    src = labelled_csv(tmp_path, {"a": 900, "b": 450, "c": 150})
+    full = prepare(config(src), tmp_path / "full")
+    cfg = config(src)
+    cfg.preset = "quick"                           # at most 1,000 training records (tasks/catalog.py PRESETS)
+    quick = prepare(cfg, tmp_path / "quick")
+    assert full.train.records == 1200 and quick.train.records == 1000
+    assert (quick.validation.sha256, quick.test.sha256) == (full.validation.sha256, full.test.sha256)
+    assert Counter(ex.completion for ex in read_split(quick, "train")) == {"a": 600, "b": 300, "c": 100}
+    report = json.loads(Path(quick.report_path).read_text())
+    assert report["counts"]["train_capped_by_preset"] == 200
