@@ -213,6 +213,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = _local_source(config, out)
+    stamp = _stamp(source)
     d = config.data
     sp = d.split
 
@@ -354,6 +355,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
             for i, item in enumerate(_scanner(config, source, None, trusted=True)):
                 yield i, None, item
 
+    i = -1
     try:
         for i, line, item in rows():
             k = int(assign[i]) if i < n else -1
@@ -383,6 +385,9 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
                     train_chars += sum(len(t) for t in texts)
         for f in tmp.values():
             f.close()
+        if _stamp(source) != stamp or (n and i != n - 1):
+            raise DataValidationError([Problem(file=str(source), field="file", message="changed while it was being prepared",
+                                               fix="run prepare again once the file is complete")])
         files: dict[str, SplitFile | None] = {}
         for name in SPLITS:
             final = out / f"{name}.jsonl"
@@ -446,6 +451,14 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     assert train is not None
     return PreparedData(format=rules.fmt.value, train=train, validation=files["validation"], test=files["test"],
                         report_path=str(report_path.resolve()), label_like=label_like, estimated_train_tokens=est_tokens)
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return None
 
 
 def _cap_train(assign: np.ndarray, labels: np.ndarray | None, cap: int | None, rng: np.random.Generator) -> int:
