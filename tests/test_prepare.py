@@ -301,3 +301,24 @@ def test_preset_caps_training_records_keeping_label_shares(tmp_path):
     assert Counter(ex.completion for ex in read_split(quick, "train")) == {"a": 600, "b": 300, "c": 100}
     report = json.loads(Path(quick.report_path).read_text())
     assert report["counts"]["train_capped_by_preset"] == 200
+
+
+def test_source_changing_during_prepare_is_refused(tmp_path, monkeypatch):
+    import tasks.prepare as tp
+
+    src = labelled_csv(tmp_path, {"a": 10, "b": 10})
+    real = tp._iter_raw_lines
+    calls = {"n": 0}
+
+    def grow_then_read(fh):      # the write pass reads a file that grew since the check
+        calls["n"] += 1
+        if calls["n"] == 2:
+            with open(src, "a") as extra:
+                extra.write("a late customer message,a\n")
+        return real(fh)
+
+    monkeypatch.setattr(tp, "_iter_raw_lines", grow_then_read)
+    monkeypatch.setattr("tasks.validate._iter_raw_lines", grow_then_read)
+    with pytest.raises(DataValidationError, match="changed while it was being prepared"):
+        prepare(config(src), tmp_path / "o")
+    assert not (tmp_path / "o" / "train.jsonl").exists()
