@@ -32,9 +32,10 @@ from pathlib import Path
 
 import httpx
 
+from forge.commands.run import DUMMY_CREDENTIALS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-             "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+DUMMY_AWS = {**DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}  # the emulator accepts any keys
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 

@@ -10,7 +10,6 @@ One module-scoped scenario (server ~8 s, deploy ~2 s, worker + two flow runs) sh
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _ui_config(runs_dir: Path) -> dict:
+def _ui_config() -> dict:
     """examples/banking77.yaml as the Run form submits it (JSON), made small for a test."""
     from tasks.config import load_config
 
@@ -74,7 +73,7 @@ def scenario(tmp_path_factory, emulator):
         marks["deployed"] = time.monotonic() - t0
         api = server.url
         customize_run = stack.trigger(api, "customize-model/customize",
-                                      {"config": _ui_config(runs_dir), "runs_dir": str(runs_dir)})
+                                      {"config": _ui_config(), "runs_dir": str(runs_dir)})
         sweep_run = stack.trigger(api, "sweep-resources/sweep", {})
         worker = stack.start_worker(
             tmp / "worker-home", api, aws_endpoint=emulator.url, run_once=True, log_dir=logs,
@@ -171,7 +170,7 @@ def test_redeploy_is_idempotent(scenario):
 
 
 def test_bad_form_input_is_refused_by_the_server(scenario):
-    cfg = _ui_config(Path(os.devnull))
+    cfg = _ui_config()
     cfg["serving"]["mode"] = "always-on"
     with pytest.raises(stack.StackError, match="refused"):
         stack.trigger(scenario["api"], "customize-model/customize", {"config": cfg})
