@@ -1,0 +1,118 @@
+"""End-to-end benchmark of the demo run (issue 6).
+
+    .venv/bin/python bench/e2e.py [--config examples/banking77.yaml] [--out bench/results-e2e.md]
+
+1. cold run: `forge run CONFIG --endpoint URL` in a fresh process with a fresh PREFECT_HOME, a fresh
+   runs dir and no stand-in embedding cache (what `make demo` costs after `make setup`);
+2. rerun: the same command again (same emulator state, same Prefect home: a second scheduled run);
+3. provisioned-throughput efficiency from the emulator's ledger:
+       alive  = DeleteProvisionedModelThroughput - CreateProvisionedModelThroughput   (real seconds)
+       needed = (InService - create) + (last InvokeModel on the PT - first one)
+   target alive / needed <= 1.05: the PT lives only while it is being waited for or used.
+
+The emulator runs as its own process (emulator.testing.start_subprocess) so its ledger can be read
+after both runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from emulator.testing import start_subprocess  # noqa: E402
+
+SPEED = 3000.0
+
+
+def _iso(t: str) -> float:
+    return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+
+
+def run_forge(config: str, url: str, runs: Path, env: dict) -> tuple[float, int, str]:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "forge.cli", "run", config, "--endpoint", url, "--runs-dir", str(runs)],
+                       cwd=REPO, env=env, capture_output=True, text=True)
+    return time.perf_counter() - t0, p.returncode, p.stdout + p.stderr
+
+
+def pt_efficiency(ledger: dict) -> list[dict]:
+    rows = []
+    creates = [c for c in ledger["calls"] if c["operation"] == "CreateProvisionedModelThroughput" and c["status"] < 300]
+    deletes = [c for c in ledger["calls"] if c["operation"] == "DeleteProvisionedModelThroughput" and c["status"] < 300]
+    invokes = [c for c in ledger["calls"] if c["operation"] == "InvokeModel" and c["status"] < 300]
+    pts = {arn: r for arn, r in ledger["resources"].items() if r["type"] == "provisioned-model-throughput"}
+    for (arn, r), create, delete in zip(pts.items(), creates, deletes, strict=False):
+        hist = {h["state"]: _iso(h["t"]) for h in r["history"]}
+        to_service = (hist["InService"] - hist["Creating"]) / SPEED   # virtual -> real seconds
+        window = [c["real_t"] for c in invokes if create["real_t"] <= c["real_t"] <= delete["real_t"]]
+        used = (max(window) - min(window)) if window else 0.0
+        alive = delete["real_t"] - create["real_t"]
+        needed = to_service + used
+        rows.append({"pt": arn.rsplit("/", 1)[-1], "alive_s": alive, "to_in_service_s": to_service,
+                     "invoke_window_s": used, "ratio": alive / needed if needed else float("nan"),
+                     "invokes": len(window)})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="examples/banking77.yaml")
+    ap.add_argument("--out", default=str(REPO / "bench/results-e2e.md"))
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="forge-e2e-"))
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "PREFECT_HOME": str(tmp / "prefect-home"),
+           "FORGE_STANDIN_CACHE_DIR": str(tmp / "standin-cache"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("PREFECT_API_URL", None)
+    emu = start_subprocess(speed=SPEED, state_dir=tmp / "emulator-state")
+    try:
+        cold, rc1, out1 = run_forge(args.config, emu.url, tmp / "runs", env)
+        n_calls = len(emu.ledger()["calls"])
+        rerun, rc2, out2 = run_forge(args.config, emu.url, tmp / "runs", env)
+        ledger = emu.ledger()
+    finally:
+        emu.terminate()
+    if rc1 or rc2:
+        print(out1[-3000:], out2[-3000:], sep="\n----\n")
+    rerun_calls = ledger["calls"][n_calls:]
+    mutating = [c["operation"] for c in rerun_calls if c["mutating"]]
+    eff = pt_efficiency(ledger)
+
+    lines = [
+        "# End-to-end benchmark (bench/e2e.py)", "",
+        f"Produced on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"config `{args.config}`; emulator speed ×{SPEED:g}.", "",
+        "| measure | value |", "|---|---:|",
+        f"| cold run (`forge run`, fresh Prefect home, no caches), exit {rc1} | {cold:.1f} s |",
+        f"| rerun of the same config, exit {rc2} | {rerun:.1f} s |",
+        f"| AWS calls made by the rerun | {len(rerun_calls)} (mutating: {len(mutating)}{': ' + ', '.join(mutating) if mutating else ''}) |",
+        "",
+        "Provisioned throughput, from the emulator ledger (target alive / needed ≤ 1.05):", "",
+        "| PT | alive s | to InService s | invoke window s | invokes | alive / needed |", "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in eff:
+        lines.append(f"| {r['pt']} | {r['alive_s']:.2f} | {r['to_in_service_s']:.2f} | {r['invoke_window_s']:.2f} | "
+                     f"{r['invokes']} | **{r['ratio']:.3f}** |")
+    if not eff:
+        lines.append("| (no PT created) | | | | | |")
+    lines += ["", "The cold run includes the Prefect ephemeral server start (~10 s), loading the embedding model "
+              "twice (emulator stand-in, BERTScore) and encoding the training prompts."]
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return 0 if rc1 == 0 and rc2 == 0 and not mutating else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
