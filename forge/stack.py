@@ -80,6 +80,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def require_free(host: str, port: int, what: str, flag: str) -> None:
+    """Refuse a busy port up front: a health check could otherwise answer from whatever holds it."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise StackError(f"{what} port {host}:{port} is already in use (another stack or emulator?): "
+                             f"stop it or pick another port with {flag}") from None
+
+
 def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path | None, cwd: Path = REPO_ROOT) -> Service:
     log = handle = None
     if log_dir is not None:
@@ -121,6 +131,8 @@ def prefect_env(home: Path, api_url: str | None = None, **extra: str) -> dict[st
 def start_server(home: Path, *, host: str = "127.0.0.1", port: int | None = None, ui: bool = True,
                  log_dir: Path | None = None, timeout: float = 90.0) -> Service:
     """``prefect server start`` (SQLite in ``home`` unless PREFECT_API_DATABASE_CONNECTION_URL is set)."""
+    if port:
+        require_free(host, port, "Prefect server", "--port")
     port = port or free_port(host)
     home.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
@@ -138,6 +150,8 @@ def start_server(home: Path, *, host: str = "127.0.0.1", port: int | None = None
 def start_emulator(*, host: str = "127.0.0.1", port: int | None = None, speed: float = 3000.0,
                    state_dir: Path | None = None, log_dir: Path | None = None, timeout: float = 60.0) -> Service:
     """The local Bedrock (``forge emulator``, DESIGN.md §8) as a subprocess."""
+    if port:
+        require_free(host, port, "emulator", "--emulator-port")
     port = port or free_port(host)
     argv = [sys.executable, "-m", "forge.cli", "emulator", "--host", host, "--port", str(port), "--speed", f"{speed:g}"]
     if state_dir is not None:

@@ -191,3 +191,15 @@ def test_failure_notification_automation_is_accepted_by_the_server(scenario):
     saved = resp.json()
     assert set(saved["trigger"]["expect"]) == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
     assert saved["actions"][0]["block_document_id"] == str(block_id)
+
+
+def test_stack_refuses_a_busy_port_instead_of_trusting_whoever_answers(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert stack.main(["--home", str(tmp_path), "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"Prefect server port 127.0.0.1:{port} is already in use" in err and "--port" in err
