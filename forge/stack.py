@@ -222,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     services: list[Service] = []
     # Ctrl-C and `kill PID` both stop everything cleanly (also when started with SIGINT ignored, as
     # background jobs of a non-interactive shell are)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         print(f"starting Prefect server on {args.host}:{args.port} (SQLite in {home / 'prefect'}) ...", flush=True)
         server = start_server(home / "prefect", host=args.host, port=args.port, log_dir=logs)
@@ -270,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             s.stop()
         if services:
             print("stopped: " + ", ".join(s.name for s in reversed(services)), flush=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupt(signum, frame):
