@@ -234,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
                                  state_dir=home / "emulator", log_dir=logs)
             services.append(emu)
             endpoint = emu.url
-        os.environ["PREFECT_API_URL"] = server.url  # before prefect is imported by deploy_all
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         from forge.commands.deploy import deploy_all
 
-        deploy_all(pool=args.pool)
+        with temporary_settings(updates={PREFECT_API_URL: server.url}):
+            deploy_all(pool=args.pool)
         worker = start_worker(home / "worker", server.url, pool=args.pool, aws_endpoint=endpoint, log_dir=logs)
         services.append(worker)
         ui = server.url.removesuffix("/api")
