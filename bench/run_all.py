@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["prepare", "evaluate", "e2e"]
+BENCHES = ["prepare", "evaluate", "e2e", "emulator_manual_flow"]
 
 
 def main() -> int:
