@@ -21,6 +21,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal, get_args
 
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
@@ -53,6 +54,11 @@ from tasks.types import (
 )
 
 PROVISION_TIMEOUT_S = 3 * 3600   # provisioning takes minutes; give up (and tear down) after 3 h
+
+
+# the steps an operator can rerun from (a dropdown in the Prefect UI's rerun-step form)
+Step = Literal["prepare", "upload", "create-role", "customize", "poll", "provision", "evaluate"]
+assert list(get_args(Step)) == STEPS[:-1], "Step must list the manifest's steps but teardown"
 
 
 class QualityGateFailed(RuntimeError):
@@ -157,7 +163,7 @@ def _evaluation_key(run_key: str, config: PipelineConfig, test_sha: str | None) 
 )
 def customize_model(
     config: PipelineConfig | None = None,
-    rerun_from: str | None = None,
+    rerun_from: Step | None = None,
     run_id: str | None = None,
     runs_dir: str = "runs",
     allow_rerun_failed_job: bool = False,

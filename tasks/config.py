@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.catalog import PRESETS, CustomizationType, load_catalog
+
+# the named presets (tasks.catalog.PRESETS) as a type, so the Prefect UI form renders a dropdown
+PresetName = Literal["quick", "balanced", "quality", "cpt"]
+assert set(get_args(PresetName)) == set(PRESETS), "PresetName must list tasks.catalog.PRESETS"
 
 
 class _Strict(BaseModel):
@@ -153,7 +157,7 @@ class PipelineConfig(_Strict):
     base_model: str = Field(..., description="Customizable base model id, e.g. amazon.nova-micro-v1:0:128k")
     customization_type: CustomizationType = CustomizationType.FINE_TUNING
     data: DataConfig
-    preset: str | None = Field("balanced", description="quick | balanced | quality | cpt")
+    preset: PresetName | None = Field("balanced", description="quick | balanced | quality | cpt")
     hyperparameters: dict[str, int | float | str] = Field(default_factory=dict)
     distillation: DistillationConfig | None = None
     rft: RftConfig | None = None
@@ -181,7 +185,7 @@ class PipelineConfig(_Strict):
             raise ValueError("name must be 1-32 lowercase letters, digits or single '-' (it is used in AWS resource names)")
         return v
 
-    @field_validator("preset")
+    @field_validator("preset", mode="before")
     @classmethod
     def _preset(cls, v: str | None) -> str | None:
         if v is not None and v not in PRESETS:

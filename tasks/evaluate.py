@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from tasks.config import EvaluationConfig, GateConfig
@@ -448,7 +449,8 @@ def load_recorded_evaluation(clients: Any, output_uri: str, eval_key: str) -> Ev
     return EvaluationResult.model_validate_json(body)
 
 
-# Prefect wrappers: thin, no retries (each model call has its own retries inside run_comparison)
-evaluate_task = task(name="evaluate", retries=0)(_evaluate_task_fn)
-collect_outputs_task = task(name="evaluate-invoke", retries=0)(_collect_task_fn)
-score_outputs_task = task(name="evaluate-score", retries=0)(_score_task_fn)
+# Prefect wrappers: thin, no retries (each model call has its own retries inside run_comparison) and no
+# Prefect cache (boto3 clients cannot be hashed; a finished evaluation is recorded in S3 instead).
+evaluate_task = task(name="evaluate", retries=0, cache_policy=NO_CACHE)(_evaluate_task_fn)
+collect_outputs_task = task(name="evaluate-invoke", retries=0, cache_policy=NO_CACHE)(_collect_task_fn)
+score_outputs_task = task(name="evaluate-score", retries=0, cache_policy=NO_CACHE)(_score_task_fn)
