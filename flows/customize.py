@@ -385,7 +385,7 @@ def _serve_and_evaluate(clients, config, manifest, names, run_key, flow_run_id, 
             outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint, out_dir)
             manifest.step_started("teardown")
         evaluation = evaluate_stage.score_outputs_task(outputs, config, prepared, training, out_dir)
-        evaluate_stage.record_evaluation(clients, uploaded.output_uri, eval_key, evaluation)
+        evaluate_stage.record_evaluation_task(clients, uploaded.output_uri, eval_key, evaluation)
         manifest.step_done("evaluate")
     except BaseException as err:
         for step in ("provision", "evaluate"):

@@ -30,6 +30,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from tasks.aws import aws_task
 from tasks.config import EvaluationConfig, GateConfig
 from tasks.formats import Example, from_record  # noqa: F401 (Example re-exported)
 from tasks.metrics import compute_metrics, paired_bootstrap, training_summary  # noqa: F401 (re-exported)
@@ -454,3 +455,8 @@ def load_recorded_evaluation(clients: Any, output_uri: str, eval_key: str) -> Ev
 evaluate_task = task(name="evaluate", retries=0, cache_policy=NO_CACHE)(_evaluate_task_fn)
 collect_outputs_task = task(name="evaluate-invoke", retries=0, cache_policy=NO_CACHE)(_collect_task_fn)
 score_outputs_task = task(name="evaluate-score", retries=0, cache_policy=NO_CACHE)(_score_task_fn)
+
+
+# the record of a finished evaluation is one S3 write: retried on transient errors like every AWS step, so a
+# 5xx burst longer than botocore's attempts does not throw away an evaluation that already ran
+record_evaluation_task = aws_task(record_evaluation, name="record-evaluation")
