@@ -1,0 +1,77 @@
+"""The fault matrix (issue 9, item 1): each scenario runs the real flow on a private emulator with one
+fault injected, then the on-call rerun, then the sweeper (scenario code: bench/faults.py, which also
+writes bench/faults.md from the same functions). After all three, for every scenario:
+
+- no managed serving resource (provisioned throughput / deployment) is alive;
+- no duplicate create (job name, job attempt while the previous one still ran, serving overlap);
+- the data objects in S3 are byte-identical to the prepared files;
+- the faulty run's failure message names the cause; the rerun succeeds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_faults", REPO / "bench" / "faults.py")
+faults = importlib.util.module_from_spec(_spec)
+sys.modules["bench_faults"] = faults
+_spec.loader.exec_module(faults)
+
+pytestmark = pytest.mark.usefixtures("prefect_backend")
+
+PARAMS = [pytest.param(name, marks=[pytest.mark.slow] if sc.slow else [], id=name)
+          for name, sc in faults.SCENARIOS.items()]
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_fault_scenario_leaves_nothing_running_and_duplicates_nothing(name, tmp_path):
+    sc = faults.SCENARIOS[name]
+    o = faults.run_scenario(name, tmp_path)
+    detail = f"{o.outcome}; notes {o.notes}; message {o.message[:500]!r}"
+
+    assert o.leaked == [], f"serving resources left running: {o.leaked} ({detail})"
+    assert o.duplicates == [], f"duplicate creates: {o.duplicates} ({detail})"
+    assert o.data_ok, f"S3 data not intact: {o.data_note}"
+    assert o.rerun_status == "succeeded", detail
+    if sc.expect_first:
+        assert o.first_status == sc.expect_first, detail
+    for words in sc.expect_message:
+        assert words in o.message.lower(), f"the failure message must name the cause ({words!r}): {o.message!r}"
+    _scenario_specific(name, o)
+
+
+def _scenario_specific(name: str, o) -> None:
+    led = o.ledger
+    jobs_created = faults.calls(led, "CreateModelCustomizationJob")
+    if name in ("throttling", "5xx-burst"):
+        assert [c for c in led["calls"] if c.get("error")], "the fault must actually have hit calls"
+        assert len(jobs_created) >= 1
+    if name == "read-timeout":
+        # the create whose answer timed out reached the emulator; the retry replayed the same clientRequestToken
+        assert len(faults.calls(led, "CreateModelCustomizationJob", ok=False)) >= 2
+        assert len([r for r in led["resources"].values() if r["type"] == faults.JOB_TYPE]) == 1
+    if name in ("job-failed", "job-stuck", "cancel-poll"):
+        states = sorted(r["state"] for r in led["resources"].values() if r["type"] == faults.JOB_TYPE)
+        first_attempt = "Failed" if name == "job-failed" else "Stopped"
+        assert states == sorted(["Completed", first_attempt]), f"attempt 1 {first_attempt}, attempt 2 Completed: {states}"
+    if name == "cancel-poll":
+        assert o.hook_effect and all(s in ("Stopping", "Stopped") for s in o.hook_effect), o.hook_effect
+    if name == "cancel-evaluate":
+        assert o.hook_effect == [], "the cancellation hook must delete the PT while evaluation still runs"
+    if name == "pt-quota":
+        foreign = {r["name"]: r["state"] for r in led["resources"].values() if r["name"].startswith("someone-else")}
+        assert foreign == {"someone-else-1": "Deleted", "someone-else-2": "InService"}, \
+            f"a PT without the bedrock-forge tag must never be touched: {foreign}"
+    if name == "sigkill":
+        assert o.cleaned_by == "sweep", "SIGKILL skips finally and hooks: the sweeper is what deletes the PT"
+    if name in ("sigterm", "crash", "eval-exception", "pt-failed", "cancel-evaluate"):
+        assert o.cleaned_by.startswith("the run itself"), o.cleaned_by
+    if name == "concurrent":
+        assert len(jobs_created) == 1, "two concurrent runs of one config must share one job"
+    if name == "emulator-restart":
+        assert o.first_status == "succeeded" and len(jobs_created) == 1
