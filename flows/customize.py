@@ -86,10 +86,22 @@ def _config_from_flow_run(flow_run) -> PipelineConfig | None:
     return raw if isinstance(raw, PipelineConfig) else PipelineConfig.model_validate(raw)
 
 
+def _failed_before_spending(state) -> bool:
+    """The run stopped on bad input or a spend guard, before it created anything: nothing to clean up, and
+    no AWS call either (a bad-data run must make none). Unknown → False: clean up as usual."""
+    from tasks.validate import DataValidationError
+
+    try:
+        exc = state.result(raise_on_failure=False)
+    except BaseException:  # noqa: BLE001 - the state may re-raise; then we do not know
+        return False
+    return isinstance(exc, DataValidationError | RunRefused)
+
+
 def release_serving(flow, flow_run, state) -> None:
     """on_failure / on_crashed: delete billing resources tagged with this flow run."""
     config = _config_from_flow_run(flow_run)
-    if config is None:
+    if config is None or _failed_before_spending(state):
         return
     clients = make_clients(config.aws)
     report = teardown_stage.teardown_run(clients, flow_run_id=str(flow_run.id))
