@@ -264,6 +264,43 @@ def wait_task(fn: Callable, name: str) -> Any:
     return task(name=name, retries=0, cache_policy=NO_CACHE)(fn)
 
 
+class RedactAccountIds(logging.Filter):
+    """Account ids inside ARNs become ``<account>`` in log records, exception text included, as in the
+    manifest (tasks/manifest.py): run logs end up in the Prefect UI, CI output and bug reports."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tasks.manifest import redact
+
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is logging's problem, not ours
+            return True
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+# the loggers a run writes through: get_run_logger() and log_prints (flow/task runs), Prefect's engines
+# (state messages carry exception text), and this package's fallback logger
+REDACTED_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine",
+                    "bedrock_forge")
+
+
+def install_log_redaction() -> None:
+    for name in REDACTED_LOGGERS:
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, RedactAccountIds) for f in lg.filters):
+            lg.addFilter(RedactAccountIds())
+
+
+install_log_redaction()
+
+
 def get_logger() -> logging.Logger | Any:
     """The Prefect run logger inside a run, else the module logger (plain calls, tests)."""
     try:
