@@ -290,6 +290,9 @@ def write_report(summary: dict[str, Any], df: pd.DataFrame, out_dir: str | Path,
                  training_rows: Sequence[dict] | None = None, validation_rows: Sequence[dict] | None = None,
                  targets: dict[str, str] | None = None) -> dict[str, str]:
     """Write examples.csv, summary.json, report.md and charts; return {name: path}."""
+    from tasks.manifest import redact
+
+    targets = redact(targets) if targets else targets   # a PT ARN holds the account id: shared files must not
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
