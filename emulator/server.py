@@ -34,6 +34,9 @@ _accounts_in_use: set[str] = set()
 _accounts_lock = threading.Lock()
 
 
+_ever_allocated = [0]
+
+
 def _allocate_account(preferred: str | None) -> str:
     """One moto account per emulator instance in this process (isolates S3/IAM between instances).
 
@@ -44,9 +47,11 @@ def _allocate_account(preferred: str | None) -> str:
         if preferred and preferred not in _accounts_in_use:
             _accounts_in_use.add(preferred)
             return preferred
-        n = 1
+        # never hand out an id twice in one process: moto keeps a closed emulator's S3/IAM state in
+        # memory, and a new emulator on that id would see the old buckets and roles
         while True:
-            acct = f"{n:012d}"
+            _ever_allocated[0] += 1
+            acct = f"{_ever_allocated[0]:012d}"
             if acct not in _accounts_in_use:
                 _accounts_in_use.add(acct)
                 return acct

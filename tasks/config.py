@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.catalog import PRESETS, CustomizationType, load_catalog
+from tasks.catalog import PRESETS, CustomizationType, load_catalog, resolve_hyperparameters
 
 # the named presets (tasks.catalog.PRESETS) as a type, so the Prefect UI form renders a dropdown
 PresetName = Literal["quick", "balanced", "quality", "cpt"]
@@ -196,12 +196,35 @@ class PipelineConfig(_Strict):
     @model_validator(mode="after")
     def _against_catalog(self) -> PipelineConfig:
         cat = load_catalog()
-        cat.spec(self.base_model, self.customization_type)  # raises with the supported list
+        try:
+            cat.family_of(self.base_model)
+        except ValueError as err:
+            raise FieldProblem("base_model", str(err)) from None
+        try:
+            spec = cat.spec(self.base_model, self.customization_type)
+        except ValueError as err:
+            raise FieldProblem("customization_type", str(err)) from None
         if self.customization_type == CustomizationType.DISTILLATION and self.distillation is None:
-            raise ValueError("customization_type DISTILLATION needs a 'distillation' section with teacher_model")
+            raise FieldProblem("distillation", "customization_type DISTILLATION needs a 'distillation' section with teacher_model")
         if self.customization_type == CustomizationType.REINFORCEMENT_FINE_TUNING and self.rft is None:
-            raise ValueError("customization_type REINFORCEMENT_FINE_TUNING needs an 'rft' section with grader_lambda_arn")
+            raise FieldProblem("rft", "customization_type REINFORCEMENT_FINE_TUNING needs an 'rft' section with grader_lambda_arn")
+        preset = PRESETS.get(self.preset) if self.preset else None
+        if preset is not None and preset.customization_type not in (None, self.customization_type):
+            raise FieldProblem("preset", f"preset {self.preset!r} is for {preset.customization_type.value}, this run is "
+                                         f"{self.customization_type.value} (use quick, balanced or quality)")
+        try:   # every hyperparameter name and range, at load time (not first at the job's create call)
+            resolve_hyperparameters(spec, self.preset, self.hyperparameters)
+        except ValueError as err:
+            raise FieldProblem("hyperparameters", str(err)) from None
         return self
+
+
+class FieldProblem(ValueError):
+    """A model-level check that belongs to one field: reported at that field, not at '(top level)'."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
 
 
 class ConfigError(ValueError):
@@ -241,6 +264,9 @@ def format_validation_error(err: ValidationError, source: str = "config") -> lis
             fix = f"did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?" if hint else f"valid keys here: {', '.join(valid)}"
             out.append(f"{source}: {where}: unknown key ({fix})")
         else:
+            cause = (e.get("ctx") or {}).get("error")
+            if isinstance(cause, FieldProblem):
+                where = ".".join([*map(str, loc), cause.field])
             msg = e["msg"].removeprefix("Value error, ")
             out.append(f"{source}: {where}: {msg}")
     return out

@@ -66,9 +66,6 @@ def test_bad_run_prints_located_message_and_makes_no_aws_call(case, tmp_path, fr
         assert "Traceback" not in text, text[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="forge run exits 1, not 2, when the flow fails on DataValidationError "
-                                      "(forge/commands/run.py::_run_flow reads the state without raising), and "
-                                      "Prefect logs the task's traceback: fix proposed in the reliability report")
 @pytest.mark.parametrize("case", sorted(IN_FLOW))
 def test_bad_data_run_exits_2_without_a_traceback(case, tmp_path, fresh_emulator, capsys):
     rc, text = _forge_run(case, tmp_path, fresh_emulator, capsys)

@@ -125,6 +125,12 @@ def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = 
         result = state.result(raise_on_failure=False)
     except Exception:  # noqa: BLE001
         result = None
+    from tasks.validate import DataValidationError
+
+    if isinstance(result, DataValidationError):   # found by prepare (e.g. a split below the model's minimum)
+        for line in result.lines():
+            print(line, file=sys.stderr)
+        return 2
     manifest_path = result.get("manifest") if isinstance(result, dict) else None
     if manifest_path is None:
         # failed run: find the manifest it wrote (newest run of this name, or the given run id)
@@ -171,16 +177,29 @@ def cmd_run(args) -> int:
         for line in err.problems:
             print(line, file=sys.stderr)
         return 2
-    try:
-        return _run_flow(config, args)
-    except Exception as err:  # noqa: BLE001 - people get a message, not a traceback
-        from tasks.validate import DataValidationError
+    problems = preflight(config, args.config)
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        print(f"{args.config}: fix the problems above, then run again (`forge validate {args.config}` "
+              "checks without running)", file=sys.stderr)
+        return 2
+    return _run_flow(config, args)
 
-        if isinstance(err, DataValidationError):
-            for line in err.lines():
-                print(line, file=sys.stderr)
-            return 2
-        raise
+
+def preflight(config, config_path: str) -> list[str]:
+    """Bad input fails here, located, before Prefect starts and before any AWS call: the config's
+    settings and every raw record (one streaming pass; split-level limits are checked by prepare)."""
+    from tasks.validate import validate_config, validate_source
+
+    lines = [str(p) for p in validate_config(config, config_path)]
+    if "://" not in config.data.source:
+        report = validate_source(config.data.source, config.base_model, config.customization_type,
+                                 columns=config.data.columns, system_prompt=config.data.system_prompt,
+                                 prompt_template=config.data.prompt_template,
+                                 teacher=config.distillation.teacher_model if config.distillation else None)
+        lines += report.lines()
+    return lines
 
 
 def cmd_rerun(args) -> int:
