@@ -561,8 +561,12 @@ def sc_restart(ctx: Ctx) -> None:
 
 def sc_concurrent(ctx: Ctx) -> None:
     """Two runs of the same config at the same time (e.g. a schedule and a UI trigger)."""
-    ctx.emu.set_faults([{"operation": "InvokeModel", "latency_ms": 50}])
-    threads = [_flow_in_thread(ctx) for _ in range(2)]
+    ctx.emu.set_faults([{"operation": "InvokeModel", "latency_ms": 300}])
+    first = _flow_in_thread(ctx)
+    # the second starts once the first one's job runs: it must adopt that job, and both then serve and evaluate
+    wait_for(lambda: any(r["type"] == JOB_TYPE for r in ctx.emu.ledger()["resources"].values())
+             or not first[0].is_alive(), 120, "the first run's job")
+    threads = [first, _flow_in_thread(ctx)]
     for t, _ in threads:
         t.join(300)
     ctx.emu.set_faults([])
@@ -588,9 +592,9 @@ class Scenario:
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("throttling", sc_throttling, "throttling storm: 30% ThrottlingException on every Bedrock op + InvokeModel",
-             "succeeded", ()),
+             "succeeded", (), slow=True),
     Scenario("5xx-burst", sc_5xx, "5xx bursts (503/500 ×2–6 per op; botocore max_attempts=2)", "succeeded", (),
-             config={"aws": {"max_attempts": 2}}),
+             config={"aws": {"max_attempts": 2}}, slow=True),
     Scenario("read-timeout", sc_read_timeout, "read timeouts: 1.5 s latency > aws.read_timeout 1 s on creates, polls, invokes",
              "succeeded", (), config={"aws": {"read_timeout": 1}}),
     Scenario("job-failed", sc_job_failed, "customization job ends Failed", "failed", ("job", "failed")),
@@ -611,7 +615,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              (), config={"serving": {"max_hours": 0.0015}}, slow=True),
     Scenario("crash", sc_crash, "flow crash (BaseException) right after the PT create", "failed", ("worker lost",)),
     Scenario("emulator-restart", sc_restart, "emulator restart while polling the job", "succeeded", (), speed=300.0),
-    Scenario("concurrent", sc_concurrent, "two concurrent runs of the same config", "", ()),
+    Scenario("concurrent", sc_concurrent, "a second run of the same config starts while the first one's job runs",
+             "", (), speed=500.0),
 ]}
 
 
