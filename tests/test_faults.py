@@ -75,3 +75,30 @@ def _scenario_specific(name: str, o) -> None:
         assert len(jobs_created) == 1, "two concurrent runs of one config must share one job"
     if name == "emulator-restart":
         assert o.first_status == "succeeded" and len(jobs_created) == 1
+
+
+def _res(typ: str, name: str, history: list[tuple[str, str]], run_key: str = "k1") -> dict:
+    return {"type": typ, "name": name, "state": history[-1][1],
+            "history": [{"t": f"2026-01-01T{t}:00+00:00", "state": s} for t, s in history],
+            "tags": {"managed-by": "bedrock-forge", "forge-run-key": run_key}}
+
+
+def test_the_duplicate_judge_catches_overlaps_and_allows_sequences():
+    """The matrix's verdict is only as good as this judge: it must flag real duplicates and nothing else."""
+    pt, job = "provisioned-model-throughput", faults.JOB_TYPE
+    sequential = {"calls": [], "resources": {
+        "a": _res(pt, "x-pt", [("01:00", "Creating"), ("01:10", "InService"), ("02:00", "Deleted")]),
+        "b": _res(pt, "x-pt", [("03:00", "Creating"), ("03:10", "InService"), ("04:00", "Deleted")]),
+        "j1": _res(job, "x", [("00:00", "InProgress"), ("00:30", "Failed")]),
+        "j2": _res(job, "x-a2", [("00:40", "InProgress"), ("01:00", "Completed")])}}
+    assert faults.duplicates(sequential) == []
+    assert faults.alive_serving(sequential) == []
+
+    overlapping = {"calls": [], "resources": {
+        "a": _res(pt, "x-pt", [("01:00", "Creating"), ("01:10", "InService"), ("02:00", "Deleted")]),
+        "b": _res(pt, "x-pt", [("01:30", "Creating"), ("01:40", "InService")]),
+        "j1": _res(job, "x", [("00:00", "InProgress"), ("00:30", "Completed")]),
+        "j2": _res(job, "x-a2", [("00:40", "InProgress"), ("01:00", "Completed")])}}
+    found = faults.duplicates(overlapping)
+    assert any("alive at once" in d for d in found) and any("second job" in d for d in found), found
+    assert faults.alive_serving(overlapping) == ["b"]
