@@ -29,6 +29,7 @@ checks two keys and shuffles, for every Bedrock rule, duplicate detection and th
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -67,12 +68,15 @@ SHORT_CHARS = 3
 SPLITS = ("train", "validation", "test")
 
 _WORD = re.compile(r"\w+")
+# ASCII text: the same words as _WORD.findall(text.lower()) with one table lookup per byte (no regex):
+# word characters ([A-Za-z0-9_]) lower-cased, every other byte a space, then split on the spaces.
+_ASCII_WORDS = bytes((c if chr(c).isalnum() or c == 95 else 32) if c < 128 else 32 for c in range(256)).lower()
 
 
 def normalize_text(text: str) -> str:
     """Near-duplicate key: NFKC, case-folded, words only (punctuation and spacing ignored)."""
     if text.isascii():
-        return " ".join(_WORD.findall(text.lower()))
+        return " ".join(text.encode("ascii").translate(_ASCII_WORDS).decode("ascii").split())
     return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
 
 
@@ -138,52 +142,85 @@ def _config_problems(config: PipelineConfig) -> list[Problem]:
 
 
 class _Scan:
-    """What pass 1 keeps per good record: fixed-size numbers only."""
+    """What pass 1 keeps per good record: fixed-size numbers only, 34 bytes a record.
 
-    def __init__(self) -> None:
+    ``exact``/``near``/``prompt``: 64-bit keys (``fingerprints``); ``answer``: the answer key's low 32
+    bits (it only tells answers apart within one prompt's records, for the conflict count); ``label``:
+    a small label id (-1: none); ``chars``: characters of the record's texts. The line of record ``i``
+    is ``i + offset``, the offset stored only where it changes (a CSV row over several lines, a skipped
+    blank row): nothing per record for JSONL."""
+
+    def __init__(self, rules: Rules) -> None:
         self.exact = array("q")
         self.near = array("q")
         self.prompt = array("q")
-        self.answer = array("q")
-        self.label = array("i")
+        self.answer = array("I")
+        self.label = array("h")
         self.chars = array("i")
-        self.line = array("i")
+        self.line_from = array("q")        # record index where ...
+        self.line_offset = array("q")      # ... line - index becomes this
+        self._offset: int | None = None
         self.labels: dict[str, int] | None = {}
         self.short_prompts = 0
         self.short_completions = 0
         self.near_limit = 0
-
-    def add(self, item, rules: Rules) -> None:
-        ex, texts = item.example, item.texts
-        exact, near, prompt, answer = fingerprints(ex, texts)
-        self.exact.append(exact)
-        self.near.append(near)
-        self.prompt.append(prompt)
-        self.answer.append(answer)
-        chars = sum(len(t) for t in texts)
-        self.chars.append(min(chars, 2**31 - 1))
-        self.line.append(item.line)
-        if len(ex.prompt.strip()) < SHORT_CHARS:
-            self.short_prompts += 1
-        if ex.completion and len(ex.completion.strip()) < SHORT_CHARS:
-            self.short_completions += 1
         lim = rules.limits.max_tokens_per_record
-        if lim is not None and rules.tokens(chars) > 0.9 * lim:
+        self._near_chars: int | None = None        # more characters than this: > 90 % of the token limit
+        if lim is not None:
+            c = max(0, int(0.9 * lim * (rules.limits.chars_per_token or 6.0)) - 2)
+            while rules.tokens(c + 1) <= 0.9 * lim:
+                c += 1
+            while c > 0 and rules.tokens(c) > 0.9 * lim:
+                c -= 1
+            self._near_chars = c
+
+    def add(self, item) -> None:
+        ex, texts = item.example, item.texts
+        prompt, completion, system = ex.prompt, ex.completion, ex.system
+        n_prompt = normalize_text(prompt)
+        n_answer = normalize_text(completion)
+        n_system = normalize_text(system) if system else ""
+        if len(texts) <= 3:       # as fingerprints()
+            near = hash((n_system, n_prompt, n_answer))
+        else:
+            near = hash(tuple(normalize_text(t) for t in texts))
+        i = len(self.exact)
+        self.exact.append(hash(tuple(texts)))
+        self.near.append(near)
+        self.prompt.append(hash((n_system, n_prompt)))
+        self.answer.append(hash(n_answer) & 0xFFFFFFFF)
+        chars = sum(map(len, texts))
+        self.chars.append(min(chars, 2**31 - 1))
+        off = item.line - i
+        if off != self._offset:
+            self._offset = off
+            self.line_from.append(i)
+            self.line_offset.append(off)
+        if len(prompt.strip()) < SHORT_CHARS:
+            self.short_prompts += 1
+        c = completion.strip()
+        if completion and len(c) < SHORT_CHARS:
+            self.short_completions += 1
+        if self._near_chars is not None and chars > self._near_chars:
             self.near_limit += 1
         lid = -1
-        if self.labels is not None:
-            c = ex.completion.strip()
+        labels = self.labels
+        if labels is not None:
             if not c or len(c) > LABEL_MAX_CHARS:
                 self.labels = None
             else:
-                lid = self.labels.get(c, -1)
+                lid = labels.get(c, -1)
                 if lid < 0:
-                    if len(self.labels) >= LABEL_MAX_DISTINCT:
+                    if len(labels) >= LABEL_MAX_DISTINCT:
                         self.labels = None
                         lid = -1
                     else:
-                        lid = self.labels[c] = len(self.labels)
+                        lid = labels[c] = len(labels)
         self.label.append(lid)
+
+    def line_of(self, i: int) -> int:
+        k = bisect.bisect_right(self.line_from, i) - 1
+        return i + self.line_offset[k]
 
 
 def _split_groups(n_groups: int, strata: np.ndarray | None, fractions: tuple[float, float, float],
@@ -220,10 +257,10 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     # -- pass 1: validate + fingerprints ----------------------------------------------------
     scanner = _scanner(config, source, progress)
     rules = scanner.rules
-    scan = _Scan()
+    scan = _Scan(rules) if rules is not None else None
+    add = scan.add if scan is not None else None
     for item in scanner:
-        assert rules is not None
-        scan.add(item, rules)
+        add(item)  # type: ignore[misc]
     report = scanner.report()
     problems = list(report.problems)
     total = report.total_problems
@@ -234,46 +271,62 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         raise DataValidationError(problems, total)
     assert rules is not None
 
+    assert scan is not None
     n = len(scan.exact)
-    exact = np.frombuffer(scan.exact, dtype=np.int64) if n else np.zeros(0, np.int64)
-    near = np.frombuffer(scan.near, dtype=np.int64) if n else np.zeros(0, np.int64)
-    chars = np.frombuffer(scan.chars, dtype=np.int32) if n else np.zeros(0, np.int32)
-    labels_arr = np.frombuffer(scan.label, dtype=np.int32) if n else np.zeros(0, np.int32)
-    lines = np.frombuffer(scan.line, dtype=np.int32) if n else np.zeros(0, np.int32)
+    exact = _np(scan.exact, np.int64)
+    near = _np(scan.near, np.int64)
+    prompt_h = _np(scan.prompt, np.int64)
+    chars = _np(scan.chars, np.int32)
+    labels_arr = _np(scan.label, np.int16)
     warnings: list[str] = list(report.stats.get("warnings") or [])
     if report.stats.get("mode") == "formatted" and (d.system_prompt or d.prompt_template != "{prompt}"):
         warnings.append("the input is already in the model's format: data.system_prompt / data.prompt_template "
                         "were not applied")
 
     # -- selection: seeded sample, duplicates ---------------------------------------------
+    sampled = d.max_records is not None and n > d.max_records
     selected = np.arange(n)
-    if d.max_records is not None and n > d.max_records:
+    if sampled:
         rng_s = np.random.default_rng(sp.seed)
         selected = np.sort(rng_s.choice(n, size=d.max_records, replace=False))
-    _, first_exact = np.unique(exact[selected], return_index=True)
-    _, first_near, near_inv = np.unique(near[selected], return_index=True, return_inverse=True)
-    exact_dups = len(selected) - len(first_exact)
-    near_only_dups = len(first_exact) - len(first_near)
+
+    def pick(a: np.ndarray) -> np.ndarray:      # no copy when every record is selected
+        return a[selected] if sampled else a
+
+    n_sel = len(selected)
+    unique_exact = len(np.unique(pick(exact)))
+    near_sel = pick(near)
+    first_near = _first_positions(near_sel)      # positions (in selected) of each near group's first record
+    exact_dups = n_sel - unique_exact
+    near_only_dups = unique_exact - len(first_near)
     dup_examples: list[dict] = []
-    if exact_dups or near_only_dups:
-        firsts = selected[first_near][near_inv]
-        for i, f in zip(selected, firsts, strict=True):
-            if i != f and len(dup_examples) < 10:
-                dup_examples.append({"line": int(lines[i]), "duplicate_of_line": int(lines[f]),
-                                     "kind": "exact" if exact[i] == exact[f] else "near"})
-    # conflicts: the same prompt with different answers
-    pr = np.frombuffer(scan.prompt, dtype=np.int64)[selected] if n else np.zeros(0, np.int64)
-    an = np.frombuffer(scan.answer, dtype=np.int64)[selected] if n else np.zeros(0, np.int64)
-    pairs = np.unique(np.stack([pr, an], axis=1), axis=0) if n else np.zeros((0, 2), np.int64)
-    _, per_prompt = np.unique(pairs[:, 0], return_counts=True) if len(pairs) else (None, np.zeros(0))
+    if len(first_near) < n_sel:                 # the first 10 duplicates, with the record each repeats
+        is_first = np.zeros(n_sel, dtype=bool)
+        is_first[first_near] = True
+        dup_pos = np.flatnonzero(~is_first)[:10]
+        del is_first
+        first_of = {int(near_sel[q]): int(q) for q in first_near[np.isin(near_sel[first_near], near_sel[dup_pos])]}
+        for q in dup_pos:
+            i, f = int(selected[q]), int(selected[first_of[int(near_sel[q])]])
+            dup_examples.append({"line": scan.line_of(i), "duplicate_of_line": scan.line_of(f),
+                                 "kind": "exact" if exact[i] == exact[f] else "near"})
+    del near_sel
+    # conflicts: the same prompt with different answers (a pair key: prompt key mixed with the answer's 32 bits)
+    pr = pick(prompt_h)
+    pair = pr.view(np.uint64) ^ (pick(_np(scan.answer, np.uint32)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    _, pair_first = np.unique(pair, return_index=True)
+    del pair
+    _, per_prompt = np.unique(pr[pair_first], return_counts=True)
     conflicts = int((per_prompt > 1).sum())
+    del pr, pair_first, per_prompt
 
     if d.dedupe:
-        kept = np.sort(selected[first_near])
-        dropped = len(selected) - len(kept)
+        kept = selected[np.sort(first_near)]
+        dropped = n_sel - len(kept)
     else:
         kept = selected
         dropped = 0
+    del first_near
     if len(kept) == 0:
         raise DataValidationError([Problem(file=str(source), field="records", message="no records left after dedupe/sampling",
                                            fix="add data")])
@@ -291,15 +344,19 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         warnings.append("stratify=yes but completions are not label-like (too many or too long): split is not stratified")
         stratify = False
     # records with the same normalized prompt (duplicates, conflicting answers) share a group: one split
-    prompt_h = np.frombuffer(scan.prompt, dtype=np.int64) if n else np.zeros(0, np.int64)
     group_of = _first_occurrence_ids(prompt_h[kept])
     n_groups = int(group_of.max()) + 1 if len(kept) else 0
-    first_in_group = np.full(n_groups, len(kept), dtype=np.int64)
-    np.minimum.at(first_in_group, group_of, np.arange(len(kept)))     # a group's label = its first record's
+    # a group's label = its first record's (ids are numbered by first occurrence: a new id is a new maximum)
+    new_group = np.ones(len(kept), dtype=bool)
+    new_group[1:] = group_of[1:] > np.maximum.accumulate(group_of)[:-1]
+    first_in_group = np.flatnonzero(new_group)
+    del new_group
     strata = kept_labels[first_in_group] if stratify else None
+    del kept_labels, first_in_group
     split_of_group = _split_groups(n_groups, strata, (sp.train, sp.validation, sp.test), np.random.default_rng(sp.seed))
     assign = np.full(n, -1, dtype=np.int8)
     assign[kept] = split_of_group[group_of]
+    del group_of, split_of_group
     # the preset's cap on training records (e.g. "quick": 1,000), a seeded sample of the train split,
     # per label when stratified; validation/test keep their size
     cap = PRESETS[config.preset].max_train_records if config.preset in PRESETS else None
@@ -322,23 +379,28 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         raise DataValidationError(split_problems)
 
     # -- pass 2: write --------------------------------------------------------------------
-    eval_near = np.sort(np.concatenate([near[assign > 0], prompt_h[assign > 0]])) if n else np.zeros(0, np.int64)
-    rng_aug = np.random.default_rng(aug.seed)
     tmp = {name: tempfile.NamedTemporaryFile("wb", dir=out, prefix=f".{name}.", suffix=".tmp", delete=False) for name in SPLITS}
     hashes = {name: hashlib.sha256() for name in SPLITS}
     sizes = dict.fromkeys(SPLITS, 0)
     written = dict.fromkeys(SPLITS, 0)
-    train_chars = 0
+    train_chars = int(chars[assign == 0].sum(dtype=np.int64))     # augmented copies add theirs below
     augmented = skipped_aug = 0
     label_counts: dict[str, dict[str, int]] = {name: {} for name in SPLITS}
-    inv_labels = {v: k for k, v in (labels or {}).items()}
+    if label_like:      # per split, labels in order of first appearance (the order records are written in)
+        inv_labels = {v: k for k, v in (labels or {}).items()}
+        for k, name in enumerate(SPLITS):
+            labs = labels_arr[assign == k]
+            if len(labs):
+                u, first, cnt = np.unique(labs, return_index=True, return_counts=True)
+                for j in np.argsort(first, kind="stable"):
+                    label_counts[name][inv_labels.get(int(u[j]), "")] = int(cnt[j])
 
-    def emit(name: str, rec: dict | bytes) -> None:
+    def emit(name: str, rec: dict | bytes, records: int = 1) -> None:
         b = rec if isinstance(rec, bytes) else (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
         tmp[name].write(b)
         hashes[name].update(b)
         sizes[name] += len(b)
-        written[name] += 1
+        written[name] += records
 
     def rows():
         """(index, line bytes | None, Item | None). A formatted source passed every rule: its lines are
@@ -357,32 +419,34 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
 
     i = -1
     try:
-        for i, line, item in rows():
-            k = int(assign[i]) if i < n else -1
-            if k < 0:
-                continue
-            name = SPLITS[k]
-            emit(name, line if line is not None else item.record)
-            if label_like:
-                lab = inv_labels.get(int(labels_arr[i]), "")
-                label_counts[name][lab] = label_counts[name].get(lab, 0) + 1
-            if k == 0:
-                train_chars += int(chars[i])
-                for _ in range(n_aug_planned and aug.copies):
-                    prefix = prefixes[int(rng_aug.integers(len(prefixes)))]
-                    ex = item.example if item is not None else from_record(rules.fmt, json.loads(line))
-                    new = Example(ex.system, prefix + ex.prompt, ex.completion)
-                    rec = to_record(rules.fmt, new)
-                    texts = record_texts(rules.fmt, rec)
-                    _, nh, ph, _ = fingerprints(new, texts)
-                    bad: list[str] = []
-                    check_record(rec, rules, lambda f, m, x: bad.append(m))  # noqa: B023
-                    if bad or any(_contains(eval_near, h) for h in (nh, ph)):
-                        skipped_aug += 1
-                        continue
-                    emit("train", rec)
-                    augmented += 1
-                    train_chars += sum(len(t) for t in texts)
+        if report.stats.get("mode") == "formatted" and not n_aug_planned:
+            # formatted source, no augmentation: its lines go to the split files as they are, a chunk at a time
+            i = _copy_lines(source, assign, lambda k, buf, m: emit(SPLITS[k], buf, m)) - 1
+        else:
+            eval_near = np.sort(np.concatenate([near[assign > 0], prompt_h[assign > 0]])) if n_aug_planned else None
+            rng_aug = np.random.default_rng(aug.seed)
+            for i, line, item in rows():
+                k = int(assign[i]) if i < n else -1
+                if k < 0:
+                    continue
+                name = SPLITS[k]
+                emit(name, line if line is not None else item.record)
+                if k == 0:
+                    for _ in range(n_aug_planned and aug.copies):
+                        prefix = prefixes[int(rng_aug.integers(len(prefixes)))]
+                        ex = item.example if item is not None else from_record(rules.fmt, json.loads(line))
+                        new = Example(ex.system, prefix + ex.prompt, ex.completion)
+                        rec = to_record(rules.fmt, new)
+                        texts = record_texts(rules.fmt, rec)
+                        _, nh, ph, _ = fingerprints(new, texts)
+                        bad: list[str] = []
+                        check_record(rec, rules, lambda f, m, x: bad.append(m))  # noqa: B023
+                        if bad or any(_contains(eval_near, h) for h in (nh, ph)):
+                            skipped_aug += 1
+                            continue
+                        emit("train", rec)
+                        augmented += 1
+                        train_chars += sum(len(t) for t in texts)
         for f in tmp.values():
             f.close()
         if _stamp(source) != stamp or (n and i != n - 1):
@@ -451,6 +515,58 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     assert train is not None
     return PreparedData(format=rules.fmt.value, train=train, validation=files["validation"], test=files["test"],
                         report_path=str(report_path.resolve()), label_like=label_like, estimated_train_tokens=est_tokens)
+
+
+def _np(a: array, dtype) -> np.ndarray:
+    """A numpy view of an ``array`` buffer (no copy)."""
+    return np.frombuffer(a, dtype=dtype) if len(a) else np.zeros(0, dtype=dtype)
+
+
+def _first_positions(keys: np.ndarray) -> np.ndarray:
+    """Position of the first occurrence of each distinct key (in key order; what
+    ``np.unique(keys, return_index=True)[1]`` gives, with fewer temporaries)."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    starts = np.ones(len(sk), dtype=bool)
+    np.not_equal(sk[1:], sk[:-1], out=starts[1:])
+    del sk
+    return order[starts]
+
+
+COPY_CHUNK = 1 << 22
+
+
+def _copy_lines(source: str, assign: np.ndarray, write: Callable[[int, bytes, int], None]) -> int:
+    """Pass 2 of a formatted source: line ``i`` (blank lines skipped, ``\\r`` endings dropped) goes as it
+    is to split ``assign[i]`` (none when < 0), a chunk of the file at a time: ``write(split, bytes,
+    number of lines)``. Returns the number of lines read (the caller compares it with pass 1's count)."""
+    n = len(assign)
+    seen = 0
+    rest = b""
+    with open(source, "rb") as fh:
+        while True:
+            chunk = fh.read(COPY_CHUNK)
+            if chunk:
+                data = rest + chunk if rest else chunk
+                lines = data.split(b"\n")
+                rest = lines.pop()
+            else:
+                data, lines, rest = rest, ([rest] if rest else []), b""
+            if b"\r" in data:
+                lines = [ln.rstrip(b"\r\n") for ln in lines]
+            if not all(ln.strip() for ln in lines):
+                lines = [ln for ln in lines if ln.strip()]
+            m = len(lines)
+            a = assign[seen:min(seen + m, n)]
+            seen += m
+            for k in range(3):
+                idx = np.flatnonzero(a == k).tolist()
+                if idx:
+                    write(k, b"\n".join([lines[j] for j in idx]) + b"\n", len(idx))
+            if not chunk:
+                return seen
 
 
 def _stamp(path: str) -> tuple[int, int] | None:

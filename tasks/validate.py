@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import orjson
 from pydantic import BaseModel, Field
 
 from tasks.catalog import (
@@ -50,6 +51,9 @@ from tasks.catalog import (
 )
 from tasks.config import Columns
 from tasks.formats import SCHEMA_VERSION, Example, from_record, record_texts, to_record
+
+_orjson_loads = orjson.loads
+_OrjsonError = orjson.JSONDecodeError
 
 MAX_PROBLEMS_KEPT = 1000          # problems stored in a report (the count goes on)
 MAX_PROBLEMS_SHOWN = 200          # lines printed before "... and N more"
@@ -491,24 +495,63 @@ class Item(NamedTuple):
     texts: list[str]        # every text of the record (tasks.formats.record_texts)
 
 
+_NO_RECORD = object()
+
+
+def _max_chars(rules: Rules) -> int | None:
+    """Most characters a record may have within ``max_tokens_per_record`` (``rules.tokens`` exactly)."""
+    lim = rules.limits.max_tokens_per_record
+    if lim is None:
+        return None
+    c = max(0, int(lim * (rules.limits.chars_per_token or 6.0)) - 2)
+    while rules.tokens(c + 1) <= lim:
+        c += 1
+    while c > 0 and rules.tokens(c) > lim:
+        c -= 1
+    return c
+
+
+READ_CHUNK = 1 << 16               # bytes read at a time by _iter_raw_lines
+
+
 def _iter_raw_lines(fh) -> Iterator[tuple[int, bytes | None, int]]:
-    """(line number, bytes or None when longer than MAX_LINE_BYTES, size). Memory: one line, capped."""
+    """(line number, bytes or None when longer than MAX_LINE_BYTES, size). Memory: one chunk + one line, capped.
+
+    Reads ``READ_CHUNK`` bytes at a time and splits them (a ``readline`` call per line costs more than
+    the checks on the line). The same lines as ``readline(MAX_LINE_BYTES + 1)`` would give: each keeps
+    its newline (the last one may have none); a line longer than the cap is measured and skipped,
+    never held. Reads ahead of the line it yields: iterate the one generator to the end, never the file.
+    """
+    cap = MAX_LINE_BYTES
     lineno = 0
+    rest = b""
+    skipping = -1                      # >= 0: bytes so far of an overlong line being skipped
     while True:
-        raw = fh.readline(MAX_LINE_BYTES + 1)
-        if not raw:
-            return
-        lineno += 1
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            size = len(raw)
-            while True:
-                chunk = fh.readline(1 << 20)
-                size += len(chunk)
-                if not chunk or chunk.endswith(b"\n"):
-                    break
-            yield lineno, None, size
-            continue
-        yield lineno, raw, len(raw)
+        chunk = fh.read(READ_CHUNK)
+        if not chunk:
+            break
+        if skipping >= 0:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                skipping += len(chunk)
+                continue
+            lineno += 1
+            yield lineno, None, skipping + nl + 1
+            skipping = -1
+            chunk = chunk[nl + 1:]
+        data = rest + chunk if rest else chunk
+        parts = data.split(b"\n")
+        rest = parts.pop()
+        for ln in parts:
+            lineno += 1
+            size = len(ln) + 1
+            yield (lineno, None, size) if size > cap + 1 else (lineno, ln + b"\n", size)
+        if len(rest) > cap:            # no newline within the cap: an overlong line
+            skipping, rest = len(rest), b""
+    if skipping >= 0:
+        yield lineno + 1, None, skipping
+    elif rest:
+        yield lineno + 1, rest, len(rest)
 
 
 def _decode(raw: bytes, lineno: int, c: Collector, strict: bool, warn: list[str]) -> str:
@@ -676,28 +719,52 @@ class SourceScanner:
         mode = self.fmt if self.fmt in ("raw", "formatted") else ""
         if self.columns is not None and not mode and self.columns != Columns():
             mode = "raw"
+        fast = self._fast_pc()
         with open(p, "rb") as fh:
-            for lineno, raw, size in _iter_raw_lines(fh):
+            lines = _iter_raw_lines(fh)
+            for lineno, raw, size in lines:
                 if raw is None:
                     self._tick()
                     self.c.add(lineno, "record", f"line is {_fmt_size(size)} long (this reader stops at "
                                f"{_fmt_size(MAX_LINE_BYTES)})", "split or shorten the record; one record per line")
                     continue
-                text = _decode(raw, lineno, self.c, True, self.warnings)
-                if not text.strip():
-                    self.c.add(lineno, "line", "blank line", "remove empty lines; every line must be one JSON object")
-                    continue
-                self._tick()
-                try:
-                    rec = json.loads(text)
-                except json.JSONDecodeError as e:
-                    if lineno == 1 and text.lstrip().startswith("["):
-                        self.c.add(lineno, "file", "is a JSON array, not JSON Lines",
-                                   "write one JSON object per line, e.g. jq -c '.[]' in.json > out.jsonl")
-                        return
-                    self.c.add(lineno, "json", f"not valid JSON: {e.msg} at column {e.colno}",
-                               "each line must be one complete JSON object; check quotes, commas and brackets")
-                    continue
+                # orjson refuses everything json.loads would flag (and a few things it accepts: NaN,
+                # lone surrogates) and gives the same strings; its numbers can differ (an integer past
+                # 64 bits becomes a float). So its result is used only for objects whose values are all
+                # strings; anything else takes the original path, which also words every message.
+                rec = _NO_RECORD
+                if lineno > 1 or not raw.startswith(b"\xef\xbb\xbf"):
+                    try:
+                        rec = _orjson_loads(raw)
+                    except _OrjsonError:
+                        pass
+                    else:
+                        if fast is not None and mode == "formatted":
+                            item = fast(lineno, rec, len(raw))
+                            if item is not None:
+                                self._tick()
+                                yield item
+                                continue
+                        if type(rec) is not dict or not all(type(v) is str for v in rec.values()):
+                            rec = _NO_RECORD
+                if rec is not _NO_RECORD:
+                    self._tick()
+                else:
+                    text = _decode(raw, lineno, self.c, True, self.warnings)
+                    if not text.strip():
+                        self.c.add(lineno, "line", "blank line", "remove empty lines; every line must be one JSON object")
+                        continue
+                    self._tick()
+                    try:
+                        rec = json.loads(text)
+                    except json.JSONDecodeError as e:
+                        if lineno == 1 and text.lstrip().startswith("["):
+                            self.c.add(lineno, "file", "is a JSON array, not JSON Lines",
+                                       "write one JSON object per line, e.g. jq -c '.[]' in.json > out.jsonl")
+                            return
+                        self.c.add(lineno, "json", f"not valid JSON: {e.msg} at column {e.colno}",
+                                   "each line must be one complete JSON object; check quotes, commas and brackets")
+                        continue
                 if not isinstance(rec, dict):
                     self.c.add(lineno, "record", f"expected a JSON object, got {_tname(rec)}",
                                "each line must be one JSON object {...}")
@@ -714,7 +781,7 @@ class SourceScanner:
                                    "give raw data with prompt/completion columns and let forge prepare convert it, "
                                    "or pick the matching --base-model")
                         self.mode = "wrong-format"
-                        self._count_rest(fh)
+                        self._count_rest(lines)
                         return
                     self.mode = mode
                 if mode == "formatted":
@@ -725,10 +792,38 @@ class SourceScanner:
                     yield item
         self.mode = self.mode or mode or "raw"
 
-    def _count_rest(self, fh) -> None:
-        for _lineno, raw, _size in _iter_raw_lines(fh):
+    def _count_rest(self, lines: Iterator[tuple[int, bytes | None, int]]) -> None:
+        for _lineno, raw, _size in lines:
             if raw is None or raw.strip():
                 self._tick()
+
+    def _fast_pc(self) -> Callable[[int, Any, int], Item | None] | None:
+        """A shortcut for the commonest input, formatted prompt/completion JSONL (``{"prompt", "completion"}``,
+        two non-empty strings within the token limit): the Item ``_formatted`` would give, without the
+        general walk. It answers None for anything else, and that record takes ``_formatted``, so every
+        problem is still found and worded by ``check_record``."""
+        rules = self.rules
+        if rules is None or rules.fmt is not DataFormat.PROMPT_COMPLETION or rules.forbidden or self.trusted:
+            return None
+        max_chars = _max_chars(rules)
+
+        def fast(lineno: int, rec: Any, nbytes: int) -> Item | None:
+            if type(rec) is not dict or len(rec) != 2:
+                return None
+            prompt = rec.get("prompt")
+            completion = rec.get("completion")
+            if type(prompt) is not str or type(completion) is not str:
+                return None
+            chars = len(prompt) + len(completion)
+            if (max_chars is not None and chars > max_chars) or not prompt.strip() or not completion.strip():
+                return None
+            self._out_bytes += nbytes
+            self._chars_total += chars
+            if chars > self._chars_max:
+                self._chars_max = chars
+            return Item(lineno, Example(None, prompt, completion), rec, [prompt, completion])
+
+        return fast
 
     def _formatted(self, lineno: int, rec: dict, nbytes: int) -> Item | None:
         rules = self.rules
