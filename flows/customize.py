@@ -152,6 +152,22 @@ def _reuse(manifest: Manifest, step: str, rerun_from: str | None, model: type, a
     return model.model_validate(out)
 
 
+def _error_text(err: BaseException) -> str:
+    """``Type: message``; a termination signal (empty message) says which signal stopped the run."""
+    text = str(err)
+    sig = getattr(err, "signal", None)
+    if not text and isinstance(sig, int):
+        import signal
+
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        text = (f"the process running the flow received {name} (a worker cancel or shutdown); serving resources "
+                "are released by the run's cleanup, else by `forge sweep`; resume with `forge rerun RUN_ID`")
+    return f"{type(err).__name__}: {text or 'no message'}"
+
+
 def _evaluation_key(run_key: str, config: PipelineConfig, test_sha: str | None) -> str:
     import hashlib
 
@@ -213,7 +229,7 @@ def customize_model(
         manifest.finish("gate_failed")
         raise
     except BaseException as err:
-        manifest.data["error"] = f"{type(err).__name__}: {err}"[:2000]
+        manifest.data["error"] = _error_text(err)[:2000]
         manifest.finish("failed")
         raise
     manifest.finish("succeeded")
