@@ -82,6 +82,14 @@ def calls(ledger: dict, op: str | None = None, ok: bool = True) -> list[dict]:
             if (op is None or c["operation"] == op) and (not ok or int(c["status"] or 500) < 300)]
 
 
+INJECTED = ("ThrottlingException", "ServiceUnavailableException", "InternalServerException")
+
+
+def injected(ledger: dict) -> list[dict]:
+    """Calls answered with an injected error (a normal 404 of a lookup is not one)."""
+    return [c for c in ledger["calls"] if c.get("error") in INJECTED]
+
+
 def _managed(r: dict) -> bool:
     return (r.get("tags") or {}).get("managed-by") == "bedrock-forge"
 
@@ -302,10 +310,10 @@ def _faults(rules: list[dict]) -> Callable[[Ctx], None]:
             _plain_run(ctx)
         finally:
             ctx.emu.set_faults([])
-        led = ctx.emu.ledger()
-        hit = [c for c in led["calls"] if c.get("error")]
-        ctx.notes.append(f"{len(hit)} injected error(s) absorbed" if ctx.first_status == "succeeded"
-                         else f"{len(hit)} injected error(s)")
+        hit = injected(ctx.emu.ledger())
+        if hit:
+            ctx.notes.append(f"{len(hit)} injected error(s) absorbed" if ctx.first_status == "succeeded"
+                             else f"{len(hit)} injected error(s)")
     return fault
 
 
@@ -571,7 +579,8 @@ def sc_concurrent(ctx: Ctx) -> None:
         t.join(300)
     ctx.emu.set_faults([])
     ms = manifests(ctx.runs)
-    ctx.run_id = ms[-1]["run_id"]
+    failed = [m for m in ms if m["status"] != "succeeded"]
+    ctx.run_id = (failed or ms)[-1]["run_id"]   # on-call reruns the run that failed
     ctx.first_status = " + ".join(sorted(m["status"] for m in ms))
     ctx.message = " || ".join(failure_text(m) for m in ms if failure_text(m))
     ctx.notes.append(f"{len(ms)} runs")
@@ -610,7 +619,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("cancel-evaluate", sc_cancel_evaluate, "Prefect cancellation during evaluation (on_cancellation hook)",
              "", ()),
     Scenario("sigterm", sc_sigterm, "SIGTERM to the process running the flow, mid-evaluation", "failed",
-             ("terminationsignal",), slow=True),
+             ("terminationsignal", "received sigterm"), slow=True),
     Scenario("sigkill", sc_sigkill, "SIGKILL to the process running the flow, mid-evaluation", "killed (manifest: running)",
              (), config={"serving": {"max_hours": 0.0015}}, slow=True),
     Scenario("crash", sc_crash, "flow crash (BaseException) right after the PT create", "failed", ("worker lost",)),
@@ -696,13 +705,14 @@ def run_scenario(name: str, work: Path) -> Outcome:
 # --------------------------------------------------------------------------------------------- table
 def _row(sc: Scenario, o: Outcome | None, err: str | None) -> str:
     if o is None:
-        return f"| {sc.name} | {sc.title} | ERROR: {err} | ? | ? | ? | ? | ? |"
+        return f"| {sc.name} | {sc.title} | ERROR: {err} | ? | ? | ? | ? | ? | ? | ? |"
     ttc = "-" if o.time_to_clean is None else f"{o.time_to_clean:.1f} s"
     msg = (o.message or "-").replace("|", "/").replace("\n", " ")
     if len(msg) > 140:
         msg = msg[:137] + "..."
+    notes = "; ".join(o.notes).replace("|", "/")
     return (f"| {sc.name} | {sc.title} | {o.outcome} | {len(o.leaked)} | {len(o.duplicates)} | "
-            f"{o.cleaned_by}, {ttc} | {'yes' if o.data_ok else 'NO'} | {o.seconds:.0f} s | {msg} |")
+            f"{o.cleaned_by}, {ttc} | {'yes' if o.data_ok else 'NO'} | {o.seconds:.0f} s | {msg} | {notes} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -750,8 +760,8 @@ def main(argv: list[str] | None = None) -> int:
           "(0 = the run's own `finally` / hooks).", "",
           f"Machine: {os.cpu_count()} cores; total {total:.0f} s.", "",
           "| scenario | fault | outcome (run → rerun) | leaked | duplicate creates | cleaned by, time to clean "
-          "| data intact | time | failure message (truncated) |",
-          "|---|---|---|---|---|---|---|---|---|", *rows, ""]
+          "| data intact | time | failure message (truncated) | notes |",
+          "|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
     Path(args.out).write_text("\n".join(md), encoding="utf-8")
     print(f"wrote {args.out} ({total:.0f} s)")
     return 1 if bad else 0
