@@ -80,19 +80,40 @@ def normalize_text(text: str) -> str:
     return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
 
 
+def _norm_key(text: str) -> bytes:
+    """``normalize_text(text)`` as UTF-8 bytes, without the round trip through str for ASCII text
+    (the bytes are equal exactly when the normalized texts are)."""
+    if text.isascii():
+        key = text.encode("ascii").translate(_ASCII_WORDS)
+        while b"  " in key:                 # runs of spaces -> one (cheaper than split + join)
+            key = key.replace(b"  ", b" ")
+        return key.strip(b" ")
+    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold())).encode("utf-8")
+
+
+class _AnswerKeys(dict):
+    """``_norm_key`` of short answers, remembered: label-like completions repeat a few values."""
+
+    def __missing__(self, text: str) -> bytes:
+        if len(self) >= 4096:
+            self.clear()
+        key = self[text] = _norm_key(text)
+        return key
+
+
 def fingerprints(ex: Example, texts: list[str]) -> tuple[int, int, int, int]:
     """(exact, near, prompt, answer) 64-bit keys of one record.
 
     Python's own ``hash`` (SipHash, 64-bit): only equality within one run matters — group ids are
     renumbered by first occurrence before anything seeded uses them, so the split does not depend on
-    the per-process hash seed."""
-    n_prompt = normalize_text(ex.prompt)
-    n_answer = normalize_text(ex.completion)
-    n_system = normalize_text(ex.system) if ex.system else ""
+    the per-process hash seed. Near-duplicate keys hash ``normalize_text`` (as UTF-8 bytes)."""
+    n_prompt = _norm_key(ex.prompt)
+    n_answer = _norm_key(ex.completion)
+    n_system = _norm_key(ex.system) if ex.system else b""
     if len(texts) <= 3:       # single exchange: the Example holds every text
         near = hash((n_system, n_prompt, n_answer))
     else:                     # multi-turn formatted record: every turn counts
-        near = hash(tuple(normalize_text(t) for t in texts))
+        near = hash(tuple(_norm_key(t) for t in texts))
     return hash(tuple(texts)), near, hash((n_system, n_prompt)), hash(n_answer)
 
 
@@ -100,10 +121,26 @@ def _first_occurrence_ids(keys: np.ndarray) -> np.ndarray:
     """Group id per element, numbered in order of first occurrence (independent of the key values)."""
     if len(keys) == 0:
         return np.zeros(0, dtype=np.int64)
-    _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    return rank[inv.reshape(-1)]
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    starts = np.ones(len(sk), dtype=bool)
+    np.not_equal(sk[1:], sk[:-1], out=starts[1:])
+    del sk
+    run = np.cumsum(starts) - 1                   # run (distinct key, in key order) of each sorted element
+    first_pos = order[starts]                     # a stable sort: each run starts at its first occurrence
+    rank = np.empty(len(first_pos), dtype=np.int64)
+    rank[np.argsort(first_pos, kind="stable")] = np.arange(len(first_pos))
+    ids = np.empty(len(keys), dtype=np.int64)
+    ids[order] = rank[run]
+    return ids
+
+
+def _n_distinct(a: np.ndarray) -> int:
+    """``len(np.unique(a))`` by a plain sort (np.unique is several times slower on 64-bit keys)."""
+    if len(a) == 0:
+        return 0
+    s = np.sort(a)
+    return 1 + int(np.count_nonzero(s[1:] != s[:-1]))
 
 
 def _teacher(config: PipelineConfig) -> str | None:
@@ -161,6 +198,7 @@ class _Scan:
         self.line_offset = array("q")      # ... line - index becomes this
         self._offset: int | None = None
         self.labels: dict[str, int] | None = {}
+        self._answers = _AnswerKeys()
         self.short_prompts = 0
         self.short_completions = 0
         self.near_limit = 0
@@ -177,13 +215,13 @@ class _Scan:
     def add(self, item) -> None:
         ex, texts = item.example, item.texts
         prompt, completion, system = ex.prompt, ex.completion, ex.system
-        n_prompt = normalize_text(prompt)
-        n_answer = normalize_text(completion)
-        n_system = normalize_text(system) if system else ""
+        n_prompt = _norm_key(prompt)
+        n_answer = self._answers[completion] if len(completion) <= LABEL_MAX_CHARS else _norm_key(completion)
+        n_system = _norm_key(system) if system else b""
         if len(texts) <= 3:       # as fingerprints()
             near = hash((n_system, n_prompt, n_answer))
         else:
-            near = hash(tuple(normalize_text(t) for t in texts))
+            near = hash(tuple(_norm_key(t) for t in texts))
         i = len(self.exact)
         self.exact.append(hash(tuple(texts)))
         self.near.append(near)
@@ -218,6 +256,43 @@ class _Scan:
                         lid = labels[c] = len(labels)
         self.label.append(lid)
 
+    def add_pc(self, line: int, prompt: str, completion: str, chars: int) -> None:
+        """``add`` for a record with no system text and the texts [prompt, completion] (the scanner's
+        sink for formatted prompt/completion JSONL): the same keys and counts, no Item built."""
+        n_prompt = _norm_key(prompt)
+        n_answer = self._answers[completion] if len(completion) <= LABEL_MAX_CHARS else _norm_key(completion)
+        i = len(self.exact)
+        self.exact.append(hash((prompt, completion)))
+        self.near.append(hash((b"", n_prompt, n_answer)))
+        self.prompt.append(hash((b"", n_prompt)))
+        self.answer.append(hash(n_answer) & 0xFFFFFFFF)
+        self.chars.append(min(chars, 2**31 - 1))
+        if line - i != self._offset:
+            self._offset = line - i
+            self.line_from.append(i)
+            self.line_offset.append(line - i)
+        if len(prompt.strip()) < SHORT_CHARS:
+            self.short_prompts += 1
+        c = completion.strip()
+        if len(c) < SHORT_CHARS:
+            self.short_completions += 1
+        if self._near_chars is not None and chars > self._near_chars:
+            self.near_limit += 1
+        lid = -1
+        labels = self.labels
+        if labels is not None:
+            if len(c) > LABEL_MAX_CHARS:
+                self.labels = None
+            else:
+                lid = labels.get(c, -1)
+                if lid < 0:
+                    if len(labels) >= LABEL_MAX_DISTINCT:
+                        self.labels = None
+                        lid = -1
+                    else:
+                        lid = labels[c] = len(labels)
+        self.label.append(lid)
+
     def line_of(self, i: int) -> int:
         k = bisect.bisect_right(self.line_from, i) - 1
         return i + self.line_offset[k]
@@ -227,10 +302,14 @@ def _split_groups(n_groups: int, strata: np.ndarray | None, fractions: tuple[flo
                   rng: np.random.Generator) -> np.ndarray:
     """Split of each group: 0 train / 1 validation / 2 test, per stratum, seeded (round per stratum)."""
     out = np.zeros(n_groups, dtype=np.int8)
-    group_ids = np.arange(n_groups)
-    keys = np.zeros(n_groups, dtype=np.int64) if strata is None else strata
-    for s in np.unique(keys):
-        gs = group_ids[keys == s].copy()
+    if strata is None:
+        bounds = [0, n_groups] if n_groups else []
+        order = np.arange(n_groups)
+    else:                 # group ids of each stratum, strata ascending, ids ascending within one (a stable sort)
+        order = np.argsort(strata, kind="stable")
+        bounds = [0, *(np.flatnonzero(np.diff(strata[order])) + 1).tolist(), n_groups] if n_groups else []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+        gs = order[a:b].copy()
         rng.shuffle(gs)
         n = len(gs)
         n_test = int(round(n * fractions[2]))
@@ -259,6 +338,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     rules = scanner.rules
     scan = _Scan(rules) if rules is not None else None
     add = scan.add if scan is not None else None
+    scanner.sink = scan.add_pc if scan is not None else None
     for item in scanner:
         add(item)  # type: ignore[misc]
     report = scanner.report()
@@ -294,7 +374,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         return a[selected] if sampled else a
 
     n_sel = len(selected)
-    unique_exact = len(np.unique(pick(exact)))
+    unique_exact = _n_distinct(pick(exact))
     near_sel = pick(near)
     first_near = _first_positions(near_sel)      # positions (in selected) of each near group's first record
     exact_dups = n_sel - unique_exact
@@ -314,11 +394,11 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     # conflicts: the same prompt with different answers (a pair key: prompt key mixed with the answer's 32 bits)
     pr = pick(prompt_h)
     pair = pr.view(np.uint64) ^ (pick(_np(scan.answer, np.uint32)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-    _, pair_first = np.unique(pair, return_index=True)
+    prompts_of_pairs = np.sort(pr[_first_positions(pair)])     # one entry per distinct (prompt, answer)
     del pair
-    _, per_prompt = np.unique(pr[pair_first], return_counts=True)
-    conflicts = int((per_prompt > 1).sum())
-    del pr, pair_first, per_prompt
+    repeat = prompts_of_pairs[1:] == prompts_of_pairs[:-1]        # a prompt seen with another answer
+    conflicts = int(np.count_nonzero(repeat[1:] > repeat[:-1]) + (1 if len(repeat) and repeat[0] else 0))
+    del pr, prompts_of_pairs, repeat
 
     if d.dedupe:
         kept = selected[np.sort(first_near)]
@@ -334,7 +414,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     # -- label-like + stratified split ----------------------------------------------------
     labels = scan.labels
     kept_labels = labels_arr[kept]
-    n_distinct = len(np.unique(kept_labels)) if labels is not None else None
+    n_distinct = _n_distinct(kept_labels) if labels is not None else None
     label_like = bool(
         labels is not None and rules.ctype == CustomizationType.FINE_TUNING
         and n_distinct is not None and 2 <= n_distinct <= max(2, LABEL_MAX_SHARE * len(kept))
@@ -391,9 +471,10 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         for k, name in enumerate(SPLITS):
             labs = labels_arr[assign == k]
             if len(labs):
-                u, first, cnt = np.unique(labs, return_index=True, return_counts=True)
-                for j in np.argsort(first, kind="stable"):
-                    label_counts[name][inv_labels.get(int(u[j]), "")] = int(cnt[j])
+                first = np.sort(_first_positions(labs))     # first record of each label, in write order
+                cnt = np.bincount(labs.astype(np.int64) + 1)    # (+1: no negative ids for bincount)
+                for lab in labs[first].tolist():
+                    label_counts[name][inv_labels.get(lab, "")] = int(cnt[lab + 1])
 
     def emit(name: str, rec: dict | bytes, records: int = 1) -> None:
         b = rec if isinstance(rec, bytes) else (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")

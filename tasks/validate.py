@@ -655,6 +655,9 @@ class SourceScanner:
     progress: Callable[[int], None] | None = None
     progress_every: int = 0              # 0 = PROGRESS_EVERY
     trusted: bool = False                # second read of a source already validated: skip the record rules
+    # formatted prompt/completion records that pass every rule go to sink(line, prompt, completion, chars)
+    # instead of being yielded as Items (tasks.prepare: no per-record objects)
+    sink: Callable[[int, str, str, int], None] | None = None
     records: int = 0
     mode: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -719,7 +722,14 @@ class SourceScanner:
         mode = self.fmt if self.fmt in ("raw", "formatted") else ""
         if self.columns is not None and not mode and self.columns != Columns():
             mode = "raw"
-        fast = self._fast_pc()
+        # the commonest input, formatted prompt/completion JSONL ({"prompt", "completion"}, two non-empty
+        # strings within the token limit), is recognised inline; any other record takes _formatted /
+        # _raw, so every problem is still found and worded by check_record
+        fast = rules.fmt is DataFormat.PROMPT_COMPLETION and not rules.forbidden and not self.trusted
+        max_chars = _max_chars(rules)
+        if max_chars is None:
+            max_chars = 1 << 62
+        sink = self.sink
         with open(p, "rb") as fh:
             lines = _iter_raw_lines(fh)
             for lineno, raw, size in lines:
@@ -739,12 +749,22 @@ class SourceScanner:
                     except _OrjsonError:
                         pass
                     else:
-                        if fast is not None and mode == "formatted":
-                            item = fast(lineno, rec, len(raw))
-                            if item is not None:
-                                self._tick()
-                                yield item
-                                continue
+                        if fast and mode == "formatted" and type(rec) is dict and len(rec) == 2:
+                            prompt = rec.get("prompt")
+                            completion = rec.get("completion")
+                            if type(prompt) is str and type(completion) is str:
+                                chars = len(prompt) + len(completion)
+                                if chars <= max_chars and prompt.strip() and completion.strip():
+                                    self._tick()
+                                    self._out_bytes += len(raw)
+                                    self._chars_total += chars
+                                    if chars > self._chars_max:
+                                        self._chars_max = chars
+                                    if sink is not None:
+                                        sink(lineno, prompt, completion, chars)
+                                    else:
+                                        yield Item(lineno, Example(None, prompt, completion), rec, [prompt, completion])
+                                    continue
                         if type(rec) is not dict or not all(type(v) is str for v in rec.values()):
                             rec = _NO_RECORD
                 if rec is not _NO_RECORD:
@@ -796,34 +816,6 @@ class SourceScanner:
         for _lineno, raw, _size in lines:
             if raw is None or raw.strip():
                 self._tick()
-
-    def _fast_pc(self) -> Callable[[int, Any, int], Item | None] | None:
-        """A shortcut for the commonest input, formatted prompt/completion JSONL (``{"prompt", "completion"}``,
-        two non-empty strings within the token limit): the Item ``_formatted`` would give, without the
-        general walk. It answers None for anything else, and that record takes ``_formatted``, so every
-        problem is still found and worded by ``check_record``."""
-        rules = self.rules
-        if rules is None or rules.fmt is not DataFormat.PROMPT_COMPLETION or rules.forbidden or self.trusted:
-            return None
-        max_chars = _max_chars(rules)
-
-        def fast(lineno: int, rec: Any, nbytes: int) -> Item | None:
-            if type(rec) is not dict or len(rec) != 2:
-                return None
-            prompt = rec.get("prompt")
-            completion = rec.get("completion")
-            if type(prompt) is not str or type(completion) is not str:
-                return None
-            chars = len(prompt) + len(completion)
-            if (max_chars is not None and chars > max_chars) or not prompt.strip() or not completion.strip():
-                return None
-            self._out_bytes += nbytes
-            self._chars_total += chars
-            if chars > self._chars_max:
-                self._chars_max = chars
-            return Item(lineno, Example(None, prompt, completion), rec, [prompt, completion])
-
-        return fast
 
     def _formatted(self, lineno: int, rec: dict, nbytes: int) -> Item | None:
         rules = self.rules
