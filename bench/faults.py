@@ -761,7 +761,20 @@ def main(argv: list[str] | None = None) -> int:
           f"Machine: {os.cpu_count()} cores; total {total:.0f} s.", "",
           "| scenario | fault | outcome (run → rerun) | leaked | duplicate creates | cleaned by, time to clean "
           "| data intact | time | failure message (truncated) | notes |",
-          "|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+          "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+          "Notes on reading it:", "",
+          "- *successful creates* counts accepted Create calls: a create whose answer was lost (read timeout) "
+          "and was replayed with the same `clientRequestToken` counts twice but made one resource; a second PT "
+          "after a failure is a new serving window after the first one was deleted (not a duplicate).",
+          "- *concurrent*: the two runs share one job and one PT (same run key). Depending on timing, the run "
+          "whose evaluation finishes first tears the shared PT down while the other is still invoking it; that "
+          "run then fails with `EvaluationError: N of M model calls failed` and its rerun succeeds (seen in "
+          "about one run in three). Nothing leaks and nothing is duplicated, but the failure is avoidable: "
+          "see the reliability report (serving windows of one run key should be reference-counted or "
+          "serialized).",
+          "- Prefect cancellation is exercised the way a process worker delivers it: the `on_cancellation` hook "
+          "(`release_and_stop`) is called from outside the run with the flow run read back from the API, while "
+          "the run is still going; an in-process run has no cancellation watcher.", ""]
     Path(args.out).write_text("\n".join(md), encoding="utf-8")
     print(f"wrote {args.out} ({total:.0f} s)")
     return 1 if bad else 0
