@@ -4,27 +4,28 @@
 ``test.jsonl`` (when non-empty) and ``report.json`` into ``out_dir`` and returns ``PreparedData``.
 Bad input raises ``DataValidationError`` with every located problem before anything is written.
 
-Memory (flat in file size, except what the split itself needs). The source is streamed twice:
+Memory: the text is never held; per good record pass 1 keeps 34 bytes of fixed-size numbers, and
+the sorts after it need a few times that for a moment. The source is streamed twice:
 
-1. **scan**: ``tasks.validate.SourceScanner`` reads line by line (CSV rows, Parquet batches), checks
-   every rule and keeps, per good record, only fixed-size numbers in ``array`` buffers: four 64-bit
-   hashes (exact texts, normalized record, normalized prompt, normalized answer), a label id, a
-   character count and the line number: 44 bytes a record, never the text itself; the numpy
-   dedupe/split below needs temporaries a few times that size. Label ids are tracked
-   while completions look like labels (<= ``LABEL_MAX_DISTINCT`` short distinct values), then dropped.
-   Measured with bench/prepare.py: RSS above imports 5 MiB at 20k records, 17 MiB at 80k, i.e. about
-   200 bytes a record of bookkeeping in total (the per-line json.loads loop that keeps records: 8 -> 44 MiB).
-   So memory is linear with a small constant, not constant: what a seeded, exact-count, stratified,
-   duplicate-aware split needs; the text itself is never held.
-2. dedupe, seeded ``max_records`` sample and the split run on those arrays (numpy): duplicates are
-   grouped by normalized text, and a group never straddles two splits.
+1. **scan**: ``tasks.validate.SourceScanner`` reads in 64 KiB chunks (CSV rows, Parquet batches),
+   checks every rule and keeps, per good record, in ``array`` buffers: three 64-bit hashes (exact
+   texts, normalized record, normalized prompt), the normalized answer's low 32 bits, a 16-bit
+   label id and a 32-bit character count (``_Scan``); line numbers only where line - index changes.
+   Label ids are tracked while completions look like labels (<= ``LABEL_MAX_DISTINCT`` short
+   distinct values), then dropped. Formatted prompt/completion JSONL (the commonest input) is
+   recognised inline by the scanner and handed to ``_Scan.add_pc`` with no per-record object.
+2. dedupe, seeded ``max_records`` sample and the split run on those arrays (numpy sorts; no
+   ``np.unique``, which is several times slower on 64-bit keys): duplicates are grouped by
+   normalized text, and a group never straddles two splits.
 3. **write**: the source is streamed again and each record goes straight to its split file (sha256
    computed while writing, into temporary names renamed at the end). A source already in the model's
-   format is copied line by line (it passed every rule in pass 1); raw sources are converted again.
-   Augmented copies are made on the fly for train records only.
+   format is copied as it is, 256 KiB of lines at a time (``_copy_lines``; it passed every rule in
+   pass 1); raw sources are converted again. Augmented copies are made on the fly for train records only.
 
-Speed (bench/prepare.py, 80k records, CPU seconds): about 3x a bare per-line ``json.loads`` loop that
-checks two keys and shuffles, for every Bedrock rule, duplicate detection and the stratified split.
+Measured with bench/prepare.py (bench/results-prepare.md): at 200k records about 0.7x the time of a
+bare per-line ``json.loads`` loop that checks two keys and shuffles (which validates nothing else),
+for every Bedrock rule, duplicate detection and the stratified split; peak RSS above imports grows
+about 75 bytes a record (sorting temporaries included), against about 600 for that loop.
 """
 
 from __future__ import annotations
@@ -126,11 +127,14 @@ def _first_occurrence_ids(keys: np.ndarray) -> np.ndarray:
     starts = np.ones(len(sk), dtype=bool)
     np.not_equal(sk[1:], sk[:-1], out=starts[1:])
     del sk
-    run = np.cumsum(starts) - 1                   # run (distinct key, in key order) of each sorted element
     first_pos = order[starts]                     # a stable sort: each run starts at its first occurrence
-    rank = np.empty(len(first_pos), dtype=np.int64)
-    rank[np.argsort(first_pos, kind="stable")] = np.arange(len(first_pos))
-    ids = np.empty(len(keys), dtype=np.int64)
+    run = np.cumsum(starts, dtype=np.int32)       # run (distinct key, in key order) of each sorted element, + 1
+    del starts
+    run -= 1
+    rank = np.empty(len(first_pos), dtype=np.int32)
+    rank[np.argsort(first_pos, kind="stable")] = np.arange(len(first_pos), dtype=np.int32)
+    del first_pos
+    ids = np.empty(len(keys), dtype=np.int32)
     ids[order] = rank[run]
     return ids
 
@@ -365,7 +369,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
 
     # -- selection: seeded sample, duplicates ---------------------------------------------
     sampled = d.max_records is not None and n > d.max_records
-    selected = np.arange(n)
+    selected = np.arange(n, dtype=np.int32)
     if sampled:
         rng_s = np.random.default_rng(sp.seed)
         selected = np.sort(rng_s.choice(n, size=d.max_records, replace=False))
@@ -399,9 +403,11 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     repeat = prompts_of_pairs[1:] == prompts_of_pairs[:-1]        # a prompt seen with another answer
     conflicts = int(np.count_nonzero(repeat[1:] > repeat[:-1]) + (1 if len(repeat) and repeat[0] else 0))
     del pr, prompts_of_pairs, repeat
+    del exact                                    # not needed any more: free them before the split
+    scan.exact = scan.answer = array("q")
 
     if d.dedupe:
-        kept = selected[np.sort(first_near)]
+        kept = selected[np.sort(first_near)] if sampled else np.sort(first_near).astype(np.int32)
         dropped = n_sel - len(kept)
     else:
         kept = selected
@@ -616,7 +622,7 @@ def _first_positions(keys: np.ndarray) -> np.ndarray:
     return order[starts]
 
 
-COPY_CHUNK = 1 << 22
+COPY_CHUNK = 1 << 18
 
 
 def _copy_lines(source: str, assign: np.ndarray, write: Callable[[int, bytes, int], None]) -> int:

@@ -10,8 +10,10 @@ Two kinds of input:
 
 Every problem is collected (never raised, never a traceback) as ``FILE:LINE: field: message (fix)``
 (for Parquet, LINE is the 1-based row number; file-level problems have no LINE).
-The file is streamed line by line in binary (``readline`` with a size cap), so memory stays flat in
-the file size, and one enormous line is measured and skipped rather than loaded. CSV is read with the
+The file is streamed in binary, 64 KiB at a time split into lines (``_iter_raw_lines``, with a size
+cap per line), so memory stays flat in the file size, and one enormous line is measured and skipped
+rather than loaded. JSONL lines are parsed with orjson; a line it refuses, or an object holding
+anything but strings, is parsed again with ``json`` (exact integers, the messages below). CSV is read with the
 stdlib ``csv`` reader over that line stream (not pandas) because it reports the physical line of
 every row, keeps going after a quoting error, and handles quoted newlines; Parquet is read in
 batches with ``pyarrow.parquet.ParquetFile.iter_batches``.
