@@ -118,32 +118,57 @@ def fingerprints(ex: Example, texts: list[str]) -> tuple[int, int, int, int]:
     return hash(tuple(texts)), near, hash((n_system, n_prompt)), hash(n_answer)
 
 
+def _run_starts(keys: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``starts[j]``: the j-th key in sorted order (``keys[order[j]]``) differs from the one before.
+    Compares a slice at a time, so no sorted copy of the whole key array is made."""
+    n = len(order)
+    starts = np.empty(n, dtype=bool)
+    step = 1 << 16
+    last = None
+    for a in range(0, n, step):
+        cur = keys[order[a:a + step]]
+        starts[a] = True if last is None else bool(cur[0] != last)
+        np.not_equal(cur[1:], cur[:-1], out=starts[a + 1:a + len(cur)])
+        last = cur[-1]
+    return starts
+
+
+def _first_positions(keys: np.ndarray) -> np.ndarray:
+    """Position of the first occurrence of each distinct key (in key order; what
+    ``np.unique(keys, return_index=True)[1]`` gives, with fewer temporaries)."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    return order[_run_starts(keys, order)]      # a stable sort: each run starts at its first occurrence
+
+
 def _first_occurrence_ids(keys: np.ndarray) -> np.ndarray:
     """Group id per element, numbered in order of first occurrence (independent of the key values)."""
     if len(keys) == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    starts = np.ones(len(sk), dtype=bool)
-    np.not_equal(sk[1:], sk[:-1], out=starts[1:])
-    del sk
-    first_pos = order[starts]                     # a stable sort: each run starts at its first occurrence
-    run = np.cumsum(starts, dtype=np.int32)       # run (distinct key, in key order) of each sorted element, + 1
+    starts = _run_starts(keys, order)
+    first_pos = order[starts].astype(np.int32)   # a stable sort: each run starts at its first occurrence
+    run = np.cumsum(starts, dtype=np.int32)      # run (distinct key, in key order) of each sorted element, + 1
     del starts
     run -= 1
     rank = np.empty(len(first_pos), dtype=np.int32)
     rank[np.argsort(first_pos, kind="stable")] = np.arange(len(first_pos), dtype=np.int32)
     del first_pos
+    np.take(rank, run, out=run)
     ids = np.empty(len(keys), dtype=np.int32)
-    ids[order] = rank[run]
+    ids[order] = run
     return ids
 
 
-def _n_distinct(a: np.ndarray) -> int:
-    """``len(np.unique(a))`` by a plain sort (np.unique is several times slower on 64-bit keys)."""
+def _n_distinct(a: np.ndarray, in_place: bool = False) -> int:
+    """``len(np.unique(a))`` by a plain sort (np.unique is several times slower on 64-bit keys);
+    ``in_place`` sorts ``a`` itself (no copy)."""
     if len(a) == 0:
         return 0
-    s = np.sort(a)
+    s = a if in_place else np.sort(a)
+    if in_place:
+        s.sort()
     return 1 + int(np.count_nonzero(s[1:] != s[:-1]))
 
 
@@ -369,7 +394,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
 
     # -- selection: seeded sample, duplicates ---------------------------------------------
     sampled = d.max_records is not None and n > d.max_records
-    selected = np.arange(n, dtype=np.int32)
+    selected = np.zeros(0, dtype=np.int64)      # the sampled record indices (all records when not sampled)
     if sampled:
         rng_s = np.random.default_rng(sp.seed)
         selected = np.sort(rng_s.choice(n, size=d.max_records, replace=False))
@@ -377,12 +402,12 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     def pick(a: np.ndarray) -> np.ndarray:      # no copy when every record is selected
         return a[selected] if sampled else a
 
-    n_sel = len(selected)
-    unique_exact = _n_distinct(pick(exact))
+    def record(q: int) -> int:                  # position among the selected -> record index
+        return int(selected[q]) if sampled else int(q)
+
+    n_sel = len(selected) if sampled else n
     near_sel = pick(near)
     first_near = _first_positions(near_sel)      # positions (in selected) of each near group's first record
-    exact_dups = n_sel - unique_exact
-    near_only_dups = unique_exact - len(first_near)
     dup_examples: list[dict] = []
     if len(first_near) < n_sel:                 # the first 10 duplicates, with the record each repeats
         is_first = np.zeros(n_sel, dtype=bool)
@@ -391,27 +416,34 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         del is_first
         first_of = {int(near_sel[q]): int(q) for q in first_near[np.isin(near_sel[first_near], near_sel[dup_pos])]}
         for q in dup_pos:
-            i, f = int(selected[q]), int(selected[first_of[int(near_sel[q])]])
+            i, f = record(q), record(first_of[int(near_sel[q])])
             dup_examples.append({"line": scan.line_of(i), "duplicate_of_line": scan.line_of(f),
                                  "kind": "exact" if exact[i] == exact[f] else "near"})
     del near_sel
+    ex_sel = pick(exact)
+    del exact
+    unique_exact = _n_distinct(ex_sel, in_place=True)    # (the exact keys are not needed after this)
+    del ex_sel
+    exact_dups = n_sel - unique_exact
+    near_only_dups = unique_exact - len(first_near)
     # conflicts: the same prompt with different answers (a pair key: prompt key mixed with the answer's 32 bits)
     pr = pick(prompt_h)
-    pair = pr.view(np.uint64) ^ (pick(_np(scan.answer, np.uint32)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    pair = pick(_np(scan.answer, np.uint32)).astype(np.uint64)
+    pair *= np.uint64(0x9E3779B97F4A7C15)
+    pair ^= pr.view(np.uint64)
     prompts_of_pairs = np.sort(pr[_first_positions(pair)])     # one entry per distinct (prompt, answer)
     del pair
     repeat = prompts_of_pairs[1:] == prompts_of_pairs[:-1]        # a prompt seen with another answer
     conflicts = int(np.count_nonzero(repeat[1:] > repeat[:-1]) + (1 if len(repeat) and repeat[0] else 0))
     del pr, prompts_of_pairs, repeat
-    del exact                                    # not needed any more: free them before the split
-    scan.exact = scan.answer = array("q")
+    scan.exact = scan.answer = array("q")      # free them before the split
 
+    first_near.sort()
     if d.dedupe:
-        kept = selected[np.sort(first_near)] if sampled else np.sort(first_near).astype(np.int32)
-        dropped = n_sel - len(kept)
+        kept = selected[first_near] if sampled else first_near.astype(np.int32)
     else:
-        kept = selected
-        dropped = 0
+        kept = selected if sampled else np.arange(n, dtype=np.int32)
+    dropped = n_sel - len(kept)
     del first_near
     if len(kept) == 0:
         raise DataValidationError([Problem(file=str(source), field="records", message="no records left after dedupe/sampling",
@@ -569,7 +601,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         "seed": sp.seed,
         "split": {"train": sp.train, "validation": sp.validation, "test": sp.test, "stratified": stratify},
         "counts": {
-            "raw_records": report.records, "valid_records": n, "sampled": len(selected),
+            "raw_records": report.records, "valid_records": n, "sampled": n_sel,
             "exact_duplicates": exact_dups, "near_duplicates": near_only_dups, "dropped_duplicates": dropped,
             "conflicting_prompts": conflicts,
             "train": written["train"], "validation": written["validation"], "test": written["test"],
@@ -607,19 +639,6 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
 def _np(a: array, dtype) -> np.ndarray:
     """A numpy view of an ``array`` buffer (no copy)."""
     return np.frombuffer(a, dtype=dtype) if len(a) else np.zeros(0, dtype=dtype)
-
-
-def _first_positions(keys: np.ndarray) -> np.ndarray:
-    """Position of the first occurrence of each distinct key (in key order; what
-    ``np.unique(keys, return_index=True)[1]`` gives, with fewer temporaries)."""
-    if len(keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    starts = np.ones(len(sk), dtype=bool)
-    np.not_equal(sk[1:], sk[:-1], out=starts[1:])
-    del sk
-    return order[starts]
 
 
 COPY_CHUNK = 1 << 18
