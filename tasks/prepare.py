@@ -22,10 +22,11 @@ the sorts after it need a few times that for a moment. The source is streamed tw
    format is copied as it is, 256 KiB of lines at a time (``_copy_lines``; it passed every rule in
    pass 1); raw sources are converted again. Augmented copies are made on the fly for train records only.
 
-Measured with bench/prepare.py (bench/results-prepare.md): at 200k records about 0.7x the time of a
-bare per-line ``json.loads`` loop that checks two keys and shuffles (which validates nothing else),
-for every Bedrock rule, duplicate detection and the stratified split; peak RSS above imports grows
-about 75 bytes a record (sorting temporaries included), against about 600 for that loop.
+Measured with bench/prepare.py (bench/results-prepare.md, 50k and 200k records): 0.7-0.8x the time
+of a bare per-line ``json.loads`` loop that checks two keys and shuffles (and validates nothing
+else), for every Bedrock rule, duplicate detection and the stratified split; peak RSS above imports
+about 7 MiB at 50k and 15 MiB at 200k records, i.e. it grows about 55 bytes a record (the 34-byte
+state plus sort temporaries), against about 600 for that loop, which holds every record.
 """
 
 from __future__ import annotations
