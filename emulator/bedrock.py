@@ -330,11 +330,18 @@ class BedrockService:
             ctypes = [c.value for c in fam.customizations if c.value != "REINFORCEMENT_FINE_TUNING"]
             for mid in fam.model_ids:
                 plain = mid.rsplit(":", 1)[0] if mid.count(":") >= 2 else mid
+                inf = fam.inference_ids.get(mid, "")
+                is_profile = inf.startswith(GEO_PREFIXES)
                 out[mid] = {"family": fam, "customizable": True, "plain": plain, "customizations": ctypes,
                             "inference": ["PROVISIONED"]}
-                out.setdefault(plain, {"family": fam, "customizable": False, "plain": plain, "customizations": [],
-                                       "inference": ["ON_DEMAND"] if not fam.inference_ids.get(mid, "").startswith("us.")
-                                       else ["INFERENCE_PROFILE"], "profile": fam.inference_ids.get(mid)})
+                base = {"family": fam, "customizable": False, "customizations": [],
+                        "inference": ["INFERENCE_PROFILE"] if is_profile else ["ON_DEMAND"],
+                        "profile": inf if is_profile else None}
+                out.setdefault(plain, {**base, "plain": plain})
+                if inf and not is_profile and inf != plain:
+                    # the on-demand id differs from the customizable id's stem (e.g. Titan Text Express:
+                    # amazon.titan-text-express-v1 vs amazon.titan-text-express-v1:0:8k)
+                    out.setdefault(inf, {**base, "plain": plain})
         return out
 
     def _fm_summary(self, region: str, mid: str, info: dict) -> dict:
@@ -1180,7 +1187,7 @@ class BedrockService:
             mid = mid.split(":inference-profile/", 1)[1]
         idx = self._fm_index()
         profile = None
-        for geo in ("us.", "eu.", "apac.", "global."):
+        for geo in GEO_PREFIXES:
             if mid.startswith(geo):
                 profile, mid = mid, mid[len(geo):]
                 break
@@ -1288,6 +1295,9 @@ def _quietly(fn: Callable, *args: Any) -> None:
         fn(*args)
     except Exception:  # noqa: BLE001 - warming is an optimisation; answer() reports real problems
         pass
+
+
+GEO_PREFIXES = ("us.", "eu.", "apac.", "global.")   # cross-Region inference profile ids (REF §3)
 
 
 def _base_for_plain(idx: dict, mid: str) -> str:

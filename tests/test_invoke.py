@@ -71,3 +71,26 @@ def test_service_errors_reach_the_caller_as_client_errors():
         with pytest.raises(ClientError) as exc:
             invoke_text(client, "us.amazon.nova-micro-v1:0", "nova", prompt="p", system=None, max_tokens=8, temperature=0)
     assert exc.value.response["Error"]["Code"] == "ThrottlingException"
+
+
+def test_every_catalog_base_model_answers_through_its_inference_id(aws_env):
+    """Evaluation calls the base model by tasks.catalog.inference_id: each one must be invocable with its
+    family's body shape (a Titan / Cohere / Claude id the emulator did not know broke evaluation)."""
+    import boto3
+
+    from tasks.catalog import load_catalog
+    from tasks.invoke import invoke_text
+
+    cat = load_catalog()
+    runtime = boto3.client("bedrock-runtime")
+    failures = {}
+    for fam in cat.families.values():
+        for mid in fam.model_ids:
+            target = cat.inference_id(mid)
+            try:
+                res = invoke_text(runtime, target, fam.invoke_shape, prompt="Where is my card?", system=None,
+                                  max_tokens=12, temperature=0.0)
+                assert res.text and res.output_tokens
+            except Exception as err:  # noqa: BLE001 - collected, reported together
+                failures[target] = str(err)
+    assert failures == {}
