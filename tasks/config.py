@@ -6,6 +6,7 @@ Unknown keys are errors that name the key and suggest the nearest valid one (``l
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -212,10 +213,11 @@ class PipelineConfig(_Strict):
         if preset is not None and preset.customization_type not in (None, self.customization_type):
             raise FieldProblem("preset", f"preset {self.preset!r} is for {preset.customization_type.value}, this run is "
                                          f"{self.customization_type.value} (use quick, balanced or quality)")
-        try:   # every hyperparameter name and range, at load time (not first at the job's create call)
-            resolve_hyperparameters(spec, self.preset, self.hyperparameters)
-        except ValueError as err:
-            raise FieldProblem("hyperparameters", str(err)) from None
+        for key, value in self.hyperparameters.items():   # name and range, at load time (not at the create call)
+            try:
+                resolve_hyperparameters(spec, None, {key: value})
+            except ValueError as err:
+                raise FieldProblem(f"hyperparameters.{key}", str(err)) from None
         return self
 
 
@@ -252,7 +254,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def format_validation_error(err: ValidationError, source: str = "config") -> list[str]:
+def format_validation_error(err: ValidationError, source: str = "config",
+                            line_of: Callable[[str], int | None] | None = None) -> list[str]:
+    """One ``SOURCE[:LINE]: key.path: message`` line per problem (``line_of`` maps a key path to its line)."""
     out = []
     for e in err.errors():
         loc = tuple(e["loc"])
@@ -262,21 +266,27 @@ def format_validation_error(err: ValidationError, source: str = "config") -> lis
             valid = list(parent.model_fields) if parent else []
             hint = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
             fix = f"did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?" if hint else f"valid keys here: {', '.join(valid)}"
-            out.append(f"{source}: {where}: unknown key ({fix})")
+            out.append(f"{_at(source, where, line_of)}: {where}: unknown key ({fix})")
         else:
             cause = (e.get("ctx") or {}).get("error")
             if isinstance(cause, FieldProblem):
                 where = ".".join([*map(str, loc), cause.field])
             msg = e["msg"].removeprefix("Value error, ")
-            out.append(f"{source}: {where}: {msg}")
+            out.append(f"{_at(source, where, line_of)}: {where}: {msg}")
     return out
 
 
-def parse_config(data: dict[str, Any], source: str = "config") -> PipelineConfig:
+def _at(source: str, where: str, line_of: Callable[[str], int | None] | None) -> str:
+    line = line_of(where) if line_of and where != "(top level)" else None
+    return f"{source}:{line}" if line else source
+
+
+def parse_config(data: dict[str, Any], source: str = "config",
+                 line_of: Callable[[str], int | None] | None = None) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source, line_of)) from None
     except ValueError as err:  # catalog errors raised outside pydantic's wrapping
         raise ConfigError([f"{source}: {err}"]) from None
 
@@ -299,4 +309,6 @@ def load_config(path: str | Path) -> PipelineConfig:
         src = Path(data["source"])
         if not src.is_absolute():
             data["source"] = str((p.parent / src).resolve())
-    return parse_config(raw, source=str(p))
+    from tasks.validate import yaml_line  # (lazy: tasks.validate imports this module)
+
+    return parse_config(raw, source=str(p), line_of=lambda dotted: yaml_line(p, dotted))

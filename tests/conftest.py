@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,14 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+def shared_dir() -> Path | None:
+    """The workspace's shared/ folder (real public datasets), beside the repo; None when absent."""
+    for cand in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared")):
+        if (cand / "datasets").is_dir():
+            return cand
+    return None
+
 
 DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import shared_dir
 
 from forge.cli import main
 
 DATA = Path(__file__).parent / "data"
 BAD = DATA / "bad"
 GOOD = DATA / "good"
-BANKING77 = Path("/work/shared/datasets/banking77/train.csv")
+BANKING77 = (shared_dir() or Path("/nonexistent")) / "datasets/banking77/train.csv"
 EXPECTATIONS = yaml.safe_load((BAD / "expectations.yaml").read_text(encoding="utf-8"))
 
 

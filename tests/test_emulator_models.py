@@ -8,10 +8,12 @@ from __future__ import annotations
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_dir
 
 from emulator import datacheck, metricfiles, standin
 
@@ -21,7 +23,7 @@ TITAN = "amazon.titan-text-express-v1:0:8k"
 LLAMA31 = "meta.llama3-1-8b-instruct-v1:0:128k"
 LLAMA32 = "meta.llama3-2-1b-instruct-v1:0:128k"
 COHERE = "cohere.command-light-text-v14:7:4k"
-BANKING = "/work/shared/datasets/banking77"
+BANKING = str((shared_dir() or Path("/nonexistent")) / "datasets/banking77")
 
 
 def jsonl(records) -> bytes:
@@ -352,6 +354,8 @@ def test_stop_reason_follows_truncation():
 
 @pytest.fixture(scope="module")
 def banking():
+    if shared_dir() is None:
+        pytest.skip("shared/datasets/banking77 is not beside the repo")
     train = pd.read_csv(f"{BANKING}/train.csv").sample(1000, random_state=0)
     test = pd.read_csv(f"{BANKING}/test.csv").sample(100, random_state=0)
     records = [conv(user=t) | {"messages": [{"role": "user", "content": [{"text": t}]},
