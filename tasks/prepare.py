@@ -25,8 +25,10 @@ the sorts after it need a few times that for a moment. The source is streamed tw
 Measured with bench/prepare.py (bench/results-prepare.md, 50k and 200k records): 0.7-0.8x the time
 of a bare per-line ``json.loads`` loop that checks two keys and shuffles (and validates nothing
 else), for every Bedrock rule, duplicate detection and the stratified split; peak RSS above imports
-about 7 MiB at 50k and 15 MiB at 200k records, i.e. it grows about 55 bytes a record (the 34-byte
-state plus sort temporaries), against about 600 for that loop, which holds every record.
+about 7 MiB at 50k and 12 MiB at 200k records, i.e. it grows about 35-40 bytes a record (the 34-byte
+state; keys not needed any more are freed before the next sort, sorts index with int32), against
+about 600 for that loop, which holds every record. Not constant: a seeded, exact-count, stratified,
+duplicate-aware split needs a key per record.
 """
 
 from __future__ import annotations
@@ -119,15 +121,15 @@ def fingerprints(ex: Example, texts: list[str]) -> tuple[int, int, int, int]:
     return hash(tuple(texts)), near, hash((n_system, n_prompt)), hash(n_answer)
 
 
-def _run_starts(keys: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """``starts[j]``: the j-th key in sorted order (``keys[order[j]]``) differs from the one before.
-    Compares a slice at a time, so no sorted copy of the whole key array is made."""
+def _run_starts(keys: np.ndarray, order: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """``starts[j]``: the j-th key in sorted order (``keys[order[j]]``, or ``keys[idx[order[j]]]``)
+    differs from the one before. Compares a slice at a time: no sorted copy of the keys is made."""
     n = len(order)
     starts = np.empty(n, dtype=bool)
     step = 1 << 16
     last = None
     for a in range(0, n, step):
-        cur = keys[order[a:a + step]]
+        cur = keys[order[a:a + step]] if idx is None else keys[idx[order[a:a + step]]]
         starts[a] = True if last is None else bool(cur[0] != last)
         np.not_equal(cur[1:], cur[:-1], out=starts[a + 1:a + len(cur)])
         last = cur[-1]
@@ -139,25 +141,31 @@ def _first_positions(keys: np.ndarray) -> np.ndarray:
     ``np.unique(keys, return_index=True)[1]`` gives, with fewer temporaries)."""
     if len(keys) == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys, kind="stable").astype(np.int32)
     return order[_run_starts(keys, order)]      # a stable sort: each run starts at its first occurrence
 
 
-def _first_occurrence_ids(keys: np.ndarray) -> np.ndarray:
-    """Group id per element, numbered in order of first occurrence (independent of the key values)."""
-    if len(keys) == 0:
+def _first_occurrence_ids(keys: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """Group id per element of ``keys`` (or of ``keys[idx]``), numbered in order of first occurrence
+    (independent of the key values)."""
+    n = len(keys) if idx is None else len(idx)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.argsort(keys, kind="stable")
-    starts = _run_starts(keys, order)
-    first_pos = order[starts].astype(np.int32)   # a stable sort: each run starts at its first occurrence
+    order = np.argsort(keys if idx is None else keys[idx], kind="stable").astype(np.int32)   # (keys[idx] dropped here)
+    starts = _run_starts(keys, order, idx)
+    first_pos = order[starts]                    # a stable sort: each run starts at its first occurrence
     run = np.cumsum(starts, dtype=np.int32)      # run (distinct key, in key order) of each sorted element, + 1
     del starts
     run -= 1
-    rank = np.empty(len(first_pos), dtype=np.int32)
-    rank[np.argsort(first_pos, kind="stable")] = np.arange(len(first_pos), dtype=np.int32)
-    del first_pos
+    is_first = np.zeros(n, dtype=bool)           # rank of each run by its first position, without a sort
+    is_first[first_pos] = True
+    rank_at = np.cumsum(is_first, dtype=np.int32)
+    del is_first
+    rank = rank_at[first_pos]
+    del rank_at, first_pos
+    rank -= 1
     np.take(rank, run, out=run)
-    ids = np.empty(len(keys), dtype=np.int32)
+    ids = np.empty(n, dtype=np.int32)
     ids[order] = run
     return ids
 
@@ -408,7 +416,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
 
     n_sel = len(selected) if sampled else n
     near_sel = pick(near)
-    first_near = _first_positions(near_sel)      # positions (in selected) of each near group's first record
+    first_near = _first_positions(near_sel).astype(np.int32)   # positions (in selected) of each near group's first record
     dup_examples: list[dict] = []
     if len(first_near) < n_sel:                 # the first 10 duplicates, with the record each repeats
         is_first = np.zeros(n_sel, dtype=bool)
@@ -425,19 +433,28 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     del exact
     unique_exact = _n_distinct(ex_sel, in_place=True)    # (the exact keys are not needed after this)
     del ex_sel
+    scan.exact = array("q")                    # free them before the next sorts
     exact_dups = n_sel - unique_exact
     near_only_dups = unique_exact - len(first_near)
     # conflicts: the same prompt with different answers (a pair key: prompt key mixed with the answer's 32 bits)
     pr = pick(prompt_h)
-    pair = pick(_np(scan.answer, np.uint32)).astype(np.uint64)
+    answer = _np(scan.answer, np.uint32)
+    pair = pick(answer).astype(np.uint64)
+    del answer
+    scan.answer = array("I")
     pair *= np.uint64(0x9E3779B97F4A7C15)
     pair ^= pr.view(np.uint64)
-    prompts_of_pairs = np.sort(pr[_first_positions(pair)])     # one entry per distinct (prompt, answer)
+    prompts_of_pairs = pr[_first_positions(pair)]     # one entry per distinct (prompt, answer)
     del pair
+    prompts_of_pairs.sort()
     repeat = prompts_of_pairs[1:] == prompts_of_pairs[:-1]        # a prompt seen with another answer
     conflicts = int(np.count_nonzero(repeat[1:] > repeat[:-1]) + (1 if len(repeat) and repeat[0] else 0))
     del pr, prompts_of_pairs, repeat
-    scan.exact = scan.answer = array("q")      # free them before the split
+    aug = d.augment
+    prefixes = [p for p in aug.prefixes if p] if aug.enabled else []
+    if not (prefixes and aug.copies and rules.fmt is not DataFormat.CPT_INPUT):
+        near = np.zeros(0, dtype=np.int64)     # only augmentation needs the near keys again: free them
+        scan.near = array("q")
 
     first_near.sort()
     if d.dedupe:
@@ -463,7 +480,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         warnings.append("stratify=yes but completions are not label-like (too many or too long): split is not stratified")
         stratify = False
     # records with the same normalized prompt (duplicates, conflicting answers) share a group: one split
-    group_of = _first_occurrence_ids(prompt_h[kept])
+    group_of = _first_occurrence_ids(prompt_h, kept)
     n_groups = int(group_of.max()) + 1 if len(kept) else 0
     # a group's label = its first record's (ids are numbered by first occurrence: a new id is a new maximum)
     new_group = np.ones(len(kept), dtype=bool)
@@ -486,8 +503,6 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
                         "train split (validation/test unchanged)")
 
     # -- augmentation plan (train only) ----------------------------------------------------
-    aug = d.augment
-    prefixes = [p for p in aug.prefixes if p] if aug.enabled else []
     n_aug_planned = counts["train"] * aug.copies if prefixes and rules.fmt is not DataFormat.CPT_INPUT else 0
     if aug.enabled and not prefixes:
         warnings.append("augment.enabled but every prefix is empty: nothing to add")
