@@ -303,8 +303,22 @@ def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats:
             a, b = sizes[0], sizes[-1]
             growth = {kind: (rows[b][kind]["rss_above_mb"], rows[a][kind]["rss_above_mb"]) for kind in ("loop", "prepare")}
             out += ["", f"Memory growth {a:,} → {b:,} records ({b / a:.0f}× the data), RSS above imports: "
-                    + "; ".join(f"{kind} {x1:.0f} → {x2:.0f} MiB" for kind, (x2, x1) in growth.items())
+                    + "; ".join(f"{kind} {x1:.0f} → {x2:.0f} MiB (+{x2 - x1:.1f} MiB, about "
+                                f"{(x2 - x1) * 2**20 / (b - a):.0f} bytes per extra record)"
+                                for kind, (x2, x1) in growth.items())
                     + ". Target: prepare flat as the file grows."]
+            pa, pb = rows[a]["prepare"]["rss_above_mb"], rows[b]["prepare"]["rss_above_mb"]
+            per_rec = (pb - pa) * 2**20 / (b - a)
+            out += ["", ("**Flat: met**" if pb - pa <= 4 else "**Flat: not met**")
+                    + f" (criterion here: at most 4 MiB more for {b - a:,} more records; prepare +{pb - pa:.1f} MiB). "
+                    "prepare holds no text, only fixed-size keys per record (see tasks/prepare.py `_Scan`); "
+                    f"its growth of about {per_rec:.0f} bytes per record is that state plus sort temporaries, "
+                    f"against {(rows[b]['loop']['rss_above_mb'] - rows[a]['loop']['rss_above_mb']) * 2**20 / (b - a):.0f} "
+                    "for the loop, which holds every parsed record."]
+        worst = max(rows[n]["prepare"]["wall_s"] / rows[n]["loop"]["wall_s"] for n in sizes)
+        worst_cpu = max(rows[n]["prepare"]["cpu_s"] / rows[n]["loop"]["cpu_s"] for n in sizes)
+        out += ["", ("**Speed: met**" if worst <= 1.0 and worst_cpu <= 1.0 else "**Speed: not met**")
+                + f" (worst ratio over the sizes: wall {worst:.2f}×, CPU {worst_cpu:.2f}×)."]
         planted = rows[sizes[-1]]["planted"]
         out += ["", f"Planted in the {sizes[-1]:,}-record file: {planted}."]
     if bad:
