@@ -970,10 +970,15 @@ class SourceScanner:
                     miss = [col for _, col in miss]
                     missing = frozenset(miss)
                     self.stats["columns"] = header
-                    if miss:
-                        for _ in reader:
+                    if miss:           # count the rest (a quoting error there is not worth a traceback)
+                        while True:
+                            try:
+                                next(reader)
+                            except StopIteration:
+                                return
+                            except csv.Error:
+                                pass
                             self._tick()
-                        return
                     continue
                 if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
                     self.warnings.append(f"{self.name}:{reader.line_num}: blank line skipped")

@@ -110,3 +110,11 @@ def test_formatted_source_is_copied_as_the_line_by_line_path_copies_it(tmp_path,
         assert (a.sha256, a.records, a.bytes) == (b.sha256, b.records, b.bytes)
         assert b"\r" not in Path(a.path).read_bytes()
     assert fast.train.records + fast.validation.records + fast.test.records > 300
+
+
+def test_unmapped_csv_with_a_quoting_error_reports_the_columns_not_a_traceback(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text('text,category\nhello,greet\n"never closed,greet\n', encoding="utf-8")
+    r = validate_source(p, TITAN, "fine-tuning")          # default columns prompt/completion: not in the header
+    assert [(x.line, x.field) for x in r.problems] == [(1, "prompt"), (1, "completion")]
+    assert "no such column; the header has: text, category" in r.problems[0].message
