@@ -214,8 +214,12 @@ def customize_model(
         if not run_id:
             raise ValueError("config is required unless run_id names an existing run")
         config = PipelineConfig.model_validate(Manifest.find(runs_dir, run_id).data["config"])
+    if rerun_from == "poll":
+        # a rerun at poll re-checks the job from AWS: adopted while running or finished, a new attempt when it
+        # ended Failed/Stopped (re-polling a failed job would only fail again)
+        rerun_from = "customize"
     if rerun_from is not None and STEPS.index(rerun_from) <= STEPS.index("customize"):
-        allow_rerun_failed_job = True
+        allow_rerun_failed_job = True   # an explicit rerun: a job that ended Failed/Stopped gets a new attempt
 
     run_id = run_id or new_run_id(config.name)
     manifest = Manifest.create(runs_dir, run_id, config.model_dump(mode="json"))

@@ -261,3 +261,35 @@ def test_sigkilled_run_leaves_a_pt_that_sweep_deletes(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         emu.terminate()
+
+
+@pytest.mark.parametrize("step, fault", [
+    ("upload", {"operation": "PutObject", "error": "AccessDeniedException", "count": 1000}),
+    ("create-role", {"operation": "CreateRole", "error": "AccessDeniedException", "count": 1000}),
+    ("customize", {"operation": "CreateModelCustomizationJob", "error": "AccessDeniedException", "count": 1000}),
+    ("poll", {"job_outcome": "Failed", "count": 1}),
+    ("provision", {"operation": "CreateProvisionedModelThroughput", "error": "AccessDeniedException", "count": 1000}),
+])
+def test_rerun_after_a_failure_in_each_step_resumes_there_without_duplicates(emu, tmp_path, step, fault):
+    """On-call's `forge rerun RUN_ID`: resume at the first unfinished step, adopt what exists upstream."""
+    from forge.commands.run import _first_unfinished
+
+    runs = tmp_path / "runs"
+    emu.set_faults([fault])
+    state = run_flow(small_config(f"resume-{step.replace('-', '')}"), runs)
+    assert state.is_failed()
+    m = manifest_of(runs)
+    assert _first_unfinished(m) == step and m["steps"][step]["status"] == "failed", m["steps"]
+    assert alive_serving(emu.ledger()) == []
+
+    emu.set_faults([])
+    state = run_flow(None, runs, run_id=m["run_id"], rerun_from=_first_unfinished(m))
+    assert state.is_completed(), state.message
+    m2 = manifest_of(runs, m["run_id"])
+    assert m2["status"] == "succeeded"
+    led = emu.ledger()
+    assert len(calls(led, "CreateBucket")) == 1 and len(calls(led, "CreateRole")) == 1
+    assert len(calls(led, "CreateProvisionedModelThroughput")) == 1
+    jobs = calls(led, "CreateModelCustomizationJob")
+    assert len(jobs) == (2 if step == "poll" else 1), "one job; a failed job gets exactly one new attempt"
+    assert alive_serving(led) == []
