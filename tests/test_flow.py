@@ -293,3 +293,26 @@ def test_rerun_after_a_failure_in_each_step_resumes_there_without_duplicates(emu
     jobs = calls(led, "CreateModelCustomizationJob")
     assert len(jobs) == (2 if step == "poll" else 1), "one job; a failed job gets exactly one new attempt"
     assert alive_serving(led) == []
+
+
+def test_evaluate_flow_re_evaluates_a_finished_run_and_tears_down(emu, tmp_path):
+    """flows/evaluate.py (`forge evaluate RUN_ID`): serve the run's custom model again, evaluate, delete."""
+    from flows.evaluate import evaluate_model
+
+    runs = tmp_path / "runs"
+    assert run_flow(small_config("reeval"), runs).is_completed()
+    m = manifest_of(runs)
+    before = len(calls(emu.ledger(), "CreateProvisionedModelThroughput"))
+
+    state = evaluate_model(run_id=m["run_id"], runs_dir=str(runs), return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    assert Path(out["evaluation_dir"]).parent == runs / m["run_id"] / "evaluations"
+    assert Path(out["report"]["report_md"]).exists() and out["gate"]["passed"]
+    led = emu.ledger()
+    assert len(calls(led, "CreateProvisionedModelThroughput")) == before + 1, "served again for this evaluation"
+    assert alive_serving(led) == []
+    assert len(calls(led, "CreateModelCustomizationJob")) == 1, "no training"
+    m2 = manifest_of(runs, m["run_id"])
+    assert len(m2["evaluations"]) == 1 and m2["evaluations"][0]["gate"]["passed"]
+    assert m2["gate"] == m["gate"], "the run's own verdict is kept"
