@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# Read by prefect / transformers at import, so set before any verb imports them: no telemetry calls
+# (there is no internet in many deployments, and it logged an ERROR per run) and no model-hub lookups
+# (the models ship inside packages).
+for _key, _value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("HF_HUB_OFFLINE", "1"),
+                     ("TRANSFORMERS_OFFLINE", "1")):
+    os.environ.setdefault(_key, _value)
 
 # module name -> verbs it registers (kept here so --help lists them without importing everything)
 COMMAND_MODULES = ["data", "estimate", "run", "evaluate", "emulator", "deploy"]

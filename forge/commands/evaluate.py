@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serving", dest="serving_arn", default=None,
                    help="existing provisioned throughput or deployment ARN (not deleted afterwards)")
     p.add_argument("--endpoint", default=None, help="AWS endpoint URL for every service (e.g. an emulator)")
+    p.add_argument("--emulator", action="store_true",
+                   help="always use the embedded local emulator (its state lives under RUNS_DIR/.emulator-state)")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--speed", type=float, default=3000.0, help="virtual-clock speed of the embedded emulator")
     p.add_argument("--json", action="store_true")
@@ -48,7 +50,7 @@ def cmd_evaluate(args) -> int:
         return 2
     from flows.evaluate import evaluate_model
 
-    with aws_target(args.endpoint, args.speed, Path(args.runs_dir) / ".emulator-state"):
+    with aws_target(args.endpoint, args.speed, Path(args.runs_dir) / ".emulator-state", force_emulator=args.emulator):
         state = evaluate_model(run_id=args.run_id, runs_dir=args.runs_dir, config=config,
                                custom_model_arn=args.custom_model_arn, serving_arn=args.serving_arn,
                                return_state=True)
