@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: setup demo test test-slow bench lint stack clean
+.PHONY: setup demo test test-fast test-slow bench lint stack clean
 
 setup: $(VENV)/.installed   ## create .venv and install the project + dev tools (idempotent, CPU torch only)
 
@@ -23,8 +23,14 @@ $(VENV)/.installed: pyproject.toml
 demo: setup   ## run the whole pipeline on examples/ against the embedded emulator
 	$(VENV)/bin/forge run examples/banking77.yaml --runs-dir runs --emulator
 
-test: setup   ## the test suite (what .ci/run calls)
+test: setup   ## the test suite (what .ci/run calls): everything, ~6 min on 2 cores
 	$(VENV)/bin/pytest -q
+
+test-fast: setup   ## the quick inner loop: skips the slow fault scenarios and the real Prefect server
+	$(VENV)/bin/pytest -q -m "not slow and not server"
+
+test-slow: setup   ## only the slow fault scenarios (throttling storm, 5xx bursts, SIGTERM, SIGKILL)
+	$(VENV)/bin/pytest -q -m slow
 
 bench: setup   ## benchmarks -> bench/results.md
 	$(PY) bench/run_all.py
