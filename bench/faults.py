@@ -38,7 +38,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-SERVING_TYPES = ("provisioned-model-throughput", "custom-model-deployment")
+
+from emulator.testing import SERVING_TYPES, alive_serving  # noqa: E402
+from emulator.testing import ledger_calls as calls  # noqa: E402
+
 JOB_TYPE = "model-customization-job"
 DUMMY_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
              "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -77,9 +80,6 @@ def small_config(name: str, **over: Any) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- ledger
-def calls(ledger: dict, op: str | None = None, ok: bool = True) -> list[dict]:
-    return [c for c in ledger["calls"]
-            if (op is None or c["operation"] == op) and (not ok or int(c["status"] or 500) < 300)]
 
 
 INJECTED = ("ThrottlingException", "ServiceUnavailableException", "InternalServerException")
@@ -90,13 +90,6 @@ def injected(ledger: dict) -> list[dict]:
     return [c for c in ledger["calls"] if c.get("error") in INJECTED]
 
 
-def _managed(r: dict) -> bool:
-    return (r.get("tags") or {}).get("managed-by") == "bedrock-forge"
-
-
-def alive_serving(ledger: dict, managed_only: bool = True) -> list[str]:
-    return [arn for arn, r in ledger["resources"].items()
-            if r["type"] in SERVING_TYPES and r["state"] not in ("Deleted",) and (_managed(r) or not managed_only)]
 
 
 def _t(s: str) -> datetime:
@@ -434,7 +427,7 @@ def _flow_run(flow_run_id: str):
 def _tagged_flow_run_id(ledger: dict, typ: str | tuple[str, ...]) -> str | None:
     types = (typ,) if isinstance(typ, str) else typ
     for r in ledger["resources"].values():
-        if r["type"] in types and r["state"] not in ("Deleted",) and _managed(r):
+        if r["type"] in types and r["state"] not in ("Deleted",) and (r.get("tags") or {}).get("managed-by") == "bedrock-forge":
             return (r.get("tags") or {}).get("forge-flow-run-id")
     return None
 

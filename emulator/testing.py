@@ -229,3 +229,21 @@ def boto3_clients(url: str, *, region: str = "us-east-1", max_attempts: int | No
               config=cfg)
     return SimpleNamespace(s3=boto3.client("s3", **kw), iam=boto3.client("iam", **kw), sts=boto3.client("sts", **kw),
                            bedrock=boto3.client("bedrock", **kw), runtime=boto3.client("bedrock-runtime", **kw))
+
+
+# -- reading the ledger (tests and benchmarks judge runs by it) ----------------------------------------
+SERVING_TYPES = ("provisioned-model-throughput", "custom-model-deployment")
+
+
+def ledger_calls(ledger: dict, op: str | None = None, mutating: bool | None = None, ok: bool = True) -> list[dict]:
+    """Calls of ``op`` (any when None), optionally only (non-)mutating ones, only successful ones when ``ok``."""
+    return [c for c in ledger["calls"]
+            if (op is None or c["operation"] == op) and (mutating is None or c["mutating"] == mutating)
+            and (not ok or int(c["status"] or 500) < 300)]
+
+
+def alive_serving(ledger: dict, managed_only: bool = True) -> list[str]:
+    """ARNs of provisioned throughputs / deployments not deleted (only bedrock-forge's when ``managed_only``)."""
+    return [arn for arn, r in ledger["resources"].items()
+            if r["type"] in SERVING_TYPES and r["state"] != "Deleted"
+            and (not managed_only or (r.get("tags") or {}).get("managed-by") == "bedrock-forge")]

@@ -20,8 +20,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from emulator.testing import alive_serving
+from emulator.testing import ledger_calls as calls
+
 REPO = Path(__file__).resolve().parents[1]
-SERVING_TYPES = ("provisioned-model-throughput", "custom-model-deployment")
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
 
@@ -55,16 +57,6 @@ def _cfg(d: dict):
     from tasks.config import PipelineConfig
 
     return PipelineConfig.model_validate(d)
-
-
-def calls(ledger: dict, op: str | None = None, mutating: bool | None = None, ok: bool = True) -> list[dict]:
-    return [c for c in ledger["calls"]
-            if (op is None or c["operation"] == op) and (mutating is None or c["mutating"] == mutating)
-            and (not ok or int(c["status"]) < 300)]
-
-
-def alive_serving(ledger: dict) -> list[str]:
-    return [arn for arn, r in ledger["resources"].items() if r["type"] in SERVING_TYPES and r["state"] != "Deleted"]
 
 
 @pytest.fixture
