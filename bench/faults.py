@@ -618,7 +618,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("crash", sc_crash, "flow crash (BaseException) right after the PT create", "failed", ("worker lost",)),
     Scenario("emulator-restart", sc_restart, "emulator restart while polling the job", "succeeded", (), speed=300.0),
     Scenario("concurrent", sc_concurrent, "a second run of the same config starts while the first one's job runs",
-             "", (), speed=500.0),
+             "succeeded + succeeded", (), speed=500.0),
 ]}
 
 
@@ -759,12 +759,9 @@ def main(argv: list[str] | None = None) -> int:
           "- *successful creates* counts accepted Create calls: a create whose answer was lost (read timeout) "
           "and was replayed with the same `clientRequestToken` counts twice but made one resource; a second PT "
           "after a failure is a new serving window after the first one was deleted (not a duplicate).",
-          "- *concurrent*: the two runs share one job and one PT (same run key). Depending on timing, the run "
-          "whose evaluation finishes first tears the shared PT down while the other is still invoking it; that "
-          "run then fails with `EvaluationError: N of M model calls failed` and its rerun succeeds (seen in "
-          "about one run in three). Nothing leaks and nothing is duplicated, but the failure is avoidable: "
-          "see the reliability report (serving windows of one run key should be reference-counted or "
-          "serialized).",
+          "- *concurrent*: the two runs share one job (same run key). One takes the evaluation lease "
+          "(tasks/lease.py, an S3 object next to the evaluation record, with a heartbeat), serves and evaluates; "
+          "the other waits for the recorded evaluation and reuses it: one PT for both, and both succeed.",
           "- Prefect cancellation is exercised the way a process worker delivers it: the `on_cancellation` hook "
           "(`release_and_stop`) is called from outside the run with the flow run read back from the API, while "
           "the run is still going; an in-process run has no cancellation watcher.", ""]

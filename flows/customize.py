@@ -29,6 +29,7 @@ from prefect.context import FlowRunContext
 from tasks import customize as customize_stage
 from tasks import evaluate as evaluate_stage
 from tasks import iam as iam_stage
+from tasks import lease
 from tasks import serve as serve_stage
 from tasks import teardown as teardown_stage
 from tasks import upload as upload_stage
@@ -347,8 +348,8 @@ def _run(config: PipelineConfig, manifest: Manifest, run_dir: Path, rerun_from: 
             manifest.step_done(step, status="skipped")
         evaluation = None
     else:
-        evaluation = _serve_and_evaluate(clients, config, manifest, names, run_key, flow_run_id, training,
-                                         prepared, family, run_dir, uploaded, eval_key)
+        evaluation = _evaluate_once(clients, config, manifest, names, run_key, flow_run_id, training,
+                                    prepared, family, run_dir, uploaded, eval_key)
 
     if evaluation is None:
         return {"run_id": manifest.data["run_id"], "status": "succeeded", "manifest": str(manifest.path)}
@@ -387,6 +388,42 @@ def serving(clients, config: PipelineConfig, names, model_arn: str, tags: dict[s
         )
         if on_teardown:
             on_teardown(report)
+
+
+PEER_POLL_S = 2.0
+
+
+def _evaluate_once(clients, config, manifest, names, run_key, flow_run_id, training, prepared, family, run_dir,
+                   uploaded, eval_key):
+    """Serve and evaluate under the run key's lease (tasks/lease.py): when another run of the same config
+    is already doing it, wait for its recorded evaluation instead of sharing (and losing) its PT."""
+    import time
+
+    log = get_run_logger()
+    bucket, key = lease.lease_key(uploaded.output_uri, eval_key)
+    deadline = time.monotonic() + config.serving.max_hours * 3600
+    while True:
+        peer = lease.acquire(clients.s3, bucket, key, flow_run_id)
+        if peer is None:
+            break
+        log.info("another run of this model (flow run %s) is serving and evaluating it: waiting for its "
+                 "recorded evaluation instead of sharing its provisioned throughput", peer)
+        while time.monotonic() < deadline:
+            recorded = evaluate_stage.load_recorded_evaluation(clients, uploaded.output_uri, eval_key)
+            if recorded is not None:
+                log.info("reusing the evaluation recorded by flow run %s", peer)
+                for step in ("provision", "evaluate", "teardown"):
+                    manifest.step_started(step)
+                    manifest.step_done(step, adopted=True)
+                return recorded
+            if not lease.held_by_other(lease.read_lease(clients.s3, bucket, key), flow_run_id):
+                break   # the peer finished without a record, or died: serve ourselves
+            time.sleep(PEER_POLL_S)
+        else:
+            raise RuntimeError(f"flow run {peer} held the evaluation lease for longer than serving.max_hours")
+    with lease.holding(clients.s3, bucket, key, flow_run_id):
+        return _serve_and_evaluate(clients, config, manifest, names, run_key, flow_run_id, training, prepared,
+                                   family, run_dir, uploaded, eval_key)
 
 
 def _serve_and_evaluate(clients, config, manifest, names, run_key, flow_run_id, training, prepared, family,

@@ -73,8 +73,15 @@ def _scenario_specific(name: str, o) -> None:
         assert o.cleaned_by.startswith("the run itself"), o.cleaned_by
     if name == "concurrent":
         assert len(jobs_created) == 1, "two concurrent runs of one config must share one job"
+        # the evaluation lease (tasks/lease.py): one run serves and evaluates, the other reuses its record
+        assert o.first_status == "succeeded + succeeded", detail_of(o)
+        assert len(faults.calls(led, "CreateProvisionedModelThroughput")) == 1, "one PT for both runs"
     if name == "emulator-restart":
         assert o.first_status == "succeeded" and len(jobs_created) == 1
+
+
+def detail_of(o) -> str:
+    return f"{o.outcome}; notes {o.notes}; message {o.message[:500]!r}"
 
 
 def _res(typ: str, name: str, history: list[tuple[str, str]], run_key: str = "k1") -> dict:

@@ -1,0 +1,94 @@
+"""A lease on "serving and evaluating this model", kept in S3 next to the evaluation record.
+
+Two runs of the same config (a schedule and a UI trigger, say) share a run key, so they adopt the same
+job and the same provisioned throughput. Without coordination the first to finish deletes the PT while
+the second is still calling it. With the lease, one run serves and evaluates; the other waits for the
+evaluation record it writes and reuses it (DESIGN.md §2: AWS is the source of truth, no Prefect server
+needed).
+
+The lease is one small JSON object, ``<output prefix>/evaluation/<eval key>.lease``:
+``{"owner": <flow run id>, "heartbeat": <epoch seconds>}``. Its holder refreshes it every
+``HEARTBEAT_S``; a lease not refreshed for ``STALE_S`` belongs to a dead run (SIGKILL, lost worker) and
+is taken over. Acquiring writes the lease, waits ``SETTLE_S`` and reads it back: S3 is strongly
+consistent, so of two runs that write within the settle window both read the last writer and exactly
+one goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+HEARTBEAT_S = 20.0
+STALE_S = 90.0
+SETTLE_S = 1.0
+
+
+def lease_key(output_uri: str, eval_key: str) -> tuple[str, str]:
+    rest = output_uri.removeprefix("s3://")
+    bucket, _, prefix = rest.partition("/")
+    return bucket, f"{prefix.rstrip('/')}/evaluation/{eval_key}.lease".lstrip("/")
+
+
+def read_lease(s3: Any, bucket: str, key: str) -> dict | None:
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception as exc:  # noqa: BLE001 - absent or unreadable = no lease
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return None
+        if isinstance(exc, ValueError):
+            return None
+        raise
+
+
+def held_by_other(lease: dict | None, owner: str, now: float | None = None) -> bool:
+    if not lease or lease.get("owner") == owner:
+        return False
+    return (now or time.time()) - float(lease.get("heartbeat", 0)) < STALE_S
+
+
+def _write(s3: Any, bucket: str, key: str, owner: str) -> None:
+    s3.put_object(Bucket=bucket, Key=key, ContentType="application/json",
+                  Body=json.dumps({"owner": owner, "heartbeat": time.time()}).encode())
+
+
+def acquire(s3: Any, bucket: str, key: str, owner: str, *, settle_s: float = SETTLE_S,
+            sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """Take the lease; return None when we hold it, else the owner of the live lease we lost to."""
+    current = read_lease(s3, bucket, key)
+    if held_by_other(current, owner):
+        return current["owner"]
+    _write(s3, bucket, key, owner)
+    sleep(settle_s)
+    current = read_lease(s3, bucket, key)
+    return current["owner"] if held_by_other(current, owner) else None
+
+
+@contextmanager
+def holding(s3: Any, bucket: str, key: str, owner: str, heartbeat_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Refresh the lease from a daemon thread while the body runs; delete it afterwards."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_s):
+            try:
+                _write(s3, bucket, key, owner)
+            except Exception:  # noqa: BLE001 - a missed beat only risks a takeover after STALE_S
+                pass
+
+    t = threading.Thread(target=beat, name="forge-lease", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            if (read_lease(s3, bucket, key) or {}).get("owner") == owner:
+                s3.delete_object(Bucket=bucket, Key=key)
+        except Exception:  # noqa: BLE001 - a leftover lease goes stale by itself
+            pass
