@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import shared_dir
 
 from tasks.catalog import CustomizationType, load_catalog
 from tasks.config import load_config
@@ -17,7 +18,7 @@ from tasks.config import load_config
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 DATA = EXAMPLES / "data"
-SOURCE = ROOT.parent / "shared" / "datasets" / "banking77"     # present on the dev machines, not in a clone
+SOURCE = (shared_dir() or Path("/nonexistent")) / "datasets" / "banking77"   # shared/ beside the repo
 
 
 def _rows() -> list[dict]:
