@@ -8,7 +8,8 @@
   ``evaluation.max_error_share`` allows — unlike tolerating 100 % failed calls silently.
 - ``compute_metrics`` / ``paired_bootstrap`` / ``training_summary`` live in ``tasks.metrics``.
 - ``apply_gate``: the quality gate on one metric, with its bootstrap CI.
-- ``evaluate_endpoints``: the plain function the flow calls; ``evaluate_task`` is its Prefect wrapper.
+- ``collect_outputs`` (needs the serving resource) then ``score_outputs`` (after teardown): the two phases
+  the flows call through ``collect_outputs_task`` / ``score_outputs_task``; ``evaluate_endpoints`` runs both.
 
 Nothing here needs AWS to be testable: invokers are plain callables ``Example -> InvokeResult``.
 """
@@ -417,13 +418,6 @@ def _score_task_fn(df: pd.DataFrame, config: Any, prepared: Any, training: Train
     return result
 
 
-def _evaluate_task_fn(clients: Any, config: Any, prepared: Any, family: Any, endpoint: Any,
-                      training: TrainingResult | None, out_dir: str) -> EvaluationResult:
-    """Both phases (for callers that keep the serving resource for the whole evaluation)."""
-    return _score_task_fn(_collect_task_fn(clients, config, prepared, family, endpoint, out_dir), config, prepared,
-                          training, out_dir)
-
-
 def _record_key(output_uri: str, eval_key: str) -> tuple[str, str]:
     rest = output_uri.removeprefix("s3://")
     bucket, _, prefix = rest.partition("/")
@@ -452,7 +446,6 @@ def load_recorded_evaluation(clients: Any, output_uri: str, eval_key: str) -> Ev
 
 # Prefect wrappers: thin, no retries (each model call has its own retries inside run_comparison) and no
 # Prefect cache (boto3 clients cannot be hashed; a finished evaluation is recorded in S3 instead).
-evaluate_task = task(name="evaluate", retries=0, cache_policy=NO_CACHE)(_evaluate_task_fn)
 collect_outputs_task = task(name="evaluate-invoke", retries=0, cache_policy=NO_CACHE)(_collect_task_fn)
 score_outputs_task = task(name="evaluate-score", retries=0, cache_policy=NO_CACHE)(_score_task_fn)
 
