@@ -224,7 +224,8 @@ def customize_model(
 
     run_id = run_id or new_run_id(config.name)
     manifest = Manifest.create(runs_dir, run_id, config.model_dump(mode="json"))
-    manifest.update(flow_run_id=_flow_run_id(), rerun_from=rerun_from)
+    manifest.update(flow_run_id=_flow_run_id(), rerun_from=rerun_from,
+                    flow_run_ids=[*manifest.data.get("flow_run_ids", []), _flow_run_id()])
     run_dir = manifest.run_dir
     log.info("run %s — manifest: %s", run_id, manifest.path)
 
@@ -401,9 +402,11 @@ def _evaluate_once(clients, config, manifest, names, run_key, flow_run_id, train
 
     log = get_run_logger()
     bucket, key = lease.lease_key(uploaded.output_uri, eval_key)
-    deadline = time.monotonic() + config.serving.max_hours * 3600
+    # a live peer is waited for at most serving.max_hours; a dead one's lease goes stale after STALE_S
+    deadline = time.monotonic() + max(config.serving.max_hours * 3600, 2 * lease.STALE_S)
+    ours = manifest.data.get("flow_run_ids", [])   # earlier attempts of this run: a rerun supersedes them
     while True:
-        peer = lease.acquire(clients.s3, bucket, key, flow_run_id)
+        peer = lease.acquire(clients.s3, bucket, key, flow_run_id, ours=ours)
         if peer is None:
             break
         log.info("another run of this model (flow run %s) is serving and evaluating it: waiting for its "
@@ -416,7 +419,7 @@ def _evaluate_once(clients, config, manifest, names, run_key, flow_run_id, train
                     manifest.step_started(step)
                     manifest.step_done(step, adopted=True)
                 return recorded
-            if not lease.held_by_other(lease.read_lease(clients.s3, bucket, key), flow_run_id):
+            if not lease.held_by_other(lease.read_lease(clients.s3, bucket, key), flow_run_id, ours=ours):
                 break   # the peer finished without a record, or died: serve ourselves
             time.sleep(PEER_POLL_S)
         else:

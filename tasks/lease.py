@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,8 +46,10 @@ def read_lease(s3: Any, bucket: str, key: str) -> dict | None:
         raise
 
 
-def held_by_other(lease: dict | None, owner: str, now: float | None = None) -> bool:
-    if not lease or lease.get("owner") == owner:
+def held_by_other(lease: dict | None, owner: str, now: float | None = None, ours: Iterable[str] = ()) -> bool:
+    """A live lease of another run. ``ours``: earlier attempts of this same run (a rerun supersedes them:
+    on-call reruns a run whose earlier attempt died holding the lease)."""
+    if not lease or lease.get("owner") == owner or lease.get("owner") in set(ours):
         return False
     return (now or time.time()) - float(lease.get("heartbeat", 0)) < STALE_S
 
@@ -57,16 +59,16 @@ def _write(s3: Any, bucket: str, key: str, owner: str) -> None:
                   Body=json.dumps({"owner": owner, "heartbeat": time.time()}).encode())
 
 
-def acquire(s3: Any, bucket: str, key: str, owner: str, *, settle_s: float = SETTLE_S,
+def acquire(s3: Any, bucket: str, key: str, owner: str, *, ours: Iterable[str] = (), settle_s: float = SETTLE_S,
             sleep: Callable[[float], None] = time.sleep) -> str | None:
     """Take the lease; return None when we hold it, else the owner of the live lease we lost to."""
     current = read_lease(s3, bucket, key)
-    if held_by_other(current, owner):
+    if held_by_other(current, owner, ours=ours):
         return current["owner"]
     _write(s3, bucket, key, owner)
     sleep(settle_s)
     current = read_lease(s3, bucket, key)
-    return current["owner"] if held_by_other(current, owner) else None
+    return current["owner"] if held_by_other(current, owner, ours=ours) else None
 
 
 @contextmanager

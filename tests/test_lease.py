@@ -79,3 +79,10 @@ def test_holding_refreshes_the_heartbeat_and_releases_at_the_end(s3):
         assert lease.read_lease(s3, BUCKET, KEY)["heartbeat"] > first
     assert lease.read_lease(s3, BUCKET, KEY) is None
     assert lease.acquire(s3, BUCKET, KEY, "run-b", settle_s=0) is None
+
+
+def test_a_rerun_supersedes_the_lease_of_its_own_earlier_attempt(s3):
+    """On-call reruns a run whose worker was killed while it held the lease: no 90 s wait for staleness."""
+    assert lease.acquire(s3, BUCKET, KEY, "attempt-1", settle_s=0) is None      # then SIGKILL
+    assert lease.acquire(s3, BUCKET, KEY, "other-run", settle_s=0) == "attempt-1"
+    assert lease.acquire(s3, BUCKET, KEY, "attempt-2", ours=["attempt-1"], settle_s=0) is None
