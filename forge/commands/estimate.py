@@ -101,14 +101,11 @@ def _progress(n: int) -> None:
 
 
 def cmd_estimate(args) -> int:
-    from tasks.config import ConfigError, load_config
+    from forge.commands import load_config_or_report
     from tasks.estimate import BudgetExceeded, check_budget, estimate_from_config
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as err:
-        for line in err.problems:
-            print(line, file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return 2
     try:
         estimate = estimate_from_config(config, method="raw" if args.raw else "auto", progress=_progress)

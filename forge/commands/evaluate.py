@@ -32,18 +32,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    from forge.commands import load_config_or_report
     from forge.commands.run import aws_target
-    from tasks.config import ConfigError, load_config
 
     if not args.run_id and not args.config:
         print("give RUN_ID or --config CONFIG --model ARN", file=sys.stderr)
         return 2
     config = None
     if args.config:
-        try:
-            config = load_config(args.config)
-        except ConfigError as err:
-            print("\n".join(err.problems), file=sys.stderr)
+        config = load_config_or_report(args.config)
+        if config is None:
             return 2
     if args.run_id and not (Path(args.runs_dir) / args.run_id / "manifest.json").exists():
         print(f"no run {args.run_id!r} under {args.runs_dir}", file=sys.stderr)

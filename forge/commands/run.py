@@ -169,13 +169,10 @@ def _latest_manifest(runs_dir: str, run_id: str | None, name: str | None) -> str
 
 
 def cmd_run(args) -> int:
-    from tasks.config import ConfigError, load_config
+    from forge.commands import load_config_or_report
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as err:
-        for line in err.problems:
-            print(line, file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return 2
     problems = preflight(config, args.config)
     if problems:
