@@ -325,6 +325,22 @@ def _messages(rec: dict, add: Add) -> list | None:
     return msgs
 
 
+def _turn_shape(m: Any, p: str, add: Callable, roles: list[str], shape: str, system_fix: str) -> bool:
+    """Checks every messages format shares for one turn (an object; only role and content; role user or
+    assistant); records its role in ``roles``. False when the turn is not an object (nothing else to check)."""
+    if not isinstance(m, dict):
+        add(p, f"must be an object, got {_tname(m)}", shape)
+        roles.append("?")
+        return False
+    for k in sorted(m.keys() - {"role", "content"}):
+        add(f"{p}.{_key(k)}", "unknown key", "turns have only role and content")
+    role = m.get("role")
+    if role not in ("user", "assistant"):
+        add(f"{p}.role", f"invalid role {role!r}", system_fix if role == "system" else "use 'user' or 'assistant'")
+    roles.append(role if isinstance(role, str) else "?")
+    return True
+
+
 def _check_claude(rec: dict, rules: Rules, add: Add) -> None:
     if "system" in rec and _is_str(rec["system"], "system", add):
         _text_rules(rec["system"], "system", rules, add, required=False)
@@ -334,17 +350,9 @@ def _check_claude(rec: dict, rules: Rules, add: Add) -> None:
     roles: list[str] = []
     for i, m in enumerate(msgs):
         p = f"messages[{i}]"
-        if not isinstance(m, dict):
-            add(p, f"must be an object, got {_tname(m)}", '{"role": "user"|"assistant", "content": "..."}')
-            roles.append("?")
+        if not _turn_shape(m, p, add, roles, '{"role": "user"|"assistant", "content": "..."}',
+                           "put the system prompt in the top-level \"system\" string"):
             continue
-        for k in sorted(m.keys() - {"role", "content"}):
-            add(f"{p}.{_key(k)}", "unknown key", "turns have only role and content")
-        role = m.get("role")
-        if role not in ("user", "assistant"):
-            fix = "put the system prompt in the top-level \"system\" string" if role == "system" else "use 'user' or 'assistant'"
-            add(f"{p}.role", f"invalid role {role!r}", fix)
-        roles.append(role if isinstance(role, str) else "?")
         if "content" not in m:
             add(f"{p}.content", "missing", "add the turn's text as a string")
         elif isinstance(m["content"], list):
@@ -420,17 +428,10 @@ def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:
     counts: dict[str, int] = {}
     for i, m in enumerate(msgs):
         p = f"messages[{i}]"
-        if not isinstance(m, dict):
-            add(p, f"must be an object, got {_tname(m)}", '{"role": "user", "content": [{"text": "..."}]}')
-            roles.append("?")
+        if not _turn_shape(m, p, add, roles, '{"role": "user", "content": [{"text": "..."}]}',
+                           'put the system prompt in the top-level "system": [{"text": ...}]'):
             continue
-        for k in sorted(m.keys() - {"role", "content"}):
-            add(f"{p}.{_key(k)}", "unknown key", "turns have only role and content")
         role = m.get("role")
-        if role not in ("user", "assistant"):
-            fix = 'put the system prompt in the top-level "system": [{"text": ...}]' if role == "system" else "use 'user' or 'assistant'"
-            add(f"{p}.role", f"invalid role {role!r}", fix)
-        roles.append(role if isinstance(role, str) else "?")
         c = m.get("content")
         if "content" not in m:
             add(f"{p}.content", "missing", 'add "content": [{"text": "..."}]')
