@@ -55,7 +55,6 @@ def _allocate_account(preferred: str | None) -> str:
             if acct not in _accounts_in_use:
                 _accounts_in_use.add(acct)
                 return acct
-            n += 1
 
 
 def _release_account(acct: str) -> None:

@@ -4,36 +4,38 @@
 ``test.jsonl`` (when non-empty) and ``report.json`` into ``out_dir`` and returns ``PreparedData``.
 Bad input raises ``DataValidationError`` with every located problem before anything is written.
 
-Memory: the text is never held; per good record pass 1 keeps 34 bytes of fixed-size numbers, and
-the sorts after it need a few times that for a moment. The source is streamed twice:
+Memory does not grow with the file: the text is never held, and the per-record keys go to files on
+disk (``tasks/keys.py``); the one in-memory array as long as the file is the split byte of each
+record. The source is streamed twice:
 
 1. **scan**: ``tasks.validate.SourceScanner`` reads in 64 KiB chunks (CSV rows, Parquet batches),
-   checks every rule and keeps, per good record, in ``array`` buffers: three 64-bit hashes (exact
-   texts, normalized record, normalized prompt), the normalized answer's low 32 bits, a 16-bit
-   label id and a 32-bit character count (``_Scan``); line numbers only where line - index changes.
-   Label ids are tracked while completions look like labels (<= ``LABEL_MAX_DISTINCT`` short
-   distinct values), then dropped. Formatted prompt/completion JSONL (the commonest input) is
-   recognised inline by the scanner and handed to ``_Scan.add_pc`` with no per-record object.
-2. dedupe, seeded ``max_records`` sample and the split run on those arrays (numpy sorts; no
-   ``np.unique``, which is several times slower on 64-bit keys): duplicates are grouped by
-   normalized text, and a group never straddles two splits.
+   checks every rule and keeps, per good record, fixed-size numbers (``_Scan``): three 64-bit hashes
+   (exact texts, normalized record, normalized prompt), the normalized answer's low 32 bits, a
+   16-bit label id, a 32-bit character count and the line, appended to ``keys.KeyStore`` column
+   files every ``keys.CHUNK`` records. Label ids are tracked while completions look like labels
+   (<= ``LABEL_MAX_DISTINCT`` short distinct values), then dropped. Formatted prompt/completion
+   JSONL (the commonest input) is recognised inline by the scanner and handed to ``_Scan.add_pc``
+   with no per-record object.
+2. the seeded ``max_records`` sample, dedupe, conflict count, grouped (stratified) split and the
+   preset's train cap read those files back a chunk at a time or hash-partitioned into buckets of
+   bounded size (``tasks/keys.py``): duplicates are grouped by normalized text, records of one
+   normalized prompt form a group, and a group never straddles two splits. The result is the
+   ``assign`` byte per record.
 3. **write**: the source is streamed again and each record goes straight to its split file (sha256
    computed while writing, into temporary names renamed at the end). A source already in the model's
    format is copied as it is, 256 KiB of lines at a time (``_copy_lines``; it passed every rule in
-   pass 1); raw sources are converted again. Augmented copies are made on the fly for train records only.
+   pass 1); raw sources are converted again. Augmented copies are made on the fly for train records
+   only; with augmentation on, the validation/test near and prompt keys are held in memory for the
+   leak check (16 bytes per validation/test record), the one exception to the bound above.
 
-Measured with bench/prepare.py (bench/results-prepare.md, 50k and 200k records): 0.7-0.8x the time
-of a bare per-line ``json.loads`` loop that checks two keys and shuffles (and validates nothing
-else), for every Bedrock rule, duplicate detection and the stratified split; peak RSS above imports
-about 7 MiB at 50k and 12 MiB at 200k records, i.e. it grows about 35-40 bytes a record (the 34-byte
-state; keys not needed any more are freed before the next sort, sorts index with int32), against
-about 600 for that loop, which holds every record. Not constant: a seeded, exact-count, stratified,
-duplicate-aware split needs a key per record.
+Measured with bench/prepare.py (bench/results-prepare.md): 0.63-0.88x the time of a bare per-line
+``json.loads`` loop that checks two keys and shuffles (and validates nothing else), for every
+Bedrock rule, duplicate detection and the stratified split; peak RSS above imports 4 / 5 / 7 MiB at
+50k / 200k / 1M records, against 26 / 117 / 603 MiB for that loop, which holds every record.
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import os
@@ -51,6 +53,7 @@ import numpy as np
 from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 
+from tasks import keys
 from tasks.catalog import PRESETS, CustomizationType, DataFormat
 from tasks.config import PipelineConfig
 from tasks.formats import Example, from_record, record_texts, to_record
@@ -121,66 +124,6 @@ def fingerprints(ex: Example, texts: list[str]) -> tuple[int, int, int, int]:
     return hash(tuple(texts)), near, hash((n_system, n_prompt)), hash(n_answer)
 
 
-def _run_starts(keys: np.ndarray, order: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
-    """``starts[j]``: the j-th key in sorted order (``keys[order[j]]``, or ``keys[idx[order[j]]]``)
-    differs from the one before. Compares a slice at a time: no sorted copy of the keys is made."""
-    n = len(order)
-    starts = np.empty(n, dtype=bool)
-    step = 1 << 16
-    last = None
-    for a in range(0, n, step):
-        cur = keys[order[a:a + step]] if idx is None else keys[idx[order[a:a + step]]]
-        starts[a] = True if last is None else bool(cur[0] != last)
-        np.not_equal(cur[1:], cur[:-1], out=starts[a + 1:a + len(cur)])
-        last = cur[-1]
-    return starts
-
-
-def _first_positions(keys: np.ndarray) -> np.ndarray:
-    """Position of the first occurrence of each distinct key (in key order; what
-    ``np.unique(keys, return_index=True)[1]`` gives, with fewer temporaries)."""
-    if len(keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = np.argsort(keys, kind="stable").astype(np.int32)
-    return order[_run_starts(keys, order)]      # a stable sort: each run starts at its first occurrence
-
-
-def _first_occurrence_ids(keys: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
-    """Group id per element of ``keys`` (or of ``keys[idx]``), numbered in order of first occurrence
-    (independent of the key values)."""
-    n = len(keys) if idx is None else len(idx)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = np.argsort(keys if idx is None else keys[idx], kind="stable").astype(np.int32)   # (keys[idx] dropped here)
-    starts = _run_starts(keys, order, idx)
-    first_pos = order[starts]                    # a stable sort: each run starts at its first occurrence
-    run = np.cumsum(starts, dtype=np.int32)      # run (distinct key, in key order) of each sorted element, + 1
-    del starts
-    run -= 1
-    is_first = np.zeros(n, dtype=bool)           # rank of each run by its first position, without a sort
-    is_first[first_pos] = True
-    rank_at = np.cumsum(is_first, dtype=np.int32)
-    del is_first
-    rank = rank_at[first_pos]
-    del rank_at, first_pos
-    rank -= 1
-    np.take(rank, run, out=run)
-    ids = np.empty(n, dtype=np.int32)
-    ids[order] = run
-    return ids
-
-
-def _n_distinct(a: np.ndarray, in_place: bool = False) -> int:
-    """``len(np.unique(a))`` by a plain sort (np.unique is several times slower on 64-bit keys);
-    ``in_place`` sorts ``a`` itself (no copy)."""
-    if len(a) == 0:
-        return 0
-    s = a if in_place else np.sort(a)
-    if in_place:
-        s.sort()
-    return 1 + int(np.count_nonzero(s[1:] != s[:-1]))
-
-
 def _teacher(config: PipelineConfig) -> str | None:
     return config.distillation.teacher_model if config.distillation else None
 
@@ -217,24 +160,17 @@ def _config_problems(config: PipelineConfig) -> list[Problem]:
 
 
 class _Scan:
-    """What pass 1 keeps per good record: fixed-size numbers only, 34 bytes a record.
+    """What pass 1 keeps per good record: fixed-size numbers (``tasks.keys.COLUMNS``), gathered in
+    ``array`` buffers and appended to the on-disk ``KeyStore`` every ``keys.CHUNK`` records.
 
     ``exact``/``near``/``prompt``: 64-bit keys (``fingerprints``); ``answer``: the answer key's low 32
     bits (it only tells answers apart within one prompt's records, for the conflict count); ``label``:
-    a small label id (-1: none); ``chars``: characters of the record's texts. The line of record ``i``
-    is ``i + offset``, the offset stored only where it changes (a CSV row over several lines, a skipped
-    blank row): nothing per record for JSONL."""
+    a small label id (-1: none); ``chars``: characters of the record's texts; ``line``: its line."""
 
-    def __init__(self, rules: Rules) -> None:
-        self.exact = array("q")
-        self.near = array("q")
-        self.prompt = array("q")
-        self.answer = array("I")
-        self.label = array("h")
-        self.chars = array("i")
-        self.line_from = array("q")        # record index where ...
-        self.line_offset = array("q")      # ... line - index becomes this
-        self._offset: int | None = None
+    def __init__(self, rules: Rules, store: keys.KeyStore) -> None:
+        self.store = store
+        self._new_buffers()
+        self.n = 0
         self.labels: dict[str, int] | None = {}
         self._answers = _AnswerKeys()
         self.short_prompts = 0
@@ -250,6 +186,20 @@ class _Scan:
                 c -= 1
             self._near_chars = c
 
+    def _new_buffers(self) -> None:
+        self.exact = array("q")
+        self.near = array("q")
+        self.prompt = array("q")
+        self.answer = array("I")
+        self.label = array("h")
+        self.chars = array("i")
+        self.line = array("q")
+
+    def flush(self) -> None:
+        if len(self.exact):
+            self.store.append({c: getattr(self, c) for c in keys.COLUMNS})
+            self._new_buffers()
+
     def add(self, item) -> None:
         ex, texts = item.example, item.texts
         prompt, completion, system = ex.prompt, ex.completion, ex.system
@@ -260,18 +210,14 @@ class _Scan:
             near = hash((n_system, n_prompt, n_answer))
         else:
             near = hash(tuple(_norm_key(t) for t in texts))
-        i = len(self.exact)
         self.exact.append(hash(tuple(texts)))
         self.near.append(near)
         self.prompt.append(hash((n_system, n_prompt)))
         self.answer.append(hash(n_answer) & 0xFFFFFFFF)
         chars = sum(map(len, texts))
         self.chars.append(min(chars, 2**31 - 1))
-        off = item.line - i
-        if off != self._offset:
-            self._offset = off
-            self.line_from.append(i)
-            self.line_offset.append(off)
+        self.line.append(item.line)
+        self.n += 1
         if len(prompt.strip()) < SHORT_CHARS:
             self.short_prompts += 1
         c = completion.strip()
@@ -293,22 +239,21 @@ class _Scan:
                     else:
                         lid = labels[c] = len(labels)
         self.label.append(lid)
+        if len(self.exact) >= keys.CHUNK:
+            self.flush()
 
     def add_pc(self, line: int, prompt: str, completion: str, chars: int) -> None:
         """``add`` for a record with no system text and the texts [prompt, completion] (the scanner's
         sink for formatted prompt/completion JSONL): the same keys and counts, no Item built."""
         n_prompt = _norm_key(prompt)
         n_answer = self._answers[completion] if len(completion) <= LABEL_MAX_CHARS else _norm_key(completion)
-        i = len(self.exact)
         self.exact.append(hash((prompt, completion)))
         self.near.append(hash((b"", n_prompt, n_answer)))
         self.prompt.append(hash((b"", n_prompt)))
         self.answer.append(hash(n_answer) & 0xFFFFFFFF)
         self.chars.append(min(chars, 2**31 - 1))
-        if line - i != self._offset:
-            self._offset = line - i
-            self.line_from.append(i)
-            self.line_offset.append(line - i)
+        self.line.append(line)
+        self.n += 1
         if len(prompt.strip()) < SHORT_CHARS:
             self.short_prompts += 1
         c = completion.strip()
@@ -330,36 +275,8 @@ class _Scan:
                     else:
                         lid = labels[c] = len(labels)
         self.label.append(lid)
-
-    def line_of(self, i: int) -> int:
-        k = bisect.bisect_right(self.line_from, i) - 1
-        return i + self.line_offset[k]
-
-
-def _split_groups(n_groups: int, strata: np.ndarray | None, fractions: tuple[float, float, float],
-                  rng: np.random.Generator) -> np.ndarray:
-    """Split of each group: 0 train / 1 validation / 2 test, per stratum, seeded (round per stratum)."""
-    out = np.zeros(n_groups, dtype=np.int8)
-    if strata is None:
-        bounds = [0, n_groups] if n_groups else []
-        order = np.arange(n_groups)
-    else:                 # group ids of each stratum, strata ascending, ids ascending within one (a stable sort)
-        order = np.argsort(strata, kind="stable")
-        bounds = [0, *(np.flatnonzero(np.diff(strata[order])) + 1).tolist(), n_groups] if n_groups else []
-    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
-        gs = order[a:b].copy()
-        rng.shuffle(gs)
-        n = len(gs)
-        n_test = int(round(n * fractions[2]))
-        n_val = int(round(n * fractions[1]))
-        if n_test + n_val >= n and n > 0:        # keep at least one group in train
-            over = n_test + n_val - (n - 1)
-            cut = min(over, n_test)
-            n_test -= cut
-            n_val -= over - cut
-        out[gs[:n_test]] = 2
-        out[gs[n_test:n_test + n_val]] = 1
-    return out
+        if len(self.exact) >= keys.CHUNK:
+            self.flush()
 
 
 def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[int], None] | None = None) -> PreparedData:
@@ -368,13 +285,22 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     out.mkdir(parents=True, exist_ok=True)
     source = _local_source(config, out)
     stamp = _stamp(source)
+    store = keys.KeyStore(out)
+    try:
+        return _prepare(config, out, source, stamp, store, progress)
+    finally:
+        store.close()
+
+
+def _prepare(config: PipelineConfig, out: Path, source: str, stamp: tuple[int, int] | None, store: keys.KeyStore,
+             progress: Callable[[int], None] | None) -> PreparedData:
     d = config.data
     sp = d.split
 
-    # -- pass 1: validate + fingerprints ----------------------------------------------------
+    # -- pass 1: validate + per-record keys (to disk) ---------------------------------------
     scanner = _scanner(config, source, progress)
     rules = scanner.rules
-    scan = _Scan(rules) if rules is not None else None
+    scan = _Scan(rules, store) if rules is not None else None
     add = scan.add if scan is not None else None
     scanner.sink = scan.add_pc if scan is not None else None
     for item in scanner:
@@ -387,122 +313,60 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     total += len(cfg_problems)
     if total or rules is None:
         raise DataValidationError(problems, total)
-    assert rules is not None
-
-    assert scan is not None
-    n = len(scan.exact)
-    exact = _np(scan.exact, np.int64)
-    near = _np(scan.near, np.int64)
-    prompt_h = _np(scan.prompt, np.int64)
-    chars = _np(scan.chars, np.int32)
-    labels_arr = _np(scan.label, np.int16)
+    assert rules is not None and scan is not None
+    scan.flush()
+    store.finish()
+    n = store.n
     warnings: list[str] = list(report.stats.get("warnings") or [])
     if report.stats.get("mode") == "formatted" and (d.system_prompt or d.prompt_template != "{prompt}"):
         warnings.append("the input is already in the model's format: data.system_prompt / data.prompt_template "
                         "were not applied")
 
-    # -- selection: seeded sample, duplicates ---------------------------------------------
-    sampled = d.max_records is not None and n > d.max_records
-    selected = np.zeros(0, dtype=np.int64)      # the sampled record indices (all records when not sampled)
-    if sampled:
-        rng_s = np.random.default_rng(sp.seed)
-        selected = np.sort(rng_s.choice(n, size=d.max_records, replace=False))
+    # -- selection: seeded sample, duplicates (tasks/keys.py: bounded memory) ----------------
+    assign = keys.sample(n, d.max_records, sp.seed)          # the split byte of every record
+    dups = keys.find_duplicates(store, assign, drop=d.dedupe)
+    n_sel = dups.selected
+    dup_examples = [{"line": store.at("line", i), "duplicate_of_line": store.at("line", f),
+                     "kind": "exact" if same else "near"} for i, f, same in dups.examples]
+    exact_dups = n_sel - dups.distinct_exact
+    near_only_dups = dups.distinct_exact - dups.distinct_near
+    dropped = n_sel - dups.distinct_near if d.dedupe else 0
 
-    def pick(a: np.ndarray) -> np.ndarray:      # no copy when every record is selected
-        return a[selected] if sampled else a
-
-    def record(q: int) -> int:                  # position among the selected -> record index
-        return int(selected[q]) if sampled else int(q)
-
-    n_sel = len(selected) if sampled else n
-    near_sel = pick(near)
-    first_near = _first_positions(near_sel).astype(np.int32)   # positions (in selected) of each near group's first record
-    dup_examples: list[dict] = []
-    if len(first_near) < n_sel:                 # the first 10 duplicates, with the record each repeats
-        is_first = np.zeros(n_sel, dtype=bool)
-        is_first[first_near] = True
-        dup_pos = np.flatnonzero(~is_first)[:10]
-        del is_first
-        first_of = {int(near_sel[q]): int(q) for q in first_near[np.isin(near_sel[first_near], near_sel[dup_pos])]}
-        for q in dup_pos:
-            i, f = record(q), record(first_of[int(near_sel[q])])
-            dup_examples.append({"line": scan.line_of(i), "duplicate_of_line": scan.line_of(f),
-                                 "kind": "exact" if exact[i] == exact[f] else "near"})
-    del near_sel
-    ex_sel = pick(exact)
-    del exact
-    unique_exact = _n_distinct(ex_sel, in_place=True)    # (the exact keys are not needed after this)
-    del ex_sel
-    scan.exact = array("q")                    # free them before the next sorts
-    exact_dups = n_sel - unique_exact
-    near_only_dups = unique_exact - len(first_near)
-    # conflicts: the same prompt with different answers (a pair key: prompt key mixed with the answer's 32 bits)
-    pr = pick(prompt_h)
-    answer = _np(scan.answer, np.uint32)
-    pair = pick(answer).astype(np.uint64)
-    del answer
-    scan.answer = array("I")
-    pair *= np.uint64(0x9E3779B97F4A7C15)
-    pair ^= pr.view(np.uint64)
-    prompts_of_pairs = pr[_first_positions(pair)]     # one entry per distinct (prompt, answer)
-    del pair
-    prompts_of_pairs.sort()
-    repeat = prompts_of_pairs[1:] == prompts_of_pairs[:-1]        # a prompt seen with another answer
-    conflicts = int(np.count_nonzero(repeat[1:] > repeat[:-1]) + (1 if len(repeat) and repeat[0] else 0))
-    del pr, prompts_of_pairs, repeat
-    aug = d.augment
-    prefixes = [p for p in aug.prefixes if p] if aug.enabled else []
-    if not (prefixes and aug.copies and rules.fmt is not DataFormat.CPT_INPUT):
-        near = np.zeros(0, dtype=np.int64)     # only augmentation needs the near keys again: free them
-        scan.near = array("q")
-
-    first_near.sort()
-    if d.dedupe:
-        kept = selected[first_near] if sampled else first_near.astype(np.int32)
-    else:
-        kept = selected if sampled else np.arange(n, dtype=np.int32)
-    dropped = n_sel - len(kept)
-    del first_near
-    if len(kept) == 0:
-        raise DataValidationError([Problem(file=str(source), field="records", message="no records left after dedupe/sampling",
-                                           fix="add data")])
-
-    # -- label-like + stratified split ----------------------------------------------------
-    labels = scan.labels
-    kept_labels = labels_arr[kept]
-    n_distinct = _n_distinct(kept_labels) if labels is not None else None
-    label_like = bool(
-        labels is not None and rules.ctype == CustomizationType.FINE_TUNING
-        and n_distinct is not None and 2 <= n_distinct <= max(2, LABEL_MAX_SHARE * len(kept))
-    )
-    stratify = sp.stratify == "yes" or (sp.stratify == "auto" and label_like)
-    if stratify and labels is None:
-        warnings.append("stratify=yes but completions are not label-like (too many or too long): split is not stratified")
-        stratify = False
-    # records with the same normalized prompt (duplicates, conflicting answers) share a group: one split
-    group_of = _first_occurrence_ids(prompt_h, kept)
-    n_groups = int(group_of.max()) + 1 if len(kept) else 0
-    # a group's label = its first record's (ids are numbered by first occurrence: a new id is a new maximum)
-    new_group = np.ones(len(kept), dtype=bool)
-    new_group[1:] = group_of[1:] > np.maximum.accumulate(group_of)[:-1]
-    first_in_group = np.flatnonzero(new_group)
-    del new_group
-    strata = kept_labels[first_in_group] if stratify else None
-    del kept_labels, first_in_group
-    split_of_group = _split_groups(n_groups, strata, (sp.train, sp.validation, sp.test), np.random.default_rng(sp.seed))
-    assign = np.full(n, -1, dtype=np.int8)
-    assign[kept] = split_of_group[group_of]
-    del group_of, split_of_group
+    # -- groups of one normalized prompt, label-like, stratified split ----------------------
+    groups = keys.PromptGroups(store, assign)
+    try:
+        conflicts, label_hist = groups.scan()             # label_hist[id + 1]: kept records per label id
+        n_kept = int(label_hist.sum())
+        if n_kept == 0:
+            raise DataValidationError([Problem(file=str(source), field="records", message="no records left after dedupe/sampling",
+                                               fix="add data")])
+        labels = scan.labels
+        n_distinct = int(np.count_nonzero(label_hist)) if labels is not None else None
+        label_like = bool(
+            labels is not None and rules.ctype == CustomizationType.FINE_TUNING
+            and n_distinct is not None and 2 <= n_distinct <= max(2, LABEL_MAX_SHARE * n_kept)
+        )
+        stratify = sp.stratify == "yes" or (sp.stratify == "auto" and label_like)
+        if stratify and labels is None:
+            warnings.append("stratify=yes but completions are not label-like (too many or too long): split is not stratified")
+            stratify = False
+        n_strata = max(1, len(labels or {}))
+        groups.split(stratify, n_strata, (sp.train, sp.validation, sp.test), sp.seed)
+    finally:
+        groups.close()
     # the preset's cap on training records (e.g. "quick": 1,000), a seeded sample of the train split,
     # per label when stratified; validation/test keep their size
     cap = PRESETS[config.preset].max_train_records if config.preset in PRESETS else None
-    capped = _cap_train(assign, labels_arr if stratify else None, cap, np.random.default_rng(sp.seed + 1))
-    counts = {name: int((assign == k).sum()) for k, name in enumerate(SPLITS)}
+    capped = keys.cap_train(store, assign, cap, stratify, n_strata, sp.seed)
+    stats = keys.split_stats(store, assign, with_labels=label_like)
+    counts = dict(zip(SPLITS, stats.counts, strict=True))
     if capped:
         warnings.append(f"preset {config.preset!r} caps training at {cap:,} records: {capped:,} sampled out of the "
                         "train split (validation/test unchanged)")
 
     # -- augmentation plan (train only) ----------------------------------------------------
+    aug = d.augment
+    prefixes = [p for p in aug.prefixes if p] if aug.enabled else []
     n_aug_planned = counts["train"] * aug.copies if prefixes and rules.fmt is not DataFormat.CPT_INPUT else 0
     if aug.enabled and not prefixes:
         warnings.append("augment.enabled but every prefix is empty: nothing to add")
@@ -517,18 +381,13 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     hashes = {name: hashlib.sha256() for name in SPLITS}
     sizes = dict.fromkeys(SPLITS, 0)
     written = dict.fromkeys(SPLITS, 0)
-    train_chars = int(chars[assign == 0].sum(dtype=np.int64))     # augmented copies add theirs below
+    train_chars = stats.train_chars              # augmented copies add theirs below
     augmented = skipped_aug = 0
     label_counts: dict[str, dict[str, int]] = {name: {} for name in SPLITS}
     if label_like:      # per split, labels in order of first appearance (the order records are written in)
         inv_labels = {v: k for k, v in (labels or {}).items()}
         for k, name in enumerate(SPLITS):
-            labs = labels_arr[assign == k]
-            if len(labs):
-                first = np.sort(_first_positions(labs))     # first record of each label, in write order
-                cnt = np.bincount(labs.astype(np.int64) + 1)    # (+1: no negative ids for bincount)
-                for lab in labs[first].tolist():
-                    label_counts[name][inv_labels.get(lab, "")] = int(cnt[lab + 1])
+            label_counts[name] = {inv_labels.get(lab, ""): c for lab, c in stats.labels[k].items()}
 
     def emit(name: str, rec: dict | bytes, records: int = 1) -> None:
         b = rec if isinstance(rec, bytes) else (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
@@ -558,7 +417,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
             # formatted source, no augmentation: its lines go to the split files as they are, a chunk at a time
             i = _copy_lines(source, assign, lambda k, buf, m: emit(SPLITS[k], buf, m)) - 1
         else:
-            eval_near = np.sort(np.concatenate([near[assign > 0], prompt_h[assign > 0]])) if n_aug_planned else None
+            eval_near = keys.eval_keys(store, assign) if n_aug_planned else None
             rng_aug = np.random.default_rng(aug.seed)
             for i, line, item in rows():
                 k = int(assign[i]) if i < n else -1
@@ -607,7 +466,6 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
                 os.unlink(f.name)
 
     est_tokens = rules.tokens(train_chars)
-    kept_chars = chars[kept] if len(kept) else np.zeros(1, np.int32)
     rep: dict[str, Any] = {
         "source": config.data.source,
         "base_model": config.base_model,
@@ -628,13 +486,13 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
         "quality": {
             "short_prompts": scan.short_prompts, "short_completions": scan.short_completions,
             "near_token_limit": scan.near_limit, "too_long_or_empty": 0,   # those are validation errors
-            "chars_per_record": {"min": int(kept_chars.min()), "mean": round(float(kept_chars.mean()), 1),
-                                 "max": int(kept_chars.max())},
+            "chars_per_record": {"min": stats.chars_min, "mean": round(stats.chars_sum / stats.kept, 1),
+                                 "max": stats.chars_max},
         },
         "tokens": {
             "chars_per_token": rules.limits.chars_per_token,
             "estimated_train_tokens": est_tokens,
-            "max_tokens_per_record": rules.tokens(int(kept_chars.max())),
+            "max_tokens_per_record": rules.tokens(stats.chars_max),
             "limit_per_record": rules.limits.max_tokens_per_record,
             "method": "characters / chars_per_token (REF §5: about 6 characters per token; Haiku 3)",
         },
@@ -650,11 +508,6 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Callable[[
     assert train is not None
     return PreparedData(format=rules.fmt.value, train=train, validation=files["validation"], test=files["test"],
                         report_path=str(report_path.resolve()), label_like=label_like, estimated_train_tokens=est_tokens)
-
-
-def _np(a: array, dtype) -> np.ndarray:
-    """A numpy view of an ``array`` buffer (no copy)."""
-    return np.frombuffer(a, dtype=dtype) if len(a) else np.zeros(0, dtype=dtype)
 
 
 COPY_CHUNK = 1 << 18
@@ -697,26 +550,6 @@ def _stamp(path: str) -> tuple[int, int] | None:
         return st.st_size, st.st_mtime_ns
     except OSError:
         return None
-
-
-def _cap_train(assign: np.ndarray, labels: np.ndarray | None, cap: int | None, rng: np.random.Generator) -> int:
-    """Drop train records (assign -> -1) down to ``cap``, proportionally per label when ``labels``."""
-    train = np.flatnonzero(assign == 0)
-    if cap is None or len(train) <= cap:
-        return 0
-    if labels is None:
-        keep = rng.choice(train, size=cap, replace=False)
-    else:
-        labs = labels[train]
-        uniq, counts = np.unique(labs, return_counts=True)
-        quota = np.floor(counts * cap / len(train)).astype(np.int64)
-        rest = cap - int(quota.sum())
-        order = np.argsort(-(counts * cap / len(train) - quota), kind="stable")   # largest remainders first
-        quota[order[:rest]] += 1
-        keep = np.concatenate([rng.choice(train[labs == u], size=int(q), replace=False) for u, q in zip(uniq, quota, strict=True)])
-    drop = np.setdiff1d(train, keep)
-    assign[drop] = -1
-    return len(drop)
 
 
 def _balance(per_split: dict[str, dict[str, int]]) -> dict[str, Any]:
@@ -791,7 +624,7 @@ def _source_fingerprint(config: PipelineConfig) -> str:
 def _code_version() -> str:
     """Hash of the modules prepare's output depends on: TASK_SOURCE only sees the thin task body."""
     h = hashlib.sha256()
-    for mod in ("prepare.py", "validate.py", "formats.py", "catalog.yaml"):
+    for mod in ("prepare.py", "keys.py", "validate.py", "formats.py", "catalog.yaml"):
         try:
             h.update((Path(__file__).parent / mod).read_bytes())
         except OSError:
