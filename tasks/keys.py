@@ -325,16 +325,17 @@ class PromptGroups:
         s = salt(seed, SPLIT)
         n_strata = n_strata if stratify else 1
 
-        def stream() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        def group_rows() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            """(first record, stratum) of each group, a chunk at a time."""
             with open(self.groups, "rb") as gf:
                 while len(g := np.fromfile(gf, dtype=self._gdtype, count=CHUNK)):
-                    yield (g["label"] if stratify else np.zeros(len(g), np.int16)), scores(g["first"], s)
+                    yield g["first"], (g["label"] if stratify else np.zeros(len(g), np.int16))
 
         per_stratum = np.zeros(n_strata, dtype=np.int64)
-        for st, _ in stream():
+        for _, st in group_rows():
             per_stratum += np.bincount(st.astype(np.int64), minlength=n_strata)
         ranks = np.array([[t, t + v] for t, v in (_split_ranks(int(c), fractions) for c in per_stratum)], dtype=np.int64)
-        cuts = rank_cuts(stream, ranks.reshape(n_strata, 2))
+        cuts = rank_cuts(lambda: ((st, scores(first, s)) for first, st in group_rows()), ranks.reshape(n_strata, 2))
         for b in self.buckets:
             if not len(b):
                 continue
@@ -359,13 +360,14 @@ def cap_train(store: KeyStore, assign: np.ndarray, cap: int | None, stratify: bo
     n_strata = n_strata if stratify else 1
     s = salt(seed, CAP)
 
-    def stream() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def train_rows() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(record indices, their strata) of the train records, a chunk at a time."""
         for a, (lab,) in store.chunks("label"):
             m = assign[a:a + len(lab)] == 0
-            yield (lab[m] if stratify else np.zeros(int(m.sum()), np.int16)), scores(np.flatnonzero(m) + a, s)
+            yield np.flatnonzero(m) + a, (lab[m] if stratify else np.zeros(int(m.sum()), np.int16))
 
     counts = np.zeros(n_strata, dtype=np.int64)
-    for st, _ in stream():
+    for _, st in train_rows():
         counts += np.bincount(st.astype(np.int64), minlength=n_strata)
     total = int(counts.sum())
     if cap is None or total <= cap:
@@ -374,12 +376,9 @@ def cap_train(store: KeyStore, assign: np.ndarray, cap: int | None, stratify: bo
     present = np.flatnonzero(counts)
     remainder = (counts * cap / total - quota)[present]
     quota[present[np.argsort(-remainder, kind="stable")[:cap - int(quota.sum())]]] += 1
-    cuts = rank_cuts(stream, quota.reshape(n_strata, 1))
+    cuts = rank_cuts(lambda: ((st, scores(idx, s)) for idx, st in train_rows()), quota.reshape(n_strata, 1))
     dropped = 0
-    for a, (lab,) in store.chunks("label"):
-        m = assign[a:a + len(lab)] == 0
-        idx = np.flatnonzero(m) + a
-        st = lab[m] if stratify else np.zeros(len(idx), np.int16)
+    for idx, st in train_rows():
         out = idx[~cuts.below(st, scores(idx, s), 0)]
         assign[out] = CAPPED
         dropped += len(out)

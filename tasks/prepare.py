@@ -170,7 +170,6 @@ class _Scan:
     def __init__(self, rules: Rules, store: keys.KeyStore) -> None:
         self.store = store
         self._new_buffers()
-        self.n = 0
         self.labels: dict[str, int] | None = {}
         self._answers = _AnswerKeys()
         self.short_prompts = 0
@@ -217,7 +216,6 @@ class _Scan:
         chars = sum(map(len, texts))
         self.chars.append(min(chars, 2**31 - 1))
         self.line.append(item.line)
-        self.n += 1
         if len(prompt.strip()) < SHORT_CHARS:
             self.short_prompts += 1
         c = completion.strip()
@@ -253,7 +251,6 @@ class _Scan:
         self.answer.append(hash(n_answer) & 0xFFFFFFFF)
         self.chars.append(min(chars, 2**31 - 1))
         self.line.append(line)
-        self.n += 1
         if len(prompt.strip()) < SHORT_CHARS:
             self.short_prompts += 1
         c = completion.strip()
