@@ -1,14 +1,14 @@
 """Customize + poll stages: start (or adopt) the customization job, wait for it, stop it on cancel.
 
-- ``start_job`` is get-or-create. ``list_model_customization_jobs`` has no tag filter (REF §2.5), so our
-  jobs are found by their deterministic name (``names.job`` and attempts ``-a2``, ``-a3``...) and confirmed
+- ``start_job`` is get-or-create. ``list_model_customization_jobs`` has no tag filter (docs/bedrock-facts.md §2.5), so
+  our jobs are found by their deterministic name (``names.job`` and attempts ``-a2``, ``-a3``...) and confirmed
   by their ``forge-run-key`` tag. InProgress/Completed → adopted. Failed/Stopped → a new attempt only when
-  ``rerun=True``. Every create carries a deterministic ``clientRequestToken`` (REF §1), so even a create
-  whose response was lost adopts the same job on retry.
+  ``rerun=True``. Every create carries a deterministic ``clientRequestToken`` (docs/bedrock-facts.md §1), so even a
+  create whose response was lost adopts the same job on retry.
 - Training quota full (``ServiceQuotaExceededException``) → wait for a free slot up to
   ``job.quota_wait_minutes`` (``on_quota_full: wait``) or fail with a hint (``fail``).
-- A freshly created service role may not be assumable for a short while (REF §7): that specific error is
-  retried with backoff for about a minute.
+- A freshly created service role may not be assumable for a short while (docs/bedrock-facts.md §7): that specific error
+  is retried with backoff for about a minute.
 - ``wait_for_job`` polls with capped backoff (0.5 s ×1.5 up to ``max_interval_s``), logs progress and keeps
   a Prefect progress artifact; it honours a timeout (the job keeps running unless ``stop_on_timeout``) and
   survives a worker restart by re-adoption (the next run adopts the job and waits again).
@@ -22,32 +22,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tasks.aws import (
-    FLOW_RUN_TAG,
-    RUN_KEY_TAG,
-    Backoff,
-    Clients,
-    QuotaExceeded,
-    ResourceNames,
-    StageError,
-    aws_task,
-    bedrock_tags,
-    error_code,
-    get_logger,
-    is_managed,
-    is_name_taken,
-    is_transient,
-    stage_error,
-    to_tag_list,
-    wait_task,
-)
+from tasks.aws.clients import Clients
+from tasks.aws.errors import QuotaExceeded, StageError, error_code, is_name_taken, is_transient, stage_error
+from tasks.aws.logs import get_logger
+from tasks.aws.retry import Backoff, aws_task, wait_task
+from tasks.aws.s3uri import split_s3_uri
+from tasks.aws.tags import FLOW_RUN_TAG, RUN_KEY_TAG, bedrock_tags, is_managed, to_tag_list
 from tasks.catalog import CustomizationType, load_catalog, resolve_hyperparameters
 from tasks.config import PipelineConfig
-from tasks.types import JobInfo, TrainingResult, UploadedData
+from tasks.run.names import ResourceNames
+from tasks.run.types import JobInfo, TrainingResult, UploadedData
 
 ADOPTABLE = ("InProgress", "Completed")
 ENDED = ("Failed", "Stopped", "Stopping")
-ROLE_WAIT_S = 60.0          # REF §7: a new role can take up to about a minute to become assumable
+ROLE_WAIT_S = 60.0          # docs/bedrock-facts.md §7: a new role can take up to about a minute to become assumable
 
 _sleep = time.sleep         # tests may replace these
 _monotonic = time.monotonic
@@ -82,7 +70,7 @@ def find_attempts(clients: Clients, names: ResourceNames) -> list[tuple[int, dic
 
 def build_job_request(config: PipelineConfig, names: ResourceNames, role_arn: str, uploaded: UploadedData,
                       tags: dict[str, str], attempt: int = 1) -> dict[str, Any]:
-    """The create_model_customization_job arguments for every customization type (REF §2.2, §2.3)."""
+    """The create_model_customization_job arguments for every customization type (docs/bedrock-facts.md §2.2, §2.3)."""
     ctype = config.customization_type
     spec = load_catalog().spec(config.base_model, ctype)
     req: dict[str, Any] = {
@@ -100,7 +88,8 @@ def build_job_request(config: PipelineConfig, names: ResourceNames, role_arn: st
     if uploaded.validation_uri:
         req["validationDataConfig"] = {"validators": [{"s3Uri": uploaded.validation_uri}]}
     if spec.hyperparameters:
-        # REF §1: a string -> string map; the catalog resolves preset + overrides and range-checks them
+        # docs/bedrock-facts.md §1: a string -> string map; the catalog resolves preset + overrides and
+        # range-checks them
         req["hyperParameters"] = resolve_hyperparameters(spec, config.preset, config.hyperparameters)
     elif config.hyperparameters and ctype != CustomizationType.REINFORCEMENT_FINE_TUNING:
         raise StageError(f"config.hyperparameters: {ctype.value} on {config.base_model} takes no hyperparameters "
@@ -115,7 +104,7 @@ def build_job_request(config: PipelineConfig, names: ResourceNames, role_arn: st
         assert config.rft is not None
         rft: dict[str, Any] = {"graderConfig": {"lambdaGrader": {"lambdaArn": config.rft.grader_lambda_arn}}}
         hps = {**config.rft.hyperparameters, **config.hyperparameters}
-        if hps:   # REF §2.3: typed numbers here, not strings
+        if hps:   # docs/bedrock-facts.md §2.3: typed numbers here, not strings
             rft["hyperParameters"] = {k: _typed(v) for k, v in hps.items()}
         req["customizationConfig"] = {"rftConfig": rft}
     if config.aws.kms_key_id:
@@ -179,7 +168,8 @@ def start_job(clients: Clients, config: PipelineConfig, names: ResourceNames, ro
         if not rerun:
             why = ""
             try:
-                why = clients.bedrock.get_model_customization_job(jobIdentifier=latest["jobArn"]).get("failureMessage") or ""
+                why = (clients.bedrock.get_model_customization_job(jobIdentifier=latest["jobArn"])
+                       .get("failureMessage") or "")
             except ClientError:
                 pass
             raise JobNeedsRerun(
@@ -238,15 +228,10 @@ def _sub_status(job: dict) -> str | None:
     return None
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    rest = uri.removeprefix("s3://")
-    bucket, _, key = rest.partition("/")
-    return bucket, key
-
-
 def metric_keys(output_uri: str, job_arn: str) -> tuple[str, str, list[str]]:
-    """(bucket, training CSV key, candidate validation CSV keys) per REF §6 (both validation paths)."""
-    bucket, prefix = _split_s3(output_uri)
+    """(bucket, training CSV key, candidate validation CSV keys) per docs/bedrock-facts.md §6 (both validation
+    paths)."""
+    bucket, prefix = split_s3_uri(output_uri)
     job_id = job_arn.rsplit("/", 1)[-1]
     base = f"{prefix.rstrip('/')}/model-customization-job-{job_id}/".lstrip("/")
     return (bucket, f"{base}training_artifacts/step_wise_training_metrics.csv",

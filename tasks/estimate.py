@@ -1,18 +1,18 @@
-"""Cost estimate and the spend guards that refuse a run before it spends money (DESIGN.md §3.4).
+"""Cost estimate and the spend guards that refuse a run before it spends money (docs/design.md §3.4).
 
 What is estimated, and how (every figure is an estimate; the lines say which inputs they used):
 
 - **Tokens**: characters / ``limits.chars_per_token`` of the model family — "about 6 characters
-  per token" (REF §5, docs); the Claude 3 Haiku validator counts 3 (REF §5, sample), and the catalog
-  carries that per family. Characters are those of the texts in a record (prompt, completion,
+  per token" (docs/bedrock-facts.md §5, docs); the Claude 3 Haiku validator counts 3 (docs/bedrock-facts.md §5,
+  sample), and the catalog carries that per family. Characters are those of the texts in a record (prompt, completion,
   system, message contents, CPT input), not of the JSON around them.
 - **Training**: train tokens × epochs × price per 1k tokens. Epochs come from the resolved
   hyperparameters (preset, then overrides); distillation has no epoch hyperparameter and RFT keeps
   its own, see ``_epochs``.
 - **Storage**: one month of custom-model storage (the model exists at least until teardown).
 - **Serving** (the evaluation window): provisioned throughput = model units × ``serving.max_hours``
-  rounded up to whole hours (billing is hourly, REF §2.7) × the no-commitment hourly price; a
-  commitment term bills the whole term (REF §2.7) and has no price in the catalog, so it is unknown.
+  rounded up to whole hours (billing is hourly, docs/bedrock-facts.md §2.7) × the no-commitment hourly price; a
+  commitment term bills the whole term (docs/bedrock-facts.md §2.7) and has no price in the catalog, so it is unknown.
   On-demand deployment = the test-split tokens at on-demand token prices. The base model is always
   called on demand for the comparison, so its test-split tokens are counted in both modes.
   Output tokens are taken at ``evaluation.max_tokens`` per call: an upper bound.
@@ -36,11 +36,12 @@ from pydantic import BaseModel, Field
 
 from tasks.catalog import CustomizationType, ModelFamily, load_catalog, resolve_hyperparameters
 from tasks.config import PipelineConfig
-from tasks.types import PreparedData
+from tasks.run.plan import model_units, serving_kind
+from tasks.run.types import PreparedData
 
 HOURS_PER_MONTH = 730.0          # 8760 h / 12: the usual monthly-hours convention (approximation)
-COMMITMENT_MONTHS = {"OneMonth": 1, "SixMonths": 6}   # REF §2.7 commitmentDuration values (api)
-# keys in formatted records that carry structure, not text (REF §5 record shapes)
+COMMITMENT_MONTHS = {"OneMonth": 1, "SixMonths": 6}   # docs/bedrock-facts.md §2.7 commitmentDuration values (api)
+# keys in formatted records that carry structure, not text (docs/bedrock-facts.md §5 record shapes)
 _STRUCTURAL_KEYS = {"role", "schemaVersion", "format", "uri", "bucketOwner", "s3Location"}
 _OUTPUT_KEYS = {"completion", "reference_answer"}
 
@@ -133,7 +134,7 @@ def file_chars(path: str | Path) -> tuple[int, int, int]:
 
 
 def tokens(chars: int | float, chars_per_token: float) -> int:
-    """The documented approximation: characters / chars-per-token, rounded up (REF §5)."""
+    """The documented approximation: characters / chars-per-token, rounded up (docs/bedrock-facts.md §5)."""
     return int(math.ceil(chars / chars_per_token)) if chars > 0 else 0
 
 
@@ -145,7 +146,8 @@ def _epochs(config: PipelineConfig, notes: list[str]) -> int:
     if ct == CustomizationType.REINFORCEMENT_FINE_TUNING:
         ep = (config.rft.hyperparameters.get("epochCount") if config.rft else None)
         if ep is None:
-            notes.append("RFT: no epochCount in rft.hyperparameters; counted as 1 epoch (the service default is not in REF)")
+            notes.append("RFT: no epochCount in rft.hyperparameters; counted as 1 epoch "
+                         "(the service default is not in REF)")
             return 1
         return int(float(ep))
     spec = load_catalog().spec(config.base_model, ct)
@@ -154,18 +156,6 @@ def _epochs(config: PipelineConfig, notes: list[str]) -> int:
         return 1
     hp = resolve_hyperparameters(spec, config.preset, config.hyperparameters)  # raises ValueError on a bad value
     return int(hp["epochCount"])
-
-
-def serving_kind(config: PipelineConfig, family: ModelFamily) -> Literal["provisioned", "deployment"]:
-    """Which serving resource the run creates: ``auto`` = on-demand deployment where the family and
-    region allow it (REF §2.8), else provisioned throughput."""
-    mode = config.serving.mode
-    if mode == "provisioned":
-        return "provisioned"
-    if mode == "on_demand":
-        return "deployment"
-    allowed = family.on_demand_deployment and (not family.on_demand_regions or config.aws.region in family.on_demand_regions)
-    return "deployment" if allowed else "provisioned"
 
 
 def _price(config: PipelineConfig, family: ModelFamily, field: str) -> tuple[float | None, str]:
@@ -245,52 +235,54 @@ def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: in
         notes.append(f"serving: {why}, so no serving resource is created")
         serving: float | None = 0.0
     else:
-        kind = serving_kind(config, family)
+        kind = serving_kind(config, family)  # the same decision tasks/serve.py acts on (tasks/run/plan.py)
         in_tok = tokens(test_input_chars * eval_calls / max(test_records, 1), cpt)
         out_tok = eval_calls * ev.max_tokens
         p_in, src_in = _price(config, family, "on_demand_input_per_1k")
         p_out, src_out = _price(config, family, "on_demand_output_per_1k")
+
+        def on_demand(what: str) -> float | None:
+            """One priced line for ``eval_calls`` on-demand calls (None when a price is unknown)."""
+            usd = None if p_in is None or p_out is None else (in_tok * p_in + out_tok * p_out) / 1000
+            lines.append(_line(what, in_tok + out_tok, "tokens", None, "per 1k tokens (in/out)", f"{src_in}/{src_out}",
+                               f"{eval_calls} calls: {in_tok:,} in + {out_tok:,} out (≤ max_tokens)", usd=usd,
+                               unit_price_in=p_in, unit_price_out=p_out))
+            return usd
+
         if kind == "provisioned":
             sv = config.serving
+            units = model_units(config)  # what tasks/serve.py asks for
             if sv.commitment:
                 hours = COMMITMENT_MONTHS[sv.commitment] * HOURS_PER_MONTH
                 unknown.append(f"provisioned throughput with commitment {sv.commitment}: no commitment price in the "
                                "catalog or config; a committed PT bills the whole term and cannot be deleted "
-                               "before it ends (REF §2.7) — remove serving.commitment unless you mean it")
-                lines.append(_line("serving: provisioned throughput", sv.model_units * hours, "model-unit hours",
+                               "before it ends (docs/bedrock-facts.md §2.7) — remove serving.commitment unless you "
+                               "mean it")
+                lines.append(_line("serving: provisioned throughput", units * hours, "model-unit hours",
                                    None, "per model-unit hour", "unknown",
-                                   f"{sv.model_units} MU × {hours:g} h ({sv.commitment} term)"))
+                                   f"{units} MU × {hours:g} h ({sv.commitment} term)"))
             else:
                 hours = float(math.ceil(sv.max_hours))
                 p, src = _price(config, family, "pt_hour_no_commit")
                 if p is None:
                     unknown.append(_unknown("pt_hour_no_commit"))
-                lines.append(_line("serving: provisioned throughput", sv.model_units * hours, "model-unit hours", p,
+                lines.append(_line("serving: provisioned throughput", units * hours, "model-unit hours", p,
                                    "per model-unit hour", src,
-                                   f"{sv.model_units} MU × {hours:g} h (serving.max_hours={sv.max_hours:g}, billed hourly)"))
+                                   f"{units} MU × {hours:g} h (serving.max_hours={sv.max_hours:g}, billed hourly)"))
                 quota = catalog.quotas.no_commitment_model_units_per_account
-                if quota is not None and sv.model_units > quota:
-                    notes.append(f"serving.model_units={sv.model_units} exceeds the default account quota of {quota} "
-                                 "no-commitment model units (REF §2.7): request a quota increase first")
+                if quota is not None and units > quota:
+                    notes.append(f"serving.model_units={units} exceeds the default account quota of {quota} "
+                                 "no-commitment model units (docs/bedrock-facts.md §2.7): request a quota increase "
+                                 "first")
             serving_parts.append(lines[-1]["usd"])
         else:
             if not family.on_demand_deployment:
-                notes.append(f"{family.display} has no on-demand deployment (REF §2.8): serving.mode on_demand will "
-                             "be refused; use provisioned")
+                notes.append(f"{family.display} has no on-demand deployment (docs/bedrock-facts.md §2.8): "
+                             "serving.mode on_demand will be refused; use provisioned")
             notes.append("on-demand custom-model calls priced like the base model's on-demand tokens (unconfirmed)")
-            usd = None if p_in is None or p_out is None else (in_tok * p_in + out_tok * p_out) / 1000
-            lines.append(_line("serving: custom model on demand", in_tok + out_tok, "tokens", None,
-                               "per 1k tokens (in/out)", f"{src_in}/{src_out}",
-                               f"{eval_calls} calls: {in_tok:,} in + {out_tok:,} out (≤ max_tokens)", usd=usd,
-                               unit_price_in=p_in, unit_price_out=p_out))
-            serving_parts.append(usd)
+            serving_parts.append(on_demand("serving: custom model on demand"))
         # the base model is always called on demand for the comparison
-        usd = None if p_in is None or p_out is None else (in_tok * p_in + out_tok * p_out) / 1000
-        lines.append(_line("evaluation: base model on demand", in_tok + out_tok, "tokens", None,
-                           "per 1k tokens (in/out)", f"{src_in}/{src_out}",
-                           f"{eval_calls} calls: {in_tok:,} in + {out_tok:,} out (≤ max_tokens)", usd=usd,
-                           unit_price_in=p_in, unit_price_out=p_out))
-        serving_parts.append(usd)
+        serving_parts.append(on_demand("evaluation: base model on demand"))
         for f, pv in (("on_demand_input_per_1k", p_in), ("on_demand_output_per_1k", p_out)):
             if pv is None:
                 unknown.append(_unknown(f))
@@ -345,7 +337,7 @@ def estimate_from_config(config: PipelineConfig, *, method: Literal["auto", "pre
                          progress: Callable[[int], None] | None = None) -> CostEstimate:
     """Estimate before anything is prepared (``forge estimate CONFIG``).
 
-    ``prepare`` (the default when ``tasks.prepare`` is installed): run the real ``prepare`` into a
+    ``prepare`` (the default; ``auto`` is the same): run the real ``prepare`` into a
     temporary folder, so the counts are exactly those the run will train on (dedupe, preset record
     cap, augmentation, split), and bad data fails here with every problem (``DataValidationError``).
     ``raw``: stream the raw source once and count the mapped columns, scaled by the split fractions and
@@ -353,18 +345,13 @@ def estimate_from_config(config: PipelineConfig, *, method: Literal["auto", "pre
     ``progress(records_read)`` is called now and then on large files.
     """
     if method in ("auto", "prepare"):
-        try:
-            from tasks.prepare import prepare
-        except ModuleNotFoundError as err:   # only a missing tasks.prepare falls back; other import errors show
-            if method == "prepare" or err.name != "tasks.prepare":
-                raise
-            prepare = None  # type: ignore[assignment]
-        if prepare is not None:
-            import tempfile
+        import tempfile
 
-            with tempfile.TemporaryDirectory(prefix="forge-estimate-", dir=work_dir) as tmp:
-                prepared = prepare(config, tmp, progress=progress)
-                return estimate_cost(config, prepared)
+        from tasks.data.preparation import prepare  # the plain function: no Prefect (forge estimate is a data verb)
+
+        with tempfile.TemporaryDirectory(prefix="forge-estimate-", dir=work_dir) as tmp:
+            prepared = prepare(config, tmp, progress=progress)
+            return estimate_cost(config, prepared)
     return _estimate_raw(config, progress)
 
 
@@ -374,7 +361,8 @@ PROGRESS_EVERY = 100_000
 def _raw_rows(source: str, fmt: str) -> Iterator[dict]:
     """Stream raw rows as dicts: JSONL line by line, CSV in chunks, Parquet in record batches."""
     path = Path(source)
-    kind = fmt if fmt != "auto" else {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower(), "jsonl")
+    kind = fmt if fmt != "auto" else {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(
+        path.suffix.lower(), "jsonl")
     if kind == "jsonl":
         yield from _iter_jsonl(path)
     elif kind == "csv":
@@ -429,7 +417,8 @@ def check_budget(estimate: CostEstimate, config: PipelineConfig) -> None:
     """The spend guards, together: raise ``BudgetExceeded`` (a ValueError) with what to change."""
     sv = config.serving
     if sv.model_units > sv.max_model_units:
-        raise BudgetExceeded(f"serving.model_units={sv.model_units} exceeds serving.max_model_units={sv.max_model_units}: "
+        raise BudgetExceeded(f"serving.model_units={sv.model_units} exceeds "
+                             f"serving.max_model_units={sv.max_model_units}: "
                              "lower model_units, or raise the cap deliberately")
     budget = config.budget
     if budget.max_usd is not None and estimate.known_usd > budget.max_usd:

@@ -6,7 +6,7 @@
   that finally fails becomes an error row: no example is ever dropped.
 - ``check_error_share``: the run fails (``EvaluationError`` with counts) when more calls failed than
   ``evaluation.max_error_share`` allows — unlike tolerating 100 % failed calls silently.
-- ``compute_metrics`` / ``paired_bootstrap`` / ``training_summary`` live in ``tasks.metrics``.
+- ``compute_metrics`` / ``paired_bootstrap`` / ``training_summary`` live in ``tasks.evaluation.metrics``.
 - ``apply_gate``: the quality gate on one metric, with its bootstrap CI.
 - ``collect_outputs`` (needs the serving resource) then ``score_outputs`` (after teardown): the two phases
   the flows call through ``collect_outputs_task`` / ``score_outputs_task``; ``evaluate_endpoints`` runs both.
@@ -31,11 +31,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks.aws import aws_task
+from tasks.aws.retry import aws_task
+from tasks.aws.s3uri import child_key, s3_uri, split_s3_uri
 from tasks.config import EvaluationConfig, GateConfig
-from tasks.formats import Example, from_record  # noqa: F401 (Example re-exported)
-from tasks.metrics import compute_metrics, paired_bootstrap, training_summary  # noqa: F401 (re-exported)
-from tasks.types import InvokeResult, TrainingResult
+from tasks.data.formats import Example, from_record  # noqa: F401 (Example re-exported)
+from tasks.evaluation.metrics import compute_metrics, paired_bootstrap, training_summary  # noqa: F401 (re-exported)
+from tasks.run.types import InvokeResult, TrainingResult
 
 
 class EvaluationError(RuntimeError):
@@ -59,7 +60,8 @@ class EvaluationResult(BaseModel):
     n_examples: int
     n_scored: int
     errors: dict[str, int]
-    metrics: dict[str, Any]          # base, custom, comparison, win_tie_loss, per_class, latency, tokens, bertscore, training
+    # base, custom, comparison, win_tie_loss, per_class, latency, tokens, bertscore, training
+    metrics: dict[str, Any]
     gate: GateVerdict
     files: dict[str, str] = Field(default_factory=dict)
     base_target: str = ""
@@ -269,13 +271,13 @@ def apply_gate(gate: GateConfig, summary: dict[str, Any]) -> GateVerdict:
 
 def default_is_retryable(exc: BaseException) -> bool:
     """Throttling, 5xx, timeouts, connection errors: ``tasks.aws.is_transient``."""
-    from tasks.aws import is_transient
+    from tasks.aws.errors import is_transient
 
     return bool(is_transient(exc))
 
 
 def load_examples(test_path: str | Path, data_format: str, max_examples: int | None, seed: int = 42) -> list[Any]:
-    """Read formatted test.jsonl records back into Examples (tasks.formats.from_record); seeded cap,
+    """Read formatted test.jsonl records back into Examples (tasks.data.formats.from_record); seeded cap,
     original order kept. Each Example gets ``id`` = its line index when it allows attributes."""
     lines = [ln for ln in Path(test_path).read_text(encoding="utf-8").splitlines() if ln.strip()]
     idx = list(range(len(lines)))
@@ -312,7 +314,7 @@ def collect_outputs(runtime_client: Any, *, test_path: str | Path, data_format: 
     when the failed-call share exceeds ``eval_cfg.max_error_share``.
     """
     if invoke_fn is None:
-        from tasks.invoke import invoke_text as invoke_fn
+        from tasks.evaluation.invoke import invoke_text as invoke_fn
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     examples = load_examples(test_path, data_format, eval_cfg.max_examples, seed)
@@ -338,7 +340,7 @@ def collect_outputs(runtime_client: Any, *, test_path: str | Path, data_format: 
 def score_outputs(df: pd.DataFrame, *, eval_cfg: EvaluationConfig, gate_cfg: GateConfig, label_like: bool,
                   out_dir: str | Path, training: TrainingResult | None = None, seed: int = 42) -> EvaluationResult:
     """Phase 2 (no serving resource needed): metrics, statistics, gate, report files."""
-    from tasks import report as report_mod
+    from tasks.evaluation import report as report_mod
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +412,7 @@ def _collect_task_fn(clients: Any, config: Any, prepared: Any, family: Any, endp
 
 def _score_task_fn(df: pd.DataFrame, config: Any, prepared: Any, training: TrainingResult | None,
                    out_dir: str) -> EvaluationResult:
-    from tasks.report import publish_artifacts
+    from tasks.evaluation.report import publish_artifacts
 
     result = score_outputs(df, eval_cfg=config.evaluation, gate_cfg=config.gate, label_like=prepared.label_like,
                            out_dir=out_dir, training=training)
@@ -419,9 +421,8 @@ def _score_task_fn(df: pd.DataFrame, config: Any, prepared: Any, training: Train
 
 
 def _record_key(output_uri: str, eval_key: str) -> tuple[str, str]:
-    rest = output_uri.removeprefix("s3://")
-    bucket, _, prefix = rest.partition("/")
-    return bucket, f"{prefix.rstrip('/')}/evaluation/{eval_key}.json".lstrip("/")
+    bucket, prefix = split_s3_uri(output_uri)
+    return bucket, child_key(prefix, f"evaluation/{eval_key}.json")
 
 
 def record_evaluation(clients: Any, output_uri: str, eval_key: str, evaluation: EvaluationResult) -> str:
@@ -429,7 +430,7 @@ def record_evaluation(clients: Any, output_uri: str, eval_key: str, evaluation: 
     bucket, key = _record_key(output_uri, eval_key)
     _client(clients, "s3").put_object(Bucket=bucket, Key=key, Body=evaluation.model_dump_json().encode(),
                                       ContentType="application/json")
-    return f"s3://{bucket}/{key}"
+    return s3_uri(bucket, key)
 
 
 def load_recorded_evaluation(clients: Any, output_uri: str, eval_key: str) -> EvaluationResult | None:

@@ -1,17 +1,17 @@
 """Create-role stage: the least-privilege service role Bedrock assumes to run the customization job.
 
-Trust (REF §7, docs): ``bedrock.amazonaws.com`` only, conditioned on ``aws:SourceAccount`` = this account
-and ``aws:SourceArn`` like ``arn:aws:bedrock:<region>:<account>:model-customization-job/*``.
+Trust (docs/bedrock-facts.md §7, docs): ``bedrock.amazonaws.com`` only, conditioned on ``aws:SourceAccount`` = this
+account and ``aws:SourceArn`` like ``arn:aws:bedrock:<region>:<account>:model-customization-job/*``.
 
-Permissions (REF §7): ``s3:GetObject`` on the run's input prefix; ``s3:ListBucket`` on the bucket limited
-by ``s3:prefix`` to the input and output prefixes; ``s3:PutObject`` + ``s3:GetObject`` on the output prefix;
+Permissions (docs/bedrock-facts.md §7): ``s3:GetObject`` on the run's input prefix; ``s3:ListBucket`` on the bucket
+limited by ``s3:prefix`` to the input and output prefixes; ``s3:PutObject`` + ``s3:GetObject`` on the output prefix;
 KMS decrypt-side actions on the configured key only; ``bedrock:InvokeModel`` on the distillation teacher;
 ``lambda:InvokeFunction`` on the RFT grader. No ``*`` action anywhere.
 
 Get-or-create: an existing role of ours (``managed-by=bedrock-forge``) with a drifted trust or inline
 policy is rewritten (``RoleInfo.updated``), never duplicated; a role without that tag (``aws.role_name``
-naming a role someone manages by hand) is used as it is. IAM is eventually consistent: after creating the role we poll ``get_role`` until it
-is visible; the remaining window in which Bedrock cannot assume a fresh role is covered by
+naming a role someone manages by hand) is used as it is. IAM is eventually consistent: after creating the role we poll
+``get_role`` until it is visible; the remaining window in which Bedrock cannot assume a fresh role is covered by
 ``tasks.customize.start_job``, which retries job creation on that specific error for about a minute.
 """
 
@@ -22,23 +22,15 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
-from tasks.aws import (
-    MANAGED_BY_KEY,
-    MANAGED_BY_VALUE,
-    Backoff,
-    Clients,
-    ResourceNames,
-    StageError,
-    aws_task,
-    error_code,
-    get_logger,
-    partition_of,
-    stage_error,
-    to_iam_tags,
-)
+from tasks.aws.clients import Clients, partition_of
+from tasks.aws.errors import StageError, error_code, stage_error
+from tasks.aws.logs import get_logger
+from tasks.aws.retry import Backoff, aws_task
+from tasks.aws.tags import MANAGED_BY_KEY, MANAGED_BY_VALUE, to_iam_tags
 from tasks.catalog import CustomizationType
 from tasks.config import PipelineConfig
-from tasks.types import RoleInfo, UploadedData
+from tasks.run.names import ResourceNames
+from tasks.run.types import RoleInfo, UploadedData
 
 POLICY_NAME = "bedrock-forge-job-access"
 _sleep = time.sleep
@@ -69,8 +61,8 @@ def _kms_key_arn(key: str, region: str, account: str, part: str) -> str:
 
 
 def _model_resources(model: str, region: str, account: str, part: str) -> list[str]:
-    """ARNs to allow ``bedrock:InvokeModel`` on for a teacher id (REF §7: the inference profile plus the model in
-    each of its regions when a cross-region profile is used)."""
+    """ARNs to allow ``bedrock:InvokeModel`` on for a teacher id (docs/bedrock-facts.md §7: the inference profile plus
+    the model in each of its regions when a cross-region profile is used)."""
     if model.startswith("arn:"):
         return [model]
     geo = model.split(".", 1)[0]
@@ -92,7 +84,8 @@ def permission_policy(config: PipelineConfig, uploaded: UploadedData, account: s
         {"Sid": "WriteJobOutput", "Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"],
          "Resource": [f"{bucket_arn}/{uploaded.output_prefix}*"]},
     ]
-    if config.aws.kms_key_id:   # REF §7: exact action set unconfirmed; decrypt-side actions on this key only
+    # docs/bedrock-facts.md §7: exact action set unconfirmed; decrypt-side actions on this key only
+    if config.aws.kms_key_id:
         stmts.append({"Sid": "UseDataKey", "Effect": "Allow",
                       "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey", "kms:CreateGrant"],
                       "Resource": [_kms_key_arn(config.aws.kms_key_id, region, account, part)]})
@@ -155,7 +148,7 @@ def ensure_role(clients: Clients, config: PipelineConfig, names: ResourceNames, 
         if not created and not _managed(role):
             # a role the user manages (aws.role_name): use it as it is, never rewrite its policies
             log.warning("IAM role %s is not tagged managed-by=bedrock-forge: using it unchanged; it needs the trust "
-                        "and permissions described in tasks/iam.py (REF §7)", names.role)
+                        "and permissions described in tasks/iam.py (docs/bedrock-facts.md §7)", names.role)
             return RoleInfo(role_name=names.role, role_arn=role["Arn"], created=False, updated=False)
         if not created and _norm(_doc(role.get("AssumeRolePolicyDocument", {}))) != _norm(trust):
             iam.update_assume_role_policy(RoleName=names.role, PolicyDocument=json.dumps(trust))

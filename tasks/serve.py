@@ -1,11 +1,12 @@
 """Provision stage: serve the custom model for evaluation, the cheapest way the model allows.
 
-- ``serving.mode``: ``on_demand`` → a custom model deployment (REF §2.8); ``provisioned`` → Provisioned
-  Throughput (REF §2.7); ``auto`` → a deployment when the catalog says the family supports it in this
-  region (``on_demand_deployment`` + ``on_demand_regions``), else Provisioned Throughput.
+- ``serving.mode``: ``on_demand`` → a custom model deployment (docs/bedrock-facts.md §2.8); ``provisioned`` →
+  Provisioned Throughput (docs/bedrock-facts.md §2.7); ``auto`` → a deployment when the catalog says the family
+  supports it in this region (``on_demand_deployment`` + ``on_demand_regions``), else Provisioned Throughput.
+  The decision is ``tasks.run.plan.serving_kind``, the same function the cost guard prices with.
 - Provisioned Throughput: no commitment unless ``serving.commitment`` names one (a committed PT cannot be
-  deleted before its term ends, REF §8); model units capped by ``serving.max_model_units``; tags carry
-  ``forge-expires-at`` so the sweeper deletes a forgotten one.
+  deleted before its term ends, docs/bedrock-facts.md §8); model units capped by ``serving.max_model_units``
+  (``tasks.run.plan.model_units``); tags carry ``forge-expires-at`` so the sweeper deletes a forgotten one.
 - Get-or-create by deterministic name (list + exact match) plus a deterministic ``clientRequestToken``.
   A managed resource of ours in ``Failed`` state is deleted and created again.
 - ``wait_serving`` polls with capped backoff until InService / Active; Failed → error with its message.
@@ -15,28 +16,22 @@ from __future__ import annotations
 
 import time
 
-from tasks.aws import (
-    EXPIRES_TAG,
-    Backoff,
-    Clients,
+from tasks.aws.clients import Clients
+from tasks.aws.errors import (
     QuotaExceeded,
-    ResourceNames,
     StageError,
-    aws_task,
-    bedrock_tags,
     error_code,
-    get_logger,
-    is_managed,
     is_name_taken,
     is_transient,
     stage_error,
-    standard_tags,
-    to_tag_list,
-    wait_task,
 )
-from tasks.catalog import load_catalog
+from tasks.aws.logs import get_logger
+from tasks.aws.retry import Backoff, aws_task, wait_task
+from tasks.aws.tags import EXPIRES_TAG, bedrock_tags, is_managed, standard_tags, to_tag_list
 from tasks.config import PipelineConfig
-from tasks.types import ServingEndpoint
+from tasks.run.names import ResourceNames
+from tasks.run.plan import family_of, model_units, on_demand_available, serving_kind
+from tasks.run.types import ServingEndpoint
 
 READY = {"provisioned": "InService", "deployment": "Active"}
 _sleep = time.sleep
@@ -45,17 +40,6 @@ _monotonic = time.monotonic
 
 class ServingFailed(StageError):
     pass
-
-
-def serving_kind(config: PipelineConfig, region: str) -> str:
-    """'deployment' or 'provisioned' for this config (see the module docstring)."""
-    mode = config.serving.mode
-    if mode == "provisioned":
-        return "provisioned"
-    if mode == "on_demand":
-        return "deployment"
-    fam = load_catalog().family_of(config.base_model)
-    return "deployment" if fam.on_demand_deployment and region in fam.on_demand_regions else "provisioned"
 
 
 def _find_pt(clients: Clients, name: str) -> dict | None:
@@ -69,7 +53,7 @@ def _find_pt(clients: Clients, name: str) -> dict | None:
 def _find_deployment(clients: Clients, name: str) -> dict | None:
     for page in clients.bedrock.get_paginator("list_custom_model_deployments").paginate(nameContains=name):
         for s in page.get("modelDeploymentSummaries", []):
-            if s.get("customModelDeploymentName") == name:   # REF §2.8: list uses this field name
+            if s.get("customModelDeploymentName") == name:   # docs/bedrock-facts.md §2.8: list uses this field name
                 return s
     return None
 
@@ -78,7 +62,7 @@ def _quota_error(kind: str, err) -> QuotaExceeded:
     msg = err.response.get("Error", {}).get("Message", "")
     if kind == "provisioned":
         what = ("the no-commitment Provisioned Throughput model-unit quota is used up (accounts start with 2 MUs, "
-                "REF §2.7)")
+                "docs/bedrock-facts.md §2.7)")
         fix = ("delete provisioned throughputs you no longer need (`forge sweep` deletes expired bedrock-forge ones; "
                "`aws bedrock list-provisioned-model-throughputs` lists all), lower serving.model_units, or request "
                "more model units in Service Quotas")
@@ -100,27 +84,36 @@ def _delete_failed(clients: Clients, kind: str, arn: str) -> None:
         clients.bedrock.delete_custom_model_deployment(customModelDeploymentIdentifier=arn)
 
 
+def _adoptable(clients: Clients, kind: str, found: dict | None, arn_key: str, token: str,
+               custom_model_arn: str) -> tuple[dict | None, str]:
+    """The existing resource of our name if it can be adopted, and the create token to use otherwise.
+
+    One that Failed, or serves another model, is deleted and replaced: the original token would replay the
+    deleted create, so the new one is derived from the ARN it replaces.
+    """
+    if found and (found["status"] == "Failed" or found.get("modelArn") not in (None, custom_model_arn)):
+        what = "provisioned throughput" if kind == "provisioned" else "deployment"
+        get_logger().warning("%s %s is %s (model %s): replacing it", what, found.get("provisionedModelName")
+                             or found.get("customModelDeploymentName"), found["status"], found.get("modelArn"))
+        _delete_failed(clients, kind, found[arn_key])
+        return None, f"{token}-r-{found[arn_key].rsplit('/', 1)[-1]}"
+    return found, token
+
+
 def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, custom_model_arn: str,
               tags: dict[str, str]) -> ServingEndpoint:
     """Get-or-create the serving resource for ``custom_model_arn``; does not wait for it."""
     from botocore.exceptions import ClientError
 
     log = get_logger()
-    kind = serving_kind(config, clients.region)
-    units = min(config.serving.model_units, config.serving.max_model_units)
-    if EXPIRES_TAG not in tags:   # billing resources always carry an expiry for the sweeper (DESIGN.md §3)
+    kind = serving_kind(config, region=clients.region)
+    units = model_units(config)
+    if EXPIRES_TAG not in tags:   # billing resources always carry an expiry for the sweeper (docs/design.md §3)
         tags = {**tags, EXPIRES_TAG: standard_tags("-", "-", {}, config.serving.max_hours)[EXPIRES_TAG]}
     try:
         if kind == "provisioned":
-            found = _find_pt(clients, names.provisioned)
-            token = names.pt_token
-            if found and (found["status"] == "Failed" or found.get("modelArn") not in (None, custom_model_arn)):
-                log.warning("provisioned throughput %s is %s (model %s): replacing it", names.provisioned,
-                            found["status"], found.get("modelArn"))
-                _delete_failed(clients, kind, found["provisionedModelArn"])
-                # the original token would replay the deleted create: derive a new one from what it replaces
-                token = f"{names.pt_token}-r-{found['provisionedModelArn'].rsplit('/', 1)[-1]}"
-                found = None
+            found, token = _adoptable(clients, kind, _find_pt(clients, names.provisioned), "provisionedModelArn",
+                                      names.pt_token, custom_model_arn)
             if found:
                 log.info("adopting provisioned throughput %s (%s)", names.provisioned, found["status"])
                 return ServingEndpoint(kind="provisioned", arn=found["provisionedModelArn"], name=names.provisioned,
@@ -128,24 +121,19 @@ def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, cu
                                        model_units=found.get("modelUnits"), status=found["status"], adopted=True)
             req = {"modelUnits": units, "provisionedModelName": names.provisioned, "modelId": custom_model_arn,
                    "tags": to_tag_list(tags), "clientRequestToken": token}
-            if config.serving.commitment:   # only when the config says so explicitly (DESIGN.md §3.4)
+            if config.serving.commitment:   # only when the config says so explicitly (docs/design.md §3.4)
                 req["commitmentDuration"] = config.serving.commitment
             arn = clients.bedrock.create_provisioned_model_throughput(**req)["provisionedModelArn"]
             log.info("created provisioned throughput %s (%d MU, %s)", names.provisioned, units,
                      config.serving.commitment or "no commitment")
             return ServingEndpoint(kind="provisioned", arn=arn, name=names.provisioned, model_arn=custom_model_arn,
                                    model_units=units, status="Creating")
-        fam = load_catalog().family_of(config.base_model)
-        if not (fam.on_demand_deployment and clients.region in fam.on_demand_regions):
+        family = family_of(config)
+        if not on_demand_available(family, clients.region):
             log.warning("serving.mode=on_demand, but the catalog lists on-demand deployment for %s only in %s; "
-                        "trying anyway (Bedrock decides)", fam.display, fam.on_demand_regions or "no region")
-        found = _find_deployment(clients, names.deployment)
-        token = names.deployment_token
-        if found and (found["status"] == "Failed" or found.get("modelArn") not in (None, custom_model_arn)):
-            log.warning("deployment %s is %s: replacing it", names.deployment, found["status"])
-            _delete_failed(clients, kind, found["customModelDeploymentArn"])
-            token = f"{names.deployment_token}-r-{found['customModelDeploymentArn'].rsplit('/', 1)[-1]}"
-            found = None
+                        "trying anyway (Bedrock decides)", family.display, family.on_demand_regions or "no region")
+        found, token = _adoptable(clients, kind, _find_deployment(clients, names.deployment),
+                                  "customModelDeploymentArn", names.deployment_token, custom_model_arn)
         if found:
             log.info("adopting deployment %s (%s)", names.deployment, found["status"])
             return ServingEndpoint(kind="deployment", arn=found["customModelDeploymentArn"], name=names.deployment,
@@ -199,7 +187,8 @@ def wait_serving(clients: Clients, endpoint: ServingEndpoint, timeout_s: float,
                      "deployment", endpoint.name, status, _monotonic() - started)
             last = status
         if status == READY[endpoint.kind]:
-            return endpoint.model_copy(update={"status": status, "model_units": cur.get("modelUnits", endpoint.model_units)})
+            return endpoint.model_copy(update={"status": status,
+                                               "model_units": cur.get("modelUnits", endpoint.model_units)})
         if status == "Failed":
             raise ServingFailed(f"{endpoint.kind} {endpoint.name} failed: {cur.get('failureMessage') or 'no message'} "
                                 "(it is deleted by teardown; rerun from provision)", code="Failed")

@@ -15,24 +15,22 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from tasks.aws import (
+from tasks.aws.clients import Clients
+from tasks.aws.errors import describe_error, error_code, is_transient
+from tasks.aws.logs import get_logger
+from tasks.aws.retry import Backoff, aws_task
+from tasks.aws.s3uri import split_s3_uri
+from tasks.aws.tags import (
     EXPIRES_TAG,
     FLOW_RUN_TAG,
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
     RUN_KEY_TAG,
-    Backoff,
-    Clients,
-    aws_task,
     bedrock_tags,
-    describe_error,
-    error_code,
-    get_logger,
     is_managed,
-    is_transient,
     parse_expiry,
 )
-from tasks.types import ServingEndpoint, TeardownReport, UploadedData
+from tasks.run.types import ServingEndpoint, TeardownReport, UploadedData
 
 _sleep = time.sleep
 CONFLICT_RETRY_S = 60.0     # a model still referenced by a deleting PT answers Conflict for a while
@@ -121,7 +119,7 @@ def _delete_objects(clients: Clients, uploaded: UploadedData, report: TeardownRe
     for uri in (uploaded.train_uri, uploaded.validation_uri, uploaded.test_uri):
         if not uri:
             continue
-        key = uri.removeprefix(f"s3://{uploaded.bucket}/")
+        _, key = split_s3_uri(uri)   # the URIs upload wrote, all in uploaded.bucket
         try:
             tagset = clients.s3.get_object_tagging(Bucket=uploaded.bucket, Key=key).get("TagSet", [])
         except ClientError as err:

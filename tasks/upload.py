@@ -16,21 +16,17 @@ import json
 import re
 from pathlib import Path
 
-from tasks.aws import (
-    MANAGED_BY_KEY,
-    MANAGED_BY_VALUE,
-    Clients,
-    StageError,
-    aws_task,
-    error_code,
-    get_logger,
-    partition_of,
-    stage_error,
-)
-from tasks.types import PreparedData, UploadedData
+from tasks.aws.clients import Clients, partition_of
+from tasks.aws.errors import StageError, error_code, stage_error
+from tasks.aws.logs import get_logger
+from tasks.aws.retry import aws_task
+from tasks.aws.s3uri import s3_uri
+from tasks.aws.tags import MANAGED_BY_KEY, MANAGED_BY_VALUE
+from tasks.run.types import PreparedData, UploadedData
 
 TLS_SID = "BedrockForgeDenyInsecureTransport"
-_KEY_CHARS = re.compile(r"[A-Za-z0-9\-!_*'().]+(/[A-Za-z0-9\-!_*'().]+)*")  # REF §2.2: S3 key characters
+# docs/bedrock-facts.md §2.2: S3 key characters
+_KEY_CHARS = re.compile(r"[A-Za-z0-9\-!_*'().]+(/[A-Za-z0-9\-!_*'().]+)*")
 
 
 def tls_only_statement(bucket: str, partition: str = "aws") -> dict:
@@ -132,7 +128,8 @@ def _ensure_encryption(s3, bucket: str, kms_key_id: str | None) -> None:
     want = _encryption_rule(kms_key_id)["ApplyServerSideEncryptionByDefault"]
     if current and not kms_key_id:
         return   # the bucket already encrypts by default (SSE-S3 or a KMS key of its own): keep it
-    if current.get("SSEAlgorithm") == want["SSEAlgorithm"] and current.get("KMSMasterKeyID") == want.get("KMSMasterKeyID"):
+    if (current.get("SSEAlgorithm") == want["SSEAlgorithm"]
+            and current.get("KMSMasterKeyID") == want.get("KMSMasterKeyID")):
         return
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [_encryption_rule(kms_key_id)]})
 
@@ -180,7 +177,7 @@ def upload(clients: Clients, prepared: PreparedData, bucket: str, prefix: str, r
     log = get_logger()
     if not _KEY_CHARS.fullmatch(prefix.strip("/")):
         raise StageError(f"aws.prefix {prefix!r}: S3 keys used by Bedrock may contain only letters, digits, "
-                         "'/' and -!_*'().  (REF §2.2): change aws.prefix")
+                         "'/' and -!_*'().  (docs/bedrock-facts.md §2.2): change aws.prefix")
     in_prefix = data_prefix(prefix, prepared.content_hash)
     uris: dict[str, str] = {}
     skipped: list[str] = []
@@ -189,7 +186,7 @@ def upload(clients: Clients, prepared: PreparedData, bucket: str, prefix: str, r
         if f is None:
             continue
         key = f"{in_prefix}{split}.jsonl"
-        uri = f"s3://{bucket}/{key}"
+        uri = s3_uri(bucket, key)
         uris[split] = uri
         try:
             try:
@@ -217,8 +214,15 @@ def upload(clients: Clients, prepared: PreparedData, bucket: str, prefix: str, r
             raise StageError(f"{f.path}: prepared file is missing: rerun from the prepare step") from None
     out_prefix = output_prefix(prefix, run_key)
     return UploadedData(
-        bucket=bucket, train_uri=uris["train"], validation_uri=uris.get("validation"), test_uri=uris.get("test"),
-        output_uri=f"s3://{bucket}/{out_prefix}", input_prefix=in_prefix, output_prefix=out_prefix, skipped=skipped)
+        bucket=bucket,
+        train_uri=uris["train"],
+        validation_uri=uris.get("validation"),
+        test_uri=uris.get("test"),
+        output_uri=s3_uri(bucket, out_prefix),
+        input_prefix=in_prefix,
+        output_prefix=out_prefix,
+        skipped=skipped,
+    )
 
 
 ensure_bucket_task = aws_task(ensure_bucket, name="ensure-bucket")

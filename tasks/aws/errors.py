@@ -7,8 +7,7 @@ else fails fast with ``describe_error``: the service message plus a hint of what
 
 from __future__ import annotations
 
-
-# REF §2.11: retryable codes; botocore's standard mode retries most of them already, Prefect task
+# docs/bedrock-facts.md §2.11: retryable codes; botocore's standard mode retries most of them already, Prefect task
 # retries add a slower, jittered layer on top for the same class only.
 TRANSIENT_CODES = {
     "ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException",
@@ -27,9 +26,9 @@ PERMANENT_CODES = {
 _HINTS = {
     "ValidationException": "the request was rejected as invalid: check the named field against the config "
                            "(base model id, hyperparameters, data URIs, names) and fix it before rerunning",
-    "AccessDeniedException": "the caller lacks a permission (REF §7 lists what the pipeline needs: bedrock:*, "
-                             "iam:PassRole on the service role, s3 put/get); or model access is not enabled for "
-                             "this base model in the Bedrock console",
+    "AccessDeniedException": "the caller lacks a permission (docs/bedrock-facts.md §7 lists what the pipeline "
+                             "needs: bedrock:*, iam:PassRole on the service role, s3 put/get); or model access is "
+                             "not enabled for this base model in the Bedrock console",
     "403": "access denied by IAM or the bucket policy: check the caller's S3 permissions and that the bucket "
            "belongs to this account (aws.bucket)",
     "AccessDenied": "the caller lacks an S3/IAM permission on this resource, or the bucket belongs to another "

@@ -1,5 +1,10 @@
 """Run logging: the Prefect run logger when there is one, and account-id redaction on the loggers a run
-writes through. ``install_log_redaction`` is called by every flow at start (flows/context.py) and by the CLI."""
+writes through.
+
+Nothing happens at import: ``install_log_redaction`` is called explicitly, by the flow modules
+(flows/customize.py, flows/evaluate.py, flows/sweep.py, when they are imported), which every CLI verb that
+talks to AWS goes through. It is idempotent.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """Retry and polling policy for AWS steps: the thin Prefect wrappers every stage's ``@task`` uses, and the
-capped backoff long waits poll with (docs/design.md §4)."""
+capped backoff long waits poll with (docs/design.md §4).
+
+Prefect is imported inside ``aws_task`` / ``wait_task``, never at module import, so the stage modules (and
+``tasks/estimate.py``, a data verb) import without it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from tasks.aws.errors import is_transient
 
 
 def transient_retry_condition(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry only errors classified transient (DESIGN.md §4)."""
+    """Prefect ``retry_condition_fn``: retry only errors classified transient (docs/design.md §4)."""
     try:
         exc = state.result(raise_on_failure=False)
     except BaseException as err:  # noqa: BLE001 - the state may re-raise its exception
@@ -35,6 +39,7 @@ def wait_task(fn: Callable, name: str) -> Any:
     from prefect.cache_policies import NO_CACHE
 
     return task(name=name, retries=0, cache_policy=NO_CACHE)(fn)
+
 
 class Backoff:
     """Capped exponential polling intervals: ``start``, ×``factor`` per poll, at most ``cap`` seconds."""

@@ -16,7 +16,7 @@ EXPIRES_TAG = "forge-expires-at"
 RESERVED_TAGS = (MANAGED_BY_KEY, RUN_KEY_TAG, FLOW_RUN_TAG, EXPIRES_TAG)
 
 
-_TAG_RE = re.compile(r"[a-zA-Z0-9\s._:/=+@-]*")   # REF §2.9
+_TAG_RE = re.compile(r"[a-zA-Z0-9\s._:/=+@-]*")   # docs/bedrock-facts.md §2.9
 
 
 def standard_tags(run_key: str, flow_run_id: str, extra: dict[str, str] | None = None,
@@ -38,7 +38,7 @@ def standard_tags(run_key: str, flow_run_id: str, extra: dict[str, str] | None =
 
 
 def to_tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
-    """Bedrock's tag shape: lowercase ``key``/``value`` (REF §2.9)."""
+    """Bedrock's tag shape: lowercase ``key``/``value`` (docs/bedrock-facts.md §2.9)."""
     return [{"key": k, "value": v} for k, v in tags.items()]
 
 

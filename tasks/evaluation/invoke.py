@@ -1,13 +1,13 @@
 """Invoke a model once through ``bedrock-runtime`` ``invoke_model``, per family request/response shape.
 
-Shapes (REF §3): ``nova`` (messages-v1), ``claude`` (anthropic_version bedrock-2023-05-31), ``llama``
+Shapes (docs/bedrock-facts.md §3): ``nova`` (messages-v1), ``claude`` (anthropic_version bedrock-2023-05-31), ``llama``
 (prompt/max_gen_len → generation), ``titan`` (inputText/textGenerationConfig → results[0].outputText),
 ``cohere`` ({prompt, max_tokens} → generations[0].text; not in REF — catalog marks it unconfirmed).
 ``target`` is what to call: a base model id or inference profile (``catalog.inference_id``), a provisioned
-model ARN, or a custom model deployment ARN (REF §3 "Which modelId to call").
+model ARN, or a custom model deployment ARN (docs/bedrock-facts.md §3 "Which modelId to call").
 
 Llama and Titan get the raw prompt (system text first, when given): that is the shape their
-prompt/completion fine-tuning data has (REF §5), so the custom model sees what it was trained on.
+prompt/completion fine-tuning data has (docs/bedrock-facts.md §5), so the custom model sees what it was trained on.
 Errors are not caught: a botocore ``ClientError`` reaches the caller (evaluation classifies and retries).
 """
 
@@ -17,7 +17,7 @@ import json
 import time
 from typing import Any
 
-from tasks.types import InvokeResult
+from tasks.run.types import InvokeResult
 
 
 def _plain(prompt: str, system: str | None) -> str:
@@ -70,7 +70,8 @@ def parse_body(invoke_shape: str, data: dict) -> tuple[str, int | None, int | No
         usage = data.get("usage") or {}
         return text, _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
     if invoke_shape == "llama":
-        return data.get("generation", ""), _int(data.get("prompt_token_count")), _int(data.get("generation_token_count"))
+        return (data.get("generation", ""), _int(data.get("prompt_token_count")),
+                _int(data.get("generation_token_count")))
     if invoke_shape == "titan":
         res = (data.get("results") or [{}])[0]
         return res.get("outputText", ""), _int(data.get("inputTextTokenCount")), _int(res.get("tokenCount"))

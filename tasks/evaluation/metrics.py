@@ -36,15 +36,16 @@ PACKAGED_MINILM = "all-MiniLM-L6-v2"
 PER_EXAMPLE_METRICS = ("bertscore_f1", "bertscore_precision", "bertscore_recall", "rouge_l", "exact_match")
 
 # --------------------------------------------------------------------------------------------
-# text normalization
+# answer normalization (what exact match / accuracy / macro-F1 compare; not the data-prep dedupe key)
 
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _WS = re.compile(r"\s+")
 
 
-def normalize_text(s: Any) -> str:
-    """Lower-case, NFKC, drop ASCII punctuation, collapse whitespace.
+def normalize_answer(s: Any) -> str:
+    """An answer as exact match / accuracy compare it: lower-case, NFKC, drop ASCII punctuation, collapse
+    whitespace.
 
     Follows the SQuAD v1.1 ``normalize_answer`` recipe (Rajpurkar et al. 2016, evaluate-v1.1.py)
     minus its article removal, which would break one-word labels such as "a".
@@ -206,7 +207,8 @@ def paired_bootstrap_macro_f1(y_true: Sequence[str], base_pred: Sequence[str], c
     """Paired bootstrap CI of macro-F1(custom) - macro-F1(base); point estimate from sklearn.
 
     Resampling is vectorized (a loop over sklearn's f1_score costs ~1 ms per call: 2 s per 1000
-    resamples); the per-resample statistic is verified equal to sklearn's in tests/test_metrics.py.
+    resamples); the per-resample statistic is verified equal to sklearn's in
+    tests/tasks/evaluation/test_metrics.py.
     """
     y = np.asarray(y_true, dtype=object)
     n = len(y)
@@ -303,8 +305,8 @@ def compute_metrics(df: pd.DataFrame, *, label_like: bool, bertscore_model: str 
     # Exact match on normalized text (sklearn accuracy_score over the normalized strings).
     from sklearn.metrics import accuracy_score, classification_report, precision_recall_fscore_support
 
-    ref_norm = np.array([normalize_text(r) for r in refs], dtype=object)
-    preds = {m: np.array([normalize_text(p) for p in scored[f"{m}_output"]], dtype=object) for m in MODELS}
+    ref_norm = np.array([normalize_answer(r) for r in refs], dtype=object)
+    preds = {m: np.array([normalize_answer(p) for p in scored[f"{m}_output"]], dtype=object) for m in MODELS}
     for m in MODELS:
         df[f"{m}_exact_match"] = np.nan
         df.loc[ok, f"{m}_exact_match"] = (preds[m] == ref_norm).astype(float)
@@ -416,7 +418,8 @@ def training_summary(training_rows: Sequence[dict], validation_rows: Sequence[di
     out: dict[str, Any] = {}
     for kind, rows, loss_key in (("training", training_rows, "training_loss"),
                                  ("validation", validation_rows, "validation_loss")):
-        pts = [(_num(r.get("step_number")), _num(r.get("epoch_number")), _num(r.get(loss_key)), _num(r.get("perplexity")))
+        pts = [(_num(r.get("step_number")), _num(r.get("epoch_number")), _num(r.get(loss_key)),
+                _num(r.get("perplexity")))
                for r in rows or []]
         pts = [p for p in pts if p[2] is not None]
         if not pts:

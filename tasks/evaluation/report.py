@@ -1,6 +1,6 @@
 """Evaluation report: per-example CSV, summary JSON, markdown, PNG charts, Prefect artifacts.
 
-Input is the plain summary dict from ``tasks.metrics.compute_metrics`` plus the gate verdict, so
+Input is the plain summary dict from ``tasks.evaluation.metrics.compute_metrics`` plus the gate verdict, so
 this module does not import ``tasks.evaluate`` (no cycle). Charts use matplotlib's Agg backend
 (no display needed).
 """
@@ -153,7 +153,7 @@ def chart_per_class(summary: dict[str, Any], path: Path, top: int = 15) -> Path 
 
 
 def chart_loss(training_rows: Sequence[dict] | None, validation_rows: Sequence[dict] | None, path: Path) -> Path | None:
-    from tasks.metrics import curve_points
+    from tasks.evaluation.metrics import curve_points
 
     tx, ty = curve_points(training_rows or [], "training_loss")
     vx, vy = curve_points(validation_rows or [], "validation_loss")
@@ -203,14 +203,16 @@ def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.Dat
     L.append("## Metrics\n")
     L.append(f"| metric | base | custom | Δ (custom − base) | {conf:.0%} CI of Δ | win / tie / loss |")
     L.append("|---|---:|---:|---:|---|---|")
-    for m in ("bertscore_f1", "bertscore_precision", "bertscore_recall", "rouge_l", "exact_match", "accuracy", "macro_f1"):
+    for m in ("bertscore_f1", "bertscore_precision", "bertscore_recall", "rouge_l", "exact_match", "accuracy",
+              "macro_f1"):
         if m not in comp:
             continue
         c = comp[m]
         w = wtl.get(m)
         wt = f"{w['win']:.0%} / {w['tie']:.0%} / {w['loss']:.0%}" if w and w.get("n") else "—"
         mark = " ◀ gate" if m == verdict.get("metric") else ""
-        L.append(f"| {METRIC_LABELS.get(m, m)}{mark} | {_f(c['base'])} | {_f(c['custom'])} | {_f(c['delta'], sign=True)} "
+        L.append(f"| {METRIC_LABELS.get(m, m)}{mark} | {_f(c['base'])} | {_f(c['custom'])} "
+                 f"| {_f(c['delta'], sign=True)} "
                  f"| [{_f(c['ci_low'], sign=True)}, {_f(c['ci_high'], sign=True)}] | {wt} |")
     if summary.get("label_like"):
         b, cu = summary["base"], summary["custom"]
@@ -221,7 +223,8 @@ def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.Dat
             if k in b:
                 L.append(f"| {k.replace('_', ' ')} | {_f(b[k])} | {_f(cu[k])} |")
     bs = summary.get("bertscore", {})
-    L.append(f"\nBERTScore model: `{bs.get('model')}`, layer {bs.get('num_layers')} (bert-score, no baseline rescaling).\n")
+    L.append(f"\nBERTScore model: `{bs.get('model')}`, layer {bs.get('num_layers')} "
+             "(bert-score, no baseline rescaling).\n")
 
     pc = summary.get("per_class")
     if pc:
@@ -240,7 +243,8 @@ def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.Dat
     L.append("|---|---:|---:|---|---|---:|")
     for m in ("base", "custom"):
         la, tk = summary["latency"][m], summary["tokens"][m]
-        L.append(f"| {m} | {_f(la['p50_ms'], 0)} | {_f(la['p95_ms'], 0)} | {_f(tk['input_total'], 0)} / {_f(tk['input_mean'], 1)} "
+        L.append(f"| {m} | {_f(la['p50_ms'], 0)} | {_f(la['p95_ms'], 0)} "
+                 f"| {_f(tk['input_total'], 0)} / {_f(tk['input_mean'], 1)} "
                  f"| {_f(tk['output_total'], 0)} / {_f(tk['output_mean'], 1)} | {tk['attempts_total']} |")
     L.append("")
 
@@ -251,7 +255,8 @@ def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.Dat
             t = tr.get(kind, {})
             if t.get("n_points"):
                 ppl = f", final perplexity {_f(t.get('final_perplexity'), 3)}" if "final_perplexity" in t else ""
-                L.append(f"- {kind} loss: {_f(t['first_loss'])} → {_f(t['final_loss'])} (min {_f(t['min_loss'])} at step "
+                L.append(f"- {kind} loss: {_f(t['first_loss'])} → {_f(t['final_loss'])} "
+                         f"(min {_f(t['min_loss'])} at step "
                          f"{t.get('min_loss_step')}; {t['n_points']} points{ppl})")
         if tr.get("validation_loss_rising"):
             L.append("- ⚠ validation loss ended more than 5% above its minimum (possible over-fitting)")
@@ -273,13 +278,15 @@ def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.Dat
 
     if "base_bertscore_f1" in df and df["base_bertscore_f1"].notna().any():
         d = (df["custom_bertscore_f1"] - df["base_bertscore_f1"]).dropna().sort_values()
-        pick = list(d.index[-n_examples_shown:][::-1]) + [i for i in d.index[:n_examples_shown] if i not in d.index[-n_examples_shown:]]
+        pick = list(d.index[-n_examples_shown:][::-1]) + [i for i in d.index[:n_examples_shown]
+                                                          if i not in d.index[-n_examples_shown:]]
         L.append("## Examples (largest BERTScore-F1 gains, then largest losses)\n")
         L.append("| id | prompt | reference | base | custom | Δ BERTScore F1 |")
         L.append("|---|---|---|---|---|---:|")
         for i in pick:
             r = df.loc[i]
-            L.append(f"| {r['example_id']} | {_cell(r['prompt'], 80)} | {_cell(r['reference'], 60)} | {_cell(r['base_output'], 60)} "
+            L.append(f"| {r['example_id']} | {_cell(r['prompt'], 80)} | {_cell(r['reference'], 60)} "
+                     f"| {_cell(r['base_output'], 60)} "
                      f"| {_cell(r['custom_output'], 60)} | {_f(d[i], 3, sign=True)} |")
         L.append("")
     L.append("Files: `examples.csv` (one row per example, errors included), `summary.json`.")
@@ -290,7 +297,7 @@ def write_report(summary: dict[str, Any], df: pd.DataFrame, out_dir: str | Path,
                  training_rows: Sequence[dict] | None = None, validation_rows: Sequence[dict] | None = None,
                  targets: dict[str, str] | None = None) -> dict[str, str]:
     """Write examples.csv, summary.json, report.md and charts; return {name: path}."""
-    from tasks.manifest import redact
+    from tasks.aws.redact import redact
 
     targets = redact(targets) if targets else targets   # a PT ARN holds the account id: shared files must not
     out = Path(out_dir)

@@ -50,7 +50,7 @@ def compute_run_key(config: PipelineConfig, content_hash: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-# Name patterns (botocore 1.44 `bedrock` model; REF §2.2, §2.7, §2.8). We only ever produce lowercase
+# Name patterns (botocore 1.44 `bedrock` model; docs/bedrock-facts.md §2.2, §2.7, §2.8). We only ever produce lowercase
 # alphanumerics joined by single hyphens, which satisfies all of them at once.
 JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9\+\-\.])*")
 MODEL_NAME_RE = re.compile(r"([0-9a-zA-Z][_-]?){1,63}")

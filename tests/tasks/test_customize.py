@@ -2,99 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from botocore.validate import ParamValidator
 
-from tasks import aws, customize, iam, upload
-from tasks.config import PipelineConfig
-from tasks.types import PreparedData, SplitFile, UploadedData
-
-NOVA = "amazon.nova-micro-v1:0:128k"
-
-
-def conversation_split(path: Path, n: int, seed: str = "") -> SplitFile:
-    lines = []
-    for i in range(n):
-        rec = {"schemaVersion": "bedrock-conversation-2024", "system": [{"text": "Classify the request."}],
-               "messages": [{"role": "user", "content": [{"text": f"{seed} question {i} about card {i % 3}"}]},
-                            {"role": "assistant", "content": [{"text": f"label{i % 3}"}]}]}
-        lines.append(json.dumps(rec) + "\n")
-    path.write_text("".join(lines))
-    data = path.read_bytes()
-    return SplitFile(path=str(path), records=n, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
-
-
-def make_config(name: str, **over) -> PipelineConfig:
-    base = {"name": name, "base_model": NOVA, "data": {"source": "data.jsonl"}, "preset": "quick"}
-    base.update(over)
-    return PipelineConfig.model_validate(base)
-
-
-@dataclass
-class Stage:
-    clients: aws.Clients
-    config: PipelineConfig
-    names: aws.ResourceNames
-    uploaded: UploadedData
-    role_arn: str
-    tags: dict[str, str]
-    account: str
-
-
-def set_up_run(tmp_path: Path, flow_run_id: str = "flow-run-1", **config_over) -> Stage:
-    """Upload + role for a fresh run (unique name), the way the flow does it."""
-    name = config_over.pop("name", None) or f"t-{uuid.uuid4().hex[:8]}"
-    cfg = make_config(name, **config_over)
-    seed = name
-    prep = PreparedData(format="bedrock-conversation-2024", report_path=str(tmp_path / "report.json"),
-                        train=conversation_split(tmp_path / "train.jsonl", 24, seed),
-                        validation=conversation_split(tmp_path / "validation.jsonl", 8, seed + "v"),
-                        test=conversation_split(tmp_path / "test.jsonl", 8, seed + "t"))
-    clients = aws.make_clients(cfg.aws)
-    account = aws.account_id(clients)
-    key = aws.compute_run_key(cfg, prep.content_hash)
-    names = aws.resource_names(cfg, key, account=account)
-    tags = aws.standard_tags(key, flow_run_id, {"team": "tests"})
-    upload.ensure_bucket(clients, names.bucket, cfg.aws.region, None)
-    uploaded = upload.upload(clients, prep, names.bucket, cfg.aws.prefix, key)
-    role = iam.ensure_role(clients, cfg, names, uploaded, account, tags)
-    return Stage(clients, cfg, names, uploaded, role.role_arn, tags, account)
-
-
-def creates(ledger: dict, op: str = "CreateModelCustomizationJob") -> list[dict]:
-    return [c for c in ledger["calls"] if c["operation"] == op]
-
-
-def use_session_emulator(monkeypatch, aws_env):
-    return aws_env
-
-
-def use_fresh_emulator(monkeypatch, emu):
-    """A private emulator (fault rules, exact ledger counts, jobs that never finish)."""
-    from conftest import DUMMY_ENV
-
-    for k, v in DUMMY_ENV.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", emu.url)
-    monkeypatch.setattr(customize, "_sleep", lambda s: None if s <= 0.05 else time.sleep(0.05))
-    return emu
-
-
-@pytest.fixture
-def env(monkeypatch, aws_env):
-    return use_session_emulator(monkeypatch, aws_env)
-
-
-@pytest.fixture
-def fresh_env(monkeypatch, fresh_emulator):
-    return use_fresh_emulator(monkeypatch, fresh_emulator)
+from tasks import customize, iam
+from tasks.aws import clients as aws_clients
+from tasks.aws import errors as aws_errors
+from tasks.aws import tags as aws_tags
+from tasks.run import names as run_names
+from tasks.run.types import UploadedData
+from tests.support.aws import NOVA, Stage, creates, make_config, set_up_run
 
 
 # -- request shapes (botocore's own validator, every customization type) --------------------------
@@ -109,12 +29,18 @@ def fresh_env(monkeypatch, fresh_emulator):
 ])
 def test_job_request_is_valid_for_every_customization_type(over):
     cfg = make_config("shape", **over)
-    names = aws.resource_names(cfg, "0123456789ab")
+    names = run_names.resource_names(cfg, "0123456789ab")
     up = UploadedData(bucket="b-b-b", train_uri="s3://b-b-b/p/data/x/train.jsonl", output_uri="s3://b-b-b/p/output/k/",
                       validation_uri="s3://b-b-b/p/data/x/validation.jsonl", input_prefix="p/data/x/",
                       output_prefix="p/output/k/")
-    req = customize.build_job_request(cfg, names, "arn:aws:iam::000000000000:role/r", up, {"managed-by": "bedrock-forge"}, 2)
-    shape = aws.make_clients(cfg.aws).bedrock.meta.service_model.operation_model("CreateModelCustomizationJob").input_shape
+    req = customize.build_job_request(
+        cfg, names, "arn:aws:iam::000000000000:role/r", up, {"managed-by": "bedrock-forge"}, 2
+    )
+    shape = (
+        aws_clients.make_clients(cfg.aws)
+        .bedrock.meta.service_model.operation_model("CreateModelCustomizationJob")
+        .input_shape
+    )
     report = ParamValidator().validate(req, shape)
     assert not report.has_errors(), report.generate_report()
     assert req["jobName"] == names.job + "-a2" and req["clientRequestToken"] == names.job_token + "-a2"
@@ -138,11 +64,12 @@ def test_happy_path_trains_and_returns_both_metric_tables(env, tmp_path):
     seen: list[dict] = []
     result = customize.wait_for_job(s.clients, job.job_arn, timeout_s=60, progress=seen.append)
     assert result.status == "Completed" and result.custom_model_arn.split(":")[5].startswith("custom-model/")
-    assert result.training_metrics and {"step_number", "epoch_number", "training_loss"} <= set(result.training_metrics[0])
+    assert result.training_metrics and ({"step_number", "epoch_number", "training_loss"}
+                                        <= set(result.training_metrics[0]))
     assert result.validation_metrics and "validation_loss" in result.validation_metrics[0]
     assert result.final_training_loss == pytest.approx(result.training_metrics[-1]["training_loss"])
     assert seen[-1]["status"] == "Completed"
-    tags = aws.bedrock_tags(s.clients, result.custom_model_arn)
+    tags = aws_tags.bedrock_tags(s.clients, result.custom_model_arn)
     assert tags["managed-by"] == "bedrock-forge" and tags["forge-run-key"] == s.names.run_key
 
 
@@ -150,7 +77,9 @@ def test_rerun_adopts_instead_of_creating_again(fresh_env, tmp_path):
     s = set_up_run(tmp_path)
     first = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
     # a fresh worker: new clients, no cache, same config and data
-    again = customize.start_job(aws.make_clients(s.config.aws), s.config, s.names, s.role_arn, s.uploaded, s.tags)
+    again = customize.start_job(
+        aws_clients.make_clients(s.config.aws), s.config, s.names, s.role_arn, s.uploaded, s.tags
+    )
     assert again.adopted and again.job_arn == first.job_arn
     customize.wait_for_job(s.clients, first.job_arn, timeout_s=60, initial_interval_s=0.2)
     done = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
@@ -161,7 +90,8 @@ def test_rerun_adopts_instead_of_creating_again(fresh_env, tmp_path):
 def test_transient_faults_are_retried_and_survived(fresh_env, tmp_path):
     s = set_up_run(tmp_path)
     fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "error": "ThrottlingException", "count": 2},
-                          {"operation": "GetModelCustomizationJob", "error": "ServiceUnavailableException", "count": 1}])
+                          {"operation": "GetModelCustomizationJob", "error": "ServiceUnavailableException",
+                           "count": 1}])
     job = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
     result = customize.wait_for_job(s.clients, job.job_arn, timeout_s=60, initial_interval_s=0.2)
     assert result.status == "Completed"
@@ -172,12 +102,13 @@ def test_transient_faults_are_retried_and_survived(fresh_env, tmp_path):
 @pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted to send logs")
 def test_prefect_task_retries_transient_errors_only(fresh_env, tmp_path, prefect_backend):
     s = set_up_run(tmp_path, aws={"max_attempts": 1})      # botocore gives up at once: Prefect must retry
-    fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "error": "ServiceUnavailableException", "count": 2}])
+    fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "error": "ServiceUnavailableException",
+                           "count": 2}])
     task = customize.start_job_task.with_options(retry_delay_seconds=0.1)
     job = task(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
     assert job.job_name == s.names.job and len(creates(fresh_env.ledger())) == 3
     fresh_env.set_faults([{"operation": "ListModelCustomizationJobs", "error": "AccessDeniedException", "count": 5}])
-    with pytest.raises(aws.StageError, match="AccessDenied"):
+    with pytest.raises(aws_errors.StageError, match="AccessDenied"):
         task(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
     lists = [c for c in fresh_env.ledger()["calls"] if c["operation"] == "ListModelCustomizationJobs"]
     assert [c["error"] for c in lists].count("AccessDeniedException") == 1      # no retry of a permanent error
@@ -188,8 +119,8 @@ def test_wait_task_publishes_progress_and_survives_an_emulator_restart(fresh_env
 
     s = set_up_run(tmp_path)
     job = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
-    fresh_env.restart()             # the service keeps its state; a new worker re-adopts and waits
-    clients = aws.make_clients(s.config.aws)
+    fresh_env.restart()  # the service keeps its state; a new worker re-adopts and waits
+    clients = aws_clients.make_clients(s.config.aws)
     adopted = customize.start_job(clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
     assert adopted.adopted and adopted.job_arn == job.job_arn
 
@@ -198,8 +129,13 @@ def test_wait_task_publishes_progress_and_survives_an_emulator_restart(fresh_env
         return customize.wait_for_job_task(clients, adopted.job_arn, timeout_s=60).status
 
     assert poll() == "Completed"
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    # filtered on the server: an unfiltered read returns one page, which a long suite's artifacts overflow
+    only_ours = ArtifactFilter(key=ArtifactFilterKey(like_="job-progress-" + s.names.job))
     with get_client(sync_client=True) as c:
-        arts = [a for a in c.read_artifacts() if (a.key or "").startswith("job-progress-" + s.names.job)]
+        arts = [a for a in c.read_artifacts(artifact_filter=only_ours)
+                if (a.key or "").startswith("job-progress-" + s.names.job)]
     assert arts and arts[-1].type == "progress" and float(arts[-1].data) == 100.0
 
 
@@ -207,7 +143,7 @@ def test_permanent_error_fails_fast_with_the_service_message(fresh_env, tmp_path
     s = set_up_run(tmp_path)
     monkeypatch.setattr(customize, "ROLE_WAIT_S", 0.0)
     missing = s.role_arn.rsplit("/", 1)[0] + "/no-such-role"
-    with pytest.raises(aws.StageError) as exc:
+    with pytest.raises(aws_errors.StageError) as exc:
         customize.start_job(s.clients, s.config, s.names, missing, s.uploaded, s.tags)
     assert "Could not assume the provided role" in str(exc.value) and "Traceback" not in str(exc.value)
     assert len(creates(fresh_env.ledger())) == 1
@@ -268,7 +204,7 @@ def _stuck_jobs(s: Stage, env, n: int) -> list[str]:
 def test_quota_full_fails_clearly_or_waits_for_a_slot(fresh_env, tmp_path):
     s = set_up_run(tmp_path, job={"on_quota_full": "fail"})
     blockers = _stuck_jobs(s, fresh_env, 2)
-    with pytest.raises(aws.QuotaExceeded, match="quota is full.*Service Quotas.*on_quota_full: wait"):
+    with pytest.raises(aws_errors.QuotaExceeded, match="quota is full.*Service Quotas.*on_quota_full: wait"):
         customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
 
     waiting = s.config.model_copy(update={"job": s.config.job.model_copy(update={"on_quota_full": "wait",
@@ -294,7 +230,8 @@ def test_cancellation_stops_only_the_jobs_of_that_flow_run(fresh_env, tmp_path):
     s = set_up_run(tmp_path, flow_run_id="run-to-cancel")
     fresh_env.set_faults([{"operation": "CreateModelCustomizationJob", "job_outcome": "Stuck", "count": 2}])
     mine = customize.start_job(s.clients, s.config, s.names, s.role_arn, s.uploaded, s.tags)
-    other_names = s.names.model_copy(update={"job": s.names.job + "-other", "custom_model": s.names.custom_model + "-other",
+    other_names = s.names.model_copy(update={"job": s.names.job + "-other",
+                                             "custom_model": s.names.custom_model + "-other",
                                              "job_token": s.names.job_token + "-other"})
     theirs = customize.start_job(s.clients, s.config, other_names, s.role_arn, s.uploaded,
                                  {**s.tags, "forge-flow-run-id": "another-run"})

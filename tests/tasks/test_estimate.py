@@ -16,7 +16,8 @@ from tasks.estimate import (
     estimate_from_config,
     record_chars,
 )
-from tasks.types import PreparedData, SplitFile
+from tasks.run.types import PreparedData, SplitFile
+from tests.support import REPO_ROOT
 
 PRICES = {"train_per_1k_tokens": 0.5, "storage_per_month": 1.95, "pt_hour_no_commit": 20.0,
           "on_demand_input_per_1k": 0.001, "on_demand_output_per_1k": 0.004}
@@ -93,7 +94,8 @@ def test_on_demand_serving_is_priced_by_test_tokens(prepared):
 
 def test_auto_mode_uses_on_demand_for_nova_in_its_regions_and_pt_elsewhere(prepared):
     assert estimate_cost(config(serving={"mode": "auto"}), prepared).serving_kind == "deployment"
-    assert estimate_cost(config(serving={"mode": "auto"}, aws={"region": "eu-west-1"}), prepared).serving_kind == "provisioned"
+    assert (estimate_cost(config(serving={"mode": "auto"}, aws={"region": "eu-west-1"}), prepared).serving_kind
+            == "provisioned")
     titan = config(base_model="amazon.titan-text-express-v1:0:8k", serving={"mode": "auto"})
     assert estimate_cost(titan, prepared).serving_kind == "provisioned"
 
@@ -106,7 +108,7 @@ def test_no_serving_cost_when_evaluation_is_off(prepared):
 
 
 def test_tokens_use_the_family_chars_per_token(tmp_path):
-    """Claude 3 Haiku's validator counts 3 characters per token (REF §5): twice the tokens."""
+    """Claude 3 Haiku's validator counts 3 characters per token (docs/bedrock-facts.md §5): twice the tokens."""
     rec = {"system": "s" * 10, "messages": [{"role": "user", "content": "u" * 50},
                                             {"role": "assistant", "content": "a" * 30}]}
     train = write_split(tmp_path / "train.jsonl", [rec] * 30)
@@ -116,7 +118,8 @@ def test_tokens_use_the_family_chars_per_token(tmp_path):
 
 
 def test_prepare_token_figure_is_used_when_the_train_file_is_elsewhere(prepared, tmp_path):
-    moved = prepared.model_copy(update={"train": prepared.train.model_copy(update={"path": str(tmp_path / "gone.jsonl")}),
+    moved = prepared.model_copy(update={"train": prepared.train.model_copy(
+                                            update={"path": str(tmp_path / "gone.jsonl")}),
                                         "estimated_train_tokens": 1234})
     est = estimate_cost(config(), moved)
     assert est.train_tokens == 1234 and any("not on this machine" in n for n in est.notes)
@@ -125,7 +128,8 @@ def test_prepare_token_figure_is_used_when_the_train_file_is_elsewhere(prepared,
 @pytest.mark.parametrize("record, expected", [
     ({"prompt": "abcd", "completion": "xy"}, (4, 2)),
     ({"input": "some raw text"}, (13, 0)),
-    ({"system": "sys", "messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]}, (8, 2)),
+    ({"system": "sys", "messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]},
+     (8, 2)),
     (conversation("hello", "hi"), (5, 2)),         # schemaVersion and role names are not text
     ({"messages": [{"role": "user", "content": "2+2?"}], "reference_answer": "4"}, (4, 1)),
 ])
@@ -302,15 +306,13 @@ def test_cli_bad_hyperparameter_is_a_message_not_a_traceback(tmp_path, raw_csv, 
 
 
 def test_cli_default_prepares_the_data_first(tmp_path, capsys):
-    pytest.importorskip("tasks.prepare")
-    cfg = Path(__file__).resolve().parent.parent / "examples" / "banking77.yaml"
+    cfg = REPO_ROOT / "examples" / "banking77.yaml"
     assert run_cli(str(cfg), "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["method"] == "prepared" and data["train_tokens"] > 0 and 80 <= data["eval_calls"] <= 100
 
 
 def test_cli_bad_data_prints_located_problems_exit_2(tmp_path, capsys):
-    pytest.importorskip("tasks.prepare")
     data = tmp_path / "broken.jsonl"
     data.write_text('{"prompt": "hi", "completion": "x"}\n{"prompt": "", "completion": "y"}\nnot json\n')
     cfg = tmp_path / "c.yaml"

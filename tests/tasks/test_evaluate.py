@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from tasks import evaluate as E
 from tasks.config import EvaluationConfig, GateConfig
-from tasks.types import InvokeResult, TrainingResult
+from tasks.run.types import InvokeResult, TrainingResult
 
 
 def _throttle(code: str = "ThrottlingException", status: int = 400) -> ClientError:
@@ -142,7 +142,7 @@ def test_jsonl(tmp_path, monkeypatch):
     labels = ["positive", "negative", "neutral"]
     p = tmp_path / "test.jsonl"
     p.write_text("".join(json.dumps({"prompt": f"review {i}", "completion": labels[i % 3]}) + "\n" for i in range(60)))
-    if E.from_record is None:  # tasks/formats.py not merged yet: the prompt-completion reading it will do
+    if E.from_record is None:  # tasks/data/formats.py not merged yet: the prompt-completion reading it will do
         monkeypatch.setattr(E, "from_record", lambda fmt, r: E.Example(None, r["prompt"], r["completion"]))
     return p
 
@@ -162,7 +162,8 @@ def _fake_invoke(custom_acc: float, base_acc: float):
 
 def test_evaluate_endpoints_end_to_end_with_fake_invoke(test_jsonl, tmp_path):
     cfg = EvaluationConfig(max_examples=45, concurrency=8, bootstrap_samples=300)
-    training = TrainingResult(job_arn="j", job_name="j", status="Completed", custom_model_arn="m", custom_model_name="m",
+    training = TrainingResult(job_arn="j", job_name="j", status="Completed", custom_model_arn="m",
+                              custom_model_name="m",
                               training_metrics=[{"step_number": i, "epoch_number": 0, "training_loss": 2 - i / 10,
                                                  "perplexity": 5} for i in range(10)],
                               validation_metrics=[{"step_number": 9, "epoch_number": 0, "validation_loss": 1.5,
@@ -229,11 +230,17 @@ def test_record_and_load_evaluation_roundtrip(test_jsonl, tmp_path):
     assert E.load_recorded_evaluation(clients, "s3://bkt/pre/output/run1/", "k1") == res
 
 
-_HAVE_STACK = all(importlib.util.find_spec(m) is not None for m in ("emulator.testing", "tasks.invoke", "tasks.formats"))
+_HAVE_STACK = all(
+    importlib.util.find_spec(m) is not None
+    for m in ("emulator.testing", "tasks.evaluation.invoke", "tasks.data.formats")
+)
 
 
-@pytest.mark.skipif(not _HAVE_STACK, reason="emulator/testing.py, tasks/invoke.py or tasks/formats.py not merged yet: "
-                    "the real boto3 bedrock-runtime path cannot be exercised")
+@pytest.mark.skipif(
+    not _HAVE_STACK,
+    reason="emulator/testing.py, tasks/evaluation/invoke.py or tasks/data/formats.py not merged yet: "
+    "the real boto3 bedrock-runtime path cannot be exercised",
+)
 def test_evaluate_endpoints_against_emulator(aws_env, test_jsonl, tmp_path):
     import boto3
 

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from test_customize import use_fresh_emulator, use_session_emulator
-from test_serve import trained
-
-from tasks import aws, serve, teardown
-
-
-@pytest.fixture
-def env(monkeypatch, aws_env):
-    return use_session_emulator(monkeypatch, aws_env)
-
-
-@pytest.fixture
-def fresh_env(monkeypatch, fresh_emulator):
-    return use_fresh_emulator(monkeypatch, fresh_emulator)
+from tasks import serve, teardown
+from tasks.aws import tags as aws_tags
+from tests.support.aws import alive, trained
 
 
 def _pt(s, model_arn, tags, suffix: str):
@@ -28,10 +17,7 @@ def _pt(s, model_arn, tags, suffix: str):
 
 
 def _alive(s, arn: str) -> bool:
-    live = [p["provisionedModelArn"] for p in s.clients.bedrock.list_provisioned_model_throughputs()["provisionedModelSummaries"]]
-    live += [d["customModelDeploymentArn"] for d in
-             s.clients.bedrock.list_custom_model_deployments()["modelDeploymentSummaries"]]
-    return arn in live
+    return alive(s.clients, arn)
 
 
 def test_teardown_deletes_serving_model_and_data_and_is_idempotent(env, tmp_path):
@@ -74,8 +60,8 @@ def test_resources_without_the_managed_tag_are_never_touched(fresh_env, tmp_path
 
 def test_teardown_run_deletes_only_that_flow_runs_billing_resources(fresh_env, tmp_path):
     s, model_arn, _ = trained(tmp_path)
-    mine = _pt(s, model_arn, aws.standard_tags(s.names.run_key, "flow-a", {}, 2), "a")
-    other = _pt(s, model_arn, aws.standard_tags(s.names.run_key, "flow-b", {}, 2), "b")
+    mine = _pt(s, model_arn, aws_tags.standard_tags(s.names.run_key, "flow-a", {}, 2), "a")
+    other = _pt(s, model_arn, aws_tags.standard_tags(s.names.run_key, "flow-b", {}, 2), "b")
     report = teardown.teardown_run(s.clients, "flow-a")
     assert report.deleted == [mine.arn]
     assert _alive(s, other.arn) and not _alive(s, mine.arn)
@@ -85,8 +71,10 @@ def test_teardown_run_deletes_only_that_flow_runs_billing_resources(fresh_env, t
 def test_sweep_deletes_expired_and_orphaned_resources_only(fresh_env, tmp_path):
     s, model_arn, _ = trained(tmp_path)
     now = datetime.now(UTC)
-    expired = _pt(s, model_arn, aws.standard_tags(s.names.run_key, "run-live", {}, 1, now=now - timedelta(hours=3)), "x")
-    orphan = _pt(s, model_arn, aws.standard_tags(s.names.run_key, "run-dead", {}, 5, now=now), "o")
+    expired = _pt(
+        s, model_arn, aws_tags.standard_tags(s.names.run_key, "run-live", {}, 1, now=now - timedelta(hours=3)), "x"
+    )
+    orphan = _pt(s, model_arn, aws_tags.standard_tags(s.names.run_key, "run-dead", {}, 5, now=now), "o")
     terminal = {"run-live": False, "run-dead": True}
     dry = teardown.sweep(s.clients, now=now, is_flow_run_terminal=terminal.get, dry_run=True)
     assert sorted(dry.deleted) == sorted([expired.arn, orphan.arn])
@@ -95,6 +83,115 @@ def test_sweep_deletes_expired_and_orphaned_resources_only(fresh_env, tmp_path):
     assert sorted(swept.deleted) == sorted([expired.arn, orphan.arn])
     assert not _alive(s, expired.arn) and not _alive(s, orphan.arn)
     # unknown flow-run state and not yet expired: kept
-    kept = _pt(s, model_arn, aws.standard_tags(s.names.run_key, "run-unknown", {}, 5, now=now), "k")
+    kept = _pt(s, model_arn, aws_tags.standard_tags(s.names.run_key, "run-unknown", {}, 5, now=now), "k")
     assert teardown.sweep(s.clients, now=now, is_flow_run_terminal=lambda _: None, dry_run=False).deleted == []
     assert _alive(s, kept.arn)
+
+
+# -- partial failures ----------------------------------------------------------------------------
+def _provisioned(tmp_path):
+    s, model_arn, tags = trained(tmp_path, serving={"mode": "provisioned"})
+    return s, model_arn, serve.provision(s.clients, s.config, s.names, model_arn, tags)
+
+
+def test_a_delete_that_is_refused_is_an_error_and_the_resource_stays_alive(fresh_env, tmp_path):
+    s, _, ep = _provisioned(tmp_path)
+    fresh_env.set_faults(
+        [{"operation": "DeleteProvisionedModelThroughput", "error": "AccessDeniedException", "count": 1}]
+    )
+    report = teardown.teardown(s.clients, run_key=s.names.run_key, endpoints=[ep])
+    assert ep.arn not in report.deleted and ep.arn not in report.already_gone
+    (err,) = report.errors
+    assert err.startswith(ep.arn) and "AccessDenied" in err and "DeleteProvisionedModelThroughput" in err
+    assert _alive(s, ep.arn)  # still billing, and the report says so
+    fresh_env.set_faults([])
+    have = aws_tags.bedrock_tags(s.clients, ep.arn)
+    again = teardown.teardown(s.clients, run_key=s.names.run_key, endpoints=[ep])  # a rerun finishes the job
+    assert again.deleted == [ep.arn] and again.errors == [] and not _alive(s, ep.arn)
+    # gone between the tag read and the delete: already gone, not an error
+    late = teardown.TeardownReport()
+    teardown.delete_managed(s.clients, ep.arn, late, known_tags=have)
+    assert late.already_gone == [ep.arn] and late.errors == [] and late.deleted == []
+
+
+def test_throttled_deletes_are_retried_then_reported_not_deleted(fresh_env, tmp_path, monkeypatch):
+    from tasks.aws.clients import make_clients
+
+    s, _, ep = _provisioned(tmp_path)
+    one_shot = make_clients(s.config.aws.model_copy(update={"max_attempts": 1}))  # no botocore retries
+    monkeypatch.setattr(teardown, "CONFLICT_RETRY_S", 0.5)
+    monkeypatch.setattr(teardown, "_sleep", lambda _s: time.sleep(0.05))  # short, but no flood of calls
+    fresh_env.set_faults(
+        [{"operation": "DeleteProvisionedModelThroughput", "error": "ThrottlingException", "count": 100000}]
+    )
+    report = teardown.teardown(one_shot, run_key=s.names.run_key, endpoints=[ep])
+    assert report.deleted == [] and len(report.errors) == 1 and "ThrottlingException" in report.errors[0]
+    fresh_env.set_faults(
+        [{"operation": "DeleteProvisionedModelThroughput", "error": "ThrottlingException", "count": 2}]
+    )
+    assert _alive(s, ep.arn)
+    monkeypatch.setattr(teardown, "CONFLICT_RETRY_S", 5.0)
+    report = teardown.teardown(one_shot, run_key=s.names.run_key, endpoints=[ep])
+    assert report.deleted == [ep.arn] and report.errors == [] and not _alive(s, ep.arn), report
+
+
+def test_another_runs_resource_is_left_and_a_failed_listing_still_deletes_what_was_given(fresh_env, tmp_path):
+    s, model_arn, ep = _provisioned(tmp_path)
+    other = _pt(s, model_arn, aws_tags.standard_tags("otherrunkey1", "flow-run-1", {}, 2), "other")
+    report = teardown.teardown(s.clients, run_key=s.names.run_key, endpoints=[other])
+    assert other.arn in report.skipped_unmanaged and other.arn not in report.deleted
+    assert report.deleted == [ep.arn]  # found by its run-key tag although not passed in
+    assert _alive(s, other.arn)
+    fresh_env.set_faults(
+        [{"operation": "ListProvisionedModelThroughputs", "error": "AccessDeniedException", "count": 1}]
+    )
+    given = teardown.teardown(s.clients, run_key="otherrunkey1", endpoints=[other])
+    assert given.deleted == [other.arn] and not _alive(s, other.arn)
+    assert len(given.errors) == 1 and given.errors[0].startswith("listing serving resources")
+
+
+def test_sweep_decides_by_expiry_then_flow_run_state(monkeypatch):
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+    def tags(flow_run: str | None, expires: str | None, managed: bool = True) -> dict:
+        t = {"managed-by": "bedrock-forge" if managed else "me"}
+        if flow_run:
+            t["forge-flow-run-id"] = flow_run
+        if expires:
+            t["forge-expires-at"] = expires
+        return t
+
+    past, future = "2026-01-01T11:00:00Z", "2026-01-01T13:00:00Z"
+    pt = "arn:aws:bedrock:us-east-1:111122223333:provisioned-model/{}"
+    resources = {
+        "expired-running": tags("running", past),
+        "expired-no-run": tags(None, past),
+        "terminal": tags("done", future),
+        "running": tags("running", future),
+        "unknown": tags("unknown", future),
+        "lookup-fails": tags("boom", future),
+        "no-tags": tags(None, None),
+        "bad-expiry": tags("running", "soon"),
+        "unmanaged-expired": tags("done", past, managed=False),
+    }
+    monkeypatch.setattr(
+        teardown, "billing_resources", lambda _c: [("provisioned", pt.format(k), v) for k, v in resources.items()]
+    )
+
+    def state(run: str) -> bool | None:
+        if run == "boom":
+            raise RuntimeError("Prefect API down")
+        return {"running": False, "done": True}.get(run)
+
+    report = teardown.sweep(None, now=now, is_flow_run_terminal=state, dry_run=True)  # no AWS call in a dry run
+    assert sorted(report.deleted) == sorted(pt.format(k) for k in ("expired-running", "expired-no-run", "terminal"))
+    assert report.skipped_unmanaged == [pt.format("unmanaged-expired")] and report.errors == []
+
+
+def test_sweep_reports_a_failed_listing(monkeypatch):
+    def fail(_c):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(teardown, "billing_resources", fail)
+    report = teardown.sweep(None, now=datetime.now(UTC), is_flow_run_terminal=lambda _: True)
+    assert report.deleted == [] and report.errors == ["listing serving resources: RuntimeError: no network"]

@@ -9,9 +9,10 @@ import pytest
 from moto import mock_aws
 
 from tasks import upload as up
-from tasks.aws import StageError, make_clients
+from tasks.aws.clients import make_clients
+from tasks.aws.errors import StageError
 from tasks.config import AwsConfig
-from tasks.types import PreparedData, SplitFile
+from tasks.run.types import PreparedData, SplitFile
 
 
 def write_prepared(tmp_path, n: int = 3, text: str = "hello") -> PreparedData:
@@ -51,7 +52,8 @@ def treat_requests_as_tls(monkeypatch):
 @pytest.fixture
 def clients(monkeypatch):
     treat_requests_as_tls(monkeypatch)
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
     for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(k, raising=False)
@@ -86,10 +88,12 @@ def test_existing_bucket_policy_is_kept_and_tls_statement_added_once(clients):
     clients.s3.create_bucket(Bucket="their-bucket")
     theirs = {"Sid": "Theirs", "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteBucket",
               "Resource": "arn:aws:s3:::their-bucket"}
-    clients.s3.put_bucket_policy(Bucket="their-bucket", Policy=json.dumps({"Version": "2012-10-17", "Statement": [theirs]}))
+    clients.s3.put_bucket_policy(Bucket="their-bucket",
+                                 Policy=json.dumps({"Version": "2012-10-17", "Statement": [theirs]}))
     up.ensure_bucket(clients, "their-bucket", "us-east-1", None)
     up.ensure_bucket(clients, "their-bucket", "us-east-1", None)
-    sids = [s.get("Sid") for s in json.loads(clients.s3.get_bucket_policy(Bucket="their-bucket")["Policy"])["Statement"]]
+    sids = [s.get("Sid")
+            for s in json.loads(clients.s3.get_bucket_policy(Bucket="their-bucket")["Policy"])["Statement"]]
     assert sids == ["Theirs", up.TLS_SID]
 
 

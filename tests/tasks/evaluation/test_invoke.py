@@ -1,4 +1,5 @@
-"""tasks/invoke.py: request bodies and response parsing per family, through a stubbed bedrock-runtime client."""
+"""tasks/evaluation/invoke.py: request bodies and response parsing per family, through a stubbed bedrock-runtime
+client."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from tasks.invoke import build_body, invoke_text
+from tasks.evaluation.invoke import build_body, invoke_text
 
 RESPONSES = {
     "nova": ({"output": {"message": {"role": "assistant", "content": [{"text": "refund"}]}},
               "usage": {"inputTokens": 11, "outputTokens": 2}}, (11, 2)),
-    "claude": ({"content": [{"type": "text", "text": "refund"}], "usage": {"input_tokens": 12, "output_tokens": 3}}, (12, 3)),
+    "claude": ({"content": [{"type": "text", "text": "refund"}],
+                "usage": {"input_tokens": 12, "output_tokens": 3}}, (12, 3)),
     "llama": ({"generation": "refund", "prompt_token_count": 13, "generation_token_count": 4}, (13, 4)),
     "titan": ({"inputTextTokenCount": 14, "results": [{"outputText": "refund", "tokenCount": 5}]}, (14, 5)),
     "cohere": ({"generations": [{"text": "refund"}]}, (None, None)),
@@ -54,7 +56,8 @@ def test_request_bodies_follow_each_family_schema():
     assert nova == {"schemaVersion": "messages-v1", "messages": [{"role": "user", "content": [{"text": "p"}]}],
                     "inferenceConfig": {"maxTokens": 8, "temperature": 0.2}, "system": [{"text": "s"}]}
     claude = build_body("claude", prompt="p", system=None, max_tokens=8, temperature=0.0)
-    assert claude["anthropic_version"] == "bedrock-2023-05-31" and claude["messages"] == [{"role": "user", "content": "p"}]
+    assert (claude["anthropic_version"] == "bedrock-2023-05-31"
+            and claude["messages"] == [{"role": "user", "content": "p"}])
     assert "system" not in claude
     assert build_body("llama", prompt="p", system="s", max_tokens=8, temperature=0.0) == \
         {"prompt": "s\n\np", "max_gen_len": 8, "temperature": 0.0}
@@ -69,7 +72,8 @@ def test_service_errors_reach_the_caller_as_client_errors():
     with Stubber(client) as stub:
         stub.add_client_error("invoke_model", service_error_code="ThrottlingException", http_status_code=429)
         with pytest.raises(ClientError) as exc:
-            invoke_text(client, "us.amazon.nova-micro-v1:0", "nova", prompt="p", system=None, max_tokens=8, temperature=0)
+            invoke_text(client, "us.amazon.nova-micro-v1:0", "nova", prompt="p", system=None, max_tokens=8,
+                        temperature=0)
     assert exc.value.response["Error"]["Code"] == "ThrottlingException"
 
 
@@ -79,7 +83,7 @@ def test_every_catalog_base_model_answers_through_its_inference_id(aws_env):
     import boto3
 
     from tasks.catalog import load_catalog
-    from tasks.invoke import invoke_text
+    from tasks.evaluation.invoke import invoke_text
 
     cat = load_catalog()
     runtime = boto3.client("bedrock-runtime")

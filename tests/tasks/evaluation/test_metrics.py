@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from tasks import metrics as M
+from tasks.evaluation import metrics as M
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,10 @@ def _df(refs, base, custom, base_err=None, custom_err=None):
     })
 
 
-def test_normalize_text():
-    assert M.normalize_text("  Positive. ") == "positive"
-    assert M.normalize_text("Hello,\n  WORLD!") == "hello world"
-    assert M.normalize_text(None) == ""
+def test_normalize_answer():
+    assert M.normalize_answer("  Positive. ") == "positive"
+    assert M.normalize_answer("Hello,\n  WORLD!") == "hello world"
+    assert M.normalize_answer(None) == ""
 
 
 def test_label_metrics_hand_checked_confusion(bert):

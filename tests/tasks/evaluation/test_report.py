@@ -7,10 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from tasks import metrics as M
-from tasks import report as R
 from tasks.config import GateConfig
 from tasks.evaluate import EvaluationResult, apply_gate
+from tasks.evaluation import metrics as M
+from tasks.evaluation import report as R
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,13 @@ def evaluated(tmp_path_factory):
         "custom_output_tokens": [1] * n, "base_attempts": [1] * n, "custom_attempts": [2] * n,
         "base_error": [None] * n, "custom_error": [None] * n,
     })
-    df.loc[3, ["base_output", "base_error"]] = [None, "ThrottlingException: Rate exceeded (retries exhausted after 6 attempt(s))"]
+    df.loc[3, ["base_output", "base_error"]] = [None, "ThrottlingException: Rate exceeded "
+                                                      "(retries exhausted after 6 attempt(s))"]
     s = M.compute_metrics(df, label_like=True, n_resamples=300)
-    tr = [{"step_number": i, "epoch_number": i // 4, "training_loss": 2.0 - 0.1 * i, "perplexity": 3} for i in range(12)]
-    va = [{"step_number": 4 * k, "epoch_number": k, "validation_loss": 1.8 - 0.1 * k, "perplexity": 3} for k in (1, 2, 3)]
+    tr = [{"step_number": i, "epoch_number": i // 4, "training_loss": 2.0 - 0.1 * i, "perplexity": 3}
+          for i in range(12)]
+    va = [{"step_number": 4 * k, "epoch_number": k, "validation_loss": 1.8 - 0.1 * k, "perplexity": 3}
+          for k in (1, 2, 3)]
     s["training"] = M.training_summary(tr, va)
     verdict = apply_gate(GateConfig(metric="accuracy", min_delta=0.2), s)
     out = tmp_path_factory.mktemp("report")
