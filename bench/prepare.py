@@ -117,8 +117,8 @@ def run_loop(src: Path, out: Path, seed: int = 42) -> dict:
 
 def run_prepare(src: Path, out: Path, seed: int = 42) -> dict:
     from tasks.config import PipelineConfig
-    from tasks.prepare import prepare
-    from tasks.validate import DataValidationError
+    from tasks.data.preparation import prepare
+    from tasks.data.problems import DataValidationError
 
     config = PipelineConfig(name="bench-prepare", base_model="amazon.titan-text-express-v1:0:8k",
                             customization_type="FINE_TUNING", preset="balanced",
@@ -145,8 +145,7 @@ def run_prepare(src: Path, out: Path, seed: int = 42) -> dict:
 def child(kind: str, src: Path, out: Path, trace: bool) -> None:
     sys.path.insert(0, str(ROOT))
     if kind == "prepare":   # imports before the baseline reading: they are not the work
-        import tasks.prepare  # noqa: F401
-        import tasks.validate  # noqa: F401
+        import tasks.data.preparation  # noqa: F401
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if trace:
         import tracemalloc
@@ -177,6 +176,91 @@ def measure(kind: str, src: Path, work: Path, trace: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# whole process: `forge prepare` as a command vs the seed guide's loop as a script
+# ---------------------------------------------------------------------------------------------
+LOOP_SCRIPT = """\
+import json, random, sys
+from pathlib import Path
+
+src, out = sys.argv[1], Path(sys.argv[2])
+records = []
+with open(src, encoding="utf-8") as fh:
+    for line in fh:
+        rec = json.loads(line)
+        if rec.get("prompt") and rec.get("completion"):
+            records.append(rec)
+random.Random(42).shuffle(records)
+n = len(records)
+out.mkdir(parents=True, exist_ok=True)
+for name, (a, b) in {"train": (0, int(n * 0.8)), "validation": (int(n * 0.8), int(n * 0.9)),
+                     "test": (int(n * 0.9), n)}.items():
+    with open(out / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+        for rec in records[a:b]:
+            fh.write(json.dumps(rec) + "\\n")
+"""
+
+
+def whole_process(src: Path, work: Path, repeats: int) -> dict:
+    """Wall time of each command, start-up included (median of ``repeats`` runs, alternating, after one
+    warm-up run each). Bytecode is cached as in an installed package (PYTHONPYCACHEPREFIX in the work
+    folder, PYTHONDONTWRITEBYTECODE unset), for both sides."""
+    loop_py = work / "seed_loop.py"
+    loop_py.write_text(LOOP_SCRIPT, encoding="utf-8")
+    forge = Path(sys.executable).parent / "forge"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    cmds = {"loop": [sys.executable, str(loop_py), str(src)],
+            "forge prepare": [str(forge), "prepare", str(src), "--base-model", "amazon.titan-text-express-v1:0:8k",
+                              "--out"]}
+    walls: dict[str, list[float]] = {k: [] for k in cmds}
+    for r in range(repeats + 1):
+        for kind, cmd in cmds.items():
+            out = Path(tempfile.mkdtemp(prefix="whole-", dir=work))
+            t0 = time.perf_counter()
+            proc = subprocess.run([*cmd, str(out)], capture_output=True, text=True, cwd=work, env=env)
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise RuntimeError(f"{kind} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            if r:                      # run 0 is the warm-up
+                walls[kind].append(wall)
+    res = {kind: {"runs": w, "wall_s": statistics.median(w)} for kind, w in walls.items()}
+    res["ratio"] = res["forge prepare"]["wall_s"] / res["loop"]["wall_s"]
+    return res
+
+
+def render_whole(n: int, res: dict, repeats: int) -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    la = os.getloadavg()
+    lines = ["## Whole process", "",
+             f"Produced by `bench/prepare.py --whole-process` on {now}, load average {la[0]:.1f}/{la[1]:.1f}/"
+             f"{la[2]:.1f} on {os.cpu_count()} CPUs: `forge prepare` as a command (the installed `.venv/bin/forge`, "
+             "start-up included: interpreter, imports, argument parsing) against the seed guide's loop as a "
+             "script run with `python`, both on the same generated "
+             f"{n:,}-record JSONL; wall time, median of {repeats} runs after one warm-up run each, bytecode cached "
+             "as in an installed package.", "",
+             "| records | side | wall s (median) | runs |", "|---:|---|---:|---|"]
+    for kind in ("loop", "forge prepare"):
+        runs = ", ".join(f"{w:.2f}" for w in res[kind]["runs"])
+        lines.append(f"| {n:,} | {kind} | {res[kind]['wall_s']:.2f} | {runs} |")
+    ok = res["ratio"] <= 1.0
+    lines += ["", f"**Whole process: {'met' if ok else 'not met'}** (forge prepare / loop wall "
+              f"**{res['ratio']:.2f}×**, target ≤ 1.0×)."]
+    return "\n".join(lines) + "\n"
+
+
+def _put_section(path: Path, section: str) -> None:
+    """Replace (or append) the "## Whole process" section of the results file; the other rows stay."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# prepare benchmark\n"
+    head, sep, tail = text.partition("## Whole process")
+    if sep:
+        nxt = tail.find("\n## ")
+        tail = tail[nxt + 1:] if nxt >= 0 else ""
+    else:
+        tail = ""
+    path.write_text(head.rstrip("\n") + "\n\n" + section + ("\n" + tail if tail else ""), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description="prepare vs a per-line json.loads loop")
     ap.add_argument("--sizes", default="50000,200000")
@@ -186,9 +270,22 @@ def main() -> int:
     ap.add_argument("--input", type=Path)
     ap.add_argument("--outdir", type=Path)
     ap.add_argument("--trace", action="store_true")
+    ap.add_argument("--whole-process", action="store_true",
+                    help="only the whole-process row (largest size): updates that section of --out")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.input, args.outdir, args.trace)
+        return 0
+    if args.whole_process:
+        n = int(args.sizes.split(",")[-1])
+        with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
+            src = Path(tmp) / f"raw-{n}.jsonl"
+            generate(src, n)
+            res = whole_process(src, Path(tmp), args.repeats)
+        print(f"whole process, {n:,} records: loop {res['loop']['wall_s']:.2f}s, forge prepare "
+              f"{res['forge prepare']['wall_s']:.2f}s ({res['ratio']:.2f}x)", flush=True)
+        _put_section(args.out, render_whole(n, res, args.repeats))
+        print(f"wrote {args.out}")
         return 0
 
     sys.path.insert(0, str(ROOT))
@@ -253,7 +350,8 @@ def _source_state(rel: str) -> str:
 
 
 def _versions() -> str:
-    return ", ".join(f"{rel} {_source_state(rel)}" for rel in ("tasks/prepare.py", "tasks/keys.py", "tasks/validate.py"))
+    return ", ".join(f"{rel} {_source_state(rel)}" for rel in ("tasks/prepare.py", "tasks/data/keys.py",
+                                                               "tasks/data/validate.py"))
 
 
 def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats: int, bad: dict | None = None,
@@ -261,7 +359,8 @@ def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats:
     meta = meta or {}
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = ["# prepare benchmark", "",
-           f"Produced by `bench/prepare.py` on {now}: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+           f"Produced by `bench/prepare.py` on {now}: {os.cpu_count()} CPUs "
+           f"({platform.processor() or platform.machine()}), "
            f"Python {platform.python_version()}, {platform.system()}. The machine is shared with other work, so "
            f"wall times carry noise: each figure is the median of {repeats} runs, CPU seconds alongside.", "",
            "Input: generated raw JSONL `{prompt, completion}` (8-40-word prompts, 60 intent labels) with ~1 % exact "
@@ -275,13 +374,15 @@ def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats:
         out += ["**tasks/prepare.py was not available when this ran: only the loop is measured.**", ""]
     else:
         v0, v1 = meta.get("versions_start", ""), meta.get("versions_end", "")
-        out += [f"Version measured: {v0}." + ("" if v0 == v1 else f" **These files changed during the run**; at the end: {v1}."), ""]
+        out += [f"Version measured: {v0}." + ("" if v0 == v1 else f" **These files changed during the run**; at the "
+                                                                  f"end: {v1}."), ""]
     if meta.get("load_start"):
         la, lb = meta["load_start"], meta["load_end"]
         out += [f"Load average (1/5/15 min) at start {la[0]:.1f}/{la[1]:.1f}/{la[2]:.1f}, at end "
                 f"{lb[0]:.1f}/{lb[1]:.1f}/{lb[2]:.1f} on {os.cpu_count()} CPUs: above the CPU count, wall times are "
                 "stretched by other work and the CPU-second ratio is the fairer comparison.", ""]
-    out += ["| records | input MiB | side | wall s | CPU s | peak RSS MiB | above imports MiB | tracemalloc peak MiB | records kept | what it found |",
+    out += ["| records | input MiB | side | wall s | CPU s | peak RSS MiB | above imports MiB | tracemalloc peak MiB | "
+            "records kept | what it found |",
             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for n in sizes:
         e = rows[n]
@@ -302,7 +403,8 @@ def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats:
         if len(sizes) >= 2:
             a = sizes[0]
             for b in sizes[1:]:
-                growth = {kind: (rows[b][kind]["rss_above_mb"], rows[a][kind]["rss_above_mb"]) for kind in ("loop", "prepare")}
+                growth = {kind: (rows[b][kind]["rss_above_mb"], rows[a][kind]["rss_above_mb"]) for kind in ("loop",
+                                                                                                            "prepare")}
                 out += ["", f"Memory growth {a:,} → {b:,} records ({b / a:.0f}× the data), RSS above imports: "
                         + "; ".join(f"{kind} {x1:.0f} → {x2:.0f} MiB (+{x2 - x1:.1f} MiB, about "
                                     f"{(x2 - x1) * 2**20 / (b - a):.0f} bytes per extra record)"
@@ -312,11 +414,12 @@ def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats:
             ta, tb = rows[a]["prepare"]["tracemalloc_peak_mb"], rows[b]["prepare"]["tracemalloc_peak_mb"]
             allowed = 2 + 2 * (b - a) / 2**20        # 2 MiB noise + 2 bytes a record (the split byte is 1)
             out += ["", ("**Flat: met**" if pb - pa <= allowed else "**Flat: not met**")
-                    + f" (target: prepare's memory flat as the file grows; criterion here: RSS above imports grows at most "
-                    f"2 MiB + 2 bytes per extra record, {allowed:.1f} MiB from {a:,} to {b:,}; prepare +{pb - pa:.1f} MiB, "
-                    f"tracemalloc peak {ta:.1f} → {tb:.1f} MiB). prepare holds no text and no per-record keys in memory: "
+                    + " (target: prepare's memory flat as the file grows; criterion here: RSS above imports "
+                    f"grows at most 2 MiB + 2 bytes per extra record, {allowed:.1f} MiB from {a:,} to {b:,}; "
+                    f"prepare +{pb - pa:.1f} MiB, tracemalloc peak {ta:.1f} → {tb:.1f} MiB). "
+                    "prepare holds no text and no per-record keys in memory: "
                     "pass 1 appends fixed-size keys to files on disk and dedupe, sample and split read them back "
-                    "in chunks and hash buckets of bounded size (tasks/keys.py). What grows is the split byte of "
+                    "in chunks and hash buckets of bounded size (tasks/data/keys.py). What grows is the split byte of "
                     "each record (1 byte a record), against "
                     f"{(rows[b]['loop']['rss_above_mb'] - rows[a]['loop']['rss_above_mb']) * 2**20 / (b - a):.0f} "
                     "bytes a record for the loop, which holds every parsed record."]
@@ -332,7 +435,8 @@ def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats:
                 f"Planted: {bad['planted']}.", "",
                 f"- loop: {lp['wall_s']:.2f} s, silently dropped {lp.get('dropped')} records and wrote the splits.",
                 f"- prepare: {pp['wall_s']:.2f} s, "
-                + (f"refused with {pp['problems_reported']} located problems, e.g. `{(pp.get('first_problems') or ['?'])[0]}`."
+                + (f"refused with {pp['problems_reported']} located problems, e.g. "
+                   f"`{(pp.get('first_problems') or ['?'])[0]}`."
                    if pp.get("refused") else f"did not refuse (kept {pp.get('kept')} records).")]
     return "\n".join(out) + "\n"
 

@@ -1,10 +1,10 @@
-"""`forge validate` and `forge prepare` (DESIGN.md §8).
+"""`forge validate` and `forge prepare` (docs/design.md §8).
 
 Output convention: problems go to **stdout**, one per line as ``FILE:LINE: field: message (fix)``,
 followed by one summary line; progress and warnings go to **stderr** (so ``forge validate ... > problems.txt``
 captures exactly the problems). With ``--json`` stdout holds one JSON document instead.
 
-``forge validate CONFIG.yaml`` checks a pipeline config: its settings (``tasks.validate.validate_config``)
+``forge validate CONFIG.yaml`` checks a pipeline config: its settings (``tasks.data.validate.validate_config``)
 and its data through a dry-run ``prepare`` into a temporary folder (every record, the split's counts).
 
 Exit codes: 0 valid / prepared, 2 invalid input (data, model/type pair, columns, split, config), 1 cannot write.
@@ -78,12 +78,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", metavar="DATA", help="JSONL, CSV or Parquet file (forge validate: or a pipeline config YAML)")
+    p.add_argument("data", metavar="DATA",
+                   help="JSONL, CSV or Parquet file (forge validate: or a pipeline config YAML)")
     p.add_argument("--base-model", required=p.prog.split()[-1] != "validate", metavar="ID",
-                   help="customizable base model id, e.g. amazon.nova-micro-v1:0:128k (see tasks/catalog.yaml)")
+                   help="customizable base model id, e.g. amazon.nova-micro-v1:0:128k (see tasks/catalog/catalog.yaml)")
     p.add_argument("--type", dest="ctype", default="fine-tuning", metavar="T", help=TYPES_HELP)
     p.add_argument("--columns", default=None, metavar="MAP", help=COLUMNS_HELP)
-    p.add_argument("--teacher", default=None, help="distillation teacher model id (single-turn rule for Anthropic/Llama)")
+    p.add_argument("--teacher", default=None,
+                   help="distillation teacher model id (single-turn rule for Anthropic/Llama)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
@@ -156,7 +158,7 @@ def _print_problems(lines: list[str], as_json: bool) -> None:
 
 def cmd_validate(args) -> int:
     from tasks.catalog import CustomizationType
-    from tasks.validate import validate_source
+    from tasks.data.validate import validate_source
 
     if args.data.lower().endswith((".yaml", ".yml")):
         return _validate_config(args)
@@ -171,16 +173,10 @@ def cmd_validate(args) -> int:
                              teacher=args.teacher, progress=_progress)
     for w in report.stats.get("warnings") or []:
         print(f"warning: {w}", file=sys.stderr)
-    if args.json:
-        doc = report.model_dump(mode="json")
-        doc["ok"] = report.ok
-        print(json.dumps(doc, indent=2))
-    else:
-        _print_problems(report.lines(args.max_problems), False)
-        stats = report.stats
-        extra = f" ({stats.get('mode')}, {stats.get('format')}, ~{stats.get('estimated_tokens', 0):,} tokens)" if report.ok else ""
-        print(report.summary() + extra)
-    return 0 if report.ok else 2
+    stats = report.stats
+    extra = (f" ({stats.get('mode')}, {stats.get('format')}, ~{stats.get('estimated_tokens', 0):,} tokens)"
+             if report.ok else "")
+    return _report(args, report, report.summary() + extra)
 
 
 def _validate_config(args) -> int:
@@ -189,8 +185,9 @@ def _validate_config(args) -> int:
     import tempfile
 
     from tasks.config import ConfigError, load_config
-    from tasks.prepare import prepare
-    from tasks.validate import DataValidationError, validate_config
+    from tasks.data.preparation import prepare
+    from tasks.data.problems import DataValidationError, ValidationReport
+    from tasks.data.validate import validate_config
 
     try:
         config = load_config(args.data)
@@ -207,19 +204,23 @@ def _validate_config(args) -> int:
             # prepare repeats the config checks with file "config": validate_config has them with the path + line
             problems += [p for p in err.problems if p.file != "config"]
             total += err.total - sum(1 for p in err.problems if p.file == "config")
-    from tasks.validate import ValidationReport
-
     report = ValidationReport(source=config.data.source, records=records or 0, problems=problems, total_problems=total)
+    if report.ok:
+        summary = f"{args.data}: OK, {report.records:,} record(s) in {config.data.source} (dry-run prepare passed)"
+    else:
+        summary = f"{args.data}: {report.total_problems} problem(s) in the config and its data ({config.data.source})"
+    return _report(args, report, summary)
+
+
+def _report(args, report, summary: str) -> int:
+    """A validation report as JSON (``--json``) or as problem lines + one summary line; exit 0 valid, 2 invalid."""
     if args.json:
         doc = report.model_dump(mode="json")
         doc["ok"] = report.ok
         print(json.dumps(doc, indent=2))
     else:
         _print_problems(report.lines(args.max_problems), False)
-        if report.ok:
-            print(f"{args.data}: OK, {report.records:,} record(s) in {config.data.source} (dry-run prepare passed)")
-        else:
-            print(f"{args.data}: {report.total_problems} problem(s) in the config and its data ({config.data.source})")
+        print(summary)
     return 0 if report.ok else 2
 
 
@@ -228,7 +229,7 @@ def cmd_prepare(args) -> int:
 
     from tasks.catalog import CustomizationType
     from tasks.config import ConfigError, format_validation_error, parse_config
-    from tasks.validate import DataValidationError
+    from tasks.data.problems import DataValidationError
 
     try:
         ctype = CustomizationType.parse(args.ctype)
@@ -237,7 +238,8 @@ def cmd_prepare(args) -> int:
     except ValueError as err:
         return _usage(args, str(err))
     data: dict = {"source": args.data,
-                  "split": {"train": train, "validation": val, "test": test, "seed": args.seed, "stratify": args.stratify},
+                  "split": {"train": train, "validation": val, "test": test, "seed": args.seed,
+                            "stratify": args.stratify},
                   "dedupe": not args.no_dedupe, "prompt_template": args.prompt_template}
     if columns is not None:
         data["columns"] = columns.model_dump()
@@ -245,7 +247,8 @@ def cmd_prepare(args) -> int:
         data["system_prompt"] = args.system_prompt
     if args.max_records:
         data["max_records"] = args.max_records
-    raw = {"name": "cli", "base_model": args.base_model, "customization_type": ctype.value, "data": data, "preset": None}
+    raw = {"name": "cli", "base_model": args.base_model, "customization_type": ctype.value, "data": data,
+           "preset": None}
     if ctype == CustomizationType.DISTILLATION:
         raw["distillation"] = {"teacher_model": args.teacher or "us.amazon.nova-pro-v1:0"}
     if ctype == CustomizationType.REINFORCEMENT_FINE_TUNING:
@@ -258,13 +261,14 @@ def cmd_prepare(args) -> int:
     except ValidationError as err:  # pragma: no cover - parse_config formats these
         return _fail(args, format_validation_error(err, "forge prepare"))
 
-    from tasks.prepare import prepare
+    from tasks.data.preparation import prepare
 
     try:
         prepared = prepare(config, args.out, progress=_progress)
     except DataValidationError as err:
         if args.json:
-            print(json.dumps({"ok": False, "problems": [p.model_dump() for p in err.problems], "total_problems": err.total}, indent=2))
+            print(json.dumps({"ok": False, "problems": [p.model_dump() for p in err.problems],
+                              "total_problems": err.total}, indent=2))
         else:
             _print_problems(err.lines(), False)
             print(f"{args.data}: {err.total} problem(s); nothing written")

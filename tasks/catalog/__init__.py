@@ -56,9 +56,11 @@ class CustomizationType(str, Enum):
 class DataFormat(str, Enum):
     PROMPT_COMPLETION = "prompt-completion"          # {"prompt", "completion"}
     CLAUDE_MESSAGES = "claude-messages"              # {"system"?, "messages": [{"role","content": str}]}
-    CONVERSATION = "bedrock-conversation-2024"       # {"schemaVersion", "system": [..], "messages": [{"role","content":[{"text"}]}]}
+    # {"schemaVersion", "system": [..], "messages": [{"role","content":[{"text"}]}]}
+    CONVERSATION = "bedrock-conversation-2024"
     CPT_INPUT = "cpt-input"                          # {"input"}
-    RFT_MESSAGES = "rft-messages"                    # {"messages": [{"role":"user","content": str}], "reference_answer"?}
+    # {"messages": [{"role":"user","content": str}], "reference_answer"?}
+    RFT_MESSAGES = "rft-messages"
 
 
 InvokeShape = Literal["titan", "nova", "claude", "llama", "cohere"]
@@ -86,7 +88,8 @@ class HyperParameter(BaseModel):
             else:
                 v = str(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{self.name} must be {'an integer' if self.type == 'int' else 'a number'}, got {value!r}") from None
+            raise ValueError(f"{self.name} must be {'an integer' if self.type == 'int' else 'a number'}, "
+                             f"got {value!r}") from None
         if self.type != "str":
             if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
                 raise ValueError(f"{self.name}={value} is out of range {fmt_num(self.min)}..{fmt_num(self.max)}")
@@ -109,10 +112,10 @@ class Limits(BaseModel):
     max_validation_records: int | None = None
     max_total_records: int | None = None
     max_tokens_per_record: int | None = None
-    chars_per_token: float = 6.0      # REF §5: about 6 characters per token (docs)
+    chars_per_token: float = 6.0      # docs/bedrock-facts.md §5: about 6 characters per token (docs)
     max_train_file_bytes: int | None = None
     max_validation_file_bytes: int | None = None
-    max_validation_files: int = 10    # REF §5: "Any job: <= 10 validation files" (api)
+    max_validation_files: int = 10    # docs/bedrock-facts.md §5: "Any job: <= 10 validation files" (api)
 
 
 class CustomizationSpec(BaseModel):
@@ -194,7 +197,8 @@ class Catalog(BaseModel):
     def inference_id(self, base_model_id: str) -> str:
         """The id used to invoke the *base* model for comparison (plain id or inference profile)."""
         fam = self.family_of(base_model_id)
-        return fam.inference_ids.get(base_model_id, base_model_id.rsplit(":", 1)[0] if base_model_id.count(":") >= 2 else base_model_id)
+        return fam.inference_ids.get(
+            base_model_id, base_model_id.rsplit(":", 1)[0] if base_model_id.count(":") >= 2 else base_model_id)
 
 
 class UnknownModelError(ValueError):
@@ -244,14 +248,15 @@ PRESETS: dict[str, Preset] = {
 def resolve_hyperparameters(spec: CustomizationSpec, preset: str | None, overrides: dict[str, Any]) -> dict[str, str]:
     """Family defaults, then the preset, then explicit overrides; every value range-checked.
 
-    Returns the string->string map Bedrock's ``hyperParameters`` expects (REF §1: values are strings).
+    Returns the string->string map Bedrock's ``hyperParameters`` expects (docs/bedrock-facts.md §1: values are strings).
     Raises ValueError naming the key and the allowed range.
     """
     values: dict[str, Any] = {k: hp.default for k, hp in spec.hyperparameters.items() if hp.default is not None}
     if preset:
         if preset not in PRESETS:
             hint = difflib.get_close_matches(preset, list(PRESETS), n=1)
-            raise ValueError(f"unknown preset {preset!r}" + (f" (did you mean {hint[0]!r}?)" if hint else f"; valid: {', '.join(PRESETS)}"))
+            raise ValueError(f"unknown preset {preset!r}"
+                             + (f" (did you mean {hint[0]!r}?)" if hint else f"; valid: {', '.join(PRESETS)}"))
         p = PRESETS[preset]
         ep = spec.hyperparameters.get("epochCount")
         if ep is not None:

@@ -1,6 +1,8 @@
 """PipelineConfig: one typed description of a run, loaded from YAML or passed as Prefect parameters.
 
 Unknown keys are errors that name the key and suggest the nearest valid one (``load_config``).
+Checks beyond the pydantic model live in ``tasks.config.checks`` (located by ``tasks.config.yaml_lines``);
+this package imports tasks.catalog only, never tasks.data (which imports it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.catalog import PRESETS, CustomizationType, load_catalog, resolve_hyperparameters
+from tasks.config.yaml_lines import yaml_line
+
+__all__ = ["AugmentConfig", "AwsConfig", "BudgetConfig", "Columns", "ConfigError", "DataConfig",
+           "DistillationConfig", "EvaluationConfig", "FieldProblem", "GateConfig", "JobConfig", "PipelineConfig",
+           "PresetName", "PricingOverride", "RftConfig", "ServingConfig", "SplitConfig", "format_validation_error",
+           "load_config", "parse_config", "yaml_line"]
 
 # the named presets (tasks.catalog.PRESETS) as a type, so the Prefect UI form renders a dropdown
 PresetName = Literal["quick", "balanced", "quality", "cpt"]
@@ -38,7 +46,8 @@ class SplitConfig(_Strict):
     validation: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.1, ge=0, lt=1)
     seed: int = 42
-    stratify: Literal["auto", "yes", "no"] = Field("auto", description="Stratify by completion when it looks like a label")
+    stratify: Literal["auto", "yes", "no"] = Field(
+        "auto", description="Stratify by completion when it looks like a label")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
@@ -183,7 +192,8 @@ class PipelineConfig(_Strict):
         import re
 
         if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", v):
-            raise ValueError("name must be 1-32 lowercase letters, digits or single '-' (it is used in AWS resource names)")
+            raise ValueError("name must be 1-32 lowercase letters, digits or single '-' "
+                             "(it is used in AWS resource names)")
         return v
 
     @field_validator("preset", mode="before")
@@ -191,7 +201,8 @@ class PipelineConfig(_Strict):
     def _preset(cls, v: str | None) -> str | None:
         if v is not None and v not in PRESETS:
             hint = difflib.get_close_matches(v, list(PRESETS), n=1)
-            raise ValueError(f"unknown preset {v!r}" + (f" (did you mean {hint[0]!r}?)" if hint else f"; valid: {', '.join(PRESETS)}"))
+            raise ValueError(f"unknown preset {v!r}"
+                             + (f" (did you mean {hint[0]!r}?)" if hint else f"; valid: {', '.join(PRESETS)}"))
         return v
 
     @model_validator(mode="after")
@@ -206,13 +217,16 @@ class PipelineConfig(_Strict):
         except ValueError as err:
             raise FieldProblem("customization_type", str(err)) from None
         if self.customization_type == CustomizationType.DISTILLATION and self.distillation is None:
-            raise FieldProblem("distillation", "customization_type DISTILLATION needs a 'distillation' section with teacher_model")
+            raise FieldProblem("distillation",
+                               "customization_type DISTILLATION needs a 'distillation' section with teacher_model")
         if self.customization_type == CustomizationType.REINFORCEMENT_FINE_TUNING and self.rft is None:
-            raise FieldProblem("rft", "customization_type REINFORCEMENT_FINE_TUNING needs an 'rft' section with grader_lambda_arn")
+            raise FieldProblem("rft", "customization_type REINFORCEMENT_FINE_TUNING needs an 'rft' section "
+                                      "with grader_lambda_arn")
         preset = PRESETS.get(self.preset) if self.preset else None
         if preset is not None and preset.customization_type not in (None, self.customization_type):
-            raise FieldProblem("preset", f"preset {self.preset!r} is for {preset.customization_type.value}, this run is "
-                                         f"{self.customization_type.value} (use quick, balanced or quality)")
+            raise FieldProblem("preset", f"preset {self.preset!r} is for {preset.customization_type.value}, "
+                                         f"this run is {self.customization_type.value} "
+                                         "(use quick, balanced or quality)")
         for key, value in self.hyperparameters.items():   # name and range, at load time (not at the create call)
             try:
                 resolve_hyperparameters(spec, None, {key: value})
@@ -249,7 +263,8 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         if field is None:
             return None
         ann = field.annotation
-        cands = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)] if typing.get_args(ann) else [ann]
+        args = typing.get_args(ann)
+        cands = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)] if args else [ann]
         model = cands[0] if cands else None
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
@@ -265,7 +280,8 @@ def format_validation_error(err: ValidationError, source: str = "config",
             parent = _model_at(loc[:-1])
             valid = list(parent.model_fields) if parent else []
             hint = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-            fix = f"did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?" if hint else f"valid keys here: {', '.join(valid)}"
+            fix = (f"did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?" if hint
+                   else f"valid keys here: {', '.join(valid)}")
             out.append(f"{_at(source, where, line_of)}: {where}: unknown key ({fix})")
         else:
             cause = (e.get("ctx") or {}).get("error")
@@ -309,6 +325,4 @@ def load_config(path: str | Path) -> PipelineConfig:
         src = Path(data["source"])
         if not src.is_absolute():
             data["source"] = str((p.parent / src).resolve())
-    from tasks.validate import yaml_line  # (lazy: tasks.validate imports this module)
-
     return parse_config(raw, source=str(p), line_of=lambda dotted: yaml_line(p, dotted))

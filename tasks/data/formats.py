@@ -1,6 +1,6 @@
 """Training-record formats Bedrock accepts, one converter pair per catalog ``DataFormat``.
 
-Shapes are those of shared/reference/bedrock-customization.md §5 (REF §5, from the Bedrock
+Shapes are those of docs/bedrock-facts.md §5 (docs/bedrock-facts.md §5, from the Bedrock
 "prepare your dataset" docs and AWS samples):
 
 - ``prompt-completion``         ``{"prompt", "completion"}`` (Titan Text, Cohere Command, Llama 3.1)
@@ -26,7 +26,8 @@ from typing import Any, NamedTuple
 
 from tasks.catalog import DataFormat
 
-SCHEMA_VERSION = "bedrock-conversation-2024"   # REF §5: always write this value (distillation insists on it)
+# docs/bedrock-facts.md §5: always write this value (distillation insists on it)
+SCHEMA_VERSION = "bedrock-conversation-2024"
 
 
 class Example(NamedTuple):
@@ -51,7 +52,7 @@ def _fold_system(ex: Example) -> str:
 
 
 def to_record(fmt: DataFormat | str, ex: Example) -> dict:
-    """One JSONL record for ``ex`` in format ``fmt`` (REF §5)."""
+    """One JSONL record for ``ex`` in format ``fmt`` (docs/bedrock-facts.md §5)."""
     f = as_format(fmt)
     if f is DataFormat.PROMPT_COMPLETION:
         return {"prompt": _fold_system(ex), "completion": ex.completion}
@@ -111,7 +112,10 @@ def _split_turns(messages: list, blocks: bool) -> tuple[str, str]:
     prompt, completion = None, ""
     for i, m in enumerate(messages):
         role = _need(m, "role", str, f"messages[{i}]")
-        text = _blocks_text(m.get("content"), f"messages[{i}].content") if blocks else _need(m, "content", str, f"messages[{i}]")
+        if blocks:
+            text = _blocks_text(m.get("content"), f"messages[{i}].content")
+        else:
+            text = _need(m, "content", str, f"messages[{i}]")
         if role == "user":
             prompt, completion = text, ""
         elif role == "assistant":

@@ -95,11 +95,13 @@ class Buckets:
     holds every record of its key values, in record order, as a structured array with the fields
     ``key``, ``cols`` and ``idx`` (the record's index). Iterate to get the buckets one at a time."""
 
-    def __init__(self, store: KeyStore, assign: np.ndarray, key: str, cols: tuple[str, ...], codes: tuple[int, ...]) -> None:
+    def __init__(self, store: KeyStore, assign: np.ndarray, key: str, cols: tuple[str, ...],
+                 codes: tuple[int, ...]) -> None:
         self.dtype = np.dtype([(c, _DTYPE[COLUMNS[c]]) for c in (key, *cols)] + [("idx", np.int64)])
         want = np.zeros(256, dtype=bool)                    # code -> wanted, indexed by the code's byte
         want[np.array(codes, dtype=np.int8).view(np.uint8)] = True
-        count = sum(int(np.count_nonzero(want[assign[a:a + CHUNK].view(np.uint8)])) for a in range(0, len(assign), CHUNK))
+        count = sum(int(np.count_nonzero(want[assign[a:a + CHUNK].view(np.uint8)]))
+                    for a in range(0, len(assign), CHUNK))
         self.n_buckets = min(MAX_BUCKETS, max(1, math.ceil(count / BUCKET_RECORDS)))
         self.paths = [store.dir / f"{key}-{b}" for b in range(self.n_buckets)]
         p = np.uint64(self.n_buckets)
@@ -179,7 +181,8 @@ def rank_cuts(stream: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], ran
     n_strata, n_ranks = ranks.shape
     hist = np.zeros(n_strata * 256, dtype=np.int64)
     for st, sc in stream():
-        hist += np.bincount(st.astype(np.int64) * 256 + (sc >> np.uint64(56)).astype(np.int64), minlength=n_strata * 256)
+        hist += np.bincount(st.astype(np.int64) * 256 + (sc >> np.uint64(56)).astype(np.int64),
+                            minlength=n_strata * 256)
     cum = np.cumsum(hist.reshape(n_strata, 256), axis=1)
     every = ranks >= cum[:, -1:]                       # the rank takes the whole stratum
     thr = np.zeros((n_strata, n_ranks), dtype=np.uint64)
@@ -233,7 +236,8 @@ class Duplicates:
     selected: int = 0          # records looked at (the sample)
     distinct_exact: int = 0    # distinct texts
     distinct_near: int = 0     # distinct normalized texts (near-duplicate groups)
-    examples: list[tuple[int, int, bool]] = field(default_factory=list)   # first 10: (record, first of its group, exact?)
+    # first 10: (record, first of its group, exact?)
+    examples: list[tuple[int, int, bool]] = field(default_factory=list)
 
 
 def find_duplicates(store: KeyStore, assign: np.ndarray, drop: bool) -> Duplicates:
@@ -260,7 +264,8 @@ def find_duplicates(store: KeyStore, assign: np.ndarray, drop: bool) -> Duplicat
                 assign[di] = DUP
             top = np.argsort(di, kind="stable")[:10]
             same = b["exact"][dup][top] == b["exact"][first_row][top]
-            out.examples = sorted(out.examples + list(zip(di[top].tolist(), fi[top].tolist(), same.tolist(), strict=True)))[:10]
+            out.examples = sorted(out.examples + list(zip(di[top].tolist(), fi[top].tolist(), same.tolist(),
+                                                          strict=True)))[:10]
     finally:
         buckets.close()
     return out
@@ -334,7 +339,8 @@ class PromptGroups:
         per_stratum = np.zeros(n_strata, dtype=np.int64)
         for _, st in group_rows():
             per_stratum += np.bincount(st.astype(np.int64), minlength=n_strata)
-        ranks = np.array([[t, t + v] for t, v in (_split_ranks(int(c), fractions) for c in per_stratum)], dtype=np.int64)
+        ranks = np.array([[t, t + v] for t, v in (_split_ranks(int(c), fractions) for c in per_stratum)],
+                         dtype=np.int64)
         cuts = rank_cuts(lambda: ((st, scores(first, s)) for first, st in group_rows()), ranks.reshape(n_strata, 2))
         for b in self.buckets:
             if not len(b):

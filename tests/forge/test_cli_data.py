@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import shared_dir
 
 from forge.cli import main
+from tests.support import REPO_ROOT, TEST_DATA, shared_dir
 
-DATA = Path(__file__).parent / "data"
+DATA = TEST_DATA
 BAD = DATA / "bad"
 GOOD = DATA / "good"
 BANKING77 = (shared_dir() or Path("/nonexistent")) / "datasets/banking77/train.csv"
@@ -33,7 +33,8 @@ def _pc(i: int) -> dict:
 
 
 def _haiku(i: int, user: str | None = None) -> dict:
-    return {"messages": [{"role": "user", "content": user or f"question {i}"}, {"role": "assistant", "content": "x" if user else f"answer {i}"}]}
+    return {"messages": [{"role": "user", "content": user or f"question {i}"},
+                         {"role": "assistant", "content": "x" if user else f"answer {i}"}]}
 
 
 def _nova(i: int) -> dict:
@@ -49,7 +50,8 @@ def _parquet(path: Path) -> None:
 
 
 GENERATORS = {
-    "enormous_line": lambda p: p.write_text(_jl([_pc(0)]) + json.dumps({"prompt": "x" * 9_000_000, "completion": "y"}) + "\n"),
+    "enormous_line": lambda p: p.write_text(_jl([_pc(0)]) + json.dumps({"prompt": "x" * 9_000_000,
+                                                                        "completion": "y"}) + "\n"),
     "parquet_missing_column": _parquet,
     "titan_too_long": lambda p: p.write_text(_jl([{"prompt": "w" * 29_999, "completion": "x"}])),
     "llama31_too_long": lambda p: p.write_text(_jl([_pc(0), {"prompt": "w" * 119_999, "completion": "x"}])),
@@ -116,7 +118,8 @@ GOOD_CASES = [
     ("haiku_messages.jsonl", "anthropic.claude-3-haiku-20240307-v1:0:200k", "fine-tuning", None),
     ("nova_conversation.jsonl", "amazon.nova-micro-v1:0:128k", "fine-tuning", None),
     ("raw_intents.csv", "amazon.nova-micro-v1:0:128k", "fine-tuning", "prompt=text,completion=category"),
-    ("raw_intents.csv", "anthropic.claude-3-haiku-20240307-v1:0:200k", "fine-tuning", "prompt=text,completion=category"),
+    ("raw_intents.csv", "anthropic.claude-3-haiku-20240307-v1:0:200k", "fine-tuning",
+     "prompt=text,completion=category"),
     ("raw_intents.csv", "meta.llama3-1-8b-instruct-v1:0:128k", "fine-tuning", "prompt=text,completion=category"),
     ("cpt_text.jsonl", "amazon.titan-text-lite-v1:0:4k", "continued-pretraining", "text=text"),
     ("distill_prompts.jsonl", "amazon.nova-lite-v1:0:300k", "distillation", None),
@@ -137,7 +140,7 @@ def test_valid_files_exit_0(name, model, ctype, columns, capsys, no_aws):
 
 @pytest.mark.parametrize("example", ["banking77.yaml", "cpt.yaml", "distillation.yaml"])
 def test_validate_example_configs(example, capsys, no_aws):
-    path = Path(__file__).parent.parent / "examples" / example
+    path = REPO_ROOT / "examples" / example
     if not path.exists():
         pytest.skip("examples not present")
     rc = main(["validate", str(path)])
@@ -147,7 +150,8 @@ def test_validate_example_configs(example, capsys, no_aws):
 
 
 def test_validate_json_output(capsys):
-    rc = main(["validate", str(BAD / "pc_broken_json.jsonl"), "--base-model", "amazon.titan-text-express-v1:0:8k", "--json"])
+    rc = main(["validate", str(BAD / "pc_broken_json.jsonl"), "--base-model", "amazon.titan-text-express-v1:0:8k",
+               "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 2 and doc["ok"] is False
     assert doc["problems"][0]["line"] == 2 and doc["problems"][0]["field"] == "json"
@@ -165,9 +169,11 @@ def test_validate_caps_output_with_a_count(tmp_path, capsys):
 
 
 def test_validate_usage_errors_exit_2(capsys):
-    assert main(["validate", "x.jsonl", "--base-model", "amazon.titan-text-express-v1:0:8k", "--type", "fine-tunin"]) == 2
+    assert main(["validate", "x.jsonl", "--base-model", "amazon.titan-text-express-v1:0:8k", "--type",
+                 "fine-tunin"]) == 2
     assert "did you mean 'fine-tuning'" in capsys.readouterr().out
-    assert main(["validate", "x.jsonl", "--base-model", "amazon.titan-text-express-v1:0:8k", "--columns", "bogus=x"]) == 2
+    assert main(["validate", "x.jsonl", "--base-model", "amazon.titan-text-express-v1:0:8k", "--columns",
+                 "bogus=x"]) == 2
     assert "--columns: 'bogus=x'" in capsys.readouterr().out
     assert main(["validate", "missing.jsonl", "--base-model", "amazon.titan-text-express-v1:0:8k"]) == 2
     assert "missing.jsonl: file: not found" in capsys.readouterr().out
@@ -179,7 +185,8 @@ def test_validate_usage_errors_exit_2(capsys):
 def test_prepare_writes_splits_and_report(tmp_path, capsys):
     out = tmp_path / "prep"
     rc = main(["prepare", str(GOOD / "raw_intents.csv"), "--base-model", "amazon.nova-micro-v1:0:128k",
-               "--columns", "prompt=text,completion=category", "--out", str(out), "--split", "0.6,0.2,0.2", "--seed", "3"])
+               "--columns", "prompt=text,completion=category", "--out", str(out), "--split", "0.6,0.2,0.2",
+               "--seed", "3"])
     text = capsys.readouterr().out
     assert rc == 0, text
     for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "report.json"):
@@ -202,9 +209,11 @@ def test_prepare_bad_input_exit_2_and_writes_nothing(tmp_path, capsys):
 
 def test_prepare_rejects_bad_split_and_unsupported_pair(tmp_path, capsys):
     src = str(GOOD / "titan_pc.jsonl")
-    assert main(["prepare", src, "--base-model", "amazon.titan-text-express-v1:0:8k", "--out", str(tmp_path), "--split", "0.8,0.3,0.1"]) == 2
+    assert main(["prepare", src, "--base-model", "amazon.titan-text-express-v1:0:8k", "--out", str(tmp_path), "--split",
+                 "0.8,0.3,0.1"]) == 2
     assert "--split" in capsys.readouterr().out
-    assert main(["prepare", src, "--base-model", "amazon.titan-text-express-v1:0:8k", "--type", "distillation", "--out", str(tmp_path)]) == 2
+    assert main(["prepare", src, "--base-model", "amazon.titan-text-express-v1:0:8k", "--type", "distillation", "--out",
+                 str(tmp_path)]) == 2
     assert "does not support DISTILLATION" in capsys.readouterr().out
 
 
@@ -218,10 +227,11 @@ def test_prepare_json_output(tmp_path, capsys):
 
 
 def test_prepare_reports_progress_on_stderr(tmp_path, capsys, monkeypatch):
-    import tasks.validate as v
+    import tasks.data.scanner as scanner
 
-    monkeypatch.setattr(v, "PROGRESS_EVERY", 10)
-    rc = main(["prepare", str(GOOD / "titan_pc.jsonl"), "--base-model", "amazon.titan-text-express-v1:0:8k", "--out", str(tmp_path)])
+    monkeypatch.setattr(scanner, "PROGRESS_EVERY", 10)
+    rc = main(["prepare", str(GOOD / "titan_pc.jsonl"), "--base-model", "amazon.titan-text-express-v1:0:8k", "--out",
+               str(tmp_path)])
     captured = capsys.readouterr()
     assert rc == 0
     assert "... 10 records read" in captured.err
@@ -233,7 +243,8 @@ def test_prepare_banking77_stratified(tmp_path, capsys):
     src = tmp_path / "banking77.csv"
     shutil.copy(BANKING77, src)
     out = tmp_path / "out"
-    rc = main(["prepare", str(src), "--base-model", "amazon.nova-micro-v1:0:128k", "--columns", "prompt=text,completion=category",
+    rc = main(["prepare", str(src), "--base-model", "amazon.nova-micro-v1:0:128k", "--columns",
+               "prompt=text,completion=category",
                "--out", str(out), "--split", "0.8,0.1,0.1", "--seed", "42"])
     assert rc == 0, capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
@@ -245,7 +256,7 @@ def test_prepare_banking77_stratified(tmp_path, capsys):
 
 
 def test_unexpected_errors_are_one_line_not_a_traceback(monkeypatch, capsys):
-    import tasks.validate as v
+    import tasks.data.validate as v
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")

@@ -17,7 +17,7 @@ from tasks.catalog import (
 CAT = load_catalog()
 FAMILY_SPECS = [(key, ct) for key, fam in CAT.families.items() for ct in fam.customizations]
 
-# REF §5 (record formats) and §4 (hyperparameters): a few facts the whole pipeline leans on.
+# docs/bedrock-facts.md §5 (record formats) and §4 (hyperparameters): a few facts the whole pipeline leans on.
 EXPECTED_FORMATS = {
     ("titan-text", CustomizationType.FINE_TUNING): DataFormat.PROMPT_COMPLETION,
     ("titan-text", CustomizationType.CONTINUED_PRE_TRAINING): DataFormat.CPT_INPUT,
@@ -57,9 +57,9 @@ def test_nova_hyperparameters_match_the_reference_sheet():
     hp = CAT.spec("amazon.nova-micro-v1:0:128k", "FINE_TUNING").hyperparameters
     assert (hp["epochCount"].min, hp["epochCount"].max, hp["epochCount"].default) == (1, 5, 2)
     assert (hp["learningRate"].min, hp["learningRate"].max) == (1e-6, 1e-4)
-    assert "batchSize" not in hp                 # REF §4: Nova has no documented batchSize
+    assert "batchSize" not in hp                 # docs/bedrock-facts.md §4: Nova has no documented batchSize
     claude = CAT.spec("anthropic.claude-3-haiku-20240307-v1:0:200k", "fine-tuning").hyperparameters
-    assert "learningRateMultiplier" in claude and "learningRate" not in claude   # REF §8 pitfall
+    assert "learningRateMultiplier" in claude and "learningRate" not in claude   # docs/bedrock-facts.md §8 pitfall
 
 
 def test_haiku_counts_three_characters_per_token_others_six():
@@ -100,7 +100,7 @@ def _resolve(model: str, ctype: str, preset: str | None, **overrides):
 def test_balanced_is_the_family_defaults_as_strings():
     hp = _resolve("amazon.nova-micro-v1:0:128k", "FINE_TUNING", "balanced")
     assert hp == {"epochCount": "2", "learningRate": "1e-05", "learningRateWarmupSteps": "10"}
-    assert all(isinstance(v, str) for v in hp.values())     # REF §1: string -> string map
+    assert all(isinstance(v, str) for v in hp.values())     # docs/bedrock-facts.md §1: string -> string map
 
 
 def test_quick_uses_the_minimum_epochs():

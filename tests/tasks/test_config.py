@@ -152,9 +152,12 @@ def test_config_round_trips_as_flow_parameters():
 
 
 @pytest.mark.parametrize("over, where, says", [
-    ({"base_model": "amazon.nova-micro-v2:0:128k"}, "cfg.yaml: base_model:", "did you mean 'amazon.nova-micro-v1:0:128k'"),
-    ({"customization_type": "CONTINUED_PRE_TRAINING"}, "cfg.yaml: customization_type:", "does not support CONTINUED_PRE_TRAINING"),
-    ({"hyperparameters": {"epochCount": 99}}, "cfg.yaml: hyperparameters.epochCount:", "epochCount=99 is out of range 1..5"),
+    ({"base_model": "amazon.nova-micro-v2:0:128k"}, "cfg.yaml: base_model:",
+     "did you mean 'amazon.nova-micro-v1:0:128k'"),
+    ({"customization_type": "CONTINUED_PRE_TRAINING"}, "cfg.yaml: customization_type:",
+     "does not support CONTINUED_PRE_TRAINING"),
+    ({"hyperparameters": {"epochCount": 99}}, "cfg.yaml: hyperparameters.epochCount:",
+     "epochCount=99 is out of range 1..5"),
     ({"hyperparameters": {"epochs": 2}}, "cfg.yaml: hyperparameters.epochs:", "did you mean 'epochCount'"),
     ({"preset": "cpt"}, "cfg.yaml: preset:", "is for CONTINUED_PRE_TRAINING"),
 ])

@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 
 from tasks.config import PipelineConfig
-from tasks.formats import from_record
-from tasks.prepare import normalize_text, prepare
-from tasks.validate import DataValidationError
+from tasks.data.fingerprints import dedupe_key_text
+from tasks.data.formats import from_record
+from tasks.data.problems import DataValidationError
+from tasks.prepare import prepare
+from tests.support import REPO_ROOT, TEST_DATA
 
 NOVA = "amazon.nova-micro-v1:0:128k"
 TITAN = "amazon.titan-text-express-v1:0:8k"
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0:200k"
-GOOD = Path(__file__).parent / "data" / "good"
+GOOD = TEST_DATA / "good"
 
 
 def config(source, base_model=NOVA, **data) -> PipelineConfig:
@@ -45,14 +47,16 @@ def read_split(prepared, name: str) -> list:
     f = getattr(prepared, name)
     if f is None:
         return []
-    return [from_record(prepared.format, json.loads(ln)) for ln in Path(f.path).read_text(encoding="utf-8").splitlines()]
+    return [from_record(prepared.format,
+                        json.loads(ln)) for ln in Path(f.path).read_text(encoding="utf-8").splitlines()]
 
 
 def test_seeded_split_is_reproducible_and_seed_sensitive(tmp_path):
     src = labelled_csv(tmp_path, {"a": 40, "b": 40})
     p1 = prepare(config(src), tmp_path / "o1")
     p2 = prepare(config(src), tmp_path / "o2")
-    assert [p1.train.sha256, p1.validation.sha256, p1.test.sha256] == [p2.train.sha256, p2.validation.sha256, p2.test.sha256]
+    assert [p1.train.sha256, p1.validation.sha256, p1.test.sha256] == [p2.train.sha256, p2.validation.sha256,
+                                                                       p2.test.sha256]
     p3 = prepare(config(src, split={"seed": 7}), tmp_path / "o3")
     assert p3.test.sha256 != p1.test.sha256
 
@@ -63,7 +67,7 @@ def test_splits_are_disjoint_even_with_duplicates_kept(tmp_path):
     seen: dict[str, str] = {}
     for name in ("train", "validation", "test"):
         for ex in read_split(p, name):
-            key = normalize_text(ex.prompt)
+            key = dedupe_key_text(ex.prompt)
             assert seen.setdefault(key, name) == name, f"{ex.prompt!r} in {seen[key]} and {name}"
     report = json.loads(Path(p.report_path).read_text())
     assert report["counts"]["near_duplicates"] > 0 and report["counts"]["dropped_duplicates"] == 0
@@ -104,7 +108,8 @@ def test_stratify_no_gives_a_plain_shuffle(tmp_path):
 
 def test_free_text_completions_are_not_label_like(tmp_path):
     p = tmp_path / "f.jsonl"
-    p.write_text("".join(json.dumps({"prompt": f"question {i}", "completion": f"a long free-text answer number {i}"}) + "\n"
+    p.write_text("".join(json.dumps({"prompt": f"question {i}",
+                                     "completion": f"a long free-text answer number {i}"}) + "\n"
                          for i in range(50)))
     prepared = prepare(config(p, base_model=TITAN, columns={}), tmp_path / "o")
     assert not prepared.label_like
@@ -166,7 +171,7 @@ def test_bad_input_raises_every_problem_before_writing(tmp_path):
 
 
 def test_split_counts_checked_against_model_limits(tmp_path):
-    # Claude 3 Haiku needs >= 32 validation records when a validation set is given (REF §5)
+    # Claude 3 Haiku needs >= 32 validation records when a validation set is given (docs/bedrock-facts.md §5)
     with pytest.raises(DataValidationError) as info:
         prepare(config(GOOD / "raw_intents.csv", base_model=HAIKU), tmp_path / "o")
     assert any("split.validation: the validation split would have 6 record(s)" in ln for ln in info.value.lines())
@@ -241,7 +246,8 @@ def test_prepare_task_in_a_flow_raises_located_problems(tmp_path, prefect_backen
 
     with pytest.raises(DataValidationError) as info:
         run()
-    assert info.value.lines() == [f"{src}:3: text: is empty (every record needs a non-empty prompt; fill it in or drop the record)"]
+    assert info.value.lines() == [f"{src}:3: text: is empty (every record needs a non-empty prompt; fill it in or drop "
+                                  "the record)"]
 
 
 def test_split_does_not_depend_on_the_process_hash_seed(tmp_path):
@@ -258,8 +264,9 @@ def test_split_does_not_depend_on_the_process_hash_seed(tmp_path):
     outs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        r = subprocess.run([sys.executable, "-c", code, cfg, str(tmp_path / f"o{seed}")], capture_output=True, text=True,
-                           env=env, cwd=Path(__file__).parent.parent, timeout=120)
+        r = subprocess.run([sys.executable, "-c", code, cfg, str(tmp_path / f"o{seed}")], capture_output=True,
+                           text=True,
+                           env=env, cwd=REPO_ROOT, timeout=120)
         assert r.returncode == 0, r.stderr
         outs.append(r.stdout.split())
     assert outs[0] == outs[1]
@@ -294,7 +301,7 @@ def test_preset_caps_training_records_keeping_label_shares(tmp_path):
     src = labelled_csv(tmp_path, {"a": 900, "b": 450, "c": 150})
     full = prepare(config(src), tmp_path / "full")
     cfg = config(src)
-    cfg.preset = "quick"                           # at most 1,000 training records (tasks/catalog.py PRESETS)
+    cfg.preset = "quick"                           # at most 1,000 training records (tasks/catalog/__init__.py PRESETS)
     quick = prepare(cfg, tmp_path / "quick")
     assert full.train.records == 1200 and quick.train.records == 1000
     assert (quick.validation.sha256, quick.test.sha256) == (full.validation.sha256, full.test.sha256)
@@ -304,10 +311,10 @@ def test_preset_caps_training_records_keeping_label_shares(tmp_path):
 
 
 def test_source_changing_during_prepare_is_refused(tmp_path, monkeypatch):
-    import tasks.prepare as tp
+    import tasks.data.readers as readers
 
     src = labelled_csv(tmp_path, {"a": 10, "b": 10})
-    real = tp._iter_raw_lines
+    real = readers.iter_raw_lines
     calls = {"n": 0}
 
     def grow_then_read(fh):      # the write pass reads a file that grew since the check
@@ -317,8 +324,7 @@ def test_source_changing_during_prepare_is_refused(tmp_path, monkeypatch):
                 extra.write("a late customer message,a\n")
         return real(fh)
 
-    monkeypatch.setattr(tp, "_iter_raw_lines", grow_then_read)
-    monkeypatch.setattr("tasks.validate._iter_raw_lines", grow_then_read)
+    monkeypatch.setattr(readers, "iter_raw_lines", grow_then_read)     # the scan and the write pass read here
     with pytest.raises(DataValidationError, match="changed while it was being prepared"):
         prepare(config(src), tmp_path / "o")
     assert not (tmp_path / "o" / "train.jsonl").exists()

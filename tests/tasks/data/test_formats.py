@@ -1,11 +1,11 @@
-"""Each DataFormat: the exact record to_record writes (REF §5 shapes) and from_record reads back."""
+"""Each DataFormat: the exact record to_record writes (docs/bedrock-facts.md §5 shapes) and from_record reads back."""
 
 from __future__ import annotations
 
 import pytest
 
 from tasks.catalog import DataFormat
-from tasks.formats import Example, RecordShapeError, from_record, to_record
+from tasks.data.formats import Example, RecordShapeError, from_record, to_record
 
 CASES = [
     # (format, example, record)
@@ -13,21 +13,26 @@ CASES = [
     ("claude-messages", Example(None, "hi", "hello"),
      {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}),
     ("claude-messages", Example("Be brief.", "hi", "hello"),
-     {"system": "Be brief.", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}),
+     {"system": "Be brief.", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant",
+                                                                              "content": "hello"}]}),
     ("bedrock-conversation-2024", Example(None, "hi", "hello"),
      {"schemaVersion": "bedrock-conversation-2024",
-      "messages": [{"role": "user", "content": [{"text": "hi"}]}, {"role": "assistant", "content": [{"text": "hello"}]}]}),
+      "messages": [{"role": "user", "content": [{"text": "hi"}]}, {"role": "assistant",
+                                                                   "content": [{"text": "hello"}]}]}),
     ("bedrock-conversation-2024", Example("Classify.", "where is my card", "card_arrival"),
      {"schemaVersion": "bedrock-conversation-2024", "system": [{"text": "Classify."}],
       "messages": [{"role": "user", "content": [{"text": "where is my card"}]},
                    {"role": "assistant", "content": [{"text": "card_arrival"}]}]}),
     # distillation prompt: no assistant turn
     ("bedrock-conversation-2024", Example(None, "explain X", ""),
-     {"schemaVersion": "bedrock-conversation-2024", "messages": [{"role": "user", "content": [{"text": "explain X"}]}]}),
+     {"schemaVersion": "bedrock-conversation-2024", "messages": [{"role": "user",
+                                                                  "content": [{"text": "explain X"}]}]}),
     ("cpt-input", Example(None, "some domain text", ""), {"input": "some domain text"}),
-    ("rft-messages", Example(None, "1+1?", "2"), {"messages": [{"role": "user", "content": "1+1?"}], "reference_answer": "2"}),
+    ("rft-messages", Example(None, "1+1?", "2"), {"messages": [{"role": "user", "content": "1+1?"}],
+                                                  "reference_answer": "2"}),
     ("rft-messages", Example("Solve.", "1+1?", "2"),
-     {"messages": [{"role": "system", "content": "Solve."}, {"role": "user", "content": "1+1?"}], "reference_answer": "2"}),
+     {"messages": [{"role": "system", "content": "Solve."}, {"role": "user", "content": "1+1?"}],
+      "reference_answer": "2"}),
 ]
 
 

@@ -13,8 +13,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tasks.catalog import DataFormat
-from tasks.formats import Example, RecordShapeError, from_record, to_record
-from tasks.validate import Problem, check_record, rules_for, validate_source
+from tasks.data.formats import Example, RecordShapeError, from_record, to_record
+from tasks.data.problems import Problem
+from tasks.data.rules import check_record, rules_for
+from tasks.data.validate import validate_source
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -39,7 +41,8 @@ json_values = st.recursive(
 roles = st.sampled_from(["user", "assistant", "system", "bot", 3, None])
 blocks = st.lists(st.one_of(st.fixed_dictionaries({"text": st.text(max_size=20) | json_values}),
                             st.fixed_dictionaries({"image": json_values}), json_values), max_size=3)
-turns = st.lists(st.fixed_dictionaries({"role": roles, "content": st.text(max_size=20) | blocks | json_values}), max_size=4)
+turns = st.lists(st.fixed_dictionaries({"role": roles, "content": st.text(max_size=20) | blocks | json_values}),
+                 max_size=4)
 shaped = st.fixed_dictionaries(
     {}, optional={"schemaVersion": json_values, "system": st.text(max_size=10) | blocks | json_values,
                   "messages": turns | json_values, "prompt": json_values, "completion": json_values,
@@ -146,8 +149,8 @@ words = st.text(st.characters(whitelist_categories=("Lu", "Ll", "Nd", "Zs", "Po"
        system=st.none() | words, seed=st.integers(0, 10))
 def test_prepare_output_always_validates(model, rows, system, seed):
     from tasks.config import PipelineConfig
-    from tasks.prepare import prepare
-    from tasks.validate import DataValidationError
+    from tasks.data.preparation import prepare
+    from tasks.data.problems import DataValidationError
 
     rules = rules_for(model, "fine-tuning")
     rows = [(p, c) for p, c in rows if _ok_text(rules, p) and _ok_text(rules, c)]
@@ -168,6 +171,7 @@ def test_prepare_output_always_validates(model, rows, system, seed):
             f = getattr(prepared, role)
             if f is None:
                 continue
-            r = validate_source(f.path, model, "fine-tuning", fmt="formatted", role="test" if role == "test" else "source")
+            r = validate_source(f.path, model, "fine-tuning", fmt="formatted",
+                                role="test" if role == "test" else "source")
             assert r.ok, r.lines()
             assert r.records == f.records

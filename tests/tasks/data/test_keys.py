@@ -1,4 +1,4 @@
-"""tasks.keys: prepare's dedupe, sample and split work on on-disk keys in bounded memory. What a user
+"""tasks.data.keys: prepare's dedupe, sample and split work on on-disk keys in bounded memory. What a user
 relies on: the outputs do not depend on how the keys are bucketed, the counts are those of a plain
 in-memory reading, seeded choices take exactly the requested number, nothing is left on disk, and
 memory does not grow with the file."""
@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import keys
 from tasks.config import PipelineConfig
-from tasks.prepare import normalize_text, prepare
-from tasks.validate import DataValidationError
+from tasks.data import keys
+from tasks.data.fingerprints import dedupe_key_text
+from tasks.data.preparation import prepare
+from tasks.data.problems import DataValidationError
 
 TITAN = "amazon.titan-text-express-v1:0:8k"
 
@@ -86,14 +87,14 @@ def test_duplicate_conflict_and_split_counts_match_a_plain_in_memory_reading(tmp
     texts = {(r["prompt"], r["completion"]) for r in recs}
     near_first: dict[tuple, int] = {}
     for i, r in enumerate(recs):
-        near_first.setdefault((normalize_text(r["prompt"]), normalize_text(r["completion"])), i)
+        near_first.setdefault((dedupe_key_text(r["prompt"]), dedupe_key_text(r["completion"])), i)
     answers = defaultdict(set)
     for r in recs:
-        answers[normalize_text(r["prompt"])].add(normalize_text(r["completion"]))
+        answers[dedupe_key_text(r["prompt"])].add(dedupe_key_text(r["completion"]))
     kept = sorted(near_first.values())
     group_label: dict[str, str] = {}          # group = normalized prompt; its label = its first kept record's
     for i in kept:
-        group_label.setdefault(normalize_text(recs[i]["prompt"]), recs[i]["completion"])
+        group_label.setdefault(dedupe_key_text(recs[i]["prompt"]), recs[i]["completion"])
     c = report["counts"]
     assert c["exact_duplicates"] == len(recs) - len(texts)
     assert c["near_duplicates"] == len(texts) - len(near_first)
@@ -104,11 +105,12 @@ def test_duplicate_conflict_and_split_counts_match_a_plain_in_memory_reading(tmp
     split_of_group: dict[str, str] = {}
     for name in ("train", "validation", "test"):
         for line in Path(getattr(p, name).path).read_text().splitlines():
-            prompt = normalize_text(json.loads(line)["prompt"])
+            prompt = dedupe_key_text(json.loads(line)["prompt"])
             assert split_of_group.setdefault(prompt, name) == name           # a group never straddles splits
     for label, n in groups_per_label.items():
         got = Counter(split_of_group[g] for g, lab in group_label.items() if lab == label)
-        assert got["test"] == round(n * 0.1) and got["validation"] == round(n * 0.1) and got["train"] == n - 2 * round(n * 0.1)
+        assert (got["test"] == round(n * 0.1) and got["validation"] == round(n * 0.1)
+                and got["train"] == n - 2 * round(n * 0.1))
 
 
 # --- seeded choices take exactly the requested number ---------------------------------------------------------
@@ -166,7 +168,7 @@ def test_prepare_memory_does_not_grow_with_file_size(tmp_path, monkeypatch):
     # small chunks and buckets so the bounded paths run at test scale (bench/prepare.py measures 50k vs 200k)
     monkeypatch.setattr(keys, "CHUNK", 512)
     monkeypatch.setattr(keys, "BUCKET_RECORDS", 512)
-    monkeypatch.setattr("tasks.prepare.COPY_CHUNK", 8192)
+    monkeypatch.setattr("tasks.data.preparation.COPY_CHUNK", 8192)
     labels = [f"intent_{i}" for i in range(10)]
     small = raw_jsonl(tmp_path / "s.jsonl", 2_000, labels)
     big = raw_jsonl(tmp_path / "b.jsonl", 16_000, labels)

@@ -1,4 +1,4 @@
-"""The fast read paths of tasks.validate / tasks.prepare (chunked line reader, orjson, the inline
+"""The fast read paths of tasks.data.readers / tasks.data.preparation (chunked line reader, orjson, the inline
 prompt/completion shortcut, the chunked copy of formatted sources) give what the plain paths give:
 the same line numbers in messages, the same values, the same split files."""
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import tasks.prepare as tp
-import tasks.validate as tv
+import tasks.data.preparation as tp
+import tasks.data.readers as tv
 from tasks.config import PipelineConfig
-from tasks.validate import validate_source
+from tasks.data.validate import validate_source
 
 TITAN = "amazon.titan-text-express-v1:0:8k"
 NOVA = "amazon.nova-micro-v1:0:128k"
@@ -47,7 +47,7 @@ def test_chunked_reader_gives_the_lines_readline_gives(monkeypatch):
             data = b"".join(b"x" * n + b"\n" for n in lengths)
             if rng.random() < 0.5:
                 data += b"y" * rng.choice([1, 40, 41, 100])           # last line without a newline
-            assert list(tv._iter_raw_lines(io.BytesIO(data))) == readline_lines(data, 40), (chunk, data)
+            assert list(tv.iter_raw_lines(io.BytesIO(data))) == readline_lines(data, 40), (chunk, data)
 
 
 def test_overlong_line_is_located_and_later_lines_keep_their_numbers(tmp_path, monkeypatch):
@@ -68,7 +68,8 @@ def test_numbers_json_reads_exactly_are_kept_exactly(tmp_path):
     """orjson turns an integer past 64 bits into a float and refuses NaN: such records take json."""
     p = tmp_path / "raw.jsonl"
     rows = [{"text": f"order number {i} status", "category": 123456789012345678901234567890 + i} for i in range(30)]
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"text": "nan row", "category": NaN}\n', encoding="utf-8")
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"text": "nan row", "category": NaN}\n',
+                 encoding="utf-8")
     cfg = PipelineConfig.model_validate({"name": "t", "base_model": NOVA, "data": {
         "source": str(p), "columns": {"prompt": "text", "completion": "category"}}})
     prepared = tp.prepare(cfg, tmp_path / "o")
@@ -83,7 +84,7 @@ def line_by_line_copy(source, assign, write) -> int:
     """The plain pass 2 of a formatted source: one line at a time (what _copy_lines does in chunks)."""
     i = 0
     with open(source, "rb") as fh:
-        for _lineno, raw, _size in tv._iter_raw_lines(fh):
+        for _lineno, raw, _size in tv.iter_raw_lines(fh):
             if raw is None or not raw.strip():
                 continue
             k = int(assign[i]) if i < len(assign) else -1

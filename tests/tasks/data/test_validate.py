@@ -1,4 +1,4 @@
-"""tasks.validate: each rule gives an exact located problem; all problems are collected; no exceptions."""
+"""tasks.data.validate: each rule gives an exact located problem; all problems are collected; no exceptions."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ import pytest
 
 from tasks.catalog import Limits
 from tasks.config import Columns
-from tasks.validate import (
-    DataValidationError,
-    Problem,
-    ValidationReport,
-    validate_hyperparameters,
-    validate_source,
-)
+from tasks.config.checks import validate_hyperparameters
+from tasks.data.problems import DataValidationError, Problem, ValidationReport
+from tasks.data.validate import validate_source
 
 TITAN = "amazon.titan-text-express-v1:0:8k"
 NOVA = "amazon.nova-micro-v1:0:128k"
@@ -124,30 +120,36 @@ def test_distillation_assistant_optional_and_single_turn_teacher(tmp_path):
     assert validate_source(p, NOVA, "distillation", teacher="us.amazon.nova-pro-v1:0").ok   # Nova teachers: multi-turn
     r = validate_source(p, NOVA, "distillation", teacher="anthropic.claude-3-5-sonnet-20241022-v2:0")
     assert lines_of(r) == [f"{p}:101: messages: 2 user turns; this teacher accepts a single user turn "
-                           "(keep one user turn per record; REF §5: Anthropic and Llama teachers)"]
+                           "(keep one user turn per record; docs/bedrock-facts.md §5: Anthropic and Llama teachers)"]
 
 
 # --- Claude rules -----------------------------------------------------------------------------------
 def test_claude_forbidden_turn_markers(tmp_path):
-    base = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(32)]
-    bad = {"system": "x\nAssistant: y", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    base = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant",
+                                                                 "content": f"a{i}"}]} for i in range(32)]
+    bad = {"system": "x\nAssistant: y", "messages": [{"role": "user", "content": "q"}, {"role": "assistant",
+                                                                                        "content": "a"}]}
     p = write(tmp_path, "h.jsonl", base + [bad])
     r = validate_source(p, HAIKU, "fine-tuning")
-    assert lines_of(r) == [f"{p}:33: system: contains the string '\\\\nAssistant:', which Anthropic Claude 3 Haiku rejects "
-                           "(remove or reword '\\\\nAssistant:'; REF §5: it fails the training job)"]
+    assert lines_of(r) == [f"{p}:33: system: contains the string '\\\\nAssistant:', which Anthropic Claude 3 Haiku "
+                           "rejects "
+                           "(remove or reword '\\\\nAssistant:'; docs/bedrock-facts.md §5: it fails the training job)"]
 
 
 def test_claude_record_counts_train_and_validation(tmp_path):
-    recs = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(31)]
+    recs = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant",
+                                                                 "content": f"a{i}"}]} for i in range(31)]
     p = write(tmp_path, "h.jsonl", recs)
     r = validate_source(p, HAIKU, "fine-tuning", role="validation")
-    assert f"{p}: records: 31 validation record(s); {HAIKU} FINE_TUNING needs at least 32 (add at least 1 more record(s))" in lines_of(r)
+    assert (f"{p}: records: 31 validation record(s); {HAIKU} FINE_TUNING needs at least 32 "
+            "(add at least 1 more record(s))") in lines_of(r)
     assert validate_source(p, HAIKU, "fine-tuning", role="test").ok   # the test split is never uploaded
 
 
 def test_tokens_per_record_uses_the_family_chars_per_token(tmp_path):
-    # Haiku counts 3 characters per token (REF §5), limit 32,000 tokens
-    recs = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]} for i in range(32)]
+    # Haiku counts 3 characters per token (docs/bedrock-facts.md §5), limit 32,000 tokens
+    recs = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant",
+                                                                 "content": "a"}]} for i in range(32)]
     recs.append({"messages": [{"role": "user", "content": "w" * 96_000}, {"role": "assistant", "content": "abc"}]})
     p = write(tmp_path, "h.jsonl", recs)
     assert lines_of(validate_source(p, HAIKU, "fine-tuning")) == [
@@ -166,7 +168,8 @@ def test_raw_csv_with_quoted_newline_reports_the_row_start_line(tmp_path):
     p = tmp_path / "r.csv"
     p.write_text('text,category\n"two\nlines",a\n"",b\nok,c\n', encoding="utf-8")
     r = validate_source(p, TITAN, "fine-tuning", columns=INTENTS)
-    assert lines_of(r) == [f"{p}:4: text: is empty (every record needs a non-empty prompt; fill it in or drop the record)"]
+    assert lines_of(r) == [f"{p}:4: text: is empty (every record needs a non-empty prompt; fill it in or drop the "
+                           "record)"]
     assert r.records == 3
 
 
@@ -183,7 +186,8 @@ def test_raw_jsonl_numbers_become_text_and_template_is_checked(tmp_path):
     assert validate_source(p, NOVA, "fine-tuning", columns=cols).ok
     r = validate_source(p, NOVA, "fine-tuning", columns=cols, prompt_template="User: {prompt}")
     assert lines_of(r) == [f"{p}: prompt_template: contains the string 'User:', which Nova rejects "
-                           "(remove or reword 'User:'; REF §5: it fails the training job)"]    # once, not per line
+                           # once, not per line
+                           "(remove or reword 'User:'; docs/bedrock-facts.md §5: it fails the training job)"]
     r = validate_source(p, NOVA, "fine-tuning", columns=cols, prompt_template="{prompt} [EOS]")
     assert len(r.problems) == 1 and r.problems[0].field == "prompt_template"
 
@@ -206,7 +210,8 @@ def test_cpt_raw_text_column(tmp_path):
 
 
 def test_rft_reference_answer_any_json(tmp_path):
-    p = write(tmp_path, "r.jsonl", [{"messages": [{"role": "user", "content": f"q{i}"}], "reference_answer": {"a": i}, "id": i}
+    p = write(tmp_path, "r.jsonl", [{"messages": [{"role": "user", "content": f"q{i}"}], "reference_answer": {"a": i},
+                                     "id": i}
                                    for i in range(100)])
     assert validate_source(p, "amazon.nova-2-lite-v1:0:256k", "reinforcement").ok
 
@@ -228,8 +233,10 @@ def _peak(path: Path) -> int:
 
 
 def test_validation_memory_does_not_grow_with_file_size(tmp_path):
-    small = write(tmp_path, "s.jsonl", [{"prompt": f"question {i} " * 5, "completion": f"answer {i}"} for i in range(1_000)])
-    big = write(tmp_path, "b.jsonl", [{"prompt": f"question {i} " * 5, "completion": f"answer {i}"} for i in range(8_000)])
+    small = write(tmp_path, "s.jsonl", [{"prompt": f"question {i} " * 5,
+                                         "completion": f"answer {i}"} for i in range(1_000)])
+    big = write(tmp_path, "b.jsonl", [{"prompt": f"question {i} " * 5,
+                                       "completion": f"answer {i}"} for i in range(8_000)])
     assert big.stat().st_size > 8 * small.stat().st_size * 0.9
     assert _peak(big) < 2 * _peak(small) + 200_000
 
@@ -240,20 +247,22 @@ def test_hyperparameter_problems_name_key_and_range():
                                      source="cfg.yaml")
     text = [str(p) for p in probs]
     assert text[0] == "cfg.yaml: hyperparameters.epochCount: epochCount=9 is out of range 1..5 (set it within 1..5)"
-    assert text[1].startswith("cfg.yaml: hyperparameters.batchSize: hyperparameter 'batchSize' is not accepted for this model")
+    assert text[1].startswith("cfg.yaml: hyperparameters.batchSize: hyperparameter 'batchSize' is not accepted for "
+                              "this model")
     assert validate_hyperparameters(HAIKU, "fine-tuning", "quick", {"learningRateMultiplier": 0.5}) == []
 
 
 def test_rft_hyperparameters_are_typed_numbers():
     probs = validate_hyperparameters("amazon.nova-2-lite-v1:0:256k", "reinforcement", None, {},
-                                     rft={"epochCount": "2", "batchSize": 8, "reasoningEffort": "max", "rlAlgorithm": "ppo"})
+                                     rft={"epochCount": "2", "batchSize": 8, "reasoningEffort": "max",
+                                          "rlAlgorithm": "ppo"})
     fields = [p.field for p in probs]
     assert fields == ["rft.hyperparameters.epochCount", "rft.hyperparameters.batchSize",
                       "rft.hyperparameters.reasoningEffort", "rft.hyperparameters.rlAlgorithm"]
 
 
 def test_nova_strings_are_checked_on_the_prompt_side_only(tmp_path):
-    # REF §5: the strings fail the job "anywhere in a prompt"; an answer may quote them
+    # docs/bedrock-facts.md §5: the strings fail the job "anywhere in a prompt"; an answer may quote them
     recs = [nova(f"q{i}", f"a{i}") for i in range(8)] + [nova("what does the bot say?", "Assistant: hello")]
     assert validate_source(write(tmp_path, "n.jsonl", recs), NOVA, "fine-tuning").ok
     recs[-1] = nova("Assistant: hello", "ok")
