@@ -1,4 +1,4 @@
-"""Re-evaluate an existing custom model: provision → evaluate → teardown (DESIGN.md §1, §6).
+"""Re-evaluate an existing custom model: provision → evaluate → teardown (docs/design.md §1, §6).
 
 For on-call and for "did the model drift against new test data?": the customization run already
 happened; this flow serves its custom model again (or uses a provisioned throughput / deployment
@@ -17,25 +17,48 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.customize import (
-    QualityGateFailed,
-    _flow_run_id,
-    release_serving,
-    serving,
-)
+from flows.context import QualityGateFailed, flow_run_id
+from flows.customize import release_serving, serving
 from tasks import evaluate as evaluate_stage
-from tasks.aws import account_id, compute_run_key, make_clients, resource_names, standard_tags
+from tasks.aws.clients import account_id, make_clients
+from tasks.aws.logs import install_log_redaction
+from tasks.aws.redact import unredact
+from tasks.aws.tags import standard_tags
 from tasks.catalog import load_catalog
 from tasks.config import PipelineConfig
-from tasks.manifest import Manifest, new_run_id, unredact
 from tasks.prepare import prepare_task
-from tasks.types import PreparedData, ServingEndpoint, TrainingResult
+from tasks.run.manifest import Manifest, new_run_id
+from tasks.run.names import compute_run_key, resource_names
+from tasks.run.types import PreparedData, ServingEndpoint, TrainingResult
+
+install_log_redaction()   # account ids out of every log line a run writes (tasks/aws/logs.py)
 
 
 def _existing_endpoint(arn: str, model_arn: str) -> ServingEndpoint:
     kind = "deployment" if ":custom-model-deployment/" in arn else "provisioned"
     return ServingEndpoint(kind=kind, arn=arn, name=arn.rsplit("/", 1)[-1], model_arn=model_arn,
                            status="InService", adopted=True)
+
+
+def _recorded_inputs(manifest: Manifest, account: str) -> tuple[PreparedData | None, TrainingResult | None]:
+    """The prepared data and the finished job recorded by a customization run."""
+    out = manifest.step_output("prepare")
+    prepared = PreparedData.model_validate(out) if out else None
+    out = manifest.step_output("poll")
+    training = TrainingResult.model_validate(unredact(out, account)) if out else None
+    return prepared, training
+
+
+def _model_to_evaluate(training: TrainingResult | None, custom_model_arn: str | None,
+                       serving_arn: str | None) -> tuple[str | None, TrainingResult]:
+    """The custom model ARN (given, else the run's) and the training record the report shows for it."""
+    model_arn = custom_model_arn or (training.custom_model_arn if training else None)
+    if not model_arn and not serving_arn:
+        raise ValueError("no custom model to evaluate: the run has no finished job; pass custom_model_arn")
+    if training is None or (custom_model_arn and custom_model_arn != training.custom_model_arn):
+        training = TrainingResult(job_arn="", job_name="", status="Completed", custom_model_arn=model_arn or "",
+                                  custom_model_name=(model_arn or "").rsplit("/", 1)[-1])
+    return model_arn, training
 
 
 @flow(name="evaluate-model", on_failure=[release_serving], on_crashed=[release_serving],
@@ -61,58 +84,53 @@ def evaluate_model(
     manifest: Manifest | None = None
     if run_id:
         manifest = Manifest.find(runs_dir, run_id)
-        config = config or PipelineConfig.model_validate(manifest.data["config"])
+        config = config or PipelineConfig.model_validate(manifest.doc.config)
     if config is None:
         raise ValueError("give run_id (a finished customization run) or config + custom_model_arn")
     clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
     account = account_id(clients)
 
-    prepared = training = None
-    if manifest is not None:
-        out = manifest.step_output("prepare")
-        prepared = PreparedData.model_validate(out) if out else None
-        out = manifest.step_output("poll")
-        training = TrainingResult.model_validate(unredact(out, account)) if out else None
+    prepared, training = _recorded_inputs(manifest, account) if manifest is not None else (None, None)
     if manifest is None:  # an evaluation-only run gets its own folder and manifest
         manifest = Manifest.create(runs_dir, new_run_id(config.name), config.model_dump(mode="json"))
-        manifest.update(kind="evaluation", flow_run_id=_flow_run_id())
+        manifest.update(kind="evaluation", flow_run_id=flow_run_id())
     if prepared is None or prepared.test is None or not Path(prepared.test.path).exists():
         prepared = prepare_task(config, str(manifest.run_dir / "prepared"))
     if prepared.test is None:
         raise ValueError("the prepared data has no test split: set data.split.test > 0")
-    model_arn = custom_model_arn or (training.custom_model_arn if training else None)
-    if not model_arn and not serving_arn:
-        raise ValueError("no custom model to evaluate: the run has no finished job; pass custom_model_arn")
-    if training is None or (custom_model_arn and custom_model_arn != training.custom_model_arn):
-        training = TrainingResult(job_arn="", job_name="", status="Completed", custom_model_arn=model_arn or "",
-                                  custom_model_name=(model_arn or "").rsplit("/", 1)[-1])
+    model_arn, training = _model_to_evaluate(training, custom_model_arn, serving_arn)
 
     run_key = compute_run_key(config, prepared.content_hash)
     names = resource_names(config, run_key, account=account)
     family = load_catalog().family_of(config.base_model)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = manifest.run_dir / "evaluations" / stamp
-    tags = standard_tags(run_key, _flow_run_id(), config.tags, expires_in_hours=config.serving.max_hours)
+    tags = standard_tags(run_key, flow_run_id(), config.tags, expires_in_hours=config.serving.max_hours)
 
     if serving_arn:
         endpoint = _existing_endpoint(serving_arn, model_arn or "")
         outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint, str(out_dir))
     else:
-        with serving(clients, config, names, model_arn, tags, run_key, on_teardown=lambda r: log.info(
-                "teardown: deleted %s, already gone %s", r.deleted or "-", r.already_gone or "-")) as endpoint:
-            outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint, str(out_dir))
+        def torn_down(r) -> None:
+            log.info("teardown: deleted %s, already gone %s", r.deleted or "-", r.already_gone or "-")
+
+        with serving(clients, config, names, model_arn, tags, run_key, on_teardown=torn_down) as endpoint:
+            outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint,
+                                                          str(out_dir))
     # scoring needs no serving resource: it runs after the teardown
     evaluation = evaluate_stage.score_outputs_task(outputs, config, prepared, training, str(out_dir))
 
     record = {"at": stamp, "model": model_arn, "serving": serving_arn or "provisioned for this evaluation",
               "metrics": {k: evaluation.metrics.get(k) for k in ("base", "custom", "comparison")},
               "gate": evaluation.gate.model_dump(mode="json"), "report": evaluation.files}
-    manifest.data.setdefault("evaluations", []).append(record)
-    if manifest.data.get("kind") == "evaluation":
-        manifest.data.update(metrics=record["metrics"], gate=record["gate"], report=evaluation.files)
+    manifest.add_evaluation(record)
+    if manifest.doc.kind == "evaluation":
+        manifest.set_metrics(**record["metrics"])
+        manifest.update(gate=record["gate"], report=evaluation.files)
         manifest.finish("succeeded" if evaluation.gate.passed else "gate_failed")
-    manifest.save()
     log.info("evaluation written to %s; gate %s", out_dir, "PASSED" if evaluation.gate.passed else "FAILED")
     if not evaluation.gate.passed:
-        raise QualityGateFailed(f"quality gate failed: {evaluation.gate.rule} — {'; '.join(evaluation.gate.reasons)}")
-    return {"run_id": manifest.data["run_id"], "evaluation_dir": str(out_dir), "gate": record["gate"], "report": evaluation.files}
+        gate = evaluation.gate
+        raise QualityGateFailed(f"quality gate failed: {gate.rule} — {'; '.join(gate.reasons)}")
+    return {"run_id": manifest.run_id, "evaluation_dir": str(out_dir), "gate": record["gate"],
+            "report": evaluation.files}

@@ -1,4 +1,4 @@
-"""The janitor: delete managed billing resources that outlived their run (DESIGN.md §3, layer 3).
+"""The janitor: delete managed billing resources that outlived their run (docs/design.md §3, layer 3).
 
 Catches what ``finally`` and the flow hooks cannot: a worker killed with SIGKILL, a dead server.
 A provisioned throughput or deployment is deleted when it carries ``managed-by=bedrock-forge`` and
@@ -13,10 +13,13 @@ from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 
-from tasks.aws import make_clients
+from tasks.aws.clients import make_clients
+from tasks.aws.logs import install_log_redaction
 from tasks.config import AwsConfig
+from tasks.run.types import TeardownReport
 from tasks.teardown import sweep
-from tasks.types import TeardownReport
+
+install_log_redaction()   # account ids out of every log line a run writes (tasks/aws/logs.py)
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 

@@ -2,11 +2,11 @@
 ``max_parallel_jobs`` in flight, best child picked by the gate metric, a markdown table as artifact.
 
 - Bedrock runs a limited number of customization jobs at once per account (the emulator models 2;
-  shared/reference/bedrock-customization.md §5 lists the quota as unconfirmed), so children run in a
+  docs/bedrock-facts.md §5 lists the quota as unconfirmed), so children run in a
   thread pool of ``max_parallel_jobs`` workers: a child holds its slot from start to teardown, so at
   most that many jobs (and provisioned throughputs) exist at any time.
 - Every child is a full customize run (its own name suffix → its own run key, resources, manifest),
-  and tears down its own serving resources in its ``finally`` (DESIGN.md §3). A failed child does not
+  and tears down its own serving resources in its ``finally`` (docs/design.md §3). A failed child does not
   stop the others; its row says why.
 - Variants are built and range-checked before any child starts: a bad preset or an out-of-range
   grid value fails the sweep before anything is spent.
@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from tasks.catalog import load_catalog, resolve_hyperparameters
 from tasks.config import ConfigError, PipelineConfig, parse_config
-from tasks.manifest import new_run_id
+from tasks.run.manifest import new_run_id
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -241,8 +241,9 @@ def sweep_hyperparameters(
     results = run_bounded(variants, lambda v: run_child(v, runs_dir), max_parallel_jobs)
     best = pick_best(results)
     table = results_markdown(results, best)
+    best_label = best.label if best else "none"
     create_markdown_artifact(key="hparam-sweep", markdown=table,
-                             description=f"{len(results)} runs of {config.name}; best: {best.label if best else 'none'}")
+                             description=f"{len(results)} runs of {config.name}; best: {best_label}")
     log.info("sweep done; best: %s", best.label if best else "none")
     return {"best": best.model_dump(mode="json") if best else None,
             "results": [r.model_dump(mode="json") for r in results], "table": table}

@@ -14,7 +14,7 @@ It prints the URLs and waits; Ctrl-C stops everything. ``--smoke CONFIG`` trigge
 run through the API with that config, waits for it, prints its final state, and exits (non-zero on
 failure): an end-to-end check of the whole stack. Logs go to ``.forge/stack/logs/``.
 
-The helpers (free port, start/wait/stop a service) are reused by tests/test_server.py.
+The helpers (free port, start/wait/stop a service) are reused by tests/deployments/test_server.py.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Service:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``. A worker stops polling on SIGTERM and lets its
-        in-flight flow runs finish (shared/reference/prefect-patterns.md §3)."""
+        in-flight flow runs finish (docs/prefect-notes.md §3)."""
         if self.alive():
             try:
                 self.proc.send_signal(signal.SIGTERM)
@@ -149,7 +149,7 @@ def start_server(home: Path, *, host: str = "127.0.0.1", port: int | None = None
 
 def start_emulator(*, host: str = "127.0.0.1", port: int | None = None, speed: float = 3000.0,
                    state_dir: Path | None = None, log_dir: Path | None = None, timeout: float = 60.0) -> Service:
-    """The local Bedrock (``forge emulator``, DESIGN.md §8) as a subprocess."""
+    """The local Bedrock (``forge emulator``, docs/design.md §8) as a subprocess."""
     if port:
         require_free(host, port, "emulator", "--emulator-port")
     port = port or free_port(host)
@@ -207,7 +207,8 @@ def trigger(api_url: str, deployment: str, parameters: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m forge.stack", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--home", default=str(REPO_ROOT / ".forge" / "stack"), help="state and logs (default .forge/stack/)")
+    ap.add_argument("--home", default=str(REPO_ROOT / ".forge" / "stack"),
+                    help="state and logs (default .forge/stack/)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=4200, help="Prefect server port (UI + API)")
     ap.add_argument("--emulator-port", type=int, default=4566)
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  Prefect API    {server.url}   export PREFECT_API_URL={server.url}")
         if endpoint:
             print(f"  emulator       {endpoint}   ledger: {endpoint}/_emulator/ledger")
-            print(f"                 export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
+            print(f"                 export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing "
+                  "AWS_SECRET_ACCESS_KEY=testing")
         print(f"  worker         pool {args.pool!r}, working directory {REPO_ROOT}")
         print(f"  logs           {logs}/")
         if args.smoke:

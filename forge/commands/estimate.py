@@ -1,4 +1,4 @@
-"""`forge estimate CONFIG [--json]` (DESIGN.md §8): tokens, training cost, serving cost, budget verdict.
+"""`forge estimate CONFIG [--json]` (docs/design.md §8): tokens, training cost, serving cost, budget verdict.
 
 Exit codes: 0 within budget (or prices unknown and allowed), 2 over budget, refused by a spend guard,
 invalid config or invalid data. Problems go to stderr, one per line.
@@ -60,7 +60,7 @@ def render(estimate, config) -> str:
     out = [f"cost estimate: {config.name} — {config.base_model}, {config.customization_type.value} "
            f"(counts from {'prepared splits' if estimate.method == 'prepared' else 'the raw source'})", ""]
     out.append(f"  {'tokens':<34} {estimate.train_tokens:,} train tokens "
-               f"(characters / {estimate.chars_per_token:g} per token, an approximation: REF §5)")
+               f"(characters / {estimate.chars_per_token:g} per token, an approximation: docs/bedrock-facts.md §5)")
     out.append(f"  {'epochs':<34} {estimate.epochs}")
     if estimate.eval_calls:
         out.append(f"  {'evaluation calls':<34} {estimate.eval_calls} examples × 2 models (base, custom)")
@@ -83,7 +83,8 @@ def render(estimate, config) -> str:
     if estimate.total_usd is None:
         total += f" (known part {_usd(estimate.known_usd)})"
     out.append(f"  {'total':<34} {total:>12}")
-    out.append(f"  {'budget (budget.max_usd)':<34} {'none' if estimate.budget_usd is None else _usd(estimate.budget_usd):>12}")
+    budget = "none" if estimate.budget_usd is None else _usd(estimate.budget_usd)
+    out.append(f"  {'budget (budget.max_usd)':<34} {budget:>12}")
     out.append(f"  {'verdict':<34} {estimate.verdict:>12}")
     if estimate.unknown:
         out.append("")
@@ -111,7 +112,7 @@ def cmd_estimate(args) -> int:
         estimate = estimate_from_config(config, method="raw" if args.raw else "auto", progress=_progress)
     except Exception as err:  # noqa: BLE001 - people get located messages, not a traceback
         lines = getattr(err, "lines", None)
-        if callable(lines):              # tasks.validate.DataValidationError: every data problem
+        if callable(lines):              # tasks.data.validate.DataValidationError: every data problem
             for line in lines():
                 print(line, file=sys.stderr)
             return 2

@@ -1,4 +1,4 @@
-"""`forge run`, `forge rerun`, `forge status`, `forge sweep` (DESIGN.md §8).
+"""`forge run`, `forge rerun`, `forge status`, `forge sweep` (docs/design.md §8).
 
 Exit codes of run/rerun: 0 done and gate passed, 3 gate failed, 1 failed, 2 invalid config/data.
 
@@ -22,6 +22,26 @@ DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
                      "AWS_SESSION_TOKEN": "testing"}
 
 
+class RerunSteps:
+    """The ``--from`` choices: ``RERUN_STEPS`` of tasks/run/manifest.py (the one step list), imported only
+    when argparse checks a value or prints help, so ``forge --help`` stays fast (no pydantic at start)."""
+
+    @staticmethod
+    def _steps() -> list[str]:
+        from tasks.run.manifest import RERUN_STEPS
+
+        return RERUN_STEPS
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._steps()
+
+    def __iter__(self):
+        return iter(self._steps())
+
+    def __len__(self) -> int:
+        return len(self._steps())
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the whole pipeline for a config",
                        description="Run prepare → upload → create role → customize → poll → provision → "
@@ -35,8 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Rerun RUN_ID from its first unfinished step, or from --from STEP. "
                                    "Upstream results are reused; AWS resources are adopted, never duplicated.")
     p.add_argument("run_id")
-    p.add_argument("--from", dest="from_step", default=None,
-                   choices=["prepare", "upload", "create-role", "customize", "poll", "provision", "evaluate"])
+    p.add_argument("--from", dest="from_step", default=None, choices=RerunSteps())
     _common(p)
     p.set_defaults(func=cmd_rerun)
 
@@ -112,7 +131,7 @@ def _exit_code(manifest: dict) -> int:
 
 def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = None) -> int:
     from flows.customize import customize_model
-    from tasks.manifest import Manifest
+    from tasks.run.manifest import Manifest
 
     state_dir = Path(args.runs_dir) / ".emulator-state"
     with aws_target(args.endpoint, args.speed, state_dir, force_emulator=args.emulator):
@@ -125,7 +144,7 @@ def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = 
         result = state.result(raise_on_failure=False)
     except Exception:  # noqa: BLE001
         result = None
-    from tasks.validate import DataValidationError
+    from tasks.data.validate import DataValidationError
 
     if isinstance(result, DataValidationError):   # found by prepare (e.g. a split below the model's minimum)
         for line in result.lines():
@@ -151,7 +170,7 @@ def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = 
 
 
 def _first_unfinished(manifest: dict) -> str | None:
-    from tasks.manifest import STEPS
+    from tasks.run.manifest import STEPS
 
     for s in STEPS:
         if (manifest.get("steps", {}).get(s) or {}).get("status") not in ("completed", "skipped"):
@@ -187,7 +206,7 @@ def cmd_run(args) -> int:
 def preflight(config, config_path: str) -> list[str]:
     """Bad input fails here, located, before Prefect starts and before any AWS call: the config's
     settings and every raw record (one streaming pass; split-level limits are checked by prepare)."""
-    from tasks.validate import validate_config, validate_source
+    from tasks.data.validate import validate_config, validate_source
 
     lines = [str(p) for p in validate_config(config, config_path)]
     if "://" not in config.data.source:
@@ -200,7 +219,7 @@ def preflight(config, config_path: str) -> list[str]:
 
 
 def cmd_rerun(args) -> int:
-    from tasks.manifest import Manifest
+    from tasks.run.manifest import Manifest
 
     try:
         manifest = Manifest.find(args.runs_dir, args.run_id)
@@ -215,11 +234,14 @@ def cmd_rerun(args) -> int:
 
 
 def print_summary(manifest: dict, path: Path) -> None:
-    from tasks.manifest import STEPS
+    from tasks.run.manifest import GUARD, STEPS
 
     print(f"\nrun {manifest['run_id']}  (run key {manifest.get('run_key')})  status: {manifest.get('status')}")
-    for s in STEPS:
-        st = manifest.get("steps", {}).get(s)
+    steps = manifest.get("steps", {})
+    for s in [STEPS[0], GUARD, *STEPS[1:]]:
+        st = steps.get(s)
+        if s == GUARD and not st:
+            continue   # the spend guard shows only when it refused a run (or a rerun got past it)
         if not st:
             print(f"  {s:<12} -")
             continue
@@ -258,7 +280,7 @@ def print_summary(manifest: dict, path: Path) -> None:
 
 
 def cmd_status(args) -> int:
-    from tasks.manifest import Manifest
+    from tasks.run.manifest import Manifest
 
     root = Path(args.runs_dir)
     if args.run_id:

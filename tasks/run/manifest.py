@@ -1,48 +1,56 @@
 """The run manifest: the lineage of one run, written progressively to RUNS_DIR/<run_id>/manifest.json.
 
-Keys are a contract (DESIGN.md §8): run_id, run_key, status, config, data, steps, resources,
-metrics, gate, cost, timings. Every write is atomic (temp file + rename), so a crashed run still
-leaves a readable manifest of what it did. Account ids inside ARNs are redacted before writing
-(`arn:aws:...:<account>:...`), so the file can be shared and published as an artifact.
+Keys are a contract (docs/design.md §8): run_id, run_key, status, config, data, steps, resources,
+metrics, gate, cost, timings. ``RunManifest`` is that contract as a pydantic model; the keys a run adds
+(attempts, flow_run_id, flow_run_ids, rerun_from, error, report, teardown, kind, evaluations, guard) are
+typed fields too, and unknown keys are kept (``extra="allow"``), so older and newer manifests load.
+
+On disk it is the same JSON as ever: only the keys a run actually wrote are dumped (``exclude_unset``),
+every write is atomic (temp file + rename), so a crashed run still leaves a readable manifest of what it
+did, and account ids inside ARNs are redacted before writing (``arn:aws:...:<account>:...``), so the file
+can be shared and published as an artifact.
+
+``Manifest`` owns the file: it records steps, guards, resources and the final status, and saves after
+every change.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-STEPS = ["prepare", "upload", "create-role", "customize", "poll", "provision", "evaluate", "teardown"]
+from pydantic import BaseModel, ConfigDict, Field
 
-_ACCOUNT_IN_ARN = re.compile(r"(arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:)(\d{12})(:)")
-REDACTED = "<account>"
+from tasks.aws.redact import redact
 
+# The pipeline's steps, in order: the ONE definition (flows, `forge rerun --from`, `forge status` use it).
+Step = Literal["prepare", "upload", "create-role", "customize", "poll", "provision", "evaluate", "teardown"]
+STEPS: list[str] = list(get_args(Step))
 
-def redact(value: Any) -> Any:
-    """Replace 12-digit account ids inside ARNs, recursively."""
-    if isinstance(value, str):
-        return _ACCOUNT_IN_ARN.sub(lambda m: m.group(1) + REDACTED + m.group(3), value)
-    if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    return value
+# The steps an operator can rerun from: all but teardown (it always follows provision). The flow's
+# ``rerun_from`` parameter has this type (a dropdown in the Prefect UI's rerun-step form).
+RerunStep = Literal["prepare", "upload", "create-role", "customize", "poll", "provision", "evaluate"]
+RERUN_STEPS: list[str] = list(get_args(RerunStep))
+assert RERUN_STEPS == STEPS[:-1], "RerunStep must list the steps but teardown"
 
+# The serving steps: recorded together when they are adopted (a recorded evaluation) or skipped.
+SERVING_STEPS: tuple[str, ...] = ("provision", "evaluate", "teardown")
 
-def unredact(value: Any, account_id: str) -> Any:
-    if isinstance(value, str):
-        return value.replace(f":{REDACTED}:", f":{account_id}:")
-    if isinstance(value, dict):
-        return {k: unredact(v, account_id) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unredact(v, account_id) for v in value]
-    return value
+# The spend guard between prepare and upload (tasks/estimate.py ``check_budget``): it is not a step one
+# can rerun from; a refusal is recorded under ``steps[GUARD]`` and a rerun resumes at upload.
+GUARD = "guard"
+
+StepStatus = Literal["running", "completed", "failed", "skipped"]
+RunStatus = Literal["running", "succeeded", "failed", "gate_failed"]
+
+CORE_KEYS = ("run_id", "run_key", "status", "config", "data", "steps", "resources", "metrics", "gate", "cost",
+             "timings")
 
 
 def now_iso() -> str:
@@ -53,41 +61,122 @@ def new_run_id(name: str) -> str:
     return f"{name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-class Manifest:
-    """In-memory manifest with atomic, thread-safe persistence after every change."""
+class _Record(BaseModel):
+    """A manifest section: unknown keys kept; assignments validated (and so written)."""
 
-    def __init__(self, path: Path, data: dict[str, Any]):
-        self.path = path
-        self.data = data
-        self._lock = threading.Lock()
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+
+class StepRecord(_Record):
+    """``steps.<step>``: what one step did and when."""
+
+    status: StepStatus | None = None
+    started: str | None = None
+    ended: str | None = None
+    adopted: bool | None = None
+    error: str | None = None
+    output: Any = None           # the step's typed result (tasks/run/types.py), reused by a rerun
+    guard: str | None = None     # steps.guard only: which spend guard refused
+
+
+class DataRecord(_Record):
+    """``data``: what prepare produced (hashes, counts)."""
+
+    format: str | None = None
+    content_hash: str | None = None
+    counts: dict[str, int] | None = None
+    sha256: dict[str, str] | None = None
+    label_like: bool | None = None
+    report: str | None = None
+
+
+class MetricsRecord(_Record):
+    base: dict[str, Any] | None = None
+    custom: dict[str, Any] | None = None
+    comparison: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
+
+
+class GateRecord(_Record):
+    rule: str | None = None
+    passed: bool | None = None
+
+
+class CostRecord(_Record):
+    estimated_usd: float | None = None      # None when a price is unknown
+    billed: dict[str, Any] = Field(default_factory=dict)
+    known_usd: float | None = None          # the items with a known price
+    estimate: dict[str, Any] | None = None  # the whole CostEstimate
+
+    def model_post_init(self, _context: Any) -> None:
+        self.__pydantic_fields_set__.update(("estimated_usd", "billed"))
+
+
+class RunManifest(_Record):
+    """The manifest document (docs/design.md §8), plus the keys runs add. Dump with ``to_json``."""
+
+    run_id: str
+    run_key: str | None = None
+    status: RunStatus = "running"
+    config: dict[str, Any] = Field(default_factory=dict)
+    data: DataRecord = Field(default_factory=DataRecord)
+    steps: dict[str, StepRecord] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    metrics: MetricsRecord = Field(default_factory=MetricsRecord)
+    gate: GateRecord = Field(default_factory=GateRecord)
+    cost: CostRecord = Field(default_factory=CostRecord)
+    timings: dict[str, Any] = Field(default_factory=dict)
+    attempts: int | None = None
+    kind: str | None = None                 # "evaluation" for an evaluation-only run (flows/evaluate.py)
+    flow_run_id: str | None = None          # the Prefect flow run of the latest attempt ("local" without one)
+    rerun_from: str | None = None
+    flow_run_ids: list[str] | None = None   # every attempt's flow run (a rerun supersedes their leases)
+    error: str | None = None                # ``Type: message`` of what failed the run
+    report: dict[str, Any] | None = None    # evaluation files (report_md, charts, ...)
+    teardown: dict[str, Any] | None = None  # the TeardownReport of the serving resources
+    evaluations: list[dict[str, Any]] | None = None   # re-evaluations (flows/evaluate.py)
+
+    def model_post_init(self, _context: Any) -> None:
+        # the §8 keys are always written, even when an older manifest lacked one
+        self.__pydantic_fields_set__.update(CORE_KEYS)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-able dict of the keys this run wrote (not yet redacted)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def step(self, step: str) -> StepRecord | None:
+        return self.steps.get(step)
+
+    def step_status(self, step: str) -> str | None:
+        rec = self.steps.get(step)
+        return rec.status if rec else None
+
+
+class Manifest:
+    """The manifest file of one run: a ``RunManifest`` (``doc``) saved atomically after every change.
+
+    Thread-safe: serving callbacks and the flow may record at the same time.
+    """
+
+    def __init__(self, path: Path, doc: RunManifest | dict[str, Any]):
+        self.path = Path(path)
+        self.doc = doc if isinstance(doc, RunManifest) else RunManifest.model_validate(doc)
+        self._lock = threading.RLock()
 
     # -- construction ------------------------------------------------------------------
     @classmethod
     def create(cls, runs_dir: str | Path, run_id: str, config: dict[str, Any]) -> Manifest:
+        """A new run's manifest, or the next attempt of an existing one (same folder, attempts + 1)."""
         path = Path(runs_dir) / run_id / "manifest.json"
         if path.exists():
             m = cls.load(path)
-            m.data["config"] = redact(config)
-            m.data["status"] = "running"
-            m.data.setdefault("attempts", 0)
-            m.data["attempts"] += 1
+            m.doc.config = redact(config)
+            m.doc.status = "running"
+            m.doc.attempts = (m.doc.attempts or 0) + 1
             m.save()
             return m
-        data = {
-            "run_id": run_id,
-            "run_key": None,
-            "status": "running",
-            "config": redact(config),
-            "data": {},
-            "steps": {},
-            "resources": {},
-            "metrics": {},
-            "gate": {},
-            "cost": {"estimated_usd": None, "billed": {}},
-            "timings": {"started": now_iso()},
-            "attempts": 1,
-        }
-        m = cls(path, data)
+        doc = RunManifest(run_id=run_id, config=redact(config), timings={"started": now_iso()}, attempts=1)
+        m = cls(path, doc)
         m.save()
         return m
 
@@ -109,68 +198,150 @@ class Manifest:
     def run_dir(self) -> Path:
         return self.path.parent
 
+    @property
+    def run_id(self) -> str:
+        return self.doc.run_id
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """A JSON snapshot of the manifest (as a dict). Read-only: change it through the methods or ``doc``."""
+        with self._lock:
+            return self.doc.to_json()
+
     # -- updates -----------------------------------------------------------------------
     def save(self) -> None:
         with self._lock:
+            body = redact(self.doc.to_json())
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".manifest-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(redact(self.data), fh, indent=2, sort_keys=False, default=str)
-                fh.write("\n")
-            os.replace(tmp, self.path)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(body, fh, indent=2, sort_keys=False, default=str)
+                    fh.write("\n")
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
 
     def update(self, **fields: Any) -> None:
-        self.data.update(fields)
-        self.save()
+        """Set top-level keys (validated: ``data=``, ``gate=`` ... take dicts or records) and save."""
+        with self._lock:
+            for k, v in fields.items():
+                setattr(self.doc, k, v)
+            self.save()
+
+    def _set_step(self, step: str, changes: dict[str, Any], *, drop: tuple[str, ...] = (),
+                  default_started: bool = False) -> StepRecord:
+        rec = self.doc.steps.get(step)
+        d = rec.model_dump(exclude_unset=True) if rec is not None else {}
+        if default_started and rec is None:
+            d["started"] = now_iso()
+        for k in drop:
+            d.pop(k, None)
+        d.update(changes)
+        new = StepRecord.model_validate(d)
+        self.doc.steps[step] = new
+        return new
 
     def step_started(self, step: str) -> None:
-        s = self.data["steps"].setdefault(step, {})
-        s.update({"status": "running", "started": now_iso(), "ended": None})
-        s.pop("error", None)
-        self.save()
+        with self._lock:
+            self._set_step(step, {"status": "running", "started": now_iso(), "ended": None}, drop=("error",))
+            self.save()
 
     def step_done(self, step: str, *, adopted: bool = False, output: Any = None, status: str = "completed") -> None:
-        s = self.data["steps"].setdefault(step, {"started": now_iso()})
-        s.update({"status": status, "ended": now_iso(), "adopted": bool(adopted)})
-        if output is not None:
-            s["output"] = output
-        self._timing(step, s)
-        self.save()
+        with self._lock:
+            changes: dict[str, Any] = {"status": status, "ended": now_iso(), "adopted": bool(adopted)}
+            if output is not None:
+                changes["output"] = output
+            self._timing(step, self._set_step(step, changes, default_started=True))
+            self.save()
 
     def step_failed(self, step: str, error: BaseException | str) -> None:
-        s = self.data["steps"].setdefault(step, {"started": now_iso()})
-        s.update({"status": "failed", "ended": now_iso(), "error": str(error)[:2000]})
-        self._timing(step, s)
-        self.save()
+        with self._lock:
+            rec = self._set_step(step, {"status": "failed", "ended": now_iso(), "error": str(error)[:2000]},
+                                 default_started=True)
+            self._timing(step, rec)
+            self.save()
 
-    def _timing(self, step: str, s: dict[str, Any]) -> None:
+    def steps_settled(self, steps: tuple[str, ...] | list[str], *, adopted: bool = False,
+                      status: str = "completed") -> None:
+        """Record several steps as done at once: adopted (their result exists) or ``status="skipped"``."""
+        with self._lock:
+            for step in steps:
+                self._set_step(step, {"status": "running", "started": now_iso(), "ended": None}, drop=("error",))
+                changes = {"status": status, "ended": now_iso(), "adopted": bool(adopted)}
+                self._timing(step, self._set_step(step, changes))
+            self.save()
+
+    def guard_passed(self) -> None:
+        """The spend guard let the run through; a refusal recorded by an earlier attempt is cleared."""
+        with self._lock:
+            if GUARD in self.doc.steps:
+                self._timing(GUARD, self._set_step(GUARD, {"status": "completed", "ended": now_iso()},
+                                                   drop=("error",)))
+                self.save()
+
+    def guard_refused(self, guard: str, error: BaseException | str) -> None:
+        """A spend guard refused before anything was spent: recorded as its own step (not upload's)."""
+        with self._lock:
+            at = now_iso()
+            self.doc.steps[GUARD] = StepRecord(status="failed", started=at, ended=at, guard=guard,
+                                               error=f"refused before spending: {error}"[:2000])
+            self._timing(GUARD, self.doc.steps[GUARD])
+            self.save()
+
+    def _timing(self, step: str, s: StepRecord) -> None:
         try:
-            t0 = datetime.fromisoformat(s["started"])
-            t1 = datetime.fromisoformat(s["ended"])
-            self.data["timings"][step] = round((t1 - t0).total_seconds(), 3)
-        except (KeyError, TypeError, ValueError):
+            t0 = datetime.fromisoformat(s.started or "")
+            t1 = datetime.fromisoformat(s.ended or "")
+            self.doc.timings[step] = round((t1 - t0).total_seconds(), 3)
+        except (TypeError, ValueError):
             pass
 
     def add_resource(self, kind: str, value: Any) -> None:
-        self.data["resources"][kind] = value
-        self.save()
+        with self._lock:
+            self.doc.resources[kind] = value
+            self.save()
 
+    def set_metrics(self, **metrics: Any) -> None:
+        """Set ``metrics.<name>`` sections (base, custom, comparison, training) and save."""
+        with self._lock:
+            for k, v in metrics.items():
+                setattr(self.doc.metrics, k, v)
+            self.save()
+
+    def set_cost_estimate(self, estimated_usd: float | None, known_usd: float | None,
+                          estimate: dict[str, Any]) -> None:
+        with self._lock:
+            self.doc.cost.estimated_usd = estimated_usd
+            self.doc.cost.known_usd = known_usd
+            self.doc.cost.estimate = estimate
+            self.save()
+
+    def add_evaluation(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self.doc.evaluations = [*(self.doc.evaluations or []), record]
+            self.save()
+
+    # -- reading -----------------------------------------------------------------------
     def step_output(self, step: str) -> Any:
-        s = self.data["steps"].get(step) or {}
-        return s.get("output") if s.get("status") == "completed" else None
+        """The recorded output of a completed step (None for any other status)."""
+        s = self.doc.steps.get(step)
+        return s.output if s is not None and s.status == "completed" else None
 
     def first_unfinished_step(self) -> str | None:
         for step in STEPS:
-            if (self.data["steps"].get(step) or {}).get("status") != "completed":
+            if self.doc.step_status(step) != "completed":
                 return step
         return None
 
-    def finish(self, status: str) -> None:
-        self.data["status"] = status
-        self.data["timings"]["ended"] = now_iso()
-        try:
-            t0 = datetime.fromisoformat(self.data["timings"]["started"])
-            self.data["timings"]["total_seconds"] = round((datetime.now(UTC) - t0).total_seconds(), 3)
-        except (KeyError, ValueError):
-            pass
-        self.save()
+    def finish(self, status: RunStatus) -> None:
+        with self._lock:
+            self.doc.status = status
+            self.doc.timings["ended"] = now_iso()
+            try:
+                t0 = datetime.fromisoformat(self.doc.timings["started"])
+                self.doc.timings["total_seconds"] = round((datetime.now(UTC) - t0).total_seconds(), 3)
+            except (KeyError, TypeError, ValueError):
+                pass
+            self.save()

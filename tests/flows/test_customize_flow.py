@@ -22,8 +22,9 @@ import yaml
 
 from emulator.testing import alive_serving
 from emulator.testing import ledger_calls as calls
+from tests.support import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
 
@@ -90,8 +91,9 @@ def test_full_run_then_rerun_makes_no_mutating_call(emu, tmp_path):
     assert state.is_completed(), state.message
     m = manifest_of(runs)
 
-    # the manifest contract (DESIGN.md §8) and what it says
-    for key in ("run_id", "run_key", "status", "config", "data", "steps", "resources", "metrics", "gate", "cost", "timings"):
+    # the manifest contract (docs/design.md §8) and what it says
+    for key in ("run_id", "run_key", "status", "config", "data", "steps", "resources", "metrics", "gate", "cost",
+                "timings"):
         assert key in m, key
     assert m["status"] == "succeeded"
     assert [s for s, v in m["steps"].items() if v["status"] != "completed"] == []
@@ -151,7 +153,7 @@ def test_failure_in_evaluation_deletes_pt_and_rerun_resumes_without_duplicates(e
     assert alive_serving(led) == []
 
 
-def test_budget_refusal_makes_no_billing_call(emu, tmp_path):
+def test_budget_refusal_makes_no_billing_call(emu, tmp_path, capsys):
     runs = tmp_path / "runs"
     cfg = small_config("flow-budget", budget={"max_usd": 0.01, "allow_unknown_prices": True},
                        pricing={"train_per_1k_tokens": 5.0, "pt_hour_no_commit": 40.0,
@@ -163,6 +165,17 @@ def test_budget_refusal_makes_no_billing_call(emu, tmp_path):
     assert m["cost"]["known_usd"] > 0.01   # the base model's on-demand price is unknown: total is None
     led = emu.ledger()
     assert calls(led, mutating=True) == [], "refused before spending: not even a bucket"
+    # the refusal is recorded against the spend guard that refused, not against upload; a rerun resumes at upload
+    guard = m["steps"]["guard"]
+    assert guard["status"] == "failed" and guard["guard"] == "budget"
+    assert guard["error"].startswith("refused before spending:") and "budget" in guard["error"]
+    assert "upload" not in m["steps"]
+    from forge.commands.run import _first_unfinished, print_summary
+
+    assert _first_unfinished(m) == "upload"
+    print_summary(m, runs / m["run_id"] / "manifest.json")
+    out = capsys.readouterr().out
+    assert "guard" in out and "refused before spending" in out, out
 
 
 def test_cancellation_hook_stops_the_job_and_deletes_the_pt(emu, tmp_path):
@@ -171,9 +184,11 @@ def test_cancellation_hook_stops_the_job_and_deletes_the_pt(emu, tmp_path):
     from flows.customize import release_and_stop
     from tasks import customize as cz
     from tasks import serve, upload
-    from tasks.aws import account_id, compute_run_key, make_clients, resource_names, standard_tags
+    from tasks.aws.clients import account_id, make_clients
+    from tasks.aws.tags import standard_tags
     from tasks.iam import ensure_role
     from tasks.prepare import prepare
+    from tasks.run.names import compute_run_key, resource_names
 
     cfg = _cfg(small_config("flow-cancel"))
     clients = make_clients(cfg.aws)

@@ -11,8 +11,9 @@ import pytest
 
 from flows import sweep_hparams as sh
 from tasks.config import ConfigError, load_config
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +108,14 @@ def _r(label, custom, passed, status="succeeded"):
 
 
 def test_best_is_the_highest_passing_run():
-    results = [_r("a", 0.90, False, "gate_failed"), _r("b", 0.70, True), _r("c", 0.80, True), _r("d", None, None, "failed")]
+    results = [_r("a", 0.90, False, "gate_failed"), _r("b", 0.70, True), _r("c", 0.80, True),
+               _r("d", None, None, "failed")]
     assert sh.pick_best(results).label == "c"
 
 
 def test_best_without_any_pass_is_the_highest_value_and_the_table_says_so():
-    results = [_r("a", 0.5, False, "gate_failed"), _r("b", 0.6, False, "gate_failed"), _r("c", 0.6, False, "gate_failed")]
+    results = [_r("a", 0.5, False, "gate_failed"), _r("b", 0.6, False, "gate_failed"),
+               _r("c", 0.6, False, "gate_failed")]
     best = sh.pick_best(results)
     assert best.label == "b"  # tie: the first listed
     md = sh.results_markdown(results, best)
@@ -254,5 +257,6 @@ def test_real_sweep_keeps_two_jobs_in_flight_and_leaves_no_serving(prefect_backe
     jobs = [r for r in resources.values() if r["type"] == "model-customization-job"]
     assert len(jobs) == 3
     assert _max_in_progress(resources) <= 2
-    serving = [r for r in resources.values() if r["type"] in ("provisioned-model-throughput", "custom-model-deployment")]
+    serving = [r for r in resources.values()
+               if r["type"] in ("provisioned-model-throughput", "custom-model-deployment")]
     assert len(serving) == 3 and all(r["state"] == "Deleted" for r in serving), serving

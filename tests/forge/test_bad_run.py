@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from forge.cli import main
+from tests.support import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 BAD = REPO / "tests" / "data" / "bad"
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")

@@ -1,4 +1,4 @@
-"""The evaluation lease (tasks/lease.py): one of two runs of the same model serves, the other waits."""
+"""The evaluation lease (tasks/evaluation/lease.py): one of two runs of the same model serves, the other waits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tasks import lease
+from tasks.evaluation import lease
 
 BUCKET, KEY = "forge-lease-test", "p/output/rk/evaluation/abc.lease"
 
@@ -86,3 +86,79 @@ def test_a_rerun_supersedes_the_lease_of_its_own_earlier_attempt(s3):
     assert lease.acquire(s3, BUCKET, KEY, "attempt-1", settle_s=0) is None      # then SIGKILL
     assert lease.acquire(s3, BUCKET, KEY, "other-run", settle_s=0) == "attempt-1"
     assert lease.acquire(s3, BUCKET, KEY, "attempt-2", ours=["attempt-1"], settle_s=0) is None
+
+
+# --- acquire_or_wait: the whole protocol of one run, without Prefect ------------------------------------
+class FakeClock:
+    """A monotonic clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.t += s
+
+
+def _peer_lease(s3, owner: str = "peer-run") -> None:
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=json.dumps({"owner": owner, "heartbeat": time.time()}).encode())
+
+
+def test_acquire_or_wait_takes_a_free_lease_without_loading(s3):
+    clock = FakeClock()
+    loads: list[int] = []
+    out = lease.acquire_or_wait(s3, BUCKET, KEY, "run-a", lambda: loads.append(1), deadline=100.0, settle_s=0,
+                                clock=clock, sleep=clock.sleep)
+    assert out.recorded is None and out.peer is None and loads == []
+    assert lease.read_lease(s3, BUCKET, KEY)["owner"] == "run-a"
+
+
+def test_acquire_or_wait_reuses_the_peer_record_once_it_appears(s3):
+    _peer_lease(s3)
+    clock = FakeClock()
+    answers = iter([None, None, {"gate": "passed"}])
+    waited: list[str] = []
+    out = lease.acquire_or_wait(s3, BUCKET, KEY, "run-b", lambda: next(answers), deadline=100.0, poll_s=2.0,
+                                settle_s=0, clock=clock, sleep=clock.sleep, on_wait=waited.append)
+    assert out.recorded == {"gate": "passed"} and out.peer == "peer-run"
+    assert waited == ["peer-run"] and clock.sleeps == [2.0, 2.0]
+    assert lease.read_lease(s3, BUCKET, KEY)["owner"] == "peer-run", "the waiting run never wrote the lease"
+
+
+def test_acquire_or_wait_takes_over_when_the_peer_leaves_without_a_record(s3):
+    _peer_lease(s3)
+    clock = FakeClock()
+    calls = [0]
+
+    def load():
+        calls[0] += 1
+        if calls[0] == 2:
+            s3.delete_object(Bucket=BUCKET, Key=KEY)   # the peer finished (or failed) without recording
+        return None
+
+    out = lease.acquire_or_wait(s3, BUCKET, KEY, "run-b", load, deadline=100.0, settle_s=0, clock=clock,
+                                sleep=clock.sleep)
+    assert out.recorded is None, "we hold the lease now: serve ourselves"
+    assert lease.read_lease(s3, BUCKET, KEY)["owner"] == "run-b"
+
+
+def test_acquire_or_wait_gives_up_at_the_deadline(s3, monkeypatch):
+    _peer_lease(s3)
+    clock = FakeClock()
+    monkeypatch.setattr(lease, "held_by_other", lambda *a, **k: True)   # a peer that beats forever
+    with pytest.raises(RuntimeError, match="flow run peer-run held the evaluation lease for longer than"):
+        lease.acquire_or_wait(s3, BUCKET, KEY, "run-b", lambda: None, deadline=10.0, poll_s=3.0, settle_s=0,
+                              clock=clock, sleep=clock.sleep)
+    assert clock.t >= 10.0 and len(clock.sleeps) == 4
+
+
+def test_acquire_or_wait_ignores_the_lease_of_an_earlier_attempt(s3):
+    _peer_lease(s3, owner="attempt-1")
+    clock = FakeClock()
+    out = lease.acquire_or_wait(s3, BUCKET, KEY, "attempt-2", lambda: None, deadline=10.0, ours=["attempt-1"],
+                                settle_s=0, clock=clock, sleep=clock.sleep)
+    assert out.recorded is None and clock.sleeps == [0]

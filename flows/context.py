@@ -1,0 +1,176 @@
+"""What a flow run carries from step to step: the ``RunContext`` (docs/design.md §1, §8).
+
+One object instead of a dozen positional arguments: the config, the AWS clients, the run manifest and
+folder, the flow-run id, the resume point (``rerun_from``), and — once prepare has fixed the run key —
+the account, the deterministic resource names and the standard tags. ``RunContext.step`` is the ONE way
+a step runs: it records start and end in the manifest, reuses the recorded output of a completed
+upstream step when resuming, and records the failure before re-raising. ``settle`` marks steps adopted
+or skipped in one go.
+
+Also here, shared by the flows: the flow-run id, the run's error text, and the flow's exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prefect import get_run_logger
+from prefect.context import FlowRunContext
+from pydantic import BaseModel
+
+from tasks.aws.clients import account_id, make_clients
+from tasks.aws.redact import unredact
+from tasks.aws.tags import standard_tags
+from tasks.catalog import load_catalog
+from tasks.config import PipelineConfig
+from tasks.run.manifest import STEPS, Manifest, RerunStep, Step, new_run_id
+from tasks.run.names import ResourceNames, compute_run_key, resource_names
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class QualityGateFailed(RuntimeError):
+    """The evaluation ran and the custom model did not pass the configured gate."""
+
+
+class RunRefused(RuntimeError):
+    """A guard refused to spend money (budget, model-unit cap, commitment)."""
+
+
+def flow_run_id() -> str:
+    """The id of the Prefect flow run we are in; ``"local"`` outside one."""
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx and ctx.flow_run else "local"
+
+
+def error_text(err: BaseException) -> str:
+    """``Type: message``; a termination signal (empty message) says which signal stopped the run."""
+    text = str(err)
+    sig = getattr(err, "signal", None)
+    if not text and isinstance(sig, int):
+        import signal
+
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        text = (f"the process running the flow received {name} (a worker cancel or shutdown); serving resources "
+                "are released by the run's cleanup, else by `forge sweep`; resume with `forge rerun RUN_ID`")
+    return f"{type(err).__name__}: {text or 'no message'}"
+
+
+def config_of_run(runs_dir: str, run_id: str | None) -> PipelineConfig:
+    """The config recorded in an existing run's manifest (a rerun given only its run id)."""
+    if not run_id:
+        raise ValueError("config is required unless run_id names an existing run")
+    return PipelineConfig.model_validate(Manifest.find(runs_dir, run_id).doc.config)
+
+
+def _never(_out: Any) -> bool:
+    return False
+
+
+@dataclass
+class RunContext:
+    """One customization run in flight. Built by ``open``; ``bind_run_key`` completes it after prepare."""
+
+    config: PipelineConfig
+    manifest: Manifest
+    clients: Any
+    flow_run_id: str
+    family: str
+    rerun_from: RerunStep | None = None
+    allow_rerun_failed_job: bool = False
+    account: str | None = None
+    run_key: str | None = None
+    names: ResourceNames | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, config: PipelineConfig, runs_dir: str, run_id: str | None, rerun_from: RerunStep | None,
+             allow_rerun_failed_job: bool) -> RunContext:
+        """Create (or continue) the run's manifest, record this flow run in it, make the clients."""
+        fr_id = flow_run_id()
+        manifest = Manifest.create(runs_dir, run_id or new_run_id(config.name), config.model_dump(mode="json"))
+        manifest.update(flow_run_id=fr_id, rerun_from=rerun_from,
+                        flow_run_ids=[*(manifest.doc.flow_run_ids or []), fr_id])
+        clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
+        return cls(config=config, manifest=manifest, clients=clients, flow_run_id=fr_id,
+                   family=load_catalog().family_of(config.base_model), rerun_from=rerun_from,
+                   allow_rerun_failed_job=allow_rerun_failed_job)
+
+    @property
+    def log(self):
+        return get_run_logger()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.manifest.run_dir
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    def bind_run_key(self, content_hash: str) -> None:
+        """The prepared data fixes the run key; with the account (read-only STS) it fixes every name."""
+        self.run_key = compute_run_key(self.config, content_hash)
+        self.account = account_id(self.clients)   # the default bucket name is per account
+        self.names = resource_names(self.config, self.run_key, account=self.account)
+        self.manifest.update(run_key=self.run_key)
+        self.log.info("run key %s (job %s)", self.run_key, self.names.job)
+
+    def bind_tags(self) -> None:
+        self.tags = standard_tags(self.run_key, self.flow_run_id, self.config.tags)
+
+    def serving_tags(self) -> dict[str, str]:
+        """The tags of a serving resource: the standard ones plus ``forge-expires-at`` (cleanup layer 3)."""
+        return standard_tags(self.run_key, self.flow_run_id, self.config.tags,
+                             expires_in_hours=self.config.serving.max_hours)
+
+    # -- steps ---------------------------------------------------------------------------
+    def resumes_after(self, step: Step) -> bool:
+        """Resuming at a later step than ``step``: its recorded output is reused."""
+        return self.rerun_from is not None and STEPS.index(step) < STEPS.index(self.rerun_from)
+
+    def recorded(self, step: Step, model: type[M]) -> M | None:
+        """A completed upstream step's recorded output, when resuming at a later step."""
+        if not self.resumes_after(step):
+            return None
+        out = self.manifest.step_output(step)
+        if out is None:
+            return None
+        if self.account:
+            out = unredact(out, self.account)
+        return model.model_validate(out)
+
+    def step(self, name: Step, model: type[M], run: Callable[[], M], *,
+             record: Callable[[M], None] | None = None, adopted: Callable[[M], bool] = _never) -> M:
+        """Run one step: reuse its recorded output when resuming after it, else ``run()``; then
+        ``record(out)`` what the manifest keeps of it, and mark it done (``adopted(out)``). A failure is
+        recorded against the step and re-raised (a termination signal too)."""
+        out = self.recorded(name, model)
+        log = self.log
+        log.info("step %s: started", name)
+        self.manifest.step_started(name)
+        try:
+            if out is None:
+                out = run()
+            if record is not None:
+                record(out)
+            self.manifest.step_done(name, adopted=adopted(out), output=out.model_dump(mode="json"))
+        except BaseException as err:  # noqa: BLE001 - recorded, then re-raised (TerminationSignal too)
+            self.manifest.step_failed(name, err)
+            log.error("step %s: failed: %s", name, err)
+            raise
+        return out
+
+    def settle(self, steps: tuple[str, ...], *, adopted: bool = False, skipped: bool = False) -> None:
+        """Mark ``steps`` done without running them: adopted (their result already exists) or skipped."""
+        self.manifest.steps_settled(steps, adopted=adopted, status="skipped" if skipped else "completed")
+
+    def result(self, **extra: Any) -> dict:
+        """What the flow returns."""
+        return {"run_id": self.run_id, "status": "succeeded", "manifest": str(self.manifest.path), **extra}
