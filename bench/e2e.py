@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emulator.testing import start_subprocess  # noqa: E402
+from emulator.testing import ledger_calls, start_subprocess  # noqa: E402
 
 SPEED = 3000.0
 
@@ -47,9 +47,9 @@ def run_forge(config: str, url: str, runs: Path, env: dict) -> tuple[float, int,
 
 def pt_efficiency(ledger: dict) -> list[dict]:
     rows = []
-    creates = [c for c in ledger["calls"] if c["operation"] == "CreateProvisionedModelThroughput" and c["status"] < 300]
-    deletes = [c for c in ledger["calls"] if c["operation"] == "DeleteProvisionedModelThroughput" and c["status"] < 300]
-    invokes = [c for c in ledger["calls"] if c["operation"] == "InvokeModel" and c["status"] < 300]
+    creates = ledger_calls(ledger, "CreateProvisionedModelThroughput")   # successful calls only
+    deletes = ledger_calls(ledger, "DeleteProvisionedModelThroughput")
+    invokes = ledger_calls(ledger, "InvokeModel")
     pts = {arn: r for arn, r in ledger["resources"].items() if r["type"] == "provisioned-model-throughput"}
     for (arn, r), create, delete in zip(pts.items(), creates, deletes, strict=False):
         hist = {h["state"]: _iso(h["t"]) for h in r["history"]}
@@ -98,15 +98,18 @@ def main() -> int:
 
     lines = [
         "# End-to-end benchmark (bench/e2e.py)", "",
-        f"Produced on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"Produced on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; "
         f"config `{args.config}`; emulator speed ×{SPEED:g}.", "",
         "| measure | value |", "|---|---:|",
         f"| cold run (`forge run`, fresh Prefect home, no caches), exit {rc1} | {cold:.1f} s |",
         f"| rerun of the same config, exit {rc2} | {rerun:.1f} s |",
-        f"| AWS calls made by the rerun | {len(rerun_calls)} (mutating: {len(mutating)}{': ' + ', '.join(mutating) if mutating else ''}) |",
+        f"| AWS calls made by the rerun | {len(rerun_calls)} "
+        f"(mutating: {len(mutating)}{': ' + ', '.join(mutating) if mutating else ''}) |",
         "",
         "Provisioned throughput, from the emulator ledger (target alive / needed ≤ 1.05):", "",
-        "| PT | alive s | to InService s | invoke window s | invokes | idle before first call s | idle after last call s | alive / needed |",
+        "| PT | alive s | to InService s | invoke window s | invokes | idle before first call s "
+        "| idle after last call s | alive / needed |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in eff:

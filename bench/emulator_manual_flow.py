@@ -21,11 +21,11 @@ import uuid
 import boto3
 from botocore.config import Config
 
-BASE_MODEL = "amazon.nova-micro-v1:0:128k"      # REF §9
-BASE_INFERENCE = "us.amazon.nova-micro-v1:0"    # tasks/catalog.yaml inference id (US inference profile)
+BASE_MODEL = "amazon.nova-micro-v1:0:128k"      # docs/bedrock-facts.md §9
+BASE_INFERENCE = "us.amazon.nova-micro-v1:0"    # tasks/catalog/catalog.yaml inference id (US inference profile)
 REGION = "us-east-1"
 
-TRUST = {"Version": "2012-10-17", "Statement": [{  # REF §7 (docs)
+TRUST = {"Version": "2012-10-17", "Statement": [{  # docs/bedrock-facts.md §7 (docs)
     "Effect": "Allow", "Principal": {"Service": "bedrock.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
 
 QUESTIONS = [("How do I reset my card PIN?", "card_pin"), ("My card has not arrived yet", "card_arrival"),
@@ -84,7 +84,8 @@ def run(endpoint: str) -> dict:
         "Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
              "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/data/*"]},
-            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": f"arn:aws:s3:::{bucket}/output/*"}]}))
+            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"],
+             "Resource": f"arn:aws:s3:::{bucket}/output/*"}]}))
     step("create role", t0)
 
     t0 = time.monotonic()

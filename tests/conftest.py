@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
+
+from tests.support import DUMMY_ENV
 
 # Settings are read at `import prefect`: set them before anything imports it.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -19,22 +20,6 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
-def shared_dir() -> Path | None:
-    """The workspace's shared/ folder (real public datasets), beside the repo; None when absent."""
-    for cand in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared")):
-        if (cand / "datasets").is_dir():
-            return cand
-    return None
-
-
-DUMMY_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
 
 @pytest.fixture(scope="session")
 def prefect_backend():

@@ -10,12 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import shared_dir
 
 from tasks.catalog import CustomizationType, load_catalog
 from tasks.config import load_config
+from tests.support import REPO_ROOT, shared_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 EXAMPLES = ROOT / "examples"
 DATA = EXAMPLES / "data"
 SOURCE = (shared_dir() or Path("/nonexistent")) / "datasets" / "banking77"   # shared/ beside the repo
@@ -61,7 +61,7 @@ def test_distillation_example_has_a_supported_teacher_and_enough_prompts():
     min_train = load_catalog().spec(cfg.base_model, cfg.customization_type).limits.min_train_records
     prompts = _jsonl("distill-prompts.jsonl")
     assert all(p["prompt"].strip() for p in prompts)
-    assert int(len(prompts) * cfg.data.split.train) >= min_train     # REF §5: >= 100 prompts
+    assert int(len(prompts) * cfg.data.split.train) >= min_train     # docs/bedrock-facts.md §5: >= 100 prompts
 
 
 def test_cpt_example_is_unlabeled_text():
@@ -92,7 +92,7 @@ def test_banking77_slice_keeps_each_intents_share_of_the_source():
 
 
 def test_no_example_text_breaks_nova_prompt_rules():
-    """REF §5: these strings anywhere in a Nova prompt fail the job."""
+    """docs/bedrock-facts.md §5: these strings anywhere in a Nova prompt fail the job."""
     banned = ("User:", "Bot:", "Assistant:", "System:", "<image>", "<video>", "[EOS]")
     texts = [r["text"] for r in _rows()] + [p["prompt"] for p in _jsonl("distill-prompts.jsonl")]
     assert not [t for t in texts if any(b in t for b in banned)]
@@ -114,15 +114,18 @@ def test_committed_data_is_exactly_what_the_script_builds(tmp_path):
     spec.loader.exec_module(mod)
     mod.build(SOURCE, tmp_path)
     for name in ("banking77-small.csv", "support-notes.jsonl", "distill-prompts.jsonl", "LICENSE-banking77.md"):
-        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), f"{name} differs: rerun scripts/make_examples.py"
+        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), \
+            f"{name} differs: rerun scripts/make_examples.py"
     # every row is a real BANKING77 query with its real label
-    with open(SOURCE / "train.csv", encoding="utf-8", newline="") as a, open(SOURCE / "test.csv", encoding="utf-8", newline="") as b:
+    with (open(SOURCE / "train.csv", encoding="utf-8", newline="") as a,
+          open(SOURCE / "test.csv", encoding="utf-8", newline="") as b):
         source = {(r["text"].strip(), r["category"]) for f in (a, b) for r in csv.DictReader(f)}
     assert all((r["text"], r["category"]) in source for r in _rows())
 
 
 def test_banking77_prepares_into_three_stratified_splits(tmp_path):
-    prepare = pytest.importorskip("tasks.prepare").prepare
+    from tasks.data.preparation import prepare
+
     cfg = load_config(EXAMPLES / "banking77.yaml")
     prepared = prepare(cfg, tmp_path)
     assert prepared.label_like

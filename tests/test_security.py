@@ -21,13 +21,15 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from scenarios.harness import small_config
+from tests.support import REPO_ROOT
+
+REPO = REPO_ROOT
 
 # AWS's documented example credentials (not real): the access key id has the AKIA shape on purpose
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -46,19 +48,9 @@ def finished_run(tmp_path_factory):
     from emulator.testing import running_emulator
 
     work = tmp_path_factory.mktemp("security-run")
-    cfg = {
-        "name": "sec-check",
-        "base_model": "amazon.nova-micro-v1:0:128k",
-        "preset": "quick",
-        "data": {"source": str(REPO / "examples/data/banking77-small.csv"),
-                 "columns": {"prompt": "text", "completion": "category"}, "max_records": 120,
-                 "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "seed": 7}},
-        "serving": {"mode": "provisioned", "max_hours": 1},
-        "evaluation": {"max_examples": 10, "concurrency": 4, "max_tokens": 16, "bootstrap_samples": 100},
-        "gate": {"metric": "rouge_l", "min_delta": -1.0, "require_ci_above_zero": False},
-        "job": {"poll_max_interval_seconds": 1},
-        "aws": {"max_attempts": 1},   # so the injected poll errors reach the flow's own (logged) retry path
-    }
+    # the fault matrix's small run; max_attempts 1 so the injected poll errors reach the flow's own (logged)
+    # retry path
+    cfg = small_config("sec-check", aws={"max_attempts": 1})
     cfg_path = work / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     with running_emulator(speed=5000.0, state_dir=work / "emulator-state") as emu:

@@ -3,7 +3,7 @@
 Docker's engine is not available here, so the compose file is checked for the structure that makes
 the stack work (services, healthchecks, start order, endpoints, volumes); prefect.yaml for what makes
 each deployment register and run (entrypoints load, schedules parse, parameters fit, one pool). The
-real registration against a server is tests/test_server.py.
+real registration against a server is tests/deployments/test_server.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from forge.commands.deploy import (
     check_deployment,
     load_deployments_file,
 )
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 DEPLOYMENTS_FILE = ROOT / "deployments" / "prefect.yaml"

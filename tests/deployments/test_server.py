@@ -18,10 +18,11 @@ import httpx
 import pytest
 
 from forge import stack
+from tests.support import REPO_ROOT
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _ui_config() -> dict:
@@ -182,7 +183,8 @@ def test_failure_notification_automation_is_accepted_by_the_server(scenario):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: scenario["api"]}):
-        block_id = SlackWebhook(url="https://hooks.slack.com/services/T000/B000/XXXX").save("forge-oncall", overwrite=True)
+        block_id = SlackWebhook(url="https://hooks.slack.com/services/T000/B000/XXXX").save("forge-oncall",
+                                                                                             overwrite=True)
     text = (ROOT / "deployments" / "automations" / "notify-on-failure.json").read_text()
     assert "REPLACE_WITH_BLOCK_DOCUMENT_ID" in text
     body = json.loads(text.replace("REPLACE_WITH_BLOCK_DOCUMENT_ID", str(block_id)))

@@ -6,103 +6,24 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
-import uuid
 
 import pytest
 from botocore.exceptions import ClientError
 
 from emulator.testing import boto3_clients, running_emulator
-
-BASE = "amazon.nova-micro-v1:0:128k"      # REF §9
-PROFILE = "us.amazon.nova-micro-v1:0"     # tasks/catalog.yaml inference id
-TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "bedrock.amazonaws.com"},
-                                                  "Action": "sts:AssumeRole"}]}
-
-
-def nova_records(n: int, bad_line: int | None = None, offset: int = 0) -> bytes:
-    lines = []
-    for i in range(n):
-        rec = {"schemaVersion": "bedrock-conversation-2024", "system": [{"text": "Answer with the label."}],
-               "messages": [{"role": "user", "content": [{"text": f"question number {i + offset} about topic {i % 4}"}]},
-                            {"role": "assistant", "content": [{"text": f"label-{i % 4}"}]}]}
-        if bad_line is not None and i + 1 == bad_line:
-            rec["messages"] = rec["messages"][:1]      # no assistant turn
-        lines.append(json.dumps(rec))
-    return ("\n".join(lines) + "\n").encode()
-
-
-def prepare(c, *, train: bytes | None = None, val: bytes | None = b"", get: bool = True, put: bool = True,
-            trust: bool = True, upload: bool = True) -> dict:
-    """Bucket + data + service role. ``val=b""`` means: upload a default validation file."""
-    uid = uuid.uuid4().hex[:10]
-    bucket, role = f"emu-{uid}", f"emu-role-{uid}"
-    c.s3.create_bucket(Bucket=bucket)
-    if upload:
-        c.s3.put_object(Bucket=bucket, Key="data/train.jsonl", Body=train if train is not None else nova_records(24))
-    if val == b"":
-        val = nova_records(8, offset=500)
-    if val is not None and upload:
-        c.s3.put_object(Bucket=bucket, Key="data/validation.jsonl", Body=val)
-    trust_doc = TRUST if trust else {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-    arn = c.iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust_doc))["Role"]["Arn"]
-    stmts = []
-    if get:
-        stmts.append({"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
-                      "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/data/*"]})
-    if put:
-        stmts.append({"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/out/*"})
-    if not stmts:
-        stmts.append({"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"})
-    c.iam.put_role_policy(RoleName=role, PolicyName="data", PolicyDocument=json.dumps({"Version": "2012-10-17",
-                                                                                        "Statement": stmts}))
-    return {"bucket": bucket, "role_arn": arn, "uid": uid, "has_val": val is not None}
-
-
-def job_request(inp: dict, **over) -> dict:
-    req = dict(jobName=f"job-{inp['uid']}", customModelName=f"model-{inp['uid']}", roleArn=inp["role_arn"],
-               baseModelIdentifier=BASE, customizationType="FINE_TUNING",
-               trainingDataConfig={"s3Uri": f"s3://{inp['bucket']}/data/train.jsonl"},
-               outputDataConfig={"s3Uri": f"s3://{inp['bucket']}/out/"},
-               hyperParameters={"epochCount": "2", "learningRate": "0.00001"})
-    if inp.get("has_val"):
-        req["validationDataConfig"] = {"validators": [{"s3Uri": f"s3://{inp['bucket']}/data/validation.jsonl"}]}
-    req.update(over)
-    return req
-
-
-def wait(fn, done: set[str], timeout: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        d = fn()
-        if (d.get("status") or d.get("modelStatus")) in done:
-            return d
-        assert time.monotonic() < deadline, f"still {d.get('status')} after {timeout}s"
-        time.sleep(0.02)
-
-
-def code_of(exc: pytest.ExceptionInfo) -> tuple[str, int]:
-    e = exc.value.response
-    return e["Error"]["Code"], e["ResponseMetadata"]["HTTPStatusCode"]
+from tests.support.emulator import BASE, PROFILE, SPEED, code_of, job_request, nova_records, prepare, wait
 
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    with running_emulator(speed=20000.0, state_dir=tmp_path_factory.mktemp("emu-core")) as h:
+    """One emulator for the module's tests that share state (``fresh`` in conftest.py is a private one)."""
+    with running_emulator(speed=SPEED, state_dir=tmp_path_factory.mktemp("emu-core")) as h:
         yield h
 
 
 @pytest.fixture(scope="module")
 def c(emu):
     return boto3_clients(emu.url)
-
-
-@pytest.fixture
-def fresh(tmp_path):
-    """A private emulator (quota tests fill the account)."""
-    with running_emulator(speed=20000.0, state_dir=tmp_path / "state") as h:
-        yield h, boto3_clients(h.url)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +70,7 @@ def test_completed_job_writes_metric_files_where_aws_does(c, done_job):
     inp = done_job["inp"]
     job_id = done_job["arn"].rsplit("/", 1)[1]
     assert len(job_id) == 12
-    prefix = f"out/model-customization-job-{job_id}/"   # REF §6
+    prefix = f"out/model-customization-job-{job_id}/"   # docs/bedrock-facts.md §6
     train = c.s3.get_object(Bucket=inp["bucket"], Key=prefix + "training_artifacts/step_wise_training_metrics.csv")
     rows = list(csv.DictReader(io.StringIO(train["Body"].read().decode())))
     assert rows and {"step_number", "epoch_number", "training_loss", "perplexity"} <= set(rows[0])
@@ -338,7 +259,7 @@ def test_custom_model_deployment_lifecycle(c, done_job):
     d = wait(lambda: c.bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=arn), {"Active", "Failed"})
     assert d["status"] == "Active" and d["modelDeploymentName"] == f"dep-{uid}" and d["modelArn"] == model_arn
     s = c.bedrock.list_custom_model_deployments(nameContains=f"dep-{uid}")["modelDeploymentSummaries"]
-    assert s[0]["customModelDeploymentName"] == f"dep-{uid}"      # REF §2.8: list uses this key
+    assert s[0]["customModelDeploymentName"] == f"dep-{uid}"      # docs/bedrock-facts.md §2.8: list uses this key
     out = c.runtime.converse(modelId=arn, messages=[{"role": "user", "content": [{"text": "question number 1"}]}],
                              inferenceConfig={"maxTokens": 16})
     assert out["output"]["message"]["content"][0]["text"]
@@ -389,7 +310,8 @@ def test_job_tags_from_create_are_listed(c):
     inp = prepare(c)
     arn = c.bedrock.create_model_customization_job(**job_request(
         inp, jobTags=[{"key": "managed-by", "value": "bedrock-forge"}]))["jobArn"]
-    assert c.bedrock.list_tags_for_resource(resourceARN=arn)["tags"] == [{"key": "managed-by", "value": "bedrock-forge"}]
+    assert c.bedrock.list_tags_for_resource(resourceARN=arn)["tags"] == \
+        [{"key": "managed-by", "value": "bedrock-forge"}]
 
 
 def test_foundation_models(c):
@@ -421,7 +343,8 @@ def test_invoke_base_model_through_its_inference_profile(c):
 
 
 def test_invoke_errors_like_aws(c, done_job):
-    with pytest.raises(ClientError) as exc:        # REF §3: the custom model ARN is not an on-demand target
+    # docs/bedrock-facts.md §3: the custom model ARN is not an on-demand target
+    with pytest.raises(ClientError) as exc:
         c.runtime.invoke_model(modelId=done_job["model_arn"], body=json.dumps(NOVA_BODY))
     assert code_of(exc) == ("ValidationException", 400)
     assert "Provisioned Throughput" in exc.value.response["Error"]["Message"]
@@ -448,7 +371,8 @@ def test_invoke_needs_the_throughput_in_service(tmp_path):
 
 
 def test_custom_model_behind_provisioned_throughput_answers_from_its_training_data(c, done_job):
-    pt = c.bedrock.create_provisioned_model_throughput(modelUnits=1, provisionedModelName=f"inv-{done_job['inp']['uid']}",
+    pt = c.bedrock.create_provisioned_model_throughput(modelUnits=1,
+                                                       provisionedModelName=f"inv-{done_job['inp']['uid']}",
                                                        modelId=done_job["model_arn"])["provisionedModelArn"]
     wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=pt), {"InService"})
     body = {**NOVA_BODY, "system": [{"text": "Answer with the label."}],
@@ -504,7 +428,8 @@ def test_every_response_has_the_required_members_of_its_botocore_output_shape(fr
                                                        modelId=model)["provisionedModelArn"]
     wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=pt), {"InService"})
     c.bedrock.list_provisioned_model_throughputs()
-    dep = c.bedrock.create_custom_model_deployment(modelDeploymentName="shape", modelArn=model)["customModelDeploymentArn"]
+    dep = c.bedrock.create_custom_model_deployment(modelDeploymentName="shape",
+                                                   modelArn=model)["customModelDeploymentArn"]
     wait(lambda: c.bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=dep), {"Active"})
     c.bedrock.list_custom_model_deployments()
     c.bedrock.list_foundation_models()
@@ -536,8 +461,10 @@ def test_update_throughput_to_another_custom_model(fresh):
     inp = prepare(c)
     models = []
     for n in (1, 2):
-        arn = c.bedrock.create_model_customization_job(**job_request(inp, jobName=f"j{n}", customModelName=f"m{n}"))["jobArn"]
-        models.append(wait(lambda a=arn: c.bedrock.get_model_customization_job(jobIdentifier=a), {"Completed"})["outputModelArn"])
+        req = job_request(inp, jobName=f"j{n}", customModelName=f"m{n}")
+        arn = c.bedrock.create_model_customization_job(**req)["jobArn"]
+        models.append(wait(lambda a=arn: c.bedrock.get_model_customization_job(jobIdentifier=a),
+                           {"Completed"})["outputModelArn"])
     pt = c.bedrock.create_provisioned_model_throughput(modelUnits=1, provisionedModelName="swap",
                                                        modelId=models[0])["provisionedModelArn"]
     wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=pt), {"InService"})

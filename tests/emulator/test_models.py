@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_dir
 
 from emulator import datacheck, metricfiles, standin
+from tests.support import shared_dir
 
 NOVA = "amazon.nova-micro-v1:0:128k"
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0:200k"
@@ -107,9 +107,11 @@ def test_create_request_reports_every_bad_hyperparameter():
     (NOVA, "FINE_TUNING", [conv(i) for i in range(8)], [conv(1)]),
     (LLAMA32, "FINE_TUNING", [conv(i) for i in range(3)], None),
     (NOVA, "DISTILLATION", [{"schemaVersion": "bedrock-conversation-2024",
-                             "messages": [{"role": "user", "content": [{"text": f"q{i}"}]}]} for i in range(100)], None),
+                             "messages": [{"role": "user", "content": [{"text": f"q{i}"}]}]}
+                            for i in range(100)], None),
     ("amazon.nova-2-lite-v1:0:256k", "REINFORCEMENT_FINE_TUNING",
-     [{"messages": [{"role": "user", "content": f"2+{i}?"}], "reference_answer": str(2 + i)} for i in range(100)], None),
+     [{"messages": [{"role": "user", "content": f"2+{i}?"}], "reference_answer": str(2 + i)}
+      for i in range(100)], None),
 ])
 def test_job_data_accepts_well_formed_data(model, ctype, train, validation):
     v = jsonl(validation) if validation is not None else None
@@ -126,9 +128,9 @@ def _catalog_pairs():
 @pytest.mark.parametrize("model,ctype,spec", _catalog_pairs(), ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("system", [None, "You are a bank assistant."])
 def test_records_written_by_the_pipeline_pass_and_teach_the_stand_in(model, ctype, spec, system):
-    """tasks/formats.py writes the JSONL the pipeline uploads: the emulator must accept it for every
+    """tasks/data/formats.py writes the JSONL the pipeline uploads: the emulator must accept it for every
     catalog model/type and read back the (prompt, completion) pairs its stand-in learns from."""
-    from tasks.formats import Example, to_record
+    from tasks.data.formats import Example, to_record
 
     cpt = spec.format.value == "cpt-input"
     n = max(spec.limits.min_train_records or 1, spec.limits.min_validation_records or 1, 8)
@@ -215,7 +217,7 @@ def test_job_data_counts_problems_beyond_the_first_few():
 
 
 # --------------------------------------------------------------------------------------------
-# metric files (REF §6)
+# metric files (docs/bedrock-facts.md §6)
 
 
 def _frames(n_train=1000, n_val=100, hp=None, seed=7):
@@ -267,7 +269,7 @@ def test_metric_csvs_cap_rows_on_large_jobs_and_keep_the_last_step():
 
 
 # --------------------------------------------------------------------------------------------
-# invoke bodies per family (REF §3)
+# invoke bodies per family (docs/bedrock-facts.md §3)
 
 
 @pytest.mark.parametrize("model_id,shape", [
@@ -327,7 +329,8 @@ def test_parse_and_format_round_trip_per_family(shape):
     ("nova", REQUESTS["claude"], "extraneous key [anthropic_version]"),
     ("claude", REQUESTS["nova"], "required key [anthropic_version] not found"),
     ("claude", {k: v for k, v in REQUESTS["claude"].items() if k != "max_tokens"}, "required key [max_tokens]"),
-    ("nova", {"messages": [{"role": "user", "content": "Where is my card?"}]}, "expected type: JSONArray, found: String"),
+    ("nova", {"messages": [{"role": "user", "content": "Where is my card?"}]},
+     "expected type: JSONArray, found: String"),
     ("llama", REQUESTS["titan"], "required key [prompt] not found"),
     ("titan", REQUESTS["llama"], "required key [inputText] not found"),
     ("cohere", {"prompt": "q", "max_gen_len": 5}, "extraneous key [max_gen_len]"),
@@ -392,7 +395,7 @@ def test_custom_stand_in_beats_base_on_held_out_queries(trained, banking):
 
 
 def test_custom_stand_in_ignores_a_system_text_folded_into_every_prompt(trained, banking):
-    """prompt-completion data carries the system text inside each prompt (tasks/formats.py); the
+    """prompt-completion data carries the system text inside each prompt (tasks/data/formats.py); the
     Llama body sends it the same way. The stand-in must still match on the customer query."""
     reg, arn, _ = trained
     system = "You are a support assistant for an online bank. Reply with the intent name only."

@@ -9,21 +9,15 @@ import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
-from test_emulator_core import BASE, code_of, job_request, prepare, wait
 
 from emulator.testing import boto3_clients, running_emulator, start_subprocess
-
-
-@pytest.fixture
-def emu(tmp_path):
-    with running_emulator(speed=20000.0, state_dir=tmp_path / "state") as h:
-        yield h
+from tests.support.emulator import BASE, SPEED, code_of, job_request, prepare, wait
 
 
 # -- faults -----------------------------------------------------------------------------------
-def test_throttling_fault_reaches_boto3_when_retries_are_off(emu):
-    emu.set_faults([{"operation": "ListCustomModels", "error": "ThrottlingException", "count": 1}])
-    c = boto3_clients(emu.url, max_attempts=1)
+def test_throttling_fault_reaches_boto3_when_retries_are_off(private_emu):
+    private_emu.set_faults([{"operation": "ListCustomModels", "error": "ThrottlingException", "count": 1}])
+    c = boto3_clients(private_emu.url, max_attempts=1)
     with pytest.raises(ClientError) as exc:
         c.bedrock.list_custom_models()
     assert code_of(exc) == ("ThrottlingException", 429)
@@ -31,17 +25,17 @@ def test_throttling_fault_reaches_boto3_when_retries_are_off(emu):
     c.bedrock.list_provisioned_model_throughputs()                      # other operations are untouched
 
 
-def test_botocore_retries_ride_out_a_transient_5xx(emu):
-    emu.set_faults([{"operation": "GetFoundationModel", "error": "ServiceUnavailableException", "count": 2}])
-    c = boto3_clients(emu.url, max_attempts=3)
+def test_botocore_retries_ride_out_a_transient_5xx(private_emu):
+    private_emu.set_faults([{"operation": "GetFoundationModel", "error": "ServiceUnavailableException", "count": 2}])
+    c = boto3_clients(private_emu.url, max_attempts=3)
     assert c.bedrock.get_foundation_model(modelIdentifier=BASE)["modelDetails"]["modelId"] == BASE
-    calls = [x for x in emu.ledger()["calls"] if x["operation"] == "GetFoundationModel"]
+    calls = [x for x in private_emu.ledger()["calls"] if x["operation"] == "GetFoundationModel"]
     assert [(x["status"], x["error"]) for x in calls] == [(503, "ServiceUnavailableException")] * 2 + [(200, None)]
 
 
-def test_faults_apply_to_s3_iam_and_the_runtime(emu):
-    c = boto3_clients(emu.url, max_attempts=1)
-    emu.set_faults([{"operation": "PutObject", "error": "ThrottlingException", "count": 1},
+def test_faults_apply_to_s3_iam_and_the_runtime(private_emu):
+    c = boto3_clients(private_emu.url, max_attempts=1)
+    private_emu.set_faults([{"operation": "PutObject", "error": "ThrottlingException", "count": 1},
                     {"operation": "CreateRole", "error": "ThrottlingException", "count": 1},
                     {"operation": "InvokeModel", "error": "InternalServerException", "count": 1}])
     c.s3.create_bucket(Bucket="faulty-bucket")
@@ -56,10 +50,10 @@ def test_faults_apply_to_s3_iam_and_the_runtime(emu):
     assert code_of(exc) == ("InternalServerException", 500)
 
 
-def test_job_and_throughput_outcome_faults(emu):
-    c = boto3_clients(emu.url)
+def test_job_and_throughput_outcome_faults(private_emu):
+    c = boto3_clients(private_emu.url)
     inp = prepare(c)
-    emu.set_faults([{"job_outcome": "Failed", "count": 1}, {"pt_outcome": "Failed", "count": 1}])
+    private_emu.set_faults([{"job_outcome": "Failed", "count": 1}, {"pt_outcome": "Failed", "count": 1}])
     arn = c.bedrock.create_model_customization_job(**job_request(inp))["jobArn"]
     job = wait(lambda: c.bedrock.get_model_customization_job(jobIdentifier=arn), {"Completed", "Failed"})
     assert job["status"] == "Failed" and job["failureMessage"]
@@ -68,7 +62,7 @@ def test_job_and_throughput_outcome_faults(emu):
     got = wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=pt["provisionedModelArn"]),
                {"InService", "Failed"})
     assert got["status"] == "Failed" and got["failureMessage"]
-    assert emu.ledger()["billing"]["pt_model_unit_seconds"] == 0      # a failed PT is not billed
+    assert private_emu.ledger()["billing"]["pt_model_unit_seconds"] == 0      # a failed PT is not billed
 
 
 def test_stuck_job_stays_in_progress_past_its_end(tmp_path):
@@ -80,8 +74,8 @@ def test_stuck_job_stays_in_progress_past_its_end(tmp_path):
         assert job["status"] == "InProgress" and job["statusDetails"]["trainingDetails"]["status"] == "InProgress"
 
 
-def test_bad_fault_rules_are_refused_with_a_reason(emu):
-    req = urllib.request.Request(f"{emu.url}/_emulator/faults", data=json.dumps([{"error": "Nope"}]).encode(),
+def test_bad_fault_rules_are_refused_with_a_reason(private_emu):
+    req = urllib.request.Request(f"{private_emu.url}/_emulator/faults", data=json.dumps([{"error": "Nope"}]).encode(),
                                  method="POST")
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(req)
@@ -89,8 +83,8 @@ def test_bad_fault_rules_are_refused_with_a_reason(emu):
 
 
 # -- ledger ------------------------------------------------------------------------------------
-def test_ledger_records_calls_resources_history_tags_and_billing(emu):
-    c = boto3_clients(emu.url)
+def test_ledger_records_calls_resources_history_tags_and_billing(private_emu):
+    c = boto3_clients(private_emu.url)
     inp = prepare(c)
     arn = c.bedrock.create_model_customization_job(**job_request(
         inp, jobTags=[{"key": "forge-run-key", "value": "k1"}]))["jobArn"]
@@ -99,7 +93,7 @@ def test_ledger_records_calls_resources_history_tags_and_billing(emu):
                                                        modelId=model)["provisionedModelArn"]
     wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=pt), {"InService"})
     c.bedrock.delete_provisioned_model_throughput(provisionedModelId=pt)
-    led = emu.ledger()
+    led = private_emu.ledger()
     ops = {(x["service"], x["operation"], x["mutating"]) for x in led["calls"]}
     assert {("s3", "CreateBucket", True), ("s3", "PutObject", True), ("iam", "CreateRole", True),
             ("bedrock", "CreateModelCustomizationJob", True), ("bedrock", "GetModelCustomizationJob", False)} <= ops
@@ -111,13 +105,13 @@ def test_ledger_records_calls_resources_history_tags_and_billing(emu):
     assert led["resources"][model]["state"] == "Active"
     b = led["billing"]
     assert b["pt_model_unit_seconds"] > 0 and b["training_token_epochs"] > 0 and b["deployment_seconds"] == 0
-    frozen = emu.ledger()["billing"]["pt_model_unit_seconds"]
+    frozen = private_emu.ledger()["billing"]["pt_model_unit_seconds"]
     assert frozen == b["pt_model_unit_seconds"]            # the deleted PT no longer accrues
 
 
 # -- persistence -------------------------------------------------------------------------------
 def test_restart_keeps_jobs_models_throughputs_objects_and_roles(tmp_path):
-    with running_emulator(speed=20000.0, state_dir=tmp_path / "s") as h:
+    with running_emulator(speed=SPEED, state_dir=tmp_path / "s") as h:
         c = boto3_clients(h.url)
         inp = prepare(c)
         arn = c.bedrock.create_model_customization_job(**job_request(inp, clientRequestToken="tok1"))["jobArn"]
@@ -135,24 +129,25 @@ def test_restart_keeps_jobs_models_throughputs_objects_and_roles(tmp_path):
         assert c.bedrock.create_model_customization_job(**job_request(inp, clientRequestToken="tok1"))["jobArn"] == arn
         assert c.s3.get_object(Bucket=inp["bucket"], Key="data/train.jsonl")["Body"].read()
         # the restored role still passes Bedrock's checks
-        arn2 = c.bedrock.create_model_customization_job(**job_request(inp, jobName="again", customModelName="again"))["jobArn"]
+        again = job_request(inp, jobName="again", customModelName="again")
+        arn2 = c.bedrock.create_model_customization_job(**again)["jobArn"]
         assert wait(lambda: c.bedrock.get_model_customization_job(jobIdentifier=arn2), {"Completed", "Failed"})[
             "status"] == "Completed"
 
 
-def test_reset_clears_everything(emu):
-    c = boto3_clients(emu.url)
+def test_reset_clears_everything(private_emu):
+    c = boto3_clients(private_emu.url)
     inp = prepare(c)
     c.bedrock.create_model_customization_job(**job_request(inp))
-    emu.reset()
+    private_emu.reset()
     assert c.bedrock.list_model_customization_jobs()["modelCustomizationJobSummaries"] == []
     assert c.s3.list_buckets()["Buckets"] == []
-    assert emu.ledger()["calls"][-1]["operation"] == "ListBuckets"
+    assert private_emu.ledger()["calls"][-1]["operation"] == "ListBuckets"
 
 
-def test_two_emulators_in_one_process_do_not_share_s3_or_iam(emu, tmp_path):
-    with running_emulator(speed=20000.0, state_dir=tmp_path / "other") as other:
-        a, b = boto3_clients(emu.url), boto3_clients(other.url)
+def test_two_emulators_in_one_process_do_not_share_s3_or_iam(private_emu, tmp_path):
+    with running_emulator(speed=SPEED, state_dir=tmp_path / "other") as other:
+        a, b = boto3_clients(private_emu.url), boto3_clients(other.url)
         a.s3.create_bucket(Bucket="only-in-a")
         assert [x["Name"] for x in b.s3.list_buckets()["Buckets"]] == []
         for c in (a, b):                      # the same bucket name in both (global names per emulator)
@@ -168,7 +163,7 @@ def test_two_emulators_in_one_process_do_not_share_s3_or_iam(emu, tmp_path):
 
 # -- the service: subprocess, routing, CLI ----------------------------------------------------
 def test_subprocess_serves_all_five_services_and_keeps_state_across_restart(tmp_path):
-    h = start_subprocess(speed=20000.0, state_dir=tmp_path / "sub")
+    h = start_subprocess(speed=SPEED, state_dir=tmp_path / "sub")
     try:
         assert h.health()["ok"]
         c = boto3_clients(h.url)
@@ -186,9 +181,9 @@ def test_subprocess_serves_all_five_services_and_keeps_state_across_restart(tmp_
         h.terminate()
 
 
-def test_unknown_bedrock_route_and_internal_endpoint_answer_404(emu):
+def test_unknown_bedrock_route_and_internal_endpoint_answer_404(private_emu):
     with pytest.raises(urllib.error.HTTPError) as exc:
-        urllib.request.urlopen(f"{emu.url}/_emulator/nothing")
+        urllib.request.urlopen(f"{private_emu.url}/_emulator/nothing")
     assert exc.value.code == 404
 
 
@@ -208,10 +203,10 @@ def test_a_bad_faults_file_is_reported_with_its_line(tmp_path, capsys):
     assert f"{bad}:2" in err
 
 
-def test_one_aws_endpoint_url_reaches_all_five_services(emu, monkeypatch, tmp_path):
+def test_one_aws_endpoint_url_reaches_all_five_services(private_emu, monkeypatch, tmp_path):
     import boto3
-    for k, v in {"AWS_ENDPOINT_URL": emu.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for k, v in {"AWS_ENDPOINT_URL": private_emu.url, "AWS_ACCESS_KEY_ID": "testing",
+                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
     for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(k, raising=False)
@@ -223,21 +218,21 @@ def test_one_aws_endpoint_url_reaches_all_five_services(emu, monkeypatch, tmp_pa
     s3.upload_file(str(f), "env-only", "data/train.jsonl")            # s3transfer, as the pipeline uploads
     assert s3.head_object(Bucket="env-only", Key="data/train.jsonl")["ContentLength"] == f.stat().st_size
     assert session.client("iam").list_roles()["Roles"] == []
-    assert session.client("sts").get_caller_identity()["Account"] == emu.health()["account_id"]
+    assert session.client("sts").get_caller_identity()["Account"] == private_emu.health()["account_id"]
     assert session.client("bedrock").list_custom_models()["modelSummaries"] == []
     out = session.client("bedrock-runtime").converse(
         modelId="us.amazon.nova-micro-v1:0", messages=[{"role": "user", "content": [{"text": "hi"}]}])
     assert out["output"]["message"]["role"] == "assistant"
-    services = {x["service"] for x in emu.ledger()["calls"]}
+    services = {x["service"] for x in private_emu.ledger()["calls"]}
     assert services == {"s3", "iam", "sts", "bedrock", "bedrock-runtime"}
 
 
-def test_moto_mock_aws_in_the_same_process_does_not_wipe_a_running_emulator(emu):
+def test_moto_mock_aws_in_the_same_process_does_not_wipe_a_running_emulator(private_emu):
     """Unit tests elsewhere use moto.mock_aws(), which resets every moto backend on start and stop."""
     import boto3
     from moto import mock_aws
 
-    c = boto3_clients(emu.url)
+    c = boto3_clients(private_emu.url)
     inp = prepare(c)
     assert c.sts.get_caller_identity()["Account"] != "123456789012"   # moto's default stays free for mock_aws
     with mock_aws():

@@ -1,6 +1,6 @@
 """The fault matrix (issue 9, item 1): each scenario runs the real flow on a private emulator with one
-fault injected, then the on-call rerun, then the sweeper (scenario code: bench/faults.py, which also
-writes bench/faults.md from the same functions). After all three, for every scenario:
+fault injected, then the on-call rerun, then the sweeper (scenario code: scenarios/faults.py, which
+bench/faults.py also runs to write bench/faults.md). After all three, for every scenario:
 
 - no managed serving resource (provisioned throughput / deployment) is alive;
 - no duplicate create (job name, job attempt while the previous one still ran, serving overlap);
@@ -10,17 +10,9 @@ writes bench/faults.md from the same functions). After all three, for every scen
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_faults", REPO / "bench" / "faults.py")
-faults = importlib.util.module_from_spec(_spec)
-sys.modules["bench_faults"] = faults
-_spec.loader.exec_module(faults)
+from scenarios import faults
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
 
@@ -32,7 +24,7 @@ PARAMS = [pytest.param(name, marks=[pytest.mark.slow] if sc.slow else [], id=nam
 def test_fault_scenario_leaves_nothing_running_and_duplicates_nothing(name, tmp_path):
     sc = faults.SCENARIOS[name]
     o = faults.run_scenario(name, tmp_path)
-    detail = f"{o.outcome}; notes {o.notes}; message {o.message[:500]!r}"
+    detail = detail_of(o)
 
     assert o.leaked == [], f"serving resources left running: {o.leaked} ({detail})"
     assert o.duplicates == [], f"duplicate creates: {o.duplicates} ({detail})"
@@ -45,7 +37,7 @@ def test_fault_scenario_leaves_nothing_running_and_duplicates_nothing(name, tmp_
     _scenario_specific(name, o)
 
 
-def _scenario_specific(name: str, o) -> None:
+def _scenario_specific(name: str, o: faults.Outcome) -> None:
     led = o.ledger
     jobs_created = faults.calls(led, "CreateModelCustomizationJob")
     if name in ("throttling", "5xx-burst"):
@@ -58,7 +50,8 @@ def _scenario_specific(name: str, o) -> None:
     if name in ("job-failed", "job-stuck", "cancel-poll"):
         states = sorted(r["state"] for r in led["resources"].values() if r["type"] == faults.JOB_TYPE)
         first_attempt = "Failed" if name == "job-failed" else "Stopped"
-        assert states == sorted(["Completed", first_attempt]), f"attempt 1 {first_attempt}, attempt 2 Completed: {states}"
+        assert states == sorted(["Completed", first_attempt]), \
+            f"attempt 1 {first_attempt}, attempt 2 Completed: {states}"
     if name == "cancel-poll":
         assert o.hook_effect and all(s in ("Stopping", "Stopped") for s in o.hook_effect), o.hook_effect
     if name == "cancel-evaluate":
@@ -73,14 +66,14 @@ def _scenario_specific(name: str, o) -> None:
         assert o.cleaned_by.startswith("the run itself"), o.cleaned_by
     if name == "concurrent":
         assert len(jobs_created) == 1, "two concurrent runs of one config must share one job"
-        # the evaluation lease (tasks/lease.py): one run serves and evaluates, the other reuses its record
+        # the evaluation lease (tasks/evaluation/lease.py): one run serves and evaluates, the other reuses its record
         assert o.first_status == "succeeded + succeeded", detail_of(o)
         assert len(faults.calls(led, "CreateProvisionedModelThroughput")) == 1, "one PT for both runs"
     if name == "emulator-restart":
         assert o.first_status == "succeeded" and len(jobs_created) == 1
 
 
-def detail_of(o) -> str:
+def detail_of(o: faults.Outcome) -> str:
     return f"{o.outcome}; notes {o.notes}; message {o.message[:500]!r}"
 
 
