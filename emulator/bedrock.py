@@ -1,8 +1,8 @@
 """Bedrock control plane + runtime: operations, validation, lifecycles, quotas.
 
 Wire shapes follow botocore's service models ``bedrock`` 2023-04-20 and ``bedrock-runtime``
-2023-09-30 (shared/reference/bedrock-customization.md, "REF" below). botocore checks required members
-and types; this module checks what botocore does not: lengths, regex patterns, enums (REF §1).
+2023-09-30 (docs/bedrock-facts.md, cited by section below). botocore checks required members
+and types; this module checks what botocore does not: lengths, regex patterns, enums (docs/bedrock-facts.md §1).
 
 Lifecycles are evaluated lazily against the virtual clock (clock.py) whenever a resource is read,
 listed or the ledger is requested: no background threads.
@@ -51,7 +51,7 @@ def validation(msg: str) -> ApiError:
     return ApiError("ValidationException", msg)
 
 
-# -- patterns (botocore service model; REF §2.2, §2.7, §2.8, §2.9) -------------------------
+# -- patterns (botocore service model; docs/bedrock-facts.md §2.2, §2.7, §2.8, §2.9) -------------------------
 JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9\+\-\.])*")
 MODEL_NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,63}")
 PT_NAME = re.compile(r"([0-9a-zA-Z][_-]?)+")
@@ -60,7 +60,7 @@ ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
 S3_URI = re.compile(r"s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](?:/[-!_*'().a-z0-9A-Z]*)*/?")
 TAG_CHARS = re.compile(r"[a-zA-Z0-9\s._:/=+@-]*")
 ID12 = re.compile(r"[a-z0-9]{12}")
-MAX_TAGS_PER_RESOURCE = 50   # TooManyTagsException text (REF §2.9)
+MAX_TAGS_PER_RESOURCE = 50   # TooManyTagsException text (docs/bedrock-facts.md §2.9)
 JOB_STATUSES = ["InProgress", "Completed", "Failed", "Stopping", "Stopped"]
 PT_STATUSES = ["Creating", "InService", "Updating", "Failed"]
 DEPLOYMENT_STATUSES = ["Creating", "Active", "Failed"]
@@ -74,9 +74,10 @@ STOP_SECONDS = 3 * 60
 PT_SECONDS = 10 * 60
 PT_UPDATE_SECONDS = 5 * 60
 DEPLOYMENT_SECONDS = 5 * 60
-MAX_JOBS_IN_PROGRESS = 2            # catalog.yaml quotas: "the emulator models 2" (REF §5: unconfirmed)
-NO_COMMITMENT_MODEL_UNITS = 2       # REF §2.7 (docs): 2 MUs for no-commitment PTs per account
-CHARS_PER_TOKEN = 6.0               # REF §5 (docs)
+# catalog.yaml quotas: "the emulator models 2" (docs/bedrock-facts.md §5: unconfirmed)
+MAX_JOBS_IN_PROGRESS = 2
+NO_COMMITMENT_MODEL_UNITS = 2       # docs/bedrock-facts.md §2.7 (docs): 2 MUs for no-commitment PTs per account
+CHARS_PER_TOKEN = 6.0               # docs/bedrock-facts.md §5 (docs)
 
 
 def _rand_id(rng: random.Random) -> str:
@@ -92,7 +93,8 @@ def _check_len(field: str, value: str, lo: int, hi: int) -> None:
 def _check_pattern(field: str, value: str, pattern: re.Pattern, hint: str = "") -> None:
     if not pattern.fullmatch(value):
         raise validation(f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
-                         f"Member must satisfy regular expression pattern: {pattern.pattern}" + (f" ({hint})" if hint else ""))
+                         f"Member must satisfy regular expression pattern: {pattern.pattern}"
+                         + (f" ({hint})" if hint else ""))
 
 
 def _check_enum(field: str, value: Any, allowed: list[str]) -> None:
@@ -323,7 +325,7 @@ class BedrockService:
 
     # -- foundation models -------------------------------------------------------------------
     def _fm_index(self) -> dict[str, dict]:
-        """model id -> facts, from tasks/catalog.yaml (customizable ids + plain ids)."""
+        """model id -> facts, from tasks/catalog/catalog.yaml (customizable ids + plain ids)."""
         cat = _catalog()
         out: dict[str, dict] = {}
         for fam in cat.families.values():
@@ -354,7 +356,8 @@ class BedrockService:
 
     def ListFoundationModels(self, r: Request) -> Response:
         q = r.query
-        _check_enum("byCustomizationType", q.get("byCustomizationType"), ["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"])
+        _check_enum("byCustomizationType", q.get("byCustomizationType"),
+                    ["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"])
         _check_enum("byOutputModality", q.get("byOutputModality"), ["TEXT", "IMAGE", "EMBEDDING"])
         _check_enum("byInferenceType", q.get("byInferenceType"), ["ON_DEMAND", "PROVISIONED"])
         out = []
@@ -419,7 +422,8 @@ class BedrockService:
             _check_len("jobName", name, 1, 63)
             _check_pattern("jobName", name, JOB_NAME, "letters, digits, '-', '+', '.'; no underscore")
             _check_len("customModelName", model_name, 1, 63)
-            _check_pattern("customModelName", model_name, MODEL_NAME, "alphanumerics with single '_' or '-' between; no dot")
+            _check_pattern("customModelName", model_name, MODEL_NAME,
+                           "alphanumerics with single '_' or '-' between; no dot")
             role_arn = p.get("roleArn", "")
             _check_len("roleArn", role_arn, 0, 2048)
             _check_pattern("roleArn", role_arn, ROLE_ARN)
@@ -433,7 +437,7 @@ class BedrockService:
             _check_s3_uri("trainingDataConfig.s3Uri", train_uri)
             validators = ((p.get("validationDataConfig") or {}).get("validators")) or []
             if len(validators) > 10:
-                raise validation("validationDataConfig.validators: at most 10 validators")  # REF §2.2
+                raise validation("validationDataConfig.validators: at most 10 validators")  # docs/bedrock-facts.md §2.2
             for i, v in enumerate(validators):
                 _check_s3_uri(f"validationDataConfig.validators.{i + 1}.s3Uri", v.get("s3Uri"))
             _check_s3_uri("outputDataConfig.s3Uri", (p.get("outputDataConfig") or {}).get("s3Uri"))
@@ -466,7 +470,7 @@ class BedrockService:
                 raise ApiError("ServiceQuotaExceededException",
                                f"You have reached the limit of {MAX_JOBS_IN_PROGRESS} model customization jobs in "
                                "progress for this account. Wait for a job to finish or stop one, then retry.")
-            # The role must exist and trust Bedrock (checked synchronously: REF §7 - a new role is not
+            # The role must exist and trust Bedrock (checked synchronously: docs/bedrock-facts.md §7 - a new role is not
             # assumable instantly and job creation fails mentioning the role).
             role = self._role(role_arn)
             if role is None or not trusts_service(getattr(role, "assume_role_policy_document", None),
@@ -601,12 +605,13 @@ class BedrockService:
         bucket, prefix = _check_s3_uri("outputDataConfig.s3Uri", out_uri)
         job_id = j["jobArn"].rsplit("/", 1)[1]
         base = f"{prefix}/" if prefix else ""
-        base += f"model-customization-job-{job_id}/"   # REF §6
+        base += f"model-customization-job-{job_id}/"   # docs/bedrock-facts.md §6
         role = self._role(j["roleArn"])
         train_key = f"{base}training_artifacts/step_wise_training_metrics.csv"
         if role is None or not self._can(role, "s3:PutObject", bucket, train_key):
             msg = (f"Amazon Bedrock could not write the job output to s3://{bucket}/{base}: the service role "
-                   f"{j['roleArn']} is not allowed s3:PutObject there. Add s3:PutObject on the output prefix to the role's policy.")
+                   f"{j['roleArn']} is not allowed s3:PutObject there. "
+                   "Add s3:PutObject on the output prefix to the role's policy.")
             j.update(status="Failed", endTime=t, lastModified=t, failureMessage=msg)
             self._state(j["jobArn"], "model-customization-job", j["jobName"], "Failed", t)
             return
@@ -615,7 +620,8 @@ class BedrockService:
         try:
             self.moto.put_object(bucket, train_key, train_csv.encode())
             if val_csv is not None:
-                self.moto.put_object(bucket, f"{base}validation_artifacts/post_fine_tuning_validation/validation_metrics.csv",
+                self.moto.put_object(bucket,
+                                     f"{base}validation_artifacts/post_fine_tuning_validation/validation_metrics.csv",
                                      val_csv.encode())
         except S3Error as e:
             j.update(status="Failed", endTime=t, lastModified=t,
@@ -628,7 +634,8 @@ class BedrockService:
         model_arn = self._arn(j["region"], "custom-model", f"{j['baseModelId']}/{model_id}")
         self.models[model_arn] = {
             "modelArn": model_arn, "modelName": j["customModelName"], "jobName": j["jobName"], "jobArn": j["jobArn"],
-            "baseModelArn": j["baseModelArn"], "baseModelId": j["baseModelId"], "customizationType": j["customizationType"],
+            "baseModelArn": j["baseModelArn"], "baseModelId": j["baseModelId"],
+            "customizationType": j["customizationType"],
             "hyperParameters": j["hyperParameters"], "trainingDataConfig": j["trainingDataConfig"],
             "validationDataConfig": j["validationDataConfig"], "outputDataConfig": j["outputDataConfig"],
             "customizationConfig": j.get("customizationConfig"), "created": t, "modelStatus": "Active",
@@ -650,7 +657,7 @@ class BedrockService:
         self._state(j["jobArn"], "model-customization-job", j["jobName"], "Completed", t)
 
     def _job_status_details(self, j: dict, now: float) -> dict:
-        """validation -> data processing -> training sub-statuses (REF §2.4)."""
+        """validation -> data processing -> training sub-statuses (docs/bedrock-facts.md §2.4)."""
         names = ["validationDetails", "dataProcessingDetails", "trainingDetails"]
         bounds = [(j["created"], j["t_validation_end"]), (j["t_validation_end"], j["t_processing_end"]),
                   (j["t_processing_end"], j["t_end"])]
@@ -670,15 +677,17 @@ class BedrockService:
             d: dict = {"status": st}
             if st != "NotStarted":
                 d["creationTime"] = iso(bounds[i][0])
-                d["lastModifiedTime"] = iso(bounds[i][1] if st == "Completed" else (j.get("endTime") or min(now, bounds[i][1])))
+                d["lastModifiedTime"] = iso(bounds[i][1] if st == "Completed"
+                                            else (j.get("endTime") or min(now, bounds[i][1])))
             out[name] = d
         return out
 
     def _job_view(self, j: dict, summary: bool = False) -> dict:
         now = self.now()
         if summary:
-            d = {"jobArn": j["jobArn"], "baseModelArn": j["baseModelArn"], "jobName": j["jobName"], "status": j["status"],
-                 "statusDetails": self._job_status_details(j, now), "lastModifiedTime": iso(j["lastModified"]),
+            d = {"jobArn": j["jobArn"], "baseModelArn": j["baseModelArn"], "jobName": j["jobName"],
+                 "status": j["status"], "statusDetails": self._job_status_details(j, now),
+                 "lastModifiedTime": iso(j["lastModified"]),
                  "creationTime": iso(j["created"]), "customModelName": j["customModelName"],
                  "customizationType": j["customizationType"]}
             if j.get("endTime"):
@@ -812,9 +821,10 @@ class BedrockService:
             users += [d["modelDeploymentName"] for d in self.deployments.values()
                       if not d.get("deleted") and d["modelArn"] == m["modelArn"]]
             if users:
-                # unconfirmed (REF §2.6): Conflict while a PT/deployment uses the model
-                raise ApiError("ConflictException", f"The custom model {m['modelName']} is in use by {', '.join(users)}. "
-                                                    "Delete the provisioned throughput / deployment first.")
+                # unconfirmed (docs/bedrock-facts.md §2.6): Conflict while a PT/deployment uses the model
+                raise ApiError("ConflictException",
+                               f"The custom model {m['modelName']} is in use by {', '.join(users)}. "
+                               "Delete the provisioned throughput / deployment first.")
             del self.models[m["modelArn"]]
             self.tags.pop(m["modelArn"], None)
             self._state(m["modelArn"], "custom-model", m["modelName"], "Deleted", self.now())
@@ -870,10 +880,11 @@ class BedrockService:
             tags = _check_tags("tags", p.get("tags"))
             model_arn, fm_arn, base_id = self._resolve_servable_model(r.region, p.get("modelId", ""), "modelId")
             if any(x["provisionedModelName"] == name for x in self._live_pts()):
-                raise validation(f"A provisioned model named '{name}' already exists. Choose another provisionedModelName.")
+                raise validation(f"A provisioned model named '{name}' already exists. "
+                                 "Choose another provisionedModelName.")
             self._advance_all()
             if p.get("commitmentDuration"):
-                # REF §2.7: commitment model units default to 0 and need a support request
+                # docs/bedrock-facts.md §2.7: commitment model units default to 0 and need a support request
                 raise ApiError("ServiceQuotaExceededException",
                                "Your account has 0 model units for Provisioned Throughput with a commitment. "
                                "Request a quota increase, or omit commitmentDuration for no commitment.")
@@ -885,8 +896,8 @@ class BedrockService:
             if used + units > NO_COMMITMENT_MODEL_UNITS:
                 raise ApiError("ServiceQuotaExceededException",
                                f"This request needs {units} model unit(s) but {used} of the account's "
-                               f"{NO_COMMITMENT_MODEL_UNITS} no-commitment model units are in use. Delete a provisioned "
-                               "throughput you no longer need, or request a quota increase.")
+                               f"{NO_COMMITMENT_MODEL_UNITS} no-commitment model units are in use. "
+                               "Delete a provisioned throughput you no longer need, or request a quota increase.")
             now = self.now()
             pid = self._new_id(lambda i: any(k.endswith("/" + i) for k in self.pts))
             arn = self._arn(r.region, "provisioned-model", pid)
@@ -987,11 +998,12 @@ class BedrockService:
             p = self._get_pt(r.path_params["provisionedModelId"])
             if p.get("commitmentDuration"):
                 raise ApiError("ConflictException", "A provisioned model with a commitment cannot be deleted before "
-                                                    "the commitment term ends (REF §2.7).")
+                                                    "the commitment term ends (docs/bedrock-facts.md §2.7).")
             now = self.now()
             p["deleted"] = now
             self.tags.pop(p["provisionedModelArn"], None)
-            self._state(p["provisionedModelArn"], "provisioned-model-throughput", p["provisionedModelName"], "Deleted", now)
+            self._state(p["provisionedModelArn"], "provisioned-model-throughput", p["provisionedModelName"],
+                        "Deleted", now)
         return Response(200, {})
 
     # -- custom model deployments -----------------------------------------------------------
@@ -1036,10 +1048,12 @@ class BedrockService:
             except Exception:  # noqa: BLE001
                 fam = None
             if fam is None or not fam.on_demand_deployment:
-                raise validation(f"On-demand deployment is not supported for models customized from {m['baseModelId']}. "
+                raise validation("On-demand deployment is not supported for models customized from "
+                                 f"{m['baseModelId']}. "
                                  "Use Provisioned Throughput (CreateProvisionedModelThroughput) instead.")
             if fam.on_demand_regions and r.region not in fam.on_demand_regions:
-                raise validation(f"On-demand deployment of this model is available only in {', '.join(fam.on_demand_regions)}.")
+                raise validation("On-demand deployment of this model is available only in "
+                                 f"{', '.join(fam.on_demand_regions)}.")
             if any(x["modelDeploymentName"] == name for x in self._live_deployments()):
                 raise validation(f"A custom model deployment named '{name}' already exists.")
             now = self.now()
@@ -1074,7 +1088,8 @@ class BedrockService:
         with self.lock:
             self._advance_all()
             d = self._get_deployment(r.path_params["customModelDeploymentIdentifier"])
-            out = {"customModelDeploymentArn": d["customModelDeploymentArn"], "modelDeploymentName": d["modelDeploymentName"],
+            out = {"customModelDeploymentArn": d["customModelDeploymentArn"],
+                   "modelDeploymentName": d["modelDeploymentName"],
                    "modelArn": d["modelArn"], "createdAt": iso(d["created"]), "status": d["status"],
                    "lastUpdatedAt": iso(d["lastUpdated"])}
             if d.get("description"):
@@ -1101,7 +1116,8 @@ class BedrockService:
                 if not self._time_filter(d["created"], after, before):
                     continue
                 it = {"customModelDeploymentArn": d["customModelDeploymentArn"],
-                      "customModelDeploymentName": d["modelDeploymentName"],   # REF §2.8: list uses this name
+                      # docs/bedrock-facts.md §2.8: list uses this name
+                      "customModelDeploymentName": d["modelDeploymentName"],
                       "modelArn": d["modelArn"], "createdAt": iso(d["created"]), "status": d["status"],
                       "lastUpdatedAt": iso(d["lastUpdated"]), "_t": d["created"]}
                 if d.get("failureMessage"):
@@ -1116,7 +1132,8 @@ class BedrockService:
             now = self.now()
             d["deleted"] = now
             self.tags.pop(d["customModelDeploymentArn"], None)
-            self._state(d["customModelDeploymentArn"], "custom-model-deployment", d["modelDeploymentName"], "Deleted", now)
+            self._state(d["customModelDeploymentArn"], "custom-model-deployment", d["modelDeploymentName"],
+                        "Deleted", now)
         return Response(200, {})
 
     # -- tags ---------------------------------------------------------------------------------
@@ -1172,13 +1189,14 @@ class BedrockService:
             if ":custom-model-deployment/" in model_id:
                 d = self._find_deployment(model_id)
                 if d is None:
-                    raise ApiError("ResourceNotFoundException", f"The custom model deployment {model_id} was not found.")
+                    raise ApiError("ResourceNotFoundException",
+                                   f"The custom model deployment {model_id} was not found.")
                 if d["status"] != "Active":
                     raise validation(f"The custom model deployment {d['modelDeploymentName']} is {d['status']}, not "
                                      "Active. Wait until it is Active before invoking it.")
                 return "custom", d["modelArn"], d["baseModelId"]
             if ":custom-model/" in model_id or self._find_model(model_id) is not None:
-                # REF §3: the custom model ARN itself is not an on-demand target
+                # docs/bedrock-facts.md §3: the custom model ARN itself is not an on-demand target
                 raise validation("Invocation of a custom model by its model ARN isn't supported. Invoke it through a "
                                  "Provisioned Throughput ARN (CreateProvisionedModelThroughput) or a custom model "
                                  "deployment ARN (CreateCustomModelDeployment).")
@@ -1211,7 +1229,8 @@ class BedrockService:
         try:
             body = json.loads(r.raw_body or b"{}")
         except json.JSONDecodeError as e:
-            raise validation(f"Malformed input request: the body is not valid JSON ({e.msg} at char {e.pos}).") from None
+            raise validation("Malformed input request: the body is not valid JSON "
+                             f"({e.msg} at char {e.pos}).") from None
         if not isinstance(body, dict):
             raise validation("Malformed input request: the body must be a JSON object.")
         try:
@@ -1238,7 +1257,8 @@ class BedrockService:
         if msgs[0].get("role") != "user":
             raise validation("A conversation must start with a user message.")
         prompt = "\n".join(c.get("text", "") for c in msgs[-1].get("content", []) if isinstance(c, dict))
-        system = "\n".join(s.get("text", "") for s in (b.get("system") or []) if isinstance(s, dict) and s.get("text")) or None
+        system = "\n".join(s.get("text", "") for s in (b.get("system") or [])
+                           if isinstance(s, dict) and s.get("text")) or None
         ic = b.get("inferenceConfig") or {}
         for k in ("temperature", "topP"):
             if k in ic and not 0 <= float(ic[k]) <= 1:
@@ -1297,7 +1317,7 @@ def _quietly(fn: Callable, *args: Any) -> None:
         pass
 
 
-GEO_PREFIXES = ("us.", "eu.", "apac.", "global.")   # cross-Region inference profile ids (REF §3)
+GEO_PREFIXES = ("us.", "eu.", "apac.", "global.")   # cross-Region inference profile ids (docs/bedrock-facts.md §3)
 
 
 def _base_for_plain(idx: dict, mid: str) -> str:

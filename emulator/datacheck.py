@@ -1,13 +1,13 @@
 """What the emulated Bedrock checks before and during a customization job.
 
-Written independently of the pipeline's own validator (tasks/validate.py) on purpose: the
+Written independently of the pipeline's own validator (tasks/data/validate.py) on purpose: the
 emulator is there to catch what the pipeline's validation missed, so it re-derives every rule
-from the reference sheet (REF = shared/reference/bedrock-customization.md) and the model catalog
-(tasks/catalog.yaml: family, data format, hyperparameter ranges, record limits).
+from the reference sheet (docs/bedrock-facts.md) and the model catalog
+(tasks/catalog/catalog.yaml: family, data format, hyperparameter ranges, record limits).
 
 - :func:`check_create_request` — CreateModelCustomizationJob-time checks (ValidationException):
-  base model id, model/customization-type pair, hyperparameter names, numeric values, ranges (REF §4).
-- :func:`check_job_data` — the job's data checks (REF §5): UTF-8 JSON Lines, one object per line,
+  base model id, model/customization-type pair, hyperparameter names, numeric values, ranges (docs/bedrock-facts.md §4).
+- :func:`check_job_data` — the job's data checks (docs/bedrock-facts.md §5): UTF-8 JSON Lines, one object per line,
   the required keys and types of the family's format, role order of messages formats, forbidden
   strings, media rules, tokens per record (characters / chars_per_token), record counts and file
   sizes. Returns the job's ``failureMessage``, always naming the file (training/validation data)
@@ -109,10 +109,12 @@ def check_create_request(base_model_id: str, customization_type: str,
 
 
 # --------------------------------------------------------------------------------------------
-# record checks, per format (REF §5)
+# record checks, per format (docs/bedrock-facts.md §5)
 
-_NOVA_FORBIDDEN = ("User:", "Bot:", "Assistant:", "System:", "<image>", "<video>", "[EOS]")   # REF §5 (docs)
-_CLAUDE_FORBIDDEN = ("\nHuman:", "\nAssistant:")                                          # REF §5 (sample)
+# docs/bedrock-facts.md §5 (docs)
+_NOVA_FORBIDDEN = ("User:", "Bot:", "Assistant:", "System:", "<image>", "<video>", "[EOS]")
+# docs/bedrock-facts.md §5 (sample)
+_CLAUDE_FORBIDDEN = ("\nHuman:", "\nAssistant:")
 _IMAGE_FORMATS = {"jpeg", "png", "gif", "webp"}
 _VIDEO_FORMATS = {"mov", "mkv", "mp4", "webm"}
 _MEDIA_NAME = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]*/[A-Za-z0-9_\-/.]+$")
@@ -149,7 +151,8 @@ def _check_cpt(rec: dict) -> list[str]:
 def _check_claude(rec: dict) -> list[str]:
     extra = sorted(set(rec) - {"system", "messages"})
     if extra:
-        raise _Bad(f"unexpected key \"{extra[0]}\"; a Claude 3 Haiku record has only \"system\" (optional) and \"messages\"")
+        raise _Bad(f"unexpected key \"{extra[0]}\"; "
+                   "a Claude 3 Haiku record has only \"system\" (optional) and \"messages\"")
     texts: list[str] = []
     if "system" in rec:
         if not isinstance(rec["system"], str):
@@ -216,7 +219,7 @@ def _check_conversation(rec: dict, *, model_id: str, distillation: bool) -> list
     if not isinstance(msgs, list) or not msgs:
         raise _Bad("\"messages\" must be a non-empty array")
     images = videos = 0
-    text_only = "nova-micro" in model_id     # Nova Micro is text only (REF §5, sample)
+    text_only = "nova-micro" in model_id     # Nova Micro is text only (docs/bedrock-facts.md §5, sample)
     for i, m in enumerate(msgs):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -256,7 +259,8 @@ def _check_conversation(rec: dict, *, model_id: str, distillation: bool) -> list
                 fmt = media.get("format") if isinstance(media, dict) else None
                 allowed = _IMAGE_FORMATS if kind == "image" else _VIDEO_FORMATS
                 if fmt not in allowed:
-                    raise _Bad(f"\"{bw}.{kind}.format\" must be one of {', '.join(sorted(allowed))}, got {json.dumps(fmt)}")
+                    raise _Bad(f"\"{bw}.{kind}.format\" must be one of {', '.join(sorted(allowed))}, "
+                               f"got {json.dumps(fmt)}")
                 uri = (((media.get("source") or {}).get("s3Location") or {}).get("uri")
                        if isinstance(media, dict) else None)
                 if not isinstance(uri, str) or not _MEDIA_NAME.match(uri):
@@ -293,7 +297,8 @@ def _check_rft(rec: dict) -> list[str]:
         if not isinstance(m, dict):
             raise _Bad(f"\"{where}\" must be an object, got {_tname(m)}")
         if m.get("role") not in ("system", "user", "assistant"):
-            raise _Bad(f"\"{where}.role\" must be \"system\", \"user\" or \"assistant\", got {json.dumps(m.get('role'))}")
+            raise _Bad(f"\"{where}.role\" must be \"system\", \"user\" or \"assistant\", "
+                       f"got {json.dumps(m.get('role'))}")
         texts.append(_need_str(m, "content", f"{where}."))
     if not any(m.get("role") == "user" for m in msgs):
         raise _Bad("\"messages\" must contain a user message")

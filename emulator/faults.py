@@ -1,6 +1,6 @@
 """Fault injection: rules read from a file (``--faults FILE``) or ``POST /_emulator/faults``.
 
-A rule (contracts.md):
+A rule (docs/emulator.md, Faults):
     {"operation": "InvokeModel" | "CreateModelCustomizationJob" | "PutObject" | ... | "*",
      "error": "ThrottlingException" | "ServiceUnavailableException" | "InternalServerException" | null,
      "rate": 0..1, "count": N | null, "latency_ms": N,
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ERRORS = {
-    # code -> HTTP status (botocore service model, REF §2.11)
+    # code -> HTTP status (botocore service model, docs/bedrock-facts.md §2.11)
     "ThrottlingException": 429,
     "ServiceUnavailableException": 503,
     "InternalServerException": 500,
@@ -58,7 +58,8 @@ def parse_rules(rules: object, where: str = "faults") -> list[Rule]:
     if isinstance(rules, dict) and "rules" in rules:
         rules = rules["rules"]
     if not isinstance(rules, list):
-        raise FaultConfigError(f"{where}: expected a JSON list of rules (or {{\"rules\": [...]}}), got {type(rules).__name__}")
+        raise FaultConfigError(f"{where}: expected a JSON list of rules (or {{\"rules\": [...]}}), "
+                               f"got {type(rules).__name__}")
     out: list[Rule] = []
     allowed = {"operation", "error", "rate", "count", "latency_ms", "job_outcome", "pt_outcome"}
     for i, r in enumerate(rules):

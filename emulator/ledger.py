@@ -1,6 +1,6 @@
 """The ledger: every call, every resource with its state history, billing counters.
 
-Served as JSON by ``GET /_emulator/ledger`` (shape fixed in contracts.md):
+Served as JSON by ``GET /_emulator/ledger`` (shape in docs/emulator.md; the CLI contract is docs/design.md §8):
     {"calls": [{"t", "service", "operation", "mutating", "status", "error"}],
      "resources": {ARN: {"type", "name", "state", "history": [{"t", "state"}], "tags"}},
      "billing": {"pt_model_unit_seconds", "deployment_seconds", "training_token_epochs"}}

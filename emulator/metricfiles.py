@@ -1,6 +1,6 @@
-"""The metric files a finished emulated job writes to its output prefix (REF §6).
+"""The metric files a finished emulated job writes to its output prefix (docs/bedrock-facts.md §6).
 
-REF = shared/reference/bedrock-customization.md. File names and columns (REF §6, docs):
+docs/bedrock-facts.md. File names and columns (docs/bedrock-facts.md §6, docs):
 
 - ``training_artifacts/step_wise_training_metrics.csv``: ``step_number`` (from 0), ``epoch_number``,
   ``training_loss``, ``perplexity``

@@ -1,6 +1,6 @@
 """One WSGI endpoint for bedrock (control plane + runtime), S3, IAM and STS.
 
-Routing (DESIGN.md §5): the SigV4 credential scope names the service
+Routing (docs/design.md §5): the SigV4 credential scope names the service
 (``Credential=KEY/DATE/REGION/<service>/aws4_request``); ``bedrock`` covers the control plane and the
 runtime (``/model/<id>/invoke``, ``/model/<id>/converse``) and is served here; everything else goes
 to moto's server app (``DomainDispatcherApplication``), mounted in-process, with this emulator's
@@ -62,7 +62,7 @@ def _release_account(acct: str) -> None:
         _accounts_in_use.discard(acct)
 
 
-# -- bedrock routes (botocore service models; REF §2.1, §3) ---------------------------------
+# -- bedrock routes (botocore service models; docs/bedrock-facts.md §2.1, §3) ---------------------------------
 _SEG = r"(?P<{}>[^/]+)"
 def _route(method: str, template: str, op: str) -> tuple[str, re.Pattern, str]:
     pattern = re.sub(r"\{(\w+)\}", lambda m: _SEG.format(m.group(1)), template)
@@ -132,12 +132,15 @@ def s3_operation(method: str, path: str, query: dict[str, list[str]]) -> str:
     if "uploads" in query:
         return "CreateMultipartUpload" if method == "POST" else "ListMultipartUploads"
     if "uploadId" in query:
-        return {"PUT": "UploadPart", "POST": "CompleteMultipartUpload", "DELETE": "AbortMultipartUpload"}.get(method, "ListParts")
+        return {"PUT": "UploadPart", "POST": "CompleteMultipartUpload",
+                "DELETE": "AbortMultipartUpload"}.get(method, "ListParts")
     if "delete" in query and method == "POST":
         return "DeleteObjects"
     if "tagging" in query:
-        return {"GET": "Get", "PUT": "Put", "DELETE": "Delete"}.get(method, "") + ("ObjectTagging" if has_key else "BucketTagging")
-    for sub, name in (("policy", "BucketPolicy"), ("encryption", "BucketEncryption"), ("versioning", "BucketVersioning"),
+        return ({"GET": "Get", "PUT": "Put", "DELETE": "Delete"}.get(method, "")
+                + ("ObjectTagging" if has_key else "BucketTagging"))
+    for sub, name in (("policy", "BucketPolicy"), ("encryption", "BucketEncryption"),
+                      ("versioning", "BucketVersioning"),
                       ("lifecycle", "BucketLifecycleConfiguration"), ("publicAccessBlock", "PublicAccessBlock"),
                       ("location", "BucketLocation")):
         if sub in query:
@@ -150,7 +153,8 @@ def s3_operation(method: str, path: str, query: dict[str, list[str]]) -> str:
     return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(method, method + "Bucket")
 
 
-_IAM_MUTATING = re.compile(r"^(Create|Put|Delete|Attach|Detach|Update|Tag|Untag|Add|Remove|Set|Upload|Change|Reset|Enable|Disable)")
+_IAM_MUTATING = re.compile(r"^(Create|Put|Delete|Attach|Detach|Update|Tag|Untag|Add|Remove|Set|Upload|"
+                           r"Change|Reset|Enable|Disable)")
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
@@ -421,7 +425,8 @@ def _moto_fault(service: str, code: str, op: str) -> tuple[int, bytes, dict]:
              "InternalServerException": "InternalFailure"}.get(code, code)
     status = 400 if qcode == "Throttling" else status
     body = (f"<ErrorResponse><Error><Type>{'Sender' if status < 500 else 'Receiver'}</Type><Code>{qcode}</Code>"
-            f"<Message>{_fault_message(code, op)}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>").encode()
+            f"<Message>{_fault_message(code, op)}</Message></Error>"
+            f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>").encode()
     return status, body, {"Content-Type": "text/xml"}
 
 

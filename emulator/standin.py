@@ -1,6 +1,6 @@
 """Stand-in models behind the emulator's InvokeModel: honest, deterministic, and named as stand-ins.
 
-Nothing here is a language model. Two stand-ins answer every request (DESIGN.md §5):
+Nothing here is a language model. Two stand-ins answer every request (docs/design.md §5):
 
 - **base stand-in** (``target_kind="base"``): has not seen any training data. It replies with a
   generic, polite, deterministic sentence built from the prompt (no labels, no retrieval), the way
@@ -11,13 +11,13 @@ Nothing here is a language model. Two stand-ins answer every request (DESIGN.md 
   (cosine similarity, 1-nearest-neighbour) is returned. On label-like data (BANKING77: prompt =
   customer query, completion = intent) that is a k=1 nearest-neighbour classifier, so the custom
   model beats the base model for real, by an amount that depends on the data. k=1 was measured
-  best on BANKING77 (1,000 training rows, 100 held-out: k=1 0.83, k=3 0.81, k=5 0.81, k=10 0.76).
+  best on BANKING77 (against k=3, 5 and 10; bench/results-standin.md).
 
-Request/response bodies follow each family's InvokeModel shape (REF = shared/reference/
-bedrock-customization.md §3): Nova ``messages-v1`` → ``output.message.content[0].text``; Claude
+Request/response bodies follow each family's InvokeModel shape (docs/bedrock-facts.md
+§3): Nova ``messages-v1`` → ``output.message.content[0].text``; Claude
 Messages → ``content[0].text``; Llama ``prompt`` → ``generation``; Titan ``inputText`` →
 ``results[0].outputText``; Cohere ``prompt`` → ``generations[0].text`` (Cohere: unconfirmed, see
-tasks/catalog.yaml). Error messages mimic Bedrock's "Malformed input request: #: ..." wording.
+tasks/catalog/catalog.yaml). Error messages mimic Bedrock's "Malformed input request: #: ..." wording.
 
 Token counts are an approximation, documented here once: ``ceil(characters / 4)`` (the usual
 ~4 characters per English token of BPE tokenizers), at least 1 for non-empty text. Output is
@@ -55,7 +55,7 @@ STANDIN_NOTICE = "emulator stand-in model (not a real LLM)"
 MALFORMED_PREFIX = "Malformed input request: "   # what the server puts before parse_invoke_body's messages
 CHARS_PER_TOKEN = 4.0           # documented approximation (module docstring)
 DEFAULT_MAX_TOKENS = 512        # when a body omits its optional max-token field
-COHERE_DEFAULT_MAX_TOKENS = 20  # Cohere Command's documented default for max_tokens (unconfirmed in REF)
+COHERE_DEFAULT_MAX_TOKENS = 20  # Cohere Command's documented max_tokens default (unconfirmed: docs/bedrock-facts.md)
 
 # --------------------------------------------------------------------------------------------
 # tokens
@@ -229,7 +229,7 @@ def parse_invoke_body(invoke_shape: str, body: dict) -> tuple[str | None, str, i
         cfg = body.get("inferenceConfig") or {}
         if not isinstance(cfg, dict):
             raise _malformed("#/inferenceConfig: expected type: JSONObject")
-        # Nova's schema names the field maxTokens (REF §3); older samples use max_new_tokens.
+        # Nova's schema names the field maxTokens (docs/bedrock-facts.md §3); older samples use max_new_tokens.
         raw = cfg.get("maxTokens", cfg.get("max_new_tokens"))
         return system, prompt, _max_tokens(raw, "inferenceConfig/maxTokens", DEFAULT_MAX_TOKENS)
     if invoke_shape == "claude":
@@ -272,7 +272,7 @@ def parse_invoke_body(invoke_shape: str, body: dict) -> tuple[str | None, str, i
 
 def format_invoke_response(invoke_shape: str, text: str, in_tok: int, out_tok: int, *,
                            truncated: bool = False) -> dict:
-    """The family's InvokeModel response body for ``text`` (REF §3).
+    """The family's InvokeModel response body for ``text`` (docs/bedrock-facts.md §3).
 
     ``truncated`` (optional) selects the family's "hit the token limit" stop reason instead of its
     natural end.
@@ -328,7 +328,7 @@ def _shared_cache_dir() -> Path | None:
 
     ``FORGE_STANDIN_CACHE_DIR`` overrides the place; ``off`` disables it. Default:
     ``$XDG_CACHE_HOME/bedrock-forge/standin-embeddings`` (``~/.cache/...``). Re-running a demo, test
-    or benchmark on the same data then skips the encoding (10,000 prompts take ~40 s on 2 cores).
+    or benchmark on the same data then skips the encoding (the slow part of registering a model).
     """
     v = os.environ.get("FORGE_STANDIN_CACHE_DIR")
     if v is not None and v.strip().lower() in ("", "off", "0", "none"):
@@ -387,9 +387,9 @@ SMALL_BATCH = 16   # queries at or below this size are encoded on one torch thre
 
 def _encode_batch(texts: list[str]) -> np.ndarray:
     """Encode under one lock. Small batches (the queries of an evaluation) run on ONE torch thread:
-    measured on 2 busy cores, one short sentence took 0.205 s with torch's default 2 threads and
-    0.016 s with 1 (intra-op threads spin against each other on a loaded machine); big batches
-    (training prompts) keep the default. torch's thread count is process-wide, so it is restored."""
+    on busy cores a short sentence encodes much faster with 1 thread than with torch's default
+    (intra-op threads spin against each other on a loaded machine); big batches (training
+    prompts) keep the default. torch's thread count is process-wide, so it is restored."""
     import torch
 
     model = _model()
@@ -470,7 +470,7 @@ def _content_text(content: Any) -> str:
 def parse_training_record(rec: Any) -> tuple[str | None, str, str] | None:
     """(system, prompt, completion) from one training record of any Bedrock format, None if unusable.
 
-    Format detected from the keys (REF §5): prompt/completion; input (CPT: the text is both prompt
+    Format detected from the keys (docs/bedrock-facts.md §5): prompt/completion; input (CPT: the text is both prompt
     and answer); messages with string content (Claude, RFT with reference_answer) or content blocks
     (bedrock-conversation-2024). For multi-turn records the last user turn is the prompt and the
     assistant turn after it the completion.
@@ -578,7 +578,7 @@ def common_affixes(prompts: list[str]) -> tuple[str, str]:
     """(prefix, suffix) shared by every prompt, cut at whitespace, each at least 20 characters.
 
     Formats without a system field fold the system text into every prompt (``system + "\\n\\n" +
-    prompt``, tasks/formats.py); a long shared instruction would dominate the mean-pooled
+    prompt``, tasks/data/formats.py); a long shared instruction would dominate the mean-pooled
     embeddings and blur the neighbours, so the custom stand-in matches on what differs.
     """
     if len(prompts) < 2:
@@ -724,7 +724,6 @@ class StandInRegistry:
             else:
                 q = _QUERIES.encode(cm.strip(prompt))
                 # einsum, not BLAS: OpenBLAS gemv called from 16 request threads at once thrashes
-                # (measured 6.6 s vs 0.18 s for 300 queries over 10,000 rows on 2 cores)
                 sims = np.einsum("ij,j->i", cm.emb, q)
                 text = cm.answers[int(np.argmax(sims))]   # argmax: first index on ties -> deterministic
         elif target_kind == "base":

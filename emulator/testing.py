@@ -1,4 +1,4 @@
-"""Start the emulator from tests, benchmarks and ``forge run`` (contracts.md).
+"""Start the emulator from tests, benchmarks and ``forge run`` (docs/emulator.md).
 
     with running_emulator(speed=2000.0, state_dir=tmp) as emu:     # in-process, background thread
         boto3.client("bedrock", endpoint_url=emu.url, ...)
@@ -148,8 +148,8 @@ class _ProcessHandle(EmulatorHandle):
         self._spawn(port)
 
     def _spawn(self, port: int) -> None:
-        cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(port), "--speed", str(self._speed),
-               "--state-dir", str(self.state_dir), "--ready-line"]
+        cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(port),
+               "--speed", str(self._speed), "--state-dir", str(self.state_dir), "--ready-line"]
         if self._faults_file:
             cmd += ["--faults", str(self._faults_file)]
         if self._latency is not None:
@@ -169,7 +169,8 @@ class _ProcessHandle(EmulatorHandle):
             except Exception:  # noqa: BLE001
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.terminate()
-                    raise RuntimeError(f"emulator did not become healthy; see {self.state_dir / 'emulator.log'}") from None
+                    raise RuntimeError("emulator did not become healthy; "
+                                       f"see {self.state_dir / 'emulator.log'}") from None
                 time.sleep(0.05)
 
     def _read_ready_line(self, deadline: float) -> str:

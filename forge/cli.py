@@ -1,4 +1,4 @@
-"""`forge`: the command line for people (DESIGN.md §8).
+"""`forge`: the command line for people (docs/design.md §8).
 
 Each verb lives in ``forge/commands/<module>.py`` exposing ``register(subparsers)``, which adds
 its parser and sets ``func`` to a function ``(args) -> int`` (the exit code). Heavy imports
@@ -19,7 +19,8 @@ for _key, _value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("HF_HUB_OFF
                      ("TRANSFORMERS_OFFLINE", "1")):
     os.environ.setdefault(_key, _value)
 
-# module name -> verbs it registers (kept here so --help lists them without importing everything)
+# The verb modules, in --help order. Each is imported to register its parser, so an import error
+# surfaces at once; the heavy imports stay inside each verb's functions.
 COMMAND_MODULES = ["data", "estimate", "run", "evaluate", "emulator", "deploy"]
 
 
@@ -30,17 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for mod in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"forge.commands.{mod}")
-        except ModuleNotFoundError as err:
-            if err.name == f"forge.commands.{mod}":
-                continue  # verb not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"forge.commands.{mod}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tasks.aws.logs import install_log_redaction
+
+    install_log_redaction()   # account ids out of every log line, whatever the verb (tasks/aws/logs.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

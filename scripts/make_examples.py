@@ -9,7 +9,8 @@ Writes
 - support-notes.jsonl     {"text": ...}: unlabeled support notes for continued pre-training, each
                           joining 5 test.csv queries of one intent (2 notes × 77 intents).
 - distill-prompts.jsonl   {"prompt": ...}: test.csv queries as prompts only, for distillation (3 × 77 =
-                          231; the teacher writes the responses; distillation needs >= 100 prompts, REF §5).
+                          231; the teacher writes the responses; distillation needs >= 100 prompts,
+                          docs/bedrock-facts.md §5).
 - LICENSE-banking77.md    the CC BY 4.0 attribution the dataset requires.
 
 Queries are drawn without repeats across the three files, and near-duplicates (same text after
@@ -118,7 +119,8 @@ def build(source: Path, out: Path) -> dict[str, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="BANKING77 folder (train.csv, test.csv, categories.json)")
+    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
+                    help="BANKING77 folder (train.csv, test.csv, categories.json)")
     ap.add_argument("--out", type=Path, default=ROOT / "examples" / "data")
     args = ap.parse_args()
     if not (args.source / "train.csv").exists():

@@ -121,7 +121,8 @@ def load_deployments_file(path: str | Path = DEFAULT_FILE) -> DeploymentsFile:
             loc = list(e["loc"])
             if len(loc) >= 2 and loc[0] == "deployments" and isinstance(loc[1], int):
                 items = (raw or {}).get("deployments") or []
-                name = items[loc[1]].get("name", loc[1]) if loc[1] < len(items) and isinstance(items[loc[1]], dict) else loc[1]
+                name = (items[loc[1]].get("name", loc[1])
+                        if loc[1] < len(items) and isinstance(items[loc[1]], dict) else loc[1])
                 loc = [f"deployments[{name}]", *loc[2:]]
             lines.append(f"{p}: {'.'.join(map(str, loc))}: {e['msg'].removeprefix('Value error, ')}")
         raise DeployError("\n".join(lines)) from None

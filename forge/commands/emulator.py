@@ -1,4 +1,4 @@
-"""`forge emulator`: run the local Bedrock emulator as a service (DESIGN.md §5, docs/emulator.md).
+"""`forge emulator`: run the local Bedrock emulator as a service (docs/design.md §5, docs/emulator.md).
 
 One endpoint for bedrock, bedrock-runtime, S3, IAM and STS; point boto3 at it with
 ``AWS_ENDPOINT_URL=http://127.0.0.1:4566`` and dummy credentials.
