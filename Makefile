@@ -1,4 +1,4 @@
-# bedrock-forge — the commands in DESIGN.md §8. Everything runs from .venv.
+# bedrock-forge — the commands in docs/design.md §8. Everything runs from .venv.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
