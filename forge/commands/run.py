@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Rerun RUN_ID from its first unfinished step, or from --from STEP. "
                                    "Upstream results are reused; AWS resources are adopted, never duplicated.")
     p.add_argument("run_id")
-    p.add_argument("--from", dest="from_step", default=None, choices=RerunSteps())
+    p.add_argument("--from", dest="from_step", default=None, choices=RerunSteps(), metavar="STEP",
+                   help="the step to rerun from, one of: %(choices)s")
     _common(p)
     p.set_defaults(func=cmd_rerun)
 
