@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 
@@ -30,6 +31,12 @@ from tasks.prepare import prepare_task
 from tasks.run.manifest import Manifest, new_run_id
 from tasks.run.names import compute_run_key, resource_names
 from tasks.run.types import PreparedData, ServingEndpoint, TrainingResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tasks.aws.clients import Clients
+    from tasks.evaluate import EvaluationResult
 
 install_log_redaction()   # account ids out of every log line a run writes (tasks/aws/logs.py)
 
@@ -61,6 +68,72 @@ def _model_to_evaluate(training: TrainingResult | None, custom_model_arn: str | 
     return model_arn, training
 
 
+def _run_config(run_id: str | None, runs_dir: str,
+                config: PipelineConfig | None) -> tuple[Manifest | None, PipelineConfig]:
+    """The run's manifest (when run_id is given) and the configuration to evaluate with."""
+    manifest: Manifest | None = None
+    if run_id:
+        manifest = Manifest.find(runs_dir, run_id)
+        config = config or PipelineConfig.model_validate(manifest.doc.config)
+    if config is None:
+        raise ValueError("give run_id (a finished customization run) or config + custom_model_arn")
+    return manifest, config
+
+
+def _evaluation_inputs(manifest: Manifest | None, config: PipelineConfig, runs_dir: str, account: str,
+                       custom_model_arn: str | None, serving_arn: str | None,
+                       ) -> tuple[Manifest, PreparedData, str | None, TrainingResult]:
+    """The manifest to record in (created for an evaluation-only run), the test data and the model."""
+    prepared, training = _recorded_inputs(manifest, account) if manifest is not None else (None, None)
+    if manifest is None:  # an evaluation-only run gets its own folder and manifest
+        manifest = Manifest.create(runs_dir, new_run_id(config.name), config.model_dump(mode="json"))
+        manifest.update(kind="evaluation", flow_run_id=flow_run_id())
+    if prepared is None or prepared.test is None or not Path(prepared.test.path).exists():
+        prepared = prepare_task(config, str(manifest.run_dir / "prepared"))
+    if prepared.test is None:
+        raise ValueError("the prepared data has no test split: set data.split.test > 0")
+    model_arn, training = _model_to_evaluate(training, custom_model_arn, serving_arn)
+    return manifest, prepared, model_arn, training
+
+
+def _collect_outputs(clients: Clients, config: PipelineConfig, prepared: PreparedData, account: str,
+                     model_arn: str | None, serving_arn: str | None, out_dir: Path, log: Any) -> pd.DataFrame:
+    """Call both models on the test split: on the given endpoint, else on one served (and deleted) here."""
+    run_key = compute_run_key(config, prepared.content_hash)
+    names = resource_names(config, run_key, account=account)
+    family = load_catalog().family_of(config.base_model)
+    tags = standard_tags(run_key, flow_run_id(), config.tags, expires_in_hours=config.serving.max_hours)
+    if serving_arn:
+        endpoint = _existing_endpoint(serving_arn, model_arn or "")
+        return evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint, str(out_dir))
+
+    def torn_down(r) -> None:
+        log.info("teardown: deleted %s, already gone %s", r.deleted or "-", r.already_gone or "-")
+
+    with serving(clients, config, names, model_arn, tags, run_key, on_teardown=torn_down) as endpoint:
+        outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint,
+                                                      str(out_dir))
+    return outputs
+
+
+def _record_evaluation(manifest: Manifest, evaluation: EvaluationResult, stamp: str, model_arn: str | None,
+                       serving_arn: str | None, out_dir: Path, log: Any) -> dict:
+    """Write the evaluation into the manifest (and finish an evaluation-only run); raise when the gate fails."""
+    record = {"at": stamp, "model": model_arn, "serving": serving_arn or "provisioned for this evaluation",
+              "metrics": {k: evaluation.metrics.get(k) for k in ("base", "custom", "comparison")},
+              "gate": evaluation.gate.model_dump(mode="json"), "report": evaluation.files}
+    manifest.add_evaluation(record)
+    if manifest.doc.kind == "evaluation":
+        manifest.set_metrics(**record["metrics"])
+        manifest.update(gate=record["gate"], report=evaluation.files)
+        manifest.finish("succeeded" if evaluation.gate.passed else "gate_failed")
+    log.info("evaluation written to %s; gate %s", out_dir, "PASSED" if evaluation.gate.passed else "FAILED")
+    if not evaluation.gate.passed:
+        gate = evaluation.gate
+        raise QualityGateFailed(f"quality gate failed: {gate.rule} — {'; '.join(gate.reasons)}")
+    return record
+
+
 @flow(name="evaluate-model", on_failure=[release_serving], on_crashed=[release_serving],
       on_cancellation=[release_serving], log_prints=True)
 def evaluate_model(
@@ -81,56 +154,16 @@ def evaluate_model(
             as is and NOT deleted afterwards. Empty = provision one for this evaluation and delete it.
     """
     log = get_run_logger()
-    manifest: Manifest | None = None
-    if run_id:
-        manifest = Manifest.find(runs_dir, run_id)
-        config = config or PipelineConfig.model_validate(manifest.doc.config)
-    if config is None:
-        raise ValueError("give run_id (a finished customization run) or config + custom_model_arn")
+    manifest, config = _run_config(run_id, runs_dir, config)
     clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
     account = account_id(clients)
-
-    prepared, training = _recorded_inputs(manifest, account) if manifest is not None else (None, None)
-    if manifest is None:  # an evaluation-only run gets its own folder and manifest
-        manifest = Manifest.create(runs_dir, new_run_id(config.name), config.model_dump(mode="json"))
-        manifest.update(kind="evaluation", flow_run_id=flow_run_id())
-    if prepared is None or prepared.test is None or not Path(prepared.test.path).exists():
-        prepared = prepare_task(config, str(manifest.run_dir / "prepared"))
-    if prepared.test is None:
-        raise ValueError("the prepared data has no test split: set data.split.test > 0")
-    model_arn, training = _model_to_evaluate(training, custom_model_arn, serving_arn)
-
-    run_key = compute_run_key(config, prepared.content_hash)
-    names = resource_names(config, run_key, account=account)
-    family = load_catalog().family_of(config.base_model)
+    manifest, prepared, model_arn, training = _evaluation_inputs(manifest, config, runs_dir, account,
+                                                                 custom_model_arn, serving_arn)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = manifest.run_dir / "evaluations" / stamp
-    tags = standard_tags(run_key, flow_run_id(), config.tags, expires_in_hours=config.serving.max_hours)
-
-    if serving_arn:
-        endpoint = _existing_endpoint(serving_arn, model_arn or "")
-        outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint, str(out_dir))
-    else:
-        def torn_down(r) -> None:
-            log.info("teardown: deleted %s, already gone %s", r.deleted or "-", r.already_gone or "-")
-
-        with serving(clients, config, names, model_arn, tags, run_key, on_teardown=torn_down) as endpoint:
-            outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint,
-                                                          str(out_dir))
+    outputs = _collect_outputs(clients, config, prepared, account, model_arn, serving_arn, out_dir, log)
     # scoring needs no serving resource: it runs after the teardown
     evaluation = evaluate_stage.score_outputs_task(outputs, config, prepared, training, str(out_dir))
-
-    record = {"at": stamp, "model": model_arn, "serving": serving_arn or "provisioned for this evaluation",
-              "metrics": {k: evaluation.metrics.get(k) for k in ("base", "custom", "comparison")},
-              "gate": evaluation.gate.model_dump(mode="json"), "report": evaluation.files}
-    manifest.add_evaluation(record)
-    if manifest.doc.kind == "evaluation":
-        manifest.set_metrics(**record["metrics"])
-        manifest.update(gate=record["gate"], report=evaluation.files)
-        manifest.finish("succeeded" if evaluation.gate.passed else "gate_failed")
-    log.info("evaluation written to %s; gate %s", out_dir, "PASSED" if evaluation.gate.passed else "FAILED")
-    if not evaluation.gate.passed:
-        gate = evaluation.gate
-        raise QualityGateFailed(f"quality gate failed: {gate.rule} — {'; '.join(gate.reasons)}")
+    record = _record_evaluation(manifest, evaluation, stamp, model_arn, serving_arn, out_dir, log)
     return {"run_id": manifest.run_id, "evaluation_dir": str(out_dir), "gate": record["gate"],
             "report": evaluation.files}

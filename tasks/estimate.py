@@ -29,12 +29,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tasks.catalog import CustomizationType, ModelFamily, load_catalog, resolve_hyperparameters
+from tasks.catalog import Catalog, CustomizationType, ModelFamily, load_catalog, resolve_hyperparameters
 from tasks.config import PipelineConfig
 from tasks.run.plan import model_units, serving_kind
 from tasks.run.types import PreparedData
@@ -193,114 +194,163 @@ def _sum(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else round(sum(values), 6)  # type: ignore[arg-type]
 
 
+ServingKind = Literal["provisioned", "deployment", "none"]
+Verdict = Literal["ok", "over_budget", "unknown_price"]
+
+
+@dataclass
+class _Ledger:
+    """What an estimate accumulates, in order: the cost lines, the missing prices, the notes."""
+    lines: list[dict] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, line: dict) -> float | None:
+        """Record one cost line; its ``usd`` (None when a price is unknown)."""
+        self.lines.append(line)
+        return line["usd"]
+
+
+@dataclass(frozen=True)
+class _EvalTokens:
+    """The on-demand tokens of ``calls`` evaluation calls, and their prices."""
+    calls: int
+    in_tok: int
+    out_tok: int
+    p_in: float | None
+    src_in: str
+    p_out: float | None
+    src_out: str
+
+
+def _training_cost(config: PipelineConfig, family: ModelFamily, t_tokens: int, epochs: int,
+                   ledger: _Ledger) -> float | None:
+    p, src = _price(config, family, "train_per_1k_tokens")
+    if p is None:
+        ledger.unknown.append(_unknown("train_per_1k_tokens"))
+    training = ledger.add(_line("training", t_tokens * epochs / 1000, "1k token-epochs", p, "per 1k tokens", src,
+                                f"{t_tokens:,} tokens × {epochs} epoch(s)"))
+    if config.customization_type == CustomizationType.DISTILLATION:
+        ledger.notes.append("distillation: the teacher's inference to generate responses is billed too and is not "
+                            "estimated here (no figure in REF)")
+    return training
+
+
+def _storage_cost(config: PipelineConfig, family: ModelFamily, ledger: _Ledger) -> float | None:
+    p, src = _price(config, family, "storage_per_month")
+    if p is None:
+        ledger.unknown.append(_unknown("storage_per_month"))
+    return ledger.add(_line("storage", 1, "model-month", p, "per model per month", src,
+                            "one month of custom-model storage"))
+
+
+def _eval_tokens(config: PipelineConfig, family: ModelFamily, cpt: float, test_records: int,
+                 test_input_chars: int, eval_calls: int) -> _EvalTokens:
+    p_in, src_in = _price(config, family, "on_demand_input_per_1k")
+    p_out, src_out = _price(config, family, "on_demand_output_per_1k")
+    return _EvalTokens(calls=eval_calls, in_tok=tokens(test_input_chars * eval_calls / max(test_records, 1), cpt),
+                       out_tok=eval_calls * config.evaluation.max_tokens,
+                       p_in=p_in, src_in=src_in, p_out=p_out, src_out=src_out)
+
+
+def _on_demand_cost(what: str, t: _EvalTokens, ledger: _Ledger) -> float | None:
+    """One priced line for ``t.calls`` on-demand calls (None when a price is unknown)."""
+    usd = None if t.p_in is None or t.p_out is None else (t.in_tok * t.p_in + t.out_tok * t.p_out) / 1000
+    ledger.add(_line(what, t.in_tok + t.out_tok, "tokens", None, "per 1k tokens (in/out)", f"{t.src_in}/{t.src_out}",
+                     f"{t.calls} calls: {t.in_tok:,} in + {t.out_tok:,} out (≤ max_tokens)", usd=usd,
+                     unit_price_in=t.p_in, unit_price_out=t.p_out))
+    return usd
+
+
+def _provisioned_cost(config: PipelineConfig, catalog: Catalog, family: ModelFamily,
+                      ledger: _Ledger) -> float | None:
+    sv = config.serving
+    units = model_units(config)  # what tasks/serve.py asks for
+    if sv.commitment:
+        hours = COMMITMENT_MONTHS[sv.commitment] * HOURS_PER_MONTH
+        ledger.unknown.append(f"provisioned throughput with commitment {sv.commitment}: no commitment price in the "
+                              "catalog or config; a committed PT bills the whole term and cannot be deleted "
+                              "before it ends (docs/bedrock-facts.md §2.7) — remove serving.commitment unless you "
+                              "mean it")
+        return ledger.add(_line("serving: provisioned throughput", units * hours, "model-unit hours",
+                                None, "per model-unit hour", "unknown",
+                                f"{units} MU × {hours:g} h ({sv.commitment} term)"))
+    hours = float(math.ceil(sv.max_hours))
+    p, src = _price(config, family, "pt_hour_no_commit")
+    if p is None:
+        ledger.unknown.append(_unknown("pt_hour_no_commit"))
+    usd = ledger.add(_line("serving: provisioned throughput", units * hours, "model-unit hours", p,
+                           "per model-unit hour", src,
+                           f"{units} MU × {hours:g} h (serving.max_hours={sv.max_hours:g}, billed hourly)"))
+    quota = catalog.quotas.no_commitment_model_units_per_account
+    if quota is not None and units > quota:
+        ledger.notes.append(f"serving.model_units={units} exceeds the default account quota of {quota} "
+                            "no-commitment model units (docs/bedrock-facts.md §2.7): request a quota increase "
+                            "first")
+    return usd
+
+
+def _custom_on_demand_cost(family: ModelFamily, t: _EvalTokens, ledger: _Ledger) -> float | None:
+    if not family.on_demand_deployment:
+        ledger.notes.append(f"{family.display} has no on-demand deployment (docs/bedrock-facts.md §2.8): "
+                            "serving.mode on_demand will be refused; use provisioned")
+    ledger.notes.append("on-demand custom-model calls priced like the base model's on-demand tokens (unconfirmed)")
+    return _on_demand_cost("serving: custom model on demand", t, ledger)
+
+
+def _serving_cost(config: PipelineConfig, catalog: Catalog, family: ModelFamily, cpt: float, test_records: int,
+                  test_input_chars: int, eval_calls: int, ledger: _Ledger) -> tuple[ServingKind, float | None]:
+    """Serving for the evaluation window: (serving kind, usd)."""
+    if eval_calls == 0:
+        why = "evaluation disabled" if not config.evaluation.enabled else "no test split"
+        ledger.notes.append(f"serving: {why}, so no serving resource is created")
+        return "none", 0.0
+    kind = serving_kind(config, family)  # the same decision tasks/serve.py acts on (tasks/run/plan.py)
+    t = _eval_tokens(config, family, cpt, test_records, test_input_chars, eval_calls)
+    parts: list[float | None] = []
+    if kind == "provisioned":
+        parts.append(_provisioned_cost(config, catalog, family, ledger))
+    else:
+        parts.append(_custom_on_demand_cost(family, t, ledger))
+    # the base model is always called on demand for the comparison
+    parts.append(_on_demand_cost("evaluation: base model on demand", t, ledger))
+    for f, pv in (("on_demand_input_per_1k", t.p_in), ("on_demand_output_per_1k", t.p_out)):
+        if pv is None:
+            ledger.unknown.append(_unknown(f))
+    return kind, _sum(parts)
+
+
+def _verdict(known: float, budget: float | None, unknown: list[str]) -> Verdict:
+    if budget is not None and known > budget:
+        return "over_budget"
+    if unknown:
+        return "unknown_price"
+    return "ok"
+
+
 def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: int, test_input_chars: int,
                    method: str, notes: list[str] | None = None, train_tokens: int | None = None) -> CostEstimate:
     """The arithmetic, from counts alone (shared by ``estimate_cost`` and ``estimate_from_config``)."""
     catalog = load_catalog()
     family = catalog.family_of(config.base_model)
-    spec = catalog.spec(config.base_model, config.customization_type)
-    cpt = spec.limits.chars_per_token
-    notes = list(notes or [])
-    unknown: list[str] = []
-    lines: list[dict] = []
+    cpt = catalog.spec(config.base_model, config.customization_type).limits.chars_per_token
+    ledger = _Ledger(notes=list(notes or []))
 
-    # training --------------------------------------------------------------------------------
-    epochs = _epochs(config, notes)
+    epochs = _epochs(config, ledger.notes)
     t_tokens = train_tokens if train_tokens is not None else tokens(train_chars, cpt)
-    p, src = _price(config, family, "train_per_1k_tokens")
-    if p is None:
-        unknown.append(_unknown("train_per_1k_tokens"))
-    lines.append(_line("training", t_tokens * epochs / 1000, "1k token-epochs", p, "per 1k tokens", src,
-                       f"{t_tokens:,} tokens × {epochs} epoch(s)"))
-    training = lines[-1]["usd"]
-    if config.customization_type == CustomizationType.DISTILLATION:
-        notes.append("distillation: the teacher's inference to generate responses is billed too and is not "
-                     "estimated here (no figure in REF)")
-
-    # storage ---------------------------------------------------------------------------------
-    p, src = _price(config, family, "storage_per_month")
-    if p is None:
-        unknown.append(_unknown("storage_per_month"))
-    lines.append(_line("storage", 1, "model-month", p, "per model per month", src,
-                       "one month of custom-model storage"))
-    storage = lines[-1]["usd"]
-
-    # serving for the evaluation window ---------------------------------------------------------
+    training = _training_cost(config, family, t_tokens, epochs, ledger)
+    storage = _storage_cost(config, family, ledger)
     ev = config.evaluation
     eval_calls = min(test_records, ev.max_examples or test_records) if ev.enabled else 0
-    serving_parts: list[float | None] = []
-    kind: Literal["provisioned", "deployment", "none"] = "none"
-    if eval_calls == 0:
-        why = "evaluation disabled" if not ev.enabled else "no test split"
-        notes.append(f"serving: {why}, so no serving resource is created")
-        serving: float | None = 0.0
-    else:
-        kind = serving_kind(config, family)  # the same decision tasks/serve.py acts on (tasks/run/plan.py)
-        in_tok = tokens(test_input_chars * eval_calls / max(test_records, 1), cpt)
-        out_tok = eval_calls * ev.max_tokens
-        p_in, src_in = _price(config, family, "on_demand_input_per_1k")
-        p_out, src_out = _price(config, family, "on_demand_output_per_1k")
+    kind, serving = _serving_cost(config, catalog, family, cpt, test_records, test_input_chars, eval_calls, ledger)
 
-        def on_demand(what: str) -> float | None:
-            """One priced line for ``eval_calls`` on-demand calls (None when a price is unknown)."""
-            usd = None if p_in is None or p_out is None else (in_tok * p_in + out_tok * p_out) / 1000
-            lines.append(_line(what, in_tok + out_tok, "tokens", None, "per 1k tokens (in/out)", f"{src_in}/{src_out}",
-                               f"{eval_calls} calls: {in_tok:,} in + {out_tok:,} out (≤ max_tokens)", usd=usd,
-                               unit_price_in=p_in, unit_price_out=p_out))
-            return usd
-
-        if kind == "provisioned":
-            sv = config.serving
-            units = model_units(config)  # what tasks/serve.py asks for
-            if sv.commitment:
-                hours = COMMITMENT_MONTHS[sv.commitment] * HOURS_PER_MONTH
-                unknown.append(f"provisioned throughput with commitment {sv.commitment}: no commitment price in the "
-                               "catalog or config; a committed PT bills the whole term and cannot be deleted "
-                               "before it ends (docs/bedrock-facts.md §2.7) — remove serving.commitment unless you "
-                               "mean it")
-                lines.append(_line("serving: provisioned throughput", units * hours, "model-unit hours",
-                                   None, "per model-unit hour", "unknown",
-                                   f"{units} MU × {hours:g} h ({sv.commitment} term)"))
-            else:
-                hours = float(math.ceil(sv.max_hours))
-                p, src = _price(config, family, "pt_hour_no_commit")
-                if p is None:
-                    unknown.append(_unknown("pt_hour_no_commit"))
-                lines.append(_line("serving: provisioned throughput", units * hours, "model-unit hours", p,
-                                   "per model-unit hour", src,
-                                   f"{units} MU × {hours:g} h (serving.max_hours={sv.max_hours:g}, billed hourly)"))
-                quota = catalog.quotas.no_commitment_model_units_per_account
-                if quota is not None and units > quota:
-                    notes.append(f"serving.model_units={units} exceeds the default account quota of {quota} "
-                                 "no-commitment model units (docs/bedrock-facts.md §2.7): request a quota increase "
-                                 "first")
-            serving_parts.append(lines[-1]["usd"])
-        else:
-            if not family.on_demand_deployment:
-                notes.append(f"{family.display} has no on-demand deployment (docs/bedrock-facts.md §2.8): "
-                             "serving.mode on_demand will be refused; use provisioned")
-            notes.append("on-demand custom-model calls priced like the base model's on-demand tokens (unconfirmed)")
-            serving_parts.append(on_demand("serving: custom model on demand"))
-        # the base model is always called on demand for the comparison
-        serving_parts.append(on_demand("evaluation: base model on demand"))
-        for f, pv in (("on_demand_input_per_1k", p_in), ("on_demand_output_per_1k", p_out)):
-            if pv is None:
-                unknown.append(_unknown(f))
-        serving = _sum(serving_parts)
-
-    known = round(sum(line["usd"] for line in lines if line["usd"] is not None), 6)
-    total = _sum([training, storage, serving])
+    known = round(sum(line["usd"] for line in ledger.lines if line["usd"] is not None), 6)
     budget = config.budget.max_usd
-    if budget is not None and known > budget:
-        verdict: Literal["ok", "over_budget", "unknown_price"] = "over_budget"
-    elif unknown:
-        verdict = "unknown_price"
-    else:
-        verdict = "ok"
     return CostEstimate(
         train_tokens=t_tokens, epochs=epochs, training_usd=training, serving_usd=serving, storage_usd=storage,
-        total_usd=total, unknown=list(dict.fromkeys(unknown)), lines=lines, budget_usd=budget, verdict=verdict,
-        known_usd=known, serving_kind=kind, eval_calls=eval_calls, chars_per_token=cpt, method=method, notes=notes)
+        total_usd=_sum([training, storage, serving]), unknown=list(dict.fromkeys(ledger.unknown)),
+        lines=ledger.lines, budget_usd=budget, verdict=_verdict(known, budget, ledger.unknown), known_usd=known,
+        serving_kind=kind, eval_calls=eval_calls, chars_per_token=cpt, method=method, notes=ledger.notes)
 
 
 # ---------------------------------------------------------------------------------------------
