@@ -267,25 +267,18 @@ def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> floa
     return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
-def compute_metrics(df: pd.DataFrame, *, label_like: bool, bertscore_model: str = PACKAGED_MINILM,
-                    num_layers: int | None = None, n_resamples: int = 1000, seed: int = 0,
-                    confidence: float = 0.95) -> dict[str, Any]:
-    """Add per-example metric columns to ``df`` (in place) and return the summary dict.
+def _comparison_entry(base: float, custom: float, ci: dict[str, float], confidence: float) -> dict[str, Any]:
+    """One ``comparison`` row: both point values plus the bootstrap CI of their difference."""
+    return {"base": base, "custom": custom, "delta": ci["mean_delta"], "ci_low": ci["ci_low"],
+            "ci_high": ci["ci_high"], "n": ci["n"], "confidence": confidence}
 
-    Scored set = examples where *both* models answered (paired); failed calls are counted and
-    reported, never silently scored as zero nor dropped from the table.
-    Summary keys: n_examples, n_scored, errors, base, custom, comparison, win_tie_loss,
-    per_class (label-like only), latency, tokens, bertscore.
-    """
-    n = len(df)
-    errs = {m: df[f"{m}_error"].notna() for m in MODELS}
-    ok = ~(errs["base"] | errs["custom"])
-    scored = df[ok]
-    refs = scored["reference"].astype(str).tolist()
 
+def _add_similarity_columns(df: pd.DataFrame, ok: pd.Series, refs: list[str], outs: dict[str, list[str]],
+                            bertscore_model: str, num_layers: int | None) -> tuple[str, int | None, str]:
+    """Add the BERTScore P/R/F1 and ROUGE-L columns (NaN outside the scored set); return the resolved
+    BERTScore (model_type, layer, display name)."""
     # ROUGE-L (F-measure, Porter stemming as in the ROUGE-1.5.5 "-m" option). Pure Python: it runs in
     # a side thread while torch (which releases the GIL) computes BERTScore, so it adds ~no wall time.
-    outs = {m: scored[f"{m}_output"].astype(str).tolist() for m in MODELS}
     with ThreadPoolExecutor(1, thread_name_prefix="rouge") as pool:
         rouge_fut = pool.submit(_rouge_l, refs, outs)
         # BERTScore: all pairs of both models in ONE call (one model load, shared batches; bert-score
@@ -301,78 +294,105 @@ def compute_metrics(df: pd.DataFrame, *, label_like: bool, bertscore_model: str 
             df.loc[ok, col] = arr[i * k:(i + 1) * k]
         df[f"{m}_rouge_l"] = np.nan
         df.loc[ok, f"{m}_rouge_l"] = rouge[m]
+    return model_type, layers, display
 
-    # Exact match on normalized text (sklearn accuracy_score over the normalized strings).
-    from sklearn.metrics import accuracy_score, classification_report, precision_recall_fscore_support
 
+def _add_exact_match_columns(df: pd.DataFrame, ok: pd.Series, scored: pd.DataFrame,
+                             refs: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Add the exact-match columns on normalized text; return (normalized refs, normalized preds per model)."""
     ref_norm = np.array([normalize_answer(r) for r in refs], dtype=object)
     preds = {m: np.array([normalize_answer(p) for p in scored[f"{m}_output"]], dtype=object) for m in MODELS}
     for m in MODELS:
         df[f"{m}_exact_match"] = np.nan
         df.loc[ok, f"{m}_exact_match"] = (preds[m] == ref_norm).astype(float)
+    return ref_norm, preds
 
-    summary: dict[str, Any] = {"n_examples": n, "n_scored": int(ok.sum())}
-    summary["errors"] = {m: int(errs[m].sum()) for m in MODELS}
-    summary["errors"]["any"] = int((~ok).sum())
-    summary["errors"]["calls"] = int(errs["base"].sum() + errs["custom"].sum())
-    summary["errors"]["total_calls"] = 2 * n
+
+def _error_counts(errs: dict[str, pd.Series], ok: pd.Series, n: int) -> dict[str, int]:
+    counts = {m: int(errs[m].sum()) for m in MODELS}
+    counts["any"] = int((~ok).sum())
+    counts["calls"] = int(errs["base"].sum() + errs["custom"].sum())
+    counts["total_calls"] = 2 * n
+    return counts
+
+
+def _per_model_means(df: pd.DataFrame, ok: pd.Series, ref_norm: np.ndarray,
+                     preds: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Mean of every per-example metric over the scored set (exact match via sklearn accuracy_score)."""
+    from sklearn.metrics import accuracy_score
 
     per_model: dict[str, dict[str, float]] = {m: {} for m in MODELS}
     for m in MODELS:
         for met in PER_EXAMPLE_METRICS:
             v = df.loc[ok, f"{m}_{met}"]
             per_model[m][met] = float(v.mean()) if len(v) else float("nan")
-        if k:
+        if len(ref_norm):
             per_model[m]["exact_match"] = float(accuracy_score(ref_norm, preds[m]))
+    return per_model
 
+
+def _per_example_comparison(df: pd.DataFrame, ok: pd.Series, per_model: dict[str, dict[str, float]], *,
+                            n_resamples: int, seed: int, confidence: float,
+                            ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(comparison, win_tie_loss) for the per-example metrics: paired bootstrap seeded ``seed + j``."""
     comparison: dict[str, dict[str, Any]] = {}
     wtl: dict[str, dict[str, Any]] = {}
     for j, met in enumerate(PER_EXAMPLE_METRICS):
         b, c = df.loc[ok, f"base_{met}"].to_numpy(float), df.loc[ok, f"custom_{met}"].to_numpy(float)
         ci = paired_bootstrap(b, c, n_resamples=n_resamples, seed=seed + j, confidence=confidence)
-        comparison[met] = {"base": per_model["base"][met], "custom": per_model["custom"][met],
-                           "delta": ci["mean_delta"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
-                           "n": ci["n"], "confidence": confidence}
+        comparison[met] = _comparison_entry(per_model["base"][met], per_model["custom"][met], ci, confidence)
         wtl[met] = win_tie_loss(b, c)
+    return comparison, wtl
 
-    if label_like and k:
-        labels = sorted(set(ref_norm.tolist()))
-        y_true = ref_norm.astype(str)
-        per_class: dict[str, dict[str, Any]] = {}
-        for m in MODELS:
-            y_pred = preds[m].astype(str)
-            per_model[m]["accuracy"] = float(accuracy_score(y_true, y_pred))
-            for avg in ("macro", "weighted"):
-                p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg,
-                                                             zero_division=0)
-                per_model[m][f"{avg}_precision"] = float(p)
-                per_model[m][f"{avg}_recall"] = float(r)
-                per_model[m][f"{avg}_f1"] = float(f)
-            rep = classification_report(y_true, y_pred, labels=labels, output_dict=True, zero_division=0)
-            for lab in labels:
-                row = per_class.setdefault(lab, {"support": int(rep[lab]["support"])})
-                row[f"{m}_precision"] = float(rep[lab]["precision"])
-                # per-class accuracy = recall of that class (share of its examples labelled right)
-                row[f"{m}_accuracy"] = float(rep[lab]["recall"])
-                row[f"{m}_f1"] = float(rep[lab]["f1-score"])
-        for row in per_class.values():
-            row["accuracy_delta"] = row["custom_accuracy"] - row["base_accuracy"]
-        summary["per_class"] = per_class
-        summary["labels"] = labels
-        # accuracy is per-example decomposable (= exact match on the label)
-        acc = paired_bootstrap(df.loc[ok, "base_exact_match"].to_numpy(float),
-                               df.loc[ok, "custom_exact_match"].to_numpy(float),
-                               n_resamples=n_resamples, seed=seed + 100, confidence=confidence)
-        comparison["accuracy"] = {"base": per_model["base"]["accuracy"], "custom": per_model["custom"]["accuracy"],
-                                  "delta": acc["mean_delta"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
-                                  "n": acc["n"], "confidence": confidence}
-        wtl["accuracy"] = wtl["exact_match"]
-        mf = paired_bootstrap_macro_f1(y_true, preds["base"].astype(str), preds["custom"].astype(str), labels,
-                                       n_resamples=n_resamples, seed=seed + 101, confidence=confidence)
-        comparison["macro_f1"] = {"base": per_model["base"]["macro_f1"], "custom": per_model["custom"]["macro_f1"],
-                                  "delta": mf["mean_delta"], "ci_low": mf["ci_low"], "ci_high": mf["ci_high"],
-                                  "n": mf["n"], "confidence": confidence}
 
+def _label_metrics(y_true: np.ndarray, preds: dict[str, np.ndarray], labels: list[str],
+                   per_model: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Add accuracy and macro/weighted P/R/F1 to ``per_model`` (in place); return the per-class table."""
+    from sklearn.metrics import accuracy_score, classification_report, precision_recall_fscore_support
+
+    per_class: dict[str, dict[str, Any]] = {}
+    for m in MODELS:
+        y_pred = preds[m].astype(str)
+        per_model[m]["accuracy"] = float(accuracy_score(y_true, y_pred))
+        for avg in ("macro", "weighted"):
+            p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg,
+                                                         zero_division=0)
+            per_model[m][f"{avg}_precision"] = float(p)
+            per_model[m][f"{avg}_recall"] = float(r)
+            per_model[m][f"{avg}_f1"] = float(f)
+        rep = classification_report(y_true, y_pred, labels=labels, output_dict=True, zero_division=0)
+        for lab in labels:
+            row = per_class.setdefault(lab, {"support": int(rep[lab]["support"])})
+            row[f"{m}_precision"] = float(rep[lab]["precision"])
+            # per-class accuracy = recall of that class (share of its examples labelled right)
+            row[f"{m}_accuracy"] = float(rep[lab]["recall"])
+            row[f"{m}_f1"] = float(rep[lab]["f1-score"])
+    for row in per_class.values():
+        row["accuracy_delta"] = row["custom_accuracy"] - row["base_accuracy"]
+    return per_class
+
+
+def _add_label_comparison(df: pd.DataFrame, ok: pd.Series, y_true: np.ndarray, preds: dict[str, np.ndarray],
+                          labels: list[str], per_model: dict[str, dict[str, float]],
+                          comparison: dict[str, dict[str, Any]], wtl: dict[str, dict[str, Any]], *,
+                          n_resamples: int, seed: int, confidence: float) -> None:
+    """Add the accuracy (seed + 100) and macro-F1 (seed + 101) rows to ``comparison``/``wtl`` (in place)."""
+    # accuracy is per-example decomposable (= exact match on the label)
+    acc = paired_bootstrap(df.loc[ok, "base_exact_match"].to_numpy(float),
+                           df.loc[ok, "custom_exact_match"].to_numpy(float),
+                           n_resamples=n_resamples, seed=seed + 100, confidence=confidence)
+    comparison["accuracy"] = _comparison_entry(per_model["base"]["accuracy"], per_model["custom"]["accuracy"],
+                                               acc, confidence)
+    wtl["accuracy"] = wtl["exact_match"]
+    mf = paired_bootstrap_macro_f1(y_true, preds["base"].astype(str), preds["custom"].astype(str), labels,
+                                   n_resamples=n_resamples, seed=seed + 101, confidence=confidence)
+    comparison["macro_f1"] = _comparison_entry(per_model["base"]["macro_f1"], per_model["custom"]["macro_f1"],
+                                               mf, confidence)
+
+
+def _latency_and_tokens(df: pd.DataFrame, errs: dict[str, pd.Series],
+                        ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """(latency, tokens) per model over that model's successful calls (attempts over every row)."""
     latency: dict[str, dict[str, float]] = {}
     tokens: dict[str, dict[str, float]] = {}
     for m in MODELS:
@@ -385,6 +405,40 @@ def compute_metrics(df: pd.DataFrame, *, label_like: bool, bertscore_model: str 
                      "input_mean": float(tin.mean()) if tin.notna().any() else float("nan"),
                      "output_mean": float(tout.mean()) if tout.notna().any() else float("nan"),
                      "attempts_total": int(pd.to_numeric(df[f"{m}_attempts"]).sum())}
+    return latency, tokens
+
+
+def compute_metrics(df: pd.DataFrame, *, label_like: bool, bertscore_model: str = PACKAGED_MINILM,
+                    num_layers: int | None = None, n_resamples: int = 1000, seed: int = 0,
+                    confidence: float = 0.95) -> dict[str, Any]:
+    """Add per-example metric columns to ``df`` (in place) and return the summary dict.
+
+    Scored set = examples where *both* models answered (paired); failed calls are counted and
+    reported, never silently scored as zero nor dropped from the table.
+    Summary keys: n_examples, n_scored, errors, base, custom, comparison, win_tie_loss,
+    per_class (label-like only), latency, tokens, bertscore.
+    """
+    n = len(df)
+    errs = {m: df[f"{m}_error"].notna() for m in MODELS}
+    ok = ~(errs["base"] | errs["custom"])
+    scored = df[ok]
+    refs = scored["reference"].astype(str).tolist()
+    outs = {m: scored[f"{m}_output"].astype(str).tolist() for m in MODELS}
+
+    model_type, layers, display = _add_similarity_columns(df, ok, refs, outs, bertscore_model, num_layers)
+    ref_norm, preds = _add_exact_match_columns(df, ok, scored, refs)
+    summary: dict[str, Any] = {"n_examples": n, "n_scored": int(ok.sum()), "errors": _error_counts(errs, ok, n)}
+    per_model = _per_model_means(df, ok, ref_norm, preds)
+    comparison, wtl = _per_example_comparison(df, ok, per_model, n_resamples=n_resamples, seed=seed,
+                                               confidence=confidence)
+    if label_like and refs:
+        labels = sorted(set(ref_norm.tolist()))
+        y_true = ref_norm.astype(str)
+        summary["per_class"] = _label_metrics(y_true, preds, labels, per_model)
+        summary["labels"] = labels
+        _add_label_comparison(df, ok, y_true, preds, labels, per_model, comparison, wtl,
+                              n_resamples=n_resamples, seed=seed, confidence=confidence)
+    latency, tokens = _latency_and_tokens(df, errs)
 
     summary.update(base=per_model["base"], custom=per_model["custom"], comparison=comparison,
                    win_tie_loss=wtl, latency=latency, tokens=tokens, label_like=bool(label_like),

@@ -180,18 +180,13 @@ def chart_loss(training_rows: Sequence[dict] | None, validation_rows: Sequence[d
 # markdown
 
 
-def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.DataFrame,
-                    charts: dict[str, str], targets: dict[str, str] | None = None, n_examples_shown: int = 3) -> str:
-    comp = summary.get("comparison", {})
-    wtl = summary.get("win_tie_loss", {})
+def _md_header(summary: dict[str, Any], verdict: dict[str, Any], targets: dict[str, str] | None) -> list[str]:
+    """Title, gate verdict with its reasons, the two targets and the counts line."""
     errs = summary.get("errors", {})
     conf = summary.get("bootstrap", {}).get("confidence", 0.95)
-    L: list[str] = []
     status = "PASS" if verdict.get("passed") else "FAIL"
-    L.append("# Evaluation report\n")
-    L.append(f"**Quality gate: {status}** — rule: {verdict.get('rule', '')}\n")
-    for r in verdict.get("reasons", []):
-        L.append(f"- {r}")
+    L = ["# Evaluation report\n", f"**Quality gate: {status}** — rule: {verdict.get('rule', '')}\n"]
+    L.extend(f"- {r}" for r in verdict.get("reasons", []))
     L.append("")
     if targets:
         L.append(f"Base: `{targets.get('base', '')}` · Custom: `{targets.get('custom', '')}`\n")
@@ -199,10 +194,17 @@ def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.Dat
              f"failed calls: base {errs.get('base', 0)}, custom {errs.get('custom', 0)} "
              f"(of {errs.get('total_calls', 2 * summary['n_examples'])} calls). "
              f"CIs: {conf:.0%} paired bootstrap, {summary.get('bootstrap', {}).get('n_resamples', '?')} resamples.\n")
+    return L
 
-    L.append("## Metrics\n")
-    L.append(f"| metric | base | custom | Δ (custom − base) | {conf:.0%} CI of Δ | win / tie / loss |")
-    L.append("|---|---:|---:|---:|---|---|")
+
+def _md_metrics(summary: dict[str, Any], verdict: dict[str, Any]) -> list[str]:
+    """The base/custom/Δ/CI/win-tie-loss table, the label-metric table (label-like) and the BERTScore note."""
+    comp = summary.get("comparison", {})
+    wtl = summary.get("win_tie_loss", {})
+    conf = summary.get("bootstrap", {}).get("confidence", 0.95)
+    L = ["## Metrics\n",
+         f"| metric | base | custom | Δ (custom − base) | {conf:.0%} CI of Δ | win / tie / loss |",
+         "|---|---:|---:|---:|---|---|"]
     for m in ("bertscore_f1", "bertscore_precision", "bertscore_recall", "rouge_l", "exact_match", "accuracy",
               "macro_f1"):
         if m not in comp:
@@ -216,80 +218,115 @@ def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.Dat
                  f"| [{_f(c['ci_low'], sign=True)}, {_f(c['ci_high'], sign=True)}] | {wt} |")
     if summary.get("label_like"):
         b, cu = summary["base"], summary["custom"]
-        L.append("")
-        L.append("| label metric | base | custom |")
-        L.append("|---|---:|---:|")
+        L += ["", "| label metric | base | custom |", "|---|---:|---:|"]
         for k in ("macro_precision", "macro_recall", "weighted_precision", "weighted_recall", "weighted_f1"):
             if k in b:
                 L.append(f"| {k.replace('_', ' ')} | {_f(b[k])} | {_f(cu[k])} |")
     bs = summary.get("bertscore", {})
     L.append(f"\nBERTScore model: `{bs.get('model')}`, layer {bs.get('num_layers')} "
              "(bert-score, no baseline rescaling).\n")
+    return L
 
+
+def _md_per_class(summary: dict[str, Any]) -> list[str]:
+    """Per-class accuracy table (worst and best 5 by change); empty unless label-like."""
     pc = summary.get("per_class")
-    if pc:
-        rows = sorted(pc.items(), key=lambda kv: kv[1]["accuracy_delta"])
-        L.append(f"## Per-class accuracy ({len(pc)} classes; worst and best 5 by change)\n")
-        L.append("| class | support | base acc | custom acc | Δ | base F1 | custom F1 |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|")
-        shown = rows if len(rows) <= 10 else rows[:5] + rows[-5:]
-        for k, v in shown:
-            L.append(f"| {_cell(k, 40)} | {v['support']} | {_f(v['base_accuracy'], 3)} | {_f(v['custom_accuracy'], 3)} "
-                     f"| {_f(v['accuracy_delta'], 3, sign=True)} | {_f(v['base_f1'], 3)} | {_f(v['custom_f1'], 3)} |")
-        L.append("")
+    if not pc:
+        return []
+    rows = sorted(pc.items(), key=lambda kv: kv[1]["accuracy_delta"])
+    L = [f"## Per-class accuracy ({len(pc)} classes; worst and best 5 by change)\n",
+         "| class | support | base acc | custom acc | Δ | base F1 | custom F1 |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
+    shown = rows if len(rows) <= 10 else rows[:5] + rows[-5:]
+    for k, v in shown:
+        L.append(f"| {_cell(k, 40)} | {v['support']} | {_f(v['base_accuracy'], 3)} | {_f(v['custom_accuracy'], 3)} "
+                 f"| {_f(v['accuracy_delta'], 3, sign=True)} | {_f(v['base_f1'], 3)} | {_f(v['custom_f1'], 3)} |")
+    L.append("")
+    return L
 
-    L.append("## Latency and tokens\n")
-    L.append("| model | p50 ms | p95 ms | input tokens (total / mean) | output tokens (total / mean) | attempts |")
-    L.append("|---|---:|---:|---|---|---:|")
+
+def _md_latency(summary: dict[str, Any]) -> list[str]:
+    L = ["## Latency and tokens\n",
+         "| model | p50 ms | p95 ms | input tokens (total / mean) | output tokens (total / mean) | attempts |",
+         "|---|---:|---:|---|---|---:|"]
     for m in ("base", "custom"):
         la, tk = summary["latency"][m], summary["tokens"][m]
         L.append(f"| {m} | {_f(la['p50_ms'], 0)} | {_f(la['p95_ms'], 0)} "
                  f"| {_f(tk['input_total'], 0)} / {_f(tk['input_mean'], 1)} "
                  f"| {_f(tk['output_total'], 0)} / {_f(tk['output_mean'], 1)} | {tk['attempts_total']} |")
     L.append("")
+    return L
 
+
+def _md_training(summary: dict[str, Any]) -> list[str]:
+    """Loss summary lines; empty without a ``training`` entry."""
     tr = summary.get("training")
-    if tr:
-        L.append("## Training\n")
-        for kind in ("training", "validation"):
-            t = tr.get(kind, {})
-            if t.get("n_points"):
-                ppl = f", final perplexity {_f(t.get('final_perplexity'), 3)}" if "final_perplexity" in t else ""
-                L.append(f"- {kind} loss: {_f(t['first_loss'])} → {_f(t['final_loss'])} "
-                         f"(min {_f(t['min_loss'])} at step "
-                         f"{t.get('min_loss_step')}; {t['n_points']} points{ppl})")
-        if tr.get("validation_loss_rising"):
-            L.append("- ⚠ validation loss ended more than 5% above its minimum (possible over-fitting)")
-        L.append("")
+    if not tr:
+        return []
+    L = ["## Training\n"]
+    for kind in ("training", "validation"):
+        t = tr.get(kind, {})
+        if t.get("n_points"):
+            ppl = f", final perplexity {_f(t.get('final_perplexity'), 3)}" if "final_perplexity" in t else ""
+            L.append(f"- {kind} loss: {_f(t['first_loss'])} → {_f(t['final_loss'])} "
+                     f"(min {_f(t['min_loss'])} at step "
+                     f"{t.get('min_loss_step')}; {t['n_points']} points{ppl})")
+    if tr.get("validation_loss_rising"):
+        L.append("- ⚠ validation loss ended more than 5% above its minimum (possible over-fitting)")
+    L.append("")
+    return L
 
-    if charts:
-        L.append("## Charts\n")
-        for name, p in charts.items():
-            L.append(f"![{name}]({Path(p).name})")
-        L.append("")
 
-    nerr = errs.get("calls", 0)
-    if nerr:
-        L.append(f"## Errors ({nerr} failed calls)\n")
-        for m in ("base", "custom"):
-            for _, r in df[df[f"{m}_error"].notna()].head(5).iterrows():
-                L.append(f"- {m} example {r['example_id']}: {_cell(r[f'{m}_error'], 200)}")
-        L.append("")
+def _md_charts(charts: dict[str, str]) -> list[str]:
+    if not charts:
+        return []
+    return ["## Charts\n", *(f"![{name}]({Path(p).name})" for name, p in charts.items()), ""]
 
-    if "base_bertscore_f1" in df and df["base_bertscore_f1"].notna().any():
-        d = (df["custom_bertscore_f1"] - df["base_bertscore_f1"]).dropna().sort_values()
-        pick = list(d.index[-n_examples_shown:][::-1]) + [i for i in d.index[:n_examples_shown]
-                                                          if i not in d.index[-n_examples_shown:]]
-        L.append("## Examples (largest BERTScore-F1 gains, then largest losses)\n")
-        L.append("| id | prompt | reference | base | custom | Δ BERTScore F1 |")
-        L.append("|---|---|---|---|---|---:|")
-        for i in pick:
-            r = df.loc[i]
-            L.append(f"| {r['example_id']} | {_cell(r['prompt'], 80)} | {_cell(r['reference'], 60)} "
-                     f"| {_cell(r['base_output'], 60)} "
-                     f"| {_cell(r['custom_output'], 60)} | {_f(d[i], 3, sign=True)} |")
-        L.append("")
-    L.append("Files: `examples.csv` (one row per example, errors included), `summary.json`.")
+
+def _md_errors(summary: dict[str, Any], df: pd.DataFrame) -> list[str]:
+    """The first 5 failed calls per model; empty when none failed."""
+    nerr = summary.get("errors", {}).get("calls", 0)
+    if not nerr:
+        return []
+    L = [f"## Errors ({nerr} failed calls)\n"]
+    for m in ("base", "custom"):
+        for _, r in df[df[f"{m}_error"].notna()].head(5).iterrows():
+            L.append(f"- {m} example {r['example_id']}: {_cell(r[f'{m}_error'], 200)}")
+    L.append("")
+    return L
+
+
+def _md_examples(df: pd.DataFrame, n_examples_shown: int) -> list[str]:
+    """The largest BERTScore-F1 gains, then the largest losses; empty without BERTScore columns."""
+    if not ("base_bertscore_f1" in df and df["base_bertscore_f1"].notna().any()):
+        return []
+    d = (df["custom_bertscore_f1"] - df["base_bertscore_f1"]).dropna().sort_values()
+    pick = list(d.index[-n_examples_shown:][::-1]) + [i for i in d.index[:n_examples_shown]
+                                                      if i not in d.index[-n_examples_shown:]]
+    L = ["## Examples (largest BERTScore-F1 gains, then largest losses)\n",
+         "| id | prompt | reference | base | custom | Δ BERTScore F1 |",
+         "|---|---|---|---|---|---:|"]
+    for i in pick:
+        r = df.loc[i]
+        L.append(f"| {r['example_id']} | {_cell(r['prompt'], 80)} | {_cell(r['reference'], 60)} "
+                 f"| {_cell(r['base_output'], 60)} "
+                 f"| {_cell(r['custom_output'], 60)} | {_f(d[i], 3, sign=True)} |")
+    L.append("")
+    return L
+
+
+def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.DataFrame,
+                    charts: dict[str, str], targets: dict[str, str] | None = None, n_examples_shown: int = 3) -> str:
+    """report.md: one section per helper, in reading order (absent data leaves its section out)."""
+    L = [*_md_header(summary, verdict, targets),
+         *_md_metrics(summary, verdict),
+         *_md_per_class(summary),
+         *_md_latency(summary),
+         *_md_training(summary),
+         *_md_charts(charts),
+         *_md_errors(summary, df),
+         *_md_examples(df, n_examples_shown),
+         "Files: `examples.csv` (one row per example, errors included), `summary.json`."]
     return "\n".join(L) + "\n"
 
 
