@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from moto import mock_aws
 
 from tasks import iam
-from tasks.aws.clients import make_clients
 from tasks.aws.tags import standard_tags
-from tasks.config import AwsConfig, PipelineConfig
+from tasks.config import PipelineConfig
 from tasks.run.names import resource_names
 from tasks.run.types import UploadedData
 
@@ -30,14 +28,8 @@ UPLOADED = UploadedData(bucket="forge-data", train_uri="s3://forge-data/pre/data
 
 
 @pytest.fixture
-def clients(monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
-    with mock_aws():
-        yield make_clients(AwsConfig(region="us-east-1"))
+def clients(moto_clients):
+    return moto_clients
 
 
 def _statements(policy: dict) -> list[dict]:

@@ -6,12 +6,9 @@ import hashlib
 import json
 
 import pytest
-from moto import mock_aws
 
 from tasks import upload as up
-from tasks.aws.clients import make_clients
 from tasks.aws.errors import StageError
-from tasks.config import AwsConfig
 from tasks.run.types import PreparedData, SplitFile
 
 
@@ -50,15 +47,9 @@ def treat_requests_as_tls(monkeypatch):
 
 
 @pytest.fixture
-def clients(monkeypatch):
+def clients(monkeypatch, moto_clients):
     treat_requests_as_tls(monkeypatch)
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
-    with mock_aws():
-        yield make_clients(AwsConfig(region="us-east-1"))
+    return moto_clients
 
 
 def test_new_bucket_is_locked_down(clients):
