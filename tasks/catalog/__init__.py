@@ -161,10 +161,33 @@ class Quotas(BaseModel):
     concurrent_training_jobs: int | None = None
 
 
+class ProfileRegions(BaseModel):
+    """One row of the cross-Region inference profile table (catalog.yaml ``inference_profiles``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    regions: list[str] | None
+    by_source: dict[str, list[str]] = Field(default_factory=dict)
+    confirmed: bool = False
+    source: str | None = None
+
+
+class InferenceProfiles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str | None = None
+    as_of: str | None = None
+    geographies: dict[str, ProfileRegions] = Field(default_factory=dict)
+    profiles: dict[str, ProfileRegions] = Field(default_factory=dict)
+
+
+class UnknownProfileError(ValueError):
+    """An id that is not a cross-Region inference profile the catalog can resolve to Regions."""
+
+
 class Catalog(BaseModel):
     families: dict[str, ModelFamily]
     distillation_teachers: list[str] = Field(default_factory=list)
     quotas: Quotas = Field(default_factory=Quotas)
+    inference_profiles: InferenceProfiles = Field(default_factory=InferenceProfiles)
 
     def model_post_init(self, __context: Any) -> None:
         for key, fam in self.families.items():
@@ -199,6 +222,36 @@ class Catalog(BaseModel):
         fam = self.family_of(base_model_id)
         return fam.inference_ids.get(
             base_model_id, base_model_id.rsplit(":", 1)[0] if base_model_id.count(":") >= 2 else base_model_id)
+
+
+    def profile_regions(self, profile_id: str, source_region: str | None = None) -> list[str]:
+        """The destination Regions of a cross-Region inference profile (``us.``, ``eu.``, ``apac.`` ...).
+
+        ``profile_id`` is a system profile id (``us.amazon.nova-pro-v1:0``) or its ARN. With ``source_region``
+        the destinations reachable from that Region; without, the union over all source Regions (what an IAM
+        policy must allow). Sorted, no duplicates. Raises UnknownProfileError for a plain model id, an
+        unknown geography prefix, or a ``global.`` profile (all commercial Regions: no fixed list to name).
+        """
+        pid = profile_id.rsplit("inference-profile/", 1)[-1] if profile_id.startswith("arn:") else profile_id
+        table = self.inference_profiles
+        prefix = pid.split(".", 1)[0] if pid.count(".") >= 2 else ""
+        row = table.profiles.get(pid) or table.geographies.get(prefix)
+        if row is None:
+            known = ", ".join(f"{g}." for g in table.geographies) or "none"
+            raise UnknownProfileError(
+                f"{profile_id!r} is not a cross-Region inference profile id (known prefixes: {known})")
+        if row.regions is None:
+            raise UnknownProfileError(
+                f"{profile_id!r} routes to every commercial Region ({row.source or table.source}); "
+                "the catalog lists no fixed destination Regions for it")
+        if source_region is None:
+            return sorted(set(row.regions).union(*row.by_source.values()))
+        if source_region in row.by_source:
+            return sorted(set(row.by_source[source_region]))
+        if source_region not in row.regions:
+            raise UnknownProfileError(f"{profile_id!r} cannot be called from {source_region}; "
+                                      f"its source Regions are {', '.join(sorted(row.regions))}")
+        return sorted(set(row.regions))
 
 
 class UnknownModelError(ValueError):
