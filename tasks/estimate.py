@@ -12,7 +12,8 @@ What is estimated, and how (every figure is an estimate; the lines say which inp
 - **Storage**: one month of custom-model storage (the model exists at least until teardown).
 - **Serving** (the evaluation window): provisioned throughput = model units × ``serving.max_hours``
   rounded up to whole hours (billing is hourly, docs/bedrock-facts.md §2.7) × the no-commitment hourly price; a
-  commitment term bills the whole term (docs/bedrock-facts.md §2.7) and has no price in the catalog, so it is unknown.
+  commitment term bills the whole term (docs/bedrock-facts.md §2.7): units × the term's hours × ``pricing.
+  pt_hour_commitment`` (no catalog figure: unknown, with the term hours in the line).
   On-demand deployment = the test-split tokens at on-demand token prices. The base model is always
   called on demand for the comparison, so its test-split tokens are counted in both modes.
   Output tokens are taken at ``evaluation.max_tokens`` per call: an upper bound.
@@ -21,7 +22,9 @@ What is estimated, and how (every figure is an estimate; the lines say which inp
   never invented, and the totals that depend on it are ``None``.
 
 Verdict: ``over_budget`` when the known part alone exceeds ``budget.max_usd``; else ``unknown_price``
-when a price is missing; else ``ok``. ``check_budget`` turns that into a refusal.
+when a price is missing; else ``ok``. ``check_budget`` turns that into a refusal: with ``budget.max_usd``
+set, an unknown price refuses the run unless ``budget.allow_unknown_prices: true`` is written out, and
+``max_usd: 0`` refuses any run that would spend; a commitment is never bought for the evaluation PT.
 """
 
 from __future__ import annotations
@@ -267,14 +270,7 @@ def _provisioned_cost(config: PipelineConfig, catalog: Catalog, family: ModelFam
     sv = config.serving
     units = model_units(config)  # what tasks/serve.py asks for
     if sv.commitment:
-        hours = COMMITMENT_MONTHS[sv.commitment] * HOURS_PER_MONTH
-        ledger.unknown.append(f"provisioned throughput with commitment {sv.commitment}: no commitment price in the "
-                              "catalog or config; a committed PT bills the whole term and cannot be deleted "
-                              "before it ends (docs/bedrock-facts.md §2.7) — remove serving.commitment unless you "
-                              "mean it")
-        return ledger.add(_line("serving: provisioned throughput", units * hours, "model-unit hours",
-                                None, "per model-unit hour", "unknown",
-                                f"{units} MU × {hours:g} h ({sv.commitment} term)"))
+        return _commitment_cost(config, units, ledger)
     hours = float(math.ceil(sv.max_hours))
     p, src = _price(config, family, "pt_hour_no_commit")
     if p is None:
@@ -288,6 +284,23 @@ def _provisioned_cost(config: PipelineConfig, catalog: Catalog, family: ModelFam
                             "no-commitment model units (docs/bedrock-facts.md §2.7): request a quota increase "
                             "first")
     return usd
+
+
+def _commitment_cost(config: PipelineConfig, units: int, ledger: _Ledger) -> float | None:
+    """A committed PT bills its whole term, hourly, from purchase (docs/bedrock-facts.md §2.7): units × the
+    term's hours × ``pricing.pt_hour_commitment`` (no catalog figure: unknown, with the term hours shown)."""
+    sv = config.serving
+    hours = COMMITMENT_MONTHS[sv.commitment] * HOURS_PER_MONTH
+    price = config.pricing.pt_hour_commitment
+    if price is None:
+        ledger.unknown.append(f"provisioned throughput with commitment {sv.commitment}: no commitment price in the "
+                              f"catalog or config (set pricing.pt_hour_commitment); the term is {units} MU × "
+                              f"{hours:g} h, billed whole, and the PT cannot be deleted before it ends "
+                              "(docs/bedrock-facts.md §2.7) — remove serving.commitment unless you mean it")
+    return ledger.add(_line("serving: provisioned throughput", units * hours, "model-unit hours", price,
+                            "per model-unit hour", "config.pricing" if price is not None else "unknown",
+                            f"{units} MU × {hours:g} h (the whole {sv.commitment} term, billed whole)",
+                            term_hours=hours))
 
 
 def _custom_on_demand_cost(family: ModelFamily, t: _EvalTokens, ledger: _Ledger) -> float | None:
@@ -464,12 +477,25 @@ def _estimate_raw(config: PipelineConfig, progress: Callable[[int], None] | None
 
 
 def check_budget(estimate: CostEstimate, config: PipelineConfig) -> None:
-    """The spend guards, together: raise ``BudgetExceeded`` (a ValueError) with what to change."""
+    """The spend guards, together: raise ``BudgetExceeded`` (a ValueError) with what to change.
+
+    - model units above the cap;
+    - a commitment on the evaluation PT (the config refuses it too; this guard holds for a config that was
+      built without validation);
+    - the known part of the estimate above ``budget.max_usd``;
+    - ``budget.max_usd`` set and a price unknown: refused unless ``budget.allow_unknown_prices: true`` is
+      written out (unset means refuse); ``max_usd: 0`` refuses any run that would spend, priced or not;
+    - no budget and ``allow_unknown_prices: false`` written out: refused while a price is unknown.
+    """
     sv = config.serving
     if sv.model_units > sv.max_model_units:
         raise BudgetExceeded(f"serving.model_units={sv.model_units} exceeds "
                              f"serving.max_model_units={sv.max_model_units}: "
                              "lower model_units, or raise the cap deliberately")
+    if sv.commitment and estimate.serving_kind == "provisioned":
+        raise BudgetExceeded(f"serving.commitment={sv.commitment} on the evaluation Provisioned Throughput, which "
+                             "the run deletes when the evaluation ends: a committed PT cannot be deleted before its "
+                             "term ends (docs/bedrock-facts.md §2.7); remove serving.commitment")
     budget = config.budget
     if budget.max_usd is not None and estimate.known_usd > budget.max_usd:
         priced = [line for line in estimate.lines if line["usd"] is not None]
@@ -480,7 +506,21 @@ def check_budget(estimate: CostEstimate, config: PipelineConfig) -> None:
         if biggest is not None:
             msg += f"; the largest item is {biggest['item']} (${biggest['usd']:,.2f}: {biggest['detail']})"
         raise BudgetExceeded(f"{msg}. To fit: {_levers(biggest, config)}, or raise budget.max_usd")
-    if estimate.unknown and not budget.allow_unknown_prices:
+    if budget.max_usd == 0:
+        unpriced = [line["item"] for line in estimate.lines if line["usd"] is None]
+        if unpriced:
+            raise BudgetExceeded("budget.max_usd is 0 and the run would spend on items with no known price ("
+                                 + ", ".join(unpriced) + "): a zero budget refuses any run that spends; "
+                                 "raise budget.max_usd")
+    if not estimate.unknown:
+        return
+    if budget.max_usd is not None and budget.allow_unknown_prices is not True:
+        raise BudgetExceeded(
+            f"refusing to start: budget.max_usd=${budget.max_usd:,.2f} is set and these prices are unknown, so the "
+            "budget cannot be checked: " + "; ".join(estimate.unknown)
+            + ". Set the pricing.* figures from https://aws.amazon.com/bedrock/pricing/, or write "
+            "budget.allow_unknown_prices: true to start anyway")
+    if budget.allow_unknown_prices is False:
         raise BudgetExceeded(
             "refusing to start: budget.allow_unknown_prices is false and these prices are unknown: "
             + "; ".join(estimate.unknown)

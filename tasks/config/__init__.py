@@ -8,20 +8,24 @@ this package imports tasks.catalog only, never tasks.data (which imports it).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.catalog import PRESETS, CustomizationType, load_catalog, resolve_hyperparameters
+from tasks.config import grammar
+from tasks.config.strict_yaml import YamlProblem, read_yaml
 from tasks.config.yaml_lines import yaml_line
 
 __all__ = ["AugmentConfig", "AwsConfig", "BudgetConfig", "Columns", "ConfigError", "DataConfig",
            "DistillationConfig", "EvaluationConfig", "FieldProblem", "GateConfig", "JobConfig", "PipelineConfig",
-           "PresetName", "PricingOverride", "RftConfig", "ServingConfig", "SplitConfig", "format_validation_error",
-           "load_config", "parse_config", "yaml_line"]
+           "FieldProblems", "PresetName", "PricingOverride", "RftConfig", "ServingConfig", "SplitConfig",
+           "format_validation_error", "load_config", "parse_config", "yaml_line"]
+
+REGION_RE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}")
 
 # the named presets (tasks.catalog.PRESETS) as a type, so the Prefect UI form renders a dropdown
 PresetName = Literal["quick", "balanced", "quality", "cpt"]
@@ -29,7 +33,32 @@ assert set(get_args(PresetName)) == set(PRESETS), "PresetName must list tasks.ca
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    # allow_inf_nan=False: every float in a config is finite (NaN/.inf timeouts, `max_hours: .inf` refused)
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, allow_inf_nan=False)
+
+
+def _checked(problem: str | None) -> None:
+    if problem is not None:
+        raise ValueError(problem)
+
+
+# tag keys the pipeline sets itself (tasks/aws/tags.py RESERVED_TAGS; tasks.config may not import tasks.aws)
+PIPELINE_TAG_KEYS = ("managed-by", "forge-run-key", "forge-flow-run-id", "forge-expires-at")
+MAX_USER_TAGS = 50 - len(PIPELINE_TAG_KEYS)   # 50 user tags per IAM role / Bedrock resource
+# (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html: 50 tags per role)
+HyperValue = int | float | str
+MAX_HYPER_NUMBER = 1e12       # no Bedrock hyperparameter is anywhere near; bounds what reaches str()/int()
+
+
+def _hyper_values(v: dict[str, Any]) -> dict[str, Any]:
+    for key, value in v.items():
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: {value!r} is a boolean; hyperparameters are numbers or strings")
+        if isinstance(value, int | float) and abs(value) > MAX_HYPER_NUMBER:
+            raise ValueError(f"{key}: {value!r} is out of any hyperparameter's range")
+        if isinstance(value, str) and len(value) > 64:
+            raise ValueError(f"{key}: a {len(value)}-character string; hyperparameter values are short")
+    return v
 
 
 class Columns(_Strict):
@@ -45,7 +74,7 @@ class SplitConfig(_Strict):
     train: float = Field(0.8, gt=0, le=1)
     validation: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.1, ge=0, lt=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)
     stratify: Literal["auto", "yes", "no"] = Field(
         "auto", description="Stratify by completion when it looks like a label")
 
@@ -61,7 +90,7 @@ class AugmentConfig(_Strict):
     enabled: bool = False
     prefixes: list[str] = Field(default_factory=lambda: ["", "Question: ", "Customer says: "])
     copies: int = Field(1, ge=1, le=10, description="Extra augmented copies per training record")
-    seed: int = 7
+    seed: int = Field(7, ge=0, le=2**32 - 1)
 
 
 class DataConfig(_Strict):
@@ -70,7 +99,8 @@ class DataConfig(_Strict):
     columns: Columns = Field(default_factory=Columns)
     system_prompt: str | None = Field(None, description="System prompt added to every record")
     prompt_template: str = Field("{prompt}", description="Template applied to the prompt column")
-    max_records: int | None = Field(None, ge=1, description="Use at most this many raw records (seeded sample)")
+    max_records: int | None = Field(None, ge=1, le=10**9,
+                                    description="Use at most this many raw records (seeded sample)")
     split: SplitConfig = Field(default_factory=SplitConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     dedupe: bool = True
@@ -78,12 +108,29 @@ class DataConfig(_Strict):
 
 class DistillationConfig(_Strict):
     teacher_model: str = Field(..., description="Teacher model id / inference profile")
-    max_response_length: int | None = Field(None, ge=1)
+    max_response_length: int | None = Field(None, ge=1, le=1_000_000)
+
+    @field_validator("teacher_model")
+    @classmethod
+    def _teacher(cls, v: str) -> str:
+        _checked(grammar.teacher_problem(v))
+        return v
 
 
 class RftConfig(_Strict):
     grader_lambda_arn: str = Field(..., description="Lambda ARN of the grader")
-    hyperparameters: dict[str, int | float | str] = Field(default_factory=dict)
+    hyperparameters: dict[str, HyperValue] = Field(default_factory=dict)
+
+    @field_validator("grader_lambda_arn")
+    @classmethod
+    def _grader(cls, v: str) -> str:
+        _checked(grammar.lambda_arn_problem(v))
+        return v
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _hps(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _hyper_values(v)
 
 
 class AwsConfig(_Strict):
@@ -96,17 +143,64 @@ class AwsConfig(_Strict):
     role_name: str | None = Field(None, description="Service role name (default: derived from the run)")
     retry_mode: Literal["standard", "adaptive"] = "adaptive"
     max_attempts: int = Field(6, ge=1, le=20)
-    connect_timeout: float = 10
-    read_timeout: float = 60
+    connect_timeout: float = Field(10, gt=0, le=600)
+    read_timeout: float = Field(60, gt=0, le=3600)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not REGION_RE.fullmatch(v):
+            raise ValueError(f"{v!r} is not an AWS Region name (write it like us-east-1)")
+        return v
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str | None) -> str | None:
+        if v is not None:
+            _checked(grammar.bucket_problem(v))
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        _checked(grammar.prefix_problem(v))
+        return v
+
+    @field_validator("kms_key_id")
+    @classmethod
+    def _kms(cls, v: str | None) -> str | None:
+        if v is not None:
+            _checked(grammar.kms_key_problem(v))
+        return v
+
+    @field_validator("role_name")
+    @classmethod
+    def _role(cls, v: str | None) -> str | None:
+        if v is not None:
+            _checked(grammar.role_name_problem(v))
+        return v
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s]*)?", v):
+            raise ValueError(f"{v!r} is not an http(s) URL (write it like http://127.0.0.1:4566)")
+        return v
+
+
+MAX_MODEL_UNITS = 1000          # far above any account's PT quota; bounds the arithmetic
+MAX_SERVING_HOURS = 168.0       # one week: the evaluation window; forge-expires-at is computed from it
 
 
 class ServingConfig(_Strict):
     mode: Literal["auto", "provisioned", "on_demand"] = Field(
         "auto", description="auto = on-demand deployment where the model allows it, else provisioned throughput")
-    model_units: int = Field(1, ge=1)
-    max_model_units: int = Field(1, ge=1, description="Cap: refuse configs asking for more")
+    model_units: int = Field(1, ge=1, le=MAX_MODEL_UNITS)
+    max_model_units: int = Field(1, ge=1, le=MAX_MODEL_UNITS, description="Cap: refuse configs asking for more")
     commitment: Literal["OneMonth", "SixMonths"] | None = Field(None, description="Leave empty for no commitment")
-    max_hours: float = Field(2.0, gt=0, description="Serving resources expire (and get swept) after this")
+    allow_commitment: bool = Field(False, description="Must be true, written out, for serving.commitment to count")
+    max_hours: float = Field(2.0, gt=0, le=MAX_SERVING_HOURS,
+                             description="Serving resources expire (and get swept) after this")
     delete_custom_model: bool = False
     delete_data: bool = False
 
@@ -114,50 +208,60 @@ class ServingConfig(_Strict):
     def _cap(self) -> ServingConfig:
         if self.model_units > self.max_model_units:
             raise ValueError(f"model_units={self.model_units} exceeds max_model_units={self.max_model_units}")
+        if self.commitment is not None and not self.allow_commitment:
+            raise FieldProblem("commitment", f"a {self.commitment} commitment bills the whole term and cannot be "
+                                             "deleted before it ends (docs/bedrock-facts.md §2.7): remove it, or "
+                                             "write serving.allow_commitment: true if you mean to buy it")
         return self
 
 
 class EvaluationConfig(_Strict):
     enabled: bool = True
-    max_examples: int | None = Field(200, ge=1)
+    max_examples: int | None = Field(200, ge=1, le=1_000_000)
     concurrency: int = Field(8, ge=1, le=256)
-    requests_per_second: float | None = Field(None, gt=0)
-    max_tokens: int = Field(64, ge=1)
+    requests_per_second: float | None = Field(None, gt=0, le=10_000)
+    max_tokens: int = Field(64, ge=1, le=100_000)
     temperature: float = Field(0.0, ge=0, le=1)
     bertscore_model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (packaged, offline) or a hub id")
-    bertscore_num_layers: int | None = None
+    bertscore_num_layers: int | None = Field(None, ge=1, le=64)
     max_error_share: float = Field(0.0, ge=0, le=1)
-    bootstrap_samples: int = Field(1000, ge=100)
-    invoke_retries: int = Field(5, ge=0)
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples (CI)")
+    invoke_retries: int = Field(5, ge=0, le=20)
 
 
 class GateConfig(_Strict):
     metric: Literal["bertscore_f1", "rouge_l", "exact_match", "accuracy", "macro_f1"] = "bertscore_f1"
-    min_delta: float = Field(0.0, description="custom - base must exceed this")
+    min_delta: float = Field(0.0, ge=-1, le=1, description="custom - base must exceed this")
     require_ci_above_zero: bool = True
-    min_value: float | None = Field(None, description="Absolute floor for the custom model")
+    min_value: float | None = Field(None, ge=0, le=1, description="Absolute floor for the custom model")
 
 
 class BudgetConfig(_Strict):
-    max_usd: float | None = Field(None, ge=0, description="Refuse to start when the estimate exceeds this")
-    allow_unknown_prices: bool = Field(True, description="Start even when a price is not in the catalog")
+    max_usd: float | None = Field(None, ge=0, le=1e9, description="Refuse to start when the estimate exceeds this")
+    allow_unknown_prices: bool | None = Field(
+        None, description="With max_usd set, an unknown price refuses the run unless this is written as true")
+
+
+def _price(description: str | None = None) -> Any:
+    return Field(None, ge=0, le=1e6, description=description)
 
 
 class PricingOverride(_Strict):
-    train_per_1k_tokens: float | None = None
-    storage_per_month: float | None = None
-    pt_hour_no_commit: float | None = None
-    on_demand_input_per_1k: float | None = None
-    on_demand_output_per_1k: float | None = None
+    train_per_1k_tokens: float | None = _price()
+    storage_per_month: float | None = _price()
+    pt_hour_no_commit: float | None = _price()
+    pt_hour_commitment: float | None = _price("Per model-unit hour under serving.commitment's term")
+    on_demand_input_per_1k: float | None = _price()
+    on_demand_output_per_1k: float | None = _price()
 
 
 class JobConfig(_Strict):
-    timeout_hours: float = Field(24, gt=0)
+    timeout_hours: float = Field(24, gt=0, le=720)
     stop_on_timeout: bool = False
     stop_on_cancel: bool = True
     on_quota_full: Literal["wait", "fail"] = "wait"
-    quota_wait_minutes: float = Field(60, ge=0)
-    poll_max_interval_seconds: float = Field(60, gt=0)
+    quota_wait_minutes: float = Field(60, ge=0, le=10_080)
+    poll_max_interval_seconds: float = Field(60, gt=0, le=3600)
 
 
 class PipelineConfig(_Strict):
@@ -168,7 +272,7 @@ class PipelineConfig(_Strict):
     customization_type: CustomizationType = CustomizationType.FINE_TUNING
     data: DataConfig
     preset: PresetName | None = Field("balanced", description="quick | balanced | quality | cpt")
-    hyperparameters: dict[str, int | float | str] = Field(default_factory=dict)
+    hyperparameters: dict[str, HyperValue] = Field(default_factory=dict)
     distillation: DistillationConfig | None = None
     rft: RftConfig | None = None
     aws: AwsConfig = Field(default_factory=AwsConfig)
@@ -179,7 +283,24 @@ class PipelineConfig(_Strict):
     pricing: PricingOverride = Field(default_factory=PricingOverride)
     job: JobConfig = Field(default_factory=JobConfig)
     tags: dict[str, str] = Field(default_factory=dict)
-    schedule: str | None = Field(None, description="Cron for the retrain deployment, e.g. '0 3 * * 1'")
+    schedule: str | None = Field(None, max_length=256,
+                                 description="Cron for the retrain deployment, e.g. '0 3 * * 1'")
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _hps(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _hyper_values(v)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > MAX_USER_TAGS:
+            raise ValueError(f"{len(v)} tags; at most {MAX_USER_TAGS} (AWS allows 50 per resource and the "
+                             f"pipeline sets {len(PIPELINE_TAG_KEYS)})")
+        problems = [p for k, val in v.items() if (p := grammar.tag_problem(k, val, PIPELINE_TAG_KEYS))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
 
     @field_validator("customization_type", mode="before")
     @classmethod
@@ -189,8 +310,6 @@ class PipelineConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        import re
-
         if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", v):
             raise ValueError("name must be 1-32 lowercase letters, digits or single '-' "
                              "(it is used in AWS resource names)")
@@ -234,6 +353,16 @@ class PipelineConfig(_Strict):
                 raise FieldProblem(f"hyperparameters.{key}", str(err)) from None
         return self
 
+    @model_validator(mode="after")
+    def _cross_field(self) -> PipelineConfig:
+        """Rules between sections, every one reported (``FieldProblems``)."""
+        from tasks.config.rules import cross_field_problems
+
+        found = cross_field_problems(self)
+        if found:
+            raise FieldProblems(found)
+        return self
+
 
 class FieldProblem(ValueError):
     """A model-level check that belongs to one field: reported at that field, not at '(top level)'."""
@@ -241,6 +370,14 @@ class FieldProblem(ValueError):
     def __init__(self, field: str, message: str):
         self.field = field
         super().__init__(message)
+
+
+class FieldProblems(ValueError):
+    """Several model-level problems at once, each ``(field, message)``."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(m for _, m in problems))
 
 
 class ConfigError(ValueError):
@@ -285,6 +422,11 @@ def format_validation_error(err: ValidationError, source: str = "config",
             out.append(f"{_at(source, where, line_of)}: {where}: unknown key ({fix})")
         else:
             cause = (e.get("ctx") or {}).get("error")
+            if isinstance(cause, FieldProblems):
+                for fld, msg in cause.problems:
+                    at = ".".join([*map(str, loc), fld])
+                    out.append(f"{_at(source, at, line_of)}: {at}: {msg}")
+                continue
             if isinstance(cause, FieldProblem):
                 where = ".".join([*map(str, loc), cause.field])
             msg = e["msg"].removeprefix("Value error, ")
@@ -299,30 +441,32 @@ def _at(source: str, where: str, line_of: Callable[[str], int | None] | None) ->
 
 def parse_config(data: dict[str, Any], source: str = "config",
                  line_of: Callable[[str], int | None] | None = None) -> PipelineConfig:
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: expected a mapping at the top level, got {type(data).__name__}"])
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source, line_of)) from None
-    except ValueError as err:  # catalog errors raised outside pydantic's wrapping
+    except (ValueError, TypeError, RecursionError) as err:  # catalog errors raised outside pydantic's wrapping
         raise ConfigError([f"{source}: {err}"]) from None
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    """Load a YAML config. Relative data paths are resolved against the config file's folder."""
+    """Load a YAML config (strict: ``tasks.config.strict_yaml``). Relative data paths are resolved against
+    the config file's folder. Every problem is a ``ConfigError`` of located lines, never another exception."""
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([f"{p}: file not found"]) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError([f"{p}{line}: not valid YAML: {getattr(err, 'problem', err)}"]) from None
+        raw = read_yaml(p)
+    except YamlProblem as err:
+        raise ConfigError([str(err)]) from None
     if not isinstance(raw, dict):
         raise ConfigError([f"{p}: expected a mapping at the top level"])
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("source"), str) and "://" not in data["source"]:
-        src = Path(data["source"])
-        if not src.is_absolute():
-            data["source"] = str((p.parent / src).resolve())
+        try:
+            src = Path(data["source"])
+            if not src.is_absolute() and "\x00" not in data["source"]:
+                data["source"] = str((p.parent / src).resolve())
+        except (OSError, ValueError):
+            pass     # an unusable path is reported by the data checks, located at data.source
     return parse_config(raw, source=str(p), line_of=lambda dotted: yaml_line(p, dotted))

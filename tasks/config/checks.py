@@ -2,9 +2,12 @@
 
 - ``validate_hyperparameters``: the preset, ``hyperparameters`` overrides and ``rft.hyperparameters``
   for the model + type (tasks.catalog.resolve_hyperparameters, docs/bedrock-facts.md §2.3, §4);
-- ``check_config``: those, then the region, on-demand availability, bucket / prefix / role names, and the
-  ``data.*`` settings. The data settings are checked against the data rules (forbidden strings...), which
-  live in tasks.data: the caller passes them in (``data_checks``), so this package never imports tasks.data.
+- ``check_config``: those, then the ``data.*`` settings. Names, ARNs, ids, bounds and the rules between
+  sections (region, on-demand availability, bucket / prefix / role / KMS / Lambda / teacher, tags, commitment)
+  are checked by ``PipelineConfig`` itself (``tasks.config.grammar``, ``tasks.config.rules``), so a config
+  that loads has them right whoever submitted it. The data settings are checked against the data rules
+  (forbidden strings...), which live in tasks.data: the caller passes them in (``data_checks``), so this
+  package never imports tasks.data.
   ``tasks.data.validate.validate_config`` is the complete check (it passes the data rules).
 """
 
@@ -22,13 +25,16 @@ from tasks.catalog import (
     load_catalog,
     resolve_hyperparameters,
 )
+from tasks.config import REGION_RE
 from tasks.config.problems import Problem
 from tasks.config.yaml_lines import yaml_line
 
-REGION_RE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d")
-BUCKET_RE = re.compile(r"[a-z0-9][-.a-z0-9]{1,61}[a-z0-9]")          # docs/bedrock-facts.md §2.2 (api)
-S3_KEY_RE = re.compile(r"[A-Za-z0-9\-!_*'()./]*")        # docs/bedrock-facts.md §2.2: key characters Bedrock accepts
-ROLE_NAME_RE = re.compile(r"[\w+=,.@-]{1,64}")                         # IAM role name rules
+# kept for importers (tasks.data.validate re-exports them); the config's own checks are tasks.config.grammar
+BUCKET_RE = re.compile(r"[a-z0-9][-a-z0-9]{1,61}[a-z0-9]")   # no dots: tasks.config.grammar.bucket_problem
+S3_KEY_RE = re.compile(r"[A-Za-z0-9\-!_'()./]*")     # docs/bedrock-facts.md §2.2 key characters, without '*'
+ROLE_NAME_RE = re.compile(r"[\w+=,.@-]{1,64}")                 # IAM role name rules (iam roleNameType)
+__all__ = ["BUCKET_RE", "REGION_RE", "RFT_HYPERPARAMETERS", "ROLE_NAME_RE", "S3_KEY_RE", "check_config",
+           "validate_hyperparameters"]
 
 Add = Callable[[str, str, str], None]     # (field, message, fix)
 DataChecks = Callable[[Any, Add], None]   # (config, add): the data.* settings against the data rules
@@ -93,8 +99,7 @@ def _rft_problem(key: str, value: Any, source: str) -> Problem | None:
 
 def check_config(config: Any, path: str | Path = "config", *, data_checks: DataChecks) -> list[Problem]:
     """Problems in a PipelineConfig beyond its pydantic model: hyperparameters for the model + type
-    (file = the config path, line = the key's line), region, bucket / prefix / role names, and the data
-    settings (``data_checks(config, add)``, at their place in the order)."""
+    (file = the config path, line = the key's line) and the data settings (``data_checks(config, add)``)."""
     src = str(path)
     probs = validate_hyperparameters(config.base_model, config.customization_type, config.preset,
                                      config.hyperparameters, source=src,
@@ -103,46 +108,10 @@ def check_config(config: Any, path: str | Path = "config", *, data_checks: DataC
     def add(fld: str, message: str, fix: str) -> None:
         probs.append(Problem(file=src, field=fld, message=message, fix=fix))
 
-    _check_region(config, add)
-    _check_s3_names(config.aws, add)
     data_checks(config, add)
-    aws = config.aws
-    if aws.role_name is not None and not ROLE_NAME_RE.fullmatch(aws.role_name):
-        add("aws.role_name", f"{aws.role_name!r} is not a valid IAM role name",
-            "1-64 letters, digits and +=,.@_-")
     if src != "config":
         _locate(probs, path)
     return probs
-
-
-def _check_region(config: Any, add: Add) -> None:
-    """The region's name, and on-demand serving where the family allows it (docs/bedrock-facts.md §2.8)."""
-    aws = config.aws
-    if not REGION_RE.fullmatch(aws.region):
-        add("aws.region", f"{aws.region!r} is not an AWS Region name", "write it like us-east-1")
-    try:
-        fam = load_catalog().family_of(config.base_model)
-    except ValueError:
-        fam = None
-    if fam is None or config.serving.mode != "on_demand":
-        return
-    if not fam.on_demand_deployment:
-        add("serving.mode", f"{fam.display} custom models cannot be deployed on demand",
-            "use mode: provisioned or auto; docs/bedrock-facts.md §2.8")
-    elif fam.on_demand_regions and aws.region not in fam.on_demand_regions:
-        add("aws.region", f"on-demand deployment of {fam.display} custom models is available in "
-            f"{', '.join(fam.on_demand_regions)}, not {aws.region}",
-            "change aws.region or use serving.mode: provisioned; docs/bedrock-facts.md §2.8")
-
-
-def _check_s3_names(aws: Any, add: Add) -> None:
-    if aws.bucket is not None and (not BUCKET_RE.fullmatch(aws.bucket) or ".." in aws.bucket):
-        add("aws.bucket", f"{aws.bucket!r} is not a valid S3 bucket name",
-            "3-63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit; "
-            "docs/bedrock-facts.md §2.2")
-    if not S3_KEY_RE.fullmatch(aws.prefix or ""):
-        add("aws.prefix", f"{aws.prefix!r} has characters Bedrock rejects in S3 keys",
-            "use letters, digits and -!_*'(). plus /; no spaces, '=', '+', ':'; docs/bedrock-facts.md §2.2")
 
 
 def _locate(probs: list[Problem], path: str | Path) -> None:

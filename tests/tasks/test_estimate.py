@@ -147,7 +147,31 @@ def test_unknown_prices_are_reported_and_token_counts_still_given(prepared):
     for field in ("train_per_1k_tokens", "storage_per_month", "pt_hour_no_commit", "on_demand_input_per_1k"):
         assert f"pricing.{field}" in joined
     assert "unknown" in est.summary_line()
-    check_budget(est, config(budget={"max_usd": 100}))                       # allowed by default
+    check_budget(est, config())                                              # no budget: nothing to protect
+    check_budget(est, config(budget={"max_usd": 100, "allow_unknown_prices": True}))   # written out: allowed
+
+
+def test_a_budget_with_unknown_prices_is_refused_unless_allowed_explicitly(prepared):
+    """Issue 16: allow_unknown_prices unset means "refuse when a budget is set" (it used to default to true,
+    so a budget guarded nothing while the catalog has no confirmed price)."""
+    cfg = config(budget={"max_usd": 100})
+    assert cfg.budget.allow_unknown_prices is None
+    with pytest.raises(BudgetExceeded) as exc:
+        check_budget(estimate_cost(cfg, prepared), cfg)
+    msg = str(exc.value)
+    assert "budget.max_usd=$100.00 is set and these prices are unknown" in msg
+    assert "pricing.train_per_1k_tokens" in msg and "budget.allow_unknown_prices: true" in msg
+
+
+def test_a_zero_budget_refuses_any_run_that_spends(prepared):
+    allowed = config(budget={"max_usd": 0, "allow_unknown_prices": True})
+    with pytest.raises(BudgetExceeded, match="budget.max_usd is 0 and the run would spend on items with no known"):
+        check_budget(estimate_cost(allowed, prepared), allowed)      # unknown prices count as spending, not $0
+    priced = config(pricing=PRICES, budget={"max_usd": 0})
+    with pytest.raises(BudgetExceeded, match=r"exceeds budget.max_usd=\$0.00"):
+        check_budget(estimate_cost(priced, prepared), priced)
+    free = config(pricing=dict.fromkeys(PRICES, 0.0), budget={"max_usd": 0})
+    check_budget(estimate_cost(free, prepared), free)                  # a run that truly costs $0 is allowed
 
 
 def test_partial_overrides_give_partial_totals(prepared):
@@ -163,16 +187,34 @@ def test_unknown_prices_refused_when_not_allowed(prepared):
     with pytest.raises(BudgetExceeded) as exc:
         check_budget(est, cfg)
     msg = str(exc.value)
-    assert "allow_unknown_prices is false" in msg and "pricing.storage_per_month" in msg
+    assert "prices are unknown" in msg and "pricing.storage_per_month" in msg
     check_budget(estimate_cost(config(pricing=PRICES, budget={"max_usd": 100, "allow_unknown_prices": False}),
                                prepared), cfg)   # with every price set it starts
+    no_budget = config(budget={"allow_unknown_prices": False})
+    with pytest.raises(BudgetExceeded, match="allow_unknown_prices is false"):
+        check_budget(estimate_cost(no_budget, prepared), no_budget)
 
 
-def test_commitment_is_unknown_and_warned_about(prepared):
-    est = estimate_cost(config(pricing=PRICES, serving={"commitment": "OneMonth"}), prepared)
+def _with_commitment(cfg, term: str = "OneMonth"):
+    """A commitment on a config built without validation: PipelineConfig itself refuses one on the evaluation
+    PT (tests/tasks/config), so this is what check_budget's own guard must catch."""
+    return cfg.model_copy(update={"serving": cfg.serving.model_copy(
+        update={"commitment": term, "allow_commitment": True})})
+
+
+def test_commitment_shows_its_whole_term_and_is_refused_for_the_evaluation_pt(prepared):
+    cfg = _with_commitment(config(pricing=PRICES))
+    est = estimate_cost(cfg, prepared)
     assert est.serving_usd is None and est.total_usd is None
-    assert any("cannot be deleted before it ends" in u for u in est.unknown)
-    assert line(est, "serving: provisioned throughput")["quantity"] == 730
+    assert any("cannot be deleted before it ends" in u and "730 h" in u for u in est.unknown)
+    pt = line(est, "serving: provisioned throughput")
+    assert pt["quantity"] == 730 and pt["term_hours"] == 730 and "whole OneMonth term" in pt["detail"]
+    with pytest.raises(BudgetExceeded, match="commitment=OneMonth on the evaluation Provisioned Throughput"):
+        check_budget(est, cfg)
+    six = _with_commitment(config(pricing={**PRICES, "pt_hour_commitment": 20.0}), "SixMonths")
+    est6 = estimate_cost(six, prepared)
+    assert line(est6, "serving: provisioned throughput")["usd"] == pytest.approx(6 * 730 * 20.0)
+    assert est6.known_usd > 87_000
 
 
 # -- budget gate -----------------------------------------------------------------------------
@@ -273,11 +315,18 @@ def write_config(tmp_path: Path, raw_csv: Path, extra: str = "") -> Path:
 
 
 def test_cli_prints_a_cost_table_with_unknowns(tmp_path, raw_csv, capsys):
-    assert run_cli(str(write_config(tmp_path, raw_csv, "budget: {max_usd: 10}\n")), "--raw") == 0
+    extra = "budget: {max_usd: 10, allow_unknown_prices: true}\n"
+    assert run_cli(str(write_config(tmp_path, raw_csv, extra)), "--raw") == 0
     out = capsys.readouterr().out
     for word in ("tokens", "epochs", "training", "storage", "serving", "total", "budget", "verdict",
                  "unknown_price", "pricing.pt_hour_no_commit"):
         assert word in out
+
+
+def test_cli_budget_with_unknown_prices_exits_2_unless_allowed(tmp_path, raw_csv, capsys):
+    assert run_cli(str(write_config(tmp_path, raw_csv, "budget: {max_usd: 10}\n")), "--raw") == 2
+    captured = capsys.readouterr()
+    assert "unknown_price" in captured.out and "REFUSED: refusing to start: budget.max_usd=$10.00" in captured.err
 
 
 def test_cli_over_budget_exits_2_with_the_reason(tmp_path, raw_csv, capsys):
