@@ -8,9 +8,24 @@ limited by ``s3:prefix`` to the input and output prefixes; ``s3:PutObject`` + ``
 KMS decrypt-side actions on the configured key only; ``bedrock:InvokeModel`` on the distillation teacher;
 ``lambda:InvokeFunction`` on the RFT grader. No ``*`` action anywhere.
 
-Get-or-create: an existing role of ours (``managed-by=bedrock-forge``) with a drifted trust or inline
+No wildcard from a config can reach a policy: every name, ARN and id is checked against AWS's grammar when
+the config loads (``tasks.config.grammar``), and ``permission_policy`` refuses (``PolicyWildcardError``) any
+``*``/``?`` in an Action, Resource or condition value other than the trailing ``*`` of the run's own input and
+output prefixes. A cross-Region teacher profile is granted with one exact foundation-model ARN per destination
+Region (``Catalog.profile_regions``); a KMS alias is resolved to its key ARN with DescribeKey (an alias ARN in
+Resource grants nothing on the key).
+
+Get-or-create: an existing role of ours (``managed-by=bedrock-forge``) with a drifted trust or permission
 policy is rewritten (``RoleInfo.updated``), never duplicated; a role without that tag (``aws.role_name``
-naming a role someone manages by hand) is used as it is. IAM is eventually consistent: after creating the role we poll
+naming a role someone manages by hand) is used as it is.
+
+**Shared roles.** Each run writes its permissions as its own inline policy, ``policy_name(run_key)``
+(``bedrock-forge-job-<run key>``): two runs sharing ``aws.role_name`` each add theirs, neither rewrites or
+narrows the other's while its job runs; the trust keeps the job ARN patterns of every Region a run added
+(``_widened_trust``). IAM allows 10,240 characters of inline policies per role
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html): a shared role fills up after some
+tens of runs and PutRolePolicy then fails with LimitExceeded (a located stage error; delete the policies of
+finished runs, ``bedrock-forge-job-*``). IAM is eventually consistent: after creating the role we poll
 ``get_role`` until it is visible; the remaining window in which Bedrock cannot assume a fresh role is covered by
 ``tasks.customize.start_job``, which retries job creation on that specific error for about a minute.
 """
@@ -18,7 +33,9 @@ naming a role someone manages by hand) is used as it is. IAM is eventually consi
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -29,11 +46,30 @@ from tasks.aws.retry import Backoff, aws_task
 from tasks.aws.tags import MANAGED_BY_KEY, MANAGED_BY_VALUE, to_iam_tags
 from tasks.catalog import CustomizationType
 from tasks.config import PipelineConfig
+from tasks.config.grammar import wildcard_in
 from tasks.run.names import ResourceNames
 from tasks.run.types import RoleInfo, UploadedData
 
-POLICY_NAME = "bedrock-forge-job-access"
+POLICY_NAME = "bedrock-forge-job-access"     # the one shared inline policy name before issue 16 (left in place)
+POLICY_PREFIX = "bedrock-forge-job-"
 _sleep = time.sleep
+
+# Destination Regions of cross-Region inference profiles, used only when the catalog has no
+# ``Catalog.profile_regions`` (TODO: remove once tasks.catalog.Catalog.profile_regions is committed).
+# https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html (US profiles of the Nova
+# family: us-east-1, us-east-2, us-west-2).
+_FALLBACK_PROFILE_REGIONS = {"us": ["us-east-1", "us-east-2", "us-west-2"]}
+_GEOS = ("us", "eu", "apac", "jp", "au", "ca", "global", "us-gov")
+
+
+class PolicyWildcardError(ValueError):
+    """A permission policy would hold a wildcard outside the run's own S3 prefixes: never written."""
+
+
+def policy_name(run_key: str) -> str:
+    """The run's own inline policy on the role (iam policyNameType: [\\w+=,.@-]{1,128}): two runs sharing
+    ``aws.role_name`` each keep their policy, neither rewrites the other's while its job runs."""
+    return f"{POLICY_PREFIX}{run_key}"
 
 
 def trust_policy(account: str, region: str) -> dict:
@@ -52,28 +88,61 @@ def trust_policy(account: str, region: str) -> dict:
     }
 
 
-def _kms_key_arn(key: str, region: str, account: str, part: str) -> str:
+def kms_key_arn(key: str, region: str, account: str, part: str, resolve: Callable[[str], str] | None = None) -> str:
+    """The key ARN to grant on. A key id becomes its ARN; an alias (``alias/x`` or an alias ARN) is resolved with
+    ``resolve`` (DescribeKey, read-only): an alias in a policy's Resource applies to the alias, not to the key it
+    points to (https://docs.aws.amazon.com/kms/latest/developerguide/alias-authorization.html), so granting the
+    alias ARN would let no SSE-KMS object be read. ``kms:RequestAlias`` does not help either: S3 calls KMS with
+    the key ARN stored with each object, not with the alias."""
+    tail = key.rsplit(":", 1)[-1] if key.startswith("arn:") else key
+    if tail.startswith("alias/"):
+        if resolve is None:
+            raise ValueError(f"aws.kms_key_id {key!r} is an alias: it must be resolved to its key ARN "
+                             "(kms:DescribeKey) before it can be granted; or give the key ARN")
+        arn = resolve(key)
+        if not arn.startswith(f"arn:{part}:kms:") or ":key/" not in arn:
+            raise ValueError(f"aws.kms_key_id {key!r} resolved to {arn!r}, not a key ARN")
+        return arn
     if key.startswith("arn:"):
         return key
-    if key.startswith("alias/"):
-        return f"arn:{part}:kms:{region}:{account}:{key}"
     return f"arn:{part}:kms:{region}:{account}:key/{key}"
 
 
+def _profile_regions(profile_id: str) -> list[str]:
+    from tasks.catalog import load_catalog
+
+    lookup = getattr(load_catalog(), "profile_regions", None)
+    if lookup is not None:
+        return list(lookup(profile_id))              # raises ValueError for a profile with no fixed list
+    geo = profile_id.split(".", 1)[0]
+    if geo not in _FALLBACK_PROFILE_REGIONS:
+        raise ValueError(f"teacher {profile_id!r}: the destination Regions of {geo}. profiles are not known; "
+                         "use a us. profile or a model id")
+    return _FALLBACK_PROFILE_REGIONS[geo]
+
+
 def _model_resources(model: str, region: str, account: str, part: str) -> list[str]:
-    """ARNs to allow ``bedrock:InvokeModel`` on for a teacher id (docs/bedrock-facts.md §7: the inference profile plus
-    the model in each of its regions when a cross-region profile is used)."""
-    if model.startswith("arn:"):
+    """ARNs to allow ``bedrock:InvokeModel`` on for a teacher: a model id or foundation-model ARN as it is; a
+    cross-Region inference profile (id or ARN) plus the foundation model in each of its destination Regions,
+    one exact ARN per Region (geographic-cross-region-inference.html, "IAM policy requirements": "the
+    foundation model in all destination Regions listed in the geographic profile")."""
+    if model.startswith("arn:") and ":inference-profile/" not in model:
         return [model]
-    geo = model.split(".", 1)[0]
-    if geo in ("us", "eu", "apac", "jp", "au", "ca", "global", "us-gov"):
-        base = model.split(".", 1)[1]
-        return [f"arn:{part}:bedrock:{region}:{account}:inference-profile/{model}",
-                f"arn:{part}:bedrock:*::foundation-model/{base}"]
-    return [f"arn:{part}:bedrock:{region}::foundation-model/{model}"]
+    profile = model.rsplit("inference-profile/", 1)[-1]
+    geo = profile.split(".", 1)[0]
+    if geo not in _GEOS or profile.count(".") < 2:
+        return [model if model.startswith("arn:") else f"arn:{part}:bedrock:{region}::foundation-model/{model}"]
+    base = profile.split(".", 1)[1]
+    profile_arn = model if model.startswith("arn:") else \
+        f"arn:{part}:bedrock:{region}:{account}:inference-profile/{profile}"
+    return [profile_arn] + [f"arn:{part}:bedrock:{r}::foundation-model/{base}" for r in _profile_regions(profile)]
 
 
-def permission_policy(config: PipelineConfig, uploaded: UploadedData, account: str, region: str) -> dict:
+def permission_policy(config: PipelineConfig, uploaded: UploadedData, account: str, region: str, *,
+                      kms_arn: str | None = None) -> dict:
+    """The job's permissions, built only from exact, validated names (``kms_arn``: the resolved key ARN when
+    ``aws.kms_key_id`` is an alias). Raises ``PolicyWildcardError`` rather than return a policy with a
+    wildcard beyond the trailing ``*`` of the run's own S3 prefixes."""
     part = partition_of(region)
     bucket_arn = f"arn:{part}:s3:::{uploaded.bucket}"
     stmts: list[dict[str, Any]] = [
@@ -86,16 +155,37 @@ def permission_policy(config: PipelineConfig, uploaded: UploadedData, account: s
     ]
     # docs/bedrock-facts.md §7: exact action set unconfirmed; decrypt-side actions on this key only
     if config.aws.kms_key_id:
+        key = kms_arn or kms_key_arn(config.aws.kms_key_id, region, account, part)
         stmts.append({"Sid": "UseDataKey", "Effect": "Allow",
                       "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey", "kms:CreateGrant"],
-                      "Resource": [_kms_key_arn(config.aws.kms_key_id, region, account, part)]})
+                      "Resource": [key]})
     if config.customization_type == CustomizationType.DISTILLATION and config.distillation:
         stmts.append({"Sid": "InvokeTeacher", "Effect": "Allow", "Action": ["bedrock:InvokeModel"],
                       "Resource": _model_resources(config.distillation.teacher_model, region, account, part)})
     if config.customization_type == CustomizationType.REINFORCEMENT_FINE_TUNING and config.rft:
         stmts.append({"Sid": "InvokeGrader", "Effect": "Allow", "Action": ["lambda:InvokeFunction"],
                       "Resource": [config.rft.grader_lambda_arn]})
-    return {"Version": "2012-10-17", "Statement": stmts}
+    policy = {"Version": "2012-10-17", "Statement": stmts}
+    assert_exact(policy, uploaded, bucket_arn)
+    return policy
+
+
+def assert_exact(policy: dict, uploaded: UploadedData, bucket_arn: str) -> None:
+    """Defence in depth: no ``*``/``?`` in any Action, Resource or condition value, except the trailing ``*``
+    appended to the run's own input/output prefixes (which must themselves be wildcard-free)."""
+    allowed = set()
+    for prefix in (uploaded.input_prefix, uploaded.output_prefix):
+        if wildcard_in(prefix) or wildcard_in(uploaded.bucket) or not prefix.endswith("/"):
+            raise PolicyWildcardError(f"S3 prefix {prefix!r} of bucket {uploaded.bucket!r} is not an exact prefix")
+        allowed |= {f"{bucket_arn}/{prefix}*", f"{prefix}*"}
+    for st in policy["Statement"]:
+        values = [*st["Action"], *st["Resource"]]
+        for cond in (st.get("Condition") or {}).values():
+            for v in cond.values():
+                values += v if isinstance(v, list) else [v]
+        for v in values:
+            if wildcard_in(v) and v not in allowed:
+                raise PolicyWildcardError(f"refusing to write an IAM policy with a wildcard: {st.get('Sid')}: {v!r}")
 
 
 def _doc(value: Any) -> dict:
@@ -117,53 +207,109 @@ def _norm(doc: dict) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
+def _resolve_alias(clients: Clients, key: str | None) -> str | None:
+    """The key ARN behind an alias ``aws.kms_key_id`` (DescribeKey, read-only), else None."""
+    if not key or not (key.startswith("alias/") or ":alias/" in key):
+        return None
+    kms = getattr(clients, "kms", None)
+    if kms is None:
+        raise StageError(f"aws.kms_key_id {key!r} is an alias: give the key ARN (this worker has no KMS client "
+                         "to resolve the alias with kms:DescribeKey)")
+    from botocore.exceptions import ClientError
+
+    try:
+        return kms.describe_key(KeyId=key)["KeyMetadata"]["Arn"]
+    except ClientError as err:
+        raise stage_error(f"KMS alias {key!r} (DescribeKey)", err) from err
+
+
+def _get_or_create(iam, config: PipelineConfig, names: ResourceNames, trust: dict,
+                   tags: dict[str, str]) -> tuple[dict, bool]:
+    from botocore.exceptions import ClientError
+
+    try:
+        return iam.get_role(RoleName=names.role)["Role"], False
+    except ClientError as err:
+        if error_code(err) != "NoSuchEntity":
+            raise
+    try:
+        role = iam.create_role(
+            RoleName=names.role, AssumeRolePolicyDocument=json.dumps(trust),
+            Description=f"bedrock-forge: customization job service role ({config.name})",
+            Tags=to_iam_tags({**tags, MANAGED_BY_KEY: MANAGED_BY_VALUE}))["Role"]
+        get_logger().info("created IAM role %s", names.role)
+        return role, True
+    except ClientError as err:
+        if error_code(err) != "EntityAlreadyExists":   # a concurrent run created it: adopt
+            raise
+        return iam.get_role(RoleName=names.role)["Role"], False
+
+
+def _widened_trust(current: dict, ours: dict) -> dict:
+    """Our trust, keeping the job ARN patterns of other Regions that a run sharing this role relies on (a run
+    never narrows a role another live run depends on). Anything not of our exact shape is replaced by ours."""
+    try:
+        (cur,), (new,) = current["Statement"], ours["Statement"]
+        same_shape = ({k: v for k, v in cur.items() if k != "Condition"}
+                      == {k: v for k, v in new.items() if k != "Condition"}
+                      and cur["Condition"]["StringEquals"] == new["Condition"]["StringEquals"]
+                      and set(cur["Condition"]) == {"StringEquals", "ArnLike"})
+        theirs = cur["Condition"]["ArnLike"]["aws:SourceArn"]
+    except (KeyError, TypeError, ValueError):
+        return ours
+    mine = new["Condition"]["ArnLike"]["aws:SourceArn"]
+    theirs = theirs if isinstance(theirs, list) else [theirs]
+    account = new["Condition"]["StringEquals"]["aws:SourceAccount"]
+    pattern = f":bedrock:[a-z0-9-]+:{account}:model-customization-job/\\*"
+    if not same_shape or not all(isinstance(a, str) and re.fullmatch(f"arn:aws[a-z-]*{pattern}", a) for a in theirs):
+        return ours
+    arns = sorted({*theirs, mine})
+    if arns == [mine]:
+        return ours
+    widened = json.loads(json.dumps(ours))
+    widened["Statement"][0]["Condition"]["ArnLike"]["aws:SourceArn"] = arns
+    return widened
+
+
 def ensure_role(clients: Clients, config: PipelineConfig, names: ResourceNames, uploaded: UploadedData,
                 account: str, tags: dict[str, str]) -> RoleInfo:
-    """Get-or-create the job's service role; rewrite a drifted trust or permission policy."""
+    """Get-or-create the job's service role; rewrite a drifted trust or this run's permission policy."""
     from botocore.exceptions import ClientError
 
     iam, log = clients.iam, get_logger()
     region = clients.region
-    trust, perms = trust_policy(account, region), permission_policy(config, uploaded, account, region)
-    created = updated = False
+    kms_arn = _resolve_alias(clients, config.aws.kms_key_id)
+    trust = trust_policy(account, region)
     try:
-        try:
-            role = iam.get_role(RoleName=names.role)["Role"]
-        except ClientError as err:
-            if error_code(err) != "NoSuchEntity":
-                raise
-            role = None
-        if role is None:
-            try:
-                role = iam.create_role(
-                    RoleName=names.role, AssumeRolePolicyDocument=json.dumps(trust),
-                    Description=f"bedrock-forge: customization job service role ({config.name})",
-                    Tags=to_iam_tags({**tags, MANAGED_BY_KEY: MANAGED_BY_VALUE}))["Role"]
-                created = True
-                log.info("created IAM role %s", names.role)
-            except ClientError as err:
-                if error_code(err) != "EntityAlreadyExists":   # a concurrent run created it: adopt
-                    raise
-                role = iam.get_role(RoleName=names.role)["Role"]
+        perms = permission_policy(config, uploaded, account, region, kms_arn=kms_arn)
+    except ValueError as err:          # PolicyWildcardError, a profile with no known Regions: nothing written
+        raise StageError(f"IAM role {names.role!r}: {err}") from None
+    pname = policy_name(names.run_key)
+    updated = False
+    try:
+        role, created = _get_or_create(iam, config, names, trust, tags)
         if not created and not _managed(role):
             # a role the user manages (aws.role_name): use it as it is, never rewrite its policies
             log.warning("IAM role %s is not tagged managed-by=bedrock-forge: using it unchanged; it needs the trust "
                         "and permissions described in tasks/iam.py (docs/bedrock-facts.md §7)", names.role)
             return RoleInfo(role_name=names.role, role_arn=role["Arn"], created=False, updated=False)
-        if not created and _norm(_doc(role.get("AssumeRolePolicyDocument", {}))) != _norm(trust):
-            iam.update_assume_role_policy(RoleName=names.role, PolicyDocument=json.dumps(trust))
-            updated = True
+        if not created:
+            current_trust = _doc(role.get("AssumeRolePolicyDocument", {}))
+            want = _widened_trust(current_trust, trust)
+            if _norm(current_trust) != _norm(want):
+                iam.update_assume_role_policy(RoleName=names.role, PolicyDocument=json.dumps(want))
+                updated = True
         try:
-            current = _doc(iam.get_role_policy(RoleName=names.role, PolicyName=POLICY_NAME)["PolicyDocument"])
+            current = _doc(iam.get_role_policy(RoleName=names.role, PolicyName=pname)["PolicyDocument"])
         except ClientError as err:
             if error_code(err) != "NoSuchEntity":
                 raise
             current = None
         if current is None or _norm(current) != _norm(perms):
-            iam.put_role_policy(RoleName=names.role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(perms))
+            iam.put_role_policy(RoleName=names.role, PolicyName=pname, PolicyDocument=json.dumps(perms))
             updated = updated or (not created)
-            if not created:
-                log.info("IAM role %s: permission policy drifted, rewritten", names.role)
+            if not created and current is not None:
+                log.info("IAM role %s: permission policy %s drifted, rewritten", names.role, pname)
     except ClientError as err:
         raise stage_error(f"IAM role {names.role!r}", err) from err
     if created:

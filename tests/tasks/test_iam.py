@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -51,7 +52,9 @@ def test_role_is_least_privilege_and_trusts_only_bedrock_jobs_of_this_account(cl
         "aws:SourceArn": f"arn:aws:bedrock:us-east-1:{ACCOUNT}:model-customization-job/*"}
     assert {t["Key"]: t["Value"] for t in role["Tags"]}["managed-by"] == "bedrock-forge"
 
-    policy = clients.iam.get_role_policy(RoleName=names.role, PolicyName=iam.POLICY_NAME)["PolicyDocument"]
+    assert clients.iam.list_role_policies(RoleName=names.role)["PolicyNames"] == [iam.policy_name(names.run_key)]
+    policy = clients.iam.get_role_policy(RoleName=names.role, PolicyName=iam.policy_name(names.run_key))[
+        "PolicyDocument"]
     stmts = _statements(policy)
     actions = [a for s in stmts for a in s["Action"]]
     assert not any("*" in a for a in actions)
@@ -75,15 +78,16 @@ def test_rerun_adopts_and_drift_is_repaired(clients):
     again = iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, {})
     assert not again.created and not again.updated
     # someone widened the inline policy and loosened the trust policy
-    clients.iam.put_role_policy(RoleName=names.role, PolicyName=iam.POLICY_NAME, PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    clients.iam.put_role_policy(RoleName=names.role, PolicyName=iam.policy_name(names.run_key),
+                                PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                                    {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
     clients.iam.update_assume_role_policy(RoleName=names.role, PolicyDocument=json.dumps(
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "bedrock.amazonaws.com"},
                                                  "Action": "sts:AssumeRole"}]}))
     fixed = iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, {})
     assert fixed.updated and not fixed.created
-    assert clients.iam.get_role_policy(RoleName=names.role, PolicyName=iam.POLICY_NAME)["PolicyDocument"] == \
-        iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1")
+    assert clients.iam.get_role_policy(RoleName=names.role, PolicyName=iam.policy_name(names.run_key))[
+        "PolicyDocument"] == iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1")
     assert clients.iam.get_role(RoleName=names.role)["Role"]["AssumeRolePolicyDocument"] == \
         iam.trust_policy(ACCOUNT, "us-east-1")
     assert len([r for r in clients.iam.list_roles()["Roles"] if r["RoleName"] == names.role]) == 1
@@ -136,7 +140,7 @@ def test_a_drifted_role_is_updated_in_place_never_recreated(clients, monkeypatch
     role_id = clients.iam.get_role(RoleName=names.role)["Role"]["RoleId"]
     clients.iam.put_role_policy(
         RoleName=names.role,
-        PolicyName=iam.POLICY_NAME,
+        PolicyName=iam.policy_name(names.run_key),
         PolicyDocument=json.dumps(
             {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["*"]}]}
         ),
@@ -191,7 +195,7 @@ def test_put_role_policy_failing_surfaces_and_nothing_is_reported_created(client
     monkeypatch.setattr(clients.iam, "put_role_policy", real_put)
     rerun = iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, {})  # the rerun finishes it
     assert not rerun.created and rerun.updated
-    assert clients.iam.get_role_policy(RoleName=names.role, PolicyName=iam.POLICY_NAME)[
+    assert clients.iam.get_role_policy(RoleName=names.role, PolicyName=iam.policy_name(names.run_key))[
         "PolicyDocument"
     ] == iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1")
 
@@ -211,10 +215,173 @@ def test_trust_is_conditioned_on_this_account_and_its_jobs_in_the_region(region,
 def test_s3_permissions_never_use_a_star_resource_beyond_the_run_prefixes():
     bucket_arn = "arn:aws:s3:::forge-data"
     allowed = (f"{bucket_arn}/{UPLOADED.input_prefix}*", f"{bucket_arn}/{UPLOADED.output_prefix}*")
+    key_arn = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     for cfg in (make_config(), make_config(aws={"kms_key_id": "alias/k"})):
-        for st in iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1")["Statement"]:
+        for st in iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1", kms_arn=key_arn)["Statement"]:
             if not any(a.startswith("s3:") for a in st["Action"]):
                 continue
             for res in st["Resource"]:
                 assert res != "*" and res != f"{bucket_arn}/*"
                 assert res == bucket_arn or res in allowed, res
+
+
+# -- issue 16: no wildcard can ever reach a policy ---------------------------------------------------------
+LAMBDA = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:grader"
+RFT = {"base_model": "amazon.nova-2-lite-v1:0:256k", "customization_type": "REINFORCEMENT_FINE_TUNING"}
+DIST = {"customization_type": "DISTILLATION"}
+HOSTILE = [
+    ("rft.grader_lambda_arn", {**RFT, "rft": {"grader_lambda_arn": "*"}}),
+    ("rft.grader_lambda_arn", {**RFT, "rft": {"grader_lambda_arn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:*"}}),
+    ("rft.grader_lambda_arn", {**RFT, "rft": {"grader_lambda_arn": f"arn:aws:lambda:*:{ACCOUNT}:function:g"}}),
+    ("rft.grader_lambda_arn", {**RFT, "rft": {"grader_lambda_arn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:g?"}}),
+    ("rft.grader_lambda_arn", {**RFT, "rft": {"grader_lambda_arn": "grader"}}),
+    ("distillation.teacher_model", {**DIST, "distillation": {"teacher_model": "arn:aws:bedrock:*:*:*"}}),
+    ("distillation.teacher_model", {**DIST, "distillation": {"teacher_model": "us.amazon.*"}}),
+    ("distillation.teacher_model", {**DIST, "distillation": {
+        "teacher_model": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:?"}}),
+    ("distillation.teacher_model", {**DIST, "distillation": {"teacher_model": "*"}}),
+    ("aws.kms_key_id", {"aws": {"kms_key_id": "*"}}),
+    ("aws.kms_key_id", {"aws": {"kms_key_id": "alias/*"}}),
+    ("aws.kms_key_id", {"aws": {"kms_key_id": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/*"}}),
+    ("aws.kms_key_id", {"aws": {"kms_key_id": "1234abcd-12ab-34cd-56ef-1234567890a?"}}),
+    ("aws.prefix", {"aws": {"prefix": "*"}}),
+    ("aws.prefix", {"aws": {"prefix": "team/*"}}),
+    ("aws.prefix", {"aws": {"prefix": "te?m"}}),
+    ("aws.bucket", {"aws": {"bucket": "*"}}),
+    ("aws.bucket", {"aws": {"bucket": "forge-*"}}),
+    ("aws.role_name", {"aws": {"role_name": "*"}}),
+]
+
+
+@pytest.mark.parametrize("field, over", HOSTILE, ids=[f"{f}={json.dumps(o)[-40:]}" for f, o in HOSTILE])
+def test_every_hostile_value_that_reaches_iam_is_refused_where_the_config_loads(field, over, tmp_path):
+    """The same refusal from a dict (a deployment's parameters) and from a YAML file (forge validate/run)."""
+    import yaml
+
+    from tasks.config import ConfigError, load_config, parse_config
+
+    raw = {"name": "banking", "base_model": "amazon.nova-micro-v1:0:128k", "data": {"source": "data.jsonl"}, **over}
+    with pytest.raises(ConfigError) as from_dict:
+        parse_config(json.loads(json.dumps(raw)), "params")
+    assert any(p.startswith(f"params: {field}: ") for p in from_dict.value.problems), from_dict.value.problems
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ConfigError) as from_file:
+        load_config(path)
+    located = [p for p in from_file.value.problems if f": {field}: " in p]
+    assert located and all(re.match(rf"{re.escape(str(path))}:\d+: ", p) for p in located), from_file.value.problems
+    # the same message, whoever submitted the config
+    assert {p.split(": ", 1)[1] for p in located} == {p.split(": ", 1)[1] for p in from_dict.value.problems
+                                                     if p.startswith(f"params: {field}: ")}
+
+
+def test_permission_policy_refuses_a_wildcard_even_when_validation_was_bypassed():
+    cfg = make_config(**RFT, rft={"grader_lambda_arn": LAMBDA})
+    bypass = cfg.model_copy(update={"rft": cfg.rft.model_copy(update={"grader_lambda_arn": "*"})})
+    with pytest.raises(iam.PolicyWildcardError, match="InvokeGrader"):
+        iam.permission_policy(bypass, UPLOADED, ACCOUNT, "us-east-1")
+    wide = UPLOADED.model_copy(update={"input_prefix": "pre/*/"})
+    with pytest.raises(iam.PolicyWildcardError, match="not an exact prefix"):
+        iam.permission_policy(make_config(), wide, ACCOUNT, "us-east-1")
+
+
+def test_a_cross_region_teacher_is_granted_one_exact_arn_per_destination_region():
+    from tasks.catalog import load_catalog
+
+    cfg = make_config(**DIST, distillation={"teacher_model": "us.amazon.nova-pro-v1:0"})
+    (t,) = [s for s in iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1")["Statement"]
+            if s["Sid"] == "InvokeTeacher"]
+    cat = load_catalog()
+    regions = (cat.profile_regions("us.amazon.nova-pro-v1:0") if hasattr(cat, "profile_regions")
+               else iam._FALLBACK_PROFILE_REGIONS["us"])
+    assert len(regions) >= 2
+    assert t["Resource"] == [f"arn:aws:bedrock:us-east-1:{ACCOUNT}:inference-profile/us.amazon.nova-pro-v1:0"] + [
+        f"arn:aws:bedrock:{r}::foundation-model/amazon.nova-pro-v1:0" for r in regions]
+    assert not any(iam.wildcard_in(r) for r in t["Resource"])
+    direct = make_config(**DIST, distillation={"teacher_model": "amazon.nova-pro-v1:0"})
+    (d,) = [s for s in iam.permission_policy(direct, UPLOADED, ACCOUNT, "us-east-1")["Statement"]
+            if s["Sid"] == "InvokeTeacher"]
+    assert d["Resource"] == ["arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0"]
+
+
+def test_a_kms_alias_is_granted_as_the_key_it_resolves_to(clients):
+    """An alias ARN in Resource grants nothing on the key (kms alias-authorization.html): DescribeKey resolves it."""
+    import boto3
+
+    from tasks.aws.errors import StageError
+
+    cfg = make_config(aws={"kms_key_id": "alias/forge-data"})
+    names = resource_names(cfg, "k7k7k7k7k7k7")
+    with pytest.raises(StageError, match="is an alias: give the key ARN"):
+        iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, {})
+    assert [r for r in clients.iam.list_roles()["Roles"] if r["RoleName"] == names.role] == []   # nothing created
+    clients.kms = boto3.client("kms", region_name="us-east-1")
+    key = clients.kms.create_key()["KeyMetadata"]
+    clients.kms.create_alias(AliasName="alias/forge-data", TargetKeyId=key["KeyId"])
+    iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, {})
+    doc = clients.iam.get_role_policy(RoleName=names.role, PolicyName=iam.policy_name(names.run_key))["PolicyDocument"]
+    (k,) = [s for s in doc["Statement"] if s["Sid"] == "UseDataKey"]
+    assert k["Resource"] == [key["Arn"]] and ":key/" in key["Arn"]
+    assert iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1", kms_arn=key["Arn"]) == doc
+    with pytest.raises(ValueError, match="must be resolved"):
+        iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1")
+
+
+def test_two_runs_sharing_a_role_never_rewrite_each_others_policy(clients):
+    first_cfg = make_config(aws={"role_name": "shared-forge-role"})
+    second_cfg = make_config(aws={"role_name": "shared-forge-role", "region": "us-west-2"})
+    a, b = resource_names(first_cfg, "aaaaaaaaaaaa"), resource_names(second_cfg, "bbbbbbbbbbbb")
+    up_b = UPLOADED.model_copy(update={"output_prefix": "pre/output/k2/", "output_uri": "s3://forge-data/pre/output/k2/"})
+    iam.ensure_role(clients, first_cfg, a, UPLOADED, ACCOUNT, {})
+    policy_a = clients.iam.get_role_policy(RoleName=a.role, PolicyName=iam.policy_name("aaaaaaaaaaaa"))[
+        "PolicyDocument"]
+    west = type(clients)(**{**clients.__dict__, "region": "us-west-2"})
+    info = iam.ensure_role(west, second_cfg, b, up_b, ACCOUNT, {})       # the second run, while the first's job runs
+    assert info.updated and not info.created
+    names = sorted(clients.iam.list_role_policies(RoleName=a.role)["PolicyNames"])
+    assert names == [iam.policy_name("aaaaaaaaaaaa"), iam.policy_name("bbbbbbbbbbbb")]
+    assert clients.iam.get_role_policy(RoleName=a.role, PolicyName=iam.policy_name("aaaaaaaaaaaa"))[
+        "PolicyDocument"] == policy_a, "the first run's permissions are untouched"
+    (trust,) = clients.iam.get_role(RoleName=a.role)["Role"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Condition"]["ArnLike"]["aws:SourceArn"] == [
+        f"arn:aws:bedrock:us-east-1:{ACCOUNT}:model-customization-job/*",
+        f"arn:aws:bedrock:us-west-2:{ACCOUNT}:model-customization-job/*"], "trust widened, never narrowed"
+    again = iam.ensure_role(clients, first_cfg, a, UPLOADED, ACCOUNT, {})  # the first run's rerun: nothing to change
+    assert not again.updated
+
+
+LEGAL = [
+    {},
+    {"aws": {"kms_key_id": "1234abcd-12ab-34cd-56ef-1234567890ab", "prefix": "teams/nlp-1/forge"}},
+    {"aws": {"kms_key_id": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"}},
+    {"aws": {"kms_key_id": "mrk-1234abcd12ab34cd56ef1234567890ab"}},
+    {**DIST, "distillation": {"teacher_model": "us.amazon.nova-pro-v1:0"}},
+    {**DIST, "distillation": {"teacher_model": "amazon.nova-pro-v1:0"}},
+    {**DIST, "distillation": {"teacher_model": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0"}},
+    {**RFT, "rft": {"grader_lambda_arn": LAMBDA}},
+    {**RFT, "rft": {"grader_lambda_arn": LAMBDA + ":$LATEST"}},
+    {**RFT, "rft": {"grader_lambda_arn": LAMBDA + ":live"}},
+]
+
+
+def test_roles_read_back_after_runs_with_every_legal_value_hold_no_wildcard(clients):
+    """Defence: whatever the config said, the policies IAM holds have no '*' or '?' in any Action, Resource or
+    condition value except the trailing '*' of the run's own prefixes."""
+    allowed = {f"arn:aws:s3:::forge-data/{UPLOADED.input_prefix}*",
+               f"arn:aws:s3:::forge-data/{UPLOADED.output_prefix}*",
+               f"{UPLOADED.input_prefix}*", f"{UPLOADED.output_prefix}*"}
+    seen = 0
+    for i, over in enumerate(LEGAL):
+        cfg = make_config(**over)
+        names = resource_names(cfg, f"{i:012d}")
+        iam.ensure_role(clients, cfg, names, UPLOADED, ACCOUNT, {})
+        for pname in clients.iam.list_role_policies(RoleName=names.role)["PolicyNames"]:
+            doc = clients.iam.get_role_policy(RoleName=names.role, PolicyName=pname)["PolicyDocument"]
+            for st in doc["Statement"]:
+                values = [*st["Action"], *st["Resource"]]
+                values += [x for c in (st.get("Condition") or {}).values() for v in c.values()
+                           for x in (v if isinstance(v, list) else [v])]
+                bad = [v for v in values if ("*" in v or "?" in v) and v not in allowed]
+                assert bad == [], (over, st)
+                seen += len(values)
+    assert seen > 10 * len(LEGAL)
