@@ -142,6 +142,36 @@ class Pricing(BaseModel):
     on_demand_output_per_1k: float | None = None
 
 
+LifecycleStatus = Literal["ACTIVE", "LEGACY", "EOL"]
+
+
+class Lifecycle(BaseModel):
+    """A model's Bedrock lifecycle (GetFoundationModel ``modelLifecycle``), with per-Region exceptions."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: LifecycleStatus
+    legacy_date: str | None = None       # ISO date the model became (or becomes) LEGACY
+    eol_date: str | None = None          # ISO date of end of life
+    regions: dict[str, LifecycleStatus] = Field(default_factory=dict)   # Regions whose status differs
+    source: str | None = None
+    as_of: str | None = None
+    confirmed: bool = False
+
+    def status_in(self, region: str | None) -> LifecycleStatus:
+        return self.regions.get(region or "", self.status)
+
+
+class DistillationPair(BaseModel):
+    """A teacher (model id or inference profile) and the student base models AWS pairs it with."""
+
+    model_config = ConfigDict(extra="forbid")
+    teacher: str
+    students: list[str]
+    regions: list[str] = Field(default_factory=list)
+    source: str | None = None
+    confirmed: bool = False
+
+
 class ModelFamily(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key: str = ""
@@ -154,6 +184,10 @@ class ModelFamily(BaseModel):
     on_demand_regions: list[str] = Field(default_factory=list)
     customizations: dict[CustomizationType, CustomizationSpec]
     pricing: Pricing = Field(default_factory=Pricing)
+    # Regions where CreateModelCustomizationJob accepts this family, per customization type (catalog.yaml cites
+    # the page). A type missing here = Regions not recorded (no check).
+    customization_regions: dict[CustomizationType, list[str]] = Field(default_factory=dict)
+    lifecycle: dict[str, Lifecycle] = Field(default_factory=dict)     # customizable model id -> lifecycle
 
 
 class Quotas(BaseModel):
@@ -188,6 +222,8 @@ class Catalog(BaseModel):
     distillation_teachers: list[str] = Field(default_factory=list)
     quotas: Quotas = Field(default_factory=Quotas)
     inference_profiles: InferenceProfiles = Field(default_factory=InferenceProfiles)
+    distillation_pairs: list[DistillationPair] = Field(default_factory=list)
+    teacher_lifecycle: dict[str, Lifecycle] = Field(default_factory=dict)   # teacher id -> lifecycle
 
     def model_post_init(self, __context: Any) -> None:
         for key, fam in self.families.items():
@@ -223,6 +259,38 @@ class Catalog(BaseModel):
         return fam.inference_ids.get(
             base_model_id, base_model_id.rsplit(":", 1)[0] if base_model_id.count(":") >= 2 else base_model_id)
 
+
+    def customizable_id(self, model_id: str) -> str | None:
+        """The customizable id (``...:128k``) for a model id, its plain id or its inference profile; else None."""
+        if model_id.startswith("arn:") and "foundation-model/" in model_id:
+            model_id = model_id.split("foundation-model/", 1)[1]
+        for fam in self.families.values():
+            if model_id in fam.model_ids:
+                return model_id
+            for mid in fam.model_ids:
+                if model_id in (mid.rsplit(":", 1)[0], fam.inference_ids.get(mid)):
+                    return mid
+        return None
+
+    def customization_regions(self, model_id: str, ctype: CustomizationType | str) -> list[str] | None:
+        """Regions where ``model_id`` can be customized with ``ctype``; None when the catalog records none."""
+        fam = self.family_of(model_id)
+        regions = fam.customization_regions.get(CustomizationType.parse(ctype))
+        return None if regions is None else list(regions)
+
+    def lifecycle_of(self, model_id: str) -> Lifecycle | None:
+        """The recorded lifecycle of a customizable base model or a distillation teacher; None = not recorded."""
+        if model_id in self.teacher_lifecycle:
+            return self.teacher_lifecycle[model_id]
+        mid = self.customizable_id(model_id)
+        if mid is None:
+            return None
+        return self.family_of(mid).lifecycle.get(mid)
+
+    def distillation_students(self, teacher: str) -> list[str]:
+        """Student base model ids AWS pairs with ``teacher`` (an id or inference profile); [] = not a teacher."""
+        bare = teacher.split("/", 1)[1] if teacher.startswith("arn:") and "/" in teacher else teacher
+        return [s for p in self.distillation_pairs if p.teacher == bare for s in p.students]
 
     def profile_regions(self, profile_id: str, source_region: str | None = None) -> list[str]:
         """The destination Regions of a cross-Region inference profile (``us.``, ``eu.``, ``apac.`` ...).

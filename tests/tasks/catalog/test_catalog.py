@@ -24,6 +24,9 @@ EXPECTED_FORMATS = {
     ("nova", CustomizationType.FINE_TUNING): DataFormat.CONVERSATION,
     ("nova", CustomizationType.DISTILLATION): DataFormat.CONVERSATION,
     ("nova-2-lite", CustomizationType.REINFORCEMENT_FINE_TUNING): DataFormat.RFT_MESSAGES,
+    ("nova-2-lite", CustomizationType.FINE_TUNING): DataFormat.CONVERSATION,     # new: FT table, as of 2026-12
+    ("llama-3-1", CustomizationType.DISTILLATION): DataFormat.CONVERSATION,     # new: Llama students (unconfirmed)
+    ("llama-3-3", CustomizationType.FINE_TUNING): DataFormat.PROMPT_COMPLETION,  # new: Llama 3.3 70B (unconfirmed)
     ("claude-3-haiku", CustomizationType.FINE_TUNING): DataFormat.CLAUDE_MESSAGES,
     ("llama-3-1", CustomizationType.FINE_TUNING): DataFormat.PROMPT_COMPLETION,
     ("llama-3-2", CustomizationType.FINE_TUNING): DataFormat.CONVERSATION,
@@ -67,8 +70,11 @@ def test_haiku_counts_three_characters_per_token_others_six():
     assert CAT.spec("amazon.nova-micro-v1:0:128k", "FINE_TUNING").limits.chars_per_token == 6
 
 
-def test_on_demand_deployment_only_for_nova():
-    assert {k for k, f in CAT.families.items() if f.on_demand_deployment} == {"nova", "nova-2-lite"}
+def test_on_demand_deployment_nova_in_us_east_1_llama_3_3_in_us_west_2():
+    # was {"nova", "nova-2-lite"} with Nova in us-east-1 + us-west-2: the us-west-2 entry belongs to Llama 3.3 70B
+    assert {k for k, f in CAT.families.items() if f.on_demand_deployment} == {"nova", "nova-2-lite", "llama-3-3"}
+    assert CAT.families["nova"].on_demand_regions == ["us-east-1"]
+    assert CAT.families["llama-3-3"].on_demand_regions == ["us-west-2"]
 
 
 def test_no_price_is_invented():
@@ -84,8 +90,10 @@ def test_no_price_is_invented():
 def test_unknown_model_and_unsupported_type_say_what_is_supported():
     with pytest.raises(UnknownModelError, match=r"did you mean 'amazon.nova-lite-v1:0:300k'"):
         CAT.family_of("amazon.nova-lyte-v1:0:300k")
+    with pytest.raises(UnsupportedCustomizationError, match="supports: FINE_TUNING, DISTILLATION$"):
+        CAT.spec("meta.llama3-1-8b-instruct-v1:0:128k", "CONTINUED_PRE_TRAINING")   # Llama 3.1 is now a student too
     with pytest.raises(UnsupportedCustomizationError, match="supports: FINE_TUNING$"):
-        CAT.spec("meta.llama3-1-8b-instruct-v1:0:128k", "CONTINUED_PRE_TRAINING")
+        CAT.spec("meta.llama3-2-1b-instruct-v1:0:128k", "CONTINUED_PRE_TRAINING")
 
 
 # -- presets ---------------------------------------------------------------------------------
