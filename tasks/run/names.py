@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks.config import PipelineConfig
+from tasks.config.grammar import bucket_problem
 
 
 def _model_relevant(config: PipelineConfig) -> dict[str, Any]:
@@ -56,7 +57,7 @@ JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9\+\-\.])*")
 MODEL_NAME_RE = re.compile(r"([0-9a-zA-Z][_-]?){1,63}")
 PT_NAME_RE = re.compile(r"([0-9a-zA-Z][_-]?)+")
 TOKEN_RE = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?")
-BUCKET_RE = re.compile(r"[a-z0-9][-a-z0-9]{1,61}[a-z0-9]")
+BUCKET_RE = re.compile(r"[a-z0-9][-a-z0-9]{1,61}[a-z0-9]")   # what default_bucket makes; aws.bucket: grammar
 
 
 class ResourceNames(BaseModel):
@@ -119,7 +120,41 @@ def resource_names(config: PipelineConfig, run_key: str, account: str | None = N
             raise ValueError(f"derived name {value!r} breaks Bedrock's name rules: shorten config.name")
     if len(names.role) > 64:
         raise ValueError(f"aws.role_name {names.role!r} is longer than IAM's 64 characters")
-    if not BUCKET_RE.fullmatch(names.bucket) or ".." in names.bucket:
-        raise ValueError(f"aws.bucket {names.bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, "
-                         "digits, '-')")
+    problem = bucket_problem(names.bucket)      # the config's own check (tasks.config.grammar): one rule set
+    if problem is not None:
+        raise ValueError(f"aws.bucket: {problem}")
     return names
+
+
+# Run ids name a folder under --runs-dir (RUNS_DIR/<run id>/manifest.json): a name, never a path.
+# tasks.run.manifest.new_run_id makes ``<config.name>-<YYYYmmdd-HHMMSS>-<4 hex>``; people and deployments may pass
+# their own, so the grammar is a little wider: letters, digits, '-', '_' and '.', starting with a letter or digit.
+RUN_ID_MAX = 128
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+RUN_ID_SHAPE = ("a run id is a name like banking77-20260101-120000-ab12 (letters, digits, '-', '_', '.'; "
+                f"starting with a letter or digit; at most {RUN_ID_MAX} characters), never a path")
+
+
+class InvalidRunId(ValueError):
+    """A RUN_ID that is not a plain name (a path, empty, too long, control characters)."""
+
+
+def check_run_id(value: str) -> str:
+    """``value`` when it is a run id (see ``RUN_ID_SHAPE``), else ``InvalidRunId`` saying what is wrong:
+    '/', '\\', '..', an absolute or drive path, NUL or other control characters, empty, over-long."""
+    if not isinstance(value, str):
+        raise InvalidRunId(f"run id {value!r} is not a string: {RUN_ID_SHAPE}")
+    shown = repr(value) if len(value) <= 80 else repr(value[:80] + "...")
+    if value == "":
+        raise InvalidRunId(f"the run id is empty: {RUN_ID_SHAPE}")
+    if len(value) > RUN_ID_MAX:
+        raise InvalidRunId(f"run id {shown} is {len(value)} characters long: {RUN_ID_SHAPE}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidRunId(f"run id {shown} holds a control character (NUL, newline...): {RUN_ID_SHAPE}")
+    if "/" in value or "\\" in value or re.match(r"[A-Za-z]:", value):
+        raise InvalidRunId(f"run id {shown} is a path: {RUN_ID_SHAPE}")
+    if ".." in value:
+        raise InvalidRunId(f"run id {shown} holds '..': {RUN_ID_SHAPE}")
+    if not RUN_ID_RE.fullmatch(value):
+        raise InvalidRunId(f"run id {shown} has characters a run id does not: {RUN_ID_SHAPE}")
+    return value

@@ -59,3 +59,48 @@ def test_default_bucket_is_per_account_without_leaking_the_account_and_config_bu
     assert run_names.resource_names(make_config(aws={"bucket": "my-data"}), "0" * 12).bucket == "my-data"
     with pytest.raises(ValueError, match="not a valid S3 bucket"):
         run_names.resource_names(make_config(aws={"bucket": "My_Bucket"}), "0" * 12)
+
+
+# -- RUN_ID is a name, never a path (issue 16) ----------------------------------------------------------------
+def test_generated_run_ids_pass_check_run_id():
+    from tasks.run.manifest import new_run_id
+
+    for name in ("t", "banking77", "a" * 32, "my-run-2"):
+        rid = new_run_id(name)
+        assert run_names.check_run_id(rid) == rid
+    for rid in ("fr-1", "run-to-cancel", "Run_7.retry", "x" * run_names.RUN_ID_MAX):
+        assert run_names.check_run_id(rid) == rid
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("../x", "is a path"), ("/etc", "is a path"), ("a/../../b", "is a path"), ("C:\\x", "is a path"),
+    ("C:x", "is a path"), ("a\\b", "is a path"), ("/abs/path/run-1", "is a path"), ("runs/r1", "is a path"),
+    ("..", "holds '..'"), ("a..b", "holds '..'"), ("", "is empty"), ("x" * 129, "129 characters long"),
+    ("r1\x00", "control character"), ("r1\n", "control character"), ("r\x7f", "control character"),
+    (".hidden", "characters a run id does not"), ("-rf", "characters a run id does not"),
+    ("run id", "characters a run id does not"), ("run*", "characters a run id does not"),
+    ("~root", "characters a run id does not"), ("r\u00e9", "characters a run id does not"),
+    ("$(id)", "characters a run id does not"),
+])
+def test_check_run_id_refuses_paths_and_says_what_a_run_id_looks_like(bad, why):
+    with pytest.raises(run_names.InvalidRunId) as exc:
+        run_names.check_run_id(bad)
+    msg = str(exc.value)
+    assert why in msg and "a run id is a name like" in msg and "never a path" in msg
+    assert isinstance(exc.value, ValueError)
+    assert len(msg) < 400                       # an over-long id is not echoed whole
+
+
+def test_check_run_id_refuses_a_non_string():
+    with pytest.raises(run_names.InvalidRunId, match="not a string"):
+        run_names.check_run_id(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bucket", ["my.bucket.name", "xn--abc", "sthree-x", "amzn-s3-demo-x", "b-s3alias",
+                                    "b--ol-s3", "b.mrap", "b--x-s3", "b--table-s3", "192.168.5.4", "ab", "A-b"])
+def test_resource_names_use_the_configs_bucket_rules(bucket):
+    """The derived-names check and the config check are one rule set: a bypassed config still cannot name one."""
+    cfg = make_config()
+    bypass = cfg.model_copy(update={"aws": cfg.aws.model_copy(update={"bucket": bucket})})
+    with pytest.raises(ValueError, match="aws.bucket: .*is not a valid S3 bucket name"):
+        run_names.resource_names(bypass, "abcabcabcabc")
