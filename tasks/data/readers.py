@@ -80,15 +80,13 @@ def format_size(n: float) -> str:
 
 
 def file_kind(path: Path) -> str:
-    suf = path.suffix.lower()
-    if suf in (".csv", ".tsv"):
-        return "csv"
-    if suf in (".parquet", ".pq"):
-        return "parquet"
+    """``csv``, ``parquet`` or ``jsonl`` (by extension, else the Parquet magic bytes); never blocks on a FIFO
+    or a device (``tasks.data.sources.open_regular``): an unreadable path is ``jsonl`` and reported by the reader."""
+    from tasks.data import sources
+
     try:
-        with open(path, "rb") as fh:
-            if fh.read(4) == b"PAR1":
-                return "parquet"
-    except OSError:
-        pass
-    return "jsonl"
+        with sources.open_regular(path) as fh:
+            head = fh.read(4)
+    except (sources.SourceProblem, OSError):
+        head = b""
+    return sources.kind_of(path, head)

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -40,10 +42,10 @@ from tasks.catalog import (
     UnsupportedCustomizationError,
 )
 from tasks.config import Columns
-from tasks.data import readers
+from tasks.data import readers, sources
 from tasks.data.formats import Example, from_record, record_texts, to_record
 from tasks.data.problems import Collector, ValidationReport
-from tasks.data.readers import decode, file_kind, format_size
+from tasks.data.readers import decode, format_size
 from tasks.data.rules import (
     Rules,
     check_record,
@@ -71,6 +73,80 @@ class Item(NamedTuple):
 
 
 _NO_RECORD = object()
+_STOP = object()
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON guards (json.loads hooks): what orjson and json accept but a training record must not hold
+# ---------------------------------------------------------------------------------------------
+class _Refused(Exception):
+    """A JSON line that parses but is refused: ``message (fix)``."""
+
+    def __init__(self, message: str, fix: str):
+        super().__init__(message)
+        self.message, self.fix = message, fix
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook``: an object with a duplicate key is refused (json and orjson keep the last value
+    silently, other readers the first: the record would be validated as one and trained on as the other)."""
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _Refused(f"duplicate key {_quoted_name(k)} in one object (readers disagree on which value "
+                               "counts)", "write each key once per object")
+            seen.add(k)
+    return d
+
+
+def _refuse_constant(name: str) -> float:
+    """``parse_constant``: NaN, Infinity and -Infinity are not JSON (RFC 8259 §6), though json accepts them."""
+    raise _Refused(f"{name} is not valid JSON (a non-standard number)",
+                   f'write a number, null, or the text as a string ("{name}")')
+
+
+def _finite_float(s: str) -> float:
+    """``parse_float``: a number too large for a float (1e999) would read as infinity."""
+    v = float(s)
+    if not math.isfinite(v):
+        raise _Refused(f"the number {s[:24]}{'...' if len(s) > 24 else ''} is out of range (it reads as infinity)",
+                       "write a smaller number, or the value as a string")
+    return v
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(v: Any) -> bool:
+    try:
+        json.dumps(v, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_NAME_RE = re.compile(r"\w[\w .\-]{0,63}")
+MAX_NAMES_SHOWN = 100
+
+
+def _names_ok(names: list[str]) -> bool:
+    return 0 < len(names) <= MAX_NAMES_SHOWN and all(_NAME_RE.fullmatch(n) for n in names)
+
+
+def shown_names(names: list[str]) -> str:
+    """Column or key names for a message, only when each reads as a name (letters, digits, ``_ .-``, at most
+    64 characters): a message never echoes a line of an arbitrary file (the first line of /etc/passwd)."""
+    if not names:
+        return "none"
+    if _names_ok(names):
+        return ", ".join(names)
+    return f"{len(names)} field(s) that do not read as column names (not shown)"
+
+
+def _quoted_name(k: str) -> str:
+    return f'"{k}"' if _NAME_RE.fullmatch(k) else "(a key that does not read as a name; not shown)"
 
 
 def detect_format(rec: dict, target: DataFormat) -> DataFormat | None:
@@ -140,13 +216,14 @@ class SourceScanner:
     # formatted prompt/completion records that pass every rule go to sink(line, prompt, completion, chars)
     # instead of being yielded as Items (tasks.prepare: no per-record objects)
     sink: Callable[[int, str, str, int], None] | None = None
+    shown_as: str | None = None          # the name in messages (an s3:// URI for its downloaded copy)
     records: int = 0
     mode: str = ""
     warnings: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.name = str(self.path)
+        self.name = self.shown_as or str(self.path)
         self.c = Collector(self.name)
         self.rules: Rules | None = None
         self._state: dict = {}
@@ -177,125 +254,160 @@ class SourceScanner:
     def __iter__(self) -> Iterator[Item]:
         if self.rules is None:
             return
-        p = Path(self.path)
-        if not p.exists():
-            self.c.add(None, "file", "not found", "check the path")
+        try:       # the pre-flight: a regular file, not compressed, not UTF-16/32 (tasks.data.sources)
+            fh, kind = sources.open_source(self.path, self.kind)
+        except sources.SourceProblem as e:
+            self.c.add(e.line, e.field, e.message, e.fix)
             return
-        if p.is_dir():
-            self.c.add(None, "file", "is a directory", "pass a JSONL, CSV or Parquet file")
-            return
-        kind = self.kind if self.kind in ("jsonl", "csv", "parquet") else file_kind(p)
         self.stats["kind"] = kind
-        if kind == "csv":
-            yield from self._csv(p)
-        elif kind == "parquet":
-            yield from self._parquet(p)
-        else:
-            yield from self._jsonl(p)
+        with fh:
+            if kind == "csv":
+                yield from self._csv(fh)
+            elif kind == "parquet":
+                yield from self._parquet(fh)
+            else:
+                yield from self._jsonl(fh)
 
     def _tick(self) -> None:
         self.records += 1
         if self.progress and self.records % (self.progress_every or PROGRESS_EVERY) == 0:
             self.progress(self.records)
 
+    def _overlong(self, lineno: int, size: int) -> None:
+        self.c.add(lineno, "record", f"line is {format_size(size)} long (this reader stops at "
+                   f"{format_size(readers.MAX_LINE_BYTES)})", "split or shorten the record; one record per line")
+
     # -- JSONL ---------------------------------------------------------------------------
-    def _jsonl(self, p: Path) -> Iterator[Item]:
+    def _jsonl(self, fh: IO[bytes]) -> Iterator[Item]:
         rules = self.rules
         assert rules is not None
         mode = self.fmt if self.fmt in ("raw", "formatted") else ""
         if self.columns is not None and not mode and self.columns != Columns():
             mode = "raw"
         # the commonest input, formatted prompt/completion JSONL ({"prompt", "completion"}, two non-empty
-        # strings within the token limit), is recognised inline; any other record takes _formatted /
-        # _raw, so every problem is still found and worded by check_record
+        # strings within the token limit), is recognised inline; any other record takes _parse, then
+        # _formatted / _raw, so every problem is still found and worded by check_record
         fast = rules.fmt is DataFormat.PROMPT_COMPLETION and not rules.forbidden and not self.trusted
         max_chars = max_record_chars(rules)
         if max_chars is None:
             max_chars = 1 << 62
         sink = self.sink
-        with open(p, "rb") as fh:
-            lines = readers.iter_raw_lines(fh)
-            for lineno, raw, size in lines:
-                if raw is None:
-                    self._tick()
-                    self.c.add(lineno, "record", f"line is {format_size(size)} long (this reader stops at "
-                               f"{format_size(readers.MAX_LINE_BYTES)})",
-                               "split or shorten the record; one record per line")
-                    continue
-                # orjson refuses everything json.loads would flag (and a few things it accepts: NaN,
-                # lone surrogates) and gives the same strings; its numbers can differ (an integer past
-                # 64 bits becomes a float). So its result is used only for objects whose values are all
-                # strings; anything else takes the original path, which also words every message.
-                rec = _NO_RECORD
-                if lineno > 1 or not raw.startswith(b"\xef\xbb\xbf"):
-                    try:
-                        rec = _orjson_loads(raw)
-                    except _OrjsonError:
-                        pass
-                    else:
-                        if fast and mode == "formatted" and type(rec) is dict and len(rec) == 2:
-                            prompt = rec.get("prompt")
-                            completion = rec.get("completion")
-                            if type(prompt) is str and type(completion) is str:
-                                chars = len(prompt) + len(completion)
-                                if chars <= max_chars and prompt.strip() and completion.strip():
-                                    self._tick()
-                                    self._out_bytes += len(raw)
-                                    self._chars_total += chars
-                                    if chars > self._chars_max:
-                                        self._chars_max = chars
-                                    if sink is not None:
-                                        sink(lineno, prompt, completion, chars)
-                                    else:
-                                        yield Item(lineno, Example(None, prompt, completion), rec, [prompt, completion])
-                                    continue
-                        if type(rec) is not dict or not all(type(v) is str for v in rec.values()):
-                            rec = _NO_RECORD
-                if rec is not _NO_RECORD:
-                    self._tick()
+        lines = readers.iter_raw_lines(fh)
+        for lineno, raw, size in lines:
+            if raw is None:
+                self._tick()
+                self._overlong(lineno, size)
+                continue
+            # orjson refuses everything json.loads would flag (and a few things it accepts: NaN, lone
+            # surrogates) and gives the same strings, but keeps the last of duplicate keys silently and its
+            # numbers can differ. So its result is used only for an object whose values are all strings and
+            # whose line holds 4 quotes per key (a duplicate key would add at least 2: see _parse); anything
+            # else takes _parse (json, with the duplicate-key / NaN / depth / digit guards and the messages).
+            rec = _NO_RECORD
+            if lineno > 1 or not raw.startswith(b"\xef\xbb\xbf"):
+                try:
+                    rec = _orjson_loads(raw)
+                except _OrjsonError:
+                    pass
                 else:
-                    text = decode(raw, lineno, self.c, True, self.warnings)
-                    if not text.strip():
-                        self.c.add(lineno, "line", "blank line",
-                                   "remove empty lines; every line must be one JSON object")
-                        continue
-                    self._tick()
-                    try:
-                        rec = json.loads(text)
-                    except json.JSONDecodeError as e:
-                        if lineno == 1 and text.lstrip().startswith("["):
-                            self.c.add(lineno, "file", "is a JSON array, not JSON Lines",
-                                       "write one JSON object per line, e.g. jq -c '.[]' in.json > out.jsonl")
-                            return
-                        self.c.add(lineno, "json", f"not valid JSON: {e.msg} at column {e.colno}",
-                                   "each line must be one complete JSON object; check quotes, commas and brackets")
-                        continue
-                if not isinstance(rec, dict):
-                    self.c.add(lineno, "record", f"expected a JSON object, got {type_name(rec)}",
-                               "each line must be one JSON object {...}")
+                    if fast and mode == "formatted" and type(rec) is dict and len(rec) == 2:
+                        prompt = rec.get("prompt")
+                        completion = rec.get("completion")
+                        if type(prompt) is str and type(completion) is str and raw.count(b'"') == 8:
+                            chars = len(prompt) + len(completion)
+                            if chars <= max_chars and prompt.strip() and completion.strip():
+                                self._tick()
+                                self._out_bytes += len(raw)
+                                self._chars_total += chars
+                                if chars > self._chars_max:
+                                    self._chars_max = chars
+                                if sink is not None:
+                                    sink(lineno, prompt, completion, chars)
+                                else:
+                                    yield Item(lineno, Example(None, prompt, completion), rec, [prompt, completion])
+                                continue
+                    if (type(rec) is not dict or not all(type(v) is str for v in rec.values())
+                            or raw.count(b'"') != 4 * len(rec)):
+                        rec = _NO_RECORD
+            if rec is not _NO_RECORD:
+                self._tick()
+            else:
+                rec = self._parse(lineno, raw)
+                if rec is _STOP:
+                    return
+                if rec is _NO_RECORD:
                     continue
+            if not mode:
+                mode = self._detect_mode(lineno, rec, lines)
                 if not mode:
-                    det = detect_format(rec, rules.fmt)
-                    if det == rules.fmt:
-                        mode = "formatted"
-                    elif det is None or det == DataFormat.PROMPT_COMPLETION:
-                        mode = "raw"
-                    else:
-                        self.c.add(lineno, "format", f"records look like {det.value}, but {rules.model_id} "
-                                   f"{rules.ctype.value} needs {rules.fmt.value}",
-                                   "give raw data with prompt/completion columns and let forge prepare convert it, "
-                                   "or pick the matching --base-model")
-                        self.mode = "wrong-format"
-                        self._count_rest(lines)
-                        return
-                    self.mode = mode
-                if mode == "formatted":
-                    item = self._formatted(lineno, rec, len(raw))
-                else:
-                    item = self._raw(lineno, rec)
-                if item is not None:
-                    yield item
+                    return
+            item = self._formatted(lineno, rec, len(raw)) if mode == "formatted" else self._raw(lineno, rec)
+            if item is not None:
+                yield item
         self.mode = self.mode or mode or "raw"
+
+    def _parse(self, lineno: int, raw: bytes) -> Any:
+        """One line with ``json``: the object, or ``_NO_RECORD`` (a located problem was added) or ``_STOP``
+        (the file is a JSON array). Duplicate keys, NaN / Infinity, numbers out of range, nesting past the
+        interpreter's recursion limit, integers past ``sys.get_int_max_str_digits()`` and unpaired
+        surrogates are located problems, never a traceback."""
+        text = decode(raw, lineno, self.c, True, self.warnings)
+        if not text.strip():
+            self.c.add(lineno, "line", "blank line", "remove empty lines; every line must be one JSON object")
+            return _NO_RECORD
+        self._tick()
+        try:
+            rec = json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_refuse_constant,
+                             parse_float=_finite_float)
+        except json.JSONDecodeError as e:
+            if lineno == 1 and text.lstrip().startswith("["):
+                self.c.add(lineno, "file", "is a JSON array, not JSON Lines",
+                           "write one JSON object per line, e.g. jq -c '.[]' in.json > out.jsonl")
+                return _STOP
+            self.c.add(lineno, "json", f"not valid JSON: {e.msg} at column {e.colno}",
+                       "each line must be one complete JSON object; check quotes, commas and brackets")
+            return _NO_RECORD
+        except _Refused as e:
+            self.c.add(lineno, "json", e.message, e.fix)
+            return _NO_RECORD
+        except RecursionError:
+            self.c.add(lineno, "json", f"nested too deeply (more than about {sys.getrecursionlimit():,} levels)",
+                       "flatten the record; training records nest a few levels at most")
+            return _NO_RECORD
+        except ValueError as e:        # int("9" * 5000): past sys.get_int_max_str_digits()
+            self.c.add(lineno, "json", f"a number is too long to read ({str(e).split(':')[0]})",
+                       "write such a value as a string")
+            return _NO_RECORD
+        if not isinstance(rec, dict):
+            self.c.add(lineno, "record", f"expected a JSON object, got {type_name(rec)}",
+                       "each line must be one JSON object {...}")
+            return _NO_RECORD
+        if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(rec):
+            self.c.add(lineno, "json", "holds an unpaired surrogate escape (\\ud800-\\udfff): not valid Unicode",
+                       "write the character itself, or a complete surrogate pair")
+            return _NO_RECORD
+        return rec
+
+    def _detect_mode(self, lineno: int, rec: dict, lines: Iterator[tuple[int, bytes | None, int]]) -> str:
+        """``formatted`` or ``raw`` from the first object; "" when it is in another model's format (a located
+        problem; the rest of the file is only counted)."""
+        rules = self.rules
+        assert rules is not None
+        det = detect_format(rec, rules.fmt)
+        if det == rules.fmt:
+            mode = "formatted"
+        elif det is None or det == DataFormat.PROMPT_COMPLETION:
+            mode = "raw"
+        else:
+            self.c.add(lineno, "format", f"records look like {det.value}, but {rules.model_id} "
+                       f"{rules.ctype.value} needs {rules.fmt.value}",
+                       "give raw data with prompt/completion columns and let forge prepare convert it, "
+                       "or pick the matching --base-model")
+            self.mode = "wrong-format"
+            self._count_rest(lines)
+            return ""
+        self.mode = mode
+        return mode
 
     def _count_rest(self, lines: Iterator[tuple[int, bytes | None, int]]) -> None:
         for _lineno, raw, _size in lines:
@@ -331,44 +443,70 @@ class SourceScanner:
             return (cols.text or cols.prompt), None, None
         return cols.prompt, cols.completion, cols.system
 
+    def _cell(self, row: dict, col: str | None, required: bool, what: str, known_missing: frozenset[str],
+              add: Callable[[str, str, str], None]) -> str | None:
+        """The text of one mapped column of a raw row (None: absent, or a problem was added)."""
+        if col is None:
+            return None
+        if col not in row:
+            if required and col not in known_missing:
+                add(col, "missing", f"it is the {what} column; keys here: {shown_names(sorted(map(str, row)))}; "
+                    f"map another with --columns {what}=NAME")
+            return None
+        v = row[col]
+        if v is None:
+            return ""
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            add(col, f"must be a string, got {type_name(v)}", f"the {what} column must hold plain text")
+            return None
+        if isinstance(v, float) and not math.isfinite(v):
+            add(col, f"is {v} (not a finite number), not a text", f"the {what} column must hold plain text; "
+                "a missing value is an empty cell or null")
+            return None
+        return v if isinstance(v, str) else str(v)
+
     def _raw(self, lineno: int, row: dict, known_missing: frozenset[str] = frozenset()) -> Item | None:
         rules = self.rules
         assert rules is not None
         pcol, ccol, scol = self._colnames()
         before = self.c.total
         add = lambda f, m, x: self.c.add(lineno, f, m, x)  # noqa: E731
-
-        def get(col: str | None, required: bool, what: str) -> str | None:
-            if col is None:
-                return None
-            if col not in row:
-                if required and col not in known_missing:
-                    have = ", ".join(sorted(map(str, row))) or "none"
-                    add(col, "missing",
-                        f"it is the {what} column; keys here: {have}; map another with --columns {what}=NAME")
-                return None
-            v = row[col]
-            if v is None:
-                return ""
-            if isinstance(v, bool) or not isinstance(v, str | int | float):
-                add(col, f"must be a string, got {type_name(v)}", f"the {what} column must hold plain text")
-                return None
-            return v if isinstance(v, str) else str(v)
-
-        prompt = get(pcol, True, "text" if rules.fmt is DataFormat.CPT_INPUT else "prompt")
-        completion = get(ccol, rules.completion_required, "completion")
-        system = get(scol, scol is not None, "system") if scol else None
+        prompt = self._cell(row, pcol, True, "text" if rules.fmt is DataFormat.CPT_INPUT else "prompt",
+                            known_missing, add)
+        completion = self._cell(row, ccol, rules.completion_required, "completion", known_missing, add)
+        system = self._cell(row, scol, True, "system", known_missing, add) if scol else None
         if self.c.total != before or prompt is None:
             return None
         if self.system_prompt is not None and not system:
             system = self.system_prompt
         completion = completion or ""
+        if not self.trusted:
+            self._check_raw_texts(prompt, completion, system, add)
+            if self.c.total != before:
+                return None
+        prompt_t = apply_template(self.prompt_template, prompt, row)
+        if not self.trusted and prompt_t != prompt and not self._template_flagged:
+            check_text(prompt_t, "prompt_template", rules, add)
+        ex = Example(system or None, prompt_t, completion)
+        rec = to_record(rules.fmt, ex)
+        texts = record_texts(rules.fmt, rec)
         if self.trusted:
-            prompt_t = apply_template(self.prompt_template, prompt, row)
-            ex = Example(system or None, prompt_t, completion)
-            rec = to_record(rules.fmt, ex)
-            texts = record_texts(rules.fmt, rec)
             return Item(lineno, ex, rec, texts)
+        chars = sum(len(t) for t in texts)
+        check_tokens(chars, rules, add)
+        if self.c.total != before:
+            return None
+        self._chars_total += chars
+        self._chars_max = max(self._chars_max, chars)
+        if self._byte_limit() is not None:
+            self._out_bytes += len(json.dumps(rec, ensure_ascii=False).encode()) + 1
+        return Item(lineno, ex, rec, texts)
+
+    def _check_raw_texts(self, prompt: str, completion: str, system: str | None,
+                         add: Callable[[str, str, str], None]) -> None:
+        rules = self.rules
+        assert rules is not None
+        pcol, ccol, scol = self._colnames()
         check_text(prompt, pcol or "prompt", rules, add,
                    what="prompt" if rules.fmt is not DataFormat.CPT_INPUT else "text")
         if ccol and rules.completion_required:
@@ -377,24 +515,6 @@ class SourceScanner:
             check_text(completion, ccol, rules, add, required=False, answer=True)
         if system and system is not self.system_prompt:     # a config system prompt is checked once (validate_config)
             check_text(system, scol or "system_prompt", rules, add, required=False)
-        if self.c.total != before:
-            return None
-        prompt_t = apply_template(self.prompt_template, prompt, row)
-        if prompt_t != prompt and not self._template_flagged:
-            check_text(prompt_t, "prompt_template", rules, add)
-        ex = Example(system or None, prompt_t, completion)
-        rec = to_record(rules.fmt, ex)
-        texts = record_texts(rules.fmt, rec)
-        chars = sum(len(t) for t in texts)
-        if not self.trusted:
-            check_tokens(chars, rules, add)
-        if self.c.total != before:
-            return None
-        self._chars_total += chars
-        self._chars_max = max(self._chars_max, chars)
-        if self._byte_limit() is not None:
-            self._out_bytes += len(json.dumps(rec, ensure_ascii=False).encode()) + 1
-        return Item(lineno, ex, rec, texts)
 
     def _missing_columns(self, names: list[str]) -> list[tuple[str, str]]:
         rules = self.rules
@@ -408,84 +528,103 @@ class SourceScanner:
         return [(what, col) for what, col in want if col and col not in names]
 
     # -- CSV -----------------------------------------------------------------------------
-    def _csv(self, p: Path) -> Iterator[Item]:
+    def _csv(self, fh: IO[bytes]) -> Iterator[Item]:
         self.mode = "raw"
         lines_seen = [0]
-        with open(p, "rb") as fh:
-            def text_lines() -> Iterator[str]:
-                for lineno, raw, size in readers.iter_raw_lines(fh):
-                    lines_seen[0] = lineno
-                    if raw is None:
-                        self.c.add(lineno, "record", f"line is {format_size(size)} long (this reader stops at "
-                                   f"{format_size(readers.MAX_LINE_BYTES)})", "split or shorten the record")
-                        yield "\n"
-                        continue
-                    yield decode(raw, lineno, self.c, False, self.warnings)
 
-            csv.field_size_limit(readers.MAX_LINE_BYTES)      # default 128 KB would hide the real (token) problem
-            delim = "\t" if p.suffix.lower() == ".tsv" else ","
-            reader = csv.reader(text_lines(), delimiter=delim, strict=True)
-            header: list[str] | None = None
-            missing: frozenset[str] = frozenset()
-            while True:
-                start = reader.line_num + 1
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error as e:
-                    if header is not None:
-                        self._tick()
-                    msg = str(e)
-                    if "unexpected end of data" in msg or "EOF" in msg:
-                        self.c.add(start, "csv", "quoted field is never closed (runs to the end of the file)",
-                                   'close the quote; write a quote inside a field as two quotes ""')
-                    else:
-                        self.c.add(start, "csv", f"cannot parse the row: {msg}",
-                                   'quote fields that contain commas or quotes: "a, ""b"""')
+        def text_lines() -> Iterator[str]:
+            for lineno, raw, size in readers.iter_raw_lines(fh):
+                lines_seen[0] = lineno
+                if raw is None:
+                    self._overlong(lineno, size)
+                    yield "\n"
                     continue
-                if header is None:
-                    if not row:
-                        continue
-                    header = [h.strip() for h in row]
-                    miss = self._missing_columns(header)
-                    for what, col in miss:
-                        self.c.add(reader.line_num, col, f"no such column; the header has: {', '.join(header)}",
-                                   f"map the {what} column with --columns {what}=<one of: {', '.join(header)}>")
-                    miss = [col for _, col in miss]
-                    missing = frozenset(miss)
-                    self.stats["columns"] = header
-                    if miss:           # count the rest (a quoting error there is not worth a traceback)
-                        while True:
-                            try:
-                                next(reader)
-                            except StopIteration:
-                                return
-                            except csv.Error:
-                                pass
-                            self._tick()
-                    continue
-                if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
-                    self.warnings.append(f"{self.name}:{reader.line_num}: blank line skipped")
-                    continue
-                self._tick()
-                if len(row) != len(header):
-                    self.c.add(start, "csv", f"row has {len(row)} field(s), the header has {len(header)}",
-                               'quote fields that contain commas: "a, b"')
-                    continue
-                item = self._raw(start, dict(zip(header, row, strict=True)), missing)
-                if item is not None:
-                    yield item
-            if header is None and lines_seen[0] == 0:
+                yield decode(raw, lineno, self.c, False, self.warnings)
+
+        csv.field_size_limit(readers.MAX_LINE_BYTES)      # default 128 KB would hide the real (token) problem
+        delim = "\t" if Path(self.path).suffix.lower() == ".tsv" else ","
+        reader = csv.reader(text_lines(), delimiter=delim, strict=True)
+        header: list[str] | None = None
+        missing: frozenset[str] = frozenset()
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                if header is not None:
+                    self._tick()
+                self._csv_error(start, str(e))
+                continue
+            if header is None:
+                if not row or not any(h.strip() for h in row):
+                    continue                    # blank lines before the header
+                header = [h.strip() for h in row]
+                missing = self._csv_header(reader.line_num, header)
+                if missing is None:             # count the rest (a quoting error there is not worth a traceback)
+                    self._count_csv_rest(reader)
+                    return
+                continue
+            if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
+                self.warnings.append(f"{self.name}:{reader.line_num}: blank line skipped")
+                continue
+            self._tick()
+            if len(row) != len(header):
+                self.c.add(start, "csv", f"row has {len(row)} field(s), the header has {len(header)}",
+                           'quote fields that contain commas: "a, b"')
+                continue
+            item = self._raw(start, dict(zip(header, row, strict=True)), missing)
+            if item is not None:
+                yield item
+        if header is None and lines_seen[0] and self.c.total == 0:
+            self.c.add(None, "file", f"has no header row: its {lines_seen[0]:,} line(s) are blank or whitespace",
+                       "the first line names the columns (e.g. prompt,completion), one row per record below it")
+
+    def _csv_error(self, line: int, msg: str) -> None:
+        if "unexpected end of data" in msg or "EOF" in msg:
+            self.c.add(line, "csv", "quoted field is never closed (runs to the end of the file)",
+                       'close the quote; write a quote inside a field as two quotes ""')
+        else:
+            self.c.add(line, "csv", f"cannot parse the row: {msg}",
+                       'quote fields that contain commas or quotes: "a, ""b"""')
+
+    def _csv_header(self, line: int, header: list[str]) -> frozenset[str] | None:
+        """The mapped columns the header lacks (None: a required one is missing, or a mapped one appears
+        twice; located problems were added). The header is echoed only when it reads as column names."""
+        names = shown_names(header)
+        found = self._missing_columns(header)
+        for what, col in found:
+            self.c.add(line, col, f"no such column; the header has: {names}",
+                       f"map the {what} column with --columns {what}=<one of: {names}>" if _names_ok(header)
+                       else "is this a CSV file? its first line must name the columns, e.g. prompt,completion")
+        used = {c for c in self._colnames() if c}
+        for col in sorted(used):
+            if header.count(col) > 1:
+                self.c.add(line, col, f"the header names this column {header.count(col)} times",
+                           "give every column its own name; a reader would keep only one of them")
+        self.stats["columns"] = header if _names_ok(header) else []
+        if found or any(header.count(c) > 1 for c in used):
+            return None
+        return frozenset()
+
+    def _count_csv_rest(self, reader: Any) -> None:
+        while True:
+            try:
+                next(reader)
+            except StopIteration:
                 return
+            except csv.Error:
+                pass
+            self._tick()
 
     # -- Parquet -------------------------------------------------------------------------
-    def _parquet(self, p: Path) -> Iterator[Item]:
+    def _parquet(self, fh: IO[bytes]) -> Iterator[Item]:
         self.mode = "raw"
         try:
             import pyarrow.parquet as pq
 
-            pf = pq.ParquetFile(p)
+            pf = pq.ParquetFile(fh)
         except Exception as e:  # noqa: BLE001 - any reader error becomes a located problem
             self.c.add(None, "file", f"not a readable Parquet file: {e}", "re-export it (pandas.DataFrame.to_parquet)")
             return

@@ -65,11 +65,12 @@ def test_overlong_line_is_located_and_later_lines_keep_their_numbers(tmp_path, m
 
 
 def test_numbers_json_reads_exactly_are_kept_exactly(tmp_path):
-    """orjson turns an integer past 64 bits into a float and refuses NaN: such records take json."""
+    """orjson turns an integer past 64 bits into a float: such records take json, which keeps them exactly.
+    (This test used to expect a NaN row to become the training text "nan"; issue 16 makes NaN a located
+    problem, asserted in test_nan_is_a_located_problem_not_the_text_nan below.)"""
     p = tmp_path / "raw.jsonl"
     rows = [{"text": f"order number {i} status", "category": 123456789012345678901234567890 + i} for i in range(30)]
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"text": "nan row", "category": NaN}\n',
-                 encoding="utf-8")
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     cfg = PipelineConfig.model_validate({"name": "t", "base_model": NOVA, "data": {
         "source": str(p), "columns": {"prompt": "text", "completion": "category"}}})
     prepared = tp.prepare(cfg, tmp_path / "o")
@@ -77,7 +78,20 @@ def test_numbers_json_reads_exactly_are_kept_exactly(tmp_path):
     for f in (prepared.train, prepared.validation, prepared.test):
         for ln in Path(f.path).read_text(encoding="utf-8").splitlines() if f else []:
             answers.add(json.loads(ln)["messages"][1]["content"][0]["text"])
-    assert "123456789012345678901234567890" in answers and "nan" in answers
+    assert "123456789012345678901234567890" in answers and len(answers) == 30
+
+
+def test_nan_is_a_located_problem_not_the_text_nan(tmp_path):
+    p = tmp_path / "raw.jsonl"
+    rows = [{"text": f"order number {i} status", "category": f"c{i % 3}"} for i in range(30)]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"text": "nan row", "category": NaN}\n',
+                 encoding="utf-8")
+    cfg = PipelineConfig.model_validate({"name": "t", "base_model": NOVA, "data": {
+        "source": str(p), "columns": {"prompt": "text", "completion": "category"}}})
+    with pytest.raises(tp.DataValidationError) as info:
+        tp.prepare(cfg, tmp_path / "o")
+    assert [(x.line, x.field) for x in info.value.problems] == [(31, "json")]
+    assert "NaN is not valid JSON" in info.value.problems[0].message
 
 
 def line_by_line_copy(source, assign, write) -> int:
