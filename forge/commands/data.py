@@ -225,18 +225,51 @@ def _report(args, report, summary: str) -> int:
 
 
 def cmd_prepare(args) -> int:
+    from tasks.data.problems import DataValidationError
+
+    try:
+        config = _prepare_config(args)
+    except _Refused as err:
+        return err.code
+    from tasks.data.preparation import prepare
+
+    try:
+        prepared = prepare(config, args.out, progress=_progress)
+    except DataValidationError as err:
+        if args.json:
+            print(json.dumps({"ok": False, "problems": [p.model_dump() for p in err.problems],
+                              "total_problems": err.total}, indent=2))
+        else:
+            _print_problems(err.lines(), False)
+            print(f"{args.data}: {err.total} problem(s); nothing written")
+        return 2
+    except OSError as err:      # the input's problems are located problems above: this is the output side
+        where = err.filename if isinstance(err.filename, str) else args.out
+        verb = "cannot read" if where == args.data else "cannot write"
+        return _fail(args, [f"{where}: {verb}: {err.strerror or err}; nothing written to {args.out}"], code=1)
+    return _print_prepared(args, prepared)
+
+
+class _Refused(Exception):
+    """A usage or config problem already printed; ``code`` is the exit status."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+
+def _prepare_config(args):
+    """The PipelineConfig ``forge prepare``'s flags describe (the same model a YAML config builds)."""
     from pydantic import ValidationError
 
     from tasks.catalog import CustomizationType
     from tasks.config import ConfigError, format_validation_error, parse_config
-    from tasks.data.problems import DataValidationError
 
     try:
         ctype = CustomizationType.parse(args.ctype)
         columns = parse_columns(args.columns)
         train, val, test = _parse_split(args.split)
     except ValueError as err:
-        return _usage(args, str(err))
+        raise _Refused(_usage(args, str(err))) from None
     data: dict = {"source": args.data,
                   "split": {"train": train, "validation": val, "test": test, "seed": args.seed,
                             "stratify": args.stratify},
@@ -255,26 +288,14 @@ def cmd_prepare(args) -> int:
         # prepare does not call the grader; a placeholder ARN satisfies the config model (never used here)
         raw["rft"] = {"grader_lambda_arn": "arn:aws:lambda:us-east-1:000000000000:function:unused"}
     try:
-        config = parse_config(raw, source="forge prepare")
+        return parse_config(raw, source="forge prepare")
     except ConfigError as err:
-        return _fail(args, err.problems)
+        raise _Refused(_fail(args, err.problems)) from None
     except ValidationError as err:  # pragma: no cover - parse_config formats these
-        return _fail(args, format_validation_error(err, "forge prepare"))
+        raise _Refused(_fail(args, format_validation_error(err, "forge prepare"))) from None
 
-    from tasks.data.preparation import prepare
 
-    try:
-        prepared = prepare(config, args.out, progress=_progress)
-    except DataValidationError as err:
-        if args.json:
-            print(json.dumps({"ok": False, "problems": [p.model_dump() for p in err.problems],
-                              "total_problems": err.total}, indent=2))
-        else:
-            _print_problems(err.lines(), False)
-            print(f"{args.data}: {err.total} problem(s); nothing written")
-        return 2
-    except OSError as err:
-        return _fail(args, [f"{args.out}: cannot write: {err.strerror or err}"], code=1)
+def _print_prepared(args, prepared) -> int:
     report = json.loads(open(prepared.report_path, encoding="utf-8").read())
     for w in report.get("warnings") or []:
         print(f"warning: {w}", file=sys.stderr)

@@ -50,7 +50,7 @@ import numpy as np
 
 from tasks.catalog import PRESETS, CustomizationType, DataFormat
 from tasks.config import PipelineConfig
-from tasks.data import keys, readers
+from tasks.data import keys, outputs, readers, sources
 from tasks.data.fingerprints import (
     LABEL_MAX_CHARS,
     LABEL_MAX_DISTINCT,
@@ -81,51 +81,61 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Progress |
             s3: Any = None) -> PreparedData:
     """Read, check, convert, dedupe, split, augment (train only) and write the splits + report.json.
 
-    An ``s3://`` source is downloaded once into ``out_dir/.source`` with ``s3`` (a boto3 S3 client;
-    default: ``tasks.aws.clients.make_clients(config.aws).s3``)."""
+    Everything is written into a work folder that becomes ``out_dir`` with one rename at the end
+    (``tasks.data.outputs``): on any error (bad data, ENOSPC, a kill) ``out_dir`` is left as it was. An output
+    folder that holds the source is refused. An ``s3://`` source is streamed into the work folder with ``s3``
+    (a boto3 S3 client; default: ``tasks.aws.clients.make_clients(config.aws).s3``) after the same pre-flight."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    source = _local_source(config, out, s3)
-    stamp = _stamp(source)
-    store = keys.KeyStore(out)
+    outputs.check_out(config.data.source, out)
+    work = outputs.WorkDir.start(out)
     try:
-        scanned = _scan(config, source, store, progress)
-        sel = _select(config, scanned, store, source)
-        plan = _plan_augmentation(config, scanned.rules, sel, scanned.warnings)
-        split_problems = _split_count_problems(source, scanned.rules, sel.counts["train"] + plan.n_planned,
-                                               sel.counts["validation"])
-        if split_problems:
-            raise DataValidationError(split_problems)
-        written = _write(config, source, out, scanned, store, sel.assign, plan)
-        if _stamp(source) != stamp or (scanned.n and written.last != scanned.n - 1):
-            written.discard()
-            raise DataValidationError([Problem(file=str(source), field="file",
-                                               message="changed while it was being prepared",
-                                               fix="run prepare again once the file is complete")])
-        files = written.commit(out)
-        return _report(config, out, scanned, sel, plan, written, files)
+        source = _local_source(config, work.path, s3)
+        stamp = _stamp(source)
+        store = keys.KeyStore(work.path)
+        try:
+            scanned = _scan(config, source, store, progress)
+            sel = _select(config, scanned, store, source)
+            plan = _plan_augmentation(config, scanned.rules, sel, scanned.warnings)
+            split_problems = _split_count_problems(source, scanned.rules, sel.counts["train"] + plan.n_planned,
+                                                   sel.counts["validation"])
+            if split_problems:
+                raise DataValidationError(split_problems)
+            written = _write(config, source, work.path, scanned, store, sel.assign, plan)
+            if _stamp(source) != stamp or (scanned.n and written.last != scanned.n - 1):
+                written.discard()
+                raise DataValidationError([Problem(file=str(source), field="file",
+                                                   message="changed while it was being prepared",
+                                                   fix="run prepare again once the file is complete")])
+            files = written.commit(work.path, work.out)
+            prepared = _report(config, work.path, work.out, scanned, sel, plan, written, files)
+        finally:
+            store.close()
+        work.publish()
+        return prepared
     finally:
-        store.close()
+        work.discard()
 
 
 # ---------------------------------------------------------------------------------------------
 # the source
 # ---------------------------------------------------------------------------------------------
-def _local_source(config: PipelineConfig, out_dir: Path, s3: Any = None) -> str:
-    """The data source as a local path (an s3:// source is downloaded once into out_dir/.source)."""
+def _local_source(config: PipelineConfig, work: Path, s3: Any = None) -> str:
+    """The data source as a local path (an s3:// source is streamed once into the work folder's .source,
+    after the pre-flight of ``tasks.data.sources.fetch_s3``)."""
     src = config.data.source
     if not src.startswith("s3://"):
         return src
-    from tasks.aws.s3uri import split_s3_uri
-
-    bucket, key = split_s3_uri(src)
-    dest = out_dir / ".source" / Path(key).name
+    dest = work / ".source" / (Path(src).name or "source")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if s3 is None:
         from tasks.aws.clients import make_clients
 
         s3 = make_clients(config.aws).s3
-    s3.download_file(bucket, key, str(dest))
+    try:
+        sources.fetch_s3(s3, src, dest)
+    except sources.SourceProblem as e:
+        raise DataValidationError([Problem(file=src, line=e.line, field=e.field, message=e.message,
+                                           fix=e.fix)]) from None
     return str(dest)
 
 
@@ -140,6 +150,7 @@ def _stamp(path: str) -> tuple[int, int] | None:
 def _scanner(config: PipelineConfig, source: str, progress: Progress | None, trusted: bool = False) -> SourceScanner:
     d = config.data
     return SourceScanner(source, config.base_model, config.customization_type, columns=d.columns, fmt="auto",
+                         shown_as=d.source if d.source.startswith("s3://") else None,
                          role="source", system_prompt=d.system_prompt, prompt_template=d.prompt_template,
                          teacher=config.distillation.teacher_model if config.distillation else None,
                          kind=d.format if d.format != "auto" else "auto", progress=progress, trusted=trusted)
@@ -321,20 +332,18 @@ class _SplitWriter:
         self.sizes[name] += len(b)
         self.written[name] += records
 
-    def commit(self, out: Path) -> dict[str, SplitFile | None]:
-        """Rename the split files into place (an empty validation/test file is removed, with any old one)."""
+    def commit(self, work: Path, out: Path) -> dict[str, SplitFile | None]:
+        """Rename the split files to their names in the work folder (an empty validation/test split has
+        none); the paths recorded are those they will have in ``out`` once the work folder is published."""
         files: dict[str, SplitFile | None] = {}
         try:
             for name in SPLITS:
-                final = out / f"{name}.jsonl"
                 if self.written[name] == 0 and name != "train":
                     os.unlink(self.tmp[name].name)
-                    if final.exists():
-                        final.unlink()
                     files[name] = None
                     continue
-                os.replace(self.tmp[name].name, final)
-                files[name] = SplitFile(path=str(final.resolve()), records=self.written[name],
+                os.replace(self.tmp[name].name, work / f"{name}.jsonl")
+                files[name] = SplitFile(path=str(out / f"{name}.jsonl"), records=self.written[name],
                                         sha256=self.hashes[name].hexdigest(), bytes=self.sizes[name])
         finally:
             self.discard()
@@ -375,7 +384,7 @@ def _rows(config: PipelineConfig, source: str, formatted: bool) -> Iterator[tupl
     """(index, line bytes | None, Item | None). A formatted source passed every rule: its lines are
     copied as they are (no re-parse); raw sources are converted again (trusted, no re-check)."""
     if formatted:
-        with open(source, "rb") as fh:
+        with _reopen(source) as fh:
             i = 0
             for _lineno, raw, _size in readers.iter_raw_lines(fh):
                 if raw is None or not raw.strip():
@@ -431,7 +440,7 @@ def _copy_lines(source: str, assign: np.ndarray, write: Callable[[int, bytes, in
     n = len(assign)
     seen = 0
     rest = b""
-    with open(source, "rb") as fh:
+    with _reopen(source) as fh:
         while True:
             chunk = fh.read(COPY_CHUNK)
             if chunk:
@@ -453,6 +462,15 @@ def _copy_lines(source: str, assign: np.ndarray, write: Callable[[int, bytes, in
                     write(k, b"\n".join([lines[j] for j in idx]) + b"\n", len(idx))
             if not chunk:
                 return seen
+
+
+def _reopen(source: str) -> IO[bytes]:
+    """The source again for pass 2, with the same pre-flight (it may have been replaced since pass 1)."""
+    try:
+        return sources.open_regular(source)
+    except sources.SourceProblem as e:
+        raise DataValidationError([Problem(file=str(source), field="file", message=f"{e.message} (it changed while "
+                                           "it was being prepared)", fix=e.fix)]) from None
 
 
 def _contains(sorted_arr: np.ndarray | None, h: int) -> bool:
@@ -502,7 +520,7 @@ def _label_counts(sel: _Selection) -> dict[str, dict[str, int]]:
     return label_counts
 
 
-def _report(config: PipelineConfig, out: Path, scanned: _Scanned, sel: _Selection, plan: _AugmentPlan,
+def _report(config: PipelineConfig, work: Path, out: Path, scanned: _Scanned, sel: _Selection, plan: _AugmentPlan,
             w: _SplitWriter, files: dict[str, SplitFile | None]) -> PreparedData:
     """report.json (counts, duplicates, quality, tokens, labels, warnings, files) and the PreparedData."""
     rules, report, stats, scan, sp = scanned.rules, scanned.report, sel.stats, scanned.scan, config.data.split
@@ -545,12 +563,12 @@ def _report(config: PipelineConfig, out: Path, scanned: _Scanned, sel: _Selectio
         "warnings": scanned.warnings,
         "files": {k: (v.model_dump() if v else None) for k, v in files.items()},
     }
+    (work / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     report_path = out / "report.json"
-    report_path.write_text(json.dumps(rep, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     train = files["train"]
     assert train is not None
     return PreparedData(format=rules.fmt.value, train=train, validation=files["validation"], test=files["test"],
-                        report_path=str(report_path.resolve()), label_like=sel.label_like,
+                        report_path=str(report_path), label_like=sel.label_like,
                         estimated_train_tokens=est_tokens)
 
 

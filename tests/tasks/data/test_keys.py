@@ -160,7 +160,9 @@ def test_key_files_are_removed_after_success_and_after_refusal(tmp_path):
     bad.write_text(src.read_text() + '{"prompt": "", "completion": "a"}\n')
     with pytest.raises(DataValidationError):
         prepare(cfg(bad), tmp_path / "o2")
-    assert not any(p.name.startswith(".prepare-keys-") for p in (tmp_path / "o2").iterdir())
+    # the refused run leaves no output folder at all (it worked in .o2.prepare-<pid>-<token>, now removed)
+    assert not (tmp_path / "o2").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "d.jsonl", "o"]
 
 
 # --- memory does not grow with the file ------------------------------------------------------------------------
