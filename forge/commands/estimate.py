@@ -26,7 +26,11 @@ the config (train_per_1k_tokens, storage_per_month, pt_hour_no_commit, on_demand
 on_demand_output_per_1k). By default the data is prepared into a temporary folder first, so the
 counts are the ones the run will train on and bad data fails here, every problem located.
 
-exit codes: 0 within budget (or prices unknown and budget.allow_unknown_prices true),
+With budget.max_usd set, an unknown price refuses the run unless budget.allow_unknown_prices: true
+is written out; budget.max_usd: 0 refuses any run that would spend. A serving.commitment (which needs
+serving.allow_commitment: true) is priced for its whole term and never bought for the evaluation PT.
+
+exit codes: 0 within budget (or no budget, or prices unknown and budget.allow_unknown_prices: true),
             2 over budget, refused by a spend guard, invalid config or invalid data"""
 
 EPILOG = """\
