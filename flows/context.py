@@ -40,6 +40,21 @@ class RunRefused(RuntimeError):
     """A guard refused to spend money (budget, model-unit cap, commitment)."""
 
 
+class TeardownFailed(RuntimeError):
+    """A billing resource could not be deleted after every retry: the run must not report success."""
+
+    def __init__(self, alive: list[str], errors: list[str] | None = None):
+        self.alive = list(alive)
+        self.errors = list(errors or [])
+        super().__init__(
+            "teardown failed: STILL BILLING: " + ", ".join(self.alive)
+            + (f" ({'; '.join(self.errors)})" if self.errors else "")
+            + ". The sweep deletes it once this run's heartbeat is gone (`forge sweep`, or the scheduled sweep "
+              "deployment); to delete it now: `aws bedrock delete-provisioned-model-throughput "
+              "--provisioned-model-id ARN` (a deployment: `aws bedrock delete-custom-model-deployment "
+              "--custom-model-deployment-identifier ARN`) once the cause (e.g. a missing permission) is fixed")
+
+
 def flow_run_id() -> str:
     """The id of the Prefect flow run we are in; ``"local"`` outside one."""
     ctx = FlowRunContext.get()
@@ -123,12 +138,13 @@ class RunContext:
         self.log.info("run key %s (job %s)", self.run_key, self.names.job)
 
     def bind_tags(self) -> None:
-        self.tags = standard_tags(self.run_key, self.flow_run_id, self.config.tags)
+        self.tags = standard_tags(self.run_key, self.flow_run_id, self.config.tags, run_id=self.run_id)
 
     def serving_tags(self) -> dict[str, str]:
-        """The tags of a serving resource: the standard ones plus ``forge-expires-at`` (cleanup layer 3)."""
+        """The tags of a serving resource: the standard ones plus ``forge-expires-at`` (the last net);
+        ``serving`` adds ``forge-heartbeat`` (the sweeper's main signal)."""
         return standard_tags(self.run_key, self.flow_run_id, self.config.tags,
-                             expires_in_hours=self.config.serving.max_hours)
+                             expires_in_hours=self.config.serving.max_hours, run_id=self.run_id)
 
     # -- steps ---------------------------------------------------------------------------
     def resumes_after(self, step: Step) -> bool:

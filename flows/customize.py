@@ -25,23 +25,28 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.context import QualityGateFailed, RunContext, RunRefused, config_of_run, error_text
+from flows import watchdog
+from flows.context import QualityGateFailed, RunContext, RunRefused, TeardownFailed, config_of_run, error_text
 from tasks import customize as customize_stage
 from tasks import evaluate as evaluate_stage
 from tasks import iam as iam_stage
 from tasks import serve as serve_stage
 from tasks import teardown as teardown_stage
 from tasks import upload as upload_stage
-from tasks.aws.clients import make_clients
+from tasks.aws.clients import lenient_aws_config, make_clients
 from tasks.aws.logs import install_log_redaction
+from tasks.aws.s3uri import s3_uri
+from tasks.aws.tags import HEARTBEAT_TAG, fits_tag_value
 from tasks.config import PipelineConfig
 from tasks.estimate import check_budget, estimate_cost
 from tasks.evaluate import EvaluationResult
 from tasks.evaluation import lease
 from tasks.prepare import prepare_task
+from tasks.run import liveness
 from tasks.run.manifest import SERVING_STEPS, STEPS, Manifest, RerunStep
 from tasks.run.types import (
     JobInfo,
@@ -52,8 +57,8 @@ from tasks.run.types import (
     UploadedData,
 )
 
-__all__ = ["QualityGateFailed", "RunRefused", "Step", "customize_model", "release_and_stop", "release_serving",
-           "serving"]
+__all__ = ["QualityGateFailed", "RunRefused", "Step", "TeardownFailed", "customize_model", "release_and_stop",
+           "release_serving", "serving"]
 
 install_log_redaction()   # account ids out of every log line a run writes (tasks/aws/logs.py)
 
@@ -67,17 +72,23 @@ Step = RerunStep
 # cleanup hooks (layer 2) — they run in whatever process finalizes the run, so they share no
 # memory with it: everything is found again by the flow-run-id tag.
 # ---------------------------------------------------------------------------------------------
-def _config_from_flow_run(flow_run) -> PipelineConfig | None:
+def _aws_of_flow_run(flow_run) -> dict | None:
+    """The ``aws`` section of the run's config, read from the flow-run parameters (or the manifest of the
+    ``run_id`` parameter) WITHOUT validating the rest of the config: a hook must work for a config that no
+    longer validates (flow parameters turn NaN/Inf into null). None: no config to go by."""
     params = getattr(flow_run, "parameters", None) or {}
     raw = params.get("config")
     if raw is None and params.get("run_id"):
         try:
             raw = Manifest.find(params.get("runs_dir", "runs"), params["run_id"]).doc.config
-        except FileNotFoundError:
-            return None
+        except Exception:  # noqa: BLE001 - no manifest here (another machine): go by the environment
+            raw = {}
     if raw is None:
         return None
-    return raw if isinstance(raw, PipelineConfig) else PipelineConfig.model_validate(raw)
+    if isinstance(raw, PipelineConfig):
+        return raw.aws.model_dump(mode="json")
+    aws = raw.get("aws") if isinstance(raw, dict) else None
+    return aws if isinstance(aws, dict) else {}
 
 
 def _failed_before_spending(state) -> bool:
@@ -92,26 +103,67 @@ def _failed_before_spending(state) -> bool:
     return isinstance(exc, DataValidationError | RunRefused)
 
 
+def _hook_logger(flow, flow_run):
+    """The flow run's own logger, so what a hook did (or why it failed) shows in the UI's run log."""
+    try:
+        from prefect.logging.loggers import flow_run_logger
+
+        return flow_run_logger(flow_run, flow)
+    except Exception:  # noqa: BLE001
+        import logging
+
+        return logging.getLogger("bedrock-forge.hooks")
+
+
+def _clients_of(flow_run):
+    aws = _aws_of_flow_run(flow_run)
+    return None if aws is None else make_clients(lenient_aws_config(aws))
+
+
 def release_serving(flow, flow_run, state) -> None:
-    """on_failure / on_crashed: delete billing resources tagged with this flow run."""
-    config = _config_from_flow_run(flow_run)
-    if config is None or _failed_before_spending(state):
-        return
-    clients = make_clients(config.aws)
-    report = teardown_stage.teardown_run(clients, flow_run_id=str(flow_run.id))
-    print(f"[{state.name}] cleanup hook: deleted {report.deleted or 'nothing'}; "
-          f"already gone {report.already_gone or '-'}")
+    """on_failure / on_crashed: delete billing resources tagged with this flow run. Never raises: a failure is
+    logged to the run's log (the sweep still catches what is left)."""
+    log = _hook_logger(flow, flow_run)
+    try:
+        if _failed_before_spending(state):
+            return
+        clients = _clients_of(flow_run)
+        if clients is None:
+            return
+        report = teardown_stage.teardown_run(clients, flow_run_id=str(flow_run.id))
+        msg = (f"[{state.name}] cleanup hook: deleted {report.deleted or 'nothing'}; "
+               f"already gone {report.already_gone or '-'}")
+        log.info(msg)
+        print(msg)
+        if report.alive or report.errors:
+            log.error("[%s] cleanup hook: STILL BILLING %s: %s — the sweep owns them now", state.name,
+                      report.alive or "-", report.errors)
+    except Exception as err:  # noqa: BLE001 - a hook must not crash; say so where the UI shows it
+        log.error("[%s] cleanup hook failed: %s — the heartbeat sweep deletes what is left", state.name,
+                  error_text(err))
 
 
 def release_and_stop(flow, flow_run, state) -> None:
-    """on_cancellation: delete serving resources and stop the job this run started (configurable)."""
+    """on_cancellation: delete serving resources and stop the job this run started (configurable). Only jobs
+    tagged with this flow run are stopped: a duplicate run that adopted another run's job never stops it."""
     release_serving(flow, flow_run, state)
-    config = _config_from_flow_run(flow_run)
-    if config is None or not config.job.stop_on_cancel:
-        return
-    clients = make_clients(config.aws)
-    stopped = customize_stage.stop_jobs_of_flow_run(clients, str(flow_run.id))
-    print(f"[{state.name}] stopped customization jobs: {stopped or 'none running'}")
+    log = _hook_logger(flow, flow_run)
+    try:
+        params = getattr(flow_run, "parameters", None) or {}
+        raw = params.get("config")
+        job = (raw.job.model_dump() if isinstance(raw, PipelineConfig)
+               else (raw or {}).get("job") if isinstance(raw, dict) else None) or {}
+        if job.get("stop_on_cancel", True) is False:
+            return
+        clients = _clients_of(flow_run)
+        if clients is None:
+            return
+        stopped = customize_stage.stop_jobs_of_flow_run(clients, str(flow_run.id))
+        msg = f"[{state.name}] stopped customization jobs: {stopped or 'none running'}"
+        log.info(msg)
+        print(msg)
+    except Exception as err:  # noqa: BLE001
+        log.error("[%s] stopping the job failed: %s", state.name, error_text(err))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,28 +376,45 @@ def provision_evaluate_teardown(ctx: RunContext, plan: EvaluationPlan) -> Evalua
 
 @contextmanager
 def serving(clients, config: PipelineConfig, names, model_arn: str, tags: dict[str, str], run_key: str, *,
-            on_provisioned=None, on_teardown=None):
+            on_provisioned=None, on_teardown=None, owner: str = "local", run_id: str | None = None,
+            run_dir: Path | None = None):
     """Serve ``model_arn`` (provisioned throughput or on-demand deployment) for the ``with`` body and
     ALWAYS delete it afterwards, whatever the body did (cleanup layer 1, docs/design.md §3).
 
-    ``on_provisioned(endpoint)`` runs once the endpoint is in service; ``on_teardown(report)`` after
-    the deletion. A resource whose create call went through but whose wait failed is still deleted:
-    the endpoint is known from the moment ``provision`` returns.
+    While it serves, the run heartbeats in S3 (tasks/run/liveness.py; the resource's ``forge-heartbeat`` tag
+    says where) and a watchdog process (flows/watchdog.py) stands by to delete the resource if this process
+    dies first. ``on_provisioned(endpoint)`` runs once the endpoint is in service; ``on_teardown(report)``
+    after the deletion. A resource whose create call went through but whose wait failed is still deleted.
+    A deletion that fails after its retries raises ``TeardownFailed`` (with the ARNs still billing) when the
+    body succeeded; when the body failed, its error propagates and the report says what is left.
     """
+    bucket, key = liveness.heartbeat_location(names.bucket, config.aws.prefix, run_key)
+    beat_uri = s3_uri(bucket, key)
+    tags = {**tags, HEARTBEAT_TAG: beat_uri} if fits_tag_value(beat_uri) else tags
+    manifest = str(run_dir / "manifest.json") if run_dir and (run_dir / "manifest.json").exists() else None
+    watch = watchdog.guard(config.aws.model_dump(mode="json"), run_key, beat_uri, manifest,
+                           str(run_dir / "watchdog.log") if run_dir else None)
     endpoint: ServingEndpoint | None = None
+    report = None
     try:
-        endpoint = serve_stage.provision_task(clients, config, names, model_arn, tags)
-        endpoint = serve_stage.wait_serving_task(clients, endpoint, timeout_s=PROVISION_TIMEOUT_S)
-        if on_provisioned:
-            on_provisioned(endpoint)
-        yield endpoint
+        with liveness.beating(clients.s3, bucket, key, owner, run_id):
+            try:
+                endpoint = serve_stage.provision_task(clients, config, names, model_arn, tags)
+                endpoint = serve_stage.wait_serving_task(clients, endpoint, timeout_s=PROVISION_TIMEOUT_S)
+                if on_provisioned:
+                    on_provisioned(endpoint)
+                yield endpoint
+            finally:
+                report = teardown_stage.teardown_task(
+                    clients, run_key=run_key, endpoints=[endpoint] if endpoint else [],
+                    delete_custom_model=False, custom_model_arn=model_arn, delete_data=False, uploaded=None,
+                )
+                if on_teardown:
+                    on_teardown(report)
     finally:
-        report = teardown_stage.teardown_task(
-            clients, run_key=run_key, endpoints=[endpoint] if endpoint else [],
-            delete_custom_model=False, custom_model_arn=model_arn, delete_data=False, uploaded=None,
-        )
-        if on_teardown:
-            on_teardown(report)
+        watch.release()
+    if report is not None and report.alive:
+        raise TeardownFailed(report.alive, report.errors)
 
 
 PEER_POLL_S = lease.PEER_POLL_S
@@ -354,7 +423,8 @@ PEER_POLL_S = lease.PEER_POLL_S
 def _evaluate_once(ctx: RunContext, plan: EvaluationPlan) -> EvaluationResult:
     """Serve and evaluate under the run key's lease (tasks/evaluation/lease.py): when another run of the same
     config is already doing it, wait for its recorded evaluation instead of sharing (and losing) its PT."""
-    bucket, key = lease.lease_key(plan.uploaded.output_uri, plan.eval_key)
+    # one lease per model (run key): only one run serves it at a time, whatever evaluation it runs
+    bucket, key = lease.lease_key(plan.uploaded.output_uri, "serving")
     # a live peer is waited for at most serving.max_hours; a dead one's lease goes stale after STALE_S
     deadline = time.monotonic() + max(ctx.config.serving.max_hours * 3600, 2 * lease.STALE_S)
 
@@ -391,14 +461,19 @@ def _serve_and_evaluate(ctx: RunContext, plan: EvaluationPlan) -> EvaluationResu
 
     manifest.step_started("provision")
     out_dir = str(ctx.run_dir / "evaluation")
+    left: TeardownFailed | None = None
     try:
-        with serving(ctx.clients, ctx.config, ctx.names, training.custom_model_arn, ctx.serving_tags(), ctx.run_key,
-                     on_provisioned=provisioned, on_teardown=torn_down) as endpoint:
-            manifest.step_started("evaluate")
-            # only the model calls need the serving resource: it is released before scoring
-            outputs = evaluate_stage.collect_outputs_task(ctx.clients, ctx.config, plan.prepared, ctx.family,
-                                                          endpoint, out_dir)
-            manifest.step_started("teardown")
+        try:
+            with serving(ctx.clients, ctx.config, ctx.names, training.custom_model_arn, ctx.serving_tags(),
+                         ctx.run_key, on_provisioned=provisioned, on_teardown=torn_down, owner=ctx.flow_run_id,
+                         run_id=ctx.run_id, run_dir=ctx.run_dir) as endpoint:
+                manifest.step_started("evaluate")
+                # only the model calls need the serving resource: it is released before scoring
+                outputs = evaluate_stage.collect_outputs_task(ctx.clients, ctx.config, plan.prepared, ctx.family,
+                                                              endpoint, out_dir)
+                manifest.step_started("teardown")
+        except TeardownFailed as err:   # the outputs are in: score and record them, then fail loudly
+            left = err
         evaluation = evaluate_stage.score_outputs_task(outputs, ctx.config, plan.prepared, training, out_dir)
         evaluate_stage.record_evaluation_task(ctx.clients, plan.uploaded.output_uri, plan.eval_key, evaluation)
         manifest.step_done("evaluate")
@@ -407,6 +482,8 @@ def _serve_and_evaluate(ctx: RunContext, plan: EvaluationPlan) -> EvaluationResu
             if manifest.doc.step_status(step) == "running":
                 manifest.step_failed(step, err)
         raise
+    if left is not None:
+        raise left
     _delete_extras(ctx, plan)
     return evaluation
 

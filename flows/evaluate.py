@@ -110,7 +110,8 @@ def _collect_outputs(clients: Clients, config: PipelineConfig, prepared: Prepare
     def torn_down(r) -> None:
         log.info("teardown: deleted %s, already gone %s", r.deleted or "-", r.already_gone or "-")
 
-    with serving(clients, config, names, model_arn, tags, run_key, on_teardown=torn_down) as endpoint:
+    with serving(clients, config, names, model_arn, tags, run_key, on_teardown=torn_down, owner=flow_run_id(),
+                 run_dir=out_dir) as endpoint:
         outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint,
                                                       str(out_dir))
     return outputs

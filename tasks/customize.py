@@ -27,7 +27,7 @@ from tasks.aws.errors import QuotaExceeded, StageError, error_code, is_name_take
 from tasks.aws.logs import get_logger
 from tasks.aws.retry import Backoff, aws_task, wait_task
 from tasks.aws.s3uri import split_s3_uri
-from tasks.aws.tags import FLOW_RUN_TAG, RUN_KEY_TAG, bedrock_tags, is_managed, to_tag_list
+from tasks.aws.tags import FLOW_RUN_TAG, RUN_ID_TAG, RUN_KEY_TAG, bedrock_tags, is_managed, to_tag_list
 from tasks.catalog import CustomizationType, load_catalog, resolve_hyperparameters
 from tasks.config import PipelineConfig
 from tasks.run.names import ResourceNames
@@ -129,6 +129,12 @@ def _is_role_not_ready(err: BaseException) -> bool:
         "assume" in msg or "not authorized" in msg or "trust" in msg or "could not" in msg)
 
 
+def _resumes_own_job(have: dict | None, tags: dict[str, str]) -> bool:
+    """The job was created by this same forge run (``forge-run-id``), in an earlier flow run of it."""
+    return bool(have and tags.get(FLOW_RUN_TAG) and tags.get(RUN_ID_TAG)
+                and have.get(RUN_ID_TAG) == tags[RUN_ID_TAG])
+
+
 def _adopt(clients: Clients, names: ResourceNames, n: int, summary: dict, tags: dict[str, str]) -> JobInfo:
     arn = summary["jobArn"]
     try:
@@ -138,9 +144,11 @@ def _adopt(clients: Clients, names: ResourceNames, n: int, summary: dict, tags: 
     if have is not None and have and (not is_managed(have) or have.get(RUN_KEY_TAG) not in (None, names.run_key)):
         raise StageError(f"job {summary['jobName']} exists but is not tagged as this run's "
                          f"({RUN_KEY_TAG}={names.run_key}): rename the config (name) or delete that job")
-    if tags.get(FLOW_RUN_TAG) and have is not None and have.get(FLOW_RUN_TAG) != tags[FLOW_RUN_TAG] \
+    if _resumes_own_job(have, tags) and have.get(FLOW_RUN_TAG) != tags[FLOW_RUN_TAG] \
             and summary["status"] == "InProgress":
-        # re-tag so a cancellation of *this* flow run stops the adopted job (best effort)
+        # the same forge run resumed (a rerun after a crash): re-tag so a cancellation of *this* flow run stops
+        # its own job (best effort). A duplicate run of the same config only adopts: it never takes ownership,
+        # so cancelling the duplicate cannot stop the original's job.
         try:
             clients.bedrock.tag_resource(resourceARN=arn, tags=[{"key": FLOW_RUN_TAG, "value": tags[FLOW_RUN_TAG]}])
         except Exception:  # noqa: BLE001

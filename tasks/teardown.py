@@ -6,7 +6,9 @@ in ``skipped_unmanaged`` and left alone. "Already gone" (ResourceNotFound) count
 - ``teardown``: the run's serving resources (those passed in, plus any PT/deployment tagged with the run
   key), optionally the custom model (after serving is gone) and the uploaded data objects.
 - ``teardown_run``: every managed PT/deployment tagged with a flow run id (the flow's failure hooks).
-- ``sweep``: managed PTs/deployments whose ``forge-expires-at`` has passed or whose flow run is terminal.
+- ``sweep``: managed PTs/deployments whose run is gone: ``forge-expires-at`` passed, or the owner's heartbeat
+  (``forge-heartbeat``, tasks/run/liveness.py) stale or gone, or (no heartbeat tag) the flow run terminal.
+  A failing delete is retried for ``DELETE_RETRY_S`` whatever the error; what still bills is in ``alive``.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from tasks.aws.clients import Clients
-from tasks.aws.errors import describe_error, error_code, is_transient
+from tasks.aws.errors import describe_error, error_code
 from tasks.aws.logs import get_logger
 from tasks.aws.retry import Backoff, aws_task
 from tasks.aws.s3uri import split_s3_uri
 from tasks.aws.tags import (
     EXPIRES_TAG,
     FLOW_RUN_TAG,
+    HEARTBEAT_TAG,
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
     RUN_KEY_TAG,
@@ -30,10 +33,13 @@ from tasks.aws.tags import (
     is_managed,
     parse_expiry,
 )
+from tasks.run import liveness
+from tasks.run.liveness import STALE_AFTER_S, Heartbeat
 from tasks.run.types import ServingEndpoint, TeardownReport, UploadedData
 
 _sleep = time.sleep
-CONFLICT_RETRY_S = 60.0     # a model still referenced by a deleting PT answers Conflict for a while
+DELETE_RETRY_S = 60.0       # retry a failing delete (any error) this long before the run fails loudly
+CONFLICT_RETRY_S = DELETE_RETRY_S   # the former name
 
 
 def billing_resources(clients: Clients) -> list[tuple[str, str, dict]]:
@@ -86,7 +92,7 @@ def delete_managed(clients: Clients, arn: str, report: TeardownReport, *, requir
     if dry_run:
         report.deleted.append(arn)
         return
-    deadline, backoff = time.monotonic() + CONFLICT_RETRY_S, Backoff(start=0.5, factor=2, cap=10)
+    deadline, backoff = time.monotonic() + DELETE_RETRY_S, Backoff(start=0.5, factor=2, cap=10)
     while True:
         try:
             if kind == "provisioned":
@@ -106,10 +112,16 @@ def delete_managed(clients: Clients, arn: str, report: TeardownReport, *, requir
             if code == "ResourceNotFoundException":
                 report.already_gone.append(arn)
                 return
-            if (code == "ConflictException" or is_transient(err)) and time.monotonic() < deadline:
+            if time.monotonic() < deadline:
+                # any error class: a delete is idempotent, and giving up leaves a resource billing by the hour
+                # (Conflict while a PT still references the model, throttling, 5xx, a transient AccessDenied
+                # while a policy propagates)
+                log.warning("delete %s failed (%s): retrying", arn, code or describe_error(err))
                 _sleep(backoff())
                 continue
-            report.errors.append(f"{arn}: {describe_error(err)}")
+            report.errors.append(f"{arn}: {describe_error(err)} (after {DELETE_RETRY_S:g} s of retries)")
+            if kind in ("provisioned", "deployment"):
+                report.alive.append(arn)
             return
 
 
@@ -172,29 +184,67 @@ def teardown_run(clients: Clients, flow_run_id: str) -> TeardownReport:
     return report
 
 
+def sweep_verdict(tags: dict[str, str], *, now: datetime, heartbeat: Callable[[str], Heartbeat],
+                  is_flow_run_terminal: Callable[[str], bool | None],
+                  stale_after_s: float = STALE_AFTER_S) -> tuple[bool, str]:
+    """Delete this managed resource? (yes/no, why). In order:
+
+    1. ``forge-expires-at`` passed: delete (the last net, whatever else is true);
+    2. a ``forge-heartbeat`` tag: the owner's heartbeat decides, whatever Prefect says — fresh: keep; stale
+       beyond ``stale_after_s`` or gone: delete; unreadable (no permission, throttled): keep until expiry;
+    3. no heartbeat tag (made by an older version): delete when the creating flow run is terminal.
+    """
+    expires = parse_expiry(tags.get(EXPIRES_TAG))
+    if expires is not None and expires < now:
+        return True, f"expired at {tags[EXPIRES_TAG]}"
+    until = f"expires {tags[EXPIRES_TAG]}" if expires else "no expiry tag"
+    uri = tags.get(HEARTBEAT_TAG)
+    if uri:
+        try:
+            beat = heartbeat(uri)
+        except Exception as err:  # noqa: BLE001 - unknown is not dead
+            return False, f"heartbeat unreadable ({describe_error(err)}): kept, {until}"
+        if beat.age_s is None:
+            return True, "its run's heartbeat is gone (the run ended without deleting it)"
+        if beat.age_s > stale_after_s:
+            return True, f"heartbeat stale: last beat {beat.age_s:.0f} s ago (> {stale_after_s:g} s)"
+        return False, f"live: heartbeat {beat.age_s:.0f} s ago (flow run {beat.owner or '?'}), {until}"
+    run = tags.get(FLOW_RUN_TAG)
+    if run:
+        try:
+            terminal = is_flow_run_terminal(run)
+        except Exception:  # noqa: BLE001 - unknown: expiry still applies later
+            terminal = None
+        if terminal is True:
+            return True, f"flow run {run} has ended"
+        return False, f"flow run {run} {'running' if terminal is False else 'state unknown'}, {until}"
+    return False, f"no heartbeat or flow-run tag, {until}"
+
+
 def sweep(clients: Clients, *, now: datetime, is_flow_run_terminal: Callable[[str], bool | None],
-          dry_run: bool = False) -> TeardownReport:
-    """Delete (or with ``dry_run`` only list, in ``deleted``) expired or orphaned managed billing resources."""
+          dry_run: bool = False, stale_after_s: float = STALE_AFTER_S,
+          read_heartbeat: Callable[[str], Heartbeat] | None = None) -> TeardownReport:
+    """Delete (or with ``dry_run`` only list, in ``deleted``) managed billing resources whose run is gone
+    (``sweep_verdict``); every one kept is listed in ``kept`` with why."""
     report = TeardownReport()
     try:
         resources = billing_resources(clients)
     except Exception as err:  # noqa: BLE001
         report.errors.append(f"listing serving resources: {describe_error(err)}")
         return report
+    beat = read_heartbeat or (lambda uri: liveness.read_heartbeat(clients.s3, uri))
     for _, arn, tags in resources:
         if not is_managed(tags):
             report.skipped_unmanaged.append(arn)
             continue
-        expires = parse_expiry(tags.get(EXPIRES_TAG))
-        expired = expires is not None and expires < now
-        orphaned = False
-        if not expired and tags.get(FLOW_RUN_TAG):
-            try:
-                orphaned = is_flow_run_terminal(tags[FLOW_RUN_TAG]) is True
-            except Exception:  # noqa: BLE001 - unknown: expiry still applies later
-                orphaned = False
-        if expired or orphaned:
+        delete, why = sweep_verdict(tags, now=now, heartbeat=beat, is_flow_run_terminal=is_flow_run_terminal,
+                                    stale_after_s=stale_after_s)
+        if delete:
+            get_logger().info("sweep: %s %s: %s", "would delete" if dry_run else "deleting", arn, why)
+            report.reasons[arn] = why
             delete_managed(clients, arn, report, known_tags=tags, dry_run=dry_run)
+        else:
+            report.kept.append(f"{arn}: {why}")
     return report
 
 

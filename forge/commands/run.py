@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     p.add_argument("--endpoint", default=None, help="AWS endpoint URL (e.g. the emulator)")
     p.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    p.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                   help="delete a resource whose run's heartbeat is older than this (default: "
+                        "tasks/run/liveness.py STALE_AFTER_S, 120 s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
@@ -313,17 +316,25 @@ def cmd_status(args) -> int:
 
 def cmd_sweep(args) -> int:
     from flows.sweep import sweep_now
+    from tasks.aws.redact import redact
 
     with aws_target(args.endpoint, 1.0, Path(".forge") / "sweep-emulator-state") if args.endpoint else _noop():
-        report = sweep_now(region=args.region, dry_run=args.dry_run)
+        report = sweep_now(region=args.region, dry_run=args.dry_run, stale_after_s=args.stale_after)
+    # account ids out of everything printed
+    shown = {**redact(report.model_dump(mode="json")),
+             "reasons": {redact(k): redact(v) for k, v in report.reasons.items()}}
     if args.json:
-        print(report.model_dump_json(indent=2))
+        print(json.dumps(shown, indent=2))
     else:
         verb = "would delete" if args.dry_run else "deleted"
-        print(f"sweep: {verb} {len(report.deleted)} resource(s)")
+        print(f"sweep: {verb} {len(report.deleted)} resource(s), kept {len(report.kept)}")
         for arn in report.deleted:
-            print(f"  {verb}: {arn}")
-        for e in report.errors:
+            print(redact(f"  {verb}: {arn} — {report.reasons.get(arn, '')}"))
+        for k in shown["kept"]:
+            print(f"  kept: {k}")
+        for arn in shown["alive"]:
+            print(f"  STILL BILLING (delete failed): {arn}", file=sys.stderr)
+        for e in shown["errors"]:
             print(f"  error: {e}", file=sys.stderr)
     return 1 if report.errors else 0
 

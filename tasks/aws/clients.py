@@ -25,6 +25,24 @@ class Clients:
 
 
 _LOADER: Any = None
+_CONNECTION_KEYS = ("region", "profile", "endpoint_url")
+
+
+def lenient_aws_config(raw: Any) -> AwsConfig:
+    """The connection settings of a run's ``aws`` section, for cleanup code that must not fail on a config
+    that no longer validates (a hook given flow parameters in which NaN became null, a watchdog or sweeper
+    reading an older run's record): the full section when it validates, else only region/profile/endpoint."""
+    if isinstance(raw, AwsConfig):
+        return raw
+    raw = raw if isinstance(raw, dict) else {}
+    try:
+        return AwsConfig.model_validate(raw)
+    except Exception:  # noqa: BLE001 - fall back on what a client needs
+        kept = {k: raw[k] for k in _CONNECTION_KEYS if isinstance(raw.get(k), str) and raw.get(k)}
+        try:
+            return AwsConfig.model_validate(kept)
+        except Exception:  # noqa: BLE001
+            return AwsConfig()
 
 
 def _session(profile: str | None, region: str) -> Any:

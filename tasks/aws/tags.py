@@ -1,5 +1,7 @@
 """Tags on everything the pipeline creates: ``managed-by=bedrock-forge``, ``forge-run-key``,
-``forge-flow-run-id``, and for billing resources ``forge-expires-at`` (the sweeper's clock, docs/design.md §3).
+``forge-flow-run-id``, ``forge-run-id`` (the run that created it: its owner), and for billing resources
+``forge-expires-at`` (the sweeper's last-resort clock) and ``forge-heartbeat`` (where the owner's liveness
+heartbeat lives in S3; the sweeper deletes a resource whose heartbeat went stale), docs/design.md §3.
 """
 
 from __future__ import annotations
@@ -13,15 +15,24 @@ MANAGED_BY_VALUE = "bedrock-forge"
 RUN_KEY_TAG = "forge-run-key"
 FLOW_RUN_TAG = "forge-flow-run-id"
 EXPIRES_TAG = "forge-expires-at"
-RESERVED_TAGS = (MANAGED_BY_KEY, RUN_KEY_TAG, FLOW_RUN_TAG, EXPIRES_TAG)
+RUN_ID_TAG = "forge-run-id"          # the forge run that created the resource: only it stops/deletes it on cancel
+HEARTBEAT_TAG = "forge-heartbeat"    # s3://bucket/key of the owner's heartbeat (tasks/evaluation/lease.py)
+RESERVED_TAGS = (MANAGED_BY_KEY, RUN_KEY_TAG, FLOW_RUN_TAG, EXPIRES_TAG, RUN_ID_TAG, HEARTBEAT_TAG)
 
 
 _TAG_RE = re.compile(r"[a-zA-Z0-9\s._:/=+@-]*")   # docs/bedrock-facts.md §2.9
 
 
+def fits_tag_value(value: str) -> bool:
+    """A value Bedrock accepts as a tag value (docs/bedrock-facts.md §2.9)."""
+    return len(value) <= 256 and bool(_TAG_RE.fullmatch(value))
+
+
 def standard_tags(run_key: str, flow_run_id: str, extra: dict[str, str] | None = None,
-                  expires_in_hours: float | None = None, now: datetime | None = None) -> dict[str, str]:
-    """Tags for everything the pipeline creates. ``expires_in_hours`` only for billing resources."""
+                  expires_in_hours: float | None = None, now: datetime | None = None, *,
+                  run_id: str | None = None, heartbeat: str | None = None) -> dict[str, str]:
+    """Tags for everything the pipeline creates. ``expires_in_hours`` and ``heartbeat`` only for billing
+    resources; ``run_id``: the forge run creating the resource (its owner)."""
     tags: dict[str, str] = {}
     for k, v in (extra or {}).items():
         if k in RESERVED_TAGS:
@@ -31,6 +42,10 @@ def standard_tags(run_key: str, flow_run_id: str, extra: dict[str, str] | None =
                              "(key 1-128, value ≤256 chars)")
         tags[k] = str(v)
     tags.update({MANAGED_BY_KEY: MANAGED_BY_VALUE, RUN_KEY_TAG: run_key, FLOW_RUN_TAG: flow_run_id})
+    if run_id and fits_tag_value(run_id):
+        tags[RUN_ID_TAG] = run_id
+    if heartbeat and fits_tag_value(heartbeat):
+        tags[HEARTBEAT_TAG] = heartbeat
     if expires_in_hours is not None:
         t = (now or datetime.now(UTC)) + timedelta(hours=expires_in_hours)
         tags[EXPIRES_TAG] = t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

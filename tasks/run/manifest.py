@@ -47,7 +47,7 @@ SERVING_STEPS: tuple[str, ...] = ("provision", "evaluate", "teardown")
 GUARD = "guard"
 
 StepStatus = Literal["running", "completed", "failed", "skipped"]
-RunStatus = Literal["running", "succeeded", "failed", "gate_failed"]
+RunStatus = Literal["running", "succeeded", "failed", "gate_failed", "interrupted"]
 
 CORE_KEYS = ("run_id", "run_key", "status", "config", "data", "steps", "resources", "metrics", "gate", "cost",
              "timings")

@@ -102,3 +102,6 @@ class TeardownReport(BaseModel):
     already_gone: list[str] = Field(default_factory=list)
     skipped_unmanaged: list[str] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
+    alive: list[str] = Field(default_factory=list, description="ARNs a delete was asked for and failed: still billing")
+    kept: list[str] = Field(default_factory=list, description="sweep: managed resources kept, each with why")
+    reasons: dict[str, str] = Field(default_factory=dict, description="sweep: why each resource was deleted")

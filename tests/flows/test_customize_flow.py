@@ -221,13 +221,16 @@ def test_cancellation_hook_stops_the_job_and_deletes_the_pt(emu, tmp_path):
     assert led["resources"][other_job.job_arn]["state"] == "Completed", "other runs' jobs are not touched"
 
 
-def test_sigkilled_run_leaves_a_pt_that_sweep_deletes(tmp_path):
-    """Layer 3: kill -9 the process running the flow during evaluation; the PT it left is found by
-    `forge sweep` once its forge-expires-at has passed."""
+def _forge_run_until_evaluating(tmp_path, name: str):
+    """`forge run` (default serving.max_hours) in its own session, against a separate emulator, until it is
+    calling its provisioned throughput. Returns (emulator, process, env)."""
     from emulator.testing import start_subprocess
+    from tasks.config import ServingConfig
 
-    cfg = small_config("flow-kill", serving={"mode": "provisioned", "model_units": 1, "max_hours": 0.002})
-    cfg_path = tmp_path / "kill.yaml"
+    default_hours = ServingConfig.model_fields["max_hours"].default   # the default users run (2 h)
+    assert default_hours >= 1.0
+    cfg = small_config(name, serving={"mode": "provisioned", "model_units": 1, "max_hours": default_hours})
+    cfg_path = tmp_path / f"{name}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     emu = start_subprocess(speed=3000.0, state_dir=tmp_path / "emu-state",
                            faults=[{"operation": "InvokeModel", "latency_ms": 400}])
@@ -237,33 +240,89 @@ def test_sigkilled_run_leaves_a_pt_that_sweep_deletes(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "forge.cli", "run", str(cfg_path), "--endpoint", emu.url,
                              "--runs-dir", str(tmp_path / "runs")], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        led = emu.ledger()
+        if calls(led, "InvokeModel") and alive_serving(led):
+            return emu, proc, env
+        if proc.poll() is not None:
+            emu.terminate()
+            pytest.fail("the run ended before evaluation started")
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    emu.terminate()
+    pytest.fail("evaluation never started")
+
+
+def _watchdog_pid(tmp_path) -> int:
+    (log,) = (tmp_path / "runs").glob("*/watchdog.log")
+    import re
+
+    return int(re.search(r"watchdog\[(\d+)\]: guarding", log.read_text()).group(1))
+
+
+def _until(pred, timeout_s: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if pred():
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    pytest.fail(f"not within {timeout_s} s")
+
+
+def test_sigkilled_run_pt_is_deleted_by_its_watchdog_and_the_manifest_says_interrupted(tmp_path):
+    """Layer 2b: kill -9 the whole process group of `forge run` during evaluation (finally and hooks never run)
+    with the default max_hours: the run's watchdog deletes the PT within seconds, not at forge-expires-at."""
+    emu, proc, _env = _forge_run_until_evaluating(tmp_path, "flow-kill")
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            led = emu.ledger()
-            if calls(led, "InvokeModel") and alive_serving(led):
-                break
-            assert proc.poll() is None, "the run ended before evaluation started"
-            time.sleep(0.5)
-        else:
-            pytest.fail("evaluation never started")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-        led = emu.ledger()
-        leaked = alive_serving(led)
-        assert len(leaked) == 1, "SIGKILL skips finally and hooks: the PT is left behind"
+        took = _until(lambda: alive_serving(emu.ledger()) == [], 60)
+        assert took < 60
+        (manifest,) = (tmp_path / "runs").glob("*/manifest.json")
+        doc = json.loads(manifest.read_text())
+        _until(lambda: json.loads(manifest.read_text())["status"] == "interrupted", 30)
+        doc = json.loads(manifest.read_text())
+        assert doc["teardown"]["by"] == "watchdog" and doc["teardown"]["deleted"]
+        assert "forge rerun" in doc["error"]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        emu.terminate()
 
-        time.sleep(8)  # forge-expires-at = start + 0.002 h (7.2 s)
-        sweep_env = {**env, "AWS_ENDPOINT_URL": emu.url}
-        out = subprocess.run([sys.executable, "-m", "forge.cli", "sweep", "--dry-run"], env=sweep_env, cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
+
+def test_a_lost_machine_pt_is_swept_once_its_heartbeat_is_stale_and_never_while_it_beats(tmp_path):
+    """Layer 3: the run AND its watchdog die (a lost machine). The PT's heartbeat stops; `forge sweep` keeps it
+    while the heartbeat is fresh (saying why) and deletes it once it is stale — with the default max_hours,
+    long before forge-expires-at. The stale bound is shortened for the test only."""
+    emu, proc, env = _forge_run_until_evaluating(tmp_path, "flow-lost")
+    sweep_env = {**env, "AWS_ENDPOINT_URL": emu.url}
+    try:
+        live = subprocess.run([sys.executable, "-m", "forge.cli", "sweep"], env=sweep_env, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert live.returncode == 0, live.stderr
+        assert "deleted 0 resource(s), kept 1" in live.stdout and "live: heartbeat" in live.stdout, live.stdout
+        leaked = alive_serving(emu.ledger())
+        assert len(leaked) == 1, "a live run is never swept"
+        os.kill(_watchdog_pid(tmp_path), signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        time.sleep(2)
+        assert alive_serving(emu.ledger()) == leaked, "nothing deleted it: the machine is gone"
+        out = subprocess.run([sys.executable, "-m", "forge.cli", "sweep", "--dry-run", "--stale-after", "60"],
+                             env=sweep_env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert "kept 1" in out.stdout and "live: heartbeat" in out.stdout, out.stdout
+        time.sleep(4)
+        out = subprocess.run([sys.executable, "-m", "forge.cli", "sweep", "--dry-run", "--stale-after", "3"],
+                             env=sweep_env, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        assert leaked[0].rsplit("/", 1)[-1] in out.stdout
+        assert leaked[0].rsplit("/", 1)[-1] in out.stdout and "heartbeat stale" in out.stdout, out.stdout
         assert alive_serving(emu.ledger()) == leaked, "dry run deletes nothing"
-        out = subprocess.run([sys.executable, "-m", "forge.cli", "sweep"], env=sweep_env, cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "-m", "forge.cli", "sweep", "--stale-after", "3"], env=sweep_env,
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert alive_serving(emu.ledger()) == []
+        assert "123456789012" not in out.stdout, "account ids are redacted in what the sweep prints"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

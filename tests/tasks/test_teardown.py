@@ -94,15 +94,29 @@ def _provisioned(tmp_path):
     return s, model_arn, serve.provision(s.clients, s.config, s.names, model_arn, tags)
 
 
-def test_a_delete_that_is_refused_is_an_error_and_the_resource_stays_alive(fresh_env, tmp_path):
+def test_a_delete_refused_once_is_retried_and_deleted(fresh_env, tmp_path, monkeypatch):
+    """Any error class is retried (a delete is idempotent): one AccessDenied does not leave a PT billing."""
     s, _, ep = _provisioned(tmp_path)
+    monkeypatch.setattr(teardown, "_sleep", lambda _s: time.sleep(0.05))
     fresh_env.set_faults(
         [{"operation": "DeleteProvisionedModelThroughput", "error": "AccessDeniedException", "count": 1}]
+    )
+    report = teardown.teardown(s.clients, run_key=s.names.run_key, endpoints=[ep])
+    assert report.deleted == [ep.arn] and report.errors == [] and report.alive == [] and not _alive(s, ep.arn)
+
+
+def test_a_delete_that_is_always_refused_is_an_error_and_the_resource_stays_alive(fresh_env, tmp_path, monkeypatch):
+    s, _, ep = _provisioned(tmp_path)
+    monkeypatch.setattr(teardown, "DELETE_RETRY_S", 0.5)
+    monkeypatch.setattr(teardown, "_sleep", lambda _s: time.sleep(0.05))
+    fresh_env.set_faults(
+        [{"operation": "DeleteProvisionedModelThroughput", "error": "AccessDeniedException", "count": 100000}]
     )
     report = teardown.teardown(s.clients, run_key=s.names.run_key, endpoints=[ep])
     assert ep.arn not in report.deleted and ep.arn not in report.already_gone
     (err,) = report.errors
     assert err.startswith(ep.arn) and "AccessDenied" in err and "DeleteProvisionedModelThroughput" in err
+    assert report.alive == [ep.arn]
     assert _alive(s, ep.arn)  # still billing, and the report says so
     fresh_env.set_faults([])
     have = aws_tags.bedrock_tags(s.clients, ep.arn)
@@ -119,7 +133,7 @@ def test_throttled_deletes_are_retried_then_reported_not_deleted(fresh_env, tmp_
 
     s, _, ep = _provisioned(tmp_path)
     one_shot = make_clients(s.config.aws.model_copy(update={"max_attempts": 1}))  # no botocore retries
-    monkeypatch.setattr(teardown, "CONFLICT_RETRY_S", 0.5)
+    monkeypatch.setattr(teardown, "DELETE_RETRY_S", 0.5)
     monkeypatch.setattr(teardown, "_sleep", lambda _s: time.sleep(0.05))  # short, but no flood of calls
     fresh_env.set_faults(
         [{"operation": "DeleteProvisionedModelThroughput", "error": "ThrottlingException", "count": 100000}]
@@ -130,7 +144,7 @@ def test_throttled_deletes_are_retried_then_reported_not_deleted(fresh_env, tmp_
         [{"operation": "DeleteProvisionedModelThroughput", "error": "ThrottlingException", "count": 2}]
     )
     assert _alive(s, ep.arn)
-    monkeypatch.setattr(teardown, "CONFLICT_RETRY_S", 5.0)
+    monkeypatch.setattr(teardown, "DELETE_RETRY_S", 5.0)
     report = teardown.teardown(one_shot, run_key=s.names.run_key, endpoints=[ep])
     assert report.deleted == [ep.arn] and report.errors == [] and not _alive(s, ep.arn), report
 
