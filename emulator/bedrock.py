@@ -163,9 +163,9 @@ def _standin():
     return standin
 
 
-def _catalog():
-    from tasks.catalog import load_catalog
-    return load_catalog()
+def _facts():
+    from emulator.facts import load_facts
+    return load_facts()
 
 
 @dataclass
@@ -325,34 +325,19 @@ class BedrockService:
 
     # -- foundation models -------------------------------------------------------------------
     def _fm_index(self) -> dict[str, dict]:
-        """model id -> facts, from tasks/catalog/catalog.yaml (customizable ids + plain ids)."""
-        cat = _catalog()
+        """model id -> facts, from emulator/facts/models.yaml (customizable ids + plain ids)."""
         out: dict[str, dict] = {}
-        for fam in cat.families.values():
-            ctypes = [c.value for c in fam.customizations if c.value != "REINFORCEMENT_FINE_TUNING"]
-            for mid in fam.model_ids:
-                plain = mid.rsplit(":", 1)[0] if mid.count(":") >= 2 else mid
-                inf = fam.inference_ids.get(mid, "")
-                is_profile = inf.startswith(GEO_PREFIXES)
-                out[mid] = {"family": fam, "customizable": True, "plain": plain, "customizations": ctypes,
-                            "inference": ["PROVISIONED"]}
-                base = {"family": fam, "customizable": False, "customizations": [],
-                        "inference": ["INFERENCE_PROFILE"] if is_profile else ["ON_DEMAND"],
-                        "profile": inf if is_profile else None}
-                out.setdefault(plain, {**base, "plain": plain})
-                if inf and not is_profile and inf != plain:
-                    # the on-demand id differs from the customizable id's stem (e.g. Titan Text Express:
-                    # amazon.titan-text-express-v1 vs amazon.titan-text-express-v1:0:8k)
-                    out.setdefault(inf, {**base, "plain": plain})
+        for mid, m in _facts().models.items():
+            customizable = m.customizable
+            plain = mid.rsplit(":", 1)[0] if customizable and mid.count(":") >= 2 else mid
+            # a base id reachable on demand only through a profile (no ON_DEMAND in its inference types)
+            profile_only = not customizable and "ON_DEMAND" not in m.inferenceTypesSupported
+            out[mid] = {"model": m, "customizable": customizable, "plain": plain,
+                        "profile": m.inference_profile if profile_only else None}
         return out
 
     def _fm_summary(self, region: str, mid: str, info: dict) -> dict:
-        fam = info["family"]
-        return {"modelArn": f"arn:aws:bedrock:{region}::foundation-model/{mid}", "modelId": mid,
-                "modelName": fam.display[:20], "providerName": fam.provider.title()[:20],
-                "inputModalities": ["TEXT"], "outputModalities": ["TEXT"], "responseStreamingSupported": True,
-                "customizationsSupported": info["customizations"], "inferenceTypesSupported": info["inference"],
-                "modelLifecycle": {"status": "ACTIVE"}}
+        return info["model"].wire(region, mid)
 
     def ListFoundationModels(self, r: Request) -> Response:
         q = r.query
@@ -365,7 +350,7 @@ class BedrockService:
             s = self._fm_summary(r.region, mid, info)
             if q.get("byCustomizationType") and q["byCustomizationType"] not in s["customizationsSupported"]:
                 continue
-            if q.get("byProvider") and q["byProvider"].lower() != info["family"].provider.lower():
+            if q.get("byProvider") and q["byProvider"].lower() != info["model"].providerName.lower():
                 continue
             if q.get("byOutputModality") and q["byOutputModality"] not in s["outputModalities"]:
                 continue
@@ -1043,17 +1028,15 @@ class BedrockService:
                 raise ApiError("ResourceNotFoundException", f"Could not find the custom model {p.get('modelArn')}.")
             if m["modelStatus"] != "Active":
                 raise validation(f"The custom model {m['modelName']} is {m['modelStatus']}; it must be Active.")
-            try:
-                fam = _catalog().family_of(m["baseModelId"])
-            except Exception:  # noqa: BLE001
-                fam = None
-            if fam is None or not fam.on_demand_deployment:
+            rules = _facts().rule_set(m["baseModelId"])
+            od_regions = rules.on_demand_deployment_regions if rules is not None else []
+            if not od_regions:
                 raise validation("On-demand deployment is not supported for models customized from "
                                  f"{m['baseModelId']}. "
                                  "Use Provisioned Throughput (CreateProvisionedModelThroughput) instead.")
-            if fam.on_demand_regions and r.region not in fam.on_demand_regions:
+            if r.region not in od_regions:
                 raise validation("On-demand deployment of this model is available only in "
-                                 f"{', '.join(fam.on_demand_regions)}.")
+                                 f"{', '.join(od_regions)}.")
             if any(x["modelDeploymentName"] == name for x in self._live_deployments()):
                 raise validation(f"A custom model deployment named '{name}' already exists.")
             now = self.now()
@@ -1321,10 +1304,9 @@ GEO_PREFIXES = ("us.", "eu.", "apac.", "global.")   # cross-Region inference pro
 
 
 def _base_for_plain(idx: dict, mid: str) -> str:
-    for k, v in idx.items():
-        if v["customizable"] and v["plain"] == mid:
-            return k
-    return mid
+    """The customizable variant of a base id (emulator/facts/models.yaml ``customizable_variant``), else the id."""
+    info = idx.get(mid)
+    return (info["model"].customizable_variant if info else None) or mid
 
 
 def _last_loss(csv_text: str | None) -> float | None:

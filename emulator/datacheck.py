@@ -2,8 +2,8 @@
 
 Written independently of the pipeline's own validator (tasks/data/validate.py) on purpose: the
 emulator is there to catch what the pipeline's validation missed, so it re-derives every rule
-from the reference sheet (docs/bedrock-facts.md) and the model catalog
-(tasks/catalog/catalog.yaml: family, data format, hyperparameter ranges, record limits).
+from the emulator's own facts (emulator/facts/customization.yaml via emulator/facts.py: data format,
+hyperparameter ranges, record limits per rule set; nothing from tasks/).
 
 - :func:`check_create_request` — CreateModelCustomizationJob-time checks (ValidationException):
   base model id, model/customization-type pair, hyperparameter names, numeric values, ranges (docs/bedrock-facts.md §4).
@@ -21,12 +21,13 @@ import math
 import re
 from typing import Any
 
-from tasks.catalog import CustomizationSpec, CustomizationType, DataFormat, ModelFamily, load_catalog
+from emulator.facts import CTYPES, GEO_PREFIX, DataFormat, Rule, RuleSet, load_facts
 
 MAX_REPORTED = 3   # problems spelled out in one failureMessage; the rest are counted
 
 _ARN_ID = re.compile(r"^arn:aws[\w-]*:bedrock:[^:]*:[^:]*:foundation-model/(.+)$")
-_CTYPES = [c.value for c in CustomizationType]
+_CTYPES = list(CTYPES)
+_DISTILLATION = "DISTILLATION"
 
 
 def _model_id(base_model_id: str) -> str:
@@ -34,11 +35,12 @@ def _model_id(base_model_id: str) -> str:
     return m.group(1) if m else base_model_id.strip()
 
 
-def _family(model_id: str) -> ModelFamily | None:
-    for fam in load_catalog().families.values():
-        if model_id in fam.model_ids:
-            return fam
-    return None
+def _family(model_id: str) -> RuleSet | None:
+    """The rule set of a customizable model id (``...:128k``); None for plain ids and unknown ids."""
+    m = load_facts().model(model_id)
+    if m is None or not m.customizable:
+        return None
+    return load_facts().rules[m.rules]
 
 
 def _num(x: float | None) -> str:
@@ -61,25 +63,26 @@ def check_create_request(base_model_id: str, customization_type: str,
                 f"constraint: Member must satisfy enum value set: [{', '.join(_CTYPES)}]")
     fam = _family(mid)
     if fam is None:
-        cat = load_catalog()
-        plain = [m for f in cat.families.values() for m in f.model_ids if m.rsplit(":", 1)[0] == mid]
-        if plain:
+        facts = load_facts()
+        known = facts.model(mid) or facts.model(GEO_PREFIX.sub("", mid))
+        variant = known.customizable_variant if known is not None else None
+        if variant:
             return (f"The provided model identifier is invalid: {mid} is not customizable. Use the "
-                    f"customizable variant with its context-length suffix: {plain[0]}.")
+                    f"customizable variant with its context-length suffix: {variant}.")
         return (f"The provided model identifier is invalid: {mid}. Customizable base models: "
-                f"{', '.join(cat.all_model_ids())}.")
-    ct = CustomizationType(ctype)
-    if ct not in fam.customizations:
-        supported = ", ".join(c.value for c in fam.customizations)
-        return (f"The base model {mid} does not support customization type {ct.value}. "
+                f"{', '.join(facts.customizable_ids())}.")
+    if ctype not in fam.customizations:
+        supported = ", ".join(fam.customizations)
+        return (f"The base model {mid} does not support customization type {ctype}. "
                 f"Supported customization types for this model: {supported}.")
-    spec = fam.customizations[ct]
+    spec = fam.customizations[ctype]
+    ct = ctype
     errors: list[str] = []
     for key, raw in (hyperparameters or {}).items():
         hp = spec.hyperparameters.get(key)
         if hp is None:
             valid = ", ".join(spec.hyperparameters) or "none"
-            errors.append(f"Unknown hyperparameter '{key}' for {mid} ({ct.value}); keys are case-sensitive. "
+            errors.append(f"Unknown hyperparameter '{key}' for {mid} ({ct}); keys are case-sensitive. "
                           f"Supported hyperparameters: {valid}")
             continue
         value = str(raw).strip()
@@ -305,7 +308,7 @@ def _check_rft(rec: dict) -> list[str]:
     return texts
 
 
-def _record_texts(fmt: DataFormat, rec: dict, *, model_id: str, ctype: CustomizationType) -> list[str]:
+def _record_texts(fmt: DataFormat, rec: dict, *, model_id: str, ctype: str) -> list[str]:
     if fmt == DataFormat.PROMPT_COMPLETION:
         return _check_prompt_completion(rec)
     if fmt == DataFormat.CPT_INPUT:
@@ -313,7 +316,7 @@ def _record_texts(fmt: DataFormat, rec: dict, *, model_id: str, ctype: Customiza
     if fmt == DataFormat.CLAUDE_MESSAGES:
         return _check_claude(rec)
     if fmt == DataFormat.CONVERSATION:
-        return _check_conversation(rec, model_id=model_id, distillation=ctype == CustomizationType.DISTILLATION)
+        return _check_conversation(rec, model_id=model_id, distillation=ctype == _DISTILLATION)
     if fmt == DataFormat.RFT_MESSAGES:
         return _check_rft(rec)
     raise _Bad(f"format {fmt} is not checked by the emulator")
@@ -331,8 +334,8 @@ _FORMAT_HINT = {
 }
 
 
-def _check_file(data: bytes, *, label: str, role: str, spec: CustomizationSpec, model_id: str,
-                ctype: CustomizationType, display: str) -> tuple[list[str], int]:
+def _check_file(data: bytes, *, label: str, role: str, spec: Rule, model_id: str,
+                ctype: str, display: str) -> tuple[list[str], int]:
     """(problems as 'Line N: ...', record count) for one JSONL file."""
     problems: list[str] = []
     lim = spec.limits
@@ -420,11 +423,11 @@ def check_job_data(base_model_id: str, customization_type: str, train: bytes,
     if bad_request:
         return bad_request
     mid = _model_id(base_model_id)
-    ctype = CustomizationType((customization_type or "FINE_TUNING").strip())
+    ctype = (customization_type or "FINE_TUNING").strip()
     fam = _family(mid)
     assert fam is not None
     spec = fam.customizations[ctype]
-    display = f"{mid} ({ctype.value})"
+    display = f"{mid} ({ctype})"
     problems, n_train = _check_file(train, label="training", role="train", spec=spec, model_id=mid,
                                     ctype=ctype, display=display)
     if problems:

@@ -16,8 +16,9 @@ Nothing here is a language model. Two stand-ins answer every request (docs/desig
 Request/response bodies follow each family's InvokeModel shape (docs/bedrock-facts.md
 §3): Nova ``messages-v1`` → ``output.message.content[0].text``; Claude
 Messages → ``content[0].text``; Llama ``prompt`` → ``generation``; Titan ``inputText`` →
-``results[0].outputText``; Cohere ``prompt`` → ``generations[0].text`` (Cohere: unconfirmed, see
-tasks/catalog/catalog.yaml). Error messages mimic Bedrock's "Malformed input request: #: ..." wording.
+``results[0].outputText``; Cohere ``prompt`` → ``generations[0].text`` (Cohere: unconfirmed).
+The shape of each model id comes from emulator/facts (``invoke_shape`` of its rule set).
+Error messages mimic Bedrock's "Malformed input request: #: ..." wording.
 
 Token counts are an approximation, documented here once: ``ceil(characters / 4)`` (the usual
 ~4 characters per English token of BPE tokenizers), at least 1 for non-empty text. Output is
@@ -49,7 +50,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from tasks.catalog import UnknownModelError, load_catalog
+from emulator.facts import load_facts
 
 STANDIN_NOTICE = "emulator stand-in model (not a real LLM)"
 MALFORMED_PREFIX = "Malformed input request: "   # what the server puts before parse_invoke_body's messages
@@ -103,12 +104,11 @@ def invoke_shape_of(model_id: str) -> str:
     m = _ARN_ID.match(mid)
     if m:
         mid = m.group(1)
-    cat = load_catalog()
+    facts = load_facts()
     for candidate in (mid, _GEO_PREFIX.sub("", mid)):
-        try:
-            return cat.family_of(candidate).invoke_shape
-        except UnknownModelError:
-            pass
+        rules = facts.rule_set(candidate)
+        if rules is not None:
+            return rules.invoke_shape
     bare = _GEO_PREFIX.sub("", mid)
     for prefix, shape in _PROVIDER_SHAPES:
         if bare.startswith(prefix):

@@ -348,8 +348,12 @@ def test_invoke_errors_like_aws(c, done_job):
         c.runtime.invoke_model(modelId=done_job["model_arn"], body=json.dumps(NOVA_BODY))
     assert code_of(exc) == ("ValidationException", 400)
     assert "Provisioned Throughput" in exc.value.response["Error"]["Message"]
-    with pytest.raises(ClientError) as exc:        # Nova on demand needs the inference profile
-        c.runtime.invoke_model(modelId="amazon.nova-micro-v1:0", body=json.dumps(NOVA_BODY))
+    # Issue "Today's Bedrock": Nova works directly in us-east-1 (the old "Nova needs a profile" rule was the
+    # emulator's invention); a Llama 3.x base id is served on demand only through a us. profile (emulator/facts).
+    out = c.runtime.invoke_model(modelId="amazon.nova-micro-v1:0", body=json.dumps(NOVA_BODY))
+    assert json.loads(out["body"].read())["output"]["message"]["content"][0]["text"]
+    with pytest.raises(ClientError) as exc:
+        c.runtime.invoke_model(modelId="meta.llama3-1-8b-instruct-v1:0", body=json.dumps({"prompt": "hi"}))
     assert code_of(exc)[0] == "ValidationException" and "inference profile" in exc.value.response["Error"]["Message"]
     with pytest.raises(ClientError) as exc:
         c.runtime.invoke_model(modelId=PROFILE, body=b"{not json")
