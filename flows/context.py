@@ -77,6 +77,13 @@ def error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {text or 'no message'}"
 
 
+def is_interruption(err: BaseException) -> bool:
+    """Ctrl-C or a termination signal (a worker stop, a cancel): the run was stopped, not broken."""
+    from prefect.exceptions import ExternalSignal
+
+    return isinstance(err, KeyboardInterrupt | ExternalSignal)
+
+
 def config_of_run(runs_dir: str, run_id: str | None) -> PipelineConfig:
     """The config recorded in an existing run's manifest (a rerun given only its run id)."""
     if not run_id:

@@ -30,7 +30,15 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows import watchdog
-from flows.context import QualityGateFailed, RunContext, RunRefused, TeardownFailed, config_of_run, error_text
+from flows.context import (
+    QualityGateFailed,
+    RunContext,
+    RunRefused,
+    TeardownFailed,
+    config_of_run,
+    error_text,
+    is_interruption,
+)
 from tasks import customize as customize_stage
 from tasks import evaluate as evaluate_stage
 from tasks import iam as iam_stage
@@ -215,7 +223,7 @@ def customize_model(
         raise
     except BaseException as err:
         manifest.update(error=error_text(err)[:2000])
-        manifest.finish("failed")
+        manifest.finish("interrupted" if is_interruption(err) else "failed")
         raise
     manifest.finish("succeeded")
     _publish_manifest(manifest)

@@ -202,13 +202,75 @@ def apply_deployment(spec: DeploymentSpec, *, pool: str, queue: str | None, root
     deployment = flow.to_deployment(
         name=spec.name, description=spec.description, tags=spec.tags, parameters=spec.parameters,
         schedules=schedules, work_pool_name=pool, work_queue_name=queue,
-        job_variables=spec.work_pool.job_variables,
+        job_variables=with_flow_heartbeats(spec.work_pool.job_variables),
     )
     deployment.entrypoint = spec.entrypoint          # relative to the repo root, not to our cwd
     deployment.storage = LocalStorage(str(root))     # pull step: set_working_directory(root)
     if not spec.schedules:
         deployment.schedules = []
     return deployment.apply()
+
+
+# Prefect's zombie detection (https://docs.prefect.io/v3/advanced/detect-zombie-flows, Prefect >= 3.1.8): flow runs
+# of deployments emit a heartbeat event every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (>= 30); an automation marks
+# a run Crashed when none arrives within ZOMBIE_WITHIN_S, so a run whose worker was killed does not stay Running
+# (and the failure notifications fire). Serving resources do not wait for this: they follow the run's own S3
+# heartbeat (tasks/run/liveness.py).
+FLOW_HEARTBEAT_S = 30
+ZOMBIE_WITHIN_S = 90
+ZOMBIE_AUTOMATION = "bedrock-forge: crash zombie flow runs"
+
+
+def with_flow_heartbeats(job_variables: dict[str, Any]) -> dict[str, Any]:
+    """The deployment's job variables with the flow-run heartbeat switched on (a value already set wins)."""
+    env = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(FLOW_HEARTBEAT_S), **(job_variables.get("env") or {})}
+    return {**job_variables, "env": env}
+
+
+def zombie_automation():
+    """The automation of Prefect's "detect zombie flows" guide, limited to bedrock-forge's flow runs."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="Marks a bedrock-forge flow run Crashed when its heartbeats stop (a killed worker or machine), "
+                    "so the UI tells the truth and failure notifications fire. Installed by `forge deploy --apply`.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.role": "tag",
+                                                 "prefect.resource.id": "prefect.tag.bedrock-forge"}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=ZOMBIE_WITHIN_S),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message="marked Crashed: no heartbeat for 90 s (worker or machine lost); its "
+                                            "serving resources are deleted by the run's watchdog or the sweep")],
+    )
+
+
+def ensure_zombie_automation() -> tuple[str, bool]:
+    """Get-or-create (by name) the zombie automation. Returns (id, created)."""
+    from prefect.automations import Automation
+
+    wanted = zombie_automation()
+    try:
+        have = Automation.read(name=ZOMBIE_AUTOMATION)
+    except ValueError:
+        return str(wanted.create().id), True
+    wanted.id = have.id
+    wanted.update()
+    return str(have.id), False
 
 
 def deploy_all(path: str | Path = DEFAULT_FILE, *, pool: str | None = None, root: Path = REPO_ROOT,
@@ -231,6 +293,9 @@ def deploy_all(path: str | Path = DEFAULT_FILE, *, pool: str | None = None, root
                                   queue=d.work_pool.work_queue_name or DEFAULT_QUEUE, root=root)
         ids[d.name] = str(dep_id)
         echo(f"deployment {d.name!r} ← {d.entrypoint} {describe_schedules(d)}: {dep_id}")
+    auto_id, created = ensure_zombie_automation()
+    echo(f"automation {ZOMBIE_AUTOMATION!r} (Crashed after {ZOMBIE_WITHIN_S} s without a flow-run heartbeat): "
+         f"{'created' if created else 'updated'} {auto_id}")
     return ids
 
 

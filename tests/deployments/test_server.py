@@ -2,7 +2,7 @@
 test harness): register the deployments from deployments/prefect.yaml, trigger ``customize`` through
 the REST API with the JSON body the UI's Run form posts, let a process worker pick it up, and check
 the run completed on the emulator with its artifacts attached; the sweeper deployment has its
-15-minute schedule and a triggered run of it completes.
+5-minute schedule and a triggered run of it completes.
 
 One module-scoped scenario (server ~8 s, deploy ~2 s, worker + two flow runs) shared by the tests.
 """
@@ -136,18 +136,36 @@ def test_customize_run_left_no_serving_resource(scenario):
     assert len(jobs) == 1 and jobs[0]["state"] == "Completed"
 
 
-def test_sweep_deployment_has_its_15_minute_schedule_and_runs(scenario):
+def test_sweep_deployment_has_its_5_minute_schedule_and_runs(scenario):
     api = scenario["api"]
     dep = httpx.get(f"{api}/deployments/{scenario['ids']['sweep']}", timeout=10).json()
     (sched,) = dep["schedules"]
-    assert sched["active"] and sched["schedule"]["interval"] == 900
+    assert sched["active"] and sched["schedule"]["interval"] == 300
     scheduled = [r for r in _runs_of(api, dep["id"]) if r["state"]["type"] == "SCHEDULED"
                  and r["auto_scheduled"]]
     assert len(scheduled) >= 2, "the server's scheduler made no runs for the sweep deployment"
     times = [datetime.fromisoformat(r["expected_start_time"]) for r in scheduled]
-    assert {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)} == {900.0}
+    assert {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)} == {300.0}
     run = scenario["sweep"]
     assert run["state"]["type"] == "COMPLETED", _explain(scenario, run)
+
+
+def test_deploy_switches_on_prefect_zombie_detection(scenario):
+    """Flow-run heartbeats in every deployment's environment and the automation that marks a run without them
+    Crashed (Prefect's "detect zombie flows" guide), scoped to bedrock-forge's runs."""
+    api = scenario["api"]
+    for name, dep_id in scenario["ids"].items():
+        dep = httpx.get(f"{api}/deployments/{dep_id}", timeout=10).json()
+        assert dep["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30", name
+    r = httpx.post(f"{api}/automations/filter", json={}, timeout=10)
+    r.raise_for_status()
+    (auto,) = [a for a in r.json() if a["name"] == "bedrock-forge: crash zombie flow runs"]
+    trig = auto["trigger"]
+    assert auto["enabled"] and trig["posture"] == "Proactive" and trig["within"] == 90.0
+    assert trig["after"] == ["prefect.flow-run.heartbeat"] and "prefect.flow-run.heartbeat" in trig["expect"]
+    assert trig["match_related"]["prefect.resource.id"] == "prefect.tag.bedrock-forge"
+    (action,) = auto["actions"]
+    assert action["type"] == "change-flow-run-state" and action["state"] == "CRASHED"
 
 
 def test_retrain_deployment_is_scheduled_weekly(scenario):
