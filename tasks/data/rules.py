@@ -234,29 +234,43 @@ def _turn_shape(m: Any, p: str, add: Callable, roles: list[str], shape: str, sys
     return True
 
 
+def _each_turn(rec: dict, add: Add, check: Callable[[int, str, Any, list[str]], None]) -> list[str] | None:
+    """``check(i, "messages[i]", turn, roles)`` for every turn; the roles they recorded. None when
+    ``messages`` is missing, not an array or empty (a problem was added, or it is missing): the caller
+    returns at once, with no record-level turn checks (no "too few turns", no "no user turn")."""
+    msgs = _messages(rec, add)
+    if msgs is None:
+        return None
+    roles: list[str] = []
+    for i, m in enumerate(msgs):
+        check(i, f"messages[{i}]", m, roles)
+    return roles
+
+
 def _check_claude(rec: dict, rules: Rules, add: Add) -> None:
     if "system" in rec and _is_str(rec["system"], "system", add):
         check_text(rec["system"], "system", rules, add, required=False)
-    msgs = _messages(rec, add)
-    if msgs is None:
+    roles = _each_turn(rec, add, lambda i, p, m, roles: _claude_turn(p, m, rules, add, roles))
+    if roles is None:
         return
-    roles: list[str] = []
-    for i, m in enumerate(msgs):
-        p = f"messages[{i}]"
-        if not _turn_shape(m, p, add, roles, '{"role": "user"|"assistant", "content": "..."}',
-                           "put the system prompt in the top-level \"system\" string"):
-            continue
-        if "content" not in m:
-            add(f"{p}.content", "missing", "add the turn's text as a string")
-        elif isinstance(m["content"], list):
-            add(f"{p}.content", "must be a string for Claude 3 Haiku, got an array of blocks",
-                'write "content": "..."; docs/bedrock-facts.md §8: Haiku takes string content')
-        elif _is_str(m["content"], f"{p}.content", add):
-            check_text(m["content"], f"{p}.content", rules, add)
-    too_short = len(msgs) < 2 and rules.assistant_required
+    too_short = len(roles) < 2 and rules.assistant_required        # one role per turn (_turn_shape)
     if too_short:
-        add("messages", f"{len(msgs)} turn(s); at least 2 (user, assistant) are required", "add the assistant's answer")
+        add("messages", f"{len(roles)} turn(s); at least 2 (user, assistant) are required",
+            "add the assistant's answer")
     _check_roles(roles, rules, add, skip_missing_assistant=too_short)
+
+
+def _claude_turn(p: str, m: Any, rules: Rules, add: Add, roles: list[str]) -> None:
+    if not _turn_shape(m, p, add, roles, '{"role": "user"|"assistant", "content": "..."}',
+                       "put the system prompt in the top-level \"system\" string"):
+        return
+    if "content" not in m:
+        add(f"{p}.content", "missing", "add the turn's text as a string")
+    elif isinstance(m["content"], list):
+        add(f"{p}.content", "must be a string for Claude 3 Haiku, got an array of blocks",
+            'write "content": "..."; docs/bedrock-facts.md §8: Haiku takes string content')
+    elif _is_str(m["content"], f"{p}.content", add):
+        check_text(m["content"], f"{p}.content", rules, add)
 
 
 def _check_block(b: Any, p: str, role: Any, rules: Rules, add: Add, counts: dict) -> None:
@@ -319,31 +333,10 @@ def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:
                     add(f"system[{j}]", "must be {\"text\": \"...\"}", "system blocks hold text only")
                 elif _is_str(b["text"], f"system[{j}].text", add):
                     check_text(b["text"], f"system[{j}].text", rules, add, required=False)
-    msgs = _messages(rec, add)
-    if msgs is None:
-        return
-    roles: list[str] = []
     counts: dict[str, int] = {}
-    for i, m in enumerate(msgs):
-        p = f"messages[{i}]"
-        if not _turn_shape(m, p, add, roles, '{"role": "user", "content": [{"text": "..."}]}',
-                           'put the system prompt in the top-level "system": [{"text": ...}]'):
-            continue
-        role = m.get("role")
-        c = m.get("content")
-        if "content" not in m:
-            add(f"{p}.content", "missing", 'add "content": [{"text": "..."}]')
-        elif isinstance(c, str):
-            add(f"{p}.content", "must be an array of content blocks, got a string",
-                'write "content": [{"text": "..."}]; docs/bedrock-facts.md §8: Nova/Llama 3.2 take block lists')
-        elif not isinstance(c, list):
-            add(f"{p}.content", f"must be an array of content blocks, got {type_name(c)}",
-                'write "content": [{"text": "..."}]')
-        elif not c:
-            add(f"{p}.content", "is empty", 'add at least one {"text": "..."} block')
-        else:
-            for j, b in enumerate(c):
-                _check_block(b, f"{p}.content[{j}]", role, rules, add, counts)
+    roles = _each_turn(rec, add, lambda i, p, m, roles: _conversation_turn(p, m, rules, add, roles, counts))
+    if roles is None:
+        return
     if counts.get("image", 0) > MAX_IMAGES_PER_RECORD:
         add("messages", f"{counts['image']} images; at most {MAX_IMAGES_PER_RECORD} per record",
             "split the record; docs/bedrock-facts.md §5")
@@ -357,34 +350,54 @@ def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:
     _check_roles(roles, rules, add)
 
 
-def _check_rft(rec: dict, rules: Rules, add: Add) -> None:
-    msgs = _messages(rec, add)
-    if msgs is None:
+def _conversation_turn(p: str, m: Any, rules: Rules, add: Add, roles: list[str], counts: dict[str, int]) -> None:
+    if not _turn_shape(m, p, add, roles, '{"role": "user", "content": [{"text": "..."}]}',
+                       'put the system prompt in the top-level "system": [{"text": ...}]'):
         return
-    roles: list[str] = []
-    for i, m in enumerate(msgs):
-        p = f"messages[{i}]"
-        if not isinstance(m, dict):
-            add(p, f"must be an object, got {type_name(m)}", '{"role": "user", "content": "..."}')
-            continue
-        role = m.get("role")
-        if role not in ("system", "user", "assistant"):
-            add(f"{p}.role", f"invalid role {role!r}", "use 'system', 'user' or 'assistant'")
-        elif role == "system" and i != 0:
-            add(f"{p}.role", "a system turn must come first", "move the system turn to messages[0]")
-        roles.append(role if isinstance(role, str) else "?")
-        if "content" not in m:
-            add(f"{p}.content", "missing", "add the turn's text as a string")
-        elif isinstance(m["content"], list):
-            add(f"{p}.content", "must be a string (chat-completion style), got an array", 'write "content": "..."')
-        elif _is_str(m["content"], f"{p}.content", add):
-            check_text(m["content"], f"{p}.content", rules, add, required=role != "system")
+    role = m.get("role")
+    c = m.get("content")
+    if "content" not in m:
+        add(f"{p}.content", "missing", 'add "content": [{"text": "..."}]')
+    elif isinstance(c, str):
+        add(f"{p}.content", "must be an array of content blocks, got a string",
+            'write "content": [{"text": "..."}]; docs/bedrock-facts.md §8: Nova/Llama 3.2 take block lists')
+    elif not isinstance(c, list):
+        add(f"{p}.content", f"must be an array of content blocks, got {type_name(c)}",
+            'write "content": [{"text": "..."}]')
+    elif not c:
+        add(f"{p}.content", "is empty", 'add at least one {"text": "..."} block')
+    else:
+        for j, b in enumerate(c):
+            _check_block(b, f"{p}.content[{j}]", role, rules, add, counts)
+
+
+def _check_rft(rec: dict, rules: Rules, add: Add) -> None:
+    roles = _each_turn(rec, add, lambda i, p, m, roles: _rft_turn(i, p, m, rules, add, roles))
+    if roles is None:
+        return
     if "user" not in roles:
         add("messages", "no user turn", "RFT records need the prompt as a user turn")
     elif roles and roles[-1] != "user":
         add(f"messages[{len(roles) - 1}].role", f"last turn is {roles[-1]!r}, must be 'user'",
             "RFT records end with the prompt; put the expected answer in reference_answer")
 
+
+def _rft_turn(i: int, p: str, m: Any, rules: Rules, add: Add, roles: list[str]) -> None:
+    if not isinstance(m, dict):
+        add(p, f"must be an object, got {type_name(m)}", '{"role": "user", "content": "..."}')
+        return
+    role = m.get("role")
+    if role not in ("system", "user", "assistant"):
+        add(f"{p}.role", f"invalid role {role!r}", "use 'system', 'user' or 'assistant'")
+    elif role == "system" and i != 0:
+        add(f"{p}.role", "a system turn must come first", "move the system turn to messages[0]")
+    roles.append(role if isinstance(role, str) else "?")
+    if "content" not in m:
+        add(f"{p}.content", "missing", "add the turn's text as a string")
+    elif isinstance(m["content"], list):
+        add(f"{p}.content", "must be a string (chat-completion style), got an array", 'write "content": "..."')
+    elif _is_str(m["content"], f"{p}.content", add):
+        check_text(m["content"], f"{p}.content", rules, add, required=role != "system")
 
 
 def max_record_chars(rules: Rules) -> int | None:

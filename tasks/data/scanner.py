@@ -79,6 +79,13 @@ _STOP = object()
 # ---------------------------------------------------------------------------------------------
 # JSON guards (json.loads hooks): what orjson and json accept but a training record must not hold
 # ---------------------------------------------------------------------------------------------
+# orjson refuses everything json.loads would flag (and a few things it accepts: NaN, lone surrogates) and
+# gives the same strings, but keeps the last of duplicate keys silently and its numbers can differ. So the
+# JSONL reader uses its result only for an object whose values are all strings and whose line holds exactly
+# 4 quotes per key: every member of the line costs 2 quotes for its key and 2 for a string value, escaped
+# quotes only add, so a duplicate key (one more member) would make it at least 4 per key + 2. Anything else
+# takes SourceScanner._parse: json with the hooks below (duplicate keys, NaN / Infinity, out-of-range
+# numbers) and the located messages.
 class _Refused(Exception):
     """A JSON line that parses but is refused: ``message (fix)``."""
 
@@ -279,30 +286,22 @@ class SourceScanner:
 
     # -- JSONL ---------------------------------------------------------------------------
     def _jsonl(self, fh: IO[bytes]) -> Iterator[Item]:
+        """Formatted prompt/completion lines (two non-empty strings within the token limit) are taken inline;
+        any other record takes ``_parse``, then ``_formatted`` / ``_raw`` (every problem worded there)."""
         rules = self.rules
         assert rules is not None
-        mode = self.fmt if self.fmt in ("raw", "formatted") else ""
-        if self.columns is not None and not mode and self.columns != Columns():
-            mode = "raw"
-        # the commonest input, formatted prompt/completion JSONL ({"prompt", "completion"}, two non-empty
-        # strings within the token limit), is recognised inline; any other record takes _parse, then
-        # _formatted / _raw, so every problem is still found and worded by check_record
+        mode = self._start_mode()
         fast = rules.fmt is DataFormat.PROMPT_COMPLETION and not rules.forbidden and not self.trusted
-        max_chars = max_record_chars(rules)
-        if max_chars is None:
-            max_chars = 1 << 62
+        max_chars = mc if (mc := max_record_chars(rules)) is not None else 1 << 62
         sink = self.sink
+        progress, every = self.progress, self.progress_every or PROGRESS_EVERY
         lines = readers.iter_raw_lines(fh)
         for lineno, raw, size in lines:
             if raw is None:
                 self._tick()
                 self._overlong(lineno, size)
                 continue
-            # orjson refuses everything json.loads would flag (and a few things it accepts: NaN, lone
-            # surrogates) and gives the same strings, but keeps the last of duplicate keys silently and its
-            # numbers can differ. So its result is used only for an object whose values are all strings and
-            # whose line holds 4 quotes per key (a duplicate key would add at least 2: see _parse); anything
-            # else takes _parse (json, with the duplicate-key / NaN / depth / digit guards and the messages).
+            # orjson's result is used only when it is safe (see "JSON guards" above)
             rec = _NO_RECORD
             if lineno > 1 or not raw.startswith(b"\xef\xbb\xbf"):
                 try:
@@ -316,7 +315,9 @@ class SourceScanner:
                         if type(prompt) is str and type(completion) is str and raw.count(b'"') == 8:
                             chars = len(prompt) + len(completion)
                             if chars <= max_chars and prompt.strip() and completion.strip():
-                                self._tick()
+                                self.records += 1          # _tick(), inline on the hot path
+                                if progress and self.records % every == 0:
+                                    progress(self.records)
                                 self._out_bytes += len(raw)
                                 self._chars_total += chars
                                 if chars > self._chars_max:
@@ -345,6 +346,13 @@ class SourceScanner:
             if item is not None:
                 yield item
         self.mode = self.mode or mode or "raw"
+
+    def _start_mode(self) -> str:
+        """The mode before the first record: given (``fmt``), ``raw`` when columns are mapped, else "" (detect)."""
+        mode = self.fmt if self.fmt in ("raw", "formatted") else ""
+        if self.columns is not None and not mode and self.columns != Columns():
+            mode = "raw"
+        return mode
 
     def _parse(self, lineno: int, raw: bytes) -> Any:
         """One line with ``json``: the object, or ``_NO_RECORD`` (a located problem was added) or ``_STOP``

@@ -284,3 +284,22 @@ def test_data_validation_error_survives_pickling():
     err = DataValidationError([Problem(file="a.jsonl", line=2, field="json", message="bad", fix="fix")], total=5)
     back = pickle.loads(pickle.dumps(err))
     assert back.lines() == ["a.jsonl:2: json: bad (fix)", "... and 4 more problem(s)"]
+
+
+@pytest.mark.parametrize("model, ctype, rec, expected", [
+    ("anthropic.claude-3-haiku-20240307-v1:0:200k", "fine-tuning", {"system": "s"}, [("messages", "missing")]),
+    ("amazon.nova-2-lite-v1:0:256k", "reinforcement", {"reference_answer": "x"}, [("messages", "missing")]),
+    ("amazon.nova-micro-v1:0:128k", "fine-tuning", {"schemaVersion": "bedrock-conversation-2024"},
+     [("messages", "missing")]),
+    ("anthropic.claude-3-haiku-20240307-v1:0:200k", "fine-tuning", {"messages": []}, [("messages", "is empty")]),
+    ("amazon.nova-2-lite-v1:0:256k", "reinforcement", {"messages": "x"},
+     [("messages", "must be an array of turns, got string")]),
+])
+def test_no_turns_means_no_turn_level_record_checks(model, ctype, rec, expected):
+    """The early return of the messages formats (rules._each_turn gives None): a record without usable
+    turns gets its one messages problem, never also "0 turn(s)", "no user turn" or a role problem."""
+    from tasks.data.rules import check_record, rules_for
+
+    out: list[tuple[str, str]] = []
+    check_record(rec, rules_for(model, ctype), lambda f, m, x: out.append((f, m)))
+    assert out == expected
