@@ -406,12 +406,17 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
+_UNION_TAGS = ("int", "float", "str", "bool")
+
+
 def format_validation_error(err: ValidationError, source: str = "config",
                             line_of: Callable[[str], int | None] | None = None) -> list[str]:
     """One ``SOURCE[:LINE]: key.path: message`` line per problem (``line_of`` maps a key path to its line)."""
-    out = []
+    out: list[str] = []
     for e in err.errors():
         loc = tuple(e["loc"])
+        while len(loc) > 1 and loc[-1] in _UNION_TAGS:      # `hyperparameters.x.float`: the union member
+            loc = loc[:-1]
         where = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
@@ -431,7 +436,7 @@ def format_validation_error(err: ValidationError, source: str = "config",
                 where = ".".join([*map(str, loc), cause.field])
             msg = e["msg"].removeprefix("Value error, ")
             out.append(f"{_at(source, where, line_of)}: {where}: {msg}")
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _at(source: str, where: str, line_of: Callable[[str], int | None] | None) -> str:
