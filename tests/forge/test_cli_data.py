@@ -112,6 +112,147 @@ def test_bad_corpus_file_is_rejected_with_located_message(case, tmp_path, capsys
 
 
 # ---------------------------------------------------------------------------------------------
+# the data-file corpus of issue 16 (tests/data/bad/data/expected.yaml): hostile files
+# ---------------------------------------------------------------------------------------------
+DATA_BAD = BAD / "data"
+DATA_CASES = yaml.safe_load((DATA_BAD / "expected.yaml").read_text(encoding="utf-8"))
+TITAN = "amazon.titan-text-express-v1:0:8k"
+
+
+def _deep(path: Path, n: int) -> None:
+    path.write_text("[" * n + "]" * n + "\n", encoding="utf-8")
+
+
+def _parquet_nonfinite(path: Path, prompt: list, completion: list) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": prompt, "completion": completion}), path)
+
+
+def _make_case_file(case: dict, tmp_path: Path, monkeypatch) -> Path:
+    """The case's file in tmp_path (a committed file is copied: prepare cases write next to it)."""
+    path = tmp_path / case["file"]
+    gen = case.get("generate", "")
+    if (DATA_BAD / case["file"]).is_file():
+        shutil.copyfile(DATA_BAD / case["file"], path)
+    if gen == "fifo":
+        import os
+
+        os.mkfifo(path)
+    elif gen == "dir":
+        path.mkdir()
+    elif gen.startswith("symlink:"):
+        path.symlink_to(gen.split(":", 1)[1])
+    elif gen.startswith("deep:"):
+        _deep(path, int(gen.split(":")[1]))
+    elif gen == "parquet_nan":
+        _parquet_nonfinite(path, [1.5, float("nan")], ["a", "b"])
+    elif gen == "parquet_inf":
+        _parquet_nonfinite(path, ["a", "b"], [float("inf"), 2.0])
+    elif gen == "overlong_csv":
+        path.write_text("prompt,completion\nq," + "x" * 9_000_000 + "\nq2,a\n", encoding="utf-8")
+    elif gen == "unreadable":        # tests run as root here: chmod 000 would still read, so deny the open
+        import os
+
+        import tasks.data.sources as sources
+
+        real = os.open
+
+        def deny(p, *a, **kw):
+            if str(p) == str(path):
+                raise PermissionError(13, "Permission denied", str(p))
+            return real(p, *a, **kw)
+
+        monkeypatch.setattr(sources.os, "open", deny)
+    return path
+
+
+def _s3_config(case: dict, tmp_path: Path) -> Path:
+    """A pipeline config whose data source is an S3 object in the session emulator (moto S3)."""
+    import boto3
+
+    kind = case["generate"].split(":")[1]
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="forge-corpus")
+    uri = {"missing": "s3://forge-corpus/missing/train.jsonl", "nobucket": "s3://forge-corpus-nope/train.jsonl",
+           "upload": f"s3://forge-corpus/data/{case['file']}"}[kind]
+    if kind == "upload":
+        s3.upload_file(str(DATA_BAD / case["file"]), "forge-corpus", f"data/{case['file']}")
+    cfg = tmp_path / "s3_source.yaml"
+    cfg.write_text(f"name: corpus-s3\nbase_model: {case.get('base_model', TITAN)}\ndata:\n  source: {uri}\n",
+                   encoding="utf-8")
+    return cfg
+
+
+def _argv(case: dict, path: Path) -> list[str]:
+    if case.get("generate", "").startswith("s3:"):
+        return ["validate", str(path)]
+    verb = case.get("verb", "validate")
+    argv = [verb, str(path), "--base-model", case.get("base_model", TITAN), "--type", case.get("type", "fine-tuning")]
+    if case.get("columns"):
+        argv += ["--columns", case["columns"]]
+    if verb == "prepare":
+        argv += ["--out", str(path.parent)]
+        if case.get("split"):
+            argv += ["--split", case["split"]]
+    return argv
+
+
+def _check_output(case: dict, out: str, tmp_path: Path) -> None:
+    assert case["expect"] in out, out
+    assert "Traceback" not in out and "internal error" not in out
+    shown = out.replace(str(tmp_path), "TMP")
+    for secret in case.get("must_not_contain", []):
+        assert secret not in shown, f"{secret!r} echoed: {shown}"
+    last = out.rstrip().splitlines()[-1]
+    assert ("nothing written" if case.get("verb") == "prepare" else "problem(s) in") in last, last
+
+
+def test_data_corpus_is_big_and_every_file_has_an_expectation():
+    assert len(DATA_CASES) >= 60
+    on_disk = {p.name for p in DATA_BAD.iterdir() if p.name != "expected.yaml"}
+    committed = {c["file"] for c in DATA_CASES if c.get("generate") in (None, "unreadable", "s3:upload")}
+    assert on_disk == committed, "every committed corpus file has an expectation and vice versa"
+    assert len({c["file"] for c in DATA_CASES}) == len(DATA_CASES)
+    assert sum(1 for c in DATA_CASES if c.get("cli")) >= 10
+
+
+@pytest.mark.parametrize("case", DATA_CASES, ids=[c["file"] for c in DATA_CASES])
+def test_data_corpus_file_is_refused_with_its_located_message(case, tmp_path, capsys, monkeypatch, request):
+    if case.get("generate", "").startswith("s3:"):
+        request.getfixturevalue("aws_env")
+        path = _s3_config(case, tmp_path)
+    else:
+        request.getfixturevalue("no_aws")
+        path = _make_case_file(case, tmp_path, monkeypatch)
+    before = path.read_bytes() if case.get("verb") == "prepare" else None
+    rc = main(_argv(case, path))
+    out = capsys.readouterr().out
+    assert rc == 2, out
+    _check_output(case, out, tmp_path)
+    if before is not None:                       # the input inside --out is untouched, nothing was written
+        assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+CLI_CASES = [c for c in DATA_CASES if c.get("cli")]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c["file"] for c in CLI_CASES])
+def test_data_corpus_sample_through_the_installed_command(case, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    path = _make_case_file(case, tmp_path, monkeypatch)
+    forge = Path(sys.executable).parent / "forge"
+    proc = subprocess.run([str(forge), *_argv(case, path)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**__import__("os").environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    _check_output(case, proc.stdout, tmp_path)
+    assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
 # valid files
 # ---------------------------------------------------------------------------------------------
 GOOD_CASES = [
