@@ -141,6 +141,61 @@ def role(p: Proc) -> str:
     return "other"
 
 
+# A sitecustomize put on the PYTHONPATH of the processes a row starts (with --trace): every signal a process sends
+# (os.kill / os.killpg, which Popen.send_signal/kill and anyio use) and every sys.exit, with the sender's pid and
+# the Python stack, appended to $FORGE_LEAK_TRACE. It changes no behaviour.
+TRACER = """
+import os, sys, time, traceback
+_path = os.environ.get("FORGE_LEAK_TRACE")
+if _path:
+    def _note(what):
+        try:
+            with open(_path, "a") as f:
+                f.write(f"{time.time():.3f} pid {os.getpid()} ({' '.join(sys.argv)[:80]}): {what}\\n")
+                f.write("".join(traceback.format_stack(limit=14)[:-2]))
+        except OSError:
+            pass
+    _kill, _killpg, _exit = os.kill, os.killpg, sys.exit
+    def kill(pid, sig):
+        _note(f"os.kill({pid}, {sig!r})")
+        return _kill(pid, sig)
+    def killpg(pgid, sig):
+        _note(f"os.killpg({pgid}, {sig!r})")
+        return _killpg(pgid, sig)
+    def exit(code=None):
+        _note(f"sys.exit({code!r})")
+        return _exit(code)
+    os.kill, os.killpg, sys.exit = kill, killpg, exit
+"""
+
+
+def tracing_env(tmp: Path) -> dict[str, str]:
+    """Environment additions that make the started processes log the signals they send (see TRACER)."""
+    d = tmp / "tracer"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "sitecustomize.py").write_text(TRACER)
+    path = os.pathsep.join([str(d), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {"PYTHONPATH": path, "FORGE_LEAK_TRACE": str(tmp / "signals.log")}
+
+
+def signal_trace(tmp: Path, t_kill: float) -> list[str]:
+    """The traced signals and exits after the kill: one line each, with the innermost project/Prefect frame."""
+    log = tmp / "signals.log"
+    if not log.exists():
+        return []
+    out, head = [], None
+    for line in log.read_text(errors="replace").splitlines():
+        m = re.match(r"^(\d+\.\d+) (pid .*)$", line)
+        if m:
+            head = (float(m.group(1)), m.group(2))
+            if head[0] >= t_kill - 0.5:
+                out.append(f"+{head[0] - t_kill:.2f} s {head[1]}")
+        elif head and head[0] >= t_kill - 0.5 and line.strip().startswith("File ") and out:
+            where = re.sub(r'^.*?(site-packages/|/work/main/)', "", line.strip().split(",")[0].strip('File "'))
+            out[-1] = re.sub(r" \[at .*\]$", "", out[-1]) + f" [at {where}:{line.split(', line ')[-1].split(',')[0]}]"
+    return out
+
+
 # --------------------------------------------------------------------------------------------- the ledger
 def virtual_to_real(emu) -> Any:
     """A function mapping the emulator's virtual ISO times to real epoch seconds (its clock is linear)."""
@@ -243,6 +298,7 @@ class Outcome:
     tree_at_kill: list[str] = field(default_factory=list)
     survivors: list[str] = field(default_factory=list)
     timeline: list[str] = field(default_factory=list)
+    signals: list[str] = field(default_factory=list)       # traced os.kill/os.killpg/sys.exit after the kill
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -284,7 +340,8 @@ def kill_forge_run(emu, tmp: Path, row: str, *, group: bool) -> Pending:
     runs = tmp / "runs"
     log = (tmp / "forge-run.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "forge.cli", "run", str(cfg_path), "--endpoint", emu.url,
-                             "--runs-dir", str(runs)], env=_env(tmp, emu.url), cwd=REPO, stdout=log,
+                             "--runs-dir", str(runs)], env={**_env(tmp, emu.url), **tracing_env(tmp)}, cwd=REPO,
+                            stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     try:
@@ -317,7 +374,7 @@ def kill_worker(emu, tmp: Path, api: str, row: str, how: str) -> Pending:
     runs = tmp / "runs"
     worker = stack.start_worker(tmp / "worker-home", api, aws_endpoint=emu.url, log_dir=tmp / "logs", name=row,
                                 extra_env={"FORGE_CACHE_DIR": str(tmp / "cache"), "FORGE_RUNS_DIR": str(runs),
-                                           "PREFECT_LOGGING_LEVEL": "INFO"})
+                                           "PREFECT_LOGGING_LEVEL": "INFO", **tracing_env(tmp)})
     fr = stack.trigger(api, "customize-model/customize", {"config": leak_config(name), "runs_dir": str(runs)})
     try:
         arn = wait_evaluating(emu, name + "-", worker.alive)
@@ -392,7 +449,12 @@ def finish(p: Pending, sweeper: Sweeper | None) -> Outcome:
         out.expires_at = (led["resources"][out.pt].get("tags") or {}).get("forge-expires-at")
     _read_manifest(p, out, sweeper)
     out.flow_state = _flow_state(p)
-    out.survivors = [f"{role(x)}: {x.line()}" for x in p.tree if alive(x.pid)]
+    linger = time.monotonic() + 20     # give what outlived the kill a moment to end by itself
+    while time.monotonic() < linger and any(alive(x.pid) for x in p.tree):
+        time.sleep(0.5)
+    out.survivors = [f"{role(x)}: {x.line()} (still running {time.time() - p.t_kill:.0f} s after the kill)"
+                     for x in p.tree if alive(x.pid)]
+    out.signals = signal_trace(p.runs_dir.parent, p.t_kill)
     _kill_all([x for x in p.tree if alive(x.pid)])
     out.seconds = round(time.monotonic() - p.t_start, 1)
     return out
@@ -534,7 +596,8 @@ def details(outcomes: list[Outcome]) -> str:
     for o in outcomes:
         parts.append(f"### {o.row}: {o.kill} ({o.seconds:.0f} s)\n")
         parts.append("process tree at the kill:\n```\n" + "\n".join(o.tree_at_kill or ["-"]) + "\n```")
-        for title, items in (("after the kill", o.timeline), ("alive when the row ended", o.survivors),
+        for title, items in (("after the kill", o.timeline), ("signals sent / exits (traced)", o.signals),
+                             ("alive when the row ended", o.survivors),
                              ("watchdog.log / notes", o.notes)):
             if items:
                 parts.append(f"{title}:\n" + "\n".join(f"- {x}" for x in items))
