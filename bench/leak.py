@@ -53,6 +53,7 @@ SPEED = 3000.0                   # emulator virtual-clock speed (training and pr
 DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
              "AWS_DEFAULT_REGION": "us-east-1"}
 ROWS = ("forge-run-kill", "forge-run-killpg", "worker-kill", "worker-term", "lost-machine")
+ORDER = ("lost-machine", "worker-term", "worker-kill", "forge-run-kill", "forge-run-killpg")   # the run order
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -290,8 +291,13 @@ class Outcome:
     kill: str
     pt: str | None = None
     pt_s_after_kill: float | None = None       # None: still alive when the row ended
+    t_kill: float | None = None                # real epoch seconds of the kill
+    pt_deleted_real: float | None = None       # real epoch seconds of the PT's Deleted transition
     leaked: list[str] = field(default_factory=list)
-    flow_state: str = "?"
+    flow_state: str = "?"                      # when the row ended (~20 s after the PT was gone)
+    flow_run_id: str | None = None
+    flow_state_final: str | None = None        # after Prefect's zombie detection had its time (settle_flow_states)
+    flow_marked_s: float | None = None         # kill -> the timestamp of that final state
     manifest_status: str | None = None
     deleted_by: str = "?"
     expires_at: str | None = None
@@ -440,6 +446,7 @@ def finish(p: Pending, sweeper: Sweeper | None) -> Outcome:
         if end is None:
             time.sleep(0.5)
     out.pt_s_after_kill = None if end is None else round(max(0.0, end - p.t_kill), 1)
+    out.t_kill, out.pt_deleted_real = p.t_kill, end
     time.sleep(2)     # let the manifest and logs settle (the watchdog writes after its deletes)
     led = p.emu.ledger()
     prefix = out.row and f"leak-{out.row}-"
@@ -448,7 +455,7 @@ def finish(p: Pending, sweeper: Sweeper | None) -> Outcome:
     if out.pt:
         out.expires_at = (led["resources"][out.pt].get("tags") or {}).get("forge-expires-at")
     _read_manifest(p, out, sweeper)
-    out.flow_state = _flow_state(p)
+    out.flow_state, out.flow_run_id = _flow_state(p), p.flow_run_id
     linger = time.monotonic() + 20     # give what outlived the kill a moment to end by itself
     while time.monotonic() < linger and any(alive(x.pid) for x in p.tree):
         time.sleep(0.5)
@@ -560,9 +567,45 @@ def start_row(lab: Lab, row: str) -> Pending:
     return pending
 
 
+def run_row(lab: Lab, row: str) -> Outcome:
+    """One row, start to measured end."""
+    return finish(start_row(lab, row), lab.sweeper)
+
+
+def zombie_bound_s() -> float:
+    """How long after a flow-run process dies Prefect should show its run Crashed (forge deploy's automation:
+    no flow-run heartbeat within ZOMBIE_WITHIN_S; beats every FLOW_HEARTBEAT_S), plus 30 s of slack."""
+    from forge.commands.deploy import FLOW_HEARTBEAT_S, ZOMBIE_WITHIN_S
+
+    return float(ZOMBIE_WITHIN_S + FLOW_HEARTBEAT_S + 30)
+
+
+def settle_flow_states(api: str, outcomes: list[Outcome], bound_s: float | None = None) -> None:
+    """For each row with a flow run: wait (until kill + ``bound_s``) for a terminal state; record it and how long
+    after the kill Prefect set it."""
+    import httpx
+
+    from forge.stack import TERMINAL_STATES
+
+    bound_s = zombie_bound_s() if bound_s is None else bound_s
+    for o in outcomes:
+        if not o.flow_run_id or o.t_kill is None:
+            continue
+        while True:
+            st = httpx.get(f"{api}/flow_runs/{o.flow_run_id}", timeout=10).json().get("state") or {}
+            if st.get("type") in TERMINAL_STATES or time.time() > o.t_kill + bound_s:
+                break
+            time.sleep(2)
+        o.flow_state_final = st.get("name")
+        if st.get("type") in TERMINAL_STATES and st.get("timestamp"):
+            at = datetime.fromisoformat(st["timestamp"].replace("Z", "+00:00")).timestamp()
+            o.flow_marked_s = round(at - o.t_kill, 1)
+
+
 def run_rows(lab: Lab, rows: list[str]) -> list[Outcome]:
-    """Each row in turn; the lost machine first and measured last (its PT waits for the sweep meanwhile)."""
-    order = sorted(rows, key=lambda r: r != "lost-machine")
+    """Each row in turn; the lost machine first and measured last (its PT waits for the sweep meanwhile), the
+    worker's SIGTERM next (its flow run waits for Prefect's zombie detection); then the final flow-run states."""
+    order = sorted(rows, key=ORDER.index)
     deferred, done = [], {}
     for row in order:
         try:
@@ -576,17 +619,23 @@ def run_rows(lab: Lab, rows: list[str]) -> list[Outcome]:
             done[row] = finish(pending, lab.sweeper)
     for pending in deferred:
         done[pending.outcome.row] = finish(pending, lab.sweeper)
-    return [done[r] for r in rows if r in done]
+    outcomes = [done[r] for r in rows if r in done]
+    if lab.server is not None:
+        settle_flow_states(lab.api, outcomes)
+    return outcomes
 
 
 # --------------------------------------------------------------------------------------------- report
 def table(outcomes: list[Outcome]) -> str:
-    head = ("| row | kill | PT-s after kill | leaked | flow run in Prefect | manifest | deleted by | met |\n"
-            "|---|---|---|---|---|---|---|---|")
+    head = ("| row | kill | PT-s after kill | leaked | flow run in Prefect (at the row's end → final) | manifest | "
+            "deleted by | met |\n|---|---|---|---|---|---|---|---|")
     lines = [head]
     for o in outcomes:
         pt_s = "still alive" if o.pt_s_after_kill is None else f"{o.pt_s_after_kill:.1f}"
-        lines.append(f"| {o.row} | {o.kill} | {pt_s} | {len(o.leaked)} | {o.flow_state.replace('|', '/')} | "
+        flow = o.flow_state.replace("|", "/")
+        if o.flow_state_final:
+            flow += f" → **{o.flow_state_final}**" + (f" at +{o.flow_marked_s:.0f} s" if o.flow_marked_s else "")
+        lines.append(f"| {o.row} | {o.kill} | {pt_s} | {len(o.leaked)} | {flow} | "
                      f"{o.manifest_status or '-'} | {o.deleted_by.replace('|', '/')} | {'yes' if o.ok else 'NO'} |")
     return "\n".join(lines)
 
@@ -601,6 +650,9 @@ def details(outcomes: list[Outcome]) -> str:
                              ("watchdog.log / notes", o.notes)):
             if items:
                 parts.append(f"{title}:\n" + "\n".join(f"- {x}" for x in items))
+        if o.flow_run_id:
+            parts.append(f"flow run {o.flow_run_id}: {o.flow_state} at the row's end; final {o.flow_state_final}"
+                         + (f", set {o.flow_marked_s:.0f} s after the kill" if o.flow_marked_s is not None else ""))
         parts.append(f"forge-expires-at on the PT: {o.expires_at}\n")
     return "\n\n".join(parts)
 
