@@ -53,7 +53,10 @@ SPEED = 3000.0                   # emulator virtual-clock speed (training and pr
 DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
              "AWS_DEFAULT_REGION": "us-east-1"}
 ROWS = ("forge-run-kill", "forge-run-killpg", "worker-kill", "worker-term", "lost-machine")
-ORDER = ("lost-machine", "worker-term", "worker-kill", "forge-run-kill", "forge-run-killpg")   # the run order
+# not run by default: SIGKILL of a worker whose flow run does not stream its output through the worker (job variable
+# stream_output: false), so the surviving flow-run process does not die of a broken stdout pipe (bench/leak.md)
+EXTRA_ROWS = ("worker-kill-quiet",)
+ORDER = ("lost-machine", "worker-term", "worker-kill", "worker-kill-quiet", "forge-run-kill", "forge-run-killpg")
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -298,6 +301,8 @@ class Outcome:
     flow_run_id: str | None = None
     flow_state_final: str | None = None        # after Prefect's zombie detection had its time (settle_flow_states)
     flow_marked_s: float | None = None         # kill -> the timestamp of that final state
+    manifest_path: str | None = None
+    manifest_final: str | None = None          # re-read by settle_flow_states (scoring can end after the PT is gone)
     manifest_status: str | None = None
     deleted_by: str = "?"
     expires_at: str | None = None
@@ -369,7 +374,23 @@ def kill_forge_run(emu, tmp: Path, row: str, *, group: bool) -> Pending:
     return Pending(out, emu, runs, t_kill, t_start, procs)
 
 
-def kill_worker(emu, tmp: Path, api: str, row: str, how: str) -> Pending:
+def trigger(api: str, deployment: str, parameters: dict, job_variables: dict | None = None) -> str:
+    """``forge.stack.trigger`` with job variables (the UI's "Custom run" → job variables)."""
+    import httpx
+
+    from forge import stack
+
+    if not job_variables:
+        return stack.trigger(api, deployment, parameters)
+    dep = httpx.get(f"{api}/deployments/name/{deployment}", timeout=10)
+    dep.raise_for_status()
+    resp = httpx.post(f"{api}/deployments/{dep.json()['id']}/create_flow_run",
+                      json={"parameters": parameters, "job_variables": job_variables}, timeout=30)
+    resp.raise_for_status()
+    return resp.json()["id"]
+
+
+def kill_worker(emu, tmp: Path, api: str, row: str, how: str, job_variables: dict | None = None) -> Pending:
     """A process worker on the real server runs a ``customize`` deployment run; kill it ``how`` =
     "kill" (SIGKILL the worker), "term" (SIGTERM the worker) or "lost" (SIGKILL the worker, its flow-run
     process and the watchdog: everything on the machine)."""
@@ -381,7 +402,8 @@ def kill_worker(emu, tmp: Path, api: str, row: str, how: str) -> Pending:
     worker = stack.start_worker(tmp / "worker-home", api, aws_endpoint=emu.url, log_dir=tmp / "logs", name=row,
                                 extra_env={"FORGE_CACHE_DIR": str(tmp / "cache"), "FORGE_RUNS_DIR": str(runs),
                                            "PREFECT_LOGGING_LEVEL": "INFO", **tracing_env(tmp)})
-    fr = stack.trigger(api, "customize-model/customize", {"config": leak_config(name), "runs_dir": str(runs)})
+    fr = trigger(api, "customize-model/customize", {"config": leak_config(name), "runs_dir": str(runs)},
+                 job_variables)
     try:
         arn = wait_evaluating(emu, name + "-", worker.alive)
     except Exception:
@@ -472,7 +494,7 @@ def _read_manifest(p: Pending, out: Outcome, sweeper: Sweeper | None) -> None:
     by = None
     if manifests:
         doc = json.loads(manifests[-1].read_text())
-        out.manifest_status = doc.get("status")
+        out.manifest_status, out.manifest_path = doc.get("status"), str(manifests[-1])
         by = (doc.get("teardown") or {}).get("by")
         log = manifests[-1].parent / "watchdog.log"
         if log.exists():
@@ -557,8 +579,11 @@ def start_row(lab: Lab, row: str) -> Pending:
     tmp.mkdir(parents=True, exist_ok=True)
     if row in ("forge-run-kill", "forge-run-killpg"):
         return kill_forge_run(lab.emu, tmp, row, group=row.endswith("pg"))
-    how = {"worker-kill": "kill", "worker-term": "term", "lost-machine": "lost"}[row]
-    pending = kill_worker(lab.emu, tmp, lab.api, row, how)
+    how = {"worker-kill": "kill", "worker-kill-quiet": "kill", "worker-term": "term", "lost-machine": "lost"}[row]
+    quiet = {"stream_output": False} if row == "worker-kill-quiet" else None
+    pending = kill_worker(lab.emu, tmp, lab.api, row, how, quiet)
+    if quiet:
+        pending.outcome.kill += " (job variable stream_output: false)"
     if how == "lost":   # only the sweep is left: stale bound + one interval + slack
         from tasks.run.liveness import STALE_AFTER_S
 
@@ -590,6 +615,7 @@ def settle_flow_states(api: str, outcomes: list[Outcome], bound_s: float | None 
     bound_s = zombie_bound_s() if bound_s is None else bound_s
     for o in outcomes:
         if not o.flow_run_id or o.t_kill is None:
+            _reread_manifest(o)
             continue
         while True:
             st = httpx.get(f"{api}/flow_runs/{o.flow_run_id}", timeout=10).json().get("state") or {}
@@ -600,6 +626,12 @@ def settle_flow_states(api: str, outcomes: list[Outcome], bound_s: float | None 
         if st.get("type") in TERMINAL_STATES and st.get("timestamp"):
             at = datetime.fromisoformat(st["timestamp"].replace("Z", "+00:00")).timestamp()
             o.flow_marked_s = round(at - o.t_kill, 1)
+        _reread_manifest(o)
+
+
+def _reread_manifest(o: Outcome) -> None:
+    if o.manifest_path and Path(o.manifest_path).exists():
+        o.manifest_final = json.loads(Path(o.manifest_path).read_text()).get("status")
 
 
 def run_rows(lab: Lab, rows: list[str]) -> list[Outcome]:
@@ -633,10 +665,13 @@ def table(outcomes: list[Outcome]) -> str:
     for o in outcomes:
         pt_s = "still alive" if o.pt_s_after_kill is None else f"{o.pt_s_after_kill:.1f}"
         flow = o.flow_state.replace("|", "/")
+        manifest = o.manifest_status or "-"
+        if o.manifest_final and o.manifest_final != o.manifest_status:
+            manifest += f" → {o.manifest_final}"
         if o.flow_state_final:
             flow += f" → **{o.flow_state_final}**" + (f" at +{o.flow_marked_s:.0f} s" if o.flow_marked_s else "")
         lines.append(f"| {o.row} | {o.kill} | {pt_s} | {len(o.leaked)} | {flow} | "
-                     f"{o.manifest_status or '-'} | {o.deleted_by.replace('|', '/')} | {'yes' if o.ok else 'NO'} |")
+                     f"{manifest} | {o.deleted_by.replace('|', '/')} | {'yes' if o.ok else 'NO'} |")
     return "\n".join(lines)
 
 
@@ -664,14 +699,15 @@ def main(argv: list[str] | None = None) -> int:
                  "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
         os.environ.setdefault(k, v)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("rows", nargs="*", default=list(ROWS), metavar="ROW", help=f"any of {', '.join(ROWS)}")
+    ap.add_argument("rows", nargs="*", default=list(ROWS), metavar="ROW",
+                    help=f"any of {', '.join(ROWS + EXTRA_ROWS)} (default: all but {', '.join(EXTRA_ROWS)})")
     ap.add_argument("--sweep-every", type=float, default=30.0, help="seconds between scheduled-style sweeps")
     ap.add_argument("--json", default=None, help="also write the outcomes as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (logs, manifests)")
     args = ap.parse_args(argv)
-    unknown = sorted(set(args.rows) - set(ROWS))
+    unknown = sorted(set(args.rows) - set(ROWS) - set(EXTRA_ROWS))
     if unknown:
-        ap.error(f"unknown row(s) {unknown}: pick from {', '.join(ROWS)}")
+        ap.error(f"unknown row(s) {unknown}: pick from {', '.join(ROWS + EXTRA_ROWS)}")
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="forge-leak-"))
     server = any(r.startswith("worker") or r == "lost-machine" for r in args.rows)
