@@ -169,14 +169,41 @@ def cmd_validate(args) -> int:
         columns = parse_columns(args.columns)
     except ValueError as err:
         return _usage(args, str(err))
-    report = validate_source(args.data, args.base_model, ctype, columns=columns, role=args.role,
-                             teacher=args.teacher, progress=_progress)
+    if args.data.startswith("s3://"):
+        report = _validate_s3(args, ctype, columns)
+    else:
+        report = validate_source(args.data, args.base_model, ctype, columns=columns, role=args.role,
+                                 teacher=args.teacher, progress=_progress)
     for w in report.stats.get("warnings") or []:
         print(f"warning: {w}", file=sys.stderr)
     stats = report.stats
     extra = (f" ({stats.get('mode')}, {stats.get('format')}, ~{stats.get('estimated_tokens', 0):,} tokens)"
              if report.ok else "")
     return _report(args, report, report.summary() + extra)
+
+
+def _validate_s3(args, ctype, columns):
+    """An s3:// DATA: streamed into a temporary folder after the pre-flight (tasks.data.sources.fetch_s3:
+    "object not found" / "access denied" / compressed / UTF-16 are located problems), then validated.
+    Only GetObject is called; the connection comes from the environment (AWS_PROFILE, AWS_ENDPOINT_URL, ...)."""
+    import tempfile
+    from pathlib import Path
+
+    from tasks.aws.clients import lenient_aws_config, make_clients
+    from tasks.data import sources
+    from tasks.data.problems import Problem, ValidationReport
+    from tasks.data.validate import validate_source
+
+    with tempfile.TemporaryDirectory(prefix="forge-validate-") as tmp:
+        local = Path(tmp) / (Path(args.data).name or "source")
+        try:
+            sources.fetch_s3(make_clients(lenient_aws_config({})).s3, args.data, local)
+        except sources.SourceProblem as e:
+            return ValidationReport(source=args.data, problems=[Problem(file=args.data, line=e.line, field=e.field,
+                                                                        message=e.message, fix=e.fix)],
+                                    total_problems=1)
+        return validate_source(local, args.base_model, ctype, columns=columns, role=args.role, teacher=args.teacher,
+                               progress=_progress, shown_as=args.data)
 
 
 def _validate_config(args) -> int:

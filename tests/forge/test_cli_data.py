@@ -172,13 +172,17 @@ def _s3_config(case: dict, tmp_path: Path) -> Path:
     """A pipeline config whose data source is an S3 object in the session emulator (moto S3)."""
     import boto3
 
-    kind = case["generate"].split(":")[1]
+    direct, kind = case["generate"].split(":")
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="forge-corpus")
     uri = {"missing": "s3://forge-corpus/missing/train.jsonl", "nobucket": "s3://forge-corpus-nope/train.jsonl",
            "upload": f"s3://forge-corpus/data/{case['file']}"}[kind]
+    if direct == "s3direct" and kind == "missing":
+        uri = f"s3://forge-corpus/nope/{case['file']}"
     if kind == "upload":
         s3.upload_file(str(DATA_BAD / case["file"]), "forge-corpus", f"data/{case['file']}")
+    if direct == "s3direct":                     # forge validate s3://... (DATA itself is the object)
+        return Path(uri)
     cfg = tmp_path / "s3_source.yaml"
     cfg.write_text(f"name: corpus-s3\nbase_model: {case.get('base_model', TITAN)}\ndata:\n  source: {uri}\n",
                    encoding="utf-8")
@@ -189,11 +193,12 @@ def _argv(case: dict, path: Path) -> list[str]:
     if case.get("generate", "").startswith("s3:"):
         return ["validate", str(path)]
     verb = case.get("verb", "validate")
-    argv = [verb, str(path), "--base-model", case.get("base_model", TITAN), "--type", case.get("type", "fine-tuning")]
+    data = str(path).replace("s3:/", "s3://", 1) if case.get("generate", "").startswith("s3direct:") else str(path)
+    argv = [verb, data, "--base-model", case.get("base_model", TITAN), "--type", case.get("type", "fine-tuning")]
     if case.get("columns"):
         argv += ["--columns", case["columns"]]
     if verb == "prepare":
-        argv += ["--out", str(path.parent)]
+        argv += ["--out", str(path.parent if case.get("out") == "parent" else path.parent / "out")]
         if case.get("split"):
             argv += ["--split", case["split"]]
     return argv
@@ -212,7 +217,8 @@ def _check_output(case: dict, out: str, tmp_path: Path) -> None:
 def test_data_corpus_is_big_and_every_file_has_an_expectation():
     assert len(DATA_CASES) >= 60
     on_disk = {p.name for p in DATA_BAD.iterdir() if p.name != "expected.yaml"}
-    committed = {c["file"] for c in DATA_CASES if c.get("generate") in (None, "unreadable", "s3:upload")}
+    committed = {c["file"] for c in DATA_CASES if c.get("generate") in (None, "unreadable", "s3:upload",
+                                                                           "s3direct:upload")}
     assert on_disk == committed, "every committed corpus file has an expectation and vice versa"
     assert len({c["file"] for c in DATA_CASES}) == len(DATA_CASES)
     assert sum(1 for c in DATA_CASES if c.get("cli")) >= 10
@@ -220,13 +226,13 @@ def test_data_corpus_is_big_and_every_file_has_an_expectation():
 
 @pytest.mark.parametrize("case", DATA_CASES, ids=[c["file"] for c in DATA_CASES])
 def test_data_corpus_file_is_refused_with_its_located_message(case, tmp_path, capsys, monkeypatch, request):
-    if case.get("generate", "").startswith("s3:"):
+    if case.get("generate", "").startswith(("s3:", "s3direct:")):
         request.getfixturevalue("aws_env")
         path = _s3_config(case, tmp_path)
     else:
         request.getfixturevalue("no_aws")
         path = _make_case_file(case, tmp_path, monkeypatch)
-    before = path.read_bytes() if case.get("verb") == "prepare" else None
+    before = path.read_bytes() if case.get("verb") == "prepare" and path.is_file() else None
     rc = main(_argv(case, path))
     out = capsys.readouterr().out
     assert rc == 2, out
