@@ -415,3 +415,21 @@ def test_unexpected_errors_are_one_line_not_a_traceback(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert rc == 1
     assert "forge validate: internal error: RuntimeError: disk on fire" in err and "Traceback" not in err
+
+
+def test_prepare_out_of_space_is_exit_1_names_the_output_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import tasks.data.preparation as tp
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tp._SplitWriter, "emit", full)
+    out = tmp_path / "out"
+    rc = main(["prepare", str(GOOD / "raw_intents.csv"), "--base-model", "amazon.nova-micro-v1:0:128k",
+               "--columns", "prompt=text,completion=category", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 1
+    assert text.strip() == f"{out}: cannot write: No space left on device; nothing written to {out}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []          # no out folder, no work folder
