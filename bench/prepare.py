@@ -200,35 +200,48 @@ for name, (a, b) in {"train": (0, int(n * 0.8)), "validation": (int(n * 0.8), in
 """
 
 
-def whole_process(src: Path, work: Path, repeats: int) -> dict:
-    """Wall time of each command, start-up included (median of ``repeats`` runs, alternating, after one
-    warm-up run each). Bytecode is cached as in an installed package (PYTHONPYCACHEPREFIX in the work
-    folder, PYTHONDONTWRITEBYTECODE unset), for both sides."""
+def whole_process(src: Path, work: Path, repeats: int, baseline: Path | None = None) -> dict:
+    """Wall and CPU time of each command, start-up included (median of ``repeats`` runs, alternating, after
+    one warm-up run each). Bytecode is cached as in an installed package (PYTHONPYCACHEPREFIX in the work
+    folder, PYTHONDONTWRITEBYTECODE unset), for both sides. ``baseline``: the source tree of an older
+    version (``git archive COMMIT | tar -x -C DIR``), run as a third side with ``PYTHONPATH=DIR`` (same
+    interpreter and packages): what a change costs, measured under the same load."""
     loop_py = work / "seed_loop.py"
     loop_py.write_text(LOOP_SCRIPT, encoding="utf-8")
     forge = Path(sys.executable).parent / "forge"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-    cmds = {"loop": [sys.executable, str(loop_py), str(src)],
-            "forge prepare": [str(forge), "prepare", str(src), "--base-model", "amazon.titan-text-express-v1:0:8k",
-                              "--out"]}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
+    prep = [str(forge), "prepare", str(src), "--base-model", "amazon.titan-text-express-v1:0:8k", "--out"]
+    cmds = {"loop": ([sys.executable, str(loop_py), str(src)], {**env, "PYTHONPYCACHEPREFIX": str(work / "pyc")}),
+            "forge prepare": (prep, {**env, "PYTHONPYCACHEPREFIX": str(work / "pyc")})}
+    if baseline is not None:
+        cmds["forge prepare (baseline)"] = (prep, {**env, "PYTHONPATH": str(baseline),
+                                                   "PYTHONPYCACHEPREFIX": str(work / "pyc-baseline")})
     walls: dict[str, list[float]] = {k: [] for k in cmds}
+    cpus: dict[str, list[float]] = {k: [] for k in cmds}
     for r in range(repeats + 1):
-        for kind, cmd in cmds.items():
+        for kind, (cmd, cmd_env) in cmds.items():
             out = Path(tempfile.mkdtemp(prefix="whole-", dir=work))
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
-            proc = subprocess.run([*cmd, str(out)], capture_output=True, text=True, cwd=work, env=env)
+            proc = subprocess.run([*cmd, str(out)], capture_output=True, text=True, cwd=work, env=cmd_env)
             wall = time.perf_counter() - t0
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             if proc.returncode != 0:
                 raise RuntimeError(f"{kind} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
             if r:                      # run 0 is the warm-up
                 walls[kind].append(wall)
-    res = {kind: {"runs": w, "wall_s": statistics.median(w)} for kind, w in walls.items()}
+                cpus[kind].append((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
+    res: dict = {kind: {"runs": w, "wall_s": statistics.median(w), "cpu_s": statistics.median(cpus[kind])}
+                 for kind, w in walls.items()}
     res["ratio"] = res["forge prepare"]["wall_s"] / res["loop"]["wall_s"]
+    if baseline is not None:
+        b = res["forge prepare (baseline)"]
+        res["vs_baseline"] = {"wall": res["forge prepare"]["wall_s"] / b["wall_s"],
+                              "cpu": res["forge prepare"]["cpu_s"] / b["cpu_s"], "tree": str(baseline)}
     return res
 
 
-def render_whole(n: int, res: dict, repeats: int) -> str:
+def render_whole(n: int, res: dict, repeats: int, baseline_label: str = "") -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     la = os.getloadavg()
     lines = ["## Whole process", "",
@@ -237,14 +250,21 @@ def render_whole(n: int, res: dict, repeats: int) -> str:
              "start-up included: interpreter, imports, argument parsing) against the seed guide's loop as a "
              "script run with `python`, both on the same generated "
              f"{n:,}-record JSONL; wall time, median of {repeats} runs after one warm-up run each, bytecode cached "
-             "as in an installed package.", "",
-             "| records | side | wall s (median) | runs |", "|---:|---|---:|---|"]
-    for kind in ("loop", "forge prepare"):
+             "as in an installed package; CPU = user + system seconds of the command.", "",
+             "| records | side | wall s (median) | CPU s (median) | runs (wall s) |", "|---:|---|---:|---:|---|"]
+    for kind in [k for k in ("loop", "forge prepare", "forge prepare (baseline)") if k in res]:
         runs = ", ".join(f"{w:.2f}" for w in res[kind]["runs"])
-        lines.append(f"| {n:,} | {kind} | {res[kind]['wall_s']:.2f} | {runs} |")
+        label = f"forge prepare (baseline: {baseline_label})" if kind.endswith("(baseline)") else kind
+        lines.append(f"| {n:,} | {label} | {res[kind]['wall_s']:.2f} | {res[kind]['cpu_s']:.2f} | {runs} |")
     ok = res["ratio"] <= 1.0
     lines += ["", f"**Whole process: {'met' if ok else 'not met'}** (forge prepare / loop wall "
               f"**{res['ratio']:.2f}×**, target ≤ 1.0×)."]
+    if "vs_baseline" in res:
+        vb = res["vs_baseline"]
+        ok_b = vb["cpu"] <= 1.05
+        lines += ["", f"**Against the baseline: {'met' if ok_b else 'not met'}** (forge prepare / baseline, run "
+                  f"alternately under the same load: wall **{vb['wall']:.2f}×**, CPU **{vb['cpu']:.2f}×**, target "
+                  "≤ 1.05×: the guards may cost at most 5 %)."]
     return "\n".join(lines) + "\n"
 
 
@@ -272,6 +292,10 @@ def main() -> int:
     ap.add_argument("--trace", action="store_true")
     ap.add_argument("--whole-process", action="store_true",
                     help="only the whole-process row (largest size): updates that section of --out")
+    ap.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                    help="with --whole-process: also time forge prepare from this source tree of an older version "
+                         "(git archive COMMIT | tar -x -C DIR), alternating, and report new / baseline")
+    ap.add_argument("--baseline-label", default="", help="how the results name the baseline (e.g. its commit)")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.input, args.outdir, args.trace)
@@ -281,10 +305,12 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
             src = Path(tmp) / f"raw-{n}.jsonl"
             generate(src, n)
-            res = whole_process(src, Path(tmp), args.repeats)
+            res = whole_process(src, Path(tmp), args.repeats, args.baseline)
         print(f"whole process, {n:,} records: loop {res['loop']['wall_s']:.2f}s, forge prepare "
-              f"{res['forge prepare']['wall_s']:.2f}s ({res['ratio']:.2f}x)", flush=True)
-        _put_section(args.out, render_whole(n, res, args.repeats))
+              f"{res['forge prepare']['wall_s']:.2f}s ({res['ratio']:.2f}x)"
+              + (f"; vs baseline wall {res['vs_baseline']['wall']:.3f}x cpu {res['vs_baseline']['cpu']:.3f}x"
+                 if "vs_baseline" in res else ""), flush=True)
+        _put_section(args.out, render_whole(n, res, args.repeats, args.baseline_label or str(args.baseline or "")))
         print(f"wrote {args.out}")
         return 0
 

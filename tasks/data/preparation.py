@@ -24,12 +24,17 @@ record. The phases, in order:
    form a group, and a group never straddles two splits. The result is the ``assign`` byte per record.
    The splits' record counts are checked against the model's limits before anything is written.
 3. **write** (``_write``): the source is streamed again and each record goes straight to its split file
-   (sha256 computed while writing, into temporary names renamed at the end). A source already in the
+   (sha256 computed while writing, in the work folder). A source already in the
    model's format is copied as it is, 256 KiB of lines at a time (``_copy_lines``; it passed every rule in
    pass 1); raw sources are converted again. Augmented copies are made on the fly for train records
    only; with augmentation on, the validation/test near and prompt keys are held in memory for the
    leak check (16 bytes per validation/test record), the one exception to the bound above.
 4. **report** (``_report``): report.json and the ``PreparedData``.
+5. **publish**: the work folder becomes the output folder with one rename (``tasks/data/outputs.py``);
+   any error before that removes it and leaves the output folder as it was.
+
+Every source goes through the pre-flight of ``tasks/data/sources.py`` first (regular files only, compression
+and encoding sniffed; an ``s3://`` object streamed into the work folder after the same sniff).
 
 Speed and memory against a plain per-line loop: see bench/results-prepare.md (bench/prepare.py).
 """
