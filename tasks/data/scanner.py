@@ -131,6 +131,8 @@ def _has_lone_surrogate(v: Any) -> bool:
         json.dumps(v, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return True
+    except RecursionError:      # nested near the limit: its texts are checked (or ignored) by the rules
+        return False
     return False
 
 
