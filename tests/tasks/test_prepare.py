@@ -328,3 +328,18 @@ def test_source_changing_during_prepare_is_refused(tmp_path, monkeypatch):
     with pytest.raises(DataValidationError, match="changed while it was being prepared"):
         prepare(config(src), tmp_path / "o")
     assert not (tmp_path / "o" / "train.jsonl").exists()
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("s3://forge-prepare-src/raw/missing.csv", "object not found"),
+    ("s3://forge-prepare-nope/raw/intents.csv", "bucket 'forge-prepare-nope' not found"),
+])
+def test_s3_source_that_cannot_be_read_is_a_located_problem_not_a_client_error(tmp_path, aws_env, uri, message):
+    import boto3
+
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="forge-prepare-src")
+    with pytest.raises(DataValidationError) as info:
+        prepare(config(uri), tmp_path / "o")
+    p = info.value.problems[0]
+    assert (p.file, p.field) == (uri, "file") and message in p.message
+    assert not (tmp_path / "o").exists() and list(tmp_path.iterdir()) == []
