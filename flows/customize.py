@@ -50,9 +50,11 @@ from tasks.aws.logs import install_log_redaction
 from tasks.aws.s3uri import s3_uri
 from tasks.aws.tags import HEARTBEAT_TAG, fits_tag_value
 from tasks.config import PipelineConfig
+from tasks.config.rules import buys_provisioned_throughput
 from tasks.estimate import check_budget, estimate_cost
 from tasks.evaluate import EvaluationResult
 from tasks.evaluation import lease
+from tasks.preflight import PreflightRefused, preflight
 from tasks.prepare import prepare_task
 from tasks.run import liveness
 from tasks.run.manifest import SERVING_STEPS, STEPS, Manifest, RerunStep
@@ -232,6 +234,7 @@ def customize_model(
 
 def _run(ctx: RunContext) -> dict:
     """The pipeline, in the order of its diagram (docs/design.md §1)."""
+    _live_preflight(ctx)
     prepared = ctx.step("prepare", PreparedData, lambda: _prepare(ctx), record=lambda p: _record_data(ctx, p))
     ctx.bind_run_key(prepared.content_hash)
     _spend_guard(ctx, prepared)
@@ -267,6 +270,18 @@ def _record_data(ctx: RunContext, prepared: PreparedData) -> None:
         "label_like": prepared.label_like,
         "report": prepared.report_path,
     })
+
+
+def _live_preflight(ctx: RunContext) -> None:
+    """Read-only, before anything is created: is the base model (and teacher) customizable this way, here, now
+    (tasks/preflight.py: GetFoundationModel)? A refusal is recorded as the ``pre-flight`` guard."""
+    try:
+        report = preflight(ctx.clients, ctx.config, buys_pt=buys_provisioned_throughput(ctx.config, ctx.family))
+    except PreflightRefused as err:
+        ctx.manifest.guard_refused("pre-flight", err)
+        raise RunRefused(str(err)) from err
+    for warning in report.warnings:
+        ctx.log.warning("pre-flight: %s", warning)
 
 
 def _spend_guard(ctx: RunContext, prepared: PreparedData) -> None:
@@ -374,12 +389,32 @@ def provision_evaluate_teardown(ctx: RunContext, plan: EvaluationPlan) -> Evalua
         if recorded is not None:
             ctx.log.info("evaluation %s already recorded in S3: reusing it, no serving resource needed",
                          plan.eval_key)
+            _release_leftovers(ctx)
             ctx.settle(SERVING_STEPS, adopted=True)
             return recorded
     if not ctx.config.evaluation.enabled or plan.prepared.test is None:
         ctx.settle(SERVING_STEPS, skipped=True)
         return None
     return _evaluate_once(ctx, plan)
+
+
+def _release_leftovers(ctx: RunContext) -> None:
+    """A serving resource an earlier attempt failed to delete although it recorded its evaluation (e.g. a delete
+    refused until a permission was fixed): delete it now, unless a live run is serving it (fresh heartbeat).
+    Read-only calls when there is nothing to delete, so a rerun of a finished run stays free."""
+    uri = liveness.heartbeat_uri(ctx.names.bucket, ctx.config.aws.prefix, ctx.run_key)
+    try:
+        beat = liveness.read_heartbeat(ctx.clients.s3, uri)
+    except Exception:  # noqa: BLE001 - unknown owner: leave it to the sweep
+        return
+    if beat.age_s is not None and beat.age_s < liveness.STALE_AFTER_S:
+        return
+    report = teardown_stage.teardown_task(ctx.clients, run_key=ctx.run_key)
+    if report.deleted or report.alive:
+        ctx.log.warning("deleted serving left by an earlier attempt: %s", report.deleted or "-")
+        ctx.manifest.update(teardown=report.model_dump(mode="json"))
+    if report.alive:
+        raise TeardownFailed(report.alive, report.errors)
 
 
 @contextmanager
@@ -460,7 +495,7 @@ def _serve_and_evaluate(ctx: RunContext, plan: EvaluationPlan) -> EvaluationResu
         log.info("step provision: %s %s is %s", endpoint.kind, endpoint.arn, endpoint.status)
 
     def torn_down(report) -> None:
-        manifest.update(teardown=report.model_dump(mode="json"))
+        manifest.update(teardown={**report.model_dump(mode="json"), "by": "finally"})
         if report.errors:
             manifest.step_failed("teardown", "; ".join(report.errors))
         else:

@@ -19,6 +19,7 @@ re-exported here so a caller needs this one module.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,6 +75,9 @@ class Ctx:
     recover: Callable[[], None] | None = None   # undo the fault (clear rules, unpatch) before the rerun
     foreign: list[str] = field(default_factory=list)  # pt-quota: ARNs of PTs someone else made (never ours)
     hook_effect: list[str] | None = None   # cancellation: job states / PTs alive right after the hook ran
+    exit_code: int | None = None           # a `forge run` subprocess's exit code
+    cleaned_by: str | None = None          # set by the fault phase when it saw who deleted the serving
+    sweep_stale_s: float | None = None     # the sweeps' stale bound (None: the default users run)
 
 
 @dataclass
@@ -92,6 +96,7 @@ class Outcome:
     notes: list[str]
     ledger: dict = field(repr=False, default_factory=dict)
     hook_effect: list[str] | None = None
+    exit_code: int | None = None
 
     @property
     def outcome(self) -> str:
@@ -316,22 +321,36 @@ def _subprocess_run(ctx: Ctx, sig: int) -> None:
         wait_for(evaluating, 240, "evaluation to start", step=0.2)
         assert proc.poll() is None, \
             f"the run ended before evaluation: {(ctx.work / 'forge-run.log').read_text()[-2000:]}"
-        if sig == signal.SIGKILL:
-            os.killpg(proc.pid, signal.SIGKILL)       # the worker and everything it started
+        t_sig = time.monotonic()
+        if sig in (signal.SIGKILL, signal.SIGINT):
+            os.killpg(proc.pid, sig)       # kill -9 of everything it started / a terminal's Ctrl-C
         else:
             os.kill(proc.pid, sig)                   # the process running the flow, as a worker's cancel does
         rc = proc.wait(timeout=120)
-        ctx.notes.append(f"forge run exit {rc}")
+        ctx.exit_code = rc
+        ctx.notes.append(f"forge run exit {rc} after {time.monotonic() - t_sig:.1f} s")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         log.close()
         ctx.emu.set_faults([])
+    if sig == signal.SIGKILL:   # nothing of the run is left to clean but its watchdog (its own session)
+        try:
+            wait_for(lambda: not alive_serving(ctx.emu.ledger()), 30, "the watchdog to delete the PT", step=0.2)
+            ctx.cleaned_by = "the run's watchdog"
+            ctx.notes.append(f"watchdog deleted the PT {time.monotonic() - t_sig:.1f} s after the kill")
+        except TimeoutError:
+            ctx.notes.append("the watchdog did not delete the PT within 30 s")
+        wait_for(lambda: manifest_of(ctx.runs)["status"] != "running", 30, "the watchdog to mark the manifest")
     m = manifest_of(ctx.runs)
     ctx.run_id = m["run_id"]
     ctx.first_status = m["status"] if sig != signal.SIGKILL else f"killed (manifest: {m['status']})"
     ctx.message = failure_text(m)
+
+
+def sc_ctrl_c(ctx: Ctx) -> None:
+    _subprocess_run(ctx, signal.SIGINT)
 
 
 def sc_sigterm(ctx: Ctx) -> None:
@@ -396,6 +415,126 @@ def sc_concurrent(ctx: Ctx) -> None:
     ctx.rerun_from = None if all(m["status"] == "succeeded" for m in ms) else "auto"
 
 
+def sc_delete_fails_once(ctx: Ctx) -> None:
+    """One AccessDenied on the PT delete: teardown retries any error class (a delete is idempotent)."""
+    _faults([{"operation": "DeleteProvisionedModelThroughput", "error": "AccessDeniedException", "count": 1}])(ctx)
+
+
+def sc_delete_fails_always(ctx: Ctx) -> None:
+    """Every PT delete refused (a missing permission): after its retries the run fails loudly with the ARN still
+    billing in the manifest; on-call fixes the permission and reruns, which deletes it."""
+    _faults([{"operation": "DeleteProvisionedModelThroughput", "error": "AccessDeniedException",
+              "count": 1_000_000}])(ctx)
+    alive = (manifest_of(ctx.runs).get("teardown") or {}).get("alive") or []
+    ctx.notes.append(f"manifest teardown.alive: {len(alive)} ARN(s)")
+    ctx.hook_effect = alive
+
+
+def sc_cancel_dead_worker(ctx: Ctx) -> None:
+    """The worker dies (kill -9 of `forge run`'s group) while the job trains; then someone cancels the run in
+    the UI. Nothing is left to act on the cancel: the sweep finds the run stuck in Cancelling, stops its job and
+    marks it Cancelled."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.states import Cancelling
+
+    ctx.config = {**ctx.config, "job": {**ctx.config.get("job", {}), "timeout_hours": 24}}
+    cfg_path = ctx.work / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(ctx.config))
+    env = {**os.environ, **DUMMY_ENV, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env.pop("AWS_ENDPOINT_URL", None)
+    if api_url():
+        env["PREFECT_API_URL"] = api_url()
+    ctx.emu.set_faults([{"job_outcome": "Stuck", "count": 1}])
+    proc = subprocess.Popen([sys.executable, "-m", "forge.cli", "run", str(cfg_path), "--endpoint", ctx.emu.url,
+                             "--runs-dir", str(ctx.runs)], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        fr_id = wait_for(lambda: _tagged_flow_run_id(ctx.emu.ledger(), JOB_TYPE) or proc.poll() is not None, 240,
+                         "the job to start")
+        assert proc.poll() is None, "the run ended before its job ran"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        with get_client(sync_client=True) as c:
+            c.set_flow_run_state(UUID(fr_id), Cancelling(message="cancelled from the UI"), force=True)
+        time.sleep(1.5)   # older than the test's stale bound (the default is 120 s)
+        ctx.sweep_stale_s = 1.0
+        ctx.sweep_first = True
+        with get_client(sync_client=True) as c:
+            ctx.notes.append(f"flow run {c.read_flow_run(UUID(fr_id)).state.name} after the kill + cancel")
+        ctx.hook_effect = [fr_id]
+    finally:
+        ctx.emu.set_faults([])
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    m = manifest_of(ctx.runs)
+    ctx.run_id, ctx.first_status, ctx.message = m["run_id"], f"killed (manifest: {m['status']})", failure_text(m)
+    ctx.rerun_from = "customize"
+
+
+def sc_cancel_duplicate(ctx: Ctx) -> None:
+    """Two runs of one config (a double click); the duplicate is cancelled once it has adopted the first run's
+    job. Its on_cancellation hook must not stop that job: only the run that created a job stops it."""
+    from prefect.states import Cancelling
+
+    from flows.customize import customize_model, release_and_stop
+
+    ctx.emu.set_faults([{"operation": "InvokeModel", "latency_ms": 300}])
+    first = _flow_in_thread(ctx)
+    wait_for(lambda: any(r["type"] == JOB_TYPE for r in ctx.emu.ledger()["resources"].values())
+             or not first[0].is_alive(), 120, "the first run's job")
+    owner = wait_for(lambda: _tagged_flow_run_id(ctx.emu.ledger(), JOB_TYPE), 60, "the job's owner tag")
+    second = _flow_in_thread(ctx)
+
+    def duplicate() -> dict | None:
+        ms = [m for m in manifests(ctx.runs) if m.get("flow_run_id") != owner]
+        done = ms and (ms[0]["steps"].get("customize") or {}).get("status") in ("completed", "failed")
+        return ms[0] if done else None
+    dup = wait_for(lambda: duplicate() or (not second[0].is_alive() and duplicate()), 120, "the duplicate to adopt")
+    fr = _flow_run(dup["flow_run_id"])
+    release_and_stop(customize_model, fr, Cancelling())
+    jobs = [r["state"] for r in ctx.emu.ledger()["resources"].values() if r["type"] == JOB_TYPE]
+    ctx.hook_effect = jobs
+    ctx.notes.append(f"after cancelling the duplicate's flow run: job(s) {jobs}")
+    for t, _ in (first, second):
+        t.join(300)
+    ctx.emu.set_faults([])
+    ms = manifests(ctx.runs)
+    ctx.run_id = ms[0]["run_id"]
+    ctx.first_status = " + ".join(m["status"] for m in ms)
+    ctx.message = " || ".join(failure_text(m) for m in ms if failure_text(m))
+    ctx.rerun_from = None
+
+
+def sc_nan_config(ctx: Ctx) -> None:
+    """A config the flow received as parameters in which a NaN became null (JSON has no NaN): the run crashes
+    during evaluation, and the cleanup hook, given those parameters, must still delete its PT."""
+    from prefect.states import Crashed
+
+    from flows.customize import customize_model, release_serving
+
+    ctx.emu.set_faults([{"operation": "InvokeModel", "latency_ms": 300}])
+    t, box = _flow_in_thread(ctx)
+    try:
+        wait_for(lambda: (calls(ctx.emu.ledger(), "InvokeModel") and _tagged_flow_run_id(ctx.emu.ledger(),
+                                                                                        SERVING_TYPES))
+                 or not t.is_alive(), 120, "evaluation")
+        fr_id = _tagged_flow_run_id(ctx.emu.ledger(), SERVING_TYPES)
+        params = json.loads(json.dumps({"config": ctx.config}))
+        params["config"]["serving"]["max_hours"] = None          # what NaN becomes in the flow's parameters
+        params["config"]["evaluation"]["bootstrap_samples"] = None
+        fr = type("FlowRun", (), {"id": fr_id, "parameters": params})()
+        release_serving(customize_model, fr, Crashed())
+        ctx.hook_effect = alive_serving(ctx.emu.ledger())
+        ctx.notes.append(f"hook with null-for-NaN parameters: {len(ctx.hook_effect)} PT alive after it")
+    finally:
+        ctx.emu.set_faults([])
+        t.join(300)
+    m = manifest_of(ctx.runs)
+    ctx.run_id, ctx.first_status, ctx.message = m["run_id"], m["status"], failure_text(m)
+
+
 @dataclass
 class Scenario:
     name: str
@@ -428,10 +567,25 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "failed", ("stopped",)),
     Scenario("cancel-evaluate", sc_cancel_evaluate, "Prefect cancellation during evaluation (on_cancellation hook)",
              "", ()),
-    Scenario("sigterm", sc_sigterm, "SIGTERM to the process running the flow, mid-evaluation", "failed",
+    Scenario("sigterm", sc_sigterm, "SIGTERM to the process running the flow, mid-evaluation", "interrupted",
              ("terminationsignal", "received sigterm"), slow=True),
-    Scenario("sigkill", sc_sigkill, "SIGKILL to the process running the flow, mid-evaluation",
-             "killed (manifest: running)", (), config={"serving": {"max_hours": 0.0015}}, slow=True),
+    Scenario("sigkill", sc_sigkill, "SIGKILL to `forge run`'s process group, mid-evaluation (default max_hours)",
+             "killed (manifest: interrupted)", ("interrupted", "watchdog deleted"),
+             config={"serving": {"max_hours": 2}}, slow=True),
+    Scenario("ctrl-c", sc_ctrl_c, "Ctrl-C (SIGINT to `forge run`'s process group), mid-evaluation", "interrupted",
+             ("keyboardinterrupt",), slow=True),
+    Scenario("delete-fails-once", sc_delete_fails_once, "teardown: one AccessDenied on DeletePT (retried)",
+             "succeeded", ()),
+    Scenario("delete-fails-always", sc_delete_fails_always,
+             "teardown: every DeletePT refused (run fails loudly, manifest names the ARN)", "failed",
+             ("still billing", "accessdenied"), slow=True),
+    Scenario("cancel-dead-worker", sc_cancel_dead_worker,
+             "cancel of a run whose worker was killed -9 while training (the sweep settles it)",
+             "killed (manifest: running)", (), slow=True),
+    Scenario("cancel-duplicate", sc_cancel_duplicate,
+             "two runs of one config; the duplicate is cancelled after adopting the job", "", (), speed=500.0),
+    Scenario("nan-config", sc_nan_config, "crash during evaluation; the hook gets parameters where NaN became null",
+             "", ()),
     Scenario("crash", sc_crash, "flow crash (BaseException) right after the PT create", "failed", ("worker lost",)),
     Scenario("emulator-restart", sc_restart, "emulator restart while polling the job", "succeeded", (), speed=300.0),
     Scenario("concurrent", sc_concurrent, "a second run of the same config starts while the first one's job runs",
@@ -453,13 +607,14 @@ def run_scenario(name: str, work: Path) -> Outcome:
         ctx = Ctx(emu=emu, runs=runs, work=work, config=cfg)
         sc.fault(ctx)
         t_fault = time.monotonic()
-        cleaned_by, t_clean = None, None
-        if not alive_serving(emu.ledger()):
+        cleaned_by, t_clean = ctx.cleaned_by, (0.0 if ctx.cleaned_by else None)
+        if cleaned_by is None and not alive_serving(emu.ledger()):
             cleaned_by, t_clean = "the run itself (finally / hooks)", 0.0
 
         def sweep(label: str) -> None:
             nonlocal cleaned_by, t_clean
-            rep = sweep_now(endpoint_url=None)
+            rep = sweep_now(endpoint_url=None, stale_after_s=ctx.sweep_stale_s)
+            ctx.notes += [f"{label}: {line}" for line in rep.settled]
             if rep.errors:
                 ctx.notes.append(f"sweep errors: {rep.errors}")
             if rep.deleted:
@@ -467,13 +622,13 @@ def run_scenario(name: str, work: Path) -> Outcome:
             if cleaned_by is None and not alive_serving(emu.ledger()):
                 cleaned_by, t_clean = label, time.monotonic() - t_fault
 
-        if ctx.sweep_first and cleaned_by is None:
-            # the leaked PT expires serving.max_hours after it was created; the scheduled sweeper finds it then
+        if ctx.sweep_first and (cleaned_by is None or ctx.sweep_stale_s is not None):
+            # the scheduled sweeper: a leaked PT once its run's heartbeat is stale; a stuck cancellation
             deadline = time.monotonic() + 60
+            sweep("sweep")
             while cleaned_by is None and time.monotonic() < deadline:
+                time.sleep(1.0)
                 sweep("sweep")
-                if cleaned_by is None:
-                    time.sleep(1.0)
         if ctx.recover:
             ctx.recover()
         # on-call's rerun
@@ -507,5 +662,6 @@ def run_scenario(name: str, work: Path) -> Outcome:
         return Outcome(scenario=name, first_status=ctx.first_status, rerun_status=rerun["status"],
                        message=ctx.message, leaked=alive_serving(led), duplicates=duplicates(led),
                        cleaned_by=cleaned_by or "NOT CLEANED", time_to_clean=t_clean, data_ok=ok, data_note=note,
-                       seconds=time.monotonic() - t0, notes=ctx.notes, ledger=led, hook_effect=ctx.hook_effect)
+                       seconds=time.monotonic() - t0, notes=ctx.notes, ledger=led, hook_effect=ctx.hook_effect,
+                       exit_code=ctx.exit_code)
 

@@ -222,9 +222,12 @@ ZOMBIE_AUTOMATION = "bedrock-forge: crash zombie flow runs"
 
 
 def with_flow_heartbeats(job_variables: dict[str, Any]) -> dict[str, Any]:
-    """The deployment's job variables with the flow-run heartbeat switched on (a value already set wins)."""
+    """The deployment's job variables with the flow-run heartbeat switched on and the flow run's output not
+    piped through the worker (values already set win). ``stream_output: false``: with a pipe, a flow run whose
+    worker was killed dies at its next log line (BrokenPipeError → SystemExit) although it was healthy —
+    measured in bench/leak.md; its logs still reach the Prefect API and the UI."""
     env = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(FLOW_HEARTBEAT_S), **(job_variables.get("env") or {})}
-    return {**job_variables, "env": env}
+    return {"stream_output": False, **job_variables, "env": env}
 
 
 def zombie_automation():

@@ -43,6 +43,14 @@ def cmd_evaluate(args) -> int:
         config = load_config_or_report(args.config)
         if config is None:
             return 2
+    if args.run_id:
+        from tasks.run.names import InvalidRunId, check_run_id
+
+        try:
+            check_run_id(args.run_id)
+        except InvalidRunId as err:
+            print(f"forge evaluate: {err}", file=sys.stderr)
+            return 2
     if args.run_id and not (Path(args.runs_dir) / args.run_id / "manifest.json").exists():
         print(f"no run {args.run_id!r} under {args.runs_dir}", file=sys.stderr)
         return 2

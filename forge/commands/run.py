@@ -135,8 +135,21 @@ def detached_children():
     from functools import partial
     from unittest import mock
 
-    with mock.patch.object(subprocess, "Popen", partial(subprocess.Popen, start_new_session=True)):
+    with mock.patch.object(subprocess, "Popen", partial(subprocess.Popen, start_new_session=True,
+                                                        preexec_fn=_die_with_parent)):
         yield
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when `forge run` dies (even by SIGKILL), so a killed run leaves no
+    orphan server behind (Linux prctl PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))   # 1 = PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the child may outlive a killed parent
+        pass
 
 
 @contextmanager
@@ -155,9 +168,23 @@ def prefect_api():
         server.start()
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server
+            try:
+                yield server
+            finally:
+                _drain_prefect_workers()   # the run's last logs and events reach the server before it stops
     finally:
         server.stop()
+
+
+def _drain_prefect_workers() -> None:
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
+        EventsWorker.drain_all(timeout=5)
+    except Exception:  # noqa: BLE001 - best effort: the run's record is the manifest
+        pass
 
 
 INTERRUPTED = 130   # the shell's code for "stopped by SIGINT"
@@ -181,8 +208,19 @@ def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = 
         with aws_target(args.endpoint, args.speed, state_dir, force_emulator=args.emulator), prefect_api():
             if config is not None and args.endpoint:
                 config.aws.endpoint_url = None  # endpoint travels through the standard env setting
-            state = customize_model(config=config, run_id=run_id, rerun_from=rerun_from,
-                                    runs_dir=args.runs_dir, return_state=True)
+            if config is not None:
+                refused = live_preflight(config, getattr(args, "config", "config"))
+                if refused:
+                    for line in refused:
+                        print(line, file=sys.stderr)
+                    return 2
+            from prefect import tags
+
+            # tagged like the deployments' runs: failure notifications, the zombie automation and the sweep's
+            # stuck-cancellation check see CLI runs too
+            with tags("bedrock-forge", "forge-cli"):
+                state = customize_model(config=config, run_id=run_id, rerun_from=rerun_from,
+                                        runs_dir=args.runs_dir, return_state=True)
     except KeyboardInterrupt:
         return _interrupted(args, run_id, config)
     result = None
@@ -239,9 +277,11 @@ def _first_unfinished(manifest: dict) -> str | None:
 
 
 def _latest_manifest(runs_dir: str, run_id: str | None, name: str | None) -> str | None:
+    from tasks.run.names import check_run_id
+
     root = Path(runs_dir)
     if run_id:
-        p = root / run_id / "manifest.json"
+        p = root / check_run_id(run_id) / "manifest.json"
         return str(p) if p.exists() else None
     cands = sorted(root.glob(f"{name or '*'}-*/manifest.json"), key=lambda p: p.stat().st_mtime)
     return str(cands[-1]) if cands else None
@@ -278,19 +318,40 @@ def preflight(config, config_path: str) -> list[str]:
     return lines
 
 
+def live_preflight(config, source: str) -> list[str]:
+    """The read-only live check against Bedrock (tasks/preflight.py) before the flow starts: the refusals as
+    ``CONFIG:LINE: field: message (fix)`` lines ([] = go), warnings printed."""
+    from tasks.aws.clients import make_clients
+    from tasks.catalog import load_catalog
+    from tasks.config.rules import buys_provisioned_throughput
+    from tasks.preflight import PreflightRefused, preflight
+
+    try:
+        report = preflight(make_clients(config.aws), config, source=source,
+                           buys_pt=buys_provisioned_throughput(config, load_catalog().family_of(config.base_model)))
+    except PreflightRefused as err:
+        return [str(p) for p in err.problems]
+    for w in report.warnings:
+        print(f"{source}: warning: {w}", file=sys.stderr)
+    return []
+
+
 def cmd_rerun(args) -> int:
     from tasks.run.manifest import Manifest
 
     try:
         manifest = Manifest.find(args.runs_dir, args.run_id)
-    except FileNotFoundError as err:
-        print(err, file=sys.stderr)
+    except (FileNotFoundError, ValueError) as err:   # no such run / a run id that is a path (InvalidRunId)
+        print(f"forge rerun: {err}", file=sys.stderr)
         return 2
     step = args.from_step or _first_unfinished(manifest.data)
     if step is None or step == "teardown":
         step = step or "evaluate"
     print(f"rerunning {args.run_id} from step {step!r}", file=sys.stderr)
     return _run_flow(None, args, run_id=args.run_id, rerun_from=step)
+
+
+_BY = {"finally": "the run itself", "watchdog": "the run's watchdog (the run's process had died)"}
 
 
 def print_summary(manifest: dict, path: Path) -> None:
@@ -326,7 +387,8 @@ def print_summary(manifest: dict, path: Path) -> None:
         gone = (td.get("deleted") or []) + (td.get("already_gone") or [])
         print(f"\n  teardown: {len(td.get('deleted') or [])} serving resource(s) deleted"
               f"{', none left running' if not td.get('errors') else ', ERRORS: ' + '; '.join(td['errors'])}"
-              + (f" ({', '.join(gone)})" if gone else "") + (f" by the {td['by']}" if td.get("by") else ""))
+              + (f" ({', '.join(gone)})" if gone else "")
+              + (f" by {_BY.get(td['by'], td['by'])}" if td.get("by") else ""))
         for arn in td.get("alive") or []:
             print(f"  STILL BILLING: {arn} — the sweep deletes it once this run's heartbeat is gone "
                   "(`forge sweep`); or delete it now: `aws bedrock delete-provisioned-model-throughput "
@@ -350,8 +412,8 @@ def cmd_status(args) -> int:
     if args.run_id:
         try:
             m = Manifest.find(root, args.run_id)
-        except FileNotFoundError as err:
-            print(err, file=sys.stderr)
+        except (FileNotFoundError, ValueError) as err:   # no such run / a run id that is a path (InvalidRunId)
+            print(f"forge status: {err}", file=sys.stderr)
             return 2
         if args.json:
             print(json.dumps(m.data, indent=2))
@@ -392,6 +454,8 @@ def cmd_sweep(args) -> int:
             print(redact(f"  {verb}: {arn} — {report.reasons.get(arn, '')}"))
         for k in shown["kept"]:
             print(f"  kept: {k}")
+        for line in shown["settled"]:
+            print(f"  {line}")
         for arn in shown["alive"]:
             print(f"  STILL BILLING (delete failed): {arn}", file=sys.stderr)
         for e in shown["errors"]:

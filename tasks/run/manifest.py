@@ -28,6 +28,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.aws.redact import redact
+from tasks.run.names import check_run_id
 
 # The pipeline's steps, in order: the ONE definition (flows, `forge rerun --from`, `forge status` use it).
 Step = Literal["prepare", "upload", "create-role", "customize", "poll", "provision", "evaluate", "teardown"]
@@ -167,7 +168,7 @@ class Manifest:
     @classmethod
     def create(cls, runs_dir: str | Path, run_id: str, config: dict[str, Any]) -> Manifest:
         """A new run's manifest, or the next attempt of an existing one (same folder, attempts + 1)."""
-        path = Path(runs_dir) / run_id / "manifest.json"
+        path = Path(runs_dir) / check_run_id(run_id) / "manifest.json"   # a name, never a path
         if path.exists():
             m = cls.load(path)
             m.doc.config = redact(config)
@@ -189,7 +190,9 @@ class Manifest:
 
     @classmethod
     def find(cls, runs_dir: str | Path, run_id: str) -> Manifest:
-        p = Path(runs_dir) / run_id / "manifest.json"
+        """The manifest of ``run_id`` under ``runs_dir``; ``InvalidRunId`` (a ValueError) for an id that is a
+        path (tasks/run/names.py), FileNotFoundError when there is no such run."""
+        p = Path(runs_dir) / check_run_id(run_id) / "manifest.json"
         if not p.exists():
             raise FileNotFoundError(f"no run {run_id!r} under {runs_dir} (expected {p})")
         return cls.load(p)

@@ -105,3 +105,5 @@ class TeardownReport(BaseModel):
     alive: list[str] = Field(default_factory=list, description="ARNs a delete was asked for and failed: still billing")
     kept: list[str] = Field(default_factory=list, description="sweep: managed resources kept, each with why")
     reasons: dict[str, str] = Field(default_factory=dict, description="sweep: why each resource was deleted")
+    settled: list[str] = Field(default_factory=list,
+                               description="sweep: flow runs stuck in Cancelling (dead worker) it finished")

@@ -213,7 +213,7 @@ def test_forge_deploy_plan_lists_every_deployment(capsys):
     for line in ("retrain/retrain", "customize-model/customize", "customize-model/rerun-step",
                  "sweep-resources/sweep"):
         assert line in out
-    assert "every 900 s" in out and "cron '0 3 * * 1' UTC" in out
+    assert "every 300 s" in out and "cron '0 3 * * 1' UTC" in out
 
 
 def test_forge_deploy_apply_without_api_url_says_how_to_fix(monkeypatch, capsys):

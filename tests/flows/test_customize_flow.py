@@ -309,7 +309,7 @@ def test_ctrl_c_of_the_process_group_tears_down_within_30_s_and_says_interrupted
         (manifest,) = (tmp_path / "runs").glob("*/manifest.json")
         doc = json.loads(manifest.read_text())
         assert doc["status"] == "interrupted" and doc["teardown"]["deleted"] and not doc["teardown"]["errors"]
-        assert doc["teardown"].get("by") is None, "deleted by the run itself, not left to the watchdog"
+        assert doc["teardown"]["by"] == "finally", "deleted by the run itself, not left to the watchdog"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

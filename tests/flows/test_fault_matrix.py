@@ -61,9 +61,35 @@ def _scenario_specific(name: str, o: faults.Outcome) -> None:
         assert foreign == {"someone-else-1": "Deleted", "someone-else-2": "InService"}, \
             f"a PT without the bedrock-forge tag must never be touched: {foreign}"
     if name == "sigkill":
-        assert o.cleaned_by == "sweep", "SIGKILL skips finally and hooks: the sweeper is what deletes the PT"
-    if name in ("sigterm", "crash", "eval-exception", "pt-failed", "cancel-evaluate"):
+        # SIGKILL skips finally and hooks; the run's watchdog (own session) deletes the PT within seconds, with
+        # the default serving.max_hours — not the sweep at forge-expires-at
+        assert o.cleaned_by == "the run's watchdog", o.cleaned_by
+        assert o.exit_code == -9
+    if name in ("sigterm", "crash", "eval-exception", "pt-failed", "cancel-evaluate", "ctrl-c",
+                "delete-fails-once"):
         assert o.cleaned_by.startswith("the run itself"), o.cleaned_by
+    if name == "ctrl-c":
+        assert o.exit_code == 130, "Ctrl-C exits 130 (interrupted), having deleted serving itself"
+        assert any("after" in n and float(n.split(" after ")[1].split(" s")[0]) < 30 for n in o.notes
+                   if n.startswith("forge run exit")), o.notes
+    if name == "delete-fails-once":
+        refused = faults.calls(led, "DeleteProvisionedModelThroughput", ok=False)
+        assert [c["error"] for c in refused if c.get("error")] == ["AccessDeniedException"], \
+            "the refused delete happened once"
+    if name == "delete-fails-always":
+        assert o.hook_effect, "the manifest names the ARN still billing (teardown.alive)"
+        assert o.cleaned_by in ("rerun", "final sweep"), o.cleaned_by
+    if name == "cancel-dead-worker":
+        assert any("stuck in Cancelling" in n and "marked Cancelled" in n for n in o.notes), o.notes
+        states = sorted(r["state"] for r in led["resources"].values() if r["type"] == faults.JOB_TYPE)
+        assert states == ["Completed", "Stopped"], f"the sweep stopped the dead run's job: {states}"
+    if name == "cancel-duplicate":
+        assert o.hook_effect and not any(s in ("Stopping", "Stopped") for s in o.hook_effect), \
+            f"cancelling the duplicate must not stop the original's job: {o.hook_effect}"
+        assert o.first_status == "succeeded + succeeded", detail_of(o)
+        assert len(jobs_created) == 1
+    if name == "nan-config":
+        assert o.hook_effect == [], "the hook (parameters with null for NaN) must still delete the PT"
     if name == "concurrent":
         assert len(jobs_created) == 1, "two concurrent runs of one config must share one job"
         # the evaluation lease (tasks/evaluation/lease.py): one run serves and evaluates, the other reuses its record

@@ -214,9 +214,15 @@ def test_our_pt_failed_or_serving_another_model_is_replaced_with_a_new_token(sta
 
 @pytest.mark.parametrize("commitment", [None, "OneMonth"])
 def test_commitment_is_sent_only_when_the_config_names_one(commitment):
-    from tests.support.aws import stubbed_clients
+    # a commitment is an explicit opt-in and never the evaluation PT (tasks/config rules): the serving stage
+    # itself must still send exactly what the config names
+    from tasks.run.names import resource_names
+    from tests.support.aws import make_config, stubbed_clients
 
-    cfg, names = _pt_run(commitment=commitment)
+    extra_cfg = {"evaluation": {"enabled": False}} if commitment else {}
+    cfg = make_config("stub", serving={"mode": "provisioned", "commitment": commitment,
+                                       "allow_commitment": bool(commitment)}, **extra_cfg)
+    names = resource_names(cfg, "0123456789ab", account="111122223333")
     clients, stub = stubbed_clients()
     stub.add_response(
         "list_provisioned_model_throughputs", {"provisionedModelSummaries": []}, {"nameContains": names.provisioned}
