@@ -269,12 +269,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stack: {err}", file=sys.stderr)
         return 1
     finally:
-        for s in reversed(services):
-            s.stop()
-        if services:
-            print("stopped: " + ", ".join(s.name for s in reversed(services)), flush=True)
+        stop_all(services)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+RELEASE_WAIT_S = 60.0
+
+
+def stop_all(services: list[Service], release_wait_s: float = RELEASE_WAIT_S) -> None:
+    """Stop in reverse order of start — the worker first. A process worker's stop kills its flow runs' processes
+    at once (bench/leak.md); each run's watchdog (flows/watchdog.py) then deletes the run's serving resources, so
+    the emulator (the AWS side) is kept up until none is left alive, at most ``release_wait_s``."""
+    for s in reversed(services):
+        if s.name == "emulator" and s.url and s.alive():
+            _wait_serving_released(s.url, release_wait_s)
+        s.stop()
+    if services:
+        print("stopped: " + ", ".join(s.name for s in reversed(services)), flush=True)
+
+
+def _wait_serving_released(emulator_url: str, timeout: float) -> None:
+    from emulator.testing import alive_serving
+
+    deadline = time.monotonic() + timeout
+    alive: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            alive = alive_serving(httpx.get(f"{emulator_url}/_emulator/ledger", timeout=5).json())
+        except Exception:  # noqa: BLE001 - the emulator is going away anyway
+            return
+        if not alive:
+            return
+        time.sleep(0.5)
+    print(f"warning: {len(alive)} serving resource(s) still alive after {timeout:g} s: {alive}", file=sys.stderr)
 
 
 def _interrupt(signum, frame):

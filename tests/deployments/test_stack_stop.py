@@ -1,0 +1,77 @@
+"""`make stack` + Ctrl-C while a run serves (issue 15): the stack stops the worker first; the run's watchdog deletes
+its provisioned throughput while the emulator (the AWS side) is still up, and only then the emulator and the server
+stop. Before, the whole process group died within 4 s and the PT stayed InService."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from emulator.testing import alive_serving
+from emulator.testing import ledger_calls as calls
+from forge import stack
+from tests.support import REPO_ROOT
+
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(420)]
+
+
+def _config() -> dict:
+    from tasks.config import load_config
+
+    cfg = load_config(REPO_ROOT / "examples" / "banking77.yaml").model_dump(mode="json")
+    cfg["name"] = "stack-stop"
+    cfg["data"]["max_records"] = 200
+    cfg["serving"].update(mode="provisioned", model_units=1)
+    cfg["evaluation"].update(max_examples=40, bootstrap_samples=100, concurrency=2)
+    cfg["gate"].update(min_delta=-1.0, require_ci_above_zero=False)
+    return json.loads(json.dumps(cfg))
+
+
+def test_ctrl_c_of_make_stack_deletes_the_serving_resource_before_the_emulator_stops(tmp_path):
+    port, emu_port = stack.free_port(), stack.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AWS_"))}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    proc = subprocess.Popen([sys.executable, "-m", "forge.stack", "--home", str(tmp_path / "stack"), "--port",
+                             str(port), "--emulator-port", str(emu_port)], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    api, emu = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{emu_port}"
+    try:
+        for line in proc.stdout:
+            if "Ctrl-C stops everything" in line:
+                break
+        else:
+            pytest.fail("the stack did not come up")
+        httpx.post(f"{emu}/_emulator/faults", json=[{"operation": "InvokeModel", "latency_ms": 500}],
+                   timeout=10).raise_for_status()
+        stack.trigger(api, "customize-model/customize", {"config": _config(), "runs_dir": str(tmp_path / "runs")})
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            led = httpx.get(f"{emu}/_emulator/ledger", timeout=10).json()
+            if calls(led, "InvokeModel") and alive_serving(led):
+                break
+            assert proc.poll() is None
+            time.sleep(0.5)
+        else:
+            pytest.fail("evaluation never started")
+        os.killpg(proc.pid, signal.SIGINT)            # what the terminal sends on Ctrl-C
+        last = led
+        while proc.poll() is None:
+            try:
+                last = httpx.get(f"{emu}/_emulator/ledger", timeout=2).json()
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        assert proc.wait(timeout=120) == 0
+        assert alive_serving(last) == [], "the PT must be deleted before the emulator stops"
+        deleted = [r for r in last["resources"].values() if r["type"] == "provisioned-model-throughput"]
+        assert deleted and all(r["state"] == "Deleted" for r in deleted)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
