@@ -28,6 +28,7 @@ from tasks.aws.tags import (
     HEARTBEAT_TAG,
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
+    RUN_ID_TAG,
     RUN_KEY_TAG,
     bedrock_tags,
     is_managed,
@@ -59,6 +60,44 @@ def billing_resources(clients: Clients) -> list[tuple[str, str, dict]]:
             if error_code(err) != "ResourceNotFoundException":
                 out.append((kind, arn, {}))
     return out
+
+
+def live_billing(clients: Clients, *, now: datetime, stale_after_s: float = STALE_AFTER_S) -> list[dict]:
+    """Every live managed PT/deployment in the Region, for people (``forge resources``): kind, ARN, status, the
+    forge run and flow run that own it, age, the owner's heartbeat age, expiry, and what the sweep would do."""
+    b = clients.bedrock
+    found = [("provisioned", s["provisionedModelArn"], s.get("status"), s.get("creationTime"))
+             for p in b.get_paginator("list_provisioned_model_throughputs").paginate()
+             for s in p.get("provisionedModelSummaries", [])]
+    found += [("deployment", s["customModelDeploymentArn"], s.get("status"), s.get("createdAt"))
+              for p in b.get_paginator("list_custom_model_deployments").paginate()
+              for s in p.get("modelDeploymentSummaries", [])]
+    rows: list[dict] = []
+    for kind, arn, status, created in found:
+        try:
+            tags = bedrock_tags(clients, arn)
+        except Exception:  # noqa: BLE001 - gone meanwhile, or not ours to read
+            continue
+        if not is_managed(tags):
+            continue
+        beat: Heartbeat | None = None
+        if tags.get(HEARTBEAT_TAG):
+            try:
+                beat = liveness.read_heartbeat(clients.s3, tags[HEARTBEAT_TAG])
+            except Exception:  # noqa: BLE001 - shown as unknown (the verdict reads it again and says why)
+                beat = None
+
+        def heartbeat(uri: str, b: Heartbeat | None = beat) -> Heartbeat:
+            return b if b is not None else liveness.read_heartbeat(clients.s3, uri)
+
+        delete, why = sweep_verdict(tags, now=now, stale_after_s=stale_after_s, is_flow_run_terminal=lambda _r: None,
+                                    heartbeat=heartbeat)
+        rows.append({"kind": kind, "arn": arn, "status": status, "run_id": tags.get(RUN_ID_TAG),
+                     "flow_run_id": tags.get(FLOW_RUN_TAG), "run_key": tags.get(RUN_KEY_TAG),
+                     "age_s": (now - created).total_seconds() if isinstance(created, datetime) else None,
+                     "heartbeat_age_s": beat.age_s if beat is not None else None,
+                     "expires_at": tags.get(EXPIRES_TAG), "sweep": ("delete: " if delete else "keep: ") + why})
+    return rows
 
 
 def _kind_of(arn: str) -> str:

@@ -209,3 +209,73 @@ def test_sweep_reports_a_failed_listing(monkeypatch):
     monkeypatch.setattr(teardown, "billing_resources", fail)
     report = teardown.sweep(None, now=datetime.now(UTC), is_flow_run_terminal=lambda _: True)
     assert report.deleted == [] and report.errors == ["listing serving resources: RuntimeError: no network"]
+
+
+# -- liveness: the heartbeat decides (issue 15) ------------------------------------------------------------
+def test_sweep_verdict_follows_the_heartbeat_whatever_prefect_says():
+    from tasks.run.liveness import Heartbeat
+
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    future, past = "2026-12-02T14:00:00Z", "2026-12-02T11:00:00Z"
+    beats = {"s3://b/fresh": Heartbeat(age_s=15, owner="fr-1"), "s3://b/stale": Heartbeat(age_s=500),
+             "s3://b/gone": Heartbeat(age_s=None)}
+
+    def beat(uri):
+        if uri == "s3://b/denied":
+            raise RuntimeError("AccessDenied")
+        return beats[uri]
+
+    def tags(hb=None, flow_run="fr-1", expires=future):
+        t = {"managed-by": "bedrock-forge", "forge-flow-run-id": flow_run, "forge-expires-at": expires}
+        if hb:
+            t["forge-heartbeat"] = hb
+        return t
+
+    def verdict(t, terminal=None):
+        return teardown.sweep_verdict(t, now=now, heartbeat=beat, is_flow_run_terminal=lambda _r: terminal,
+                                      stale_after_s=120)
+
+    assert verdict(tags("s3://b/fresh"), terminal=True)[0] is False, "a live heartbeat wins over a Crashed run"
+    assert verdict(tags("s3://b/stale"), terminal=False)[0] is True, "a stale heartbeat wins over 'Running'"
+    assert "stale" in verdict(tags("s3://b/stale"))[1]
+    assert verdict(tags("s3://b/gone"))[0] is True
+    kept, why = verdict(tags("s3://b/denied"))
+    assert kept is False and "unreadable" in why, "unknown is not dead"
+    assert verdict(tags("s3://b/fresh", expires=past))[0] is True, "expiry is the last net, always"
+    assert verdict(tags(None), terminal=True)[0] is True and verdict(tags(None), terminal=None)[0] is False
+
+
+def test_a_live_run_survives_many_sweeps_and_a_dead_one_is_deleted(fresh_env, tmp_path):
+    """A PT whose owner keeps beating is kept by every sweep (with the reason); once the beats stop it goes."""
+    from tasks.run import liveness
+
+    s, model_arn, _ = trained(tmp_path)
+    bucket, key = liveness.heartbeat_location(s.names.bucket, s.config.aws.prefix, s.names.run_key)
+    uri = f"s3://{bucket}/{key}"
+    tags = aws_tags.standard_tags(s.names.run_key, "fr-live", {}, 2, heartbeat=uri, run_id="run-1")
+    ep = _pt(s, model_arn, tags, "hb")
+    with liveness.beating(s.clients.s3, bucket, key, "fr-live", "run-1", interval_s=0.2):
+        for _ in range(5):
+            rep = teardown.sweep(s.clients, now=datetime.now(UTC), is_flow_run_terminal=lambda _r: True,
+                                 stale_after_s=2)
+            assert rep.deleted == [] and any("live: heartbeat" in k for k in rep.kept), rep
+            time.sleep(0.5)
+        assert _alive(s, ep.arn)
+    rep = teardown.sweep(s.clients, now=datetime.now(UTC), is_flow_run_terminal=lambda _r: None, stale_after_s=2)
+    assert rep.deleted == [ep.arn] and "heartbeat is gone" in rep.reasons[ep.arn] and not _alive(s, ep.arn)
+
+
+def test_forge_resources_lists_what_bills_with_owner_heartbeat_and_verdict(fresh_env, tmp_path, capsys):
+    from forge.cli import main
+    from tasks.run import liveness
+
+    s, model_arn, _ = trained(tmp_path)
+    bucket, key = liveness.heartbeat_location(s.names.bucket, s.config.aws.prefix, s.names.run_key)
+    tags = aws_tags.standard_tags(s.names.run_key, "fr-9", {}, 2, heartbeat=f"s3://{bucket}/{key}",
+                                  run_id="banking77-20261202-000000-ab12")
+    ep = _pt(s, model_arn, tags, "ls")
+    liveness.write_heartbeat(s.clients.s3, bucket, key, "fr-9")
+    assert main(["resources", "--endpoint", s.clients.bedrock.meta.endpoint_url]) == 0
+    out = capsys.readouterr().out
+    assert ep.arn.rsplit("/", 1)[-1] in out and "banking77-20261202-000000-ab12" in out and "fr-9" in out
+    assert "keep: live: heartbeat" in out and "123456789012" not in out
