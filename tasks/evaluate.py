@@ -427,9 +427,11 @@ def _record_key(output_uri: str, eval_key: str) -> tuple[str, str]:
 
 def record_evaluation(clients: Any, output_uri: str, eval_key: str, evaluation: EvaluationResult) -> str:
     """Store the finished evaluation next to the job output (a rerun reuses it)."""
+    from tasks.aws.redact import redact
+
     bucket, key = _record_key(output_uri, eval_key)
-    _client(clients, "s3").put_object(Bucket=bucket, Key=key, Body=evaluation.model_dump_json().encode(),
-                                      ContentType="application/json")
+    body = json.dumps(redact(evaluation.model_dump(mode="json")))   # no account id in what is stored
+    _client(clients, "s3").put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json")
     return s3_uri(bucket, key)
 
 

@@ -228,6 +228,11 @@ def test_record_and_load_evaluation_roundtrip(test_jsonl, tmp_path):
     uri = E.record_evaluation(clients, "s3://bkt/pre/output/run1/", "k1", res)
     assert uri == "s3://bkt/pre/output/run1/evaluation/k1.json"
     assert E.load_recorded_evaluation(clients, "s3://bkt/pre/output/run1/", "k1") == res
+    # no account id in what is stored in S3 (issue 16)
+    leaky = res.model_copy(update={"files": {"model": "arn:aws:bedrock:us-east-1:123456789012:custom-model/x"}})
+    E.record_evaluation(clients, "s3://bkt/pre/output/run1/", "k2", leaky)
+    stored = s3.objs[("bkt", "pre/output/run1/evaluation/k2.json")].decode()
+    assert "123456789012" not in stored and "arn:aws:bedrock:us-east-1:<account>:custom-model/x" in stored
 
 
 _HAVE_STACK = all(
