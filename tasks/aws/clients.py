@@ -22,6 +22,7 @@ class Clients:
     bedrock: Any
     bedrock_runtime: Any
     region: str
+    kms: Any = None   # read-only use: DescribeKey resolves an ``alias/...`` aws.kms_key_id (tasks/iam.py)
 
 
 _LOADER: Any = None
@@ -84,6 +85,7 @@ def make_clients(aws: AwsConfig, pool_size: int = 16) -> Clients:
         bedrock=session.client("bedrock", **kw),
         bedrock_runtime=session.client("bedrock-runtime", **kw),
         region=aws.region,
+        kms=session.client("kms", **kw) if aws.kms_key_id else None,   # only runs that name a key need it
     )
 
 
