@@ -288,8 +288,8 @@ class SourceScanner:
 
     # -- JSONL ---------------------------------------------------------------------------
     def _jsonl(self, fh: IO[bytes]) -> Iterator[Item]:
-        """Formatted prompt/completion lines (two non-empty strings within the token limit) are taken inline;
-        any other record takes ``_parse``, then ``_formatted`` / ``_raw`` (every problem worded there)."""
+        """Formatted prompt/completion lines (two non-empty strings within the token limit) are taken inline,
+        their sizes summed in locals (folded into the scanner's at the end); any other line takes ``_slow``."""
         rules = self.rules
         assert rules is not None
         mode = self._start_mode()
@@ -297,57 +297,69 @@ class SourceScanner:
         max_chars = mc if (mc := max_record_chars(rules)) is not None else 1 << 62
         sink = self.sink
         progress, every = self.progress, self.progress_every or PROGRESS_EVERY
+        out_bytes = chars_total = chars_max = 0
         lines = readers.iter_raw_lines(fh)
-        for lineno, raw, size in lines:
-            if raw is None:
-                self._tick()
-                self._overlong(lineno, size)
-                continue
-            # orjson's result is used only when it is safe (see "JSON guards" above)
-            rec = _NO_RECORD
-            if lineno > 1 or not raw.startswith(b"\xef\xbb\xbf"):
-                try:
-                    rec = _orjson_loads(raw)
-                except _OrjsonError:
-                    pass
-                else:
-                    if fast and mode == "formatted" and type(rec) is dict and len(rec) == 2:
-                        prompt = rec.get("prompt")
-                        completion = rec.get("completion")
-                        if type(prompt) is str and type(completion) is str and raw.count(b'"') == 8:
-                            chars = len(prompt) + len(completion)
-                            if chars <= max_chars and prompt.strip() and completion.strip():
-                                self.records += 1          # _tick(), inline on the hot path
-                                if progress and self.records % every == 0:
-                                    progress(self.records)
-                                self._out_bytes += len(raw)
-                                self._chars_total += chars
-                                if chars > self._chars_max:
-                                    self._chars_max = chars
-                                if sink is not None:
-                                    sink(lineno, prompt, completion, chars)
-                                else:
-                                    yield Item(lineno, Example(None, prompt, completion), rec, [prompt, completion])
-                                continue
-                    if (type(rec) is not dict or not all(type(v) is str for v in rec.values())
-                            or raw.count(b'"') != 4 * len(rec)):
-                        rec = _NO_RECORD
-            if rec is not _NO_RECORD:
-                self._tick()
-            else:
-                rec = self._parse(lineno, raw)
-                if rec is _STOP:
-                    return
-                if rec is _NO_RECORD:
+        try:
+            for lineno, raw, size in lines:
+                if raw is None:
+                    self._tick()
+                    self._overlong(lineno, size)
                     continue
-            if not mode:
-                mode = self._detect_mode(lineno, rec, lines)
-                if not mode:
+                # orjson's result is used only when it is safe (see "JSON guards" above)
+                rec = _NO_RECORD
+                if lineno > 1 or not raw.startswith(b"\xef\xbb\xbf"):
+                    try:
+                        rec = _orjson_loads(raw)
+                    except _OrjsonError:
+                        pass
+                    else:
+                        if fast and mode == "formatted" and type(rec) is dict and len(rec) == 2:
+                            prompt = rec.get("prompt")
+                            completion = rec.get("completion")
+                            if type(prompt) is str and type(completion) is str and raw.count(b'"') == 8:
+                                chars = len(prompt) + len(completion)
+                                if chars <= max_chars and prompt.strip() and completion.strip():
+                                    self.records += 1          # _tick(), inline on the hot path
+                                    if progress and self.records % every == 0:
+                                        progress(self.records)
+                                    out_bytes += len(raw)
+                                    chars_total += chars
+                                    if chars > chars_max:
+                                        chars_max = chars
+                                    if sink is not None:
+                                        sink(lineno, prompt, completion, chars)
+                                    else:
+                                        yield Item(lineno, Example(None, prompt, completion), rec, [prompt, completion])
+                                    continue
+                        if (type(rec) is not dict or not all(type(v) is str for v in rec.values())
+                                or raw.count(b'"') != 4 * len(rec)):
+                            rec = _NO_RECORD
+                mode, item = self._slow(lineno, raw, rec, mode, lines)
+                if item is _STOP:
                     return
-            item = self._formatted(lineno, rec, len(raw)) if mode == "formatted" else self._raw(lineno, rec)
-            if item is not None:
-                yield item
-        self.mode = self.mode or mode or "raw"
+                if item is not None:
+                    yield item
+            self.mode = self.mode or mode or "raw"
+        finally:
+            self._out_bytes += out_bytes
+            self._chars_total += chars_total
+            self._chars_max = max(self._chars_max, chars_max)
+
+    def _slow(self, lineno: int, raw: bytes, rec: Any, mode: str,
+              lines: Iterator[tuple[int, bytes | None, int]]) -> tuple[str, Any]:
+        """A line the inline path did not take (``rec``: orjson's object when safe, else ``_NO_RECORD``):
+        (the mode, then the Item, None when the line had a problem, or ``_STOP`` to end the file)."""
+        if rec is not _NO_RECORD:
+            self._tick()
+        else:
+            rec = self._parse(lineno, raw)
+            if rec is _STOP or rec is _NO_RECORD:
+                return mode, (_STOP if rec is _STOP else None)
+        if not mode:
+            mode = self._detect_mode(lineno, rec, lines)
+            if not mode:
+                return mode, _STOP
+        return mode, (self._formatted(lineno, rec, len(raw)) if mode == "formatted" else self._raw(lineno, rec))
 
     def _start_mode(self) -> str:
         """The mode before the first record: given (``fmt``), ``raw`` when columns are mapped, else "" (detect)."""
