@@ -212,7 +212,8 @@ def whole_process(src: Path, work: Path, repeats: int, baseline: Path | None = N
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
     prep = [str(forge), "prepare", str(src), "--base-model", "amazon.titan-text-express-v1:0:8k", "--out"]
     cmds = {"loop": ([sys.executable, str(loop_py), str(src)], {**env, "PYTHONPYCACHEPREFIX": str(work / "pyc")}),
-            "forge prepare": (prep, {**env, "PYTHONPYCACHEPREFIX": str(work / "pyc")})}
+            # both forge sides import through PYTHONPATH (the editable install's finder would add its own cost)
+            "forge prepare": (prep, {**env, "PYTHONPATH": str(ROOT), "PYTHONPYCACHEPREFIX": str(work / "pyc")})}
     if baseline is not None:
         cmds["forge prepare (baseline)"] = (prep, {**env, "PYTHONPATH": str(baseline),
                                                    "PYTHONPYCACHEPREFIX": str(work / "pyc-baseline")})
@@ -352,7 +353,10 @@ def main() -> int:
                 print(f"  bad file {kind:8s} wall {bad_rows[kind]['wall_s']:.2f}s problems "
                       f"{bad_rows[kind].get('problems_reported', bad_rows[kind].get('dropped'))}", flush=True)
     meta.update(load_end=os.getloadavg(), versions_end=_versions() if have_prepare else "")
-    args.out.write_text(render(rows, sizes, have_prepare, args.repeats, bad_rows, meta), encoding="utf-8")
+    old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    kept = old[old.index("## Whole process"):] if "## Whole process" in old else ""   # --whole-process's sections
+    args.out.write_text(render(rows, sizes, have_prepare, args.repeats, bad_rows, meta)
+                        + ("\n" + kept if kept else ""), encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
 
@@ -376,8 +380,9 @@ def _source_state(rel: str) -> str:
 
 
 def _versions() -> str:
-    return ", ".join(f"{rel} {_source_state(rel)}" for rel in ("tasks/prepare.py", "tasks/data/keys.py",
-                                                               "tasks/data/validate.py"))
+    return ", ".join(f"{rel} {_source_state(rel)}" for rel in (
+        "tasks/data/preparation.py", "tasks/data/scanner.py", "tasks/data/sources.py", "tasks/data/outputs.py",
+        "tasks/data/keys.py"))
 
 
 def render(rows: dict[int, dict], sizes: list[int], have_prepare: bool, repeats: int, bad: dict | None = None,
