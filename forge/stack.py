@@ -225,34 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     # background jobs of a non-interactive shell are)
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"starting Prefect server on {args.host}:{args.port} (SQLite in {home / 'prefect'}) ...", flush=True)
-        server = start_server(home / "prefect", host=args.host, port=args.port, log_dir=logs)
-        services.append(server)
-        endpoint = None
-        if not args.no_emulator:
-            print(f"starting the Bedrock emulator on {args.host}:{args.emulator_port} ...", flush=True)
-            emu = start_emulator(host=args.host, port=args.emulator_port, speed=args.speed,
-                                 state_dir=home / "emulator", log_dir=logs)
-            services.append(emu)
-            endpoint = emu.url
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        from forge.commands.deploy import deploy_all
-
-        with temporary_settings(updates={PREFECT_API_URL: server.url}):
-            deploy_all(pool=args.pool)
-        worker = start_worker(home / "worker", server.url, pool=args.pool, aws_endpoint=endpoint, log_dir=logs)
-        services.append(worker)
-        ui = server.url.removesuffix("/api")
-        print("\nbedrock-forge stack is up:")
-        print(f"  Prefect UI     {ui}   (Deployments → customize → Run → Custom run)")
-        print(f"  Prefect API    {server.url}   export PREFECT_API_URL={server.url}")
-        if endpoint:
-            print(f"  emulator       {endpoint}   ledger: {endpoint}/_emulator/ledger")
-            print(f"                 export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing "
-                  "AWS_SECRET_ACCESS_KEY=testing")
-        print(f"  worker         pool {args.pool!r}, working directory {REPO_ROOT}")
-        print(f"  logs           {logs}/")
+        server, endpoint = _start_services(args, home, logs, services)
+        _banner(args, server, endpoint, logs)
         if args.smoke:
             return _smoke(server.url, args.smoke)
         print("Ctrl-C stops everything.", flush=True)
@@ -303,6 +277,43 @@ def _wait_serving_released(emulator_url: str, timeout: float) -> None:
             return
         time.sleep(0.5)
     print(f"warning: {len(alive)} serving resource(s) still alive after {timeout:g} s: {alive}", file=sys.stderr)
+
+
+def _start_services(args: argparse.Namespace, home: Path, logs: Path,
+                    services: list[Service]) -> tuple[Service, str | None]:
+    """Server, emulator (unless --no-emulator), the deployments, the worker — appended to ``services`` as they
+    start, so whatever started is stopped on any failure."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from forge.commands.deploy import deploy_all
+
+    print(f"starting Prefect server on {args.host}:{args.port} (SQLite in {home / 'prefect'}) ...", flush=True)
+    server = start_server(home / "prefect", host=args.host, port=args.port, log_dir=logs)
+    services.append(server)
+    endpoint = None
+    if not args.no_emulator:
+        print(f"starting the Bedrock emulator on {args.host}:{args.emulator_port} ...", flush=True)
+        emu = start_emulator(host=args.host, port=args.emulator_port, speed=args.speed,
+                             state_dir=home / "emulator", log_dir=logs)
+        services.append(emu)
+        endpoint = emu.url
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        deploy_all(pool=args.pool)
+    services.append(start_worker(home / "worker", server.url, pool=args.pool, aws_endpoint=endpoint, log_dir=logs))
+    return server, endpoint
+
+
+def _banner(args: argparse.Namespace, server: Service, endpoint: str | None, logs: Path) -> None:
+    ui = server.url.removesuffix("/api")
+    print("\nbedrock-forge stack is up:")
+    print(f"  Prefect UI     {ui}   (Deployments → customize → Run → Custom run)")
+    print(f"  Prefect API    {server.url}   export PREFECT_API_URL={server.url}")
+    if endpoint:
+        print(f"  emulator       {endpoint}   ledger: {endpoint}/_emulator/ledger")
+        print(f"                 export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing "
+              "AWS_SECRET_ACCESS_KEY=testing")
+    print(f"  worker         pool {args.pool!r}, working directory {REPO_ROOT}")
+    print(f"  logs           {logs}/")
 
 
 def _interrupt(signum, frame):

@@ -159,6 +159,17 @@ def _adopt(clients: Clients, names: ResourceNames, n: int, summary: dict, tags: 
 def start_job(clients: Clients, config: PipelineConfig, names: ResourceNames, role_arn: str, uploaded: UploadedData,
               tags: dict[str, str], rerun: bool = False) -> JobInfo:
     """Adopt this run's job if it is running or done; else create it (a new attempt on an explicit rerun)."""
+    adopted, attempt = _adopt_or_next_attempt(clients, names, tags, rerun)
+    if adopted is not None:
+        return adopted
+    req = build_job_request(config, names, role_arn, uploaded, tags, attempt)
+    return _create_job(clients, config, names, req, tags, attempt)
+
+
+def _adopt_or_next_attempt(clients: Clients, names: ResourceNames, tags: dict[str, str],
+                           rerun: bool) -> tuple[JobInfo | None, int]:
+    """(the adopted job, -) when the latest attempt is running or done; else (None, the attempt to create). An
+    attempt that ended Failed/Stopped is only followed by a new one on an explicit rerun."""
     from botocore.exceptions import ClientError
 
     log = get_logger()
@@ -166,28 +177,35 @@ def start_job(clients: Clients, config: PipelineConfig, names: ResourceNames, ro
         attempts = find_attempts(clients, names)
     except ClientError as err:
         raise stage_error("list customization jobs", err) from err
-    attempt = 1
-    if attempts:
-        n, latest = attempts[-1]
-        status = latest["status"]
-        if status in ADOPTABLE:
-            log.info("adopting job %s (%s)", latest["jobName"], status)
-            return _adopt(clients, names, n, latest, tags)
-        if not rerun:
-            why = ""
-            try:
-                why = (clients.bedrock.get_model_customization_job(jobIdentifier=latest["jobArn"])
-                       .get("failureMessage") or "")
-            except ClientError:
-                pass
-            raise JobNeedsRerun(
-                f"job {latest['jobName']} of this run ended {status}{': ' + why if why else ''}. Fix the cause, then "
-                f"start a new attempt: `forge rerun RUN_ID --from customize` (flow parameter "
-                f"allow_rerun_failed_job=true).", code=status)
-        attempt = n + 1
-        log.info("job %s ended %s: starting attempt %d", latest["jobName"], status, attempt)
-    req = build_job_request(config, names, role_arn, uploaded, tags, attempt)
+    if not attempts:
+        return None, 1
+    n, latest = attempts[-1]
+    status = latest["status"]
+    if status in ADOPTABLE:
+        log.info("adopting job %s (%s)", latest["jobName"], status)
+        return _adopt(clients, names, n, latest, tags), n
+    if not rerun:
+        why = ""
+        try:
+            why = (clients.bedrock.get_model_customization_job(jobIdentifier=latest["jobArn"])
+                   .get("failureMessage") or "")
+        except ClientError:
+            pass
+        raise JobNeedsRerun(
+            f"job {latest['jobName']} of this run ended {status}{': ' + why if why else ''}. Fix the cause, then "
+            f"start a new attempt: `forge rerun RUN_ID --from customize` (flow parameter "
+            f"allow_rerun_failed_job=true).", code=status)
+    log.info("job %s ended %s: starting attempt %d", latest["jobName"], status, n + 1)
+    return None, n + 1
 
+
+def _create_job(clients: Clients, config: PipelineConfig, names: ResourceNames, req: dict[str, Any],
+                tags: dict[str, str], attempt: int) -> JobInfo:
+    """CreateModelCustomizationJob with its retries: a name already taken (a lost answer) is adopted; a full
+    quota waits (``job.on_quota_full``); a role IAM has not propagated yet is retried for ``ROLE_WAIT_S``."""
+    from botocore.exceptions import ClientError
+
+    log = get_logger()
     start = _monotonic()
     quota_deadline = start + config.job.quota_wait_minutes * 60
     role_deadline = start + ROLE_WAIT_S
@@ -210,17 +228,21 @@ def start_job(clients: Clients, config: PipelineConfig, names: ResourceNames, ro
                                 config.job.quota_wait_minutes, err.response.get("Error", {}).get("Message", ""))
                     _sleep(min(backoff(), max(0.0, quota_deadline - _monotonic())))
                     continue
-                raise QuotaExceeded(
-                    f"create job {req['jobName']}: the concurrent model-customization-job quota is full "
-                    f"({err.response.get('Error', {}).get('Message', '')}). Wait for running jobs to finish, stop "
-                    "one you do not need, or request a higher 'model customization jobs' quota in Service Quotas"
-                    + (f"; waited {config.job.quota_wait_minutes:g} min" if config.job.on_quota_full == "wait"
-                       else "; set job.on_quota_full: wait to queue instead"), code=code) from None
+                raise _quota_full(config, req, err, code) from None
             if _is_role_not_ready(err) and _monotonic() < role_deadline:
                 log.info("service role not assumable yet (IAM propagation); retrying")
                 _sleep(min(backoff(), max(0.1, role_deadline - _monotonic())))
                 continue
             raise stage_error(f"create job {req['jobName']}", err) from err
+
+
+def _quota_full(config: PipelineConfig, req: dict[str, Any], err: Any, code: str) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"create job {req['jobName']}: the concurrent model-customization-job quota is full "
+        f"({err.response.get('Error', {}).get('Message', '')}). Wait for running jobs to finish, stop "
+        "one you do not need, or request a higher 'model customization jobs' quota in Service Quotas"
+        + (f"; waited {config.job.quota_wait_minutes:g} min" if config.job.on_quota_full == "wait"
+           else "; set job.on_quota_full: wait to queue instead"), code=code)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,67 +358,93 @@ def wait_for_job(clients: Clients, job_arn: str, timeout_s: float, max_interval_
                  stop_on_timeout: bool = False, progress: Callable[[dict], None] | None = None,
                  initial_interval_s: float = 0.5) -> TrainingResult:
     """Poll the job to an end state. Completed → TrainingResult with both metric tables; else a clear error."""
-    from botocore.exceptions import ClientError
-
-    log = get_logger()
     started = _monotonic()
     backoff = Backoff(start=initial_interval_s, factor=1.5, cap=max_interval_s)
-    artifact: _Progress | None = None
-    last_line = None
-    polls = 0
-    train_rows: list[dict] = []
+    watch = _Watch()
     while True:
-        try:
-            job = clients.bedrock.get_model_customization_job(jobIdentifier=job_arn)
-        except ClientError as err:
-            if is_transient(err):            # a wait never dies of a throttled poll
-                log.warning("poll of %s: %s; retrying", job_arn, err.response.get("Error", {}).get("Code"))
-                _sleep(backoff())
-                continue
-            raise stage_error(f"poll job {job_arn}", err) from err
-        polls += 1
+        job = _poll(clients, job_arn, backoff)
+        if job is None:
+            continue
         status, name = job["status"], job.get("jobName", job_arn)
-        artifact = artifact or _Progress(name)
         elapsed = _elapsed(job, started)
-        if status == "InProgress" and (polls % 3 == 1 or backoff.next >= 10):
-            try:   # latest training loss, when the job already writes its metrics file
-                train_rows = read_metrics(clients, job["outputDataConfig"]["s3Uri"], job["jobArn"])[0] or train_rows
-            except Exception:  # noqa: BLE001 - progress only
-                pass
-        loss = _last(train_rows, "training_loss")
-        sub = _sub_status(job)
-        info = {"job": name, "status": status, "sub_status": sub, "elapsed_s": round(elapsed, 1),
-                "training_loss": loss}
-        line = f"job {name}: {status}" + (f" ({sub})" if sub else "") + f", {elapsed / 60:.1f} min" + (
-            f", training loss {loss:.4g}" if loss is not None else "")
-        if line != last_line:
-            log.info(line)
-            last_line = line
-        artifact.update(_progress_pct(job, status, train_rows), line)
-        if progress is not None:
-            try:
-                progress(info)
-            except Exception:  # noqa: BLE001
-                pass
+        watch.report(clients, job, elapsed, backoff, progress)
         if status == "Completed":
             return _training_result(clients, job, elapsed)
-        if status == "Failed":
-            raise JobFailed(f"job {name} failed: {job.get('failureMessage') or 'no failure message'} "
-                            "(fix the data or settings it names, then rerun with a new attempt: "
-                            "`forge rerun RUN_ID --from customize`)", code="Failed")
-        if status == "Stopped":
-            raise JobFailed(f"job {name} was stopped before it finished; rerun from customize to start a new attempt",
-                            code="Stopped")
+        _raise_if_ended(job, name, status)
         waited = _monotonic() - started
         if waited >= timeout_s:
-            if stop_on_timeout:
-                stop_job(clients, job_arn)
-                raise JobTimeout(f"job {name} still {status} after {timeout_s / 3600:.2f} h: stopped it "
-                                 "(job.stop_on_timeout)", code="Timeout")
-            raise JobTimeout(f"job {name} still {status} after {timeout_s / 3600:.2f} h (job.timeout_hours). It keeps "
-                             "running: rerun the flow to adopt it and wait again, or set job.stop_on_timeout",
-                             code="Timeout")
+            _timed_out(clients, job_arn, name, status, timeout_s, stop_on_timeout)
         _sleep(min(backoff(), max(0.05, timeout_s - waited)))
+
+
+def _poll(clients: Clients, job_arn: str, backoff: Backoff) -> dict | None:
+    """One GetModelCustomizationJob; None after a transient error (slept: a wait never dies of a throttled poll)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return clients.bedrock.get_model_customization_job(jobIdentifier=job_arn)
+    except ClientError as err:
+        if is_transient(err):
+            get_logger().warning("poll of %s: %s; retrying", job_arn, err.response.get("Error", {}).get("Code"))
+            _sleep(backoff())
+            return None
+        raise stage_error(f"poll job {job_arn}", err) from err
+
+
+class _Watch:
+    """What a wait tells people while it polls: a log line when it changes, the progress artifact, a callback."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.last_line: str | None = None
+        self.artifact: _Progress | None = None
+        self.train_rows: list[dict] = []
+
+    def report(self, clients: Clients, job: dict, elapsed: float, backoff: Backoff,
+               progress: Callable[[dict], None] | None) -> None:
+        self.polls += 1
+        status, name = job["status"], job.get("jobName", job.get("jobArn"))
+        self.artifact = self.artifact or _Progress(name)
+        if status == "InProgress" and (self.polls % 3 == 1 or backoff.next >= 10):
+            try:   # latest training loss, when the job already writes its metrics file
+                self.train_rows = read_metrics(clients, job["outputDataConfig"]["s3Uri"],
+                                               job["jobArn"])[0] or self.train_rows
+            except Exception:  # noqa: BLE001 - progress only
+                pass
+        loss = _last(self.train_rows, "training_loss")
+        sub = _sub_status(job)
+        line = f"job {name}: {status}" + (f" ({sub})" if sub else "") + f", {elapsed / 60:.1f} min" + (
+            f", training loss {loss:.4g}" if loss is not None else "")
+        if line != self.last_line:
+            get_logger().info(line)
+            self.last_line = line
+        self.artifact.update(_progress_pct(job, status, self.train_rows), line)
+        if progress is not None:
+            try:
+                progress({"job": name, "status": status, "sub_status": sub, "elapsed_s": round(elapsed, 1),
+                          "training_loss": loss})
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _raise_if_ended(job: dict, name: str, status: str) -> None:
+    if status == "Failed":
+        raise JobFailed(f"job {name} failed: {job.get('failureMessage') or 'no failure message'} "
+                        "(fix the data or settings it names, then rerun with a new attempt: "
+                        "`forge rerun RUN_ID --from customize`)", code="Failed")
+    if status == "Stopped":
+        raise JobFailed(f"job {name} was stopped before it finished; rerun from customize to start a new attempt",
+                        code="Stopped")
+
+
+def _timed_out(clients: Clients, job_arn: str, name: str, status: str, timeout_s: float, stop: bool) -> None:
+    if stop:
+        stop_job(clients, job_arn)
+        raise JobTimeout(f"job {name} still {status} after {timeout_s / 3600:.2f} h: stopped it "
+                         "(job.stop_on_timeout)", code="Timeout")
+    raise JobTimeout(f"job {name} still {status} after {timeout_s / 3600:.2f} h (job.timeout_hours). It keeps "
+                     "running: rerun the flow to adopt it and wait again, or set job.stop_on_timeout",
+                     code="Timeout")
 
 
 def _elapsed(job: dict, started: float) -> float:

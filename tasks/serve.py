@@ -105,62 +105,79 @@ def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, cu
     """Get-or-create the serving resource for ``custom_model_arn``; does not wait for it."""
     from botocore.exceptions import ClientError
 
-    log = get_logger()
     kind = serving_kind(config, region=clients.region)
-    units = model_units(config)
     if EXPIRES_TAG not in tags:   # billing resources always carry an expiry for the sweeper (docs/design.md §3)
         tags = {**tags, EXPIRES_TAG: standard_tags("-", "-", {}, config.serving.max_hours)[EXPIRES_TAG]}
     try:
         if kind == "provisioned":
-            found, token = _adoptable(clients, kind, _find_pt(clients, names.provisioned), "provisionedModelArn",
-                                      names.pt_token, custom_model_arn)
-            if found:
-                log.info("adopting provisioned throughput %s (%s)", names.provisioned, found["status"])
-                return ServingEndpoint(kind="provisioned", arn=found["provisionedModelArn"], name=names.provisioned,
-                                       model_arn=found.get("modelArn") or custom_model_arn,
-                                       model_units=found.get("modelUnits"), status=found["status"], adopted=True)
-            req = {"modelUnits": units, "provisionedModelName": names.provisioned, "modelId": custom_model_arn,
-                   "tags": to_tag_list(tags), "clientRequestToken": token}
-            if config.serving.commitment:   # only when the config says so explicitly (docs/design.md §3.4)
-                req["commitmentDuration"] = config.serving.commitment
-            arn = clients.bedrock.create_provisioned_model_throughput(**req)["provisionedModelArn"]
-            log.info("created provisioned throughput %s (%d MU, %s)", names.provisioned, units,
-                     config.serving.commitment or "no commitment")
-            return ServingEndpoint(kind="provisioned", arn=arn, name=names.provisioned, model_arn=custom_model_arn,
-                                   model_units=units, status="Creating")
-        family = family_of(config)
-        if not on_demand_available(family, clients.region):
-            log.warning("serving.mode=on_demand, but the catalog lists on-demand deployment for %s only in %s; "
-                        "trying anyway (Bedrock decides)", family.display, family.on_demand_regions or "no region")
-        found, token = _adoptable(clients, kind, _find_deployment(clients, names.deployment),
-                                  "customModelDeploymentArn", names.deployment_token, custom_model_arn)
-        if found:
-            log.info("adopting deployment %s (%s)", names.deployment, found["status"])
-            return ServingEndpoint(kind="deployment", arn=found["customModelDeploymentArn"], name=names.deployment,
-                                   model_arn=found.get("modelArn") or custom_model_arn, status=found["status"],
-                                   adopted=True)
-        arn = clients.bedrock.create_custom_model_deployment(
-            modelDeploymentName=names.deployment, modelArn=custom_model_arn,
-            description=f"bedrock-forge evaluation of run {names.run_key}", tags=to_tag_list(tags),
-            clientRequestToken=token)["customModelDeploymentArn"]
-        log.info("created on-demand deployment %s", names.deployment)
-        return ServingEndpoint(kind="deployment", arn=arn, name=names.deployment, model_arn=custom_model_arn,
-                               status="Creating")
+            return _provision_pt(clients, config, names, custom_model_arn, tags)
+        return _provision_deployment(clients, config, names, custom_model_arn, tags)
     except ClientError as err:
         if error_code(err) == "ServiceQuotaExceededException":
             raise _quota_error(kind, err) from None
         if is_name_taken(err):   # created concurrently under our name: adopt it
-            try:
-                found = _find_pt(clients, names.provisioned) if kind == "provisioned" else \
-                    _find_deployment(clients, names.deployment)
-            except ClientError:
-                found = None
+            found = _created_meanwhile(clients, kind, names)
             if found:
                 arn = found.get("provisionedModelArn") or found["customModelDeploymentArn"]
                 return ServingEndpoint(kind=kind, arn=arn, name=names.provisioned if kind == "provisioned" else
                                        names.deployment, model_arn=found.get("modelArn") or custom_model_arn,
                                        model_units=found.get("modelUnits"), status=found["status"], adopted=True)
         raise stage_error(f"provision {kind} for {custom_model_arn}", err) from err
+
+
+def _created_meanwhile(clients: Clients, kind: str, names: ResourceNames) -> dict | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        return _find_pt(clients, names.provisioned) if kind == "provisioned" else \
+            _find_deployment(clients, names.deployment)
+    except ClientError:
+        return None
+
+
+def _provision_pt(clients: Clients, config: PipelineConfig, names: ResourceNames, custom_model_arn: str,
+                  tags: dict[str, str]) -> ServingEndpoint:
+    log = get_logger()
+    units = model_units(config)
+    found, token = _adoptable(clients, "provisioned", _find_pt(clients, names.provisioned), "provisionedModelArn",
+                              names.pt_token, custom_model_arn)
+    if found:
+        log.info("adopting provisioned throughput %s (%s)", names.provisioned, found["status"])
+        return ServingEndpoint(kind="provisioned", arn=found["provisionedModelArn"], name=names.provisioned,
+                               model_arn=found.get("modelArn") or custom_model_arn,
+                               model_units=found.get("modelUnits"), status=found["status"], adopted=True)
+    req = {"modelUnits": units, "provisionedModelName": names.provisioned, "modelId": custom_model_arn,
+           "tags": to_tag_list(tags), "clientRequestToken": token}
+    if config.serving.commitment:   # only when the config says so explicitly (docs/design.md §3.4)
+        req["commitmentDuration"] = config.serving.commitment
+    arn = clients.bedrock.create_provisioned_model_throughput(**req)["provisionedModelArn"]
+    log.info("created provisioned throughput %s (%d MU, %s)", names.provisioned, units,
+             config.serving.commitment or "no commitment")
+    return ServingEndpoint(kind="provisioned", arn=arn, name=names.provisioned, model_arn=custom_model_arn,
+                           model_units=units, status="Creating")
+
+
+def _provision_deployment(clients: Clients, config: PipelineConfig, names: ResourceNames, custom_model_arn: str,
+                          tags: dict[str, str]) -> ServingEndpoint:
+    log = get_logger()
+    family = family_of(config)
+    if not on_demand_available(family, clients.region):
+        log.warning("serving.mode=on_demand, but the catalog lists on-demand deployment for %s only in %s; "
+                    "trying anyway (Bedrock decides)", family.display, family.on_demand_regions or "no region")
+    found, token = _adoptable(clients, "deployment", _find_deployment(clients, names.deployment),
+                              "customModelDeploymentArn", names.deployment_token, custom_model_arn)
+    if found:
+        log.info("adopting deployment %s (%s)", names.deployment, found["status"])
+        return ServingEndpoint(kind="deployment", arn=found["customModelDeploymentArn"], name=names.deployment,
+                               model_arn=found.get("modelArn") or custom_model_arn, status=found["status"],
+                               adopted=True)
+    arn = clients.bedrock.create_custom_model_deployment(
+        modelDeploymentName=names.deployment, modelArn=custom_model_arn,
+        description=f"bedrock-forge evaluation of run {names.run_key}", tags=to_tag_list(tags),
+        clientRequestToken=token)["customModelDeploymentArn"]
+    log.info("created on-demand deployment %s", names.deployment)
+    return ServingEndpoint(kind="deployment", arn=arn, name=names.deployment, model_arn=custom_model_arn,
+                           status="Creating")
 
 
 def wait_serving(clients: Clients, endpoint: ServingEndpoint, timeout_s: float,
