@@ -593,6 +593,24 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
 ]}
 
 
+def _on_call_rerun(ctx: Ctx, cfg: dict, runs: Path) -> dict:
+    """What on-call does after the fault: `forge rerun RUN_ID` (from the first unfinished step, or the step the
+    scenario names), or a new run. Returns the rerun's manifest."""
+    if ctx.rerun_from is None:
+        run_flow(cfg, runs)
+        return manifest_of(runs)
+    m = manifest_of(runs, ctx.run_id)
+    step = first_unfinished(m) if ctx.rerun_from == "auto" else ctx.rerun_from
+    if step in (None, "teardown"):
+        step = "evaluate" if step == "teardown" else None
+    if step is None:
+        run_flow(cfg, runs)
+        return manifest_of(runs)
+    run_flow(None, runs, run_id=ctx.run_id, rerun_from=step)
+    ctx.notes.append(f"rerun from {step}")
+    return manifest_of(runs, ctx.run_id)
+
+
 def run_scenario(name: str, work: Path) -> Outcome:
     """Fault phase, then rerun, then sweep; judge from the ledger. Needs a Prefect backend (harness)."""
     from emulator.testing import running_emulator
@@ -631,22 +649,7 @@ def run_scenario(name: str, work: Path) -> Outcome:
                 sweep("sweep")
         if ctx.recover:
             ctx.recover()
-        # on-call's rerun
-        if ctx.rerun_from is None:
-            run_flow(cfg, runs)
-            rerun = manifest_of(runs)
-        else:
-            m = manifest_of(runs, ctx.run_id)
-            step = first_unfinished(m) if ctx.rerun_from == "auto" else ctx.rerun_from
-            if step in (None, "teardown"):
-                step = "evaluate" if step == "teardown" else None
-            if step is None:
-                run_flow(cfg, runs)
-                rerun = manifest_of(runs)
-            else:
-                run_flow(None, runs, run_id=ctx.run_id, rerun_from=step)
-                rerun = manifest_of(runs, ctx.run_id)
-                ctx.notes.append(f"rerun from {step}")
+        rerun = _on_call_rerun(ctx, cfg, runs)
         if cleaned_by is None and not alive_serving(emu.ledger()):
             cleaned_by, t_clean = "rerun", time.monotonic() - t_fault
         if rerun["status"] != "succeeded":
