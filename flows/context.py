@@ -84,6 +84,28 @@ def is_interruption(err: BaseException) -> bool:
     return isinstance(err, KeyboardInterrupt | ExternalSignal)
 
 
+def runs_root(runs_dir: str | None) -> str:
+    """Where run folders live: the flow parameter, else ``FORGE_RUNS_DIR`` (a worker's environment), else ``runs``."""
+    import os
+
+    return runs_dir or os.environ.get("FORGE_RUNS_DIR") or "runs"
+
+
+def name_flow_run(flow_run_id_: str, run_id: str) -> None:
+    """Name the Prefect flow run after the forge run id, so a run in the UI matches `forge status` (best effort)."""
+    if not flow_run_id_ or flow_run_id_ == "local":
+        return
+    try:
+        from uuid import UUID
+
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(UUID(flow_run_id_), name=run_id)
+    except Exception:  # noqa: BLE001 - a name is a convenience
+        pass
+
+
 def config_of_run(runs_dir: str, run_id: str | None) -> PipelineConfig:
     """The config recorded in an existing run's manifest (a rerun given only its run id)."""
     if not run_id:
@@ -119,6 +141,7 @@ class RunContext:
         manifest = Manifest.create(runs_dir, run_id or new_run_id(config.name), config.model_dump(mode="json"))
         manifest.update(flow_run_id=fr_id, rerun_from=rerun_from,
                         flow_run_ids=[*(manifest.doc.flow_run_ids or []), fr_id])
+        name_flow_run(fr_id, manifest.run_id)
         clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
         return cls(config=config, manifest=manifest, clients=clients, flow_run_id=fr_id,
                    family=load_catalog().family_of(config.base_model), rerun_from=rerun_from,

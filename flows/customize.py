@@ -38,6 +38,7 @@ from flows.context import (
     config_of_run,
     error_text,
     is_interruption,
+    runs_root,
 )
 from tasks import customize as customize_stage
 from tasks import evaluate as evaluate_stage
@@ -90,7 +91,7 @@ def _aws_of_flow_run(flow_run) -> dict | None:
     raw = params.get("config")
     if raw is None and params.get("run_id"):
         try:
-            raw = Manifest.find(params.get("runs_dir", "runs"), params["run_id"]).doc.config
+            raw = Manifest.find(runs_root(params.get("runs_dir")), params["run_id"]).doc.config
         except Exception:  # noqa: BLE001 - no manifest here (another machine): go by the environment
             raw = {}
     if raw is None:
@@ -190,7 +191,7 @@ def customize_model(
     config: PipelineConfig | None = None,
     rerun_from: Step | None = None,
     run_id: str | None = None,
-    runs_dir: str = "runs",
+    runs_dir: str | None = None,
     allow_rerun_failed_job: bool = False,
 ) -> dict:
     """Customize a Bedrock model on your data, evaluate it against its base model, tear down serving.
@@ -201,11 +202,13 @@ def customize_model(
         rerun_from: On-call: rerun from this step (prepare, upload, create-role, customize, poll,
             provision, evaluate), reusing the recorded results of the steps before it.
         run_id: Reuse this run's folder and manifest (set together with rerun_from to resume).
-        runs_dir: Folder holding one sub-folder per run (manifest, prepared data, report).
+        runs_dir: Folder holding one sub-folder per run (manifest, prepared data, report); empty: the
+            worker's FORGE_RUNS_DIR, else "runs".
         allow_rerun_failed_job: If the run's job ended Failed/Stopped, start a new attempt.
     """
     if rerun_from is not None and rerun_from not in STEPS:
         raise ValueError(f"rerun_from must be one of {', '.join(STEPS[:-1])}, got {rerun_from!r}")
+    runs_dir = runs_root(runs_dir)
     if config is None:
         config = config_of_run(runs_dir, run_id)
     if rerun_from == "poll":

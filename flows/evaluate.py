@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 
-from flows.context import QualityGateFailed, flow_run_id
+from flows.context import QualityGateFailed, flow_run_id, runs_root
 from flows.customize import release_serving, serving
 from tasks import evaluate as evaluate_stage
 from tasks.aws.clients import account_id, make_clients
@@ -139,7 +139,7 @@ def _record_evaluation(manifest: Manifest, evaluation: EvaluationResult, stamp: 
       on_cancellation=[release_serving], log_prints=True)
 def evaluate_model(
     run_id: str | None = None,
-    runs_dir: str = "runs",
+    runs_dir: str | None = None,
     config: PipelineConfig | None = None,
     custom_model_arn: str | None = None,
     serving_arn: str | None = None,
@@ -148,13 +148,14 @@ def evaluate_model(
 
     Args:
         run_id: A finished customization run (its manifest supplies config, test split and model).
-        runs_dir: Folder holding one sub-folder per run.
+        runs_dir: Folder holding one sub-folder per run; empty: the worker's FORGE_RUNS_DIR, else "runs".
         config: The run configuration; needed when run_id is not given.
         custom_model_arn: The custom model to evaluate (default: the run's model).
         serving_arn: A provisioned throughput or deployment ARN already serving the model: it is used
             as is and NOT deleted afterwards. Empty = provision one for this evaluation and delete it.
     """
     log = get_run_logger()
+    runs_dir = runs_root(runs_dir)
     manifest, config = _run_config(run_id, runs_dir, config)
     clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
     account = account_id(clients)

@@ -10,11 +10,11 @@ from tasks.config import load_config
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(config_path: str = "examples/banking77.yaml", runs_dir: str = "runs") -> dict:
+def retrain(config_path: str = "examples/banking77.yaml", runs_dir: str | None = None) -> dict:
     """Retrain on the latest data.
 
     Args:
         config_path: Pipeline config YAML, relative to the worker's working directory.
-        runs_dir: Folder for run manifests and reports.
+        runs_dir: Folder for run manifests and reports; empty: the worker's FORGE_RUNS_DIR, else "runs".
     """
     return customize_model(config=load_config(config_path), runs_dir=runs_dir)

@@ -287,7 +287,7 @@ def _start_services(args: argparse.Namespace, home: Path, logs: Path,
 
     from forge.commands.deploy import deploy_all
 
-    print(f"starting Prefect server on {args.host}:{args.port} (SQLite in {home / 'prefect'}) ...", flush=True)
+    print(f"starting Prefect server on {args.host}:{args.port} ({_database(home)}) ...", flush=True)
     server = start_server(home / "prefect", host=args.host, port=args.port, log_dir=logs)
     services.append(server)
     endpoint = None
@@ -301,6 +301,16 @@ def _start_services(args: argparse.Namespace, home: Path, logs: Path,
         deploy_all(pool=args.pool)
     services.append(start_worker(home / "worker", server.url, pool=args.pool, aws_endpoint=endpoint, log_dir=logs))
     return server, endpoint
+
+
+def _database(home: Path) -> str:
+    """What the server stores its state in, as the banner says it (a password never printed)."""
+    url = os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL", "")
+    if not url:
+        return f"SQLite in {home / 'prefect'}"
+    import re
+
+    return "database " + re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 def _banner(args: argparse.Namespace, server: Service, endpoint: str | None, logs: Path) -> None:

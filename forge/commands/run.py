@@ -345,8 +345,14 @@ def cmd_rerun(args) -> int:
         print(f"forge rerun: {err}", file=sys.stderr)
         return 2
     step = args.from_step or _first_unfinished(manifest.data)
-    if step is None or step == "teardown":
-        step = step or "evaluate"
+    if step is None:
+        # a finished run: check it against AWS (every step adopts what exists, the evaluation recorded in S3 is
+        # reused) — no mutating call. `--from evaluate` re-serves and re-evaluates on purpose.
+        print(f"{args.run_id} has finished every step: checking it against AWS (nothing is redone; "
+              "`--from evaluate` re-evaluates)", file=sys.stderr)
+        return _run_flow(None, args, run_id=args.run_id, rerun_from=None)
+    if step == "teardown":
+        step = "evaluate"
     print(f"rerunning {args.run_id} from step {step!r}", file=sys.stderr)
     return _run_flow(None, args, run_id=args.run_id, rerun_from=step)
 

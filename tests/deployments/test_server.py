@@ -121,6 +121,7 @@ def test_customize_triggered_like_the_ui_completes_with_artifacts(scenario):
     assert len(manifests) == 1
     manifest = json.loads(manifests[0].read_text())
     assert manifest["status"] == "succeeded" and manifest["flow_run_id"] == run["id"]
+    assert run["name"] == manifest["run_id"], "the UI's flow run is named after the forge run id"
     assert manifest["steps"]["teardown"]["status"] == "completed"
 
 
