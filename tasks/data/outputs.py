@@ -8,8 +8,9 @@
   ``publish()`` makes it the output folder with **one rename**: ``rename(2)`` when the output folder does
   not exist or is empty, else Linux ``renameat2(RENAME_EXCHANGE)`` (one atomic swap, the old set then
   removed; where it is unsupported, the old folder is renamed aside first: a reader sees the old set, no
-  folder, or the new set, never a mix). An output folder holding files prepare did not write (or whose
-  parent is not writable) gets the work folder inside it and each file renamed into place, report.json last.
+  folder, or the new set, never a mix). An output folder holding files prepare did not write, one that is a
+  mount point (a container volume), or one whose parent is not writable gets the work folder inside it and
+  each file renamed into place, report.json last.
   ``discard()`` (every error path, ENOSPC included) removes the work folder.
 - ``sweep(out)``: work folders of killed runs are removed at start, only when older than ``STALE_AFTER_S``
   and their pid (in the name) is not a live process; ``.prepare-keys-*`` folders of older versions
@@ -133,7 +134,7 @@ class WorkDir:
         sweep(out)
         foreign = _foreign(out)
         name = f"prepare-{os.getpid()}-{secrets.token_hex(4)}"
-        if not foreign:
+        if not foreign and not _own_filesystem(out):
             path = out.parent / f".{out.name}.{name}"
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +185,15 @@ class WorkDir:
     def discard(self) -> None:
         if not self.published:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _own_filesystem(out: Path) -> bool:
+    """An existing output folder that is a mount point (a container volume) or on another filesystem than
+    its parent: a folder cannot be renamed onto it, so the work folder goes inside it."""
+    try:
+        return os.path.ismount(out) or out.stat().st_dev != out.parent.stat().st_dev
+    except OSError:
+        return False
 
 
 def _foreign(out: Path) -> list[str]:

@@ -218,3 +218,17 @@ def test_out_that_is_a_file_is_a_located_problem(tmp_path):
     f.write_text("x")
     with pytest.raises(DataValidationError, match="is a file, not a folder"):
         tp.prepare(cfg(pc_file(tmp_path / "a.jsonl")), f)
+
+
+def test_a_mount_point_out_gets_the_work_folder_inside_it(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    real = os.path.ismount
+    monkeypatch.setattr(outputs.os.path, "ismount", lambda p: Path(p) == out.resolve() or real(p))
+    renamed: list[str] = []
+    real_rename = os.rename
+    monkeypatch.setattr(outputs.os, "rename", lambda a, b: renamed.append(str(b)) or real_rename(a, b))
+    p = tp.prepare(cfg(pc_file(tmp_path / "a.jsonl")), out)
+    assert renamed == []                                   # never a rename onto the mount point
+    assert sorted(e.name for e in out.iterdir()) == ["report.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+    assert Path(p.train.path).parent == out.resolve() and leftovers(tmp_path, out) == []
