@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from emulator.capacity import Capacity
 from emulator.clock import VirtualClock
 from emulator.faults import Faults
 from emulator.ledger import Ledger, iso
@@ -192,19 +193,20 @@ class BedrockService:
     MUTATING = {"CreateModelCustomizationJob", "StopModelCustomizationJob", "DeleteCustomModel",
                 "CreateProvisionedModelThroughput", "UpdateProvisionedModelThroughput",
                 "DeleteProvisionedModelThroughput", "CreateCustomModelDeployment", "DeleteCustomModelDeployment",
-                "TagResource", "UntagResource"}
+                "TagResource", "UntagResource", "PutModelInvocationLoggingConfiguration",
+                "DeleteModelInvocationLoggingConfiguration"}
 
-    def __init__(self, *, account_id: str, store: StateStore, moto: MotoAccount, ledger: Ledger,
-                 faults: Faults, clock: VirtualClock, invoke_latency_ms: float = 5.0, seed: int | None = None):
-        self.account_id = account_id
-        self.store = store
-        self.moto = moto
-        self.ledger = ledger
-        self.faults = faults
-        self.clock = clock
-        self.invoke_latency_ms = invoke_latency_ms
-        self.lock = threading.RLock()
-        self.rng = random.Random(seed)
+    def __init__(self, *, parent: BedrockBackends, region: str):
+        self.parent = parent
+        self.region = region
+        self.account_id = parent.account_id
+        self.store = parent.store
+        self.moto = parent.moto
+        self.ledger = parent.ledger
+        self.faults = parent.faults
+        self.clock = parent.clock
+        self.lock = parent.lock          # one lock for the account: lifecycles, billing and saves span Regions
+        self.rng = parent.rng
         self.jobs: dict[str, dict] = {}
         self.models: dict[str, dict] = {}
         self.pts: dict[str, dict] = {}
@@ -212,40 +214,35 @@ class BedrockService:
         self.tokens: dict[str, dict] = {}     # "<op>:<token>" -> {"fingerprint", "arn"}
         self.tags: dict[str, dict[str, str]] = {}
         self.billing_done: dict[str, float] = {"training_token_epochs": 0.0}
-        self._standins = None
-        self.preload_models = False     # set by the standalone server (serve()); off in-process
+        self.logging_config: dict | None = None    # PutModelInvocationLoggingConfiguration (one per Region)
         self._dirty = False             # state changed since the last save
 
-    # -- persistence ---------------------------------------------------------------------
+    @property
+    def invoke_latency_ms(self) -> float:
+        return self.parent.invoke_latency_ms
+
+    @property
+    def preload_models(self) -> bool:
+        return self.parent.preload_models
+
+    # -- persistence (one Region's resources; BedrockBackends writes the file) ----------------
     def to_dict(self) -> dict:
-        return {"version": 1, "account_id": self.account_id, "clock": self.clock.to_dict(), "jobs": self.jobs,
-                "models": self.models, "pts": self.pts, "deployments": self.deployments, "tokens": self.tokens,
-                "tags": self.tags, "billing_done": self.billing_done, "ledger": self.ledger.to_dict()}
+        return {"jobs": self.jobs, "models": self.models, "pts": self.pts, "deployments": self.deployments,
+                "tokens": self.tokens, "tags": self.tags, "billing_done": self.billing_done,
+                "logging_config": self.logging_config}
 
     def load(self, d: dict) -> None:
         self.jobs, self.models = d.get("jobs", {}), d.get("models", {})
         self.pts, self.deployments = d.get("pts", {}), d.get("deployments", {})
         self.tokens, self.tags = d.get("tokens", {}), d.get("tags", {})
         self.billing_done = d.get("billing_done", {"training_token_epochs": 0.0})
-        self.ledger.load(d.get("ledger", {}))
+        self.logging_config = d.get("logging_config")
 
     def save(self) -> None:
-        with self.lock:
-            data = self.to_dict()
-        self.store.save_bedrock(data)
-
-    def reset(self) -> None:
-        with self.lock:
-            self.jobs, self.models, self.pts, self.deployments = {}, {}, {}, {}
-            self.tokens, self.tags = {}, {}
-            self.billing_done = {"training_token_epochs": 0.0}
-            self.ledger.clear()
-            self._standins = None
+        self.parent.save()
 
     def standins(self):
-        if self._standins is None:
-            self._standins = _standin().StandInRegistry(self.store.dir)
-        return self._standins
+        return self.parent.standins()
 
     def _warm(self, model_arn: str) -> None:
         """Index a custom stand-in in the background once it is servable, so the first invoke is not slow."""
@@ -258,6 +255,10 @@ class BedrockService:
     # -- helpers ---------------------------------------------------------------------------
     def now(self) -> float:
         return self.clock.now()
+
+    def _iso(self, t: float) -> str:
+        """A resource time on the wire: the real moment of virtual instant ``t``, never in the future (clock.py)."""
+        return iso(self.clock.wall(t))
 
     def _arn(self, region: str, kind: str, suffix: str, account: bool = True) -> str:
         return f"arn:aws:bedrock:{region}:{self.account_id if account else ''}:{kind}/{suffix}"
@@ -319,9 +320,11 @@ class BedrockService:
             out["nextToken"] = base64.b64encode(str(start + max_results).encode()).decode()
         return out
 
-    @staticmethod
-    def _time_filter(t: float, after: float | None, before: float | None) -> bool:
-        return (after is None or t > after) and (before is None or t < before)
+    def _time_filter(self, t: float, after: float | None, before: float | None) -> bool:
+        """Filters compare the reported (wall-clock) time with the client's: ``creationTimeBefore=now`` finds a
+        job just created."""
+        w = self.clock.wall(t)
+        return (after is None or w > after) and (before is None or w < before)
 
     # -- foundation models -------------------------------------------------------------------
     def _fm_index(self) -> dict[str, dict]:
@@ -605,9 +608,8 @@ class BedrockService:
         try:
             self.moto.put_object(bucket, train_key, train_csv.encode())
             if val_csv is not None:
-                self.moto.put_object(bucket,
-                                     f"{base}validation_artifacts/post_fine_tuning_validation/validation_metrics.csv",
-                                     val_csv.encode())
+                for key in VALIDATION_METRICS_KEYS:
+                    self.moto.put_object(bucket, base + key, val_csv.encode())
         except S3Error as e:
             j.update(status="Failed", endTime=t, lastModified=t,
                      failureMessage=f"Amazon Bedrock could not write the job output to {out_uri}: {e}.")
@@ -661,8 +663,8 @@ class BedrockService:
             st = "Completed" if i < current else (cur_state if i == current else "NotStarted")
             d: dict = {"status": st}
             if st != "NotStarted":
-                d["creationTime"] = iso(bounds[i][0])
-                d["lastModifiedTime"] = iso(bounds[i][1] if st == "Completed"
+                d["creationTime"] = self._iso(bounds[i][0])
+                d["lastModifiedTime"] = self._iso(bounds[i][1] if st == "Completed"
                                             else (j.get("endTime") or min(now, bounds[i][1])))
             out[name] = d
         return out
@@ -672,17 +674,17 @@ class BedrockService:
         if summary:
             d = {"jobArn": j["jobArn"], "baseModelArn": j["baseModelArn"], "jobName": j["jobName"],
                  "status": j["status"], "statusDetails": self._job_status_details(j, now),
-                 "lastModifiedTime": iso(j["lastModified"]),
-                 "creationTime": iso(j["created"]), "customModelName": j["customModelName"],
+                 "lastModifiedTime": self._iso(j["lastModified"]),
+                 "creationTime": self._iso(j["created"]), "customModelName": j["customModelName"],
                  "customizationType": j["customizationType"]}
             if j.get("endTime"):
-                d["endTime"] = iso(j["endTime"])
+                d["endTime"] = self._iso(j["endTime"])
             if j.get("outputModelArn"):
                 d["customModelArn"] = j["outputModelArn"]
             return d
         d = {"jobArn": j["jobArn"], "jobName": j["jobName"], "outputModelName": j["customModelName"],
              "roleArn": j["roleArn"], "status": j["status"], "statusDetails": self._job_status_details(j, now),
-             "creationTime": iso(j["created"]), "lastModifiedTime": iso(j["lastModified"]),
+             "creationTime": self._iso(j["created"]), "lastModifiedTime": self._iso(j["lastModified"]),
              "baseModelArn": j["baseModelArn"], "hyperParameters": j["hyperParameters"],
              "trainingDataConfig": j["trainingDataConfig"], "validationDataConfig": j["validationDataConfig"],
              "outputDataConfig": j["outputDataConfig"], "customizationType": j["customizationType"]}
@@ -692,7 +694,7 @@ class BedrockService:
         if j.get("failureMessage"):
             d["failureMessage"] = j["failureMessage"]
         if j.get("endTime"):
-            d["endTime"] = iso(j["endTime"])
+            d["endTime"] = self._iso(j["endTime"])
         if j.get("outputModelArn"):
             d["outputModelArn"] = j["outputModelArn"]
         if j.get("trainingLoss") is not None:
@@ -755,7 +757,7 @@ class BedrockService:
     def _model_view(self, m: dict) -> dict:
         d = {k: m[k] for k in ("modelArn", "modelName", "jobName", "jobArn", "baseModelArn", "customizationType",
                                "hyperParameters", "trainingDataConfig", "validationDataConfig", "outputDataConfig")}
-        d["creationTime"] = iso(m["created"])
+        d["creationTime"] = self._iso(m["created"])
         d["modelStatus"] = m["modelStatus"]
         if m.get("customizationConfig"):
             d["customizationConfig"] = m["customizationConfig"]
@@ -791,7 +793,8 @@ class BedrockService:
                     continue
                 if not self._time_filter(m["created"], after, before):
                     continue
-                items.append({"modelArn": m["modelArn"], "modelName": m["modelName"], "creationTime": iso(m["created"]),
+                items.append({"modelArn": m["modelArn"], "modelName": m["modelName"],
+                              "creationTime": self._iso(m["created"]),
                               "baseModelArn": m["baseModelArn"], "baseModelName": m["baseModelId"].split(":")[0][:63],
                               "customizationType": m["customizationType"], "ownerAccountId": self.account_id,
                               "modelStatus": m["modelStatus"], "_t": m["created"]})
@@ -914,8 +917,8 @@ class BedrockService:
     def _pt_view(self, p: dict) -> dict:
         d = {k: p[k] for k in ("modelUnits", "desiredModelUnits", "provisionedModelName", "provisionedModelArn",
                                "modelArn", "desiredModelArn", "foundationModelArn", "status")}
-        d["creationTime"] = iso(p["created"])
-        d["lastModifiedTime"] = iso(p["lastModified"])
+        d["creationTime"] = self._iso(p["created"])
+        d["lastModifiedTime"] = self._iso(p["lastModified"])
         if p.get("failureMessage"):
             d["failureMessage"] = p["failureMessage"]
         if p.get("commitmentDuration"):
@@ -987,6 +990,7 @@ class BedrockService:
             now = self.now()
             p["deleted"] = now
             self.tags.pop(p["provisionedModelArn"], None)
+            self.parent.capacity.forget(p["provisionedModelArn"])
             self._state(p["provisionedModelArn"], "provisioned-model-throughput", p["provisionedModelName"],
                         "Deleted", now)
         return Response(200, {})
@@ -1073,8 +1077,8 @@ class BedrockService:
             d = self._get_deployment(r.path_params["customModelDeploymentIdentifier"])
             out = {"customModelDeploymentArn": d["customModelDeploymentArn"],
                    "modelDeploymentName": d["modelDeploymentName"],
-                   "modelArn": d["modelArn"], "createdAt": iso(d["created"]), "status": d["status"],
-                   "lastUpdatedAt": iso(d["lastUpdated"])}
+                   "modelArn": d["modelArn"], "createdAt": self._iso(d["created"]), "status": d["status"],
+                   "lastUpdatedAt": self._iso(d["lastUpdated"])}
             if d.get("description"):
                 out["description"] = d["description"]
             if d.get("failureMessage"):
@@ -1101,8 +1105,8 @@ class BedrockService:
                 it = {"customModelDeploymentArn": d["customModelDeploymentArn"],
                       # docs/bedrock-facts.md §2.8: list uses this name
                       "customModelDeploymentName": d["modelDeploymentName"],
-                      "modelArn": d["modelArn"], "createdAt": iso(d["created"]), "status": d["status"],
-                      "lastUpdatedAt": iso(d["lastUpdated"]), "_t": d["created"]}
+                      "modelArn": d["modelArn"], "createdAt": self._iso(d["created"]), "status": d["status"],
+                      "lastUpdatedAt": self._iso(d["lastUpdated"]), "_t": d["created"]}
                 if d.get("failureMessage"):
                     it["failureMessage"] = d["failureMessage"]
                 items.append(it)
@@ -1156,8 +1160,9 @@ class BedrockService:
             return Response(200, {"tags": [{"key": k, "value": v} for k, v in self.tags.get(arn, {}).items()]})
 
     # -- runtime ------------------------------------------------------------------------------
-    def _invoke_target(self, model_id: str) -> tuple[str, str, str]:
-        """-> (kind "base"|"custom", id for the stand-in, base model id for the body shape)."""
+    def _invoke_target(self, model_id: str, admit: bool = True) -> tuple[str, str, str, Any]:
+        """-> (kind "base"|"custom", id for the stand-in, base model id for the body shape, the PT's token bucket
+        or None). A PT whose bucket is empty answers ThrottlingException (emulator/capacity.py)."""
         with self.lock:
             self._advance_all()
             if ":provisioned-model/" in model_id or self._find_pt(model_id) is not None:
@@ -1168,7 +1173,15 @@ class BedrockService:
                     raise validation(f"The provisioned model {p['provisionedModelName']} is {p['status']}, not "
                                      "InService. Wait until it is InService before invoking it.")
                 kind = "custom" if ":custom-model/" in p["modelArn"] else "base"
-                return kind, p["modelArn"] if kind == "custom" else p["baseModelId"], p["baseModelId"]
+                meter = self.parent.capacity.bucket(p["provisionedModelArn"], p["modelUnits"])
+                if admit and meter is not None and not meter.admit():
+                    # AWS wording for a PT over its capacity (prov-throughput.html: capacity is tokens per minute)
+                    raise ApiError("ThrottlingException", "Too many tokens, please wait before trying again. "
+                                   f"The provisioned model {p['provisionedModelName']} serves "
+                                   f"{self.parent.capacity.tokens_per_minute * p['modelUnits']:g} tokens per minute "
+                                   f"({p['modelUnits']} model unit(s)); retry in "
+                                   f"{meter.retry_after_s():.2f} s.")
+                return kind, p["modelArn"] if kind == "custom" else p["baseModelId"], p["baseModelId"], meter
             if ":custom-model-deployment/" in model_id:
                 d = self._find_deployment(model_id)
                 if d is None:
@@ -1177,7 +1190,7 @@ class BedrockService:
                 if d["status"] != "Active":
                     raise validation(f"The custom model deployment {d['modelDeploymentName']} is {d['status']}, not "
                                      "Active. Wait until it is Active before invoking it.")
-                return "custom", d["modelArn"], d["baseModelId"]
+                return "custom", d["modelArn"], d["baseModelId"], None
             if ":custom-model/" in model_id or self._find_model(model_id) is not None:
                 # docs/bedrock-facts.md §3: the custom model ARN itself is not an on-demand target
                 raise validation("Invocation of a custom model by its model ARN isn't supported. Invoke it through a "
@@ -1202,11 +1215,11 @@ class BedrockService:
                              f"(e.g. {info['profile']}).")
         if info["customizable"]:
             raise validation(f"The model {mid} is a customization variant; invoke it through Provisioned Throughput.")
-        return "base", profile or mid, _base_for_plain(idx, mid)
+        return "base", profile or mid, _base_for_plain(idx, mid), None
 
     def InvokeModel(self, r: Request) -> Response:
         model_id = r.path_params["modelId"]
-        kind, target, base_id = self._invoke_target(model_id)
+        kind, target, base_id, meter = self._invoke_target(model_id)
         st = _standin()
         shape = st.invoke_shape_of(base_id)
         try:
@@ -1221,6 +1234,8 @@ class BedrockService:
         except ValueError as e:
             raise validation(f"Malformed input request: {e}") from None
         text, tin, tout = self.standins().answer(kind, target, system, prompt, max_tokens)
+        if meter is not None:
+            meter.charge(tin + tout)
         if self.invoke_latency_ms > 0:
             time.sleep(self.invoke_latency_ms / 1000.0)
         out = st.format_invoke_response(shape, text, tin, tout)
@@ -1248,8 +1263,10 @@ class BedrockService:
                 raise validation(f"inferenceConfig.{k} must be between 0 and 1")
         max_tokens = int(ic.get("maxTokens") or 512)
         t0 = time.time()
-        kind, target, _base = self._invoke_target(model_id)
+        kind, target, _base, meter = self._invoke_target(model_id)
         text, tin, tout = self.standins().answer(kind, target, system, prompt, max_tokens)
+        if meter is not None:
+            meter.charge(tin + tout)
         if self.invoke_latency_ms > 0:
             time.sleep(self.invoke_latency_ms / 1000.0)
         return Response(200, {
@@ -1259,6 +1276,71 @@ class BedrockService:
             "metrics": {"latencyMs": int((time.time() - t0) * 1000)},
             "additionalModelResponseFields": {"standIn": f"{kind} stand-in model (bedrock-forge emulator)"},
         })
+
+    def CountTokens(self, r: Request) -> Response:
+        """Input tokens an InvokeModel body or a Converse request would use (the stand-in's estimate:
+        characters / CHARS_PER_TOKEN of the prompt and system text). Not metered by a PT's capacity."""
+        inp = r.body.get("input")
+        if not isinstance(inp, dict) or len([k for k in inp if inp.get(k) is not None]) != 1:
+            raise validation("input must set exactly one of invokeModel, converse")
+        kind, target, base_id, _meter = self._invoke_target(r.path_params["modelId"], admit=False)
+        st = _standin()
+        if inp.get("invokeModel") is not None:
+            raw = (inp["invokeModel"] or {}).get("body")
+            try:
+                body = json.loads(base64.b64decode(raw)) if isinstance(raw, str) else None
+            except (ValueError, json.JSONDecodeError):
+                body = None
+            if not isinstance(body, dict):
+                raise validation("input.invokeModel.body must be a JSON object (base64 on the wire).")
+            try:
+                system, prompt, _max = st.parse_invoke_body(st.invoke_shape_of(base_id), body)
+            except ValueError as e:
+                raise validation(f"Malformed input request: {e}") from None
+        else:
+            conv = inp["converse"] or {}
+            msgs = conv.get("messages") or []
+            if not msgs:
+                raise validation("input.converse.messages must not be empty.")
+            prompt = "\n".join(c.get("text", "") for m in msgs for c in m.get("content", []) if isinstance(c, dict))
+            system = "\n".join(x.get("text", "") for x in (conv.get("system") or []) if isinstance(x, dict))
+        n = st.approx_tokens(prompt) + (st.approx_tokens(system) if system else 0)
+        return Response(200, {"inputTokens": max(1, n)})
+
+    # -- model invocation logging (one configuration per account and Region) -----------------
+    def PutModelInvocationLoggingConfiguration(self, r: Request) -> Response:
+        cfg = r.body.get("loggingConfig")
+        if not isinstance(cfg, dict):
+            raise validation("loggingConfig is required")
+        s3, cw = cfg.get("s3Config"), cfg.get("cloudWatchConfig")
+        if not s3 and not cw:
+            raise validation("loggingConfig needs a destination: s3Config and/or cloudWatchConfig.")
+        if s3:
+            bucket = s3.get("bucketName") or ""
+            _check_len("loggingConfig.s3Config.bucketName", bucket, 3, 63)
+            try:
+                self.moto.get_object(bucket, "\0probe")
+            except S3Error as e:
+                if e.code == "NoSuchBucket":
+                    raise validation(f"Failed to validate the S3 bucket {bucket}: the bucket does not exist in "
+                                     "this account. Create it (with a policy letting bedrock.amazonaws.com "
+                                     "PutObject) first.") from None
+            _check_len("loggingConfig.s3Config.keyPrefix", s3.get("keyPrefix") or "", 0, 1024)
+        if cw:
+            _check_len("loggingConfig.cloudWatchConfig.logGroupName", cw.get("logGroupName") or "", 1, 512)
+            _check_pattern("loggingConfig.cloudWatchConfig.roleArn", cw.get("roleArn") or "", ROLE_ARN)
+        with self.lock:
+            self.logging_config = cfg
+        return Response(200, {})
+
+    def GetModelInvocationLoggingConfiguration(self, r: Request) -> Response:
+        with self.lock:
+            return Response(200, {"loggingConfig": self.logging_config} if self.logging_config else {})
+
+    def DeleteModelInvocationLoggingConfiguration(self, r: Request) -> Response:
+        with self.lock:
+            self.logging_config = None
+        return Response(200, {})
 
     # -- lifecycle sweep + billing ---------------------------------------------------------
     def _advance_all(self) -> bool:
@@ -1274,23 +1356,134 @@ class BedrockService:
             self._dirty = True
         return changed
 
+    def billing_seconds(self) -> tuple[float, float, float]:
+        """(PT model-unit seconds, deployment seconds, training token-epochs) of this Region (virtual time)."""
+        now = self.now()
+        # from the create call to the delete call; a PT/deployment that failed to provision is not billed
+        pt = sum(p["modelUnits"] * max(0.0, (p.get("deleted") or now) - p["created"])
+                 for p in self.pts.values() if p["status"] != "Failed")
+        dep = sum(max(0.0, (d.get("deleted") or now) - d["created"])
+                  for d in self.deployments.values() if d["status"] != "Failed")
+        return pt, dep, float(self.billing_done.get("training_token_epochs", 0))
+
+
+def _region_of(arn: str, default: str = "us-east-1") -> str:
+    parts = arn.split(":")
+    return parts[3] if arn.startswith("arn:") and len(parts) > 3 and parts[3] else default
+
+
+class BedrockBackends:
+    """One :class:`BedrockService` per (account, Region), as moto's ``BackendDict``: a us-west-2 job is not
+    listed, fetched or name-clashed in us-east-1, and quotas count per Region. Shared by every Region: the
+    account's S3/IAM (moto), the ledger, faults, the virtual clock, the stand-in models and the state file."""
+
+    def __init__(self, *, account_id: str, store: StateStore, moto: MotoAccount, ledger: Ledger,
+                 faults: Faults, clock: VirtualClock, invoke_latency_ms: float = 5.0, seed: int | None = None,
+                 pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None):
+        self.account_id = account_id
+        cap = _facts().pt_capacity
+        self.capacity = Capacity(cap.tokens_per_minute_per_model_unit if pt_tokens_per_minute is None
+                                 else pt_tokens_per_minute,
+                                 cap.burst_seconds if pt_burst_seconds is None else pt_burst_seconds)
+        self.store = store
+        self.moto = moto
+        self.ledger = ledger
+        self.faults = faults
+        self.clock = clock
+        self.invoke_latency_ms = invoke_latency_ms
+        self.lock = threading.RLock()
+        self.rng = random.Random(seed)
+        self.backends: dict[tuple[str, str], BedrockService] = {}
+        self._standins = None
+        self.preload_models = False     # set by the standalone server (serve()); off in-process
+        self._dirty = False             # state changed since the last save
+
+    def __getitem__(self, region: str) -> BedrockService:
+        key = (self.account_id, region)
+        with self.lock:
+            b = self.backends.get(key)
+            if b is None:
+                b = self.backends[key] = BedrockService(parent=self, region=region)
+            return b
+
+    def regions(self) -> list[BedrockService]:
+        with self.lock:
+            return list(self.backends.values())
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def standins(self):
+        if self._standins is None:
+            self._standins = _standin().StandInRegistry(self.store.dir)
+        return self._standins
+
+    # -- persistence -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        with self.lock:
+            return {"version": 2, "account_id": self.account_id, "clock": self.clock.to_dict(),
+                    "regions": {region: b.to_dict() for (_acct, region), b in self.backends.items()},
+                    "ledger": self.ledger.to_dict()}
+
+    def load(self, d: dict) -> None:
+        with self.lock:
+            self.backends = {}
+            regions = d.get("regions")
+            if regions is None:          # version 1: one flat set of resources; split by the ARNs' Region
+                regions = _split_v1(d)
+            for region, rd in regions.items():
+                self[region].load(rd)
+            self.ledger.load(d.get("ledger", {}))
+
+    def save(self) -> None:
+        data = self.to_dict()
+        self.store.save_bedrock(data)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.backends = {}
+            self.ledger.clear()
+            self.capacity.clear()
+            self._standins = None
+
+    # -- lifecycle sweep + billing ---------------------------------------------------------
     def advance_and_save(self) -> None:
         with self.lock:
-            if self._advance_all() or self._dirty:
+            changed = [b._advance_all() for b in self.regions()]
+            dirty = self._dirty or any(b._dirty for b in self.regions())
+            if any(changed) or dirty:
                 self._dirty = False
+                for b in self.regions():
+                    b._dirty = False
                 self.save()
 
     def billing(self) -> dict:
         with self.lock:
-            self._advance_all()
-            now = self.now()
-            # from the create call to the delete call; a PT/deployment that failed to provision is not billed
-            pt = sum(p["modelUnits"] * max(0.0, (p.get("deleted") or now) - p["created"])
-                     for p in self.pts.values() if p["status"] != "Failed")
-            dep = sum(max(0.0, (d.get("deleted") or now) - d["created"])
-                      for d in self.deployments.values() if d["status"] != "Failed")
+            pt = dep = tok = 0.0
+            for b in self.regions():
+                b._advance_all()
+                x, y, z = b.billing_seconds()
+                pt, dep, tok = pt + x, dep + y, tok + z
             return {"pt_model_unit_seconds": round(pt, 3), "deployment_seconds": round(dep, 3),
-                    "training_token_epochs": int(self.billing_done.get("training_token_epochs", 0))}
+                    "training_token_epochs": int(tok)}
+
+
+def _split_v1(d: dict) -> dict[str, dict]:
+    """A version-1 state file (one Region-less set) -> {region: resources}, by each resource's ARN."""
+    out: dict[str, dict] = {}
+
+    def part(region: str) -> dict:
+        return out.setdefault(region, {"jobs": {}, "models": {}, "pts": {}, "deployments": {}, "tokens": {},
+                                       "tags": {}, "billing_done": {"training_token_epochs": 0.0}})
+    for kind in ("jobs", "models", "pts", "deployments"):
+        for arn, v in (d.get(kind) or {}).items():
+            part(_region_of(arn))[kind][arn] = v
+    for k, v in (d.get("tokens") or {}).items():
+        part(_region_of(v.get("arn", "")))["tokens"][k] = v
+    for arn, v in (d.get("tags") or {}).items():
+        part(_region_of(arn))["tags"][arn] = v
+    part("us-east-1")["billing_done"] = d.get("billing_done") or {"training_token_epochs": 0.0}
+    return out
 
 
 def _quietly(fn: Callable, *args: Any) -> None:
@@ -1301,6 +1494,12 @@ def _quietly(fn: Callable, *args: Any) -> None:
 
 
 GEO_PREFIXES = ("us.", "eu.", "apac.", "global.")   # cross-Region inference profile ids (docs/bedrock-facts.md §3)
+# Where readers look for the validation metrics (the real path is unconfirmed, so every known one is written, the
+# same file): docs/bedrock-facts.md §6 and this project's reader; AWS's Nova and Llama fine-tuning sample notebooks
+# (.../validation/validation_metrics.csv and validation_artifacts/validation_metrics.csv). docs/emulator.md.
+VALIDATION_METRICS_KEYS = ("validation_artifacts/post_fine_tuning_validation/validation_metrics.csv",
+                           "validation_artifacts/post_fine_tuning_validation/validation/validation_metrics.csv",
+                           "validation_artifacts/validation_metrics.csv")
 
 
 def _base_for_plain(idx: dict, mid: str) -> str:

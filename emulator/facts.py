@@ -119,11 +119,21 @@ class DistillationPair(BaseModel):
     regions: list[str] = Field(default_factory=list)
 
 
+class PtCapacity(BaseModel):
+    """What one Provisioned Throughput model unit serves (emulator/facts/capacity.yaml; an emulator default)."""
+    model_config = ConfigDict(extra="forbid")
+    tokens_per_minute_per_model_unit: float = 100_000.0
+    burst_seconds: float = 10.0
+    source: str = "emulator default"
+    as_of: str | None = None
+
+
 class Facts(BaseModel):
     models: dict[str, Model]
     rules: dict[str, RuleSet]
     distillation_pairs: list[DistillationPair] = Field(default_factory=list)
     teacher_lifecycle: dict[str, ModelLifecycle] = Field(default_factory=dict)
+    pt_capacity: PtCapacity = Field(default_factory=PtCapacity)
 
     # -- lookups ---------------------------------------------------------------------------
     def customizable_ids(self) -> list[str]:
@@ -150,5 +160,8 @@ def load_facts(directory: str | None = None) -> Facts:
     raw: dict = {}
     for name in ("models.yaml", "customization.yaml"):
         with open(d / name, encoding="utf-8") as fh:
+            raw.update(yaml.safe_load(fh))
+    if (d / "capacity.yaml").exists():      # optional: a copied facts dir without it gets the defaults
+        with open(d / "capacity.yaml", encoding="utf-8") as fh:
             raw.update(yaml.safe_load(fh))
     return Facts.model_validate(raw)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from emulator.bedrock import ApiError, BedrockService, Request, Response
+from emulator.bedrock import ApiError, BedrockBackends, BedrockService, Request, Response
 from emulator.clock import VirtualClock
 from emulator.faults import ERRORS, FaultConfigError, Faults, Rule, parse_rules
 from emulator.ledger import Ledger
@@ -93,10 +93,14 @@ ROUTES: list[tuple[str, re.Pattern, str]] = [
     _route("POST", "/tagResource", "TagResource"),
     _route("POST", "/untagResource", "UntagResource"),
     _route("POST", "/listTagsForResource", "ListTagsForResource"),
+    _route("PUT", "/logging/modelinvocations", "PutModelInvocationLoggingConfiguration"),
+    _route("GET", "/logging/modelinvocations", "GetModelInvocationLoggingConfiguration"),
+    _route("DELETE", "/logging/modelinvocations", "DeleteModelInvocationLoggingConfiguration"),
     ("POST", re.compile(r"^/model/(?P<modelId>.+)/invoke$"), "InvokeModel"),
     ("POST", re.compile(r"^/model/(?P<modelId>.+)/converse$"), "Converse"),
+    ("POST", re.compile(r"^/model/(?P<modelId>.+)/count-tokens$"), "CountTokens"),
 ]
-RUNTIME_OPS = {"InvokeModel", "Converse"}
+RUNTIME_OPS = {"InvokeModel", "Converse", "CountTokens"}
 
 
 def match_bedrock(method: str, raw_path: str) -> tuple[str, dict[str, str]] | None:
@@ -157,6 +161,10 @@ _IAM_MUTATING = re.compile(r"^(Create|Put|Delete|Attach|Detach|Update|Tag|Untag|
                            r"Change|Reset|Enable|Disable)")
 
 
+_JSON_MUTATING = re.compile(r"^(Create|Delete|Schedule|Put|Cancel|Enable|Disable|Update|Tag|Untag|Import|Rotate|"
+                            r"Replicate|Retire|Revoke)")
+
+
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
     h = {"Content-Type": "application/json"}
     h.update(headers or {})
@@ -176,7 +184,8 @@ class Emulator:
 
     def __init__(self, *, speed: float = 100.0, state_dir: str | Path | None = None,
                  faults: list[dict] | list[Rule] | None = None, invoke_latency_ms: float | None = None,
-                 account_id: str | None = None, seed: int | None = None):
+                 account_id: str | None = None, seed: int | None = None, pt_tokens_per_minute: float | None = None,
+                 pt_burst_seconds: float | None = None):
         self.store = StateStore(state_dir)
         saved = self.store.load_bedrock()
         self.account_id = _allocate_account((saved or {}).get("account_id") or account_id)
@@ -187,10 +196,11 @@ class Emulator:
         self.ledger = Ledger()
         self.moto = MotoAccount(self.account_id, self.store)
         protect_account(self.account_id)
-        self.bedrock = BedrockService(account_id=self.account_id, store=self.store, moto=self.moto, ledger=self.ledger,
+        self.bedrock = BedrockBackends(account_id=self.account_id, store=self.store, moto=self.moto, ledger=self.ledger,
                                       faults=self.faults, clock=clock,
                                       invoke_latency_ms=5.0 if invoke_latency_ms is None else float(invoke_latency_ms),
-                                      seed=seed)
+                                      seed=seed, pt_tokens_per_minute=pt_tokens_per_minute,
+                                      pt_burst_seconds=pt_burst_seconds)
         if saved:
             self.bedrock.load(saved)
         self.moto.restore()
@@ -249,6 +259,13 @@ class Emulator:
         raw_path = raw_uri.split("?", 1)[0]
         if raw_path.startswith("/_emulator/"):
             return self.handle_internal(method, raw_path, environ)
+        if raw_path == "/moto-api/reset":
+            # moto's reset endpoint (moto's own server-mode tests call it): reset what the emulator holds (its
+            # Bedrock Regions, this account's S3/IAM/KMS, ledger, faults), not every account moto serves
+            if method != "POST":
+                return _json(400, {"Error": "Need to POST to reset Moto"})
+            self.reset()
+            return _json(200, {"status": "ok"})
         service, region = credential_scope(environ)
         region = region or DEFAULT_REGION
         if service in ("bedrock", None):
@@ -283,7 +300,7 @@ class Emulator:
             headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
             req = Request(operation=op, region=region, path_params=path_params, query=query,
                           body=body if isinstance(body, dict) else {}, raw_body=raw, headers=headers)
-            resp: Response = getattr(self.bedrock, op)(req)
+            resp: Response = getattr(self.bedrock[region], op)(req)
             status = resp.status
             if mutating:
                 self.bedrock._dirty = True
@@ -309,9 +326,13 @@ class Emulator:
         environ["CONTENT_LENGTH"] = str(len(raw))
         environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.account_id
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
         if service == "s3":
             op = s3_operation(method, environ.get("PATH_INFO", "/"), query)
             mutating = method in ("PUT", "POST", "DELETE")
+        elif target:    # JSON protocol (kms): X-Amz-Target: TrentService.DescribeKey
+            op = target.rsplit(".", 1)[-1]
+            mutating = bool(_JSON_MUTATING.match(op))
         else:
             form = parse_qs(raw.decode("utf-8", "replace")) if raw else {}
             op = (form.get("Action") or query.get("Action") or ["Unknown"])[0]
@@ -367,6 +388,8 @@ class Emulator:
         if path == "/_emulator/health":
             return _json(200, {"ok": True, "account_id": self.account_id, "speed": self.bedrock.clock.speed,
                                "virtual_now": self.bedrock.now(),
+                               "pt_tokens_per_minute": self.bedrock.capacity.tokens_per_minute,
+                               "pt_burst_seconds": self.bedrock.capacity.burst_seconds,
                                "state_dir": str(self.store.dir) if self.store.dir else None})
         if path == "/_emulator/ledger" and method == "GET":
             billing = self.bedrock.billing()
@@ -452,7 +475,8 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0, acce
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, faults_file: str | None = None,
-          state_dir: str | None = None, invoke_latency_ms: float | None = None, ready_line: bool = False) -> int:
+          state_dir: str | None = None, invoke_latency_ms: float | None = None, ready_line: bool = False,
+          pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None) -> int:
     """Run until SIGINT/SIGTERM. Prints one JSON line ``{"url": ...}`` once listening when ``ready_line``."""
     import signal
     import sys
@@ -464,7 +488,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, fa
         print(f"error: {e}", file=sys.stderr)
         return 2
     emu = Emulator(speed=speed, state_dir=state_dir, faults=rules, invoke_latency_ms=invoke_latency_ms,
-                   account_id=DEFAULT_ACCOUNT)
+                   account_id=DEFAULT_ACCOUNT, pt_tokens_per_minute=pt_tokens_per_minute,
+                   pt_burst_seconds=pt_burst_seconds)
     emu.bedrock.preload_models = True
     try:
         srv = make_server(emu, host, port)
@@ -503,3 +528,8 @@ def add_arguments(p) -> None:
                    help="persist state here so a restarted emulator keeps its jobs, models, PTs, S3 objects, roles")
     p.add_argument("--invoke-latency-ms", type=float, default=None, metavar="N",
                    help="added latency of InvokeModel/Converse (default 5 ms)")
+    p.add_argument("--pt-tokens-per-minute", type=float, default=None, metavar="N",
+                   help="capacity of one PT model unit: input+output tokens per real minute, ThrottlingException "
+                        "beyond it (default: emulator/facts/capacity.yaml, 100000; 0 = unlimited)")
+    p.add_argument("--pt-burst-seconds", type=float, default=None, metavar="S",
+                   help="seconds of capacity a PT can burst (default: emulator/facts/capacity.yaml, 10)")

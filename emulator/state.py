@@ -23,6 +23,7 @@ from typing import Any
 
 BEDROCK_FILE = "bedrock.json"
 MOTO_FILES = {"s3": "moto-s3.pickle", "iam": "moto-iam.pickle"}
+RESET_SERVICES = (*MOTO_FILES, "kms")   # KMS keys (moto) are reset but not persisted: their key material won't pickle
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -73,6 +74,9 @@ def _backends(service: str):
     if service == "iam":
         from moto.iam.models import iam_backends
         return iam_backends
+    if service == "kms":
+        from moto.kms.models import kms_backends
+        return kms_backends
     raise KeyError(service)
 
 
@@ -212,7 +216,7 @@ class MotoAccount:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-        for service in MOTO_FILES:
+        for service in RESET_SERVICES:
             bd = _backends(service)
             with self.lock, acting_as(self.account_id):
                 acct = bd.get(self.account_id)

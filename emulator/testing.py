@@ -70,8 +70,10 @@ class EmulatorHandle:
 
 class _ThreadHandle(EmulatorHandle):
     def __init__(self, *, speed: float, state_dir: Path | None, faults: list[dict] | None,
-                 invoke_latency_ms: float | None, port: int, host: str = "127.0.0.1"):
-        self._kw = dict(speed=speed, faults=faults, invoke_latency_ms=invoke_latency_ms)
+                 invoke_latency_ms: float | None, port: int, host: str = "127.0.0.1",
+                 pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None):
+        self._kw = dict(speed=speed, faults=faults, invoke_latency_ms=invoke_latency_ms,
+                        pt_tokens_per_minute=pt_tokens_per_minute, pt_burst_seconds=pt_burst_seconds)
         self._host = host
         self._tmp = None
         if state_dir is None:   # restart() needs somewhere to keep the state
@@ -119,10 +121,14 @@ class _ThreadHandle(EmulatorHandle):
 
 @contextmanager
 def running_emulator(*, speed: float = 2000.0, state_dir: str | Path | None = None, faults: list[dict] | None = None,
-                     invoke_latency_ms: float | None = None, port: int = 0) -> Iterator[EmulatorHandle]:
-    """An in-process emulator on a background thread (a free port unless ``port`` is given)."""
+                     invoke_latency_ms: float | None = None, port: int = 0, pt_tokens_per_minute: float | None = None,
+                     pt_burst_seconds: float | None = None) -> Iterator[EmulatorHandle]:
+    """An in-process emulator on a background thread (a free port unless ``port`` is given).
+    ``pt_tokens_per_minute``: capacity of one PT model unit (input+output tokens per real minute; None = the
+    facts' default, 0 = unlimited); ``pt_burst_seconds``: how many seconds of capacity a full bucket holds."""
     h = _ThreadHandle(speed=speed, state_dir=Path(state_dir) if state_dir else None, faults=faults,
-                      invoke_latency_ms=invoke_latency_ms, port=port)
+                      invoke_latency_ms=invoke_latency_ms, port=port, pt_tokens_per_minute=pt_tokens_per_minute,
+                      pt_burst_seconds=pt_burst_seconds)
     try:
         yield h
     finally:
@@ -131,8 +137,10 @@ def running_emulator(*, speed: float = 2000.0, state_dir: str | Path | None = No
 
 class _ProcessHandle(EmulatorHandle):
     def __init__(self, *, speed: float, state_dir: Path | None, faults: list[dict] | None,
-                 invoke_latency_ms: float | None, port: int, startup_timeout: float = 30.0):
+                 invoke_latency_ms: float | None, port: int, startup_timeout: float = 30.0,
+                 pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None):
         self._tmp = None
+        self._capacity = (pt_tokens_per_minute, pt_burst_seconds)
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="forge-emulator-")
             state_dir = Path(self._tmp.name)
@@ -154,6 +162,10 @@ class _ProcessHandle(EmulatorHandle):
             cmd += ["--faults", str(self._faults_file)]
         if self._latency is not None:
             cmd += ["--invoke-latency-ms", str(self._latency)]
+        if self._capacity[0] is not None:
+            cmd += ["--pt-tokens-per-minute", str(self._capacity[0])]
+        if self._capacity[1] is not None:
+            cmd += ["--pt-burst-seconds", str(self._capacity[1])]
         self._log = open(self.state_dir / "emulator.log", "ab")
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
@@ -212,10 +224,14 @@ class _ProcessHandle(EmulatorHandle):
 
 
 def start_subprocess(*, speed: float = 3000.0, state_dir: str | Path | None = None, port: int = 0,
-                     faults: list[dict] | None = None, invoke_latency_ms: float | None = None) -> EmulatorHandle:
-    """``python -m emulator`` in a separate process; returns once ``/_emulator/health`` answers."""
+                     faults: list[dict] | None = None, invoke_latency_ms: float | None = None,
+                     pt_tokens_per_minute: float | None = None,
+                     pt_burst_seconds: float | None = None) -> EmulatorHandle:
+    """``python -m emulator`` in a separate process; returns once ``/_emulator/health`` answers.
+    ``pt_tokens_per_minute`` / ``pt_burst_seconds``: PT capacity, as for :func:`running_emulator`."""
     return _ProcessHandle(speed=speed, state_dir=Path(state_dir) if state_dir else None, faults=faults,
-                          invoke_latency_ms=invoke_latency_ms, port=port)
+                          invoke_latency_ms=invoke_latency_ms, port=port, pt_tokens_per_minute=pt_tokens_per_minute,
+                          pt_burst_seconds=pt_burst_seconds)
 
 
 def boto3_clients(url: str, *, region: str = "us-east-1", max_attempts: int | None = None):
