@@ -3,7 +3,7 @@ the DEFAULT ``serving.max_hours`` (``forge-expires-at`` two hours away: it canno
 sweep stale bound, leaves 0 PTs and at most 300 s of PT time after the kill; its manifest tells the truth.
 
 Three kills (bench/leak.py drives them; its table is bench/leak.md):
-- SIGKILL of ``forge run`` (its pid, and separately its whole process group);
+- SIGKILL of ``forge run`` (its pid; its whole process group is the fault matrix's ``sigkill`` row);
 - SIGKILL of a real ``prefect worker start`` process worker on a real ``prefect server start`` (SQLite in a temp
   PREFECT_HOME), the run triggered through the ``customize`` deployment registered by ``forge deploy``;
 - SIGTERM of that worker (a normal stop).
@@ -74,32 +74,38 @@ def test_sigterm_of_the_process_worker(outcome):
     assert any("SIGKILL" in s for s in o.signals), _explain(o)
 
 
-@pytest.mark.parametrize("row", ["forge-run-kill", "forge-run-killpg"])
-def test_sigkill_of_forge_run_is_cleaned_by_its_watchdog(outcome, row):
-    o = outcome(row)
+def test_sigkill_of_forge_run_is_cleaned_by_its_watchdog(outcome):
+    """(The whole process group variant is the fault matrix's `sigkill` row: tests/flows/test_fault_matrix.py.)"""
+    o = outcome("forge-run-kill")
     _assert_no_leak_within_target(o)
     assert o.deleted_by == "watchdog", _explain(o)
     assert o.manifest_status == "interrupted", _explain(o)
 
 
 def test_sigkill_of_the_process_worker(outcome):
-    """The flow-run process is in its own session: it outlives the worker and tears down itself (finally or a
-    hook), or its watchdog does; never the sweep, never "succeeded"."""
+    """The flow-run process is in its own session and its output is not piped through the worker
+    (`stream_output: false`, set by forge deploy): it outlives the worker and FINISHES its run, tearing down in its
+    own finally — never the sweep. "succeeded" is the truth then: the run completed and nothing is left alive."""
     o = outcome("worker-kill")
     _assert_no_leak_within_target(o)
     assert not o.deleted_by.startswith("sweep"), _explain(o)
-    assert o.manifest_status in ("failed", "interrupted"), _explain(o)
+    assert o.manifest_status in ("succeeded", "failed", "interrupted"), _explain(o)
 
 
-@pytest.mark.parametrize("row", ["worker-term", "worker-kill"])
-def test_prefect_does_not_leave_the_killed_run_running(lab, outcome, row):
-    """`forge deploy`'s zombie automation (or the surviving flow-run process itself) ends the run Crashed/Failed
-    within the zombie bound; it never shows Completed."""
-    o = outcome(row)
+def test_prefect_does_not_leave_the_killed_run_running(lab, outcome):
+    """`forge deploy`'s zombie automation ends a run whose process was killed Crashed within the zombie bound."""
+    o = outcome("worker-term")
     leak.settle_flow_states(lab.api, [o])
     assert o.flow_state_final in ("Crashed", "Failed"), _explain(o)
     assert o.flow_marked_s is not None and o.flow_marked_s <= leak.zombie_bound_s(), _explain(o)
     assert o.manifest_final in ("failed", "interrupted"), _explain(o)   # agrees with Prefect, never "succeeded"
+
+
+def test_a_run_that_outlived_its_worker_ends_with_prefect_and_the_manifest_agreeing(lab, outcome):
+    o = outcome("worker-kill")
+    leak.settle_flow_states(lab.api, [o])
+    assert o.flow_state_final in ("Completed", "Crashed", "Failed"), _explain(o)   # never left Running
+    assert (o.flow_state_final == "Completed") == (o.manifest_final == "succeeded"), _explain(o)
 
 
 def test_sigkill_of_forge_run_leaves_no_process_behind(outcome):

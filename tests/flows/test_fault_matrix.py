@@ -65,6 +65,7 @@ def _scenario_specific(name: str, o: faults.Outcome) -> None:
         # the default serving.max_hours — not the sweep at forge-expires-at
         assert o.cleaned_by == "the run's watchdog", o.cleaned_by
         assert o.exit_code == -9
+        assert "forge rerun" in o.message, "the watchdog's manifest note says how to resume"
     if name in ("sigterm", "crash", "eval-exception", "pt-failed", "cancel-evaluate", "ctrl-c",
                 "delete-fails-once"):
         assert o.cleaned_by.startswith("the run itself"), o.cleaned_by
