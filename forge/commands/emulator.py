@@ -22,4 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_emulator(args: argparse.Namespace) -> int:
     from emulator.server import serve
     return serve(host=args.host, port=args.port, speed=args.speed, faults_file=args.faults,
-                 state_dir=args.state_dir, invoke_latency_ms=args.invoke_latency_ms)
+                 state_dir=args.state_dir, invoke_latency_ms=args.invoke_latency_ms,
+                 pt_tokens_per_minute=getattr(args, "pt_tokens_per_minute", None),
+                 pt_burst_seconds=getattr(args, "pt_burst_seconds", None))
