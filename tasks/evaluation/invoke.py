@@ -9,13 +9,25 @@ model ARN, or a custom model deployment ARN (docs/bedrock-facts.md §3 "Which mo
 Llama and Titan get the raw prompt (system text first, when given): that is the shape their
 prompt/completion fine-tuning data has (docs/bedrock-facts.md §5), so the custom model sees what it was trained on.
 Errors are not caught: a botocore ``ClientError`` reaches the caller (evaluation classifies and retries).
+
+Concurrency adapts to capacity (AIMD, ``AimdLimiter``): every call to one target passes through that target's
+limiter, which holds the in-flight limit. A throttled call (``ThrottlingException``, or a success botocore only got
+after retrying) halves the limit, once per congestion episode, floor 1; each window of successes while the limit was
+reached adds 1, up to the maximum. The throttled call's error still reaches the caller, whose retry loop
+(``tasks.evaluate.run_comparison``: bounded retries, full-jitter backoff) retries that example outside the
+limiter, so no example is lost. A provisioned throughput's capacity is tokens per minute per model unit
+(https://docs.aws.amazon.com/bedrock/latest/userguide/prov-throughput.html); a call beyond a quota is refused with
+ThrottlingException, HTTP 429
+(https://docs.aws.amazon.com/botocore/latest/reference/services/bedrock-runtime/client/exceptions/ThrottlingException.html).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from typing import Any
+import weakref
+from typing import Any, Literal
 
 from tasks.run.types import InvokeResult
 
@@ -81,14 +93,144 @@ def parse_body(invoke_shape: str, data: dict) -> tuple[str, int | None, int | No
     raise ValueError(f"unknown invoke shape {invoke_shape!r}")
 
 
+# ---------------------------------------------------------------------------------------------
+# AIMD concurrency per target
+
+Outcome = Literal["ok", "throttled", "error"]
+THROTTLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "ThrottledException"})
+DEFAULT_MAXIMUM = 256   # evaluation.concurrency's upper bound (tasks/config EvaluationConfig)
+
+
+class AimdLimiter:
+    """In-flight limit for one target that follows its capacity: additive increase, multiplicative decrease.
+
+    ``acquire`` blocks while ``in_flight >= limit`` and returns a ticket; ``release(ticket, outcome)`` ends the
+    call. A ``"throttled"`` outcome sets ``limit = max(1, min(limit, peak concurrency) // 2)`` — once per
+    congestion episode: calls admitted before the last decrease do not decrease again (their throttles answer the
+    old, higher concurrency). Each ``window`` successes (default: the current limit, about one round of calls) add
+    1 up to ``maximum``, but only when the limit was reached meanwhile, so a limit the callers never use does not
+    grow (RFC 7661's rule for an application-limited window). ``"error"`` (not a capacity signal) changes nothing.
+    No clock: time enters only through the callers' calls, so the logic is tested step by step.
+    """
+
+    def __init__(self, maximum: int, *, start: int | None = None, window: int | None = None):
+        if maximum < 1 or (start is not None and not 1 <= start <= maximum) or (window is not None and window < 1):
+            raise ValueError(f"AimdLimiter needs 1 <= start <= maximum and window >= 1 (got maximum={maximum}, "
+                             f"start={start}, window={window})")
+        self.maximum, self.window = int(maximum), window
+        self.limit = int(start if start is not None else maximum)
+        self.in_flight = 0
+        self.throttles = self.decreases = self.increases = 0
+        self.lowest = self.limit
+        self._epoch = self._ok = 0
+        self._peak = 0
+        self._cond = threading.Condition()
+
+    def try_acquire(self) -> int | None:
+        """A ticket when a slot is free now, else None."""
+        with self._cond:
+            return self._admit() if self.in_flight < self.limit else None
+
+    def acquire(self, timeout: float | None = None) -> int:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.in_flight < self.limit, timeout):
+                raise TimeoutError(f"no call slot within {timeout} s (limit {self.limit}, in flight {self.in_flight})")
+            return self._admit()
+
+    def _admit(self) -> int:
+        self.in_flight += 1
+        self._peak = max(self._peak, self.in_flight)
+        return self._epoch
+
+    def release(self, ticket: int, outcome: Outcome) -> None:
+        with self._cond:
+            if self.in_flight < 1:
+                raise RuntimeError("AimdLimiter.release without a matching acquire")
+            self.in_flight -= 1
+            if outcome == "throttled":
+                self.throttles += 1
+                if ticket == self._epoch:   # halve the concurrency reached since the last change (>= in flight)
+                    self.limit = max(1, min(self.limit, self._peak) // 2)
+                    self.lowest = min(self.lowest, self.limit)
+                    self.decreases += 1
+                    self._epoch += 1
+                    self._ok, self._peak = 0, self.in_flight
+            elif outcome == "ok":
+                self._ok += 1
+                if self._ok >= (self.window or self.limit):
+                    if self._peak >= self.limit and self.limit < self.maximum:
+                        self.limit += 1
+                        self.increases += 1
+                    self._ok, self._peak = 0, self.in_flight
+            self._cond.notify_all()
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"limit": self.limit, "maximum": self.maximum, "lowest": self.lowest, "throttles": self.throttles,
+                    "decreases": self.decreases, "increases": self.increases}
+
+
+_LIMITERS: weakref.WeakKeyDictionary[Any, dict[str, AimdLimiter]] = weakref.WeakKeyDictionary()
+_LIMITERS_LOCK = threading.Lock()
+
+
+def limiter_for(runtime_client: Any, target: str, maximum: int | None = None) -> AimdLimiter:
+    """The one limiter of (client, target), made on first use: every caller of one target shares its capacity.
+
+    ``maximum`` (``evaluation.concurrency``) applies when the limiter is made; without it the limit starts at
+    ``DEFAULT_MAXIMUM`` and the caller's own pool bounds the calls, so the first decrease halves the concurrency
+    actually in flight."""
+    with _LIMITERS_LOCK:
+        per_target = _LIMITERS.setdefault(runtime_client, {})
+        if target not in per_target:
+            per_target[target] = AimdLimiter(maximum or DEFAULT_MAXIMUM)
+        return per_target[target]
+
+
+def is_throttling(exc: BaseException) -> bool:
+    resp = getattr(exc, "response", None)
+    code = str(((resp or {}).get("Error") or {}).get("Code", "")) if isinstance(resp, dict) else ""
+    return code in THROTTLE_CODES
+
+
+def _retried(resp: Any) -> bool:
+    """botocore retried before this answer (its retry modes retry throttles): capacity was short."""
+    meta = resp.get("ResponseMetadata") if isinstance(resp, dict) else None
+    return bool(_int((meta or {}).get("RetryAttempts")))
+
+
+def limited_call(limiter: AimdLimiter, call: Any) -> Any:
+    """``call()`` inside one of the limiter's slots; the outcome feeds AIMD; errors propagate unchanged."""
+    ticket = limiter.acquire()
+    outcome: Outcome = "error"
+    try:
+        resp = call()
+        outcome = "throttled" if _retried(resp) else "ok"
+        return resp
+    except Exception as exc:
+        outcome = "throttled" if is_throttling(exc) or _retried(getattr(exc, "response", None)) else "error"
+        raise
+    finally:
+        limiter.release(ticket, outcome)
+
+
 def invoke_text(runtime_client: Any, target: str, invoke_shape: str, *, prompt: str, system: str | None = None,
-                max_tokens: int = 256, temperature: float = 0.0) -> InvokeResult:
+                max_tokens: int = 256, temperature: float = 0.0,
+                limiter: AimdLimiter | None = None) -> InvokeResult:
+    """One call through ``limiter`` (default: ``limiter_for(runtime_client, target)``, shared per target)."""
     body = build_body(invoke_shape, prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature)
-    t0 = time.perf_counter()
-    resp = runtime_client.invoke_model(modelId=target, body=json.dumps(body).encode(),
-                                       contentType="application/json", accept="application/json")
-    raw = resp["body"].read()
-    latency_ms = (time.perf_counter() - t0) * 1000.0
+    payload = json.dumps(body).encode()
+    gate = limiter if limiter is not None else limiter_for(runtime_client, target)
+
+    def call() -> Any:   # latency is the model's: the wait for a slot is not in it
+        t0 = time.perf_counter()
+        resp = runtime_client.invoke_model(modelId=target, body=payload, contentType="application/json",
+                                           accept="application/json")
+        raw = resp["body"].read()
+        return dict(resp, body=raw, latency_ms=(time.perf_counter() - t0) * 1000.0)
+
+    resp = limited_call(gate, call)
+    raw, latency_ms = resp["body"], resp["latency_ms"]
     text, tin, tout = parse_body(invoke_shape, json.loads(raw))
     headers = (resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
     if tin is None:   # the runtime also reports token counts in response headers

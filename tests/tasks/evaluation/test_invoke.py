@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 
 import boto3
 import pytest
@@ -98,3 +100,203 @@ def test_every_catalog_base_model_answers_through_its_inference_id(aws_env):
             except Exception as err:  # noqa: BLE001 - collected, reported together
                 failures[target] = str(err)
     assert failures == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# AIMD concurrency (issue 17): the limiter step by step, a fake-clock simulation, and the real loop
+
+
+from tasks.evaluation.invoke import AimdLimiter, limited_call, limiter_for  # noqa: E402
+
+
+def _throttle(op: str = "InvokeModel", retries: int = 0) -> ClientError:
+    return ClientError({"Error": {"Code": "ThrottlingException", "Message": "Too many tokens"},
+                        "ResponseMetadata": {"HTTPStatusCode": 429, "RetryAttempts": retries}}, op)
+
+
+def _fill(lim: AimdLimiter, n: int) -> list[int]:
+    return [t for t in (lim.try_acquire() for _ in range(n)) if t is not None]
+
+
+def test_limiter_starts_at_the_configured_concurrency_and_blocks_beyond_it():
+    lim = AimdLimiter(8)
+    assert len(_fill(lim, 20)) == 8 and lim.in_flight == 8 and lim.try_acquire() is None
+    with pytest.raises(TimeoutError):
+        lim.acquire(timeout=0)
+    with pytest.raises(ValueError):
+        AimdLimiter(0)
+    with pytest.raises(ValueError):
+        AimdLimiter(4, start=5)
+
+
+def test_a_throttle_halves_once_per_episode_with_floor_one():
+    lim = AimdLimiter(8)
+    tickets = _fill(lim, 8)
+    for t in tickets:               # all 8 in-flight calls of the same episode are throttled
+        lim.release(t, "throttled")
+    assert lim.limit == 4 and lim.decreases == 1 and lim.throttles == 8
+    for expected in (2, 1, 1):      # each new episode halves again, never below 1
+        t = _fill(lim, 8)
+        assert len(t) == lim.limit
+        for x in t:
+            lim.release(x, "throttled")
+        assert lim.limit == expected
+    assert lim.lowest == 1
+
+
+def test_a_throttle_halves_the_concurrency_in_flight_not_an_unused_limit():
+    lim = AimdLimiter(256)          # the shared default limiter: the caller's pool bounds the calls
+    t = _fill(lim, 10)
+    lim.release(t[0], "throttled")
+    assert lim.limit == 5
+
+
+def test_successes_add_one_per_window_only_while_the_limit_is_reached_up_to_the_maximum():
+    lim = AimdLimiter(6, start=2, window=2)
+    for _ in range(10):
+        for t in _fill(lim, lim.limit):
+            lim.release(t, "ok")
+    assert lim.limit == 6 and lim.increases == 4
+    idle = AimdLimiter(6, start=2, window=2)
+    for _ in range(10):             # one call at a time: the limit of 2 is never reached, so it does not grow
+        lim_t = idle.acquire()
+        idle.release(lim_t, "ok")
+    assert idle.limit == 2
+    other = AimdLimiter(4, start=2)
+    for _ in range(5):              # a non-capacity error neither decreases nor counts as a success
+        other.release(other.acquire(), "error")
+    assert other.stats() == {"limit": 2, "maximum": 4, "lowest": 2, "throttles": 0, "decreases": 0, "increases": 0}
+    with pytest.raises(RuntimeError):
+        other.release(0, "ok")
+
+
+def _simulate(lim: AimdLimiter, n: int, capacity, retries: int = 20):
+    """Fake clock: one call lasts one tick; the fake model serves at most ``capacity(tick)`` concurrent calls
+    and throttles the rest; a throttled example waits one tick (backoff) and is retried."""
+    pending = list(range(n))
+    answered: dict[int, int] = {}
+    errors: dict[int, str] = {}
+    attempts = dict.fromkeys(pending, 0)
+    trace = []
+    tick = 0
+    while pending:
+        tick += 1
+        started = []
+        while pending and (t := lim.try_acquire()) is not None:
+            started.append((pending.pop(0), t))
+        retry = []
+        for k, (ex, t) in enumerate(started):
+            attempts[ex] += 1
+            if k < capacity(tick):
+                lim.release(t, "ok")
+                answered[ex] = tick
+            else:
+                lim.release(t, "throttled")
+                (retry if attempts[ex] <= retries else []).append(ex)
+                if attempts[ex] > retries:
+                    errors[ex] = "retries exhausted"
+        pending = retry + pending
+        trace.append((tick, len(started), min(len(started), capacity(tick)), lim.limit))
+    return answered, errors, trace
+
+
+def test_aimd_converges_near_the_capacity_and_loses_no_example():
+    K = 10
+    lim = AimdLimiter(64, start=64)
+    answered, errors, trace = _simulate(lim, 3000, lambda tick: K)
+    assert errors == {} and sorted(answered) == list(range(3000))   # every example answered, once
+    steady = trace[20:-5]
+    assert all(K // 2 <= limit <= K + 1 for _, _, _, limit in steady)
+    served = sum(s for _, _, s, _ in steady) / len(steady)
+    assert served >= 0.7 * K          # AIMD's saw-tooth between K/2 and K: about 3/4 of K on average
+    throttled = sum(st - s for _, st, s, _ in steady)
+    assert throttled <= len(steady) / 2   # at most one over-limit probe per couple of rounds, not a storm
+
+
+def test_aimd_recovers_to_the_maximum_after_throttling_stops():
+    lim = AimdLimiter(32, start=32)
+    answered, errors, trace = _simulate(lim, 4000, lambda tick: 3 if tick < 40 else 10_000)
+    assert errors == {} and len(answered) == 4000
+    assert min(limit for tick, _, _, limit in trace if 10 <= tick < 40) <= 3
+    assert trace[-1][3] == 32 and lim.increases >= 29
+
+
+class _CapacityRuntime:
+    """A bedrock-runtime stand-in that serves at most ``k`` concurrent calls and throttles the rest."""
+
+    def __init__(self, k: int, hold_s: float = 0.002):
+        self.k, self.hold, self.now, self.peak, self.calls, self.throttled = k, hold_s, 0, 0, 0, 0
+        self.lock = threading.Lock()
+
+    def invoke_model(self, modelId, body, contentType, accept):  # noqa: N803 - boto3's keyword names
+        with self.lock:
+            self.calls += 1
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            over = self.now > self.k
+            if over:
+                self.now -= 1
+                self.throttled += 1
+        if over:
+            raise _throttle()
+        try:
+            time.sleep(self.hold)
+            prompt = json.loads(body)["messages"][0]["content"][0]["text"]
+            return {"body": _stream({"output": {"message": {"content": [{"text": f"re: {prompt}"}]}},
+                                     "usage": {"inputTokens": 3, "outputTokens": 2}}),
+                    "ResponseMetadata": {"RetryAttempts": 0, "HTTPHeaders": {}}}
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.mark.timeout(120)
+def test_the_evaluation_loop_adapts_to_capacity_and_answers_every_example():
+    from tasks.data.formats import Example
+    from tasks.evaluate import default_is_retryable, run_comparison
+
+    base, custom = _CapacityRuntime(k=3), _CapacityRuntime(k=3)
+    examples = [Example(system=None, prompt=f"q{i}", completion="a") for i in range(150)]
+    limiters = {"base": AimdLimiter(16), "custom": AimdLimiter(16)}
+
+    def make(name, rt):
+        return lambda ex: invoke_text(rt, "arn:pt/" + name, "nova", prompt=ex.prompt, max_tokens=8,
+                                      limiter=limiters[name])
+
+    df = run_comparison(examples, make("base", base), make("custom", custom), concurrency=16,
+                        requests_per_second=None, retries=8, is_retryable=default_is_retryable,
+                        backoff_base=0.001, backoff_cap=0.01)
+    assert df["base_error"].isna().all() and df["custom_error"].isna().all()        # no example lost
+    assert df["base_output"].tolist() == [f"re: q{i}" for i in range(150)] == df["custom_output"].tolist()
+    for name, rt in (("base", base), ("custom", custom)):
+        lim = limiters[name]
+        assert lim.decreases >= 1 and lim.lowest <= 3 and lim.in_flight == 0
+        # a fixed pool of 16 would offer 16 concurrent calls; AIMD keeps throttles to a fraction of the calls
+        assert rt.throttled < rt.calls / 2
+
+
+def test_calls_to_one_target_share_a_limiter_and_other_targets_do_not():
+    rt = _CapacityRuntime(k=100)
+    a, b = limiter_for(rt, "arn:pt/a"), limiter_for(rt, "arn:pt/b")
+    assert a is limiter_for(rt, "arn:pt/a") and a is not b and a is not limiter_for(_CapacityRuntime(1), "arn:pt/a")
+    assert a.maximum == 256
+    invoke_text(rt, "arn:pt/a", "nova", prompt="p", max_tokens=4)
+    assert a.in_flight == 0 and a.stats()["throttles"] == 0
+
+
+def test_a_success_botocore_had_to_retry_counts_as_throttling_and_errors_pass_through():
+    lim = AimdLimiter(8)
+    held = _fill(lim, 3)
+    assert limited_call(lim, lambda: {"ResponseMetadata": {"RetryAttempts": 2}}) == \
+        {"ResponseMetadata": {"RetryAttempts": 2}}
+    assert lim.limit == 2 and lim.in_flight == 3    # halved from the 4 calls in flight; its slot given back
+    for t in held:
+        lim.release(t, "error")
+    with pytest.raises(ClientError):                # a new episode: a throttle raised by the call halves again
+        limited_call(lim, lambda: (_ for _ in ()).throw(_throttle()))
+    assert lim.limit == 1 and lim.decreases == 2 and lim.in_flight == 0
+    validation = ClientError({"Error": {"Code": "ValidationException", "Message": "bad"}}, "InvokeModel")
+    before = lim.stats()
+    with pytest.raises(ClientError):
+        limited_call(lim, lambda: (_ for _ in ()).throw(validation))
+    assert lim.stats() == before and lim.in_flight == 0
