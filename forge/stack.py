@@ -197,8 +197,12 @@ def trigger(api_url: str, deployment: str, parameters: dict) -> str:
     if dep.status_code == 404:
         raise StackError(f"deployment {deployment!r} not found: run `forge deploy --apply` first")
     dep.raise_for_status()
-    resp = httpx.post(f"{api_url}/deployments/{dep.json()['id']}/create_flow_run",
-                      json={"parameters": parameters}, timeout=30)
+    for attempt in range(5):   # a busy server (SQLite under load) may answer 503 for a moment
+        resp = httpx.post(f"{api_url}/deployments/{dep.json()['id']}/create_flow_run",
+                          json={"parameters": parameters}, timeout=30)
+        if resp.status_code not in (502, 503, 504):
+            break
+        time.sleep(1.0 + attempt)
     if resp.status_code >= 400:
         raise StackError(f"creating a run of {deployment} was refused ({resp.status_code}): {resp.text[:2000]}")
     return resp.json()["id"]
