@@ -422,22 +422,37 @@ PROGRESS_EVERY = 100_000
 
 
 def _raw_rows(source: str, fmt: str) -> Iterator[dict]:
-    """Stream raw rows as dicts: JSONL line by line, CSV in chunks, Parquet in record batches."""
-    path = Path(source)
-    kind = fmt if fmt != "auto" else {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(
-        path.suffix.lower(), "jsonl")
-    if kind == "jsonl":
-        yield from _iter_jsonl(path)
-    elif kind == "csv":
-        import pandas as pd
+    """Stream raw rows as dicts: JSONL line by line, CSV in chunks, Parquet in record batches. The source gets the
+    data pre-flight first (tasks/data/sources.py: a regular file, not compressed, not UTF-16...), so a FIFO or a
+    device never hangs the estimate; a line JSON cannot read (even 100k deep) is skipped (validation reports it)."""
+    from tasks.data import sources
 
-        for chunk in pd.read_csv(path, chunksize=50_000, dtype=str, keep_default_na=False):
-            yield from chunk.to_dict("records")
-    else:
-        import pyarrow.parquet as pq
+    try:
+        fh, kind = sources.open_source(source, fmt)
+    except sources.SourceProblem as e:
+        raise ValueError(f"data.source {source}: {e.message} ({e.fix})") from None
+    with fh:
+        if kind == "jsonl":
+            for raw in fh:
+                line = raw.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue   # validation reports it; the estimate only counts what it can read
+                if isinstance(rec, dict):
+                    yield rec
+        elif kind == "csv":
+            import pandas as pd
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
-            yield from batch.to_pylist()
+            for chunk in pd.read_csv(fh, chunksize=50_000, dtype=str, keep_default_na=False):
+                yield from chunk.to_dict("records")
+        else:
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=50_000):
+                yield from batch.to_pylist()
 
 
 def _estimate_raw(config: PipelineConfig, progress: Callable[[int], None] | None = None) -> CostEstimate:

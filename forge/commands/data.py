@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--role", choices=["train", "validation", "test"], default="train",
                    help="which limits apply: training file (default), validation file, or test (no count limits)")
     p.add_argument("--max-problems", type=int, default=200, help="print at most this many problems (default 200)")
+    p.add_argument("--live", action="store_true",
+                   help="with a config: also ask Bedrock (read-only GetFoundationModel, in the config's Region) "
+                        "whether the base model and teacher are customizable that way, there, now")
     p.set_defaults(func=_guarded(cmd_validate))
 
     p = sub.add_parser("prepare", help="convert, check, dedupe and split data into the model's format",
@@ -221,6 +224,8 @@ def _validate_config(args) -> int:
     except ConfigError as err:
         return _fail(args, err.problems + [f"{args.data}: {len(err.problems)} problem(s) in the config"])  # exit 2
     problems = validate_config(config, args.data)
+    if getattr(args, "live", False):
+        problems += _live_problems(config, args.data)
     total = len(problems)
     records = None
     with tempfile.TemporaryDirectory(prefix="forge-validate-") as tmp:
@@ -237,6 +242,26 @@ def _validate_config(args) -> int:
     else:
         summary = f"{args.data}: {report.total_problems} problem(s) in the config and its data ({config.data.source})"
     return _report(args, report, summary)
+
+
+def _live_problems(config, source: str) -> list:
+    """The live pre-flight (tasks/preflight.py) as located problems; its warnings printed."""
+    from tasks.aws.clients import make_clients
+    from tasks.catalog import load_catalog
+    from tasks.config import yaml_line
+    from tasks.config.rules import buys_provisioned_throughput
+    from tasks.data.problems import Problem
+    from tasks.preflight import PreflightRefused, preflight
+
+    try:
+        report = preflight(make_clients(config.aws), config, source=source,
+                           buys_pt=buys_provisioned_throughput(config, load_catalog().family_of(config.base_model)))
+    except PreflightRefused as err:
+        return [Problem(file=source, line=yaml_line(source, r.field), field=r.field, message=r.message, fix=r.fix)
+                for r in err.refusals]
+    for w in report.warnings:
+        print(f"{source}: warning: {w}", file=sys.stderr)
+    return []
 
 
 def _report(args, report, summary: str) -> int:

@@ -369,3 +369,19 @@ def test_cli_bad_data_prints_located_problems_exit_2(tmp_path, capsys):
     assert run_cli(str(cfg)) == 2
     err = capsys.readouterr().err
     assert f"{data}:2: prompt:" in err and f"{data}:3:" in err and "Traceback" not in err
+
+
+def test_the_raw_estimate_refuses_a_fifo_or_deep_json_without_hanging_or_crashing(tmp_path):
+    """The estimate reads through the data pre-flight (tasks/data/sources.py): a FIFO is refused at once (it used to
+    block forever), a 100k-deep line is skipped rather than a RecursionError."""
+    import os
+
+    from tasks import estimate as est
+
+    fifo = tmp_path / "data.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="named pipe"):
+        list(est._raw_rows(str(fifo), "auto"))
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n" + '{"prompt": "a", "completion": "b"}\n')
+    assert list(est._raw_rows(str(deep), "jsonl")) == [{"prompt": "a", "completion": "b"}]
