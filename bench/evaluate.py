@@ -1,6 +1,7 @@
-"""Benchmark the evaluation stage: invocation concurrency and the metric stage.
+"""Benchmark the evaluation stage: invocation concurrency, capacity (AIMD) and the metric stage.
 
     .venv/bin/python bench/evaluate.py [--n 160] [--concurrency 16] [--latency-ms 200] [--out bench/results-evaluate.md]
+    .venv/bin/python bench/evaluate.py --capacity-only [--capacity-n 600] [--pt-tpm 100000] [--pt-burst-s 1]
 
 1. Invocation: N examples x 2 models at L ms per call with C workers per model.
    ideal = N * L / C  (the two models run side by side, each with its own C workers);
@@ -11,6 +12,13 @@
 2. Metric stage: tasks.evaluation.metrics.compute_metrics (BERTScore of all 2N pairs in one call + ROUGE-L +
    exact match + bootstrap) vs one bare ``bert_score.score`` call on the same 2N pairs; both
    "cold" (model load included) and "warm" (our cached scorer).
+3. Capacity: the emulator (``python -m emulator``, a separate process) with PT capacity (``--pt-tpm`` tokens per
+   minute per model unit, bucket of ``--pt-burst-s`` seconds); base = the on-demand model (not metered), custom = a
+   1-MU PT on it; clients from ``tasks.aws.clients.make_clients`` (the run's botocore retry mode). Two runs of
+   run_comparison in the same process, each on a fresh PT: AIMD (``invoke_text``'s per-target limiter) and a
+   fixed-concurrency baseline (the same calls, no limiter). Throughput = the PT's served input+output tokens
+   minus one full bucket, over the wall time, against ``tpm x modelUnits``. ``--capacity-only`` rewrites only that
+   section of the results file.
 """
 
 from __future__ import annotations
@@ -105,6 +113,134 @@ def run_metric_stage(df, reps: int = 3) -> dict:
             "ours_warm_s": statistics.median(warm), "ours_warm_all": warm}
 
 
+class FixedConcurrency:
+    """The baseline: ``invoke_text``'s limiter slot that never adapts (the pool's size is the concurrency)."""
+
+    maximum = limit = 0
+
+    def acquire(self, timeout: float | None = None) -> int:
+        return 0
+
+    def release(self, ticket: int, outcome: str) -> None:
+        return None
+
+
+def _new_pt(bedrock, name: str, base_model: str) -> str:
+    arn = bedrock.create_provisioned_model_throughput(modelUnits=1, provisionedModelName=name,
+                                                      modelId=base_model)["provisionedModelArn"]
+    deadline = time.monotonic() + 60
+    while bedrock.get_provisioned_model_throughput(provisionedModelId=arn)["status"] != "InService":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"PT {name} not InService after 60 s")
+        time.sleep(0.05)
+    return arn
+
+
+def run_capacity(n: int, concurrency: int, latency_ms: float, tpm: float, burst_s: float, retries: int,
+                 retry_mode: str = "adaptive", max_attempts: int = 6) -> dict:
+    """AIMD vs fixed concurrency against one emulator whose PTs serve ``tpm`` tokens per minute."""
+    from emulator.testing import start_subprocess
+    from tasks.aws.clients import make_clients
+    from tasks.catalog import load_catalog
+    from tasks.config import AwsConfig
+    from tasks.evaluation.invoke import AimdLimiter, invoke_text
+
+    base_model = "amazon.nova-micro-v1:0:128k"
+    cat = load_catalog()
+    shape, base_id = cat.family_of(base_model).invoke_shape, cat.inference_id(base_model)
+    examples = make_examples(n, seed=1)
+    out: dict = {"n": n, "concurrency": concurrency, "tpm": tpm, "burst_s": burst_s, "latency_ms": latency_ms}
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    emu = start_subprocess(speed=3000.0, invoke_latency_ms=latency_ms, pt_tokens_per_minute=tpm,
+                           pt_burst_seconds=burst_s)
+    try:
+        health = emu.health()
+        aws = AwsConfig(endpoint_url=emu.url, retry_mode=retry_mode, max_attempts=max_attempts)
+        out["retry"] = f"botocore {aws.retry_mode} mode, {aws.max_attempts} attempt(s) per call"
+        for mode in ("aimd", "fixed"):
+            clients = make_clients(aws, pool_size=2 * concurrency + 4)   # fresh clients: no botocore state carried
+            pt = _new_pt(clients.bedrock, f"bench-cap-{mode}", base_model)
+            lim = AimdLimiter(concurrency) if mode == "aimd" else FixedConcurrency()
+
+            def mk(target, limiter, rt=clients.bedrock_runtime):
+                return lambda ex: invoke_text(rt, target, shape, prompt=ex.prompt, max_tokens=64, limiter=limiter)
+            started = time.time()
+            df = run_comparison(examples, mk(base_id, None), mk(pt, lim), concurrency=concurrency,
+                                requests_per_second=None, retries=retries, is_retryable=default_is_retryable)
+            ok = df["custom_error"].isna()
+            tokens = float((df.loc[ok, "custom_input_tokens"].fillna(0) + df.loc[ok, "custom_output_tokens"].fillna(0))
+                           .sum())
+            wall = df.attrs["wall_seconds"]
+            burst_tokens = tpm / 60.0 * burst_s
+            # the base model on demand is not metered: every InvokeModel 429 since this run began is the PT's
+            throttled = sum(1 for c in emu.ledger()["calls"] if c["operation"] == "InvokeModel"
+                            and int(c["status"] or 0) == 429 and float(c.get("real_t") or 0) >= started)
+            out[mode] = {"wall": wall, "tokens": tokens, "served_tpm": tokens / wall * 60,
+                         "sustained_tpm": (tokens - burst_tokens) / wall * 60,
+                         "lost": int((~ok).sum() + df["base_error"].notna().sum()),
+                         "attempts": int(df["custom_attempts"].sum()), "throttled_429": throttled,
+                         "stats": lim.stats() if mode == "aimd" else None,
+                         "first_error": (df.loc[~ok, "custom_error"].tolist() or [None])[0]}
+        out["health"] = {k: health.get(k) for k in ("pt_tokens_per_minute", "pt_burst_seconds")}
+    finally:
+        emu.terminate()
+    return out
+
+
+def capacity_lines(runs: list[dict]) -> list[str]:
+    c0 = runs[0]
+    cap = c0["tpm"]
+    rows, notes = [], []
+    for c in runs:
+        for mode, label in (("aimd", f"AIMD (start {c['concurrency']}, floor 1)"),
+                            ("fixed", f"fixed concurrency {c['concurrency']} (baseline)")):
+            r = c[mode]
+            rows.append(f"| {c['retry']} | {label} | {r['wall']:.1f} | {r['tokens']:.0f} | {r['served_tpm']:.0f} | "
+                        f"{r['sustained_tpm']:.0f} | **{r['sustained_tpm'] / cap:.2f}×** | {r['lost']} | "
+                        f"{r['attempts']} | {r['throttled_429']} |")
+        notes.append(f"- {c['retry']}: AIMD limiter at the end {c['aimd']['stats']}; baseline's first error: "
+                     f"{c['fixed']['first_error']}")
+    return [
+        "## Capacity: AIMD concurrency against a Provisioned Throughput",
+        "",
+        f"Source of capacity: the Bedrock emulator (`python -m emulator`, separate process) with PT capacity "
+        f"{cap:g} input+output tokens per minute per model unit, bucket {c0['burst_s']:g} s "
+        f"(`/_emulator/health`: {c0['health']}); 1-MU PT on amazon.nova-micro-v1:0:128k, {c0['latency_ms']:g} ms "
+        f"invoke latency; the base model on demand (not metered). Clients: tasks.aws.clients.make_clients with the "
+        f"botocore retry setting of each row. N = {c0['n']} examples, max_tokens 64, run_comparison with concurrency "
+        f"{c0['concurrency']} per model and evaluation.invoke_retries' default (5). All rows in the same run, each on "
+        "a fresh PT and fresh clients.",
+        "",
+        "Sustained = (tokens served − one full bucket) / wall time; target sustained ≥ 0.9 × the PT's modelled "
+        "capacity, 0 lost examples.",
+        "",
+        "| botocore retries | run | wall s | tokens served | served tok/min | sustained tok/min | sustained / capacity "
+        "| lost examples | calls (attempts) | 429s at the emulator |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        *notes,
+        "",
+        "How to read the rows: the evaluator's AIMD limiter sees a throttle when botocore gives up (or answers after "
+        "retrying). With botocore retries off (standard, 1 attempt) every 429 reaches it; with the run's default "
+        "(adaptive, 6 attempts) botocore absorbs most 429s itself and its own client-side rate limiter (one per "
+        "client, shared by the base and custom targets) sets the pace, for the baseline as for AIMD.",
+        "",
+    ]
+
+
+def write_section(path: Path, title: str, lines: list[str]) -> None:
+    """Replace (or append) the section starting with ``title`` in the results file."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Evaluation stage benchmark\n"
+    parts = text.split("\n## ")
+    head, sections = parts[0], ["## " + x for x in parts[1:]]
+    new = "\n".join(lines).rstrip("\n") + "\n"
+    sections = [new if x.startswith(title) else x.rstrip("\n") + "\n" for x in sections]
+    if not any(x.startswith(title) for x in sections):
+        sections.append(new)
+    path.write_text(head.rstrip("\n") + "\n\n" + "\n".join(sections), encoding="utf-8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=160)
@@ -113,7 +249,28 @@ def main() -> None:
     ap.add_argument("--seq-subset", type=int, default=10)
     ap.add_argument("--fake", action="store_true", help="force the sleeping fake invoker")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results-evaluate.md")))
+    ap.add_argument("--capacity-only", action="store_true", help="run and rewrite only the capacity section")
+    ap.add_argument("--no-capacity", action="store_true")
+    ap.add_argument("--capacity-n", type=int, default=600)
+    ap.add_argument("--pt-tpm", type=float, default=100_000, help="PT tokens per minute per model unit")
+    ap.add_argument("--pt-burst-s", type=float, default=1.0)
+    ap.add_argument("--botocore-retries", default="standard:1,adaptive:6",
+                    help="MODE:ATTEMPTS,... botocore retry settings of the capacity runs (AwsConfig: adaptive:6)")
     a = ap.parse_args()
+    cap_title = "## Capacity"
+
+    def capacity() -> list[str]:
+        runs = []
+        for item in a.botocore_retries.split(","):
+            mode, attempts = item.split(":")
+            runs.append(run_capacity(a.capacity_n, a.concurrency, a.latency_ms, a.pt_tpm, a.pt_burst_s, retries=5,
+                                     retry_mode=mode, max_attempts=int(attempts)))
+        return capacity_lines(runs)
+    if a.capacity_only:
+        lines = capacity()
+        write_section(Path(a.out), cap_title, lines)
+        print("\n".join(lines))
+        return
     L = a.latency_ms / 1000
     examples = make_examples(a.n)
     use_emu = emulator_available() and not a.fake
@@ -194,6 +351,8 @@ def main() -> None:
         f"warm {', '.join(f'{x:.2f}' for x in met['ours_warm_all'])}.",
         "",
     ]
+    if not a.no_capacity:
+        lines += capacity()
     Path(a.out).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 
