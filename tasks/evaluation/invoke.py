@@ -36,7 +36,27 @@ def _plain(prompt: str, system: str | None) -> str:
     return f"{system}\n\n{prompt}" if system else prompt
 
 
-def build_body(invoke_shape: str, *, prompt: str, system: str | None, max_tokens: int, temperature: float) -> dict:
+def llama_chat_prompt(prompt: str, system: str | None) -> str:
+    """The Llama 3.x instruct chat template that AWS's Llama page asks ``prompt`` to be formatted with "for best
+    results" (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-meta.html): header blocks for
+    system and user, then an open assistant header the model completes."""
+    head = "<|begin_of_text|>"
+    if system:
+        head += f"<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>"
+    return head + (f"<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>"
+                   "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+Template = Literal["raw", "chat"]
+
+
+def build_body(invoke_shape: str, *, prompt: str, system: str | None, max_tokens: int, temperature: float,
+               template: Template = "raw") -> dict:
+    """``template="chat"``: Llama gets its chat template (Nova and Claude bodies are chat-shaped already; Titan and
+    Cohere have no template); ``"raw"``: the prompt as the fine-tuning data holds it. Base and custom calls of one
+    evaluation go through the same ``invoke_text`` arguments, so both are prompted the same way."""
+    if template not in ("raw", "chat"):
+        raise ValueError(f"unknown prompt template {template!r}; expected 'raw' or 'chat'")
     if invoke_shape == "nova":
         body: dict[str, Any] = {
             "schemaVersion": "messages-v1",
@@ -53,7 +73,8 @@ def build_body(invoke_shape: str, *, prompt: str, system: str | None, max_tokens
             body["system"] = system
         return body
     if invoke_shape == "llama":
-        return {"prompt": _plain(prompt, system), "max_gen_len": max_tokens, "temperature": temperature}
+        text = llama_chat_prompt(prompt, system) if template == "chat" else _plain(prompt, system)
+        return {"prompt": text, "max_gen_len": max_tokens, "temperature": temperature}
     if invoke_shape == "titan":
         return {"inputText": _plain(prompt, system),
                 "textGenerationConfig": {"maxTokenCount": max_tokens, "temperature": temperature}}
@@ -215,10 +236,12 @@ def limited_call(limiter: AimdLimiter, call: Any) -> Any:
 
 
 def invoke_text(runtime_client: Any, target: str, invoke_shape: str, *, prompt: str, system: str | None = None,
-                max_tokens: int = 256, temperature: float = 0.0,
-                limiter: AimdLimiter | None = None) -> InvokeResult:
-    """One call through ``limiter`` (default: ``limiter_for(runtime_client, target)``, shared per target)."""
-    body = build_body(invoke_shape, prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature)
+                max_tokens: int = 256, temperature: float = 0.0, limiter: AimdLimiter | None = None,
+                template: Template = "raw") -> InvokeResult:
+    """One call through ``limiter`` (default: ``limiter_for(runtime_client, target)``, shared per target);
+    ``template``: see ``build_body``."""
+    body = build_body(invoke_shape, prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature,
+                      template=template)
     payload = json.dumps(body).encode()
     gate = limiter if limiter is not None else limiter_for(runtime_client, target)
 

@@ -300,3 +300,34 @@ def test_a_success_botocore_had_to_retry_counts_as_throttling_and_errors_pass_th
     with pytest.raises(ClientError):
         limited_call(lim, lambda: (_ for _ in ()).throw(validation))
     assert lim.stats() == before and lim.in_flight == 0
+
+
+def test_llama_chat_template_wraps_system_and_user_and_leaves_other_shapes_alone():
+    body = build_body("llama", prompt="Where is my card?", system="Classify.", max_tokens=8, temperature=0.0,
+                      template="chat")
+    assert body["prompt"] == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nClassify.<|eot_id|>"
+                              "<|start_header_id|>user<|end_header_id|>\n\nWhere is my card?<|eot_id|>"
+                              "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    no_system = build_body("llama", prompt="p", system=None, max_tokens=8, temperature=0.0, template="chat")
+    assert no_system["prompt"].startswith("<|begin_of_text|><|start_header_id|>user") and "system" not in \
+        no_system["prompt"]
+    for shape in ("nova", "claude", "titan", "cohere"):
+        assert build_body(shape, prompt="p", system="s", max_tokens=8, temperature=0.0, template="chat") == \
+            build_body(shape, prompt="p", system="s", max_tokens=8, temperature=0.0)
+    with pytest.raises(ValueError, match="unknown prompt template 'jinja'"):
+        build_body("llama", prompt="p", system=None, max_tokens=8, temperature=0.0, template="jinja")
+
+
+def test_base_and_custom_get_the_same_templated_body():
+    seen = []
+
+    class Rt:
+        def invoke_model(self, modelId, body, contentType, accept):  # noqa: N803
+            seen.append((modelId, json.loads(body)))
+            return {"body": _stream({"generation": "x", "prompt_token_count": 1, "generation_token_count": 1}),
+                    "ResponseMetadata": {}}
+
+    rt = Rt()
+    for target in ("us.meta.llama3-2-1b-instruct-v1:0", "arn:aws:bedrock:us-west-2:123456789012:provisioned-model/x"):
+        invoke_text(rt, target, "llama", prompt="q", system="s", max_tokens=4, template="chat")
+    assert seen[0][1] == seen[1][1] and seen[0][1]["prompt"].startswith("<|begin_of_text|>")
