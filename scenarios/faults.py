@@ -423,8 +423,12 @@ def sc_delete_fails_once(ctx: Ctx) -> None:
 def sc_delete_fails_always(ctx: Ctx) -> None:
     """Every PT delete refused (a missing permission): after its retries the run fails loudly with the ARN still
     billing in the manifest; on-call fixes the permission and reruns, which deletes it."""
-    _faults([{"operation": "DeleteProvisionedModelThroughput", "error": "AccessDeniedException",
-              "count": 1_000_000}])(ctx)
+    import tasks.teardown as td
+
+    # the retry window shortened from 60 s to 5 s (suite time); what happens after it is the same
+    with patched(td, "DELETE_RETRY_S", 5.0):
+        _faults([{"operation": "DeleteProvisionedModelThroughput", "error": "AccessDeniedException",
+                  "count": 1_000_000}])(ctx)
     alive = (manifest_of(ctx.runs).get("teardown") or {}).get("alive") or []
     ctx.notes.append(f"manifest teardown.alive: {len(alive)} ARN(s)")
     ctx.hook_effect = alive

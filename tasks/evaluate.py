@@ -313,22 +313,30 @@ def collect_outputs(runtime_client: Any, *, test_path: str | Path, data_format: 
     Raises ``EvaluationError`` (after writing the per-example CSV, so the failures can be read)
     when the failed-call share exceeds ``eval_cfg.max_error_share``.
     """
-    if invoke_fn is None:
-        from tasks.evaluation.invoke import invoke_text as invoke_fn
+    from tasks.evaluation.invoke import AimdLimiter, invoke_text
+
+    invoke_fn = invoke_fn or invoke_text
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     examples = load_examples(test_path, data_format, eval_cfg.max_examples, seed)
+    # one in-flight limit per target, adapted to what it can serve (AIMD: halve on throttling, +1 per window of
+    # successes, up to evaluation.concurrency): a PT's capacity per model unit is finite (tasks/evaluation/invoke.py)
+    limiters = {t: AimdLimiter(eval_cfg.concurrency) for t in {base_target, custom_target}}
+    extra = (lambda t: {"limiter": limiters[t]}) if invoke_fn is invoke_text else (lambda t: {})
 
     def make(target: str) -> Callable[[Any], InvokeResult]:
+        kw = extra(target)
+
         def call(ex: Any) -> InvokeResult:
             return invoke_fn(runtime_client, target, invoke_shape, prompt=ex.prompt, system=ex.system,
-                             max_tokens=eval_cfg.max_tokens, temperature=eval_cfg.temperature)
+                             max_tokens=eval_cfg.max_tokens, temperature=eval_cfg.temperature, **kw)
         return call
 
     df = run_comparison(examples, make(base_target), make(custom_target), concurrency=eval_cfg.concurrency,
                         requests_per_second=eval_cfg.requests_per_second, retries=eval_cfg.invoke_retries,
                         is_retryable=is_retryable or default_is_retryable)
     df.attrs["targets"] = {"base": base_target, "custom": custom_target}
+    df.attrs["aimd"] = {t: lim.stats() for t, lim in limiters.items()}
     try:
         check_error_share(df, eval_cfg.max_error_share)
     except EvaluationError:
