@@ -221,10 +221,11 @@ def capacity_lines(runs: list[dict]) -> list[str]:
         "",
         *notes,
         "",
-        "How to read the rows: the evaluator's AIMD limiter sees a throttle when botocore gives up (or answers after "
-        "retrying). With botocore retries off (standard, 1 attempt) every 429 reaches it; with the run's default "
-        "(adaptive, 6 attempts) botocore absorbs most 429s itself and its own client-side rate limiter (one per "
-        "client, shared by the base and custom targets) sets the pace, for the baseline as for AIMD.",
+        "How to read the rows: the AIMD limiter sees every 429 because the run's bedrock-runtime client makes one "
+        "attempt per call whatever `aws.retry_mode`/`max_attempts` say (tasks/aws/clients.py): the evaluator retries "
+        "throttled examples itself (evaluation.invoke_retries, with backoff). So both retry settings measure the "
+        "same client. Before that change, with adaptive:6 botocore absorbed most 429s and its own client-side rate "
+        "limiter paced the evaluation at 0.82x of capacity (AIMD) and 0.86x (fixed).",
         "",
     ]
 

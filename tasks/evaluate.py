@@ -171,27 +171,28 @@ def run_comparison(examples: Sequence[Any], invoke_base: Callable[[Any], InvokeR
         for f in futs:
             f.result()
     wall = time.perf_counter() - t0
-
-    rows = []
-    for i, ex in enumerate(examples):
-        row: dict[str, Any] = {
-            "example_id": getattr(ex, "id", None) if getattr(ex, "id", None) is not None else i,
-            "system": getattr(ex, "system", None),
-            "prompt": ex.prompt,
-            "reference": ex.completion,
-        }
-        for m in ("base", "custom"):
-            r = results[m][i] or InvokeResult(error="no result recorded")
-            row[f"{m}_output"] = r.text if r.error is None else None
-            row[f"{m}_latency_ms"] = r.latency_ms
-            row[f"{m}_input_tokens"] = r.input_tokens
-            row[f"{m}_output_tokens"] = r.output_tokens
-            row[f"{m}_attempts"] = r.attempts
-            row[f"{m}_error"] = r.error
-        rows.append(row)
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([_comparison_row(i, ex, results) for i, ex in enumerate(examples)])
     df.attrs["wall_seconds"] = wall
     return df
+
+
+def _comparison_row(i: int, ex: Any, results: dict[str, list[InvokeResult | None]]) -> dict[str, Any]:
+    """One example's row: the example, then per model its output (None on error), latency, tokens, attempts."""
+    row: dict[str, Any] = {
+        "example_id": getattr(ex, "id", None) if getattr(ex, "id", None) is not None else i,
+        "system": getattr(ex, "system", None),
+        "prompt": ex.prompt,
+        "reference": ex.completion,
+    }
+    for m in ("base", "custom"):
+        r = results[m][i] or InvokeResult(error="no result recorded")
+        row[f"{m}_output"] = r.text if r.error is None else None
+        row[f"{m}_latency_ms"] = r.latency_ms
+        row[f"{m}_input_tokens"] = r.input_tokens
+        row[f"{m}_output_tokens"] = r.output_tokens
+        row[f"{m}_attempts"] = r.attempts
+        row[f"{m}_error"] = r.error
+    return row
 
 
 def error_counts(df: pd.DataFrame) -> dict[str, int]:
