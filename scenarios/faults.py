@@ -300,20 +300,25 @@ def sc_cancel_evaluate(ctx: Ctx) -> None:
     _cancel(ctx, "evaluate")
 
 
-def _subprocess_run(ctx: Ctx, sig: int) -> None:
-    """`forge run CONFIG --endpoint URL` in its own process (same Prefect API as this one); ``sig`` arrives
-    once evaluation is under way (PT in service, invocations made)."""
+def _spawn_forge_run(ctx: Ctx, out: Any) -> subprocess.Popen:
+    """`forge run CONFIG --endpoint URL` in its own process and session, with the same Prefect API as this one."""
     cfg_path = ctx.work / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(ctx.config))
     env = {**os.environ, **DUMMY_ENV, "PREFECT_LOGGING_LEVEL": "WARNING"}
     env.pop("AWS_ENDPOINT_URL", None)
     if api_url():
         env["PREFECT_API_URL"] = api_url()
+    return subprocess.Popen([sys.executable, "-m", "forge.cli", "run", str(cfg_path), "--endpoint", ctx.emu.url,
+                             "--runs-dir", str(ctx.runs)], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _subprocess_run(ctx: Ctx, sig: int) -> None:
+    """`forge run` in its own process; ``sig`` arrives once evaluation is under way (PT in service, invocations
+    made)."""
     ctx.emu.set_faults([{"operation": "InvokeModel", "latency_ms": 400}])
     log = open(ctx.work / "forge-run.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "forge.cli", "run", str(cfg_path), "--endpoint", ctx.emu.url,
-                             "--runs-dir", str(ctx.runs)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = _spawn_forge_run(ctx, log)
     try:
         def evaluating() -> bool:
             led = ctx.emu.ledger()
@@ -444,16 +449,8 @@ def sc_cancel_dead_worker(ctx: Ctx) -> None:
     from prefect.states import Cancelling
 
     ctx.config = {**ctx.config, "job": {**ctx.config.get("job", {}), "timeout_hours": 24}}
-    cfg_path = ctx.work / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(ctx.config))
-    env = {**os.environ, **DUMMY_ENV, "PREFECT_LOGGING_LEVEL": "WARNING"}
-    env.pop("AWS_ENDPOINT_URL", None)
-    if api_url():
-        env["PREFECT_API_URL"] = api_url()
     ctx.emu.set_faults([{"job_outcome": "Stuck", "count": 1}])
-    proc = subprocess.Popen([sys.executable, "-m", "forge.cli", "run", str(cfg_path), "--endpoint", ctx.emu.url,
-                             "--runs-dir", str(ctx.runs)], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = _spawn_forge_run(ctx, subprocess.DEVNULL)
     try:
         fr_id = wait_for(lambda: _tagged_flow_run_id(ctx.emu.ledger(), JOB_TYPE) or proc.poll() is not None, 240,
                          "the job to start")

@@ -18,7 +18,6 @@ recorded evaluation (and take the lease over when the peer goes away without one
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from tasks.aws.s3uri import child_key, split_s3_uri
+from tasks.run.liveness import repeating
 
 HEARTBEAT_S = 20.0
 STALE_S = 90.0
@@ -116,21 +116,10 @@ def acquire_or_wait(s3: Any, bucket: str, key: str, owner: str, load_recorded: C
 @contextmanager
 def holding(s3: Any, bucket: str, key: str, owner: str, heartbeat_s: float = HEARTBEAT_S) -> Iterator[None]:
     """Refresh the lease from a daemon thread while the body runs; delete it afterwards."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(heartbeat_s):
-            try:
-                _write(s3, bucket, key, owner)
-            except Exception:  # noqa: BLE001 - a missed beat only risks a takeover after STALE_S
-                pass
-
-    t = threading.Thread(target=beat, name="forge-lease", daemon=True)
-    t.start()
     try:
-        yield
+        with repeating(lambda: _write(s3, bucket, key, owner), heartbeat_s, "forge-lease"):
+            yield
     finally:
-        stop.set()
         try:
             if (read_lease(s3, bucket, key) or {}).get("owner") == owner:
                 s3.delete_object(Bucket=bucket, Key=key)

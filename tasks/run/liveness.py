@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -82,26 +82,35 @@ def read_heartbeat(s3: Any, uri: str, now: float | None = None) -> Heartbeat:
 
 
 @contextmanager
-def beating(s3: Any, bucket: str, key: str, owner: str, run_id: str | None = None,
-            interval_s: float = HEARTBEAT_S) -> Iterator[None]:
-    """Write the heartbeat now (raises if S3 refuses: serving must not start unwatched), then every
-    ``interval_s`` from a daemon thread while the body runs; delete it afterwards."""
-    write_heartbeat(s3, bucket, key, owner, run_id)
+def repeating(fn: Callable[[], None], interval_s: float, name: str) -> Iterator[None]:
+    """Call ``fn`` every ``interval_s`` from a daemon thread while the body runs (a failing call is skipped: a
+    missed beat only matters after the stale bound); stop it afterwards."""
     stop = threading.Event()
 
-    def beat() -> None:
+    def loop() -> None:
         while not stop.wait(interval_s):
             try:
-                write_heartbeat(s3, bucket, key, owner, run_id)
-            except Exception:  # noqa: BLE001 - a missed beat only matters after STALE_AFTER_S
+                fn()
+            except Exception:  # noqa: BLE001
                 pass
 
-    t = threading.Thread(target=beat, name="forge-heartbeat", daemon=True)
-    t.start()
+    threading.Thread(target=loop, name=name, daemon=True).start()
     try:
         yield
     finally:
         stop.set()
+
+
+@contextmanager
+def beating(s3: Any, bucket: str, key: str, owner: str, run_id: str | None = None,
+            interval_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Write the heartbeat now (raises if S3 refuses: serving must not start unwatched), then every
+    ``interval_s`` while the body runs; delete it afterwards."""
+    write_heartbeat(s3, bucket, key, owner, run_id)
+    try:
+        with repeating(lambda: write_heartbeat(s3, bucket, key, owner, run_id), interval_s, "forge-heartbeat"):
+            yield
+    finally:
         try:
             s3.delete_object(Bucket=bucket, Key=key)
         except Exception:  # noqa: BLE001 - a leftover heartbeat goes stale by itself
