@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup   ## run the whole pipeline on examples/ against the embedded emulator
 	$(VENV)/bin/forge run examples/banking77.yaml --runs-dir runs --emulator
 
-test: setup   ## the test suite (what .ci/run calls): everything, ~7 min on 2 cores
+test: setup   ## the test suite (what .ci/run calls): everything, ~13 min on 2 cores
 	$(VENV)/bin/pytest -q
 
 test-fast: setup   ## the quick inner loop: skips the slow fault scenarios and the real Prefect server
