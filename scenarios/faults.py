@@ -104,10 +104,17 @@ class Outcome:
 
 
 # each scenario's fault phase: (ctx) -> None; sets ctx.run_id / first_status / message
+def _read_first_run(ctx: Ctx, status: str = "{status}") -> dict:
+    """Record the faulty run from its manifest (the newest): run id, ``status`` (``{status}`` = the manifest's),
+    the failure message people read. Returns the manifest."""
+    m = manifest_of(ctx.runs)
+    ctx.run_id, ctx.first_status, ctx.message = m["run_id"], status.format(status=m["status"]), failure_text(m)
+    return m
+
+
 def _plain_run(ctx: Ctx) -> None:
     state = run_flow(ctx.config, ctx.runs)
-    m = manifest_of(ctx.runs)
-    ctx.run_id, ctx.first_status, ctx.message = m["run_id"], m["status"], failure_text(m)
+    _read_first_run(ctx)
     if not getattr(state, "is_completed", lambda: False)():
         ctx.notes.append(f"state {getattr(state, 'name', type(state).__name__)}")
 
@@ -286,8 +293,7 @@ def _cancel(ctx: Ctx, when: str) -> None:
     finally:
         ctx.emu.set_faults([])
         t.join(300)
-    m = manifest_of(ctx.runs)
-    ctx.run_id, ctx.first_status, ctx.message = m["run_id"], m["status"], failure_text(m)
+    _read_first_run(ctx)
     if when == "poll":
         ctx.rerun_from = "customize"
 
@@ -348,10 +354,7 @@ def _subprocess_run(ctx: Ctx, sig: int) -> None:
         except TimeoutError:
             ctx.notes.append("the watchdog did not delete the PT within 30 s")
         wait_for(lambda: manifest_of(ctx.runs)["status"] != "running", 30, "the watchdog to mark the manifest")
-    m = manifest_of(ctx.runs)
-    ctx.run_id = m["run_id"]
-    ctx.first_status = m["status"] if sig != signal.SIGKILL else f"killed (manifest: {m['status']})"
-    ctx.message = failure_text(m)
+    _read_first_run(ctx, "killed (manifest: {status})" if sig == signal.SIGKILL else "{status}")
 
 
 def sc_ctrl_c(ctx: Ctx) -> None:
@@ -396,8 +399,7 @@ def sc_restart(ctx: Ctx) -> None:
         ctx.notes.append("emulator restarted while the job was InProgress")
     finally:
         t.join(300)
-    m = manifest_of(ctx.runs)
-    ctx.run_id, ctx.first_status, ctx.message = m["run_id"], m["status"], failure_text(m)
+    _read_first_run(ctx)
 
 
 def sc_concurrent(ctx: Ctx) -> None:
@@ -469,8 +471,7 @@ def sc_cancel_dead_worker(ctx: Ctx) -> None:
         ctx.emu.set_faults([])
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    m = manifest_of(ctx.runs)
-    ctx.run_id, ctx.first_status, ctx.message = m["run_id"], f"killed (manifest: {m['status']})", failure_text(m)
+    _read_first_run(ctx, "killed (manifest: {status})")
     ctx.rerun_from = "customize"
 
 
@@ -532,8 +533,7 @@ def sc_nan_config(ctx: Ctx) -> None:
     finally:
         ctx.emu.set_faults([])
         t.join(300)
-    m = manifest_of(ctx.runs)
-    ctx.run_id, ctx.first_status, ctx.message = m["run_id"], m["status"], failure_text(m)
+    _read_first_run(ctx)
 
 
 @dataclass
