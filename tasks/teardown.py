@@ -43,17 +43,22 @@ DELETE_RETRY_S = 60.0       # retry a failing delete (any error) this long befor
 CONFLICT_RETRY_S = DELETE_RETRY_S   # the former name
 
 
+def _serving_summaries(clients: Clients) -> list[tuple[str, str, dict]]:
+    """(kind, arn, list summary) of every provisioned throughput and custom model deployment in the Region."""
+    b = clients.bedrock
+    found = [("provisioned", s["provisionedModelArn"], s)
+             for p in b.get_paginator("list_provisioned_model_throughputs").paginate()
+             for s in p.get("provisionedModelSummaries", [])]
+    found += [("deployment", s["customModelDeploymentArn"], s)
+              for p in b.get_paginator("list_custom_model_deployments").paginate()
+              for s in p.get("modelDeploymentSummaries", [])]
+    return found
+
+
 def billing_resources(clients: Clients) -> list[tuple[str, str, dict]]:
     """(kind, arn, tags) of every provisioned throughput and custom model deployment in the region."""
     out: list[tuple[str, str, dict]] = []
-    b = clients.bedrock
-    arns = [("provisioned", s["provisionedModelArn"])
-            for p in b.get_paginator("list_provisioned_model_throughputs").paginate()
-            for s in p.get("provisionedModelSummaries", [])]
-    arns += [("deployment", s["customModelDeploymentArn"])
-             for p in b.get_paginator("list_custom_model_deployments").paginate()
-             for s in p.get("modelDeploymentSummaries", [])]
-    for kind, arn in arns:
+    for kind, arn, _summary in _serving_summaries(clients):
         try:
             out.append((kind, arn, bedrock_tags(clients, arn)))
         except Exception as err:  # noqa: BLE001 - gone between list and tags, or no permission
@@ -65,15 +70,9 @@ def billing_resources(clients: Clients) -> list[tuple[str, str, dict]]:
 def live_billing(clients: Clients, *, now: datetime, stale_after_s: float = STALE_AFTER_S) -> list[dict]:
     """Every live managed PT/deployment in the Region, for people (``forge resources``): kind, ARN, status, the
     forge run and flow run that own it, age, the owner's heartbeat age, expiry, and what the sweep would do."""
-    b = clients.bedrock
-    found = [("provisioned", s["provisionedModelArn"], s.get("status"), s.get("creationTime"))
-             for p in b.get_paginator("list_provisioned_model_throughputs").paginate()
-             for s in p.get("provisionedModelSummaries", [])]
-    found += [("deployment", s["customModelDeploymentArn"], s.get("status"), s.get("createdAt"))
-              for p in b.get_paginator("list_custom_model_deployments").paginate()
-              for s in p.get("modelDeploymentSummaries", [])]
     rows: list[dict] = []
-    for kind, arn, status, created in found:
+    for kind, arn, summary in _serving_summaries(clients):
+        status, created = summary.get("status"), summary.get("creationTime") or summary.get("createdAt")
         try:
             tags = bedrock_tags(clients, arn)
         except Exception:  # noqa: BLE001 - gone meanwhile, or not ours to read
