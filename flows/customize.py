@@ -51,11 +51,10 @@ from tasks.aws.logs import install_log_redaction
 from tasks.aws.s3uri import s3_uri
 from tasks.aws.tags import HEARTBEAT_TAG, fits_tag_value
 from tasks.config import PipelineConfig
-from tasks.config.rules import buys_provisioned_throughput
 from tasks.estimate import check_budget, estimate_cost
 from tasks.evaluate import EvaluationResult
 from tasks.evaluation import lease
-from tasks.preflight import PreflightRefused, preflight
+from tasks.preflight import PreflightRefused, preflight_run
 from tasks.prepare import prepare_task
 from tasks.run import liveness
 from tasks.run.manifest import SERVING_STEPS, STEPS, Manifest, RerunStep
@@ -83,9 +82,9 @@ Step = RerunStep
 # cleanup hooks (layer 2) — they run in whatever process finalizes the run, so they share no
 # memory with it: everything is found again by the flow-run-id tag.
 # ---------------------------------------------------------------------------------------------
-def _aws_of_flow_run(flow_run) -> dict | None:
-    """The ``aws`` section of the run's config, read from the flow-run parameters (or the manifest of the
-    ``run_id`` parameter) WITHOUT validating the rest of the config: a hook must work for a config that no
+def _config_section(flow_run, section: str) -> dict | None:
+    """One section (``aws``, ``job``) of the run's config, read from the flow-run parameters (or the manifest of
+    the ``run_id`` parameter) WITHOUT validating the rest of the config: a hook must work for a config that no
     longer validates (flow parameters turn NaN/Inf into null). None: no config to go by."""
     params = getattr(flow_run, "parameters", None) or {}
     raw = params.get("config")
@@ -97,9 +96,9 @@ def _aws_of_flow_run(flow_run) -> dict | None:
     if raw is None:
         return None
     if isinstance(raw, PipelineConfig):
-        return raw.aws.model_dump(mode="json")
-    aws = raw.get("aws") if isinstance(raw, dict) else None
-    return aws if isinstance(aws, dict) else {}
+        return getattr(raw, section).model_dump(mode="json")
+    part = raw.get(section) if isinstance(raw, dict) else None
+    return part if isinstance(part, dict) else {}
 
 
 def _failed_before_spending(state) -> bool:
@@ -127,7 +126,7 @@ def _hook_logger(flow, flow_run):
 
 
 def _clients_of(flow_run):
-    aws = _aws_of_flow_run(flow_run)
+    aws = _config_section(flow_run, "aws")
     return None if aws is None else make_clients(lenient_aws_config(aws))
 
 
@@ -160,10 +159,7 @@ def release_and_stop(flow, flow_run, state) -> None:
     release_serving(flow, flow_run, state)
     log = _hook_logger(flow, flow_run)
     try:
-        params = getattr(flow_run, "parameters", None) or {}
-        raw = params.get("config")
-        job = (raw.job.model_dump() if isinstance(raw, PipelineConfig)
-               else (raw or {}).get("job") if isinstance(raw, dict) else None) or {}
+        job = _config_section(flow_run, "job") or {}
         if job.get("stop_on_cancel", True) is False:
             return
         clients = _clients_of(flow_run)
@@ -279,7 +275,7 @@ def _live_preflight(ctx: RunContext) -> None:
     """Read-only, before anything is created: is the base model (and teacher) customizable this way, here, now
     (tasks/preflight.py: GetFoundationModel)? A refusal is recorded as the ``pre-flight`` guard."""
     try:
-        report = preflight(ctx.clients, ctx.config, buys_pt=buys_provisioned_throughput(ctx.config, ctx.family))
+        report = preflight_run(ctx.clients, ctx.config)
     except PreflightRefused as err:
         ctx.manifest.guard_refused("pre-flight", err)
         raise RunRefused(str(err)) from err

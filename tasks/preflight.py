@@ -188,3 +188,14 @@ def preflight(clients: Any, config: Any, *, buys_pt: bool = False, source: str |
     if report.refusals:
         raise PreflightRefused(report, source)
     return report
+
+
+def preflight_run(clients: Any, config: Any, *, source: str | Path = "config") -> PreflightReport:
+    """``preflight`` for the run ``config`` describes: whether it buys a Provisioned Throughput comes from the config
+    itself (tasks.config.rules.buys_provisioned_throughput) — what ``forge run``, the flow and ``forge validate
+    --live`` all ask."""
+    from tasks.config.rules import buys_provisioned_throughput
+
+    cat = load_catalog()
+    return preflight(clients, config, source=source, catalog=cat,
+                     buys_pt=buys_provisioned_throughput(config, cat.family_of(config.base_model)))

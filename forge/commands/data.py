@@ -247,15 +247,12 @@ def _validate_config(args) -> int:
 def _live_problems(config, source: str) -> list:
     """The live pre-flight (tasks/preflight.py) as located problems; its warnings printed."""
     from tasks.aws.clients import make_clients
-    from tasks.catalog import load_catalog
     from tasks.config import yaml_line
-    from tasks.config.rules import buys_provisioned_throughput
     from tasks.data.problems import Problem
-    from tasks.preflight import PreflightRefused, preflight
+    from tasks.preflight import PreflightRefused, preflight_run
 
     try:
-        report = preflight(make_clients(config.aws), config, source=source,
-                           buys_pt=buys_provisioned_throughput(config, load_catalog().family_of(config.base_model)))
+        report = preflight_run(make_clients(config.aws), config, source=source)
     except PreflightRefused as err:
         return [Problem(file=source, line=yaml_line(source, r.field), field=r.field, message=r.message, fix=r.fix)
                 for r in err.refusals]

@@ -322,13 +322,10 @@ def live_preflight(config, source: str) -> list[str]:
     """The read-only live check against Bedrock (tasks/preflight.py) before the flow starts: the refusals as
     ``CONFIG:LINE: field: message (fix)`` lines ([] = go), warnings printed."""
     from tasks.aws.clients import make_clients
-    from tasks.catalog import load_catalog
-    from tasks.config.rules import buys_provisioned_throughput
-    from tasks.preflight import PreflightRefused, preflight
+    from tasks.preflight import PreflightRefused, preflight_run
 
     try:
-        report = preflight(make_clients(config.aws), config, source=source,
-                           buys_pt=buys_provisioned_throughput(config, load_catalog().family_of(config.base_model)))
+        report = preflight_run(make_clients(config.aws), config, source=source)
     except PreflightRefused as err:
         return [str(p) for p in err.problems]
     for w in report.warnings:
