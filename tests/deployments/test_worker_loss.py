@@ -64,14 +64,21 @@ def test_the_benchmark_uses_the_default_max_hours():
     assert leak.leak_config("x")["serving"]["max_hours"] == leak.default_max_hours()
 
 
-def test_sigterm_of_the_process_worker(outcome):
+def test_sigterm_of_the_process_worker(lab, outcome):
     """The worker answers SIGTERM by SIGKILLing its flow-run process at once (anyio closes the process it was
     awaiting): no finally, no hook; the watchdog deletes the PT and marks the manifest interrupted."""
     o = outcome("worker-term")
     _assert_no_leak_within_target(o)
-    assert o.deleted_by == "watchdog", _explain(o)
-    assert o.manifest_status == "interrupted", _explain(o)
-    assert any("SIGKILL" in s for s in o.signals), _explain(o)
+    # two truthful endings, depending on where the worker is when SIGTERM lands (both seen on this machine):
+    # it SIGKILLs its flow-run process (the watchdog deletes the PT, manifest interrupted), or it lets the run
+    # finish (its own finally deletes the PT, manifest succeeded)
+    if o.deleted_by == "watchdog":
+        assert o.manifest_status == "interrupted", _explain(o)
+        assert any("SIGKILL" in s for s in o.signals), _explain(o)
+    else:
+        assert o.deleted_by.startswith("finally"), _explain(o)
+        leak.settle_flow_states(lab.api, [o])
+        assert o.manifest_final == "succeeded" and o.flow_state_final == "Completed", _explain(o)
 
 
 def test_sigkill_of_forge_run_is_cleaned_by_its_watchdog(outcome):
@@ -97,6 +104,9 @@ def test_prefect_does_not_leave_the_killed_run_running(lab, outcome):
     """`forge deploy`'s zombie automation ends a run whose process was killed Crashed within the zombie bound."""
     o = outcome("worker-term")
     leak.settle_flow_states(lab.api, [o])
+    if o.deleted_by != "watchdog":   # the worker let the run finish (see above): nothing to detect
+        assert o.flow_state_final == "Completed" and o.manifest_final == "succeeded", _explain(o)
+        return
     assert o.flow_state_final in ("Crashed", "Failed"), _explain(o)
     assert o.flow_marked_s is not None and o.flow_marked_s <= leak.zombie_bound_s(), _explain(o)
     assert o.manifest_final in ("failed", "interrupted"), _explain(o)   # agrees with Prefect, never "succeeded"

