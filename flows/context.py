@@ -26,6 +26,7 @@ from tasks.aws.redact import unredact
 from tasks.aws.tags import standard_tags
 from tasks.catalog import load_catalog
 from tasks.config import PipelineConfig
+from tasks.run import stop
 from tasks.run.manifest import STEPS, Manifest, RerunStep, Step, new_run_id
 from tasks.run.names import ResourceNames, compute_run_key, resource_names
 
@@ -199,6 +200,7 @@ class RunContext:
         recorded against the step and re-raised (a termination signal too)."""
         out = self.recorded(name, model)
         log = self.log
+        stop.raise_if_requested()   # a Ctrl-C swallowed somewhere still stops the run here (tasks/run/stop.py)
         log.info("step %s: started", name)
         self.manifest.step_started(name)
         try:
@@ -206,6 +208,7 @@ class RunContext:
                 out = run()
             if record is not None:
                 record(out)
+            stop.raise_if_requested()
             self.manifest.step_done(name, adopted=adopted(out), output=out.model_dump(mode="json"))
         except BaseException as err:  # noqa: BLE001 - recorded, then re-raised (TerminationSignal too)
             self.manifest.step_failed(name, err)

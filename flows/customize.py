@@ -56,7 +56,7 @@ from tasks.evaluate import EvaluationResult
 from tasks.evaluation import lease
 from tasks.preflight import PreflightRefused, preflight_run
 from tasks.prepare import prepare_task
-from tasks.run import liveness
+from tasks.run import liveness, stop
 from tasks.run.manifest import SERVING_STEPS, STEPS, Manifest, RerunStep
 from tasks.run.types import (
     JobInfo,
@@ -513,6 +513,7 @@ def _serve_and_evaluate(ctx: RunContext, plan: EvaluationPlan) -> EvaluationResu
                 # only the model calls need the serving resource: it is released before scoring
                 outputs = evaluate_stage.collect_outputs_task(ctx.clients, ctx.config, plan.prepared, ctx.family,
                                                               endpoint, out_dir)
+                stop.raise_if_requested()   # a Ctrl-C swallowed during the calls (tasks/run/stop.py)
                 manifest.step_started("teardown")
         except TeardownFailed as err:   # the outputs are in: score and record them, then fail loudly
             left = err

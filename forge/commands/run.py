@@ -218,7 +218,9 @@ def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = 
 
             # tagged like the deployments' runs: failure notifications, the zombie automation and the sweep's
             # stuck-cancellation check see CLI runs too
-            with tags("bedrock-forge", "forge-cli"):
+            from tasks.run.stop import ctrl_c_recorded
+
+            with tags("bedrock-forge", "forge-cli"), ctrl_c_recorded():
                 state = customize_model(config=config, run_id=run_id, rerun_from=rerun_from,
                                         runs_dir=args.runs_dir, return_state=True)
     except KeyboardInterrupt:

@@ -341,3 +341,36 @@ def test_evaluate_flow_re_evaluates_a_finished_run_and_tears_down(emu, tmp_path)
     m2 = manifest_of(runs, m["run_id"])
     assert len(m2["evaluations"]) == 1 and m2["evaluations"][0]["gate"]["passed"]
     assert m2["gate"] == m["gate"], "the run's own verdict is kept"
+
+
+def test_a_ctrl_c_swallowed_during_evaluation_still_stops_the_run_and_deletes_the_pt(emu, tmp_path, monkeypatch):
+    """The fault matrix's ctrl-c row once ended "succeeded": the KeyboardInterrupt was lost somewhere. The
+    signal handler also records the stop (tasks/run/stop.py); here the record is made and no exception raised,
+    as when the exception is swallowed: the run must still stop, interrupted, with its PT deleted."""
+    import tasks.evaluation.invoke as inv
+    from tasks.run import stop
+
+    runs = tmp_path / "runs"
+    real = inv.invoke_text
+    made = []
+
+    def invoke(*a, **k):
+        made.append(1)
+        if len(made) == 4:
+            stop.request("Ctrl-C (SIGINT)")
+        return real(*a, **k)
+
+    monkeypatch.setattr(inv, "invoke_text", invoke)
+    stop.clear()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_flow(small_config("flow-swallowed-ctrl-c"), runs)
+    finally:
+        stop.clear()
+    m = manifest_of(runs)
+    assert m["status"] == "interrupted", m["status"]
+    assert m["teardown"]["by"] == "finally" and not m["teardown"]["alive"]
+    led = emu.ledger()
+    assert len(calls(led, "CreateProvisionedModelThroughput")) == 1
+    assert alive_serving(led) == []
+    assert len(made) < 2 * 24, "the queued calls were not made"

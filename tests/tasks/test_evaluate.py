@@ -276,3 +276,29 @@ def test_evaluate_endpoints_against_emulator(aws_env, test_jsonl, tmp_path):
     assert res.n_examples == 12 and res.errors["calls"] == 0
     assert res.metrics["latency"]["base"]["p50_ms"] > 0
     assert (tmp_path / "emu" / "report.md").exists()
+
+
+def test_a_stop_request_ends_the_calls_and_cancels_the_queued_ones():
+    """A Ctrl-C swallowed during the calls (tasks/run/stop.py) stops the comparison at the next check; the calls
+    not yet started are cancelled instead of run (before, the pools' exit ran every queued call)."""
+    from tasks.run import stop
+
+    made = []
+    lock = threading.Lock()
+
+    def slow(ex):
+        with lock:
+            made.append(ex)
+            if len(made) == 6:
+                stop.request("Ctrl-C (SIGINT)")      # what the signal handler records
+        time.sleep(0.02)
+        return InvokeResult(text="a")
+
+    stop.clear()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            E.run_comparison(_examples(200), slow, slow, concurrency=2, requests_per_second=None, retries=0,
+                             is_retryable=lambda e: False)
+    finally:
+        stop.clear()
+    assert len(made) < 40, f"{len(made)} of 400 calls made after the stop request"
