@@ -60,14 +60,18 @@ class Service:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``. A worker stops polling on SIGTERM and lets its
-        in-flight flow runs finish (docs/prefect-notes.md §3)."""
+        """SIGTERM, then SIGKILL of its whole process group after ``timeout`` (a service runs in its own session:
+        `prefect worker start` is a wrapper whose worker is a child, which a SIGKILL of the wrapper alone left
+        running). A worker stops polling on SIGTERM (docs/prefect-notes.md §3)."""
         if self.alive():
             try:
                 self.proc.send_signal(signal.SIGTERM)
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    self.proc.kill()
                 self.proc.wait(timeout=10)
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]
@@ -252,35 +256,60 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
-RELEASE_WAIT_S = 60.0
+RELEASE_WAIT_S = 90.0
 
 
 def stop_all(services: list[Service], release_wait_s: float = RELEASE_WAIT_S) -> None:
     """Stop in reverse order of start — the worker first. A process worker's stop kills its flow runs' processes
     at once (bench/leak.md); each run's watchdog (flows/watchdog.py) then deletes the run's serving resources, so
-    the emulator (the AWS side) is kept up until none is left alive, at most ``release_wait_s``."""
+    the emulator (the AWS side) is kept up until none is left alive, at most ``release_wait_s``. Whatever is still
+    alive then is deleted by the stack itself before its emulator stops (said on stderr): an emulator's PT must
+    not outlive the stack that made it."""
     for s in reversed(services):
         if s.name == "emulator" and s.url and s.alive():
-            _wait_serving_released(s.url, release_wait_s)
+            left = _wait_serving_released(s.url, release_wait_s)
+            if left:
+                _delete_serving(s.url, left)
         s.stop()
     if services:
         print("stopped: " + ", ".join(s.name for s in reversed(services)), flush=True)
 
 
-def _wait_serving_released(emulator_url: str, timeout: float) -> None:
+def _wait_serving_released(emulator_url: str, timeout: float) -> list[str]:
+    """Poll the emulator's ledger until no managed serving resource is alive; returns those still alive after
+    ``timeout``. A slow or failed ledger read is retried (before, one read error ended the wait at once and the
+    emulator was stopped under a run's watchdog)."""
     from emulator.testing import alive_serving
 
     deadline = time.monotonic() + timeout
     alive: list[str] = []
     while time.monotonic() < deadline:
         try:
-            alive = alive_serving(httpx.get(f"{emulator_url}/_emulator/ledger", timeout=5).json())
-        except Exception:  # noqa: BLE001 - the emulator is going away anyway
-            return
+            alive = alive_serving(httpx.get(f"{emulator_url}/_emulator/ledger", timeout=10).json())
+        except (httpx.HTTPError, ValueError):
+            time.sleep(0.5)
+            continue
         if not alive:
-            return
+            return []
         time.sleep(0.5)
-    print(f"warning: {len(alive)} serving resource(s) still alive after {timeout:g} s: {alive}", file=sys.stderr)
+    return alive
+
+
+def _delete_serving(emulator_url: str, arns: list[str]) -> None:
+    import boto3
+
+    print(f"warning: {len(arns)} serving resource(s) still alive {RELEASE_WAIT_S:g} s after the worker stopped "
+          f"(its runs' watchdogs did not delete them): the stack deletes them now: {arns}", file=sys.stderr)
+    bedrock = boto3.client("bedrock", endpoint_url=emulator_url, region_name=DUMMY_AWS["AWS_DEFAULT_REGION"],
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    for arn in arns:
+        try:
+            if ":provisioned-model/" in arn:
+                bedrock.delete_provisioned_model_throughput(provisionedModelId=arn)
+            else:
+                bedrock.delete_custom_model_deployment(customModelDeploymentIdentifier=arn)
+        except Exception as err:  # noqa: BLE001 - say it and go on with the others
+            print(f"warning: could not delete {arn}: {err}", file=sys.stderr)
 
 
 def _start_services(args: argparse.Namespace, home: Path, logs: Path,

@@ -38,16 +38,27 @@ def test_ctrl_c_of_make_stack_deletes_the_serving_resource_before_the_emulator_s
     port, emu_port = stack.free_port(), stack.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AWS_"))}
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    out_path = tmp_path / "stack.out"
+    out = out_path.open("w")
     proc = subprocess.Popen([sys.executable, "-m", "forge.stack", "--home", str(tmp_path / "stack"), "--port",
                              str(port), "--emulator-port", str(emu_port)], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     api, emu = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{emu_port}"
+
+    def diagnostics() -> str:
+        """What each layer said: the stack, the worker, the run's watchdog (a CI failure must be readable)."""
+        parts = [f"--- stack output\n{out_path.read_text()[-3000:]}"]
+        for f in [tmp_path / "stack" / "logs" / "worker.log", *sorted((tmp_path / "runs").glob("*/watchdog.log"))]:
+            if f.exists():
+                parts.append(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}")
+        return "\n".join(parts)
+
     try:
-        for line in proc.stdout:
-            if "Ctrl-C stops everything" in line:
-                break
-        else:
-            pytest.fail("the stack did not come up")
+        deadline = time.monotonic() + 180
+        while "Ctrl-C stops everything" not in out_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the stack did not come up\n{diagnostics()}")
+            time.sleep(0.3)
         httpx.post(f"{emu}/_emulator/faults", json=[{"operation": "InvokeModel", "latency_ms": 500}],
                    timeout=10).raise_for_status()
         stack.trigger(api, "customize-model/customize", {"config": _config(), "runs_dir": str(tmp_path / "runs")})
@@ -56,22 +67,27 @@ def test_ctrl_c_of_make_stack_deletes_the_serving_resource_before_the_emulator_s
             led = httpx.get(f"{emu}/_emulator/ledger", timeout=10).json()
             if calls(led, "InvokeModel") and alive_serving(led):
                 break
-            assert proc.poll() is None
+            assert proc.poll() is None, diagnostics()
             time.sleep(0.5)
         else:
-            pytest.fail("evaluation never started")
+            pytest.fail(f"evaluation never started\n{diagnostics()}")
         os.killpg(proc.pid, signal.SIGINT)            # what the terminal sends on Ctrl-C
         last = led
         while proc.poll() is None:
             try:
-                last = httpx.get(f"{emu}/_emulator/ledger", timeout=2).json()
+                last = httpx.get(f"{emu}/_emulator/ledger", timeout=5).json()
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        assert proc.wait(timeout=120) == 0
-        assert alive_serving(last) == [], "the PT must be deleted before the emulator stops"
+        assert proc.wait(timeout=120) == 0, diagnostics()
+        assert alive_serving(last) == [], f"the PT must be deleted before the emulator stops\n{diagnostics()}"
         deleted = [r for r in last["resources"].values() if r["type"] == "provisioned-model-throughput"]
         assert deleted and all(r["state"] == "Deleted" for r in deleted)
+        # deleted by the run's own layers (its watchdog, or its finally), not by the stack's last resort
+        assert "the stack deletes them now" not in out_path.read_text(), diagnostics()
+        manifest = json.loads(next((tmp_path / "runs").glob("*/manifest.json")).read_text())
+        assert (manifest.get("teardown") or {}).get("by") in ("watchdog", "finally"), diagnostics()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        out.close()
