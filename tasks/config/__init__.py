@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tasks.catalog import PRESETS, CustomizationType, load_catalog, resolve_hyperparameters
 from tasks.config import grammar
+from tasks.config.schema import anchored, ordered, pipeline_schema, serving_schema
 from tasks.config.strict_yaml import YamlProblem, read_yaml
 from tasks.config.yaml_lines import yaml_line
 
@@ -26,6 +27,8 @@ __all__ = ["AugmentConfig", "AwsConfig", "BudgetConfig", "Columns", "ConfigError
            "format_validation_error", "load_config", "parse_config", "yaml_line"]
 
 REGION_RE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}")
+# a run's name: it goes into AWS resource names (tasks/run/names.py)
+NAME_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"
 
 # the named presets (tasks.catalog.PRESETS) as a type, so the Prefect UI form renders a dropdown
 PresetName = Literal["quick", "balanced", "quality", "cpt"]
@@ -33,8 +36,10 @@ assert set(get_args(PresetName)) == set(PRESETS), "PresetName must list tasks.ca
 
 
 class _Strict(BaseModel):
-    # allow_inf_nan=False: every float in a config is finite (NaN/.inf timeouts, `max_hours: .inf` refused)
-    model_config = ConfigDict(extra="forbid", use_enum_values=False, allow_inf_nan=False)
+    # allow_inf_nan=False: every float in a config is finite (NaN/.inf timeouts, `max_hours: .inf` refused);
+    # json_schema_extra: the run form keeps the fields' order on PostgreSQL too (tasks/config/schema.py)
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, allow_inf_nan=False,
+                              json_schema_extra=ordered)
 
 
 def _checked(problem: str | None) -> None:
@@ -134,13 +139,15 @@ class RftConfig(_Strict):
 
 
 class AwsConfig(_Strict):
-    region: str = "us-east-1"
+    region: str = Field("us-east-1", json_schema_extra={"pattern": anchored(REGION_RE.pattern)})
     profile: str | None = None
     endpoint_url: str | None = Field(None, description="Override endpoint (else AWS_ENDPOINT_URL* or AWS)")
     bucket: str | None = Field(None, description="S3 bucket for data and outputs (default: derived from name)")
     prefix: str = "bedrock-forge"
     kms_key_id: str | None = None
-    role_name: str | None = Field(None, description="Service role name (default: derived from the run)")
+    role_name: str | None = Field(None, description="Service role name (default: derived from the run)",
+                                  json_schema_extra={"pattern": anchored(grammar.ROLE_NAME_PATTERN),
+                                                     "maxLength": grammar.ROLE_NAME_MAX})
     retry_mode: Literal["standard", "adaptive"] = "adaptive"
     max_attempts: int = Field(6, ge=1, le=20)
     connect_timeout: float = Field(10, gt=0, le=600)
@@ -193,6 +200,8 @@ MAX_SERVING_HOURS = 168.0       # one week: the evaluation window; forge-expires
 
 
 class ServingConfig(_Strict):
+    model_config = ConfigDict(json_schema_extra=serving_schema)
+
     mode: Literal["auto", "provisioned", "on_demand"] = Field(
         "auto", description="auto = on-demand deployment where the model allows it, else provisioned throughput")
     model_units: int = Field(1, ge=1, le=MAX_MODEL_UNITS)
@@ -264,27 +273,41 @@ class JobConfig(_Strict):
     poll_max_interval_seconds: float = Field(60, gt=0, le=3600)
 
 
+# the section a customization type needs (PipelineConfig refuses the type without it; the form's schema too)
+SECTION_OF_TYPE = {CustomizationType.DISTILLATION: "distillation",
+                   CustomizationType.REINFORCEMENT_FINE_TUNING: "rft"}
+
+
 class PipelineConfig(_Strict):
     """A Bedrock customization run: data, base model, training, serving, evaluation and guards."""
 
-    name: str = Field(..., description="Short name; resource names derive from it and the run key")
+    # the run form (Prefect UI) shows the fields in this order; the sections only some customization types use
+    # (distillation, rft) and the price overrides come last (tasks/config/schema.py)
+    model_config = ConfigDict(json_schema_extra=pipeline_schema(AwsConfig().region, SECTION_OF_TYPE))
+
+    name: str = Field(..., description="Short name; resource names derive from it and the run key",
+                      json_schema_extra={"pattern": anchored(NAME_PATTERN)})
     base_model: str = Field(..., description="Customizable base model id, e.g. amazon.nova-micro-v1:0:128k")
     customization_type: CustomizationType = CustomizationType.FINE_TUNING
     data: DataConfig
     preset: PresetName | None = Field("balanced", description="quick | balanced | quality | cpt")
-    hyperparameters: dict[str, HyperValue] = Field(default_factory=dict)
-    distillation: DistillationConfig | None = None
-    rft: RftConfig | None = None
+    hyperparameters: dict[str, HyperValue] = Field(
+        default_factory=dict, description="Overrides of the preset, by the model's own names (e.g. epochCount)")
     aws: AwsConfig = Field(default_factory=AwsConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    pricing: PricingOverride = Field(default_factory=PricingOverride)
     job: JobConfig = Field(default_factory=JobConfig)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, json_schema_extra={"maxProperties": MAX_USER_TAGS})
     schedule: str | None = Field(None, max_length=256,
                                  description="Cron for the retrain deployment, e.g. '0 3 * * 1'")
+    distillation: DistillationConfig | None = Field(
+        None, description="Only for customization_type DISTILLATION: the teacher model")
+    rft: RftConfig | None = Field(
+        None, description="Only for customization_type REINFORCEMENT_FINE_TUNING: the grader")
+    pricing: PricingOverride = Field(
+        default_factory=PricingOverride, description="Only to override the catalog's prices (USD); leave empty")
 
     @field_validator("hyperparameters")
     @classmethod
@@ -310,7 +333,7 @@ class PipelineConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", v):
+        if not re.fullmatch(NAME_PATTERN, v):
             raise ValueError("name must be 1-32 lowercase letters, digits or single '-' "
                              "(it is used in AWS resource names)")
         return v
@@ -336,11 +359,12 @@ class PipelineConfig(_Strict):
         except ValueError as err:
             raise FieldProblem("customization_type", str(err)) from None
         if self.customization_type == CustomizationType.DISTILLATION and self.distillation is None:
-            raise FieldProblem("distillation",
+            raise FieldProblem(SECTION_OF_TYPE[self.customization_type],
                                "customization_type DISTILLATION needs a 'distillation' section with teacher_model")
         if self.customization_type == CustomizationType.REINFORCEMENT_FINE_TUNING and self.rft is None:
-            raise FieldProblem("rft", "customization_type REINFORCEMENT_FINE_TUNING needs an 'rft' section "
-                                      "with grader_lambda_arn")
+            raise FieldProblem(SECTION_OF_TYPE[self.customization_type],
+                               "customization_type REINFORCEMENT_FINE_TUNING needs an 'rft' section "
+                               "with grader_lambda_arn")
         preset = PRESETS.get(self.preset) if self.preset else None
         if preset is not None and preset.customization_type not in (None, self.customization_type):
             raise FieldProblem("preset", f"preset {self.preset!r} is for {preset.customization_type.value}, "
