@@ -169,8 +169,23 @@ def output_prefix(prefix: str, run_key: str) -> str:
     return f"{prefix.strip('/')}/output/{run_key}/"
 
 
+def check_media(media: list[str], bucket: str) -> None:
+    """Refuse (``StageError``, before any S3 call) prepared data whose records reference media outside the run's
+    bucket: Bedrock reads media only from the dataset's bucket (docs/bedrock-facts.md §5), so the job would fail
+    after it was paid for. prepare already refuses this when ``aws.bucket`` is set; with a derived bucket (the
+    default, named after the account) this is the first place that knows the bucket."""
+    elsewhere = sorted({uri for uri in media if not uri.startswith(f"s3://{bucket}/")})
+    if elsewhere:
+        shown = ", ".join(elsewhere[:3]) + (f" and {len(elsewhere) - 3} more" if len(elsewhere) > 3 else "")
+        raise StageError(f"the records reference media outside the run's bucket {bucket!r}: {shown}. Bedrock reads "
+                         "media only from the dataset's own bucket (docs/bedrock-facts.md §5): set aws.bucket to "
+                         "the media's bucket, or copy the media into the run's bucket and point the records there",
+                         code="MediaInAnotherBucket")
+
+
 def upload(clients: Clients, prepared: PreparedData, bucket: str, prefix: str, run_key: str) -> UploadedData:
-    """Upload the prepared splits to content-addressed keys; skip objects already there with the same hash."""
+    """Upload the prepared splits to content-addressed keys; skip objects already there with the same hash.
+    Media the records reference must sit in ``bucket`` (``check_media``); they are carried to the role step."""
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import ClientError
 
@@ -178,6 +193,7 @@ def upload(clients: Clients, prepared: PreparedData, bucket: str, prefix: str, r
     if not _KEY_CHARS.fullmatch(prefix.strip("/")):
         raise StageError(f"aws.prefix {prefix!r}: S3 keys used by Bedrock may contain only letters, digits, "
                          "'/' and -!_*'().  (docs/bedrock-facts.md §2.2): change aws.prefix")
+    check_media(prepared.media, bucket)
     in_prefix = data_prefix(prefix, prepared.content_hash)
     uris: dict[str, str] = {}
     skipped: list[str] = []
@@ -222,6 +238,7 @@ def upload(clients: Clients, prepared: PreparedData, bucket: str, prefix: str, r
         input_prefix=in_prefix,
         output_prefix=out_prefix,
         skipped=skipped,
+        media=list(prepared.media),
     )
 
 

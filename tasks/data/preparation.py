@@ -158,7 +158,8 @@ def _scanner(config: PipelineConfig, source: str, progress: Progress | None, tru
                          shown_as=d.source if d.source.startswith("s3://") else None,
                          role="source", system_prompt=d.system_prompt, prompt_template=d.prompt_template,
                          teacher=config.distillation.teacher_model if config.distillation else None,
-                         kind=d.format if d.format != "auto" else "auto", progress=progress, trusted=trusted)
+                         kind=d.format if d.format != "auto" else "auto", progress=progress, trusted=trusted,
+                         media_bucket=config.aws.bucket)
 
 
 def _config_problems(config: PipelineConfig) -> list[Problem]:
@@ -568,13 +569,16 @@ def _report(config: PipelineConfig, work: Path, out: Path, scanned: _Scanned, se
         "warnings": scanned.warnings,
         "files": {k: (v.model_dump() if v else None) for k, v in files.items()},
     }
+    media = list(report.stats.get("media") or [])
+    if media:     # what the service role will be allowed to read (tasks/data/media.py)
+        rep["media"] = {"references": report.stats.get("media_references", 0), "granted": media}
     (work / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     report_path = out / "report.json"
     train = files["train"]
     assert train is not None
     return PreparedData(format=rules.fmt.value, train=train, validation=files["validation"], test=files["test"],
                         report_path=str(report_path), label_like=sel.label_like,
-                        estimated_train_tokens=est_tokens)
+                        estimated_train_tokens=est_tokens, media=media)
 
 
 def _balance(per_split: dict[str, dict[str, int]]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from tasks.catalog import CustomizationType, DataFormat, Limits, ModelFamily, load_catalog
 from tasks.data.formats import SCHEMA_VERSION, record_texts
+from tasks.data.media import MEDIA_NAME_RE, MediaRefs, media_uri_problem
 
 # docs/bedrock-facts.md §5 (Nova, docs): these strings anywhere in a prompt fail the job.
 NOVA_FORBIDDEN = ("User:", "Bot:", "Assistant:", "System:", "<image>", "<video>", "[EOS]")
@@ -28,7 +29,6 @@ CLAUDE_FORBIDDEN = ("\nHuman:", "\nAssistant:")
 IMAGE_FORMATS = ("jpeg", "png", "gif", "webp")        # docs/bedrock-facts.md §5
 VIDEO_FORMATS = ("mov", "mkv", "mp4", "webm")         # docs/bedrock-facts.md §5 (sample)
 MAX_IMAGES_PER_RECORD = 10                            # docs/bedrock-facts.md §5 (sample)
-MEDIA_NAME_RE = re.compile(r"[A-Za-z0-9_\-/.]+")      # docs/bedrock-facts.md §5: letters, digits, _, -, /, .
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def _check_roles(roles: list[str], rules: Rules, add: Add, skip_missing_assistan
 
 def check_record(rec: Any, rules: Rules, add: Add, state: dict | None = None, texts: list[str] | None = None) -> None:
     """Every rule for one formatted record (docs/bedrock-facts.md §5). ``state`` carries dataset-wide facts
-    (media kinds)."""
+    (media kinds; ``media_bucket``, the run's bucket when known; the media references, ``media_refs``)."""
     fmt = rules.fmt
     if not isinstance(rec, dict):
         add("record", f"expected a JSON object, got {type_name(rec)}", "each line must be one JSON object {...}")
@@ -273,7 +273,7 @@ def _claude_turn(p: str, m: Any, rules: Rules, add: Add, roles: list[str]) -> No
         check_text(m["content"], f"{p}.content", rules, add)
 
 
-def _check_block(b: Any, p: str, role: Any, rules: Rules, add: Add, counts: dict) -> None:
+def _check_block(b: Any, p: str, role: Any, rules: Rules, add: Add, counts: dict, state: dict) -> None:
     if not isinstance(b, dict):
         add(p, f"must be an object, got {type_name(b)}", 'write {"text": "..."}')
         return
@@ -313,6 +313,36 @@ def _check_block(b: Any, p: str, role: Any, rules: Rules, add: Add, counts: dict
     elif not MEDIA_NAME_RE.fullmatch(uri[5:]):
         add(f"{p}.{kind}.source.s3Location.uri", "file name has characters Bedrock rejects",
             "use only letters, digits, _, -, /, . in media names; docs/bedrock-facts.md §5")
+    else:
+        _media_ref(uri, f"{p}.{kind}.source.s3Location.uri", state, add)
+
+
+def _media_ref(uri: str, fld: str, state: dict, add: Add) -> None:
+    """One media reference: an object URI, in the run's bucket (``state["media_bucket"]``, the config's
+    ``aws.bucket`` when known) or at least in the one bucket of this dataset's other media; collected into
+    ``state["media_refs"]`` for the service role's policy (``tasks.data.media``). docs/bedrock-facts.md §5: Bedrock
+    reads media only from the dataset's bucket, so media anywhere else would fail the job after it was paid for."""
+    problem = media_uri_problem(uri)
+    if problem is not None:
+        add(fld, problem, "media are objects in the dataset's bucket: s3://BUCKET/folder/name.png")
+        return
+    bucket = uri[5:].split("/", 1)[0]
+    want = state.get("media_bucket")
+    if want and bucket != want:
+        add(fld, f"is in bucket {bucket!r}, not in the run's bucket {want!r} (aws.bucket)",
+            f"Bedrock reads media only from the dataset's own bucket (docs/bedrock-facts.md §5): copy the media "
+            f"into s3://{want}/ and point the records there, or set aws.bucket to {bucket!r}")
+        return
+    first = state.setdefault("media_first_bucket", bucket)
+    if bucket != first:
+        add(fld, f"is in bucket {bucket!r}, this dataset's earlier media are in {first!r}",
+            "all media of a dataset sit in the one bucket the dataset is uploaded to (docs/bedrock-facts.md §5): "
+            "move them into one bucket and set aws.bucket to it")
+        return
+    refs = state.get("media_refs")
+    if refs is None:
+        refs = state["media_refs"] = MediaRefs()
+    refs.add(uri)
 
 
 def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:
@@ -334,7 +364,7 @@ def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:
                 elif _is_str(b["text"], f"system[{j}].text", add):
                     check_text(b["text"], f"system[{j}].text", rules, add, required=False)
     counts: dict[str, int] = {}
-    roles = _each_turn(rec, add, lambda i, p, m, roles: _conversation_turn(p, m, rules, add, roles, counts))
+    roles = _each_turn(rec, add, lambda i, p, m, roles: _conversation_turn(p, m, rules, add, roles, counts, state))
     if roles is None:
         return
     if counts.get("image", 0) > MAX_IMAGES_PER_RECORD:
@@ -350,7 +380,8 @@ def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:
     _check_roles(roles, rules, add)
 
 
-def _conversation_turn(p: str, m: Any, rules: Rules, add: Add, roles: list[str], counts: dict[str, int]) -> None:
+def _conversation_turn(p: str, m: Any, rules: Rules, add: Add, roles: list[str], counts: dict[str, int],
+                       state: dict) -> None:
     if not _turn_shape(m, p, add, roles, '{"role": "user", "content": [{"text": "..."}]}',
                        'put the system prompt in the top-level "system": [{"text": ...}]'):
         return
@@ -368,7 +399,7 @@ def _conversation_turn(p: str, m: Any, rules: Rules, add: Add, roles: list[str],
         add(f"{p}.content", "is empty", 'add at least one {"text": "..."} block')
     else:
         for j, b in enumerate(c):
-            _check_block(b, f"{p}.content[{j}]", role, rules, add, counts)
+            _check_block(b, f"{p}.content[{j}]", role, rules, add, counts, state)
 
 
 def _check_rft(rec: dict, rules: Rules, add: Add) -> None:

@@ -226,6 +226,7 @@ class SourceScanner:
     # instead of being yielded as Items (tasks.prepare: no per-record objects)
     sink: Callable[[int, str, str, int], None] | None = None
     shown_as: str | None = None          # the name in messages (an s3:// URI for its downloaded copy)
+    media_bucket: str | None = None      # the run's bucket (aws.bucket) when known: media elsewhere are refused
     records: int = 0
     mode: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -235,7 +236,7 @@ class SourceScanner:
         self.name = self.shown_as or str(self.path)
         self.c = Collector(self.name)
         self.rules: Rules | None = None
-        self._state: dict = {}
+        self._state: dict = {"media_bucket": self.media_bucket} if self.media_bucket else {}
         self._chars_total = 0
         self._chars_max = 0
         self._out_bytes = 0
@@ -685,6 +686,10 @@ class SourceScanner:
         rules = self.rules
         if rules is not None and self.check_counts:
             self._file_rules(rules)
+        refs = self._state.get("media_refs")
+        if refs is not None:     # what the service role must read (tasks.data.media): exact objects or their folders
+            self.stats["media"] = refs.entries() if refs.fits else []
+            self.stats["media_references"] = refs.references
         self.stats.update({
             "mode": self.mode, "records": self.records,
             "format": rules.fmt.value if rules else None,
@@ -708,6 +713,11 @@ class SourceScanner:
         if len(self._state.get("media", ())) > 1:
             self.c.add(None, "messages", "the dataset mixes images and video",
                        "one dataset is text+images or text+video, never both; docs/bedrock-facts.md §5")
+        refs = self._state.get("media_refs")
+        if refs is not None and not refs.fits:
+            self.c.add(None, "messages", f"the records reference media in more folders than the service role's "
+                       f"policy can name ({refs.budget:,} characters of IAM's 10,240 per role; tasks/data/media.py)",
+                       "keep a dataset's images or videos under a few folders, e.g. s3://BUCKET/images/NAME.png")
         lim = rules.limits
         n = self.records
         kind = "validation" if self.role == "validation" else "training"

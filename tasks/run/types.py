@@ -28,6 +28,9 @@ class PreparedData(BaseModel):
     report_path: str
     label_like: bool = False     # completions look like class labels (accuracy/F1 apply)
     estimated_train_tokens: int = 0
+    # media the records reference, as the service role must read them (tasks/data/media.py): exact object URIs
+    # (s3://bucket/key) or, when those would not fit the role's policy, their folders (s3://bucket/folder/)
+    media: list[str] = Field(default_factory=list)
 
     @property
     def content_hash(self) -> str:
@@ -48,6 +51,7 @@ class UploadedData(BaseModel):
     input_prefix: str            # key prefix the service role may read
     output_prefix: str           # key prefix the service role may write
     skipped: list[str] = Field(default_factory=list)   # URIs already present with the same hash
+    media: list[str] = Field(default_factory=list)     # PreparedData.media, checked to be in ``bucket``
 
 
 class RoleInfo(BaseModel):

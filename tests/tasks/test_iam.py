@@ -385,3 +385,275 @@ def test_roles_read_back_after_runs_with_every_legal_value_hold_no_wildcard(clie
                 assert bad == [], (over, st)
                 seen += len(values)
     assert seen > 10 * len(LEGAL)
+
+
+# -- issue 16: media that records reference are readable by the role, exactly ------------------------------------
+def _get_object_resources(doc: dict) -> set[str]:
+    return {r for st in doc["Statement"] if "s3:GetObject" in st["Action"] for r in st["Resource"]}
+
+
+def _wildcards(doc: dict) -> list[str]:
+    values = [v for st in doc["Statement"] for v in (*st["Action"], *st["Resource"])]
+    values += [x for st in doc["Statement"] for c in (st.get("Condition") or {}).values() for v in c.values()
+               for x in (v if isinstance(v, list) else [v])]
+    return sorted(v for v in values if "*" in v or "?" in v)
+
+
+RUN_PREFIX_WILDCARDS = [f"arn:aws:s3:::forge-data/{UPLOADED.input_prefix}*",
+                        f"arn:aws:s3:::forge-data/{UPLOADED.output_prefix}*",
+                        f"{UPLOADED.input_prefix}*", f"{UPLOADED.output_prefix}*"]
+
+
+def test_media_objects_are_granted_as_exact_arns_and_read_back_so(clients):
+    media = ["s3://forge-data/media/img/a.png", "s3://forge-data/media/img/b.jpeg", "s3://forge-data/c.gif"]
+    up = UPLOADED.model_copy(update={"media": media})
+    cfg = make_config(base_model="amazon.nova-lite-v1:0:300k")
+    names = resource_names(cfg, "m1m1m1m1m1m1")
+    iam.ensure_role(clients, cfg, names, up, ACCOUNT, {})
+    doc = clients.iam.get_role_policy(RoleName=names.role, PolicyName=iam.policy_name(names.run_key))["PolicyDocument"]
+    (st,) = [s for s in doc["Statement"] if s["Sid"] == "ReadRecordMedia"]
+    assert st["Action"] == ["s3:GetObject"] and st["Effect"] == "Allow" and "Condition" not in st
+    assert st["Resource"] == sorted(f"arn:aws:s3:::{u[5:]}" for u in media)
+    assert _get_object_resources(doc) == {f"arn:aws:s3:::forge-data/{UPLOADED.input_prefix}*",
+                                          f"arn:aws:s3:::forge-data/{UPLOADED.output_prefix}*",
+                                          *(f"arn:aws:s3:::{u[5:]}" for u in media)}
+    assert sorted(set(_wildcards(doc))) == sorted(RUN_PREFIX_WILDCARDS), "no wildcard beyond the run's prefixes"
+    # no media: no media statement at all (text-only runs keep the policy they had)
+    plain = iam.permission_policy(cfg, UPLOADED, ACCOUNT, "us-east-1")
+    assert [s["Sid"] for s in plain["Statement"]] == [s["Sid"] for s in doc["Statement"]
+                                                      if s["Sid"] != "ReadRecordMedia"]
+
+
+def test_media_folders_are_granted_with_exactly_one_trailing_star_each():
+    media = ["s3://forge-data/media/cats/", "s3://forge-data/media/dogs/", "s3://forge-data/root.png"]
+    doc = iam.permission_policy(make_config(), UPLOADED.model_copy(update={"media": media}), ACCOUNT, "us-east-1")
+    (st,) = [s for s in doc["Statement"] if s["Sid"] == "ReadRecordMedia"]
+    assert st["Resource"] == ["arn:aws:s3:::forge-data/media/cats/*", "arn:aws:s3:::forge-data/media/dogs/*",
+                              "arn:aws:s3:::forge-data/root.png"]
+    assert sorted(set(_wildcards(doc))) == sorted(RUN_PREFIX_WILDCARDS + st["Resource"][:2])
+
+
+@pytest.mark.parametrize("uri, error, match", [
+    ("s3://other-bucket/img/a.png", iam.MediaGrantError, "not in the run's bucket"),
+    ("s3://forge-data-2/img/a.png", iam.MediaGrantError, "not in the run's bucket"),
+    ("s3://forge-data/img/*.png", iam.PolicyWildcardError, "not an exact object or folder"),
+    ("s3://forge-data/img/a?.png", iam.PolicyWildcardError, "not an exact object or folder"),
+    ("s3://forge-data/img/*", iam.PolicyWildcardError, "not an exact object or folder"),
+    ("s3://forge-data/", iam.PolicyWildcardError, "not an exact object or folder"),
+    ("s3://forge-data//a.png", iam.PolicyWildcardError, "not an exact object or folder"),
+    ("s3://forge-data/pre/", iam.MediaGrantError, "pipeline's own data"),          # aws.prefix "pre" below
+    ("s3://forge-data/pre/output/", iam.MediaGrantError, "pipeline's own data"),
+    ("s3://forge-data/pre/data/abc/", iam.MediaGrantError, "pipeline's own data"),
+    ("s3://forge-data/pre/output/other-run/", iam.MediaGrantError, "pipeline's own data"),
+])
+def test_media_that_cannot_be_granted_exactly_is_refused_before_any_iam_call(clients, uri, error, match):
+    from tasks.aws.errors import StageError
+
+    cfg = make_config(aws={"prefix": "pre", "bucket": "forge-data"})
+    up = UPLOADED.model_copy(update={"media": ["s3://forge-data/img/ok.png", uri]})
+    with pytest.raises(error, match=match):
+        iam.permission_policy(cfg, up, ACCOUNT, "us-east-1")
+    names = resource_names(cfg, "m2m2m2m2m2m2")
+    with pytest.raises(StageError, match=match):
+        iam.ensure_role(clients, cfg, names, up, ACCOUNT, {})
+    assert [r for r in clients.iam.list_roles()["Roles"] if r["RoleName"] == names.role] == []   # nothing created
+
+
+def test_media_objects_inside_the_prefix_but_outside_its_data_and_output_are_fine():
+    cfg = make_config(aws={"prefix": "pre"})
+    up = UPLOADED.model_copy(update={"media": ["s3://forge-data/pre/media/", "s3://forge-data/pre/output/x.png"]})
+    (st,) = [s for s in iam.permission_policy(cfg, up, ACCOUNT, "us-east-1")["Statement"]
+             if s["Sid"] == "ReadRecordMedia"]
+    assert st["Resource"] == ["arn:aws:s3:::forge-data/pre/media/*", "arn:aws:s3:::forge-data/pre/output/x.png"]
+
+
+def test_assert_exact_allows_only_the_media_folders_it_was_given():
+    cfg = make_config()
+    up = UPLOADED.model_copy(update={"media": ["s3://forge-data/media/cats/"]})
+    doc = iam.permission_policy(cfg, up, ACCOUNT, "us-east-1")
+    sneaky = json.loads(json.dumps(doc))
+    (st,) = [s for s in sneaky["Statement"] if s["Sid"] == "ReadRecordMedia"]
+    st["Resource"].append("arn:aws:s3:::forge-data/media/*")           # a wider folder than the data named
+    with pytest.raises(iam.PolicyWildcardError, match="ReadRecordMedia"):
+        iam.assert_exact(sneaky, up, "arn:aws:s3:::forge-data")
+    iam.assert_exact(doc, up, "arn:aws:s3:::forge-data")                  # the real one passes
+    with pytest.raises(iam.PolicyWildcardError):                          # without the media, the folder is a wildcard
+        iam.assert_exact(doc, UPLOADED, "arn:aws:s3:::forge-data")
+
+
+def test_a_policy_over_iams_size_limit_is_refused_not_written(clients):
+    from tasks.aws.errors import StageError
+
+    media = [f"s3://forge-data/m/{i:04d}/{'x' * 40}.png" for i in range(200)]    # ~80 chars each: ~16 KB
+    up = UPLOADED.model_copy(update={"media": media})
+    with pytest.raises(iam.PolicyTooLarge, match="10,240"):
+        iam.permission_policy(make_config(), up, ACCOUNT, "us-east-1")
+    fits = UPLOADED.model_copy(update={"media": media[:40]})
+    assert iam.policy_size(iam.permission_policy(make_config(), fits, ACCOUNT, "us-east-1")) <= iam.ROLE_POLICY_CHARS
+    names = resource_names(make_config(), "m3m3m3m3m3m3")
+    with pytest.raises(StageError, match="10,240"):
+        iam.ensure_role(clients, make_config(), names, up, ACCOUNT, {})
+    assert [r for r in clients.iam.list_roles()["Roles"] if r["RoleName"] == names.role] == []
+
+
+def test_policy_size_counts_what_iam_counts():
+    doc = iam.permission_policy(make_config(), UPLOADED, ACCOUNT, "us-east-1")
+    assert iam.policy_size(doc) == len(re.sub(r"\s", "", json.dumps(doc, indent=4)))
+
+
+def test_a_media_budget_policy_fits_iams_limit_with_every_other_statement():
+    """The data side's budget (tasks/data/media.py) leaves room: the largest media list it lets through, with
+    KMS and a cross-Region teacher, stays under 10,240 characters in the longest partition name."""
+    from tasks.data.media import MEDIA_BUDGET, MediaRefs
+
+    refs, i = MediaRefs(), 0
+    while not refs.folded:                     # the most exact objects the data side keeps before it folds
+        before = refs.entries()
+        refs.add(f"s3://forge-data/{'d' * 20}/{i:06d}.png")
+        i += 1
+    assert len(before) > 50
+    cfg = make_config(**DIST, distillation={"teacher_model": "us.amazon.nova-pro-v1:0"},
+                      aws={"kms_key_id": "1234abcd-12ab-34cd-56ef-1234567890ab", "prefix": "p" * 100})
+    up = UPLOADED.model_copy(update={"media": before})
+    for region in ("us-east-1", "us-gov-west-1"):
+        doc = iam.permission_policy(cfg, up, ACCOUNT, region)
+        assert iam.policy_size(doc) <= iam.ROLE_POLICY_CHARS
+        (st,) = [s for s in doc["Statement"] if s["Sid"] == "ReadRecordMedia"]
+        assert len(json.dumps(st["Resource"], separators=(",", ":"))) <= MEDIA_BUDGET
+
+
+# -- issue 16: per-run inline policies are deleted once their job no longer needs them -------------------------
+class FakeJobs:
+    """ListModelCustomizationJobs (nameContains, one page) over a fixed list of job summaries."""
+
+    def __init__(self, jobs: list[dict]):
+        self.jobs, self.calls = jobs, []
+
+    def get_paginator(self, op: str):
+        assert op == "list_model_customization_jobs"
+        fake = self
+
+        class Pages:
+            def paginate(self, nameContains: str = ""):
+                fake.calls.append(nameContains)
+                return [{"modelCustomizationJobSummaries": [j for j in fake.jobs if nameContains in j["jobName"]]}]
+
+        return Pages()
+
+
+def _job(name: str, status: str, ended_h_ago: float | None = None) -> dict:
+    from datetime import UTC, datetime, timedelta
+
+    j = {"jobName": name, "status": status,
+         "jobArn": f"arn:aws:bedrock:us-east-1:{ACCOUNT}:model-customization-job/{name}"}
+    if ended_h_ago is not None:
+        j["endTime"] = datetime.now(UTC) - timedelta(hours=ended_h_ago)
+    return j
+
+
+def _shared_role_with_runs(clients, keys: list[str], role: str = "shared-prune-role") -> None:
+    for k in keys:
+        cfg = make_config(aws={"role_name": role})
+        iam.ensure_role(clients, cfg, resource_names(cfg, k), UPLOADED, ACCOUNT, {})
+
+
+def _policies(clients, role: str = "shared-prune-role") -> list[str]:
+    return sorted(clients.iam.list_role_policies(RoleName=role)["PolicyNames"])
+
+
+def test_release_deletes_the_runs_own_policy_once_and_tolerates_it_being_gone(clients):
+    a, b = "aaaaaaaaaaa1", "bbbbbbbbbbb2"
+    _shared_role_with_runs(clients, [a, b])
+    with pytest.raises(ValueError, match="not terminal"):
+        iam.release_run_policy(clients, "shared-prune-role", a, "InProgress")
+    assert _policies(clients) == [iam.policy_name(a), iam.policy_name(b)]
+    assert iam.release_run_policy(clients, "shared-prune-role", a, "Completed") is True
+    assert _policies(clients) == [iam.policy_name(b)], "only the run's own policy went"
+    assert iam.release_run_policy(clients, "shared-prune-role", a, "Completed") is False      # already gone
+    assert iam.release_run_policy(clients, "no-such-role", a, "Completed") is False            # role gone
+    clients.iam.create_role(RoleName="hand-made", AssumeRolePolicyDocument=json.dumps(iam.trust_policy(ACCOUNT,
+                                                                                                    "us-east-1")))
+    clients.iam.put_role_policy(RoleName="hand-made", PolicyName=iam.policy_name(a),
+                                PolicyDocument=json.dumps(iam.permission_policy(make_config(), UPLOADED, ACCOUNT,
+                                                                                "us-east-1")))
+    assert iam.release_run_policy(clients, "hand-made", a, "Completed") is False               # not ours: untouched
+    assert clients.iam.list_role_policies(RoleName="hand-made")["PolicyNames"] == [iam.policy_name(a)]
+
+
+def test_prune_removes_only_other_runs_policies_whose_jobs_are_all_terminal(clients):
+    keys = {"done": "d0d0d0d0d0d0", "running": "e1e1e1e1e1e1", "nojob": "f2f2f2f2f2f2",
+            "failed_recent": "a3a3a3a3a3a3", "failed_old": "b4b4b4b4b4b4", "rerun_live": "c5c5c5c5c5c5",
+            "stopping": "a6a6a6a6a6a6", "me": "a7a7a7a7a7a7", "rerun_done": "a8a8a8a8a8a8"}
+    _shared_role_with_runs(clients, list(keys.values()))
+    clients.iam.put_role_policy(RoleName="shared-prune-role", PolicyName=iam.POLICY_NAME,
+                                PolicyDocument=json.dumps(iam.permission_policy(make_config(), UPLOADED, ACCOUNT,
+                                                                                "us-east-1")))
+    k = keys
+    clients.bedrock = FakeJobs([
+        _job(f"forge-banking-{k['done']}", "Completed", 1),
+        _job(f"forge-banking-{k['running']}", "InProgress"),
+        _job(f"forge-banking-{k['failed_recent']}", "Failed", 2),
+        _job(f"forge-banking-{k['failed_old']}", "Failed", 24 * 10),
+        _job(f"forge-banking-{k['rerun_live']}", "Failed", 24 * 10),
+        _job(f"forge-banking-{k['rerun_live']}-a2", "InProgress"),
+        _job(f"forge-banking-{k['stopping']}", "Stopping"),
+        _job(f"forge-banking-{k['me']}", "Completed", 1),
+        _job(f"forge-banking-{k['rerun_done']}", "Failed", 1),
+        _job(f"forge-banking-{k['rerun_done']}-a2", "Completed", 0.5),
+        _job(f"someone-else-{k['nojob']}-x", "Completed", 100),       # named like no job of ours
+    ])
+    report = iam.prune_role_policies(clients, "shared-prune-role", keep_run_key=k["me"])
+    gone = {iam.policy_name(k[n]) for n in ("done", "failed_old", "rerun_done")}
+    assert set(report.deleted) == gone
+    assert _policies(clients) == sorted({iam.POLICY_NAME, *(iam.policy_name(v) for v in k.values())} - gone)
+    kept = " | ".join(report.kept)
+    for n, why in (("running", "is InProgress"), ("nojob", "no job found"), ("failed_recent", "kept for a rerun"),
+                   ("rerun_live", "-a2 is InProgress"), ("stopping", "is Stopping")):
+        assert f"{iam.policy_name(k[n])}: " in kept and why in kept, (n, kept)
+    assert iam.policy_name(k["me"]) not in kept, "the caller's own run is never judged"
+    again = iam.prune_role_policies(clients, "shared-prune-role", keep_run_key=k["me"])
+    assert again.deleted == []                                       # idempotent
+
+
+def test_prune_leaves_a_role_it_does_not_manage_alone(clients):
+    clients.iam.create_role(RoleName="team-owned", AssumeRolePolicyDocument=json.dumps(iam.trust_policy(ACCOUNT,
+                                                                                                     "us-east-1")))
+    clients.iam.put_role_policy(RoleName="team-owned", PolicyName=iam.policy_name("d0d0d0d0d0d0"),
+                                PolicyDocument=json.dumps(iam.permission_policy(make_config(), UPLOADED, ACCOUNT,
+                                                                                "us-east-1")))
+    clients.bedrock = FakeJobs([_job("forge-banking-d0d0d0d0d0d0", "Completed", 100)])
+    report = iam.prune_role_policies(clients, "team-owned")
+    assert report.skipped_unmanaged and report.deleted == [] and clients.bedrock.calls == []
+    assert clients.iam.list_role_policies(RoleName="team-owned")["PolicyNames"] == [iam.policy_name("d0d0d0d0d0d0")]
+    assert iam.prune_role_policies(clients, "no-such-role").deleted == []
+
+
+def test_a_full_role_is_pruned_and_the_put_retried_once(clients, monkeypatch):
+    """IAM's aggregate quota (10,240 characters of inline policies per role) modelled over moto, which does not
+    enforce it: PutRolePolicy answers LimitExceeded when the role's policies would exceed it."""
+    from tasks.aws.errors import StageError
+    from tests.support.aws import client_error
+
+    real_put = clients.iam.put_role_policy
+
+    def quota_put(RoleName: str, PolicyName: str, PolicyDocument: str):
+        others = [n for n in clients.iam.list_role_policies(RoleName=RoleName)["PolicyNames"] if n != PolicyName]
+        used = sum(iam.policy_size(clients.iam.get_role_policy(RoleName=RoleName, PolicyName=n)["PolicyDocument"])
+                   for n in others)
+        if used + len(re.sub(r"\s", "", PolicyDocument)) > iam.ROLE_POLICY_CHARS:
+            raise client_error("LimitExceeded", 409, "Maximum policy size of 10240 bytes exceeded", "PutRolePolicy")
+        return real_put(RoleName=RoleName, PolicyName=PolicyName, PolicyDocument=PolicyDocument)
+
+    monkeypatch.setattr(clients.iam, "put_role_policy", quota_put)
+    per_run = iam.policy_size(iam.permission_policy(make_config(), UPLOADED, ACCOUNT, "us-east-1"))
+    fit = iam.ROLE_POLICY_CHARS // per_run
+    keys = [f"{i:012x}" for i in range(fit)]
+    _shared_role_with_runs(clients, keys)                               # the role is full now
+    clients.bedrock = FakeJobs([_job(f"forge-banking-{k}", "InProgress") for k in keys])
+    late = make_config(aws={"role_name": "shared-prune-role"})
+    with pytest.raises(StageError, match="inline policies are full"):  # every run still live: nothing removed
+        iam.ensure_role(clients, late, resource_names(late, "ffffffffffff"), UPLOADED, ACCOUNT, {})
+    assert len(_policies(clients)) == fit
+    clients.bedrock.jobs[0]["status"] = "Completed"                     # one run finished its job
+    iam.ensure_role(clients, late, resource_names(late, "ffffffffffff"), UPLOADED, ACCOUNT, {})
+    assert _policies(clients) == sorted([iam.policy_name(k) for k in keys[1:]] + [iam.policy_name("ffffffffffff")])
