@@ -28,6 +28,8 @@ examples:
   forge validate corpus.jsonl --base-model amazon.titan-text-express-v1:0:8k --type continued-pretraining
 
   forge validate examples/banking77.yaml          # a pipeline config: its data and its settings
+  forge validate s3://my-bucket/train.jsonl --base-model amazon.nova-micro-v1:0:128k \\
+      --endpoint http://127.0.0.1:4566             # an S3 object, read from that endpoint (e.g. the emulator)
 
 DATA is raw JSONL / CSV / Parquet (columns mapped with --columns) or JSONL already in the model's
 format (detected from its keys). A .yaml/.yml DATA is read as a pipeline config: its data source is
@@ -90,6 +92,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default=None,
                    help="distillation teacher model id (single-turn rule for Anthropic/Llama)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("--endpoint", default=None, metavar="URL",
+                   help="AWS endpoint URL for an s3:// DATA or data source (e.g. the emulator), like the other verbs; "
+                        "default: the environment (AWS_ENDPOINT_URL, else AWS)")
 
 
 def _guarded(fn):
@@ -170,6 +175,7 @@ def cmd_validate(args) -> int:
     try:
         ctype = CustomizationType.parse(args.ctype)
         columns = parse_columns(args.columns)
+        _endpoint(args)
     except ValueError as err:
         return _usage(args, str(err))
     if args.data.startswith("s3://"):
@@ -185,22 +191,42 @@ def cmd_validate(args) -> int:
     return _report(args, report, report.summary() + extra)
 
 
+def _endpoint(args) -> str | None:
+    """``--endpoint URL``, checked like ``aws.endpoint_url`` (UsageProblem: a typo must not fall back on AWS)."""
+    url = getattr(args, "endpoint", None)
+    if url is None:
+        return None
+    from pydantic import ValidationError
+
+    from tasks.config import AwsConfig
+
+    try:
+        AwsConfig(endpoint_url=url)
+    except ValidationError as err:
+        raise UsageProblem(f"--endpoint: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    return url
+
+
 def _validate_s3(args, ctype, columns):
     """An s3:// DATA: streamed into a temporary folder after the pre-flight (tasks.data.sources.fetch_s3:
     "object not found" / "access denied" / compressed / UTF-16 are located problems), then validated.
-    Only GetObject is called; the connection comes from the environment (AWS_PROFILE, AWS_ENDPOINT_URL, ...)."""
+    Only GetObject is called; the connection is ``--endpoint`` or the environment (AWS_PROFILE,
+    AWS_ENDPOINT_URL, ...)."""
     import tempfile
     from pathlib import Path
 
     from tasks.aws.clients import lenient_aws_config, make_clients
+    from tasks.config import AwsConfig
     from tasks.data import sources
     from tasks.data.problems import Problem, ValidationReport
     from tasks.data.validate import validate_source
 
+    endpoint = _endpoint(args)
+    aws = AwsConfig(endpoint_url=endpoint) if endpoint else lenient_aws_config({})
     with tempfile.TemporaryDirectory(prefix="forge-validate-") as tmp:
         local = Path(tmp) / (Path(args.data).name or "source")
         try:
-            sources.fetch_s3(make_clients(lenient_aws_config({})).s3, args.data, local)
+            sources.fetch_s3(make_clients(aws).s3, args.data, local)
         except sources.SourceProblem as e:
             return ValidationReport(source=args.data, problems=[Problem(file=args.data, line=e.line, field=e.field,
                                                                         message=e.message, fix=e.fix)],
@@ -220,9 +246,15 @@ def _validate_config(args) -> int:
     from tasks.data.validate import validate_config
 
     try:
+        endpoint = _endpoint(args)
+    except UsageProblem as err:
+        return _usage(args, str(err))
+    try:
         config = load_config(args.data)
     except ConfigError as err:
         return _fail(args, err.problems + [f"{args.data}: {len(err.problems)} problem(s) in the config"])  # exit 2
+    if endpoint:     # an s3:// data source and --live go there (the config's own aws.endpoint_url otherwise)
+        config = config.model_copy(update={"aws": config.aws.model_copy(update={"endpoint_url": endpoint})})
     problems = validate_config(config, args.data)
     if getattr(args, "live", False):
         problems += _live_problems(config, args.data)
@@ -317,6 +349,7 @@ def _prepare_config(args):
         ctype = CustomizationType.parse(args.ctype)
         columns = parse_columns(args.columns)
         train, val, test = _parse_split(args.split)
+        endpoint = _endpoint(args)
     except ValueError as err:
         raise _Refused(_usage(args, str(err))) from None
     data: dict = {"source": args.data,
@@ -331,6 +364,8 @@ def _prepare_config(args):
         data["max_records"] = args.max_records
     raw = {"name": "cli", "base_model": args.base_model, "customization_type": ctype.value, "data": data,
            "preset": None}
+    if endpoint:
+        raw["aws"] = {"endpoint_url": endpoint}
     if ctype == CustomizationType.DISTILLATION:
         raw["distillation"] = {"teacher_model": args.teacher or "us.amazon.nova-pro-v1:0"}
     if ctype == CustomizationType.REINFORCEMENT_FINE_TUNING:
