@@ -7,7 +7,8 @@
   second ``serving:`` block could set a commitment under a reviewed first block);
 - nesting at most ``MAX_DEPTH`` deep, counted on the parser's events (iterative: a 20k-deep file is refused
   before PyYAML's recursive composer could overflow the stack);
-- aliases bounded: at most ``MAX_ALIASES`` and an expanded size of at most ``MAX_NODES`` nodes (billion laughs);
+- aliases bounded: at most ``MAX_ALIASES`` and an expanded size of at most ``MAX_NODES`` nodes (billion laughs,
+  refused at the line of the innermost value whose aliases cross the bound);
 - integers of at most ``MAX_INT_DIGITS`` digits (Python refuses to convert more than 4300 and a config
   never needs more than a few), scalars of at most ``MAX_SCALAR`` characters;
 - mapping keys are strings.
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -112,12 +114,28 @@ def _check_tree(node: yaml.Node, where: str) -> None:
             if digits > MAX_INT_DIGITS:
                 raise YamlProblem(f"{where}:{n.start_mark.line + 1}: an integer of {digits:,} digits; "
                                   f"at most {MAX_INT_DIGITS}")
-        sizes[key] = min(total, MAX_NODES + 1)
-        return sizes[key]
+        if total > MAX_NODES:
+            # the innermost value that crosses the bound: the line of the anchor/aliases that blow it up
+            raise YamlProblem(f"{where}:{n.start_mark.line + 1}: expands to more than {MAX_NODES:,} values "
+                              f"({_aliases_on(n)}repeat their anchor's content); write the config out without "
+                              "nested aliases")
+        sizes[key] = total
+        return total
 
-    if size(node) > MAX_NODES:
-        raise YamlProblem(f"{where}: expands to more than {MAX_NODES:,} values (aliases repeat their anchor's "
-                          "content); write the config out without nested aliases")
+    size(node)
+
+
+def _aliases_on(n: yaml.Node) -> str:
+    """``"the aliases *a, *b here "`` (the aliases on the value's line) or ``"the aliases under &x "`` (its anchor):
+    names read from the source line, as composed nodes do not keep them; else ``"aliases "``."""
+    buffer = getattr(n.start_mark, "buffer", None)
+    lines = buffer.splitlines() if isinstance(buffer, str) else []
+    line = lines[n.start_mark.line] if n.start_mark.line < len(lines) else ""
+    names = sorted(set(re.findall(r"\*([A-Za-z0-9_\-]{1,40})", line)))[:3]
+    if names:
+        return f"the aliases {', '.join('*' + a for a in names)} here "
+    anchor = re.search(r"&([A-Za-z0-9_\-]{1,40})", line)
+    return f"the aliases under &{anchor.group(1)} " if anchor else "aliases "
 
 
 def _check_key(k: yaml.Node, seen: dict[Any, int], where: str) -> None:
