@@ -3,8 +3,10 @@
 Starts, each as a subprocess in its own session (so a terminal Ctrl-C reaches only this supervisor,
 which then stops the children in order and lets the worker's flow runs finish their cleanup):
 
-1. a Prefect server (``prefect server start``) on SQLite in ``.forge/stack/prefect`` (or on Postgres
-   when ``PREFECT_API_DATABASE_CONNECTION_URL`` is set);
+1. a Prefect server (``prefect server start``) on SQLite in ``.forge/stack/prefect``; with ``--database postgres``
+   on a PostgreSQL the stack starts itself (Debian's ``postgresql`` package, loopback only, data in
+   ``.forge/stack/postgres``: forge/postgres.py), the production backend; without ``--database`` and with
+   ``PREFECT_API_DATABASE_CONNECTION_URL`` set, on that database;
 2. the local Bedrock emulator (``forge emulator``), unless ``--no-emulator`` (then the worker uses
    your AWS settings);
 3. the work pool, queue and deployments (``forge deploy --apply``, in-process);
@@ -133,8 +135,9 @@ def prefect_env(home: Path, api_url: str | None = None, **extra: str) -> dict[st
 
 
 def start_server(home: Path, *, host: str = "127.0.0.1", port: int | None = None, ui: bool = True,
-                 log_dir: Path | None = None, timeout: float = 90.0) -> Service:
-    """``prefect server start`` (SQLite in ``home`` unless PREFECT_API_DATABASE_CONNECTION_URL is set)."""
+                 log_dir: Path | None = None, timeout: float = 90.0, database_url: str | None = None) -> Service:
+    """``prefect server start`` on ``database_url`` (e.g. ``forge.postgres.start_postgres(...).database_url``);
+    None: SQLite in ``home`` unless PREFECT_API_DATABASE_CONNECTION_URL is set."""
     if port:
         require_free(host, port, "Prefect server", "--port")
     port = port or free_port(host)
@@ -145,6 +148,8 @@ def start_server(home: Path, *, host: str = "127.0.0.1", port: int | None = None
     api_url = f"http://{host}:{port}/api"
     # the UI asks the server where the API is; without this it says port 4200 whatever --port is
     env = prefect_env(home, PREFECT_UI_ENABLED="true" if ui else "false", PREFECT_UI_API_URL=api_url)
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     svc = _spawn("prefect-server", argv, env, log_dir)
     svc.url = api_url
     wait_healthy(svc, f"{svc.url}/health", timeout)
@@ -223,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=float, default=3000.0, help="emulator virtual-clock speed")
     ap.add_argument("--no-emulator", action="store_true", help="use your AWS settings instead of the emulator")
     ap.add_argument("--pool", default="forge-process")
+    ap.add_argument("--database", choices=("sqlite", "postgres"), default=None,
+                    help="sqlite (default: a file in the stack's home) or postgres (a local PostgreSQL the stack "
+                         "starts: apt-get install -y postgresql); unset with PREFECT_API_DATABASE_CONNECTION_URL "
+                         "set: that database")
+    ap.add_argument("--postgres-port", type=int, default=None,
+                    help="with --database postgres: its port on --host (default: a free one)")
     ap.add_argument("--smoke", metavar="CONFIG", help="trigger one customize run with this config, wait, exit")
     args = ap.parse_args(argv)
 
@@ -320,8 +331,20 @@ def _start_services(args: argparse.Namespace, home: Path, logs: Path,
 
     from forge.commands.deploy import deploy_all
 
-    print(f"starting Prefect server on {args.host}:{args.port} ({_database(home)}) ...", flush=True)
-    server = start_server(home / "prefect", host=args.host, port=args.port, log_dir=logs)
+    database_url = None
+    if getattr(args, "database", None) == "postgres":
+        from forge.postgres import start_postgres
+
+        print(f"starting PostgreSQL on {args.host} (data in {home / 'postgres'}) ...", flush=True)
+        pg = start_postgres(home / "postgres", host=args.host, port=args.postgres_port, log_dir=logs)
+        services.append(pg)
+        database_url = pg.database_url
+    elif getattr(args, "database", None) == "sqlite":
+        database_url = sqlite_url(home / "prefect")
+    args.database_line = _database(home, database_url, services)
+    print(f"starting Prefect server on {args.host}:{args.port} ({args.database_line}) ...", flush=True)
+    server = start_server(home / "prefect", host=args.host, port=args.port, log_dir=logs,
+                          database_url=database_url)
     services.append(server)
     endpoint = None
     if not args.no_emulator:
@@ -336,14 +359,25 @@ def _start_services(args: argparse.Namespace, home: Path, logs: Path,
     return server, endpoint
 
 
-def _database(home: Path) -> str:
-    """What the server stores its state in, as the banner says it (a password never printed)."""
-    url = os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL", "")
-    if not url:
-        return f"SQLite in {home / 'prefect'}"
+def sqlite_url(prefect_home: Path) -> str:
+    """Prefect's own default database: ``prefect.db`` in its home (PREFECT_HOME)."""
+    return f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
+
+
+def _database(home: Path, url: str | None = None, services: list[Service] | None = None) -> str:
+    """What the server stores its state in, as the banner says it (a password never printed): ``url`` as the
+    stack passes it to the server, else PREFECT_API_DATABASE_CONNECTION_URL, else SQLite in the home."""
     import re
 
-    return "database " + re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    pg = next((s for s in services or [] if s.name == "postgres"), None)
+    url = url or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL", "")
+    if pg is not None:
+        return (f"PostgreSQL {getattr(pg, 'pg_version', '')} on {(pg.url or '').removeprefix('postgresql://')}, "
+                f"data in {getattr(pg, 'data_dir', '')}")
+    if not url or url.startswith("sqlite"):
+        return f"SQLite in {home / 'prefect'}"
+    kind = "PostgreSQL" if url.startswith("postgresql") else "database"
+    return f"{kind} " + re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 def _banner(args: argparse.Namespace, server: Service, endpoint: str | None, logs: Path) -> None:
@@ -351,6 +385,7 @@ def _banner(args: argparse.Namespace, server: Service, endpoint: str | None, log
     print("\nbedrock-forge stack is up:")
     print(f"  Prefect UI     {ui}   (Deployments → customize → Run → Custom run)")
     print(f"  Prefect API    {server.url}   export PREFECT_API_URL={server.url}")
+    print(f"  database       {getattr(args, 'database_line', None) or _database(Path(args.home))}")
     if endpoint:
         print(f"  emulator       {endpoint}   ledger: {endpoint}/_emulator/ledger")
         print(f"                 export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing "

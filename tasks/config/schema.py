@@ -80,6 +80,13 @@ def _both(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             "required": [*a.get("required", []), *b.get("required", [])]}
 
 
+def _then(rule: dict[str, Any]) -> dict[str, Any]:
+    """A rule's ``then``, typed: with a ``type`` matching the config, jsonschema's ``best_match`` (the message the
+    server returns) descends to this rule's error instead of stopping at ``config``'s anyOf with null (it stops
+    when the best two candidates tie, and an untyped subschema ties with "is not of type 'null'")."""
+    return {"type": "object", **rule}
+
+
 def catalog_rules(default_region: str, sections: dict[CustomizationType, str]) -> dict[str, Any]:
     """The catalog's rules between fields, one ``if``/``then`` each (``dependentSchemas`` of PipelineConfig)."""
     cat = load_catalog()
@@ -90,29 +97,29 @@ def catalog_rules(default_region: str, sections: dict[CustomizationType, str]) -
         supports: dict[str, Any] = {"properties": {"customization_type": {"enum": types}}}
         if CustomizationType.FINE_TUNING.value not in types:
             supports["required"] = ["customization_type"]
-        per_model.append({"if": is_fam, "then": supports})
+        per_model.append({"if": is_fam, "then": _then(supports)})
         for ctype, spec in fam.customizations.items():
             hps = {name: _hyperparameter(hp) for name, hp in spec.hyperparameters.items()}
             per_model.append({"if": _both(is_fam, _of_type(ctype)),
-                              "then": {"properties": {"hyperparameters": {
-                                  "type": "object", "properties": hps, "additionalProperties": False}}}})
+                              "then": _then({"properties": {"hyperparameters": {
+                                  "type": "object", "properties": hps, "additionalProperties": False}}})})
         on_demand = {"properties": {"serving": {"properties": {"mode": {"const": "on_demand"}},
                                                 "required": ["mode"]}}, "required": ["serving"]}
         if not fam.on_demand_deployment:
-            per_model.append({"if": _both(is_fam, on_demand), "then": {"properties": {"serving": {
-                "properties": {"mode": {"not": {"const": "on_demand"}}}}}}})
+            per_model.append({"if": _both(is_fam, on_demand), "then": _then({"properties": {"serving": {
+                "properties": {"mode": {"not": {"const": "on_demand"}}}}}})})
         else:
             region: dict[str, Any] = {"properties": {"aws": {"properties": {
                 "region": {"enum": list(fam.on_demand_regions)}}}}}
             if default_region not in fam.on_demand_regions:
                 region["required"] = ["aws"]
                 region["properties"]["aws"]["required"] = ["region"]
-            per_model.append({"if": _both(is_fam, on_demand), "then": region})
-    per_type = [{"if": _of_type(ctype), "then": {"required": [section],
-                                                  "properties": {section: {"type": "object"}}}}
+            per_model.append({"if": _both(is_fam, on_demand), "then": _then(region)})
+    per_type = [{"if": _of_type(ctype), "then": _then({"required": [section],
+                                                         "properties": {section: {"type": "object"}}})}
                 for ctype, section in sections.items()]
     per_preset = [{"if": {"properties": {"preset": {"const": name}}, "required": ["preset"]},
-                   "then": _of_type(p.customization_type)}
+                   "then": _then(_of_type(p.customization_type))}
                   for name, p in PRESETS.items() if p.customization_type is not None]
     return {"base_model": {"allOf": per_model},
             "customization_type": {"allOf": per_type},
@@ -135,4 +142,4 @@ def serving_schema(schema: dict[str, Any], cls: type | None = None) -> None:
     ordered(schema)
     schema["dependentSchemas"] = {"commitment": {
         "if": {"properties": {"commitment": {"type": "string"}}},
-        "then": {"properties": {"allow_commitment": {"const": True}}, "required": ["allow_commitment"]}}}
+        "then": _then({"properties": {"allow_commitment": {"const": True}}, "required": ["allow_commitment"]})}}
