@@ -58,6 +58,7 @@ from tasks.preflight import PreflightRefused, preflight_run
 from tasks.prepare import prepare_task
 from tasks.run import liveness, stop
 from tasks.run.manifest import SERVING_STEPS, STEPS, Manifest, RerunStep
+from tasks.run.store import S3RunStore
 from tasks.run.types import (
     JobInfo,
     PreparedData,
@@ -310,6 +311,9 @@ def _upload(ctx: RunContext, prepared: PreparedData) -> UploadedData:
 def _record_upload(ctx: RunContext, uploaded: UploadedData) -> None:
     ctx.manifest.add_resource("data", {"train": uploaded.train_uri, "validation": uploaded.validation_uri,
                                        "test": uploaded.test_uri, "output": uploaded.output_uri})
+    # from here on the manifest is also in the run's bucket, readable from any machine (tasks/run/store.py)
+    ctx.manifest.attach(S3RunStore.of_run(ctx.clients.s3, uploaded.bucket, ctx.config.aws.prefix), ctx.account)
+    ctx.log.info("run state: %s", ctx.manifest.store.uri + ctx.run_id + "/manifest.json")
 
 
 def _start_job(ctx: RunContext, role: RoleInfo, uploaded: UploadedData) -> JobInfo:

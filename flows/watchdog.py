@@ -108,7 +108,7 @@ def clean_up(spec: dict[str, Any], clients: Any, *, retry_for_s: float = RETRY_F
     if spec.get("heartbeat") and not alive:
         _delete_heartbeat(clients, spec["heartbeat"])
     if spec.get("manifest"):
-        _mark_manifest(spec["manifest"], report)
+        _mark_manifest(spec["manifest"], report, clients)
     return alive
 
 
@@ -122,11 +122,15 @@ def _delete_heartbeat(clients: Any, uri: str) -> None:
         _log(f"could not delete the heartbeat {uri}: {err}")
 
 
-def _mark_manifest(path: str, report: Any) -> None:
+def _mark_manifest(path: str, report: Any, clients: Any = None) -> None:
     from tasks.run.manifest import Manifest
+    from tasks.run.store import store_of
 
     try:
         m = Manifest.load(path)
+        store = store_of(clients.s3, m.doc) if clients is not None else None
+        if store is not None:   # the S3 copy (what other machines read) says interrupted too
+            m.attach(store)
         teardown = dict(m.doc.teardown or {})
         for k in ("deleted", "already_gone", "errors"):
             teardown[k] = list(teardown.get(k) or []) + list(getattr(report, k))

@@ -58,11 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="from_step", default=None, choices=RerunSteps(), metavar="STEP",
                    help="the step to rerun from, one of: %(choices)s")
     _common(p)
+    _runs_uri(p)
     p.set_defaults(func=cmd_rerun)
 
     p = sub.add_parser("status", help="show a run (or list runs)")
     p.add_argument("run_id", nargs="?")
     p.add_argument("--runs-dir", default=os.environ.get("FORGE_RUNS_DIR", "runs"))
+    p.add_argument("--endpoint", default=None, help="AWS endpoint URL (e.g. the emulator), with --runs-uri")
+    _runs_uri(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
@@ -75,6 +78,41 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "tasks/run/liveness.py STALE_AFTER_S, 120 s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+
+def _runs_uri(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-uri", default=os.environ.get("FORGE_RUNS_URI"), metavar="S3_URI",
+                   help="read the run state from S3 (s3://BUCKET/PREFIX/runs/: the run's bucket and aws.prefix, "
+                        "printed by the run as 'run state: ...'), from any machine; default $FORGE_RUNS_URI")
+
+
+def _run_store(args):
+    """The S3 runs folder of ``--runs-uri`` (tasks/run/store.py), through the project's one client factory."""
+    from tasks.aws.clients import make_clients
+    from tasks.config import AwsConfig
+    from tasks.run.store import S3RunStore
+
+    endpoint = getattr(args, "endpoint", None)
+    aws = AwsConfig(endpoint_url=endpoint,
+                    region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1")
+    with aws_target(endpoint, 1.0, Path(".forge") / "emulator-state") if endpoint else _noop():
+        return S3RunStore.at(make_clients(aws).s3, args.runs_uri)   # an emulator endpoint: dummy credentials
+
+
+def _fetch_run(args) -> str | None:
+    """`forge rerun --runs-uri`: the run's manifest from S3 into the local runs folder (its cache; S3 wins, as it
+    may hold a newer attempt made on another machine). An error message, or None."""
+    from tasks.run.manifest import Manifest
+
+    try:
+        found = _run_store(args).get(args.run_id)
+    except ValueError as err:
+        return str(err)
+    if found is None:
+        return f"no run {args.run_id!r} under {args.runs_uri}"
+    path = Path(args.runs_dir) / args.run_id / "manifest.json"
+    Manifest(path, found[0]).save()
+    return None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -338,6 +376,11 @@ def live_preflight(config, source: str) -> list[str]:
 def cmd_rerun(args) -> int:
     from tasks.run.manifest import Manifest
 
+    if getattr(args, "runs_uri", None):
+        problem = _fetch_run(args)
+        if problem:
+            print(f"forge rerun: {problem}", file=sys.stderr)
+            return 2
     try:
         manifest = Manifest.find(args.runs_dir, args.run_id)
     except (FileNotFoundError, ValueError) as err:   # no such run / a run id that is a path (InvalidRunId)
@@ -410,9 +453,46 @@ def print_summary(manifest: dict, path: Path) -> None:
             print(f"  charts:   {', '.join(charts)}")
 
 
+def _status_from_store(args) -> int:
+    """`forge status --runs-uri s3://...`: the runs as S3 has them, no local state needed."""
+    try:
+        store = _run_store(args)
+        if args.run_id:
+            found = store.get(args.run_id)
+            if found is None:
+                print(f"forge status: no run {args.run_id!r} under {args.runs_uri}", file=sys.stderr)
+                return 2
+            if args.json:
+                print(json.dumps(found[0], indent=2))
+            else:
+                print_summary(found[0], Path(store.key(args.run_id)))
+            return 0
+        docs = [d for d in (store.get(rid) for rid in store.run_ids()) if d is not None]
+    except ValueError as err:
+        print(f"forge status: {err}", file=sys.stderr)
+        return 2
+    return _print_rows([d for d, _ in docs], args, args.runs_uri)
+
+
+def _print_rows(docs: list[dict], args, where: str) -> int:
+    rows = [{"run_id": d["run_id"], "status": d.get("status"), "started": d.get("timings", {}).get("started"),
+             "gate": (d.get("gate") or {}).get("passed")} for d in docs]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no runs under {where}")
+    else:
+        for r in rows:
+            gate = {True: "gate passed", False: "gate failed", None: ""}[r["gate"]]
+            print(f"{r['run_id']:<48} {r['status'] or '?':<12} {r['started']}  {gate}")
+    return 0
+
+
 def cmd_status(args) -> int:
     from tasks.run.manifest import Manifest
 
+    if getattr(args, "runs_uri", None):
+        return _status_from_store(args)
     root = Path(args.runs_dir)
     if args.run_id:
         try:
@@ -425,20 +505,13 @@ def cmd_status(args) -> int:
         else:
             print_summary(m.data, m.path)
         return 0
-    rows = []
+    docs = []
     for p in sorted(root.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
-        d = json.loads(p.read_text())
-        rows.append({"run_id": d["run_id"], "status": d.get("status"), "started": d.get("timings", {}).get("started"),
-                     "gate": (d.get("gate") or {}).get("passed")})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    elif not rows:
-        print(f"no runs under {root}")
-    else:
-        for r in rows:
-            gate = {True: "gate passed", False: "gate failed", None: ""}[r["gate"]]
-            print(f"{r['run_id']:<48} {r['status']:<12} {r['started']}  {gate}")
-    return 0
+        try:
+            docs.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            docs.append({"run_id": p.parent.name, "status": "unreadable"})
+    return _print_rows(docs, args, str(root))
 
 
 def cmd_sweep(args) -> int:

@@ -163,6 +163,9 @@ class Manifest:
         self.path = Path(path)
         self.doc = doc if isinstance(doc, RunManifest) else RunManifest.model_validate(doc)
         self._lock = threading.RLock()
+        self._store: Any = None        # tasks/run/store.py, once attached
+        self._account: str | None = None
+        self._etag: str | None = None
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -212,26 +215,73 @@ class Manifest:
             return self.doc.to_json()
 
     # -- updates -----------------------------------------------------------------------
-    def save(self) -> None:
+    def attach(self, store: Any, account: str | None = None) -> None:
+        """Also keep this manifest in ``store`` (``tasks/run/store.py``: S3, readable from every machine) from now
+        on: pushed at once (adopting the copy already there, e.g. an earlier attempt's, when it is newer) and after
+        every change. ``account`` un-redacts a copy read back from the store."""
+        from tasks.run.store import write_through
+
         with self._lock:
-            body = redact(self.doc.to_json())
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".manifest-", suffix=".json")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(body, fh, indent=2, sort_keys=False, default=str)
-                    fh.write("\n")
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            self._store, self._account = store, account
+            current = store.get(self.run_id)
+            self._etag = current[1] if current else None
+            self._etag, _ = write_through(store, self.run_id, self._etag, self._body, None)
+
+    @property
+    def store(self) -> Any:
+        return self._store
+
+    def _body(self) -> dict[str, Any]:
+        return redact(self.doc.to_json())
+
+    def save(self) -> None:
+        """Write the file (and the store's copy, when attached); the document as it is wins."""
+        self._save(None)
+
+    def _change(self, change: Any) -> None:
+        """Apply ``change()`` (it edits ``self.doc``) and save. When the store's copy changed meanwhile (another
+        writer), the change is applied again to that copy, so neither writer's update is lost."""
+        with self._lock:
+            change()
+            self._save(change)
+
+    def _save(self, change: Any) -> None:
+        with self._lock:
+            self._write_file(self._body())
+            if self._store is None:
+                return
+            from tasks.run.store import write_through
+
+            def reapply(remote: dict[str, Any]) -> None:
+                from tasks.aws.redact import unredact
+
+                self.doc = RunManifest.model_validate(unredact(remote, self._account) if self._account else remote)
+                if change is not None:
+                    change()
+
+            self._etag, adopted = write_through(self._store, self.run_id, self._etag, self._body,
+                                                reapply if change is not None else None)
+            if adopted is not None and change is not None:
+                self._write_file(self._body())
+
+    def _write_file(self, body: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".manifest-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(body, fh, indent=2, sort_keys=False, default=str)
+                fh.write("\n")
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def update(self, **fields: Any) -> None:
         """Set top-level keys (validated: ``data=``, ``gate=`` ... take dicts or records) and save."""
-        with self._lock:
+        def change() -> None:
             for k, v in fields.items():
                 setattr(self.doc, k, v)
-            self.save()
+        self._change(change)
 
     def _set_step(self, step: str, changes: dict[str, Any], *, drop: tuple[str, ...] = (),
                   default_started: bool = False) -> StepRecord:
@@ -247,51 +297,48 @@ class Manifest:
         return new
 
     def step_started(self, step: str) -> None:
-        with self._lock:
-            self._set_step(step, {"status": "running", "started": now_iso(), "ended": None}, drop=("error",))
-            self.save()
+        at = now_iso()
+        self._change(lambda: self._set_step(step, {"status": "running", "started": at, "ended": None},
+                                            drop=("error",)))
 
     def step_done(self, step: str, *, adopted: bool = False, output: Any = None, status: str = "completed") -> None:
-        with self._lock:
-            changes: dict[str, Any] = {"status": status, "ended": now_iso(), "adopted": bool(adopted)}
-            if output is not None:
-                changes["output"] = output
-            self._timing(step, self._set_step(step, changes, default_started=True))
-            self.save()
+        changes: dict[str, Any] = {"status": status, "ended": now_iso(), "adopted": bool(adopted)}
+        if output is not None:
+            changes["output"] = output
+        self._change(lambda: self._timing(step, self._set_step(step, changes, default_started=True)))
 
     def step_failed(self, step: str, error: BaseException | str) -> None:
-        with self._lock:
-            rec = self._set_step(step, {"status": "failed", "ended": now_iso(), "error": str(error)[:2000]},
-                                 default_started=True)
-            self._timing(step, rec)
-            self.save()
+        changes = {"status": "failed", "ended": now_iso(), "error": str(error)[:2000]}
+        self._change(lambda: self._timing(step, self._set_step(step, changes, default_started=True)))
 
     def steps_settled(self, steps: tuple[str, ...] | list[str], *, adopted: bool = False,
                       status: str = "completed") -> None:
         """Record several steps as done at once: adopted (their result exists) or ``status="skipped"``."""
-        with self._lock:
+        at = now_iso()
+
+        def change() -> None:
             for step in steps:
-                self._set_step(step, {"status": "running", "started": now_iso(), "ended": None}, drop=("error",))
-                changes = {"status": status, "ended": now_iso(), "adopted": bool(adopted)}
-                self._timing(step, self._set_step(step, changes))
-            self.save()
+                self._set_step(step, {"status": "running", "started": at, "ended": None}, drop=("error",))
+                self._timing(step, self._set_step(step, {"status": status, "ended": at, "adopted": bool(adopted)}))
+        self._change(change)
 
     def guard_passed(self) -> None:
         """The spend guard let the run through; a refusal recorded by an earlier attempt is cleared."""
         with self._lock:
             if GUARD in self.doc.steps:
-                self._timing(GUARD, self._set_step(GUARD, {"status": "completed", "ended": now_iso()},
-                                                   drop=("error",)))
-                self.save()
+                at = now_iso()
+                self._change(lambda: self._timing(GUARD, self._set_step(GUARD, {"status": "completed", "ended": at},
+                                                                        drop=("error",))))
 
     def guard_refused(self, guard: str, error: BaseException | str) -> None:
         """A spend guard refused before anything was spent: recorded as its own step (not upload's)."""
-        with self._lock:
-            at = now_iso()
+        at = now_iso()
+
+        def change() -> None:
             self.doc.steps[GUARD] = StepRecord(status="failed", started=at, ended=at, guard=guard,
                                                error=f"refused before spending: {error}"[:2000])
             self._timing(GUARD, self.doc.steps[GUARD])
-            self.save()
+        self._change(change)
 
     def _timing(self, step: str, s: StepRecord) -> None:
         try:
@@ -302,29 +349,25 @@ class Manifest:
             pass
 
     def add_resource(self, kind: str, value: Any) -> None:
-        with self._lock:
-            self.doc.resources[kind] = value
-            self.save()
+        self._change(lambda: self.doc.resources.__setitem__(kind, value))
 
     def set_metrics(self, **metrics: Any) -> None:
         """Set ``metrics.<name>`` sections (base, custom, comparison, training) and save."""
-        with self._lock:
+        def change() -> None:
             for k, v in metrics.items():
                 setattr(self.doc.metrics, k, v)
-            self.save()
+        self._change(change)
 
     def set_cost_estimate(self, estimated_usd: float | None, known_usd: float | None,
                           estimate: dict[str, Any]) -> None:
-        with self._lock:
+        def change() -> None:
             self.doc.cost.estimated_usd = estimated_usd
             self.doc.cost.known_usd = known_usd
             self.doc.cost.estimate = estimate
-            self.save()
+        self._change(change)
 
     def add_evaluation(self, record: dict[str, Any]) -> None:
-        with self._lock:
-            self.doc.evaluations = [*(self.doc.evaluations or []), record]
-            self.save()
+        self._change(lambda: setattr(self.doc, "evaluations", [*(self.doc.evaluations or []), record]))
 
     # -- reading -----------------------------------------------------------------------
     def step_output(self, step: str) -> Any:
@@ -339,12 +382,14 @@ class Manifest:
         return None
 
     def finish(self, status: RunStatus) -> None:
-        with self._lock:
+        ended = datetime.now(UTC)
+
+        def change() -> None:
             self.doc.status = status
-            self.doc.timings["ended"] = now_iso()
+            self.doc.timings["ended"] = ended.isoformat(timespec="seconds")
             try:
                 t0 = datetime.fromisoformat(self.doc.timings["started"])
-                self.doc.timings["total_seconds"] = round((datetime.now(UTC) - t0).total_seconds(), 3)
+                self.doc.timings["total_seconds"] = round((ended - t0).total_seconds(), 3)
             except (KeyError, TypeError, ValueError):
                 pass
-            self.save()
+        self._change(change)

@@ -24,6 +24,7 @@ from emulator.testing import alive_serving
 from emulator.testing import ledger_calls as calls
 from scenarios.harness import small_config as scenario_config
 from tests.support import REPO_ROOT
+from tests.support.aws import changed_objects, s3_objects
 
 REPO = REPO_ROOT
 
@@ -95,14 +96,22 @@ def test_full_run_then_rerun_makes_no_mutating_call(emu, tmp_path):
     assert len(calls(led, "CreateProvisionedModelThroughput")) == 1
     assert alive_serving(led) == [], "the PT must be deleted at the end of the run"
     n_calls = len(led["calls"])
+    objects_before = s3_objects(emu.url)
+    assert f"runs/{m['run_id']}/manifest.json" in "\n".join(objects_before), "run state is in S3 (issue 18)"
 
     # same inputs again, as a new run: everything is adopted and the evaluation is reused from S3
     state = run_flow(small_config(), runs)
     assert state.is_completed(), state.message
     new = emu.ledger()["calls"][n_calls:]
     assert new, "the rerun must at least look AWS up"
-    assert [c["operation"] for c in new if c["mutating"]] == [], "a rerun of a finished run must not mutate"
     m2 = manifest_of(runs)
+    # the new run writes its own record (runs/<its id>/manifest.json) and nothing else: no AWS resource changes,
+    # no object of the first run (data, outputs, evaluation, its manifest) is rewritten
+    assert [c["operation"] for c in new if c["mutating"] and c["operation"] != "PutObject"] == [], \
+        "a rerun of a finished run must not mutate"
+    objects_after = s3_objects(emu.url)
+    changed = changed_objects(objects_before, objects_after)
+    assert changed and all(f"runs/{m2['run_id']}/" in k for k in changed), changed
     assert m2["run_id"] != m["run_id"] and m2["run_key"] == m["run_key"]
     assert m2["steps"]["customize"]["adopted"] and m2["steps"]["evaluate"]["adopted"]
     assert m2["gate"] == m["gate"]

@@ -130,3 +130,20 @@ def stubbed_clients(region: str = "us-east-1"):
                             region_name=region).client("bedrock", region_name=region)
     return aws_clients.Clients(s3=None, iam=None, sts=None, bedrock=bedrock, bedrock_runtime=None,
                                region=region), Stubber(bedrock)
+
+
+def s3_objects(url: str) -> dict[str, str]:
+    """Every S3 object on the emulator at ``url``: ``bucket/key`` -> ETag (what changed between two points)."""
+    from emulator.testing import boto3_clients
+
+    s3 = boto3_clients(url).s3
+    out = {}
+    for b in s3.list_buckets()["Buckets"]:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b["Name"]):
+            for o in page.get("Contents") or []:
+                out[f"{b['Name']}/{o['Key']}"] = o["ETag"]
+    return out
+
+
+def changed_objects(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(k for k, etag in after.items() if before.get(k) != etag)

@@ -1,0 +1,130 @@
+"""Where every machine can read a run: its manifest in S3, next to the run's data (issue 18).
+
+``s3://<run bucket>/<prefix>/runs/<run_id>/manifest.json`` — the run's bucket is the one `upload` creates, so the
+copy starts once the bucket exists (after the upload step) and the local ``RUNS_DIR/<run_id>/manifest.json``
+stays as the cache it always was. `forge status --runs-uri s3://...` and `forge rerun RUN_ID --runs-uri ...` read
+it from any machine with AWS access and no local state.
+
+Concurrent writers (the flow, its watchdog, a cancellation hook in another process) cannot lose each other's
+updates: every write is conditional on the ETag this writer last saw (S3 conditional writes, ``If-Match`` /
+``If-None-Match: *``, https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-requests.html); on
+412 PreconditionFailed the writer re-reads the object, re-applies its own change to it and tries again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tasks.aws.s3uri import child_key, s3_uri, split_s3_uri
+from tasks.run.names import check_run_id
+
+MANIFEST = "manifest.json"
+MAX_CONFLICTS = 8
+
+
+class StoreConflict(RuntimeError):
+    """The object changed since this writer read it (412), or appeared when it expected none."""
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _status(err: ClientError) -> int:
+    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+@dataclass(frozen=True)
+class S3RunStore:
+    """The runs folder in S3: ``runs_uri`` is ``s3://bucket/prefix/runs/``."""
+
+    s3: Any
+    bucket: str
+    prefix: str          # key prefix ending in "/" (or "")
+
+    @classmethod
+    def at(cls, s3: Any, runs_uri: str) -> S3RunStore:
+        bucket, key = split_s3_uri(runs_uri)
+        return cls(s3, bucket, key if not key or key.endswith("/") else key + "/")
+
+    @classmethod
+    def of_run(cls, s3: Any, bucket: str, aws_prefix: str) -> S3RunStore:
+        """The default runs folder of a run: ``<aws.prefix>/runs/`` in its bucket."""
+        return cls(s3, bucket, child_key(aws_prefix, "runs/"))
+
+    @property
+    def uri(self) -> str:
+        return s3_uri(self.bucket, self.prefix)
+
+    def key(self, run_id: str) -> str:
+        return f"{self.prefix}{check_run_id(run_id)}/{MANIFEST}"
+
+    def get(self, run_id: str) -> tuple[dict, str] | None:
+        """(manifest, ETag), or None when the run has no copy here."""
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=self.key(run_id))
+        except ClientError as err:
+            if _code(err) in ("NoSuchKey", "404", "NotFound") or _status(err) == 404:
+                return None
+            raise
+        return json.loads(obj["Body"].read()), obj["ETag"]
+
+    def put(self, run_id: str, body: dict, etag: str | None) -> str:
+        """Write if the object is still at ``etag`` (None: only if there is none); the new ETag.
+        ``StoreConflict`` when another writer got there first."""
+        cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            out = self.s3.put_object(Bucket=self.bucket, Key=self.key(run_id), ContentType="application/json",
+                                     Body=json.dumps(body, indent=2, default=str).encode(), **cond)
+        except ClientError as err:
+            if _status(err) in (409, 412) or _code(err) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise StoreConflict(f"{self.key(run_id)} changed under this writer") from err
+            if etag and (_code(err) in ("NoSuchKey", "404") or _status(err) == 404):
+                raise StoreConflict(f"{self.key(run_id)} was deleted under this writer") from err
+            raise
+        return out["ETag"]
+
+    def run_ids(self) -> list[str]:
+        """The runs with a manifest here, oldest name first."""
+        ids: list[str] = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix,
+                                                                       Delimiter="/"):
+            for cp in page.get("CommonPrefixes") or []:
+                ids.append(cp["Prefix"][len(self.prefix):].rstrip("/"))
+        return sorted(ids)
+
+
+def store_of(s3: Any, doc: Any) -> S3RunStore | None:
+    """The store a run's manifest is kept in, from the manifest itself (its uploaded data's bucket and the
+    config's ``aws.prefix``); None before the upload step (no bucket yet)."""
+    data = (doc.resources or {}).get("data") if hasattr(doc, "resources") else None
+    uri = data.get("output") or data.get("train") if isinstance(data, dict) else None
+    if not uri:
+        return None
+    prefix = ((doc.config or {}).get("aws") or {}).get("prefix") or ""
+    return S3RunStore.of_run(s3, split_s3_uri(uri)[0], prefix)
+
+
+def write_through(store: S3RunStore, run_id: str, etag: str | None, doc_json: Callable[[], dict],
+                  reapply: Callable[[dict], None] | None) -> tuple[str, dict | None]:
+    """Push ``doc_json()``; on a conflict read the current copy, hand it to ``reapply`` (which makes it the
+    writer's document with this writer's change applied again) and retry. Returns (ETag, the remote copy that was
+    adopted or None). Without ``reapply`` a conflict overwrites (the writer's whole document wins)."""
+    adopted: dict | None = None
+    for _ in range(MAX_CONFLICTS):
+        try:
+            return store.put(run_id, doc_json(), etag), adopted
+        except StoreConflict:
+            current = store.get(run_id)
+            if current is None:
+                etag = None
+                continue
+            adopted, etag = current
+            if reapply is not None:
+                reapply(adopted)
+    raise StoreConflict(f"{store.key(run_id)}: {MAX_CONFLICTS} conflicting writes in a row")
