@@ -6,10 +6,11 @@ before any AWS call: the entry points.
   hyperparameters, region, S3/IAM names, on-demand availability, each located by its key's line in the
   YAML file) plus its ``data.*`` settings against the data rules (``data_settings_problems``).
 
-The pieces: ``tasks.data.problems`` (Problem, Collector, ValidationReport, DataValidationError),
-``tasks.data.readers`` (the chunked line reader, decoding, file kind), ``tasks.data.rules`` (Rules,
-rules_for, check_record), ``tasks.data.scanner`` (JSONL / CSV / Parquet records). The names they define
-are re-exported here for the callers that import them from this module.
+The pieces live in their own modules and are imported from there: ``tasks.data.problems`` (Problem, Collector,
+ValidationReport, DataValidationError), ``tasks.data.readers`` (the chunked line reader, decoding, file kind),
+``tasks.data.rules`` (Rules, rules_for, check_record), ``tasks.data.scanner`` (JSONL / CSV / Parquet records),
+``tasks.config.checks`` (the config's name patterns, hyperparameters). ``DataValidationError`` is still re-exported
+here for flows/customize.py and forge/commands/run.py until they import it from ``tasks.data.problems``.
 """
 
 from __future__ import annotations
@@ -20,48 +21,13 @@ from typing import Any
 
 from tasks.catalog import CustomizationType, DataFormat, Limits
 from tasks.config import Columns
-from tasks.config.checks import (
-    BUCKET_RE,
-    REGION_RE,
-    RFT_HYPERPARAMETERS,
-    ROLE_NAME_RE,
-    S3_KEY_RE,
-    Add,
-    check_config,
-    validate_hyperparameters,
-)
-from tasks.config.yaml_lines import yaml_line
-from tasks.data.problems import (
-    MAX_PROBLEMS_KEPT,
-    MAX_PROBLEMS_SHOWN,
-    Collector,
-    DataValidationError,
-    Problem,
-    ValidationReport,
-    env_max_problems,
-)
-from tasks.data.readers import MAX_LINE_BYTES, READ_CHUNK, file_kind, iter_raw_lines
-from tasks.data.rules import (
-    CLAUDE_FORBIDDEN,
-    IMAGE_FORMATS,
-    MAX_IMAGES_PER_RECORD,
-    NOVA_FORBIDDEN,
-    VIDEO_FORMATS,
-    Rules,
-    check_record,
-    check_text,
-    rules_for,
-)
-from tasks.data.scanner import PROGRESS_EVERY, Item, SourceScanner, apply_template, detect_format
+from tasks.config.checks import Add, check_config
+from tasks.data.problems import DataValidationError, Problem, ValidationReport
+from tasks.data.rules import Rules, check_text, rules_for
+from tasks.data.scanner import SourceScanner
 
-__all__ = [
-    "BUCKET_RE", "CLAUDE_FORBIDDEN", "IMAGE_FORMATS", "MAX_IMAGES_PER_RECORD", "MAX_LINE_BYTES", "MAX_PROBLEMS_KEPT",
-    "MAX_PROBLEMS_SHOWN", "NOVA_FORBIDDEN", "PROGRESS_EVERY", "READ_CHUNK", "REGION_RE", "RFT_HYPERPARAMETERS",
-    "ROLE_NAME_RE", "S3_KEY_RE", "VIDEO_FORMATS", "Collector", "DataValidationError", "Item", "Problem", "Rules",
-    "SourceScanner", "ValidationReport", "apply_template", "check_record", "data_settings_problems",
-    "detect_format", "env_max_problems", "file_kind", "iter_raw_lines", "rules_for", "validate_config",
-    "validate_hyperparameters", "validate_source", "yaml_line",
-]
+# DataValidationError: only for the two importers named above (drop once they import tasks.data.problems)
+__all__ = ["DataValidationError", "data_settings_problems", "validate_config", "validate_source"]
 
 
 def validate_source(path: str | Path, base_model: str, ctype: CustomizationType | str, *,
