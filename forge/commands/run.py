@@ -219,8 +219,8 @@ def _drain_prefect_workers() -> None:
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogWorker
 
-        APILogWorker.drain_all(timeout=5)
-        EventsWorker.drain_all(timeout=5)
+        APILogWorker.drain_all(timeout=2)
+        EventsWorker.drain_all(timeout=2)
     except Exception:  # noqa: BLE001 - best effort: the run's record is the manifest
         pass
 
