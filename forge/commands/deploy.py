@@ -5,7 +5,12 @@ Reads ``deployments/prefect.yaml`` (the single description of the deployments; P
 ``--apply`` it only checks: every entrypoint loads, every schedule parses, every fixed parameter fits
 its flow's signature, and prints the plan. With ``--apply`` it creates the process work pool and the
 work queue when missing and registers (creates or updates) each deployment against the Prefect API in
-``PREFECT_API_URL``. Re-running it is safe: deployments are updated in place, schedules replaced.
+``PREFECT_API_URL``. Re-running it is safe: an existing deployment is updated in place (``PATCH``) and keeps its
+schedules — same schedule objects, so a schedule or a deployment an operator paused stays paused, and an interval
+keeps its anchor — unless the file's schedule itself changed (then that one is replaced). With
+``FORGE_NOTIFY_WEBHOOK_URL`` set it also installs the failure notifications: a webhook block and the automation of
+``deployments/automations/notify-on-failure.json`` (Failed/Crashed runs tagged ``bedrock-forge``: run id, failed
+step, error, the rerun command and a link to the run in the UI at ``PREFECT_UI_URL``).
 
 Flow runs of these deployments start in the repo root on the worker (a ``set_working_directory``
 pull step): relative paths in parameters resolve there.
@@ -14,6 +19,7 @@ pull step): relative paths in parameters resolve there.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from datetime import timedelta
@@ -194,21 +200,103 @@ def ensure_pool(pool: str = DEFAULT_POOL, queue: str = DEFAULT_QUEUE) -> tuple[b
     return pool_created, queue_created
 
 
-def apply_deployment(spec: DeploymentSpec, *, pool: str, queue: str | None, root: Path = REPO_ROOT):
-    """Create or update one deployment; flow runs start in ``root``. Returns the deployment id."""
+def apply_deployment(spec: DeploymentSpec, *, pool: str, queue: str | None, root: Path = REPO_ROOT,
+                     echo=lambda *_: None):
+    """Create or update one deployment; flow runs start in ``root``. Returns the deployment id.
+
+    Prefect's own apply (``POST /deployments``, an upsert) deletes and recreates every schedule and sets
+    ``paused: false`` (prefect/server/models/deployments.py ``create_deployment``; RunnerDeployment
+    ``reconcile_paused``): each ``forge deploy --apply`` reset the sweep's interval anchor and un-paused a paused
+    deployment or schedule. So an existing deployment is updated with ``PATCH`` (no ``paused``, no ``schedules``:
+    both stay as they are on the server) and its schedules are reconciled one by one (``sync_schedules``)."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
     from prefect.runner.storage import LocalStorage
 
     flow, schedules = check_deployment(spec, root)
     deployment = flow.to_deployment(
         name=spec.name, description=spec.description, tags=spec.tags, parameters=spec.parameters,
         schedules=schedules, work_pool_name=pool, work_queue_name=queue,
-        job_variables=with_flow_heartbeats(spec.work_pool.job_variables),
+        job_variables=with_flow_heartbeats(spec.work_pool.job_variables), enforce_parameter_schema=True,
     )
     deployment.entrypoint = spec.entrypoint          # relative to the repo root, not to our cwd
     deployment.storage = LocalStorage(str(root))     # pull step: set_working_directory(root)
     if not spec.schedules:
         deployment.schedules = []
-    return deployment.apply()
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_deployment_by_name(f"{flow.name}/{spec.name}")
+        except ObjectNotFound:
+            existing = None
+        if existing is None:
+            return deployment.apply()
+        client.update_deployment(existing.id, _update_of(deployment))
+        kept, made, dropped = sync_schedules(client, existing.id, deployment.schedules)
+    if made or dropped:
+        echo(f"  {spec.name}: schedules kept {len(kept)}, replaced {len(dropped)} by {len(made)}")
+    paused = [s for s in kept if not s.active]
+    if existing.paused or paused:
+        echo(f"  {spec.name}: kept as the operator left it: "
+             + ", ".join((["deployment paused"] if existing.paused else [])
+                         + [f"schedule {describe_schedule(s.schedule)} paused" for s in paused]))
+    return existing.id
+
+
+def _update_of(deployment):
+    """What ``RunnerDeployment._create`` would send, as a PATCH: every field but ``paused`` and ``schedules``."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    pull = deployment.storage.to_pull_step() if deployment.storage else None
+    return DeploymentUpdate(
+        version=deployment.version, description=deployment.description, tags=deployment.tags,
+        parameters=deployment.model_dump(mode="json", include={"parameters"})["parameters"],
+        work_pool_name=deployment.work_pool_name, work_queue_name=deployment.work_queue_name,
+        job_variables=deployment.job_variables, entrypoint=deployment.entrypoint,
+        path=None if deployment.storage else deployment._path,
+        pull_steps=pull if isinstance(pull, list) else ([pull] if pull else []),
+        parameter_openapi_schema=deployment._parameter_openapi_schema.model_dump(exclude_unset=True),
+        enforce_parameter_schema=deployment.enforce_parameter_schema,
+    )
+
+
+def schedule_key(schedule, parameters: dict | None = None) -> tuple:
+    """What makes two schedules the same one: kind, expression, timezone, parameters — not an interval's
+    anchor (``Interval(...)`` without one anchors at the time it is built, so each apply would differ)."""
+    tz = getattr(schedule, "timezone", None) or "UTC"
+    params = json.dumps(parameters or {}, sort_keys=True, default=str)
+    if getattr(schedule, "cron", None) is not None:
+        return ("cron", schedule.cron, tz, getattr(schedule, "day_or", True), params)
+    if getattr(schedule, "interval", None) is not None:
+        return ("interval", schedule.interval.total_seconds(), tz, params)
+    return ("rrule", getattr(schedule, "rrule", repr(schedule)), tz, params)
+
+
+def sync_schedules(client, deployment_id, wanted) -> tuple[list, list, list]:
+    """Keep the server's schedules that the file still describes (untouched: id, ``active``, anchor), delete
+    those it no longer does, create the new ones with the file's ``active``. Returns (kept, created, deleted)."""
+    have = list(client.read_deployment_schedules(deployment_id))
+    kept, missing = [], []
+    for w in wanted:
+        match = next((h for h in have if schedule_key(h.schedule, h.parameters)
+                      == schedule_key(w.schedule, w.parameters)), None)
+        if match is None:
+            missing.append(w)
+        else:
+            have.remove(match)
+            kept.append(match)
+    for h in have:
+        client.delete_deployment_schedule(deployment_id, h.id)
+    made = client.create_deployment_schedules(deployment_id, [(w.schedule, w.active) for w in missing]) \
+        if missing else []
+    return kept, made, have
+
+
+def describe_schedule(schedule) -> str:
+    if getattr(schedule, "cron", None):
+        return f"cron {schedule.cron!r}"
+    if getattr(schedule, "interval", None) is not None:
+        return f"every {schedule.interval.total_seconds():g} s"
+    return repr(schedule)
 
 
 # Prefect's zombie detection (https://docs.prefect.io/v3/advanced/detect-zombie-flows, Prefect >= 3.1.8): flow runs
@@ -276,6 +364,74 @@ def ensure_zombie_automation() -> tuple[str, bool]:
     return str(have.id), False
 
 
+# Failure notifications (issue 18 part 6): a webhook block from FORGE_NOTIFY_WEBHOOK_URL and the automation of
+# deployments/automations/notify-on-failure.json. The flow records the step that failed as the flow-run label
+# FAILED_STEP_LABEL; the message template reads it (https://docs.prefect.io/v3/automate/events/automations-triggers
+# "Sending notifications with automations": flow_run, flow, deployment are in the template's context).
+NOTIFY_ENV = "FORGE_NOTIFY_WEBHOOK_URL"
+NOTIFY_FILE = REPO_ROOT / "deployments" / "automations" / "notify-on-failure.json"
+NOTIFY_BLOCK = "bedrock-forge-on-call"
+FAILED_STEP_LABEL = "forge.failed-step"
+BLOCK_PLACEHOLDER = "REPLACE_WITH_BLOCK_DOCUMENT_ID"
+UI_LINK = "{{ flow_run|ui_url }}"      # resolved by the server's PREFECT_UI_URL, often unset there ("None")
+
+
+def webhook_block(url: str):
+    """A Custom Webhook block POSTing ``{"text": subject + body, "subject", "body"}`` (Slack's incoming-webhook
+    shape plus the parts). The URL (a secret for Slack and most chat tools) is kept in the block's ``secrets``,
+    which the API and UI show obfuscated, and put in at send time."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    if not url.startswith(("https://", "http://")):
+        raise DeployError(f"{NOTIFY_ENV} must be an http(s) URL")
+    return CustomWebhookNotificationBlock(
+        name="bedrock-forge on-call", url="{{webhookUrl}}", method="POST",
+        json_data={"text": "{{subject}}\n{{body}}", "subject": "{{subject}}", "body": "{{body}}"},
+        secrets={"webhookUrl": url})
+
+
+def notify_automation(block_id, ui_url: str | None, path: Path = NOTIFY_FILE):
+    """The automation of ``path`` with the block's id, and the run's UI link spelled out from ``ui_url`` (the
+    deploying side's PREFECT_UI_URL) instead of the server's ``ui_url`` filter."""
+    from prefect.automations import Automation
+
+    text = path.read_text(encoding="utf-8").replace(BLOCK_PLACEHOLDER, str(block_id))
+    body = json.loads(text)
+    if ui_url:
+        link = f"{ui_url.rstrip('/')}/runs/flow-run/{{{{ flow_run.id }}}}"
+        for action in body.get("actions", []):
+            for key in ("subject", "body"):
+                if isinstance(action.get(key), str):
+                    action[key] = action[key].replace(UI_LINK, link)
+    return Automation.model_validate(body)
+
+
+def ensure_notifications(echo=print) -> str | None:
+    """With FORGE_NOTIFY_WEBHOOK_URL set: save the webhook block and get-or-update the notify automation (by
+    name). Returns the automation id; None (and says so) when the variable is unset."""
+    from prefect.automations import Automation
+    from prefect.settings import PREFECT_UI_URL
+
+    url = os.environ.get(NOTIFY_ENV, "").strip()
+    if not url:
+        echo(f"notifications: {NOTIFY_ENV} not set, none installed (docs/operations.md, 'Notifications on failure')")
+        return None
+    block_id = webhook_block(url).save(NOTIFY_BLOCK, overwrite=True)
+    ui_url = PREFECT_UI_URL.value()
+    wanted = notify_automation(block_id, ui_url)
+    try:
+        have = Automation.read(name=wanted.name)
+    except ValueError:
+        auto_id, verb = str(wanted.create().id), "created"
+    else:
+        wanted.id = have.id
+        wanted.update()
+        auto_id, verb = str(have.id), "updated"
+    echo(f"automation {wanted.name!r} (Failed/Crashed runs tagged bedrock-forge → webhook block "
+         f"{NOTIFY_BLOCK!r}, UI links to {ui_url or 'the server’s PREFECT_UI_URL'}): {verb} {auto_id}")
+    return auto_id
+
+
 def deploy_all(path: str | Path = DEFAULT_FILE, *, pool: str | None = None, root: Path = REPO_ROOT,
                only: list[str] | None = None, echo=print) -> dict[str, str]:
     """``forge deploy --apply``: pool + queue + every deployment. Returns {deployment name: id}."""
@@ -293,12 +449,13 @@ def deploy_all(path: str | Path = DEFAULT_FILE, *, pool: str | None = None, root
              f"queue {q!r}: {'created' if made_queue else 'exists'}")
     for d in chosen:
         dep_id = apply_deployment(d, pool=pool or d.work_pool.name,
-                                  queue=d.work_pool.work_queue_name or DEFAULT_QUEUE, root=root)
+                                  queue=d.work_pool.work_queue_name or DEFAULT_QUEUE, root=root, echo=echo)
         ids[d.name] = str(dep_id)
         echo(f"deployment {d.name!r} ← {d.entrypoint} {describe_schedules(d)}: {dep_id}")
     auto_id, created = ensure_zombie_automation()
     echo(f"automation {ZOMBIE_AUTOMATION!r} (Crashed after {ZOMBIE_WITHIN_S} s without a flow-run heartbeat): "
          f"{'created' if created else 'updated'} {auto_id}")
+    ensure_notifications(echo)
     return ids
 
 
