@@ -303,9 +303,9 @@ class PipelineConfig(_Strict):
     schedule: str | None = Field(None, max_length=256,
                                  description="Cron for the retrain deployment, e.g. '0 3 * * 1'")
     distillation: DistillationConfig | None = Field(
-        None, description="Only for customization_type DISTILLATION: the teacher model")
+        None, title="Distillation", description="Only for customization_type DISTILLATION: the teacher model")
     rft: RftConfig | None = Field(
-        None, description="Only for customization_type REINFORCEMENT_FINE_TUNING: the grader")
+        None, title="RFT", description="Only for customization_type REINFORCEMENT_FINE_TUNING: the grader")
     pricing: PricingOverride = Field(
         default_factory=PricingOverride, description="Only to override the catalog's prices (USD); leave empty")
 
