@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: setup demo test test-fast test-slow bench lint stack clean
+.PHONY: setup demo test test-fast test-slow bench lint stack clean compose-test
 
 setup: $(VENV)/.installed   ## create .venv and install the project + dev tools (idempotent, CPU torch only)
 
@@ -42,6 +42,9 @@ lint: setup
 
 stack: setup   ## Prefect server + worker + emulator without Docker (see docs/operations.md)
 	$(PY) -m forge.stack
+
+compose-test: setup   ## docker-compose stack for real (tests/compose): Docker from Debian if missing, dockerd, build, pipeline, worker kills
+	FORGE_COMPOSE_TEST=1 $(VENV)/bin/pytest -q -s -p no:cacheprovider -m compose tests/compose
 
 clean:
 	rm -rf runs .forge-cache .pytest_cache

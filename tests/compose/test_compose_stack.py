@@ -62,17 +62,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Webhook:
+    """A local listener standing in for the on-call webhook (FORGE_NOTIFY_WEBHOOK_URL of the deploy service): the
+    containers are on the host network, so 127.0.0.1 reaches it. Keeps every POSTed body."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies = self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode("utf-8", "replace"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Stack:
     """The compose project: the CLI, the ports, and readers of its services."""
 
-    def __init__(self, compose: list[str], logs: Path):
+    def __init__(self, compose: list[str], logs: Path, webhook: Webhook):
         self.compose = compose
         self.logs = logs
+        self.webhook = webhook
         self.ports = {"FORGE_TEST_PG_PORT": _free_port(), "FORGE_TEST_SERVER_PORT": _free_port(),
                       "FORGE_TEST_EMULATOR_PORT": _free_port()}
         self.env = {**{k: str(v) for k, v in self.ports.items()}, "FORGE_BASE_IMAGE": BASE_IMAGE,
                     "FORGE_SWEEP_INTERVAL_S": f"{SWEEP_EVERY_S:g}", "COMPOSE_PROJECT_NAME": PROJECT,
-                    "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0"}
+                    "FORGE_NOTIFY_WEBHOOK_URL": webhook.url, "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0"}
 
     @property
     def api(self) -> str:
@@ -151,7 +180,8 @@ def stack():
         pytest.skip(f"Docker engine unavailable here: {err}")
     FIGURES.update(daemon_start_s=daemon.start_s, docker=daemon.version, storage_driver=daemon.storage_driver,
                    compose=" ".join(compose), compose_version=engine.run([*compose, "version"]).stdout.split("\n")[0])
-    st = Stack(compose, logs)
+    webhook = Webhook()
+    st = Stack(compose, logs, webhook)
     try:
         st.write_config()
         st("down", "-v", "--remove-orphans", timeout=300)      # a clean slate (a previous run's volumes)
@@ -180,6 +210,7 @@ def stack():
                               check=False).stdout.split()
             FIGURES["containers_left"] = len(left)
         finally:
+            webhook.close()
             daemon.stop()
             FIGURES["daemon_stopped"] = daemon.proc is not None
             path = Path(os.environ.get("FORGE_COMPOSE_FIGURES", "/tmp/forge-compose-figures.json"))
@@ -219,7 +250,8 @@ def test_the_deploy_service_registered_everything(stack):
     st = stack.state("deploy")
     assert st["Status"] == "exited" and st["ExitCode"] == 0, st
     out = engine.run(["docker", "logs", stack.container("deploy")]).stdout
-    assert "sweep every 30 s" in out or f"every {SWEEP_EVERY_S:g} s" in out, out[-2000:]
+    assert f"sweep every {SWEEP_EVERY_S:g} s" in out, out[-2000:]
+    assert "notify" in out and "webhook block" in out, out[-2000:]      # FORGE_NOTIFY_WEBHOOK_URL reached it
     import httpx
 
     names = {d["name"] for d in httpx.post(f"{stack.api}/deployments/filter", json={}, timeout=30).json()}
@@ -267,7 +299,7 @@ def test_the_customize_quick_run_completes_and_tears_down(stack):
                               "evaluation record": "S3, next to the job output"}
 
     from emulator.testing import boto3_clients
-    from tasks.aws.s3uri import split_s3_uri
+    from tasks.aws.s3uri import child_key, split_s3_uri
 
     bucket, prefix = split_s3_uri(doc["resources"]["data"]["output"])
     s3 = boto3_clients(stack.emulator_url).s3
@@ -276,6 +308,11 @@ def test_the_customize_quick_run_completes_and_tears_down(stack):
     assert records, keys
     body = json.loads(s3.get_object(Bucket=bucket, Key=records[0])["Body"].read())
     assert body["gate"]["passed"] == doc["gate"]["passed"]
+    # the run state kept in S3 too (tasks/run/store.py: s3://<run bucket>/<prefix>/runs/<run id>/manifest.json)
+    runs_prefix = child_key(doc["config"]["aws"]["prefix"], f"runs/{doc['run_id']}/manifest.json")
+    in_s3 = json.loads(s3.get_object(Bucket=bucket, Key=runs_prefix)["Body"].read())
+    assert in_s3["status"] == "succeeded" and in_s3["run_id"] == doc["run_id"]
+    FIGURES["run_records"]["manifest in S3"] = f"s3://<run bucket>/{runs_prefix}"
 
 
 def _stage_evaluating_run(stack: Stack, name: str) -> tuple[str, str]:
@@ -359,6 +396,17 @@ def test_kill_9_of_a_worker_container_is_swept_within_the_leak_bound(stack):
     assert after["RestartCount"] > before["RestartCount"], "the restart policy did not bring the worker back"
     assert end is not None, f"PT {arn} still billing {bound + 60:.0f} s after the kill"
     assert end - t_kill <= bound, FIGURES["kill9"]
+
+
+def test_the_killed_runs_reached_the_on_call_webhook(stack):
+    """Runs that a worker loss ended Crashed (the zombie automation, 90 s without a flow-run heartbeat) or Failed
+    notify the webhook installed by the deploy service."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not any("compose-kill" in b or "compose-term" in b
+                                                   for b in stack.webhook.bodies):
+        time.sleep(2)
+    FIGURES["notifications"] = len(stack.webhook.bodies)
+    assert any("compose-kill" in b or "compose-term" in b for b in stack.webhook.bodies), stack.webhook.bodies[-3:]
 
 
 def test_nothing_managed_is_left_billing(stack):

@@ -1,9 +1,11 @@
-"""Static checks of the operations files: deployments/prefect.yaml, docker-compose.yml, Dockerfile.
+"""Static checks of the operations files: deployments/prefect.yaml, docker-compose.yml (+ docker-compose.test.yml),
+Dockerfile.
 
-Docker's engine is not available here, so the compose file is checked for the structure that makes
-the stack work (services, healthchecks, start order, endpoints, volumes); prefect.yaml for what makes
-each deployment register and run (entrypoints load, schedules parse, parameters fit, one pool). The
-real registration against a server is tests/deployments/test_server.py.
+The compose files are checked for the structure that makes the stack work (services, healthchecks, start order,
+endpoints, volumes, the test override's host network and local images) on every test run; the stack itself is
+built and run for real by tests/compose/test_compose_stack.py (`make compose-test`, a Docker daemon started
+there). prefect.yaml is checked for what makes each deployment register and run (entrypoints load, schedules
+parse, parameters fit, one pool). The real registration against a server is tests/deployments/test_server.py.
 """
 
 from __future__ import annotations
@@ -227,11 +229,30 @@ def test_forge_deploy_apply_without_api_url_says_how_to_fix(monkeypatch, capsys)
 # ---------------------------------------------------------------------------------------------
 # docker-compose.yml
 # ---------------------------------------------------------------------------------------------
-def _env(service: str) -> dict[str, str]:
-    env = SERVICES[service].get("environment") or {}
+def _default_of(value: str) -> str:
+    """``${VAR:-default}`` → default (what Compose uses when VAR is unset); anything else as it is."""
+    m = re.fullmatch(r"\$\{\w+:-(.*)\}", value)
+    return m.group(1) if m else value
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    pairs = [ln.split("=", 1) for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _env(service: str, services: dict | None = None) -> dict[str, str]:
+    """The service's environment as Compose builds it with no variables set: its env_file(s), then
+    ``environment`` on top."""
+    svc = (services or SERVICES)[service]
+    files = svc.get("env_file") or []
+    merged: dict[str, str] = {}
+    for f in [files] if isinstance(files, str) else files:
+        merged.update(_env_file(ROOT / _default_of(f)))
+    env = svc.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items()}
+    merged.update({k: _default_of(str(v)) for k, v in env.items()})
+    return merged
 
 
 def _healthcheck_text(service: str) -> str:
@@ -312,15 +333,122 @@ def test_state_lives_in_declared_volumes():
     assert used <= declared, f"undeclared volumes: {used - declared}"
 
 
+def _dockerfile_lines(path: Path) -> list[str]:
+    text = path.read_text().replace("\\\n", " ")
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+def test_dockerfile_builds_from_a_registry_python_or_a_local_debian_base():
+    lines = _dockerfile_lines(ROOT / "Dockerfile")
+    assert lines[0] == "ARG BASE_IMAGE=python:3.11-slim" and lines[1] == "FROM ${BASE_IMAGE}"
+    # a base without Python (the debootstrap root) gets Debian's python3 + venv; both get the same venv
+    setup = next(ln for ln in lines if "python3 -m venv /opt/venv" in ln)
+    assert "apt-get install" in setup and "python3-venv" in setup and "if ! python3 -c" in setup
+    assert "ENV" in lines[lines.index(next(ln for ln in lines if "VIRTUAL_ENV=/opt/venv" in ln))]
+    assert any("PATH=/opt/venv/bin:$PATH" in ln for ln in lines)
+
+
 def test_dockerfile_installs_cpu_torch_before_the_project():
     text = (ROOT / "Dockerfile").read_text()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    assert lines[0] == "FROM python:3.11-slim"
-    torch_at = next(i for i, ln in enumerate(lines) if "pip install torch==" in ln)
-    assert "--index-url https://download.pytorch.org/whl/cpu" in lines[torch_at]
-    project_at = next(i for i, ln in enumerate(lines) if "pip install -e ." in ln)
+    lines = _dockerfile_lines(ROOT / "Dockerfile")
+    torch_at = next(i for i, ln in enumerate(lines) if "pip install -q torch==${TORCH_VERSION}" in ln)
+    assert '--index-url "${TORCH_INDEX_URL}"' in lines[torch_at]
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in lines
+    assert "ARG TORCH_VERSION=2.13.0" in lines
+    assert "torch==2.13.0" in (ROOT / "Makefile").read_text(), "the image and make setup install the same torch"
+    assert "/tmp/wheels/torch-${TORCH_VERSION}*.whl" in lines[torch_at]     # a staged CPU wheel wins
+    project_at = next(i for i, ln in enumerate(lines) if "pip install -q -e ." in ln)
     assert torch_at < project_at
+    assert "'+cpu' in v or not torch.cuda.is_available()" in lines[project_at]
     for path in ("forge", "tasks", "flows", "emulator", "deployments", "examples"):
         assert re.search(rf"^COPY {path} \./{path}$", text, re.M), path
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "runs"} <= set(ignore)
+    assert not any(p.startswith("docker") for p in ignore), "docker/ (forge-init, wheels) is part of the context"
+    assert "wheels/*.whl" in (ROOT / "docker" / ".gitignore").read_text(), "staged wheels are never committed"
+
+
+def test_every_container_runs_under_forge_init_and_the_worker_may_drain():
+    lines = _dockerfile_lines(ROOT / "Dockerfile")
+    assert 'ENTRYPOINT ["forge-init"]' in lines
+    assert any(ln.startswith("COPY docker/forge-init ") for ln in lines)
+    worker = SERVICES["worker"]
+    drain = float(_env("worker")["FORGE_DRAIN_SECONDS"])
+    grace = worker["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > drain, "Docker would SIGKILL the drain"
+    assert "entrypoint" not in worker, "the worker must keep the image's forge-init entrypoint"
+
+
+def test_real_aws_is_one_env_file_away():
+    (files,) = [SERVICES["worker"]["env_file"]]
+    assert files == ["${FORGE_AWS_ENV_FILE:-docker/env/emulator.env}"]
+    aws = _env_file(ROOT / "docker" / "env" / "aws.env.example")
+    assert "AWS_ENDPOINT_URL" not in aws and aws["AWS_DEFAULT_REGION"]
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(aws), "no credentials in the example"
+    env = _env("prefect-server")
+    assert env["PREFECT_UI_URL"] == "http://localhost:4200" and env["PREFECT_UI_API_URL"].endswith(":4200/api")
+
+
+# ---------------------------------------------------------------------------------------------
+# docker-compose.test.yml (the override `make compose-test` layers on docker-compose.yml)
+# ---------------------------------------------------------------------------------------------
+TEST_COMPOSE = yaml.safe_load((ROOT / "docker-compose.test.yml").read_text())
+TEST_SERVICES = TEST_COMPOSE["services"]
+
+
+def _merged(service: str) -> dict:
+    """docker-compose.yml's service with the override on top (mappings merge, lists and scalars replace)."""
+    base, over = dict(SERVICES[service]), TEST_SERVICES.get(service, {})
+    for k, v in over.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
+
+
+def _var_default(text: str, var: str) -> str:
+    m = re.search(r"\$\{" + var + r":-([^}]*)\}", text)
+    assert m, f"{var} not used in {text!r}"
+    return m.group(1)
+
+
+def test_the_override_covers_every_service_on_the_host_network_with_local_images():
+    assert set(TEST_SERVICES) == set(SERVICES)
+    for name in SERVICES:
+        svc = _merged(name)
+        assert svc["network_mode"] == "host", name
+        assert svc["image"].endswith(":compose-test"), name
+        assert svc["build"]["network"] == "host", name          # the build's RUN steps reach PyPI and Debian
+        assert svc["build"]["args"]["BASE_IMAGE"] == "${FORGE_BASE_IMAGE:-forge-debian:bookworm}", name
+    pg = _merged("postgres")
+    assert pg["build"]["context"] == "docker/postgres" and (ROOT / "docker/postgres/Dockerfile").is_file()
+    assert pg["volumes"] == SERVICES["postgres"]["volumes"], "same data volume as the users' postgres"
+
+
+def test_the_override_ports_agree_between_commands_healthchecks_and_clients():
+    server = " ".join(_merged("prefect-server")["command"])
+    emu = " ".join(_merged("emulator")["command"])
+    server_port = _var_default(server, "FORGE_TEST_SERVER_PORT")
+    emu_port = _var_default(emu, "FORGE_TEST_EMULATOR_PORT")
+    pg_port = _var_default(str(TEST_SERVICES["postgres"]["environment"]["PGPORT"]), "FORGE_TEST_PG_PORT")
+    assert "--host 127.0.0.1" in server and "--host 127.0.0.1" in emu    # nothing on another interface
+    assert f"127.0.0.1:${{FORGE_TEST_SERVER_PORT:-{server_port}}}/api/health" in \
+        " ".join(_merged("prefect-server")["healthcheck"]["test"])
+    assert f"127.0.0.1:${{FORGE_TEST_EMULATOR_PORT:-{emu_port}}}/_emulator/health" in \
+        " ".join(_merged("emulator")["healthcheck"]["test"])
+    assert f"${{FORGE_TEST_PG_PORT:-{pg_port}}}" in _merged("postgres")["healthcheck"]["test"]
+    db = _merged("prefect-server")["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    assert db.endswith(f"@127.0.0.1:${{FORGE_TEST_PG_PORT:-{pg_port}}}/prefect")
+    for name in ("worker", "deploy"):
+        assert _merged(name)["environment"]["PREFECT_API_URL"] == \
+            f"http://127.0.0.1:${{FORGE_TEST_SERVER_PORT:-{server_port}}}/api", name
+    assert _merged("worker")["environment"]["AWS_ENDPOINT_URL"] == \
+        f"http://127.0.0.1:${{FORGE_TEST_EMULATOR_PORT:-{emu_port}}}"
+
+
+def test_the_override_keeps_start_order_volumes_and_lowers_only_the_sweep_interval():
+    for name in SERVICES:
+        for key in ("depends_on", "volumes", "restart"):
+            assert key not in TEST_SERVICES[name], f"{name}.{key}: the override must not change it"
+    assert TEST_SERVICES["deploy"]["command"] == ["deploy-with-sweep"]
+    assert _var_default(TEST_SERVICES["deploy"]["environment"]["FORGE_SWEEP_INTERVAL_S"],
+                        "FORGE_SWEEP_INTERVAL_S") == "30"
+    assert (ROOT / "docker" / "deploy-with-sweep").is_file()
