@@ -24,6 +24,7 @@ Memory stays bounded: at most ``MEDIA_BUDGET / ENTRY_OVERHEAD`` entries are ever
 
 from __future__ import annotations
 
+import functools
 import re
 
 from tasks.aws.s3uri import SCHEME, split_s3_uri
@@ -40,29 +41,34 @@ def entry_cost(entry: str) -> int:
     return len(entry) + ENTRY_OVERHEAD
 
 
-def media_uri_problem(uri: str) -> str | None:
-    """What is wrong with a media URI whose characters already passed ``MEDIA_NAME_RE`` (None: an object URI)."""
+@functools.lru_cache(maxsize=256)
+def _bucket_problem(bucket: str) -> str | None:
+    """``tasks.config.grammar.bucket_problem``, once per bucket name (a dataset names one bucket many times)."""
     from tasks.config.grammar import bucket_problem
 
-    try:
-        bucket, key = split_s3_uri(uri)
-    except ValueError:
+    return bucket_problem(bucket)
+
+
+def media_uri_problem(uri: str) -> str | None:
+    """What is wrong with a media URI whose characters already passed ``MEDIA_NAME_RE`` (None: an object URI)."""
+    if not uri.startswith(SCHEME):
+        return "is not an s3:// URI"
+    bucket, _, key = uri[len(SCHEME):].partition("/")
+    if not bucket:
         return "names no bucket (write s3://BUCKET/KEY)"
     if not key:
         return "names a bucket but no object (write s3://BUCKET/KEY)"
     if key.endswith("/"):
         return "names a folder, not an object (write the image or video file's key)"
-    problem = bucket_problem(bucket)
-    if problem is not None:
-        return problem
-    return None
+    if key.startswith("/") or "//" in key:
+        return "has an empty folder name ('//'): write the key without it"
+    return _bucket_problem(bucket)
 
 
 def folder_of(uri: str) -> str | None:
-    """``s3://b/a/x.png`` -> ``s3://b/a/``; None for an object at the bucket's root."""
-    bucket, key = split_s3_uri(uri)
-    head, sep, _ = key.rpartition("/")
-    return f"{SCHEME}{bucket}/{head}/" if sep and head else None
+    """``s3://b/a/x.png`` -> ``s3://b/a/``; None for an object at the bucket's root (``MediaRefs`` folds so)."""
+    split_s3_uri(uri)
+    return None if uri.count("/") == 3 else uri[:uri.rfind("/") + 1]
 
 
 class MediaRefs:
@@ -86,7 +92,7 @@ class MediaRefs:
         if self.folders is None:
             if uri not in self.objects:
                 self.objects.add(uri)
-                self.cost += entry_cost(uri)
+                self.cost += len(uri) + ENTRY_OVERHEAD
                 if self.cost > self.budget:
                     self._fold()
             return
@@ -100,14 +106,17 @@ class MediaRefs:
                 return
 
     def _add_folded(self, uri: str) -> None:
+        """The object's folder (``folder_of``, inlined: this runs once per reference), or the object itself at the
+        bucket's root (``s3://bucket/name``: three slashes; keys with an empty segment were refused)."""
         assert self.folders is not None
-        folder = folder_of(uri)
-        target = self.objects if folder is None else self.folders
-        entry = uri if folder is None else folder
+        if uri.count("/") == 3:
+            entry, target = uri, self.objects
+        else:
+            entry, target = uri[:uri.rfind("/") + 1], self.folders
         if entry in target:
             return
         target.add(entry)
-        self.cost += entry_cost(entry)
+        self.cost += len(entry) + ENTRY_OVERHEAD
         if self.cost > self.budget:
             self.full = True
 

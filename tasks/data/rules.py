@@ -322,27 +322,28 @@ def _media_ref(uri: str, fld: str, state: dict, add: Add) -> None:
     ``aws.bucket`` when known) or at least in the one bucket of this dataset's other media; collected into
     ``state["media_refs"]`` for the service role's policy (``tasks.data.media``). docs/bedrock-facts.md §5: Bedrock
     reads media only from the dataset's bucket, so media anywhere else would fail the job after it was paid for."""
-    problem = media_uri_problem(uri)
-    if problem is not None:
-        add(fld, problem, "media are objects in the dataset's bucket: s3://BUCKET/folder/name.png")
-        return
-    bucket = uri[5:].split("/", 1)[0]
-    want = state.get("media_bucket")
-    if want and bucket != want:
-        add(fld, f"is in bucket {bucket!r}, not in the run's bucket {want!r} (aws.bucket)",
-            f"Bedrock reads media only from the dataset's own bucket (docs/bedrock-facts.md §5): copy the media "
-            f"into s3://{want}/ and point the records there, or set aws.bucket to {bucket!r}")
-        return
-    first = state.setdefault("media_first_bucket", bucket)
-    if bucket != first:
-        add(fld, f"is in bucket {bucket!r}, this dataset's earlier media are in {first!r}",
-            "all media of a dataset sit in the one bucket the dataset is uploaded to (docs/bedrock-facts.md §5): "
-            "move them into one bucket and set aws.bucket to it")
-        return
-    refs = state.get("media_refs")
-    if refs is None:
-        refs = state["media_refs"] = MediaRefs()
-    refs.add(uri)
+    path = uri[5:]
+    bucket, _, key = path.partition("/")
+    if bucket != state.get("media_ok_bucket") or not key or key[-1] == "/" or "//" in path:  # else: bucket known
+        problem = media_uri_problem(uri)
+        if problem is not None:
+            add(fld, problem, "media are objects in the dataset's bucket: s3://BUCKET/folder/name.png")
+            return
+        want = state.get("media_bucket")
+        if want and bucket != want:
+            add(fld, f"is in bucket {bucket!r}, not in the run's bucket {want!r} (aws.bucket)",
+                f"Bedrock reads media only from the dataset's own bucket (docs/bedrock-facts.md §5): copy the media "
+                f"into s3://{want}/ and point the records there, or set aws.bucket to {bucket!r}")
+            return
+        first = state.setdefault("media_first_bucket", bucket)
+        if bucket != first:
+            add(fld, f"is in bucket {bucket!r}, this dataset's earlier media are in {first!r}",
+                "all media of a dataset sit in the one bucket the dataset is uploaded to (docs/bedrock-facts.md §5): "
+                "move them into one bucket and set aws.bucket to it")
+            return
+        state["media_ok_bucket"] = bucket
+        state["media_refs"] = state.get("media_refs") or MediaRefs()
+    state["media_refs"].add(uri)
 
 
 def _check_conversation(rec: dict, rules: Rules, add: Add, state: dict) -> None:

@@ -71,6 +71,8 @@ def test_entry_cost_bounds_the_arn_in_the_longest_partition():
     ("s3:///img/a.png", "names no bucket"),
     ("s3://Bad_Bucket/a.png", "is not a valid S3 bucket name"),
     ("s3://xn--bucket/a.png", "reserved"),
+    ("s3://b1//a.png", "empty folder name"),
+    ("s3://b1/a//b.png", "empty folder name"),
 ])
 def test_media_uri_problems(uri, problem):
     assert problem in (media_uri_problem(uri) or "")
