@@ -51,6 +51,28 @@ def ordered(schema: dict[str, Any], cls: type | None = None) -> None:
         prop["position"] = position
 
 
+def models_of(model: type) -> dict[str, type]:
+    """Every pydantic model reachable from ``model`` through its fields' annotations, by class name (the
+    ``definitions`` of its JSON schema, each with ``position``-ordered properties)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    found: dict[str, type] = {}
+
+    def walk(m: type) -> None:
+        if m.__name__ in found:
+            return
+        found[m.__name__] = m
+        for f in m.model_fields.values():
+            for t in (f.annotation, *typing.get_args(f.annotation)):
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    walk(t)
+
+    walk(model)
+    return found
+
+
 def _hyperparameter(hp: HyperParameter) -> dict[str, Any]:
     """One hyperparameter as the form takes it (a number in range, or one of its choices)."""
     if hp.type == "str":

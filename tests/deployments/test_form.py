@@ -9,14 +9,14 @@ real PostgreSQL-backed server: tests/deployments/test_postgres_server.py.
 from __future__ import annotations
 
 import copy
-import typing
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from tasks.catalog import PRESETS, CustomizationType, load_catalog
 from tasks.config import MAX_USER_TAGS, PipelineConfig, load_config
+from tasks.config.schema import models_of
 from tests.support import REPO_ROOT
 
 NOVA = "amazon.nova-micro-v1:0:128k"
@@ -82,29 +82,12 @@ def _model_ok(config: dict) -> bool:
     return True
 
 
-def _models_under(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
-    """Every config model reachable from ``model`` by field annotations, by class name."""
-    found: dict[str, type[BaseModel]] = {}
-
-    def walk(m: type[BaseModel]) -> None:
-        if m.__name__ in found:
-            return
-        found[m.__name__] = m
-        for f in m.model_fields.values():
-            for t in (f.annotation, *typing.get_args(f.annotation)):
-                if isinstance(t, type) and issubclass(t, BaseModel):
-                    walk(t)
-
-    walk(model)
-    return found
-
-
 # -- order --------------------------------------------------------------------------------------------
 def test_every_config_model_orders_its_form_fields_like_the_model(schema):
     """The UI sorts by `position`: each property of each model carries its field's place (JSONB keeps no key
     order, so this is the only order the form has on PostgreSQL)."""
     defs = schema["definitions"]
-    models = _models_under(PipelineConfig)
+    models = models_of(PipelineConfig)
     assert len(models) >= 10
     for name, model in models.items():
         props = defs[name]["properties"]

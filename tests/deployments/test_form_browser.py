@@ -1,13 +1,16 @@
-"""The customize run form as an operator sees it, in a real browser, on a PostgreSQL-backed server (issue 18).
+"""``make stack`` on PostgreSQL as an operator uses it (issue 18): ``python -m forge.stack --database postgres
+--no-emulator`` starts PostgreSQL, a Prefect server on it (with its UI), the deployments and a worker; its banner
+names the database; and the customize run form, in a real browser, keeps the models' field order.
 
-Debian's chromium, headless, opens the Prefect UI's "Custom run" page of the ``customize`` deployment (the default
-UI, ui-v2: ``/v2/deployments/deployment/<id>/run``), lets it render, and the test reads the rendered DOM: the
-form's field labels come in the pydantic models' field order — top level and inside a section — although JSONB
-stored the schema's keys re-sorted. A screenshot of the form is written too (``FORGE_FORM_SCREENSHOT=PATH`` keeps
-it; docs/img/customize-form-postgres.png was made that way).
+Debian's chromium, headless, opens the stack's "Custom run" page of the ``customize`` deployment (the default UI,
+ui-v2: ``/v2/deployments/deployment/<id>/run``), lets it render, and the test reads the rendered DOM: the form's
+field labels come in the pydantic models' order — top level and inside a section — although JSONB stored the
+schema's keys re-sorted. A screenshot of the form is written too (``FORGE_FORM_SCREENSHOT=PATH`` keeps it;
+docs/img/customize-form-postgres.png was made that way). Ctrl-C then stops everything, PostgreSQL last.
 
-Needs chromium and the postgresql binaries (``apt-get install -y chromium postgresql``); skips, saying which, when
-one is missing.
+Needs the postgresql binaries (``apt-get install -y postgresql``) and, for the browser tests, chromium
+(``apt-get install -y chromium``); skips, saying which, when one is missing. The tests share one stack and run in
+file order; the last one stops it (the fixture kills whatever is left).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import html
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,40 +30,56 @@ import httpx
 import pytest
 
 from forge import stack
-from forge.postgres import find_bin_dir, start_postgres
+from forge.postgres import find_bin_dir
 from tasks.config import DataConfig, PipelineConfig
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed: apt-get install -y chromium")
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(300),
-              pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed: apt-get install -y chromium"),
               pytest.mark.skipif(find_bin_dir() is None,
                                  reason="PostgreSQL not installed: apt-get update && apt-get install -y postgresql")]
 
 
 @pytest.fixture(scope="module")
-def ui():
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from forge.commands.deploy import deploy_all
-
-    tmp = Path(tempfile.mkdtemp(prefix="forge-ui-test-"))
-    tmp.chmod(0o755)                      # the postgres user must reach its data folder (tests run as root)
-    started: list[stack.Service] = []
+def pg_stack():
+    """The stack, up: its process, banner lines, home and API URL."""
+    home = Path(tempfile.mkdtemp(prefix="forge-stack-pg-"))
+    home.chmod(0o755)            # the postgres user (the server runs as it when the tests run as root) must reach it
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forge.stack", "--database", "postgres", "--no-emulator", "--home", str(home),
+         "--port", str(stack.free_port())],
+        cwd=stack.REPO_ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out: list[str] = []
     try:
-        pg = start_postgres(tmp / "postgres", log_dir=tmp / "logs")
-        started.append(pg)
-        server = stack.start_server(tmp / "prefect-home", ui=True, log_dir=tmp / "logs",
-                                    database_url=pg.database_url, timeout=150)
-        started.append(server)
-        with temporary_settings(updates={PREFECT_API_URL: server.url}):
-            ids = deploy_all(only=["customize"], echo=lambda *_: None)
-        base = server.url.removesuffix("/api")
-        yield {"api": server.url, "form": f"{base}/v2/deployments/deployment/{ids['customize']}/run", "tmp": tmp}
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        text = "".join(out)
+        assert "Ctrl-C stops everything" in text, text[-3000:]
+        api = re.search(r"Prefect API\s+(http://\S+/api)", text).group(1)
+        yield {"proc": proc, "lines": out, "text": text, "home": home, "api": api}
     finally:
-        for svc in reversed(started):
-            svc.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_banner_names_postgresql_without_its_password(pg_stack):
+    home = pg_stack["home"]
+    db_line = next(ln for ln in pg_stack["lines"] if ln.strip().startswith("database"))
+    assert "PostgreSQL 1" in db_line and "127.0.0.1:" in db_line and str(home / "postgres") in db_line, db_line
+    password = (home / "postgres" / "password").read_text().strip()
+    assert len(password) >= 20 and password not in pg_stack["text"]
+    assert oct((home / "postgres" / "password").stat().st_mode & 0o777) == "0o600"
 
 
 def _chromium(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
@@ -105,12 +126,18 @@ def _in_order(seen: list[str], expected: list[str]) -> list[str]:
     return found
 
 
-def test_the_rendered_form_keeps_the_model_order_on_postgresql(ui):
-    schema = httpx.get(ui["form"].split("/v2/")[0] + "/api/deployments/name/customize-model/customize",
-                       timeout=10).json()["parameter_openapi_schema"]
+def _form(pg_stack) -> tuple[str, dict]:
+    dep = httpx.get(f"{pg_stack['api']}/deployments/name/customize-model/customize", timeout=10).json()
+    return (f"{pg_stack['api'].removesuffix('/api')}/v2/deployments/deployment/{dep['id']}/run",
+            dep["parameter_openapi_schema"])
+
+
+@needs_chromium
+def test_the_rendered_form_keeps_the_model_order_on_postgresql(pg_stack):
+    url, schema = _form(pg_stack)
     defs = schema["definitions"]
     t0 = time.monotonic()
-    done = _chromium("--dump-dom", ui["form"])
+    done = _chromium("--dump-dom", url)
     dom_s = time.monotonic() - t0
     assert done.returncode == 0, done.stderr[-2000:]
     labels = _labels(done.stdout)
@@ -127,9 +154,24 @@ def test_the_rendered_form_keeps_the_model_order_on_postgresql(ui):
     print(f"chromium --dump-dom {dom_s:.1f} s, {len(labels)} labels")
 
 
-def test_a_screenshot_of_the_form(ui):
-    out = Path(os.environ.get("FORGE_FORM_SCREENSHOT") or ui["tmp"] / "customize-form.png").resolve()
+@needs_chromium
+def test_a_screenshot_of_the_form(pg_stack):
+    url, _ = _form(pg_stack)
+    out = Path(os.environ.get("FORGE_FORM_SCREENSHOT") or pg_stack["home"] / "customize-form.png").resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = _chromium(f"--screenshot={out}", ui["form"])
+    done = _chromium(f"--screenshot={out}", url)
     assert done.returncode == 0 and out.is_file(), done.stderr[-2000:]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000   # a page, not a blank
+
+
+def test_ctrl_c_stops_the_stack_postgresql_last(pg_stack):
+    """Last in the file: it stops the shared stack."""
+    proc, home = pg_stack["proc"], pg_stack["home"]
+    pid = int((home / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, 0)                                    # PostgreSQL is running
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=150)[0]
+    assert proc.returncode == 0, rest[-3000:]
+    assert "stopped: worker, prefect-server, postgres" in rest, rest[-3000:]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -17,16 +17,15 @@ import copy
 import shutil
 import tempfile
 import time
-import typing
 from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import BaseModel
 
 from forge import stack
 from forge.postgres import PG_DATABASE, find_bin_dir, masked, start_postgres
 from tasks.config import PipelineConfig
+from tasks.config.schema import models_of
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(300),
               pytest.mark.skipif(find_bin_dir() is None,
@@ -72,21 +71,6 @@ def _deployment(api: str) -> dict:
     return r.json()
 
 
-def _models(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
-    out: dict[str, type[BaseModel]] = {}
-
-    def walk(m: type[BaseModel]) -> None:
-        if m.__name__ not in out:
-            out[m.__name__] = m
-            for f in m.model_fields.values():
-                for t in (f.annotation, *typing.get_args(f.annotation)):
-                    if isinstance(t, type) and issubclass(t, BaseModel):
-                        walk(t)
-
-    walk(model)
-    return out
-
-
 def test_the_server_stores_its_state_in_postgresql(pg_server):
     """Not SQLite by accident: the deployment is a row of the `prefect` database of our PostgreSQL."""
     rows = pg_server["pg"].psql("SELECT name FROM deployment", database=PG_DATABASE).split()
@@ -97,7 +81,7 @@ def test_the_server_stores_its_state_in_postgresql(pg_server):
 def test_form_order_survives_jsonb(pg_server):
     schema = _deployment(pg_server["api"])["parameter_openapi_schema"]
     defs = schema["definitions"]
-    models = _models(PipelineConfig)
+    models = models_of(PipelineConfig)
     resorted = 0
     for name, model in models.items():
         props = defs[name]["properties"]
@@ -168,50 +152,3 @@ def _valid(config: dict) -> bool:
         return False
     return True
 
-
-def test_make_stack_with_postgres_says_so_and_stops_it(tmp_path):
-    """``python -m forge.stack --database postgres`` (what ``make stack`` runs, with the option): PostgreSQL,
-    then a server on it, the deployments and a worker; the banner names the database (no password); Ctrl-C
-    stops everything, PostgreSQL last."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    home = Path(tempfile.mkdtemp(prefix="forge-stack-pg-"))
-    home.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "forge.stack", "--database", "postgres", "--no-emulator", "--home", str(home),
-         "--port", str(stack.free_port())],
-        cwd=stack.REPO_ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    out: list[str] = []
-    try:
-        deadline = time.monotonic() + 200
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            out.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        text = "".join(out)
-        assert "Ctrl-C stops everything" in text, text[-3000:]
-        db_line = next(ln for ln in out if ln.strip().startswith("database"))
-        assert "PostgreSQL 1" in db_line and "127.0.0.1:" in db_line and str(home / "postgres") in db_line, db_line
-        password = (home / "postgres" / "password").read_text().strip()
-        assert len(password) >= 20 and password not in text
-        pid = int((home / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
-        os.kill(pid, 0)                                    # PostgreSQL is running
-        proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=150)[0]
-        assert proc.returncode == 0, rest[-3000:]
-        assert "stopped: worker, prefect-server, postgres" in rest, rest[-3000:]
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        shutil.rmtree(home, ignore_errors=True)
