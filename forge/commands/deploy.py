@@ -518,5 +518,7 @@ def _plan(args: argparse.Namespace) -> int:
     if problems:
         print(f"{problems} problem(s); nothing registered", file=sys.stderr)
         return 2
+    print(f"  notifications: {'a webhook block and the failure automation' if os.environ.get(NOTIFY_ENV) else 'none'}"
+          f" ({NOTIFY_ENV} {'set' if os.environ.get(NOTIFY_ENV) else 'not set'})")
     print("plan ok; run `forge deploy --apply` to register (needs PREFECT_API_URL)")
     return 0
