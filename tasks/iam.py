@@ -449,7 +449,8 @@ def release_run_policy(clients: Clients, role_name: str, run_key: str, job_statu
         role = iam.get_role(RoleName=role_name)["Role"]
         if not _managed(role):
             return False
-        iam.delete_role_policy(RoleName=role_name, PolicyName=policy_name(run_key))
+        iam.get_role_policy(RoleName=role_name, PolicyName=policy_name(run_key))   # read first: a rerun makes no
+        iam.delete_role_policy(RoleName=role_name, PolicyName=policy_name(run_key))  # mutating call
     except ClientError as err:
         if error_code(err) == "NoSuchEntity":
             return False

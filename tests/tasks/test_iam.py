@@ -569,7 +569,11 @@ def test_release_deletes_the_runs_own_policy_once_and_tolerates_it_being_gone(cl
     assert _policies(clients) == [iam.policy_name(a), iam.policy_name(b)]
     assert iam.release_run_policy(clients, "shared-prune-role", a, "Completed") is True
     assert _policies(clients) == [iam.policy_name(b)], "only the run's own policy went"
+    deletes = []
+    real_delete = clients.iam.delete_role_policy
+    clients.iam.delete_role_policy = lambda **kw: deletes.append(kw) or real_delete(**kw)
     assert iam.release_run_policy(clients, "shared-prune-role", a, "Completed") is False      # already gone
+    assert deletes == [], "a rerun reads, it makes no mutating call"
     assert iam.release_run_policy(clients, "no-such-role", a, "Completed") is False            # role gone
     clients.iam.create_role(RoleName="hand-made", AssumeRolePolicyDocument=json.dumps(iam.trust_policy(ACCOUNT,
                                                                                                     "us-east-1")))
