@@ -6,13 +6,18 @@ runtime (``/model/<id>/invoke``, ``/model/<id>/converse``) and is served here; e
 to moto's server app (``DomainDispatcherApplication``), mounted in-process, with this emulator's
 account id in ``x-moto-account-id``. ``/_emulator/*`` are the emulator's own endpoints:
 ``GET /_emulator/health``, ``GET /_emulator/ledger``, ``GET|POST /_emulator/faults``,
-``POST /_emulator/reset``.
+``POST /_emulator/reset``, ``GET|POST /_emulator/iam``.
+
+With IAM enforcement on (``enforce_iam=True``, ``--enforce-iam``, ``FORGE_EMULATOR_ENFORCE_IAM=1``) every request
+is first checked against its caller's policies (emulator/iam_enforce.py); off by default.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import os
 import re
 import threading
 import time
@@ -22,7 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from emulator.bedrock import ApiError, BedrockBackends, BedrockService, Request, Response
+from emulator import iam_enforce
+from emulator.bedrock import GEO_PREFIXES, ApiError, BedrockBackends, BedrockService, Request, Response
 from emulator.clock import VirtualClock
 from emulator.faults import ERRORS, FaultConfigError, Faults, Rule, parse_rules
 from emulator.ledger import Ledger
@@ -185,7 +191,7 @@ class Emulator:
     def __init__(self, *, speed: float = 100.0, state_dir: str | Path | None = None,
                  faults: list[dict] | list[Rule] | None = None, invoke_latency_ms: float | None = None,
                  account_id: str | None = None, seed: int | None = None, pt_tokens_per_minute: float | None = None,
-                 pt_burst_seconds: float | None = None):
+                 pt_burst_seconds: float | None = None, enforce_iam: bool | None = None):
         self.store = StateStore(state_dir)
         saved = self.store.load_bedrock()
         self.account_id = _allocate_account((saved or {}).get("account_id") or account_id)
@@ -194,6 +200,9 @@ class Emulator:
         rules = faults if faults and isinstance(faults[0], Rule) else parse_rules(faults or [])
         self.faults = Faults(rules=list(rules), seed=seed)  # type: ignore[arg-type]
         self.ledger = Ledger()
+        # IAM enforcement (emulator/iam_enforce.py): off unless asked for (argument, else FORGE_EMULATOR_ENFORCE_IAM)
+        self.iam = iam_enforce.Enforcer(self.account_id, enabled=iam_enforce.enforcement_from_env()
+                                        if enforce_iam is None else bool(enforce_iam))
         self.moto = MotoAccount(self.account_id, self.store)
         protect_account(self.account_id)
         self.bedrock = BedrockBackends(account_id=self.account_id, store=self.store, moto=self.moto, ledger=self.ledger,
@@ -224,6 +233,7 @@ class Emulator:
         self.bedrock.reset()
         self.moto.reset()
         self.faults.set_rules([])
+        self.iam.clear()
         self.store.clear()
         self.bedrock.save()
 
@@ -300,6 +310,8 @@ class Emulator:
             headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
             req = Request(operation=op, region=region, path_params=path_params, query=query,
                           body=body if isinstance(body, dict) else {}, raw_body=raw, headers=headers)
+            if self.iam.enabled:
+                self._authorize_bedrock(environ, req, service)
             resp: Response = getattr(self.bedrock[region], op)(req)
             status = resp.status
             if mutating:
@@ -318,6 +330,73 @@ class Emulator:
         except Exception:  # noqa: BLE001 - persistence trouble must not fail the call
             pass
         return out
+
+    def _authorize_bedrock(self, environ: dict, req: Request, service: str) -> None:
+        """Raise AccessDeniedException unless the caller's policies allow everything ``req`` needs."""
+        caller = self.iam.caller(environ)
+        if caller.unrestricted:
+            return
+        needs = iam_enforce.bedrock_requests(req.operation, req.path_params, req.body, req.region, self.account_id,
+                                             _BedrockState(self.bedrock[req.region], self.account_id))
+        denied = self.iam.check(caller, service, req.operation, needs)
+        if denied is not None:
+            raise ApiError("AccessDeniedException", iam_enforce.denial_message(caller.arn, denied))
+
+    def _authorize_moto(self, service: str, op: str, method: str, environ: dict, raw: bytes,
+                        query: dict[str, list[str]]) -> tuple[iam_enforce.Caller, tuple | None]:
+        """(caller, the AccessDenied answer or None) for an S3/IAM/STS/KMS request."""
+        caller = self.iam.caller(environ)
+        if caller.unrestricted:
+            return caller, None
+        path = environ.get("PATH_INFO", "/")
+        if service == "s3":
+            headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+            needs = iam_enforce.s3_requests(op, path, query, headers, raw)
+        elif service == "kms":
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError:
+                body = {}
+            region = credential_scope(environ)[1] or DEFAULT_REGION
+            needs = iam_enforce.kms_requests(op, body if isinstance(body, dict) else {}, region, self.account_id,
+                                             self._kms_key_arn)
+        else:
+            form = parse_qs(raw.decode("utf-8", "replace")) if raw else {}
+            params = {k: v[0] for k, v in {**query, **form}.items() if v}
+            if service == "sts":
+                needs = iam_enforce.sts_requests(op, params)
+            else:
+                needs = iam_enforce.iam_requests(op, params, self.account_id, self._iam_entity)
+        denied = self.iam.check(caller, service, op, needs)
+        if denied is None:
+            return caller, None
+        bucket = path.lstrip("/").split("/", 1)[0] if service == "s3" else None
+        return caller, iam_enforce.denied_response(service, method, caller, denied, bucket=bucket or None)
+
+    def _iam_entity(self, kind: str, name: str) -> tuple[str, dict[str, str]] | None:
+        from emulator.state import _backends
+        with acting_as(self.account_id):
+            iam = _backends("iam")[self.account_id]["global"]
+            try:
+                ent = {"role": iam.get_role, "user": iam.get_user}.get(kind, lambda _n: None)(name)
+            except Exception:  # noqa: BLE001 - no such entity
+                return None
+        if ent is None:
+            return None
+        return ent.arn, iam_enforce._tag_dict(getattr(ent, "tags", {}))
+
+    def _kms_key_arn(self, key: str) -> str | None:
+        from emulator.state import _backends
+        region = key.split(":")[3] if key.startswith("arn:") else DEFAULT_REGION
+        try:
+            with acting_as(self.account_id):
+                kms = _backends("kms")[self.account_id][region]
+                key_id = kms.get_key_id(key) if hasattr(kms, "get_key_id") else key
+                if key.rsplit(":", 1)[-1].startswith("alias/") or key.startswith("alias/"):
+                    key_id = kms.get_key_id_from_alias(key.rsplit(":", 1)[-1] if key.startswith("arn:") else key)
+                return kms.describe_key(key_id).arn if key_id else None
+        except Exception:  # noqa: BLE001 - unknown key: authorized on the id as given
+            return None
 
     # -- moto (s3, iam, sts) -------------------------------------------------------------------
     def handle_moto(self, service: str, method: str, environ: dict) -> tuple[int, bytes, dict]:
@@ -338,6 +417,13 @@ class Emulator:
             op = (form.get("Action") or query.get("Action") or ["Unknown"])[0]
             mutating = service == "iam" and bool(_IAM_MUTATING.match(op))
         t = self.bedrock.now()
+        caller = None
+        if self.iam.enabled:
+            caller, denied = self._authorize_moto(service, op, method, environ, raw, query)
+            if denied is not None:
+                self.ledger.record_call(t=t, service=service, operation=op, mutating=mutating, status=denied[0],
+                                        error="AccessDeniedException" if service == "kms" else "AccessDenied")
+                return denied
         decision = self.faults.on_call(op)
         if decision.latency_ms > 0:
             time.sleep(decision.latency_ms / 1000.0)
@@ -365,6 +451,18 @@ class Emulator:
         if hasattr(chunks, "close"):
             chunks.close()
         status = captured.get("status", 500)
+        if (status == 404 and service == "s3" and op in ("GetObject", "HeadObject") and caller is not None
+                and not caller.unrestricted):
+            # a missing key answers 404 only to a caller allowed s3:ListBucket, else 403
+            # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html)
+            bucket = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+            need = iam_enforce.AuthRequest("s3:ListBucket", f"arn:aws:s3:::{bucket}")
+            verdict = self.iam.check(caller, service, op, [need])
+            if verdict is not None:
+                denied = iam_enforce.denied_response(service, method, caller, verdict, bucket=bucket)
+                self.ledger.record_call(t=t, service=service, operation=op, mutating=mutating, status=denied[0],
+                                        error="AccessDenied")
+                return denied
         error = None
         if status >= 300:
             m = re.search(rb"<Code>([^<]+)</Code>", body)
@@ -390,6 +488,7 @@ class Emulator:
                                "virtual_now": self.bedrock.now(),
                                "pt_tokens_per_minute": self.bedrock.capacity.tokens_per_minute,
                                "pt_burst_seconds": self.bedrock.capacity.burst_seconds,
+                               "enforce_iam": self.iam.enabled,
                                "state_dir": str(self.store.dir) if self.store.dir else None})
         if path == "/_emulator/ledger" and method == "GET":
             billing = self.bedrock.billing()
@@ -410,6 +509,20 @@ class Emulator:
         if path == "/_emulator/reset" and method == "POST":
             self.reset()
             return _json(200, {"ok": True})
+        if path == "/_emulator/iam":
+            if method == "POST":
+                try:
+                    body = json.loads(_read_body(environ) or b"{}")
+                except json.JSONDecodeError as e:
+                    return _json(400, {"message": f"POST /_emulator/iam: not JSON ({e.msg})"})
+                if not isinstance(body, dict) or not set(body) <= {"enforce", "clear"}:
+                    return _json(400, {"message": 'POST /_emulator/iam takes {"enforce": true|false, "clear": true}'})
+                if "enforce" in body:
+                    self.iam.enabled = bool(body["enforce"])
+                if body.get("clear"):
+                    self.iam.clear()
+            if method in ("GET", "POST"):
+                return _json(200, self.iam.to_dict())
         return _json(404, {"message": f"unknown emulator endpoint {method} {path}; see docs/emulator.md"})
 
 
@@ -476,7 +589,8 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0, acce
 
 def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, faults_file: str | None = None,
           state_dir: str | None = None, invoke_latency_ms: float | None = None, ready_line: bool = False,
-          pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None) -> int:
+          pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None,
+          enforce_iam: bool | None = None) -> int:
     """Run until SIGINT/SIGTERM. Prints one JSON line ``{"url": ...}`` once listening when ``ready_line``."""
     import signal
     import sys
@@ -489,7 +603,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, fa
         return 2
     emu = Emulator(speed=speed, state_dir=state_dir, faults=rules, invoke_latency_ms=invoke_latency_ms,
                    account_id=DEFAULT_ACCOUNT, pt_tokens_per_minute=pt_tokens_per_minute,
-                   pt_burst_seconds=pt_burst_seconds)
+                   pt_burst_seconds=pt_burst_seconds, enforce_iam=enforce_iam)
     emu.bedrock.preload_models = True
     try:
         srv = make_server(emu, host, port)
@@ -502,7 +616,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, fa
     if ready_line:
         print(json.dumps({"url": url, "account_id": emu.account_id}), flush=True)
     print(f"bedrock-forge emulator on {url} (speed x{speed:g}, account {emu.account_id}, state "
-          f"{state_dir or 'in memory'}); ledger: {url}/_emulator/ledger", file=sys.stderr, flush=True)
+          f"{state_dir or 'in memory'}{', IAM enforced' if emu.iam.enabled else ''}); ledger: "
+          f"{url}/_emulator/ledger", file=sys.stderr, flush=True)
 
     def _stop(signum, frame):  # noqa: ARG001
         threading.Thread(target=srv.shutdown, daemon=True).start()
@@ -533,3 +648,58 @@ def add_arguments(p) -> None:
                         "beyond it (default: emulator/facts/capacity.yaml, 100000; 0 = unlimited)")
     p.add_argument("--pt-burst-seconds", type=float, default=None, metavar="S",
                    help="seconds of capacity a PT can burst (default: emulator/facts/capacity.yaml, 10)")
+    p.add_argument("--enforce-iam", action=_EnforceIam, nargs=0, default=None,
+                   help="check every request against its caller's IAM policies (AccessDenied as AWS answers); "
+                        "keys not issued by the emulator's IAM act as the account root (docs/emulator.md)")
+
+
+class _EnforceIam(argparse.Action):
+    """``--enforce-iam``: also sets FORGE_EMULATOR_ENFORCE_IAM, which ``Emulator`` reads, so callers of
+    ``add_arguments`` that do not pass the option on to ``serve`` (``python -m emulator``, ``forge emulator``)
+    still start an enforcing emulator."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        os.environ[iam_enforce.ENV_FLAG] = "1"
+        setattr(namespace, self.dest, True)
+
+
+# -- IAM enforcement: what the Bedrock backends know about a resource ---------------------------
+class _BedrockState(iam_enforce.BedrockLookup):
+    """ARNs and tags of one Region's Bedrock resources, for the authorization of a request."""
+
+    def __init__(self, svc: BedrockService, account_id: str):
+        self.svc = svc
+        self.account_id = account_id
+
+    def resource(self, kind: str, ident: str) -> tuple[str, dict[str, str]] | None:
+        svc = self.svc
+        find, arn_key = {"model-customization-job": (svc._find_job, "jobArn"),
+                         "custom-model": (svc._find_model, "modelArn"),
+                         "provisioned-model": (svc._find_pt, "provisionedModelArn"),
+                         "custom-model-deployment": (svc._find_deployment, "customModelDeploymentArn")}[kind]
+        with svc.lock:
+            svc._advance_all()      # a job that just completed has its custom model now, as the operation will see
+            found = find(ident) if ident else None
+            if found is None:
+                return None
+            arn = found[arn_key]
+            return arn, dict(svc.tags.get(arn, {}))
+
+    def model_target(self, ident: str) -> list[tuple[str, dict[str, str] | None]]:
+        for kind in ("provisioned-model", "custom-model-deployment", "custom-model"):
+            if kind == "provisioned-model" or f":{kind}/" in ident:
+                found = self.resource(kind, ident)
+                if found is not None:
+                    return [(found[0], found[1])]
+                if f":{kind}/" in ident:
+                    return [(ident, {})]
+        region = self.svc.region
+        mid = ident.split("foundation-model/", 1)[1] if "foundation-model/" in ident else ident
+        if ":inference-profile/" in mid:
+            mid = mid.split(":inference-profile/", 1)[1]
+        for geo in GEO_PREFIXES:
+            if mid.startswith(geo):
+                # a cross-Region inference profile: the profile and the foundation model it routes to
+                return [(f"arn:aws:bedrock:{region}:{self.account_id}:inference-profile/{mid}", None),
+                        (f"arn:aws:bedrock:{region}::foundation-model/{mid[len(geo):]}", None)]
+        return [(f"arn:aws:bedrock:{region}::foundation-model/{mid}", None)]
