@@ -107,6 +107,22 @@ def name_flow_run(flow_run_id_: str, run_id: str) -> None:
         pass
 
 
+def label_failed_step(flow_run_id_: str, step: str) -> None:
+    """Label the Prefect flow run with the step that failed (``forge.failed-step``), so the failure notification
+    names it and its rerun command (forge/commands/deploy.py FAILED_STEP_LABEL). Best effort, like the name."""
+    if not flow_run_id_ or flow_run_id_ == "local":
+        return
+    try:
+        from uuid import UUID
+
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(UUID(flow_run_id_), {"forge.failed-step": step})
+    except Exception:  # noqa: BLE001 - a label is a convenience
+        pass
+
+
 def config_of_run(runs_dir: str, run_id: str | None) -> PipelineConfig:
     """The config recorded in an existing run's manifest (a rerun given only its run id)."""
     if not run_id:
@@ -212,6 +228,7 @@ class RunContext:
             self.manifest.step_done(name, adopted=adopted(out), output=out.model_dump(mode="json"))
         except BaseException as err:  # noqa: BLE001 - recorded, then re-raised (TerminationSignal too)
             self.manifest.step_failed(name, err)
+            label_failed_step(self.flow_run_id, name)
             log.error("step %s: failed: %s", name, err)
             raise
         return out

@@ -169,8 +169,6 @@ def test_a_failing_run_notifies_the_webhook_with_what_on_call_needs(scenario):
     assert "None" not in text.split("Run in the UI:")[1]
 
 
-@pytest.mark.xfail(strict=True, reason="needs the flows/context.py change in the H-pg report (the flow labels the "
-                                       f"failed step {FAILED_STEP_LABEL!r}); strict: remove this mark when it lands")
 def test_the_message_names_the_failed_step_and_reruns_from_it(scenario):
     run = scenario["run"]
     text = scenario["hook"].wait_for(run["name"], timeout=10)["text"]
