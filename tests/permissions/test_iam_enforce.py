@@ -416,3 +416,27 @@ def test_the_cli_flag_switches_enforcement_on(monkeypatch):
     assert os.environ[ENV_FLAG] == ""
     assert p.parse_args(["--enforce-iam"]).enforce_iam is True
     assert os.environ[ENV_FLAG] == "1", "python -m emulator / forge emulator pass it on through the environment"
+
+
+def test_a_kms_alias_is_authorized_on_its_key_with_request_alias(enforcing):
+    """The generator's ResolveKmsAlias statement, on the emulator: the pipeline's DescribeKey of the configured alias
+    goes through; the same key by its id, or another alias, does not."""
+    from tasks.config import PipelineConfig
+    from tasks.permissions import permission_policy
+
+    lab = enforcing
+    kms = lab.root("kms")
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName="alias/forge-data", TargetKeyId=key)
+    other = kms.create_key()["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName="alias/other", TargetKeyId=other)
+    cfg = PipelineConfig.model_validate({"name": "kms-run", "base_model": "amazon.nova-micro-v1:0:128k",
+                                         "data": {"source": "x.csv"}, "aws": {"kms_key_id": "alias/forge-data"}})
+    st = permission_policy(cfg, "worker", account=lab.account).statement("ResolveKmsAlias")
+    u = _user(lab, [st.to_iam()])
+    (client,) = _clients(lab, u, "kms")
+    assert client.describe_key(KeyId="alias/forge-data")["KeyMetadata"]["Arn"] == key
+    for denied in (key, "alias/other"):
+        with pytest.raises(ClientError) as exc:
+            client.describe_key(KeyId=denied)
+        assert _code(exc)[0] == "AccessDeniedException" and "kms:DescribeKey" in _code(exc)[2]

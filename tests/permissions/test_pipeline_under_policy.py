@@ -183,6 +183,28 @@ def _now_iso() -> str:
     return now_iso()
 
 
+def _service_role(world: World, train_uri: str) -> str:
+    """A service role of the root's that may read the world's bucket (the run's own role loses its policy once its
+    job is done: tasks/iam.py release_run_policy)."""
+    import json as _json
+
+    name = f"stuck-jobs-{world.name.split('.')[0]}"[:64]
+    iam = world.lab.root("iam")
+    try:
+        return iam.get_role(RoleName=name)["Role"]["Arn"]
+    except Exception:  # noqa: BLE001 - not made yet
+        pass
+    bucket = train_uri.split("/")[2]
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "bedrock.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=_json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="data", PolicyDocument=_json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject",
+                                                                              "s3:ListBucket"],
+                                                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}))
+    return arn
+
+
 def _stuck_job(world: World, flow_run_id: str) -> str:
     """A managed job still training (fault ``job_outcome: Stuck``), tagged with ``flow_run_id``, made by the root
     from the world's uploaded data and service role (the job a cancelled or a lost flow run leaves)."""
@@ -192,7 +214,7 @@ def _stuck_job(world: World, flow_run_id: str) -> str:
     tags = [{"key": "managed-by", "value": "bedrock-forge"}, {"key": "forge-run-key", "value": u[:12]},
             {"key": "forge-flow-run-id", "value": flow_run_id}]
     cfg = world.config
-    req = {"jobName": f"stuck-{u}", "customModelName": f"stuck-{u}", "roleArn": _arn(world, m["resources"]["role"]),
+    req = {"jobName": f"stuck-{u}", "customModelName": f"stuck-{u}", "roleArn": _service_role(world, data["train"]),
            "baseModelIdentifier": cfg.base_model, "customizationType": cfg.customization_type.value,
            "trainingDataConfig": {"s3Uri": data["train"]}, "outputDataConfig": {"s3Uri": data["output"]},
            "jobTags": tags, "customModelTags": tags}
