@@ -16,8 +16,8 @@ Print the least-privilege IAM policy of one role for the runs of CONFIG:
   worker    the identity a run executes as (forge run / rerun, a Prefect worker, the cancel and failure
             hooks, the serving watchdog)
   sweeper   forge sweep / the sweep deployment: deletes only resources tagged managed-by=bedrock-forge
-  oncall    worker + sweeper (forge rerun, forge sweep, forge resources)
-  readonly  forge resources and forge validate --live: lists and reads only
+  oncall    worker + sweeper (forge rerun, forge sweep, forge resources, forge status --runs-uri)
+  readonly  forge resources, forge status --runs-uri, forge validate --live: lists and reads only
 
 Every statement names the steps that need it and why its resources are what they are. The names the run
 makes carry the run key (unknown until the data is prepared), so they appear with '?' wildcards of the run
@@ -25,7 +25,8 @@ key's length; Bedrock resources with ids Bedrock assigns are granted on <type>/*
 managed-by=bedrock-forge tag. The ARNs need the account id: --account, else the caller's (STS).
 
 Attach the document as a customer managed policy (IAM allows 6,144 characters; --split prints several
-when it is longer)."""
+when it is longer). A hyperparameter sweep's children are configs of their own names: print each one's.
+docs/permissions.md explains every statement."""
 
 EPILOG = """\
 examples:
