@@ -246,6 +246,18 @@ def _manifest_of(stack: Stack, flow_run_id: str) -> dict | None:
     return stack.worker_json(code)
 
 
+def test_the_users_compose_file_is_valid_for_this_compose(stack):
+    """docker-compose.yml alone (what users run), as the installed Compose reads it: the services, the named
+    volumes, the env file it points the worker at."""
+    out = engine.run([*stack.compose, "-f", "docker-compose.yml", "config"], merge=False, env={}).stdout
+    import yaml
+
+    doc = yaml.safe_load(out)
+    assert set(doc["services"]) == {"postgres", "prefect-server", "emulator", "deploy", "worker"}
+    assert set(doc["volumes"]) == {"postgres-data", "emulator-state", "runs"}
+    assert doc["services"]["worker"]["environment"]["AWS_ENDPOINT_URL"] == "http://emulator:4566"
+
+
 def test_the_deploy_service_registered_everything(stack):
     st = stack.state("deploy")
     assert st["Status"] == "exited" and st["ExitCode"] == 0, st
