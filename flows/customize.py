@@ -105,7 +105,7 @@ def _config_section(flow_run, section: str) -> dict | None:
 def _failed_before_spending(state) -> bool:
     """The run stopped on bad input or a spend guard, before it created anything: nothing to clean up, and
     no AWS call either (a bad-data run must make none). Unknown → False: clean up as usual."""
-    from tasks.data.validate import DataValidationError
+    from tasks.data.problems import DataValidationError
 
     try:
         exc = state.result(raise_on_failure=False)
@@ -304,6 +304,7 @@ def _guard_name(message: str) -> str:
 
 def _upload(ctx: RunContext, prepared: PreparedData) -> UploadedData:
     aws = ctx.config.aws
+    upload_stage.check_media(prepared.media, ctx.names.bucket)   # before CreateBucket: media in another bucket
     upload_stage.ensure_bucket_task(ctx.clients, ctx.names.bucket, aws.region, aws.kms_key_id)
     return upload_stage.upload_task(ctx.clients, prepared, ctx.names.bucket, aws.prefix, ctx.run_key)
 
@@ -317,7 +318,10 @@ def _record_upload(ctx: RunContext, uploaded: UploadedData) -> None:
 
 
 def _start_job(ctx: RunContext, role: RoleInfo, uploaded: UploadedData) -> JobInfo:
-    """Get-or-create the job under the run's deterministic name."""
+    """Get-or-create the job under the run's deterministic name. Resumed here (`forge rerun --from customize`), the
+    recorded role may have lost the run's policy (released after its last job, or pruned): put it back first."""
+    if ctx.resumes_after("create-role"):
+        iam_stage.ensure_role_task(ctx.clients, ctx.config, ctx.names, uploaded, ctx.account, ctx.tags)
     return customize_stage.start_job_task(ctx.clients, ctx.config, ctx.names, role.role_arn, uploaded, ctx.tags,
                                           rerun=ctx.allow_rerun_failed_job)
 

@@ -268,7 +268,7 @@ def _run_flow(config, args, run_id: str | None = None, rerun_from: str | None = 
         result = state.result(raise_on_failure=False)
     except Exception:  # noqa: BLE001
         result = None
-    from tasks.data.validate import DataValidationError
+    from tasks.data.problems import DataValidationError
 
     if isinstance(result, DataValidationError):   # found by prepare (e.g. a split below the model's minimum)
         for line in result.lines():
@@ -353,7 +353,8 @@ def preflight(config, config_path: str) -> list[str]:
         report = validate_source(config.data.source, config.base_model, config.customization_type,
                                  columns=config.data.columns, system_prompt=config.data.system_prompt,
                                  prompt_template=config.data.prompt_template,
-                                 teacher=config.distillation.teacher_model if config.distillation else None)
+                                 teacher=config.distillation.teacher_model if config.distillation else None,
+                                 media_bucket=config.aws.bucket)
         lines += report.lines()
     return lines
 

@@ -383,3 +383,4 @@ def test_a_ctrl_c_swallowed_during_evaluation_still_stops_the_run_and_deletes_th
     assert len(calls(led, "CreateProvisionedModelThroughput")) == 1
     assert alive_serving(led) == []
     assert len(made) < 2 * 24, "the queued calls were not made"
+
