@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: setup demo test test-fast test-slow bench lint stack clean compose-test
+.PHONY: setup demo test test-fast test-slow test-permissions bench lint stack clean compose-test
 
 setup: $(VENV)/.installed   ## create .venv and install the project + dev tools (idempotent, CPU torch only)
 
@@ -32,6 +32,9 @@ test-fast: setup   ## the quick inner loop: skips the slow fault scenarios and t
 test-slow: setup   ## only the slow fault scenarios (throttling storm, 5xx bursts, SIGTERM, SIGKILL)
 	$(VENV)/bin/pytest -q -m slow
 
+test-permissions: setup   ## every example config's whole pipeline under exactly `forge permissions` (enforcing emulator, ~4-9 min)
+	FORGE_PERMISSIONS_MATRIX=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/permissions/test_pipeline_under_policy.py
+
 bench: setup   ## benchmarks -> bench/results.md
 	$(PY) bench/run_all.py
 
@@ -40,8 +43,8 @@ lint: setup
 	# pip-audit needs its vulnerability service (network): here it audits nothing, and says so (docs/security.md)
 	-$(VENV)/bin/pip-audit --skip-editable --strict --progress-spinner off || echo "pip-audit: not audited (no vulnerability service reachable) or vulnerable packages found — see above and docs/security.md"
 
-stack: setup   ## Prefect server + worker + emulator without Docker (see docs/operations.md)
-	$(PY) -m forge.stack
+stack: setup   ## Prefect server + worker + emulator without Docker (make stack STACK_ARGS="--database postgres")
+	$(PY) -m forge.stack $(STACK_ARGS)
 
 compose-test: setup   ## docker-compose stack for real (tests/compose): Docker from Debian if missing, dockerd, build, pipeline, worker kills
 	FORGE_COMPOSE_TEST=1 $(VENV)/bin/pytest -q -s -p no:cacheprovider -m compose tests/compose

@@ -125,6 +125,8 @@ def _typed(v: Any) -> int | float | str:
 def _is_role_not_ready(err: BaseException) -> bool:
     code = error_code(err)
     msg = str(getattr(err, "response", {}).get("Error", {}).get("Message", "")).lower()
+    if "is not authorized to perform" in msg and "sts:assumerole" not in msg:
+        return False    # the caller lacks a permission (iam:PassRole ...): permanent, not IAM propagation
     return code in ("ValidationException", "AccessDeniedException") and "role" in msg and (
         "assume" in msg or "not authorized" in msg or "trust" in msg or "could not" in msg)
 

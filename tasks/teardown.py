@@ -121,8 +121,10 @@ def delete_managed(clients: Clients, arn: str, report: TeardownReport, *, requir
     except ClientError as err:
         if error_code(err) == "ResourceNotFoundException":
             report.already_gone.append(arn)
-        else:
+        else:   # cannot tell whose it is: not deleted, so it may still bill — never reported as gone
             report.errors.append(f"{arn}: {describe_error(err)}")
+            if kind in ("provisioned", "deployment"):
+                report.alive.append(arn)
         return
     if not is_managed(tags) or any(tags.get(k) != v for k, v in (require or {}).items()):
         report.skipped_unmanaged.append(arn)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -42,7 +43,12 @@ import yaml
 from emulator.iam_enforce import AuthRequest, evaluate
 from tests.support import REPO_ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_backend")]
+# ~4 min quiet, 6-9 min under load: outside `make test` (whose budget is 20 min); `make test-permissions` runs it,
+# and .ci/run runs that after the suite
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_backend"),
+              pytest.mark.skipif(not os.environ.get("FORGE_PERMISSIONS_MATRIX"),
+                                 reason="the whole-pipeline permissions matrix: `make test-permissions` "
+                                        "(FORGE_PERMISSIONS_MATRIX=1), run by .ci/run after the suite")]
 
 EXAMPLES = sorted(p.name for p in (REPO_ROOT / "examples").glob("*.yaml"))
 ON_DEMAND, RFT = "on-demand-serving", "reinforcement-fine-tuning"
@@ -735,10 +741,6 @@ def _without_action(policy, sid: str, action: str) -> dict:
     return doc
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/teardown.py delete_managed: a PT whose tags cannot be read (AccessDenied "
-                                       "on ListTagsForResource) is not deleted and not counted alive, so the run "
-                                       "succeeds while its PT still bills (design §3: never success over a live "
-                                       "billing resource)")
 @pytest.mark.parametrize("world", ["banking77.yaml"], indirect=True)
 def test_a_run_that_cannot_read_its_pts_tags_does_not_succeed_over_it(world):
     policy, ident, lab = world.policies["worker"], world.identities["worker"], world.lab
@@ -753,9 +755,6 @@ def test_a_run_that_cannot_read_its_pts_tags_does_not_succeed_over_it(world):
     assert out["manifest"]["status"] != "succeeded", "a run never reports success over a live billing resource"
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/customize.py _is_role_not_ready: an AccessDenied naming iam:PassRole "
-                                       "(permanent: the caller lacks it) is taken for IAM propagation of a new role "
-                                       "and job creation is retried for ROLE_WAIT_S (60 s) before it fails")
 @pytest.mark.parametrize("world", ["banking77.yaml"], indirect=True)
 def test_a_denied_pass_role_fails_job_creation_at_once(world, monkeypatch):
     from tasks import customize
