@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if '+cpu' in v or not torch.cuda.is_available() else f'non-CPU torch {v}')"
+	# the AWS CLI for the emulator's real-client test (tests/emulator/test_aws_cli.py): its own venv, it pins botocore
+	test -x .venv-awscli/bin/aws || ($(PYTHON) -m venv .venv-awscli && .venv-awscli/bin/pip install -q awscli==1.46.2) \
+	  || echo "awscli not installed: tests/emulator/test_aws_cli.py will install it on first use"
 	touch $@
 
 demo: setup   ## run the whole pipeline on examples/ against the embedded emulator

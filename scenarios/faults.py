@@ -316,7 +316,16 @@ def _spawn_forge_run(ctx: Ctx, out: Any) -> subprocess.Popen:
         env["PREFECT_API_URL"] = api_url()
     return subprocess.Popen([sys.executable, "-m", "forge.cli", "run", str(cfg_path), "--endpoint", ctx.emu.url,
                              "--runs-dir", str(ctx.runs)], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_as_from_a_terminal)
+
+
+def _as_from_a_terminal() -> None:
+    """In the child: SIGINT at its default, as for a command typed at a terminal. A harness started in the background
+    of a non-interactive shell runs with SIGINT ignored, and `forge run` keeps an ignored SIGINT ignored (a background
+    job's choice, tasks/run/stop.py): the ctrl-c row then saw "succeeded" (the "race" of issue 15)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _subprocess_run(ctx: Ctx, sig: int) -> None:

@@ -279,6 +279,10 @@ def _add_similarity_columns(df: pd.DataFrame, ok: pd.Series, refs: list[str], ou
     BERTScore (model_type, layer, display name)."""
     # ROUGE-L (F-measure, Porter stemming as in the ROUGE-1.5.5 "-m" option). Pure Python: it runs in
     # a side thread while torch (which releases the GIL) computes BERTScore, so it adds ~no wall time.
+    # imported here, before the pool: rouge_score's scipy.stats import checks torch.Tensor, and in the pool's thread
+    # it raced the main thread's torch import ("partially initialized module 'torch'", ~1 run in 3 in the compose
+    # stack)
+    import rouge_score.rouge_scorer  # noqa: F401
     with ThreadPoolExecutor(1, thread_name_prefix="rouge") as pool:
         rouge_fut = pool.submit(_rouge_l, refs, outs)
         # BERTScore: all pairs of both models in ONE call (one model load, shared batches; bert-score

@@ -176,12 +176,16 @@ def test_prepare_memory_does_not_grow_with_file_size(tmp_path, monkeypatch):
     big = raw_jsonl(tmp_path / "b.jsonl", 16_000, labels)
 
     def peak(src: Path) -> int:
+        """The lower of two traced peaks: tracemalloc also counts other threads' allocations (a Prefect log worker
+        left running by an earlier test of the suite), which only ever add to a measurement."""
         prepare(cfg(src), tmp_path / f"warm-{src.stem}")     # warm caches (imports, compiled regexes)
-        tracemalloc.start()
-        prepare(cfg(src), tmp_path / f"out-{src.stem}")
-        top = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        return top
+        tops = []
+        for i in range(2):
+            tracemalloc.start()
+            prepare(cfg(src), tmp_path / f"out-{src.stem}-{i}")
+            tops.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        return min(tops)
 
     p_small, p_big = peak(small), peak(big)
     # 8x the records: what may grow is the split byte of each record (14 kB more); 2 bytes a record + 32 kB noise

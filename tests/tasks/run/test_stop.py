@@ -13,9 +13,13 @@ from tasks.run import stop
 
 @pytest.fixture(autouse=True)
 def _clean():
+    """Python's own SIGINT handler, whatever this process inherited (a suite started in the background of a
+    non-interactive shell runs with SIGINT ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     stop.clear()
     yield
     stop.clear()
+    signal.signal(signal.SIGINT, before)
 
 
 def test_sigint_inside_the_block_raises_and_is_recorded():
