@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +148,19 @@ def s3_objects(url: str) -> dict[str, str]:
 
 def changed_objects(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return sorted(k for k, etag in after.items() if before.get(k) != etag)
+
+
+@contextmanager
+def moto_s3(monkeypatch, bucket: str):
+    """An in-process moto S3 with ``bucket`` made, dummy credentials and no endpoint override: the S3 client."""
+    import boto3
+    from moto import mock_aws
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=bucket)
+        yield client

@@ -5,25 +5,18 @@ from __future__ import annotations
 import json
 import time
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from tasks.evaluation import lease
+from tests.support.aws import moto_s3
 
 BUCKET, KEY = "forge-lease-test", "p/output/rk/evaluation/abc.lease"
 
 
 @pytest.fixture
 def s3(monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        c = boto3.client("s3", region_name="us-east-1")
-        c.create_bucket(Bucket=BUCKET)
-        yield c
+    with moto_s3(monkeypatch, BUCKET) as client:
+        yield client
 
 
 def test_a_free_lease_is_taken_and_a_live_one_is_respected(s3):
