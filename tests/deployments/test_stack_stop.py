@@ -34,8 +34,8 @@ def _config() -> dict:
     return json.loads(json.dumps(cfg))
 
 
-@pytest.mark.xfail(strict=False, reason="issue 15, open: in a full fresh-clone suite (2026-12-02) the stack stopped its "
-                   "emulator with the PT alive and without its last-resort delete (the ledger read said none alive); "
+@pytest.mark.xfail(strict=False, reason="issue 15, open: in a full fresh-clone suite (2026-12-02) the stack "
+                   "stopped its emulator with the PT alive and without its last-resort delete (the ledger read said none alive); "
                    "passes alone; under investigation")
 def test_ctrl_c_of_make_stack_deletes_the_serving_resource_before_the_emulator_stops(tmp_path):
     port, emu_port = stack.free_port(), stack.free_port()
