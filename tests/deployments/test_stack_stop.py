@@ -35,8 +35,8 @@ def _config() -> dict:
 
 
 @pytest.mark.xfail(strict=False, reason="issue 15, open: in a full fresh-clone suite (2026-12-02) the stack "
-                   "stopped its emulator with the PT alive and without its last-resort delete (the ledger read said none alive); "
-                   "passes alone; under investigation")
+                   "stopped its emulator with the PT alive and without its last-resort delete (the ledger "
+                   "read said none alive); passes alone; under investigation")
 def test_ctrl_c_of_make_stack_deletes_the_serving_resource_before_the_emulator_stops(tmp_path):
     port, emu_port = stack.free_port(), stack.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AWS_"))}
