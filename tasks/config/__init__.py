@@ -23,7 +23,8 @@ from tasks.config.yaml_lines import yaml_line
 
 __all__ = ["AugmentConfig", "AwsConfig", "BudgetConfig", "Columns", "ConfigError", "DataConfig",
            "DistillationConfig", "EvaluationConfig", "FieldProblem", "GateConfig", "JobConfig", "PipelineConfig",
-           "FieldProblems", "PresetName", "PricingOverride", "RftConfig", "ServingConfig", "SplitConfig",
+           "FieldProblems", "PresetName", "PricingOverride", "ProductionConfig", "RftConfig", "ServingConfig",
+           "SplitConfig",
            "format_validation_error", "load_config", "parse_config", "yaml_line"]
 
 REGION_RE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}")
@@ -224,6 +225,28 @@ class ServingConfig(_Strict):
         return self
 
 
+class ProductionConfig(_Strict):
+    """Production serving of the lineage's champion (issue 19): after a passed gate, the new model is served
+    blue/green by ``tasks/promote.py``; ``none`` (the default) records the version in the registry only."""
+
+    model_config = ConfigDict(json_schema_extra=serving_schema)
+
+    mode: Literal["none", "on-demand", "provisioned"] = Field(
+        "none", description="none = register only; on-demand = a custom model deployment where the model allows "
+                            "it in the Region, else provisioned throughput; provisioned = provisioned throughput")
+    model_units: int = Field(1, ge=1, le=MAX_MODEL_UNITS, description="Provisioned throughput size (model units)")
+    commitment: Literal["OneMonth", "SixMonths"] | None = Field(None, description="Leave empty for no commitment")
+    allow_commitment: bool = Field(False, description="Must be true, written out, for production.commitment to count")
+
+    @model_validator(mode="after")
+    def _commitment(self) -> ProductionConfig:
+        if self.commitment is not None and not self.allow_commitment:
+            raise FieldProblem("commitment", f"a {self.commitment} commitment bills the whole term and cannot be "
+                                             "deleted before it ends (docs/bedrock-facts.md §2.7): remove it, or "
+                                             "write production.allow_commitment: true if you mean to buy it")
+        return self
+
+
 class EvaluationConfig(_Strict):
     enabled: bool = True
     max_examples: int | None = Field(200, ge=1, le=1_000_000)
@@ -295,6 +318,7 @@ class PipelineConfig(_Strict):
         default_factory=dict, description="Overrides of the preset, by the model's own names (e.g. epochCount)")
     aws: AwsConfig = Field(default_factory=AwsConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    production: ProductionConfig = Field(default_factory=ProductionConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
