@@ -293,7 +293,7 @@ def _wait_serving_released(emulator_url: str, timeout: float) -> list[str]:
     from emulator.testing import alive_serving
 
     deadline = time.monotonic() + timeout
-    alive: list[str] = []
+    alive: list[str] | None = None       # None: no read has succeeded yet
     while time.monotonic() < deadline:
         try:
             alive = alive_serving(httpx.get(f"{emulator_url}/_emulator/ledger", timeout=10).json())
@@ -303,6 +303,12 @@ def _wait_serving_released(emulator_url: str, timeout: float) -> list[str]:
         if not alive:
             return []
         time.sleep(0.5)
+    if alive is None:
+        # never "none alive" without having read it: say so, the operator must check (forge resources --live)
+        print(f"warning: the emulator's ledger could not be read for {timeout:g} s: whether a serving resource "
+              f"is still alive is unknown (check with `forge resources --endpoint {emulator_url}` before "
+              "restarting)", file=sys.stderr)
+        return []
     return alive
 
 

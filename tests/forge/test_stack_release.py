@@ -47,3 +47,13 @@ def test_a_failed_ledger_read_does_not_end_the_wait(fresh_emulator, monkeypatch)
     monkeypatch.setattr(httpx, "get", flaky)
     assert stack._wait_serving_released(fresh_emulator.url, 3.0) == [arn], "still alive, not 'released'"
     assert len(failures) == 2
+
+
+def test_a_ledger_never_read_is_not_reported_as_released_silently(monkeypatch, capsys):
+    def down(*a, **k):
+        raise httpx.ConnectError("emulator unreachable (injected)")
+
+    monkeypatch.setattr(httpx, "get", down)
+    assert stack._wait_serving_released("http://127.0.0.1:9", 1.0) == []
+    err = capsys.readouterr().err
+    assert "could not be read" in err and "unknown" in err and "forge resources" in err
