@@ -246,23 +246,33 @@ class Manifest:
             self._save(change)
 
     def _save(self, change: Any) -> None:
+        """Write the file, then push to the store: the redacted body is made once and serves both; only a
+        conflict's re-apply (the document changed) makes it again, for the push and the file."""
         with self._lock:
-            self._write_file(self._body())
+            body = self._body()
+            self._write_file(body)
             if self._store is None:
                 return
             from tasks.run.store import write_through
 
+            current = [body]      # None once a re-apply changed the document
+
+            def body_now() -> dict[str, Any]:
+                if current[0] is None:
+                    current[0] = self._body()
+                return current[0]
+
             def reapply(remote: dict[str, Any]) -> None:
                 from tasks.aws.redact import unredact
 
+                current[0] = None
                 self.doc = RunManifest.model_validate(unredact(remote, self._account) if self._account else remote)
-                if change is not None:
-                    change()
+                change()
 
-            self._etag, adopted = write_through(self._store, self.run_id, self._etag, self._body,
+            self._etag, adopted = write_through(self._store, self.run_id, self._etag, body_now,
                                                 reapply if change is not None else None)
             if adopted is not None and change is not None:
-                self._write_file(self._body())
+                self._write_file(body_now())
 
     def _write_file(self, body: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
