@@ -403,10 +403,15 @@ def cmd_rerun(args) -> int:
 _BY = {"finally": "the run itself", "watchdog": "the run's watchdog (the run's process had died)"}
 
 
-def print_summary(manifest: dict, path: Path) -> None:
+def print_summary(manifest: dict, path: Path, state=None) -> None:
+    """``state``: `forge status`'s verdict (tasks/run/status.py RunState), shown when it differs from the status."""
     from tasks.run.manifest import GUARD, STEPS
 
     print(f"\nrun {manifest['run_id']}  (run key {manifest.get('run_key')})  status: {manifest.get('status')}")
+    if state is not None and state.label != manifest.get("status"):
+        print(f"  state: {state.label}" + (f" at {state.step}" if state.step else "") + f" — {state.why}")
+        for arn in state.serving:
+            print(f"  serving recorded and not torn down: {arn} (`forge resources` lists what bills)")
     steps = manifest.get("steps", {})
     for s in [STEPS[0], GUARD, *STEPS[1:]]:
         st = steps.get(s)
@@ -466,18 +471,63 @@ def _status_from_store(args) -> int:
             if args.json:
                 print(json.dumps(found[0], indent=2))
             else:
-                print_summary(found[0], Path(store.key(args.run_id)))
+                print_summary(found[0], Path(store.key(args.run_id)), judged(found[0], store.s3, store.bucket))
             return 0
         docs = [d for d in (store.get(rid) for rid in store.run_ids()) if d is not None]
     except ValueError as err:
         print(f"forge status: {err}", file=sys.stderr)
         return 2
-    return _print_rows([d for d, _ in docs], args, args.runs_uri)
+    return _print_rows([d for d, _ in docs], args, args.runs_uri, store.s3, store.bucket)
 
 
-def _print_rows(docs: list[dict], args, where: str) -> int:
-    rows = [{"run_id": d["run_id"], "status": d.get("status"), "started": d.get("timings", {}).get("started"),
-             "gate": (d.get("gate") or {}).get("passed")} for d in docs]
+def _prefect_state(flow_run_id: str | None) -> dict | None:
+    """The flow run's state from the Prefect API in PREFECT_API_URL (None: no API configured, no such run, or no
+    answer within 5 s — unknown, never a guess)."""
+    api = os.environ.get("PREFECT_API_URL")
+    if not api or not flow_run_id or flow_run_id == "local":
+        return None
+    import httpx
+
+    try:
+        r = httpx.get(f"{api.rstrip('/')}/flow_runs/{flow_run_id}", timeout=5)
+        return (r.json() or {}).get("state") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _serving_heartbeat(doc: dict, s3, bucket: str | None = None):
+    """The run's serving heartbeat (tasks/run/liveness.py), read only while the manifest says it serves."""
+    from tasks.run.liveness import read_heartbeat
+    from tasks.run.status import heartbeat_location_of, recorded_serving
+
+    if doc.get("status") != "running" or not recorded_serving(doc) or s3 is None:
+        return None
+    where = heartbeat_location_of(doc, bucket)
+    if where is None:
+        return None
+    try:
+        return read_heartbeat(s3, f"s3://{where[0]}/{where[1]}")
+    except Exception:  # noqa: BLE001 - unknown, not dead: the state stays the manifest's and Prefect's
+        return None
+
+
+def judged(doc: dict, s3=None, bucket: str | None = None):
+    """tasks/run/status.py's verdict for one manifest, with what Prefect and S3 say."""
+    from tasks.run.status import judge
+
+    prefect = _prefect_state(doc.get("flow_run_id")) if doc.get("status") in (None, "running") else None
+    if doc.get("status") in ("interrupted", "failed"):
+        prefect = _prefect_state(doc.get("flow_run_id"))     # cancelled or failed: Prefect knows which
+    return judge(doc, prefect=prefect, heartbeat=_serving_heartbeat(doc, s3, bucket))
+
+
+def _print_rows(docs: list[dict], args, where: str, s3=None, bucket: str | None = None) -> int:
+    rows = []
+    for d in docs:
+        st = judged(d, s3, bucket)
+        rows.append({"run_id": d["run_id"], "status": d.get("status"), "state": st.label, "step": st.step,
+                     "why": st.why, "serving": st.serving, "started": d.get("timings", {}).get("started"),
+                     "gate": (d.get("gate") or {}).get("passed")})
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -485,7 +535,9 @@ def _print_rows(docs: list[dict], args, where: str) -> int:
     else:
         for r in rows:
             gate = {True: "gate passed", False: "gate failed", None: ""}[r["gate"]]
-            print(f"{r['run_id']:<48} {r['status'] or '?':<12} {r['started']}  {gate}")
+            step = f" at {r['step']}" if r["step"] and r["state"] not in ("succeeded", "gate_failed") else ""
+            bills = f"  SERVING: {', '.join(r['serving'])}" if r["serving"] and r["state"] != "succeeded" else ""
+            print(f"{r['run_id']:<48} {(r['state'] or '?') + step:<34} {r['started']}  {gate}{bills}")
     return 0
 
 
@@ -504,7 +556,7 @@ def cmd_status(args) -> int:
         if args.json:
             print(json.dumps(m.data, indent=2))
         else:
-            print_summary(m.data, m.path)
+            print_summary(m.data, m.path, judged(m.data))
         return 0
     docs = []
     for p in sorted(root.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
