@@ -9,6 +9,10 @@ in ``skipped_unmanaged`` and left alone. "Already gone" (ResourceNotFound) count
 - ``sweep``: managed PTs/deployments whose run is gone: ``forge-expires-at`` passed, or the owner's heartbeat
   (``forge-heartbeat``, tasks/run/liveness.py) stale or gone, or (no heartbeat tag) the flow run terminal.
   A failing delete is retried for ``DELETE_RETRY_S`` whatever the error; what still bills is in ``alive``.
+
+Production serving (``forge-role=production``, tasks/promote.py, issue 19) is never deleted here: ``teardown``,
+``teardown_run`` and ``sweep`` keep it (listed in ``kept``), ``live_billing`` lists it as kept, and
+``delete_managed`` refuses it unless the promotion stage asks (``production=True``, retiring an old champion).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from tasks.aws.tags import (
     is_managed,
     parse_expiry,
 )
+from tasks.registry import LINEAGE_TAG, PRODUCTION, is_production
 from tasks.run import liveness
 from tasks.run.liveness import STALE_AFTER_S, Heartbeat
 from tasks.run.types import ServingEndpoint, TeardownReport, UploadedData
@@ -91,12 +96,21 @@ def live_billing(clients: Clients, *, now: datetime, stale_after_s: float = STAL
 
         delete, why = sweep_verdict(tags, now=now, stale_after_s=stale_after_s, is_flow_run_terminal=lambda _r: None,
                                     heartbeat=heartbeat)
+        role = PRODUCTION if is_production(tags) else "run"
         rows.append({"kind": kind, "arn": arn, "status": status, "run_id": tags.get(RUN_ID_TAG),
                      "flow_run_id": tags.get(FLOW_RUN_TAG), "run_key": tags.get(RUN_KEY_TAG),
                      "age_s": (now - created).total_seconds() if isinstance(created, datetime) else None,
                      "heartbeat_age_s": beat.age_s if beat is not None else None,
-                     "expires_at": tags.get(EXPIRES_TAG), "sweep": ("delete: " if delete else "keep: ") + why})
+                     "expires_at": tags.get(EXPIRES_TAG), "sweep": ("delete: " if delete else "keep: ") + why,
+                     "role": role, "lineage": tags.get(LINEAGE_TAG),
+                     "model_units": summary.get("modelUnits"), "model_arn": summary.get("modelArn")})
     return rows
+
+
+def _production_kept(arn: str, tags: dict[str, str]) -> str:
+    return (f"{arn}: production serving of lineage {tags.get(LINEAGE_TAG) or '?'} (version "
+            f"{tags.get(RUN_ID_TAG) or '?'}): never deleted by teardown or the sweep; `forge rollback` / a "
+            "promotion retires it")
 
 
 def _kind_of(arn: str) -> str:
@@ -110,8 +124,9 @@ def _kind_of(arn: str) -> str:
 
 
 def delete_managed(clients: Clients, arn: str, report: TeardownReport, *, require: dict[str, str] | None = None,
-                   known_tags: dict | None = None, dry_run: bool = False) -> None:
-    """Delete one Bedrock resource if it is managed (and matches ``require`` tags); record the outcome."""
+                   known_tags: dict | None = None, dry_run: bool = False, production: bool = False) -> None:
+    """Delete one Bedrock resource if it is managed (and matches ``require`` tags); record the outcome.
+    Production serving (``forge-role=production``) only with ``production=True`` (the promotion stage)."""
     from botocore.exceptions import ClientError
 
     log = get_logger()
@@ -128,6 +143,9 @@ def delete_managed(clients: Clients, arn: str, report: TeardownReport, *, requir
         return
     if not is_managed(tags) or any(tags.get(k) != v for k, v in (require or {}).items()):
         report.skipped_unmanaged.append(arn)
+        return
+    if is_production(tags) and not production:
+        report.kept.append(_production_kept(arn, tags))
         return
     if dry_run:
         report.deleted.append(arn)
@@ -198,7 +216,8 @@ def teardown(clients: Clients, *, run_key: str, endpoints: Iterable[ServingEndpo
     arns = [e.arn for e in endpoints if e is not None]
     try:   # belt and braces: anything billable tagged with this run key, e.g. created before a crash
         arns += [arn for _, arn, tags in billing_resources(clients)
-                 if is_managed(tags) and tags.get(RUN_KEY_TAG) == run_key and arn not in arns]
+                 if is_managed(tags) and tags.get(RUN_KEY_TAG) == run_key and arn not in arns
+                 and not is_production(tags)]
     except Exception as err:  # noqa: BLE001 - still delete what we were given
         report.errors.append(f"listing serving resources: {describe_error(err)}")
     for arn in arns:
@@ -220,6 +239,9 @@ def teardown_run(clients: Clients, flow_run_id: str) -> TeardownReport:
         return report
     for _, arn, tags in resources:
         if is_managed(tags) and tags.get(FLOW_RUN_TAG) == flow_run_id:
+            if is_production(tags):
+                report.kept.append(_production_kept(arn, tags))
+                continue
             delete_managed(clients, arn, report, known_tags=tags)
     return report
 
@@ -229,11 +251,15 @@ def sweep_verdict(tags: dict[str, str], *, now: datetime, heartbeat: Callable[[s
                   stale_after_s: float = STALE_AFTER_S) -> tuple[bool, str]:
     """Delete this managed resource? (yes/no, why). In order:
 
+    0. production serving (``forge-role=production``): keep, always (it is retired by a promotion/rollback);
     1. ``forge-expires-at`` passed: delete (the last net, whatever else is true);
     2. a ``forge-heartbeat`` tag: the owner's heartbeat decides, whatever Prefect says — fresh: keep; stale
        beyond ``stale_after_s`` or gone: delete; unreadable (no permission, throttled): keep until expiry;
     3. no heartbeat tag (made by an older version): delete when the creating flow run is terminal.
     """
+    if is_production(tags):
+        return False, (f"production serving of lineage {tags.get(LINEAGE_TAG) or '?'}: never swept "
+                       "(`forge rollback` / a promotion retires it)")
     expires = parse_expiry(tags.get(EXPIRES_TAG))
     if expires is not None and expires < now:
         return True, f"expired at {tags[EXPIRES_TAG]}"

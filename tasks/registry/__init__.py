@@ -73,6 +73,7 @@ class Champion(BaseModel):
     serving_kind: ServingKind | None = None
     since: str = Field(default_factory=now_iso)
     previous: str | None = None              # the champion it replaced (run id): ``forge rollback`` goes there
+    previous_serving_arn: str | None = None  # the production serving it replaced (retired after the switch)
 
 
 class Switch(BaseModel):
@@ -278,11 +279,19 @@ def switch_champion(store: RegistryStore, expected: str | None, new: Champion,
         if reason == "promote":
             fields["replaced"] = current
         reg.set_status(new.run_id, "champion", "promoted" if reason == "promote" else "rolled back to", **fields)
-        reg.champion = new.model_copy(update={"previous": current}) if reason == "promote" else new
+        replaced = {"previous_serving_arn": reg.champion.serving_arn if reg.champion else None}
+        if reason == "promote":
+            replaced["previous"] = current
+        reg.champion = new.model_copy(update=replaced)
         reg.switches.append(Switch(from_run=current, to_run=new.run_id, reason=reason))
         return reg
 
     return store.change(apply)
+
+
+def is_production(tags: dict[str, str]) -> bool:
+    """A lineage's production serving (tasks/promote.py): never torn down or swept (tasks/teardown.py)."""
+    return tags.get(ROLE_TAG) == PRODUCTION
 
 
 def tag_custom_model(clients: Any, custom_model_arn: str, lineage: str, run_id: str) -> None:

@@ -279,3 +279,28 @@ def test_forge_resources_lists_what_bills_with_owner_heartbeat_and_verdict(fresh
     out = capsys.readouterr().out
     assert ep.arn.rsplit("/", 1)[-1] in out and "banking77-20261202-000000-ab12" in out and "fr-9" in out
     assert "keep: live: heartbeat" in out and "123456789012" not in out
+
+
+def test_production_serving_survives_teardown_hooks_and_sweep_while_the_evaluation_pt_is_deleted(fresh_env, tmp_path):
+    """Issue 19: forge-role=production decides, whatever else its tags say (here, adversarially, the run key, the
+    flow run, a heartbeat that is gone and an expiry long past — each of which alone gets a PT deleted)."""
+    s, model_arn, tags = trained(tmp_path)
+    past = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    doomed = {**tags, aws_tags.EXPIRES_TAG: past, aws_tags.HEARTBEAT_TAG: f"s3://{s.names.bucket}/no/such/beat"}
+    prod = _pt(s, model_arn, {**doomed, "forge-role": "production", "forge-lineage": s.config.name}, "prod")
+    evaluation = _pt(s, model_arn, doomed, "eval")
+    rows = {r["arn"]: r for r in teardown.live_billing(s.clients, now=datetime.now(UTC))}
+    assert rows[prod.arn]["role"] == "production" and rows[prod.arn]["sweep"].startswith("keep: production serving")
+    assert rows[evaluation.arn]["role"] == "run" and rows[evaluation.arn]["sweep"].startswith("delete: expired")
+    by_key = teardown.teardown(s.clients, run_key=s.names.run_key, endpoints=[prod])   # even when handed to it
+    hooks = teardown.teardown_run(s.clients, flow_run_id="flow-run-1")
+    swept = teardown.sweep(s.clients, now=datetime.now(UTC) + timedelta(days=365), is_flow_run_terminal=lambda _: True)
+    assert evaluation.arn in by_key.deleted and prod.arn not in by_key.deleted + hooks.deleted + swept.deleted
+    assert any(k.startswith(prod.arn) and "production serving" in k for k in by_key.kept)
+    assert any(k.startswith(prod.arn) for k in hooks.kept) and any(k.startswith(prod.arn) for k in swept.kept)
+    assert _alive(s, prod.arn) and not _alive(s, evaluation.arn)
+    report = teardown.TeardownReport()
+    teardown.delete_managed(s.clients, prod.arn, report)              # the primitive refuses it too
+    assert _alive(s, prod.arn) and report.deleted == []
+    teardown.delete_managed(s.clients, prod.arn, report, production=True)   # only the promotion stage retires it
+    assert report.deleted == [prod.arn] and not _alive(s, prod.arn)
