@@ -64,8 +64,8 @@ managed policy, https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-q
   managed-by. With `aws.role_name` (a role you manage) the run only reads and passes it: no create, no policy write.
 - **KMS** only when `aws.kms_key_id` is set, only on that key (an alias: `kms:DescribeKey` with `kms:RequestAlias`,
   and the data-key actions with `kms:ResourceAliases`), only through S3 and Bedrock in the run's Region
-  (`kms:ViaService`). Those calls are made by S3 and Bedrock for the caller: the emulator does not model them
-  (marked "AWS only" below).
+  (`kms:ViaService`): S3 and Bedrock make those calls for the caller
+  (https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-via-service).
 - **Not granted:** `sts:GetCallerIdentity` needs no permission and cannot be denied
   (https://docs.aws.amazon.com/STS/latest/APIReference/API_GetCallerIdentity.html).
 - **`s3:ListBucket` on the run's bucket, unconditioned:** HeadBucket is authorized as `s3:ListBucket` and carries no
@@ -86,6 +86,10 @@ the sweep's report). Three reads are best effort by design and fail quietly inst
 the sweeper's / `forge resources`' tag reads, which make a resource whose tags cannot be read "not ours".
 S3 answers a HEAD request (HeadBucket, HeadObject) with a bare 403, so those two steps fail with "403" and the
 operation, not the permission's name.
+The two KMS statements through S3 and Bedrock are outside this proof: the emulator makes no KMS call for the
+caller, so a run on it never needs them (`tests/permissions/emulator_coverage.py` names them; no example config
+sets `aws.kms_key_id`). They are checked against the code and the AWS documentation by
+`tests/permissions/test_generator.py`.
 
 ## The policies of the example configs
 """

@@ -74,8 +74,6 @@ class Statement(BaseModel):
     steps: list[str] = Field(description="the pipeline steps / verbs whose calls need it")
     calls: list[str] = Field(description="the boto3 calls it covers, e.g. s3.head_bucket")
     why: str = Field(description="what it allows and why its resources are these (sources for wildcards)")
-    checked_by_emulator: bool = Field(True, description="False: AWS checks it on a call a service makes for the "
-                                                       "caller (SSE-KMS), which the emulator does not model")
 
     def to_iam(self) -> dict:
         st: dict = {"Sid": self.sid, "Effect": "Allow", "Action": list(self.actions),
@@ -339,7 +337,6 @@ def _kms_statements(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
             sid="UseKmsKeyThroughS3", actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=key_resources,
             condition={**key_cond, "StringEquals": {"kms:ViaService": f"s3.{p.region}.amazonaws.com"}},
             steps=["upload", "poll", "evaluate"], calls=["s3.upload_file", "s3.put_object", "s3.get_object"],
-            checked_by_emulator=False,
             why="the bucket encrypts with this key (SSE-KMS): S3 generates a data key for every put and decrypts "
                 "every get on the caller's behalf (https://docs.aws.amazon.com/AmazonS3/latest/userguide/"
                 "UsingKMSEncryption.html); only through S3 in this Region"),
@@ -351,7 +348,6 @@ def _kms_statements(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
             steps=["customize", "provision", "evaluate"],
             calls=["bedrock.create_model_customization_job", "bedrock.create_provisioned_model_throughput",
                    "bedrock-runtime.invoke_model"],
-            checked_by_emulator=False,
             why="the custom model is encrypted with this key (customModelKmsKeyId): Bedrock uses it for the "
                 "identity that creates the job and the one that invokes the model "
                 "(https://docs.aws.amazon.com/nova/latest/userguide/customize-fine-tune-encrypt.html); only "
@@ -695,7 +691,7 @@ def explain(policy: PermissionPolicy) -> str:
         lines.append(f"# {st.sid} [{', '.join(st.steps)}]: {', '.join(st.actions)}")
         lines.append(f"#     on {', '.join(st.resources)}" + (f" when {json.dumps(st.condition)}"
                                                                   if st.condition else ""))
-        lines.append(f"#     why: {st.why}" + ("" if st.checked_by_emulator else " (not modelled by the emulator)"))
+        lines.append(f"#     why: {st.why}")
     for note in policy.notes:
         lines.append(f"# note: {note}")
     lines.append(json.dumps(policy.document(), indent=2))
@@ -713,8 +709,7 @@ def markdown(policies: list[PermissionPolicy], *, title: str = "", source: str =
         out.append("|---|---|---|---|---|---|")
         for st in pol.statements:
             cond = "; ".join(f"{op} {k}={v}" for op, kv in st.condition.items() for k, v in kv.items()) or "-"
-            why = st.why.replace("|", "\\|") + ("" if st.checked_by_emulator else " *(AWS only: not modelled by the "
-                                                                                   "emulator)*")
+            why = st.why.replace("|", "\\|")
             out.append(f"| {st.sid} | {'<br>'.join(st.actions)} | {'<br>'.join(f'`{r}`' for r in st.resources)} | "
                        f"{cond.replace('|', chr(92) + '|')} | {', '.join(st.steps)} | {why} |")
         for note in pol.notes:

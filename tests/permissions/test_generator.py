@@ -23,10 +23,14 @@ from tasks.permissions import (
     MANAGED_POLICY_MAX_CHARS,
     ROLES,
     SAR_BEDROCK,
+    Statement,
+    explain,
+    markdown,
     permission_policy,
     run_patterns,
     serves,
 )
+from tests.permissions.emulator_coverage import NOT_SEEN_BY_EMULATOR, seen_by_emulator
 from tests.support import REPO_ROOT
 
 ACCT = "111122223333"
@@ -219,7 +223,7 @@ def test_kms_only_on_the_configured_key():
     assert "ResolveKmsAlias" not in pol.sids()
     for sid, service in (("UseKmsKeyThroughS3", "s3"), ("UseKmsKeyThroughBedrock", "bedrock")):
         st = pol.statement(sid)
-        assert st.resources == [key] and not st.checked_by_emulator
+        assert st.resources == [key] and not seen_by_emulator(sid)
         assert st.condition == {"StringEquals": {"kms:ViaService": f"{service}.us-east-1.amazonaws.com"}}
     alias = permission_policy(_cfg(aws={"kms_key_id": "alias/forge-data"}), "worker", account=ACCT)
     st = alias.statement("ResolveKmsAlias")
@@ -229,6 +233,37 @@ def test_kms_only_on_the_configured_key():
         "kms:ResourceAliases": ["alias/forge-data"]}
     assert not any(a.startswith("kms:") for st in permission_policy(_cfg(), "worker", account=ACCT).statements
                    for a in st.actions), "no key configured: no KMS permission"
+
+
+def test_the_emulator_coverage_table_is_the_statements_a_service_makes_for_the_caller():
+    """tests/permissions/emulator_coverage.py lists exactly the statements AWS checks on calls a service makes for
+    the caller (conditioned on kms:ViaService), for a key given by ARN and by alias, in every role."""
+    key = f"arn:aws:kms:us-east-1:{ACCT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    via_service: set[str] = set()
+    every: set[str] = set()
+    for kms_key_id in (key, "alias/forge-data"):
+        for role in ROLES:
+            for st in permission_policy(_cfg(aws={"kms_key_id": kms_key_id}), role, account=ACCT).statements:
+                every.add(st.sid)
+                if any("kms:ViaService" in kv for kv in st.condition.values()):
+                    via_service.add(st.sid)
+    assert via_service == set(NOT_SEEN_BY_EMULATOR), (via_service, set(NOT_SEEN_BY_EMULATOR))
+    assert set(NOT_SEEN_BY_EMULATOR) <= every
+    assert seen_by_emulator("ResolveKmsAlias"), "the caller's own DescribeKey: the emulator enforces it"
+    for path in EXAMPLES:       # the configs the pipeline matrix runs set no key: nothing of theirs is left out
+        for role in ROLES:
+            assert all(seen_by_emulator(s) for s in permission_policy(load_config(path), role, account=ACCT).sids())
+
+
+def test_the_generator_does_not_know_the_emulator():
+    """What the pipeline prints (``forge permissions``, docs/permissions.md) is about AWS only: which statements a
+    local emulator can check is the tests' fact (emulator_coverage.py), not a field of the policy."""
+    assert not any("emulator" in name for name in Statement.model_fields)
+    key = f"arn:aws:kms:us-east-1:{ACCT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    policies = [permission_policy(_cfg(aws={"kms_key_id": key}), role, account=ACCT) for role in ROLES]
+    text = "\n".join([markdown(policies), *map(explain, policies), *(json.dumps(p.model_dump()) for p in policies)])
+    assert "UseKmsKeyThroughS3" in text
+    assert "emulator" not in text.lower() and "AWS only" not in text
 
 
 def test_the_serving_kind_decides_the_serving_statements():
