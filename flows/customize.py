@@ -23,12 +23,13 @@ import hashlib
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows import quota as flow_quota
 from flows import watchdog
 from flows.context import (
     QualityGateFailed,
@@ -57,7 +58,9 @@ from tasks.evaluation import lease
 from tasks.preflight import PreflightRefused, preflight_run
 from tasks.prepare import prepare_task
 from tasks.run import liveness, stop
-from tasks.run.manifest import SERVING_STEPS, STEPS, Manifest, RerunStep
+from tasks.run import quota as quota_rules
+from tasks.run.manifest import SERVING_STEPS, STEPS, Manifest, RerunStep, now_iso
+from tasks.run.plan import model_units, serving_kind
 from tasks.run.store import S3RunStore
 from tasks.run.types import (
     JobInfo,
@@ -246,10 +249,11 @@ def _run(ctx: RunContext) -> dict:
                                                        ctx.tags),
                     record=lambda r: ctx.manifest.add_resource("role", r.role_arn),
                     adopted=lambda r: not r.created and not r.updated)
-    job = ctx.step("customize", JobInfo, lambda: _start_job(ctx, role, uploaded),
-                   record=lambda j: ctx.manifest.add_resource("job", j.job_arn), adopted=lambda j: j.adopted)
-    training = ctx.step("poll", TrainingResult, lambda: _wait_for_job(ctx, job),
-                        record=lambda t: _record_training(ctx, t), adopted=lambda _t: job.adopted)
+    with ExitStack() as held:   # the job's training slot (flows/quota.py), from its create call until it is terminal
+        job = ctx.step("customize", JobInfo, lambda: _start_job(ctx, role, uploaded, held),
+                       record=lambda j: ctx.manifest.add_resource("job", j.job_arn), adopted=lambda j: j.adopted)
+        training = ctx.step("poll", TrainingResult, lambda: _wait_for_job(ctx, job),
+                            record=lambda t: _record_training(ctx, t), adopted=lambda _t: job.adopted)
     evaluation = provision_evaluate_teardown(ctx, EvaluationPlan.of(ctx, prepared, uploaded, training))
     return _verdict(ctx, evaluation)
 
@@ -317,13 +321,65 @@ def _record_upload(ctx: RunContext, uploaded: UploadedData) -> None:
     ctx.log.info("run state: %s", ctx.manifest.store.uri + ctx.run_id + "/manifest.json")
 
 
-def _start_job(ctx: RunContext, role: RoleInfo, uploaded: UploadedData) -> JobInfo:
+def _start_job(ctx: RunContext, role: RoleInfo, uploaded: UploadedData, held: ExitStack) -> JobInfo:
     """Get-or-create the job under the run's deterministic name. Resumed here (`forge rerun --from customize`), the
-    recorded role may have lost the run's policy (released after its last job, or pruned): put it back first."""
+    recorded role may have lost the run's policy (released after its last job, or pruned): put it back first.
+    Before the create call the run takes a training-job slot (waits while the quota is full); none for a job that
+    holds no quota or whose slot a live peer holds."""
     if ctx.resumes_after("create-role"):
         iam_stage.ensure_role_task(ctx.clients, ctx.config, ctx.names, uploaded, ctx.account, ctx.tags)
-    return customize_stage.start_job_task(ctx.clients, ctx.config, ctx.names, role.role_arn, uploaded, ctx.tags,
-                                          rerun=ctx.allow_rerun_failed_job)
+    attempts = customize_stage.find_attempts(ctx.clients, ctx.names)
+    latest = attempts[-1][1] if attempts else None
+    will_create = latest is None or (latest.get("status") in customize_stage.ENDED and ctx.allow_rerun_failed_job)
+    slot = _training_slot(ctx, latest, will_create)
+    if slot is not None:
+        held.enter_context(slot)
+    job = customize_stage.start_job_task(ctx.clients, ctx.config, ctx.names, role.role_arn, uploaded, ctx.tags,
+                                         rerun=ctx.allow_rerun_failed_job)
+    if slot is not None and will_create and job.adopted:   # a duplicate run created it first: its slot, not ours
+        keep, why = flow_quota.job_slot_needed(ctx.clients, {"status": job.status, "jobArn": job.job_arn},
+                                               will_create=False, run_id=ctx.run_id,
+                                               flow_run_ids=ctx.manifest.doc.flow_run_ids or [])
+        if not keep:
+            slot.release()
+            ctx.log.info("quota: released the training slot: %s", why)
+    return job
+
+
+def _training_slot(ctx: RunContext, latest: dict | None, will_create: bool) -> flow_quota.Slot | None:
+    needed, why = flow_quota.job_slot_needed(ctx.clients, latest, will_create=will_create, run_id=ctx.run_id,
+                                             flow_run_ids=ctx.manifest.doc.flow_run_ids or [])
+    if not needed:
+        ctx.log.info("quota: no training slot taken: %s", why)
+        return None
+    return _take(ctx, "customize", quota_rules.training_claim(ctx.config.aws.region))
+
+
+def _take(ctx: RunContext, step: str, claim: quota_rules.Claim) -> flow_quota.Slot | None:
+    """Take ``claim`` for ``step``; while waiting the manifest says so (``waiting``) and the flow run's state is
+    "Waiting for quota"; every wait is recorded under ``quota_waits``."""
+    since = now_iso()
+
+    def waiting(line: str, active: int, limit: int) -> None:
+        ctx.manifest.update(waiting={"step": step, "for": "quota", "limit": claim.name, "in_use": active,
+                                     "limit_value": limit, "needs": claim.slots, "since": since, "message": line})
+        flow_quota.rename_state(ctx.flow_run_id, flow_quota.WAITING_STATE, line)
+
+    def taken(waited_s: float) -> None:
+        waits = [*(getattr(ctx.manifest.doc, "quota_waits", None) or []),
+                 {"step": step, "limit": claim.name, "slots": claim.slots, "since": since,
+                  "waited_s": round(waited_s, 1)}]
+        ctx.manifest.update(waiting=None, quota_waits=waits)
+        flow_quota.rename_state(ctx.flow_run_id, None, f"took {claim.slots} slot(s) of {claim.name}")
+
+    try:
+        return flow_quota.take(claim, log=ctx.log, flow_run_id=ctx.flow_run_id,
+                               timeout_s=quota_rules.wait_seconds(ctx.config.job.quota_wait_minutes),
+                               lease_s=quota_rules.lease_seconds(), on_wait=waiting, on_taken=taken)
+    except BaseException:
+        if getattr(ctx.manifest.doc, "waiting", None):
+            ctx.manifest.update(waiting=None)
+        raise
 
 
 def _wait_for_job(ctx: RunContext, job: JobInfo) -> TrainingResult:
@@ -514,9 +570,10 @@ def _serve_and_evaluate(ctx: RunContext, plan: EvaluationPlan) -> EvaluationResu
     left: TeardownFailed | None = None
     try:
         try:
-            with serving(ctx.clients, ctx.config, ctx.names, training.custom_model_arn, ctx.serving_tags(),
-                         ctx.run_key, on_provisioned=provisioned, on_teardown=torn_down, owner=ctx.flow_run_id,
-                         run_id=ctx.run_id, run_dir=ctx.run_dir) as endpoint:
+            with _serving_slots(ctx), serving(
+                    ctx.clients, ctx.config, ctx.names, training.custom_model_arn, ctx.serving_tags(), ctx.run_key,
+                    on_provisioned=provisioned, on_teardown=torn_down, owner=ctx.flow_run_id, run_id=ctx.run_id,
+                    run_dir=ctx.run_dir) as endpoint:
                 manifest.step_started("evaluate")
                 # only the model calls need the serving resource: it is released before scoring
                 outputs = evaluate_stage.collect_outputs_task(ctx.clients, ctx.config, plan.prepared, ctx.family,
@@ -537,6 +594,21 @@ def _serve_and_evaluate(ctx: RunContext, plan: EvaluationPlan) -> EvaluationResu
         raise left
     _delete_extras(ctx, plan)
     return evaluation
+
+
+@contextmanager
+def _serving_slots(ctx: RunContext):
+    """The PT model-unit slots of a no-commitment Provisioned Throughput, from before its create call until after
+    its teardown (an on-demand deployment takes none): tasks/run/quota.py ``serving_claims``."""
+    sv = ctx.config.serving
+    claims = quota_rules.serving_claims(serving_kind(ctx.config), model_units(ctx.config), sv.commitment,
+                                        ctx.config.aws.region)
+    with ExitStack() as held:
+        for claim in claims:
+            slot = _take(ctx, "provision", claim)
+            if slot is not None:
+                held.enter_context(slot)
+        yield
 
 
 def _delete_extras(ctx: RunContext, plan: EvaluationPlan) -> None:
