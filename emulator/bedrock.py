@@ -440,7 +440,8 @@ class BedrockService:
             if ctype == "REINFORCEMENT_FINE_TUNING" and not (cc or {}).get("rftConfig"):
                 raise validation("customizationConfig.rftConfig is required for REINFORCEMENT_FINE_TUNING jobs")
             base_id, base_arn, _src = self._resolve_base_model(r.region, p.get("baseModelIdentifier", ""))
-            msg = _datacheck().check_create_request(base_id, ctype, dict(hp))
+            msg = _datacheck().check_create_request(base_id, ctype, dict(hp)) or \
+                _datacheck().check_model_facts(base_id, ctype, r.region, cc)
             if msg:
                 raise validation(msg)
             if any(j["jobName"] == name for j in self.jobs.values()):
@@ -867,6 +868,9 @@ class BedrockService:
                 raise validation("modelUnits must be at least 1")
             tags = _check_tags("tags", p.get("tags"))
             model_arn, fm_arn, base_id = self._resolve_servable_model(r.region, p.get("modelId", ""), "modelId")
+            msg = _datacheck().check_serving_lifecycle(base_id, r.region, "pt")
+            if msg:
+                raise validation(msg)
             if any(x["provisionedModelName"] == name for x in self._live_pts()):
                 raise validation(f"A provisioned model named '{name}' already exists. "
                                  "Choose another provisionedModelName.")
@@ -1032,6 +1036,9 @@ class BedrockService:
                 raise ApiError("ResourceNotFoundException", f"Could not find the custom model {p.get('modelArn')}.")
             if m["modelStatus"] != "Active":
                 raise validation(f"The custom model {m['modelName']} is {m['modelStatus']}; it must be Active.")
+            msg = _datacheck().check_serving_lifecycle(m["baseModelId"], r.region, "deployment")
+            if msg:
+                raise validation(msg)
             rules = _facts().rule_set(m["baseModelId"])
             od_regions = rules.on_demand_deployment_regions if rules is not None else []
             if not od_regions:

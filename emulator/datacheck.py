@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import UTC, date, datetime
 from typing import Any
 
 from emulator.facts import CTYPES, GEO_PREFIX, DataFormat, Rule, RuleSet, load_facts
@@ -109,6 +110,132 @@ def check_create_request(base_model_id: str, customization_type: str,
     if len(errors) == 1:
         return errors[0]
     return f"{len(errors)} validation errors detected: " + "; ".join(errors)
+
+
+# --------------------------------------------------------------------------------------------
+# CreateModelCustomizationJob / CreateProvisionedModelThroughput / CreateCustomModelDeployment: the model's
+# Region, lifecycle and distillation pair, from the emulator's own facts (emulator/facts/*.yaml)
+
+# Lifecycle (as of 2026-12-01): "New customers can't use Legacy models"
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html); in the Legacy period "creating new
+# provisioned throughput by model units becomes unavailable, and model customization capabilities might face
+# restrictions" (https://aws.amazon.com/blogs/machine-learning/understanding-amazon-bedrock-model-lifecycle/);
+# an EOL model is no longer available in any way. So: EOL refuses jobs, PTs and deployments; LEGACY refuses a new
+# PT; a job on a LEGACY model is accepted (restrictions "might" apply: not a documented refusal) and so is a
+# deployment (unconfirmed).
+
+
+def _strip_model_arn(ident: str) -> str:
+    """foundation-model / inference-profile ARN -> the id it names; other identifiers unchanged."""
+    ident = (ident or "").strip()
+    for marker in ("foundation-model/", "inference-profile/"):
+        if marker in ident and ident.startswith("arn:"):
+            return ident.split(marker, 1)[1]
+    return ident
+
+
+def lifecycle_status(model_id: str, region: str, today: date | None = None) -> tuple[str, str | None]:
+    """(ACTIVE | LEGACY | EOL, end-of-life date or None) of a model in ``region`` on ``today`` (UTC wall clock).
+
+    A Region listed in ``lifecycle_by_region`` has that status whatever the date (Claude 3 Haiku stays ACTIVE in
+    ca-central-1); elsewhere an ``endOfLifeTime`` before today is EOL even if the status was not updated."""
+    facts = load_facts()
+    m = facts.model(model_id) or facts.model(GEO_PREFIX.sub("", model_id))
+    if m is None:
+        lc = facts.teacher_lifecycle.get(model_id) or facts.teacher_lifecycle.get(GEO_PREFIX.sub("", model_id))
+        return (lc.status, lc.endOfLifeTime) if lc is not None else ("ACTIVE", None)
+    eol = m.modelLifecycle.endOfLifeTime
+    if region in m.lifecycle_by_region:
+        return m.lifecycle_by_region[region], eol
+    status = m.modelLifecycle.status
+    today = today or datetime.now(UTC).date()
+    if eol and status != "EOL":
+        try:
+            if date.fromisoformat(eol[:10]) < today:
+                status = "EOL"
+        except ValueError:
+            pass
+    return status, eol
+
+
+def _active_in(facts, ctype: str, exclude: str) -> list[str]:
+    return [mid for mid, m in facts.models.items()
+            if m.customizable and mid != exclude and ctype in m.customizationsSupported
+            and m.modelLifecycle.status == "ACTIVE" and not m.modelLifecycle.endOfLifeTime]
+
+
+def check_model_facts(base_model_id: str, customization_type: str, region: str,
+                      customization_config: dict | None = None, today: date | None = None) -> str | None:
+    """Region, lifecycle and distillation-pair checks of CreateModelCustomizationJob (after
+    :func:`check_create_request` accepted the model and type): a ValidationException message naming the fix, or None.
+    """
+    facts = load_facts()
+    mid = _model_id(base_model_id or "")
+    ctype = (customization_type or "FINE_TUNING").strip()
+    m = facts.model(mid)
+    rule = facts.rule(mid, ctype)
+    if m is None or rule is None:
+        return None                      # check_create_request answers unknown ids and types
+    status, eol = lifecycle_status(mid, region, today)
+    if rule.regions is not None and region not in rule.regions:
+        where = [r for r in rule.regions if lifecycle_status(mid, r, today)[0] != "EOL"]
+        if where:
+            return (f"Model customization ({ctype}) of {mid} is not supported in {region}. It is supported in "
+                    f"{', '.join(where)}: create the job there (set the client's Region to {where[0]}).")
+        gone = (f"has reached the end of its life in {', '.join(rule.regions)}, the only Region"
+                f"{'s' if len(rule.regions) > 1 else ''} where it was customizable") if rule.regions \
+            else "is no longer customizable in any Region"
+        return (f"Model customization ({ctype}) of {mid} is not supported in {region}: the model {gone}. Choose "
+                f"another base model: {', '.join(_active_in(facts, ctype, mid)) or 'none'}.")
+    if status == "EOL":
+        return (f"This model version has reached the end of its life: {mid} "
+                f"(end of life {eol or 'passed'} in {region}) can no longer be customized. Choose an ACTIVE base "
+                f"model: {', '.join(_active_in(facts, ctype, mid)) or 'none'}.")
+    if ctype == _DISTILLATION:
+        dc = (customization_config or {}).get("distillationConfig") or {}
+        teacher_raw = ((dc.get("teacherModelConfig") or {}).get("teacherModelIdentifier") or "").strip()
+        if not teacher_raw:
+            return ("customizationConfig.distillationConfig.teacherModelConfig.teacherModelIdentifier is required "
+                    "for DISTILLATION jobs.")
+        teacher = _strip_model_arn(teacher_raw)
+        t_status, t_eol = lifecycle_status(teacher, region, today)
+        pairs = [p for p in facts.distillation_pairs if region in p.regions or not p.regions]
+        if t_status == "EOL":
+            live = sorted({p.teacher for p in pairs if lifecycle_status(p.teacher, region, today)[0] != "EOL"
+                           and mid in p.students})
+            return (f"The teacher model {teacher} has reached the end of its life"
+                    f"{f' ({t_eol})' if t_eol else ''}. Choose a supported teacher for {mid} in {region}: "
+                    f"{', '.join(live) or 'none'}.")
+        for_teacher = [p for p in pairs if p.teacher == teacher]
+        if not for_teacher:
+            live = sorted({p.teacher for p in pairs if mid in p.students
+                           and lifecycle_status(p.teacher, region, today)[0] != "EOL"})
+            return (f"The teacher model {teacher} is not supported for distillation in {region}. Supported teachers "
+                    f"for the student {mid}: {', '.join(live) or 'none'}"
+                    + (" (Nova Premier is a teacher only through its inference profile, us.amazon.nova-premier-v1:0)."
+                       if "nova-premier" in teacher else "."))
+        students = sorted({s for p in for_teacher for s in p.students})
+        if mid not in students:
+            return (f"The teacher model {teacher} does not support the student model {mid}. Supported students of "
+                    f"{teacher}: {', '.join(students)}.")
+    return None
+
+
+def check_serving_lifecycle(base_model_id: str, region: str, what: str, today: date | None = None) -> str | None:
+    """A new Provisioned Throughput (``what="pt"``) or custom model deployment (``"deployment"``) of a model
+    customized from (or being) ``base_model_id``: a ValidationException message, or None. EOL refuses both; LEGACY
+    refuses a new PT (see the lifecycle note above)."""
+    mid = _model_id(base_model_id or "")
+    status, eol = lifecycle_status(mid, region, today)
+    if status == "EOL":
+        return (f"This model version has reached the end of its life: {mid} (end of life {eol or 'passed'} in "
+                f"{region}). A model customized from it can no longer be served; customize an ACTIVE base model "
+                "again and serve that.")
+    if status == "LEGACY" and what == "pt":
+        return (f"{mid} is in the Legacy state in {region}: new Provisioned Throughput cannot be created for it "
+                "(or for models customized from it). Keep an existing Provisioned Throughput, or customize an "
+                "ACTIVE base model and provision that.")
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,20 @@ from emulator.testing import boto3_clients, running_emulator
 from tests.support.emulator import SPEED, code_of, job_request, prepare, wait
 
 EAST, WEST = "us-east-1", "us-west-2"
+LLAMA = "meta.llama3-1-8b-instruct-v1:0:128k"     # customizable in us-west-2 (Nova: us-east-1 only)
+
+
+def west_job(c, inp: dict, **over) -> dict:
+    """A CreateModelCustomizationJob request valid in us-west-2: Llama 3.1 8B on prompt-completion records."""
+    def pc(n: int, off: int = 0) -> bytes:
+        return "".join(json.dumps({"prompt": f"question {i + off} about topic {i % 4}", "completion": f"label-{i % 4}"})
+                       + "\n" for i in range(n)).encode()
+    c.s3.put_object(Bucket=inp["bucket"], Key="data/llama-train.jsonl", Body=pc(24))
+    c.s3.put_object(Bucket=inp["bucket"], Key="data/llama-val.jsonl", Body=pc(8, 500))
+    return job_request(inp, baseModelIdentifier=LLAMA,
+                       trainingDataConfig={"s3Uri": f"s3://{inp['bucket']}/data/llama-train.jsonl"},
+                       validationDataConfig={"validators": [{"s3Uri": f"s3://{inp['bucket']}/data/llama-val.jsonl"}]},
+                       **over)
 
 
 def _clients(url: str):
@@ -24,7 +38,7 @@ def _clients(url: str):
 def test_a_west_job_is_not_listed_fetched_or_name_clashed_in_east(private_emu):
     east, west = _clients(private_emu.url)
     inp = prepare(east)   # S3 and IAM are the account's, seen from every Region
-    arn = west.bedrock.create_model_customization_job(**job_request(inp))["jobArn"]
+    arn = west.bedrock.create_model_customization_job(**west_job(west, inp))["jobArn"]
     assert ":us-west-2:" in arn
     assert [j["jobArn"] for j in west.bedrock.list_model_customization_jobs()["modelCustomizationJobSummaries"]] \
         == [arn]
@@ -55,7 +69,7 @@ def test_quotas_count_per_region(private_emu):
         east.bedrock.create_model_customization_job(**job_request(inp, jobName="e2", customModelName="e2"))
     assert code_of(e)[0] == "ServiceQuotaExceededException"
     for i in range(2):      # us-west-2 still has its own 2
-        west.bedrock.create_model_customization_job(**job_request(inp, jobName=f"w{i}", customModelName=f"w{i}"))
+        west.bedrock.create_model_customization_job(**west_job(west, inp, jobName=f"w{i}", customModelName=f"w{i}"))
     base = "amazon.nova-micro-v1:0:128k"
     for c in (east, west):
         for i in range(2):
@@ -88,7 +102,7 @@ def test_state_dir_keeps_each_region_apart_across_restart(tmp_path):
         east, west = _clients(h.url)
         inp = prepare(east)
         e_arn = east.bedrock.create_model_customization_job(**job_request(inp))["jobArn"]
-        w_arn = west.bedrock.create_model_customization_job(**job_request(inp))["jobArn"]
+        w_arn = west.bedrock.create_model_customization_job(**west_job(west, inp))["jobArn"]
         h.restart()
         east, west = _clients(h.url)
         assert [j["jobArn"] for j in east.bedrock.list_model_customization_jobs()[
@@ -105,7 +119,7 @@ def test_a_version_1_state_file_is_split_by_the_arns_region(tmp_path):
         east, west = _clients(h.url)
         inp = prepare(east)
         e_arn = east.bedrock.create_model_customization_job(**job_request(inp))["jobArn"]
-        w_arn = west.bedrock.create_model_customization_job(**job_request(inp, jobName="w", customModelName="w"))[
+        w_arn = west.bedrock.create_model_customization_job(**west_job(west, inp, jobName="w", customModelName="w"))[
             "jobArn"]
     f = tmp_path / "s" / "bedrock.json"
     v2 = json.loads(f.read_text())
