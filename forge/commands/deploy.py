@@ -306,6 +306,17 @@ def describe_schedule(schedule) -> str:
 # heartbeat (tasks/run/liveness.py).
 FLOW_HEARTBEAT_S = 30
 ZOMBIE_WITHIN_S = 90
+ZOMBIE_ENV = "FORGE_ZOMBIE_WITHIN_S"     # a shorter bound for tests (never below one heartbeat + 5 s)
+
+
+def zombie_within_s() -> int:
+    raw = os.environ.get(ZOMBIE_ENV, "").strip()
+    if not raw:
+        return ZOMBIE_WITHIN_S
+    try:
+        return max(FLOW_HEARTBEAT_S + 5, int(float(raw)))
+    except ValueError:
+        raise DeployError(f"{ZOMBIE_ENV}={raw!r}: seconds, e.g. {ZOMBIE_ENV}=90") from None
 ZOMBIE_AUTOMATION = "bedrock-forge: crash zombie flow runs"
 
 
@@ -328,6 +339,7 @@ def zombie_automation():
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
+    within = zombie_within_s()
     return Automation(
         name=ZOMBIE_AUTOMATION,
         description="Marks a bedrock-forge flow run Crashed when its heartbeats stop (a killed worker or machine), "
@@ -342,11 +354,11 @@ def zombie_automation():
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=timedelta(seconds=ZOMBIE_WITHIN_S),
+            within=timedelta(seconds=within),
         ),
         actions=[ChangeFlowRunState(state=StateType.CRASHED,
-                                    message="marked Crashed: no heartbeat for 90 s (worker or machine lost); its "
-                                            "serving resources are deleted by the run's watchdog or the sweep")],
+                                    message=f"marked Crashed: no heartbeat for {within} s (worker or machine lost); "
+                                            "its serving resources are deleted by the run's watchdog or the sweep")],
     )
 
 
@@ -357,6 +369,61 @@ def ensure_zombie_automation() -> tuple[str, bool]:
     wanted = zombie_automation()
     try:
         have = Automation.read(name=ZOMBIE_AUTOMATION)
+    except ValueError:
+        return str(wanted.create().id), True
+    wanted.id = have.id
+    wanted.update()
+    return str(have.id), False
+
+
+# A crashed customize run resumes by itself (issue 18 part 5, two workers standing in for two machines): when a
+# machine is lost its flow runs stop heart-beating, the zombie automation above marks them Crashed, and this one
+# starts the rerun-step deployment with the crashed run's forge run id (flow runs are named after it: flows/context.py
+# name_flow_run). Any worker picks it up; with FORGE_RUNS_URI set a worker without the run's folder fetches its
+# manifest from S3, and every step adopts what exists (the job keeps running on Bedrock meanwhile). Only runs of the
+# customize deployment are resumed, once: a crashed resume (an on-call deployment run) is left to on-call. Failed
+# runs are not resumed (an error, not a lost machine: the failure notification tells on-call).
+RESUME_AUTOMATION = "bedrock-forge: resume crashed customize runs"
+CUSTOMIZE_DEPLOYMENT = "customize-model/customize"
+RERUN_DEPLOYMENT = "customize-model/rerun-step"
+
+
+def resume_automation(customize_id: str, rerun_id: str):
+    from prefect.automations import Automation
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=RESUME_AUTOMATION,
+        description="Starts the rerun-step deployment for the forge run of a Crashed customize flow run (a lost "
+                    "worker or machine): the run resumes on any worker, adopting its job. Installed by forge deploy.",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            match_related=ResourceSpecification({"prefect.resource.role": "deployment",
+                                                 "prefect.resource.id": f"prefect.deployment.{customize_id}"}),
+            posture=Posture.Reactive, threshold=1, within=timedelta(0)),
+        actions=[RunDeployment(source="selected", deployment_id=rerun_id,
+                               parameters={"run_id": "{{ flow_run.name }}"})],
+    )
+
+
+def ensure_resume_automation(rerun_id: str | None = None) -> tuple[str | None, bool]:
+    """Get-or-update (by name) the resume automation; (None, False) when either deployment is not registered."""
+    from prefect import get_client
+    from prefect.automations import Automation
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            customize_id = str(client.read_deployment_by_name(CUSTOMIZE_DEPLOYMENT).id)
+            rerun_id = rerun_id or str(client.read_deployment_by_name(RERUN_DEPLOYMENT).id)
+    except ObjectNotFound:
+        return None, False
+    wanted = resume_automation(customize_id, rerun_id)
+    try:
+        have = Automation.read(name=RESUME_AUTOMATION)
     except ValueError:
         return str(wanted.create().id), True
     wanted.id = have.id
@@ -432,8 +499,53 @@ def ensure_notifications(echo=print) -> str | None:
     return auto_id
 
 
+# Bedrock's account quotas as Prefect global concurrency limits (issue 18 part 5; names, defaults and their sources:
+# tasks/run/quota.py). Get-or-create: a limit an operator edited (Prefect UI → Concurrency → Global) keeps its value
+# on re-apply; only an explicit --training-jobs / --pt-model-units sets it again.
+def ensure_quota_limits(regions: list[str] | None = None, *, training_jobs: int | None = None,
+                        pt_model_units: int | None = None, echo=print) -> dict[str, tuple[int, str]]:
+    """Get-or-create the quota limits of ``regions`` (default: FORGE_QUOTA_REGIONS, else the default Region).
+    Values: the explicit arguments, else FORGE_QUOTA_* / the catalog (only for a limit that does not exist yet).
+    Returns {name: (limit, "created" | "kept" | "set")}."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    from tasks.run import quota
+
+    try:
+        values = quota.default_values()
+    except ValueError as err:
+        raise DeployError(str(err)) from None
+    explicit = {quota.TRAINING_JOBS: training_jobs, quota.PT_MODEL_UNITS: pt_model_units}
+    for kind, value in explicit.items():
+        if value is not None:
+            if value < 0:
+                raise DeployError(f"{kind}: a limit must be >= 0, got {value}")
+            values[kind] = value
+    out: dict[str, tuple[int, str]] = {}
+    with get_client(sync_client=True) as client:
+        for spec in quota.limit_specs(quota.regions_of(given=regions), values):
+            try:
+                have = client.read_global_concurrency_limit_by_name(spec.name)
+            except ObjectNotFound:
+                have = None
+            if have is None:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=spec.name, limit=spec.limit))
+                out[spec.name] = (spec.limit, "created")
+            elif explicit[spec.kind] is not None and have.limit != spec.limit:
+                client.update_global_concurrency_limit(spec.name, GlobalConcurrencyLimitUpdate(limit=spec.limit))
+                out[spec.name] = (spec.limit, "set")
+            else:
+                out[spec.name] = (have.limit, "kept")
+            limit, verb = out[spec.name]
+            echo(f"concurrency limit {spec.name!r} = {limit} ({verb}; {spec.description})")
+    return out
+
+
 def deploy_all(path: str | Path = DEFAULT_FILE, *, pool: str | None = None, root: Path = REPO_ROOT,
-               only: list[str] | None = None, echo=print) -> dict[str, str]:
+               only: list[str] | None = None, echo=print, quota_regions: list[str] | None = None,
+               training_jobs: int | None = None, pt_model_units: int | None = None) -> dict[str, str]:
     """``forge deploy --apply``: pool + queue + every deployment. Returns {deployment name: id}."""
     spec = load_deployments_file(path)
     chosen = [d for d in spec.deployments if not only or d.name in only]
@@ -453,9 +565,15 @@ def deploy_all(path: str | Path = DEFAULT_FILE, *, pool: str | None = None, root
         ids[d.name] = str(dep_id)
         echo(f"deployment {d.name!r} ← {d.entrypoint} {describe_schedules(d)}: {dep_id}")
     auto_id, created = ensure_zombie_automation()
-    echo(f"automation {ZOMBIE_AUTOMATION!r} (Crashed after {ZOMBIE_WITHIN_S} s without a flow-run heartbeat): "
+    echo(f"automation {ZOMBIE_AUTOMATION!r} (Crashed after {zombie_within_s()} s without a flow-run heartbeat): "
          f"{'created' if created else 'updated'} {auto_id}")
     ensure_notifications(echo)
+    ensure_quota_limits(quota_regions, training_jobs=training_jobs, pt_model_units=pt_model_units, echo=echo)
+    if not only or "rerun-step" in ids:
+        auto_id, created = ensure_resume_automation(ids.get("rerun-step"))
+        if auto_id:
+            echo(f"automation {RESUME_AUTOMATION!r} (a Crashed customize run → the rerun-step deployment with its "
+                 f"run id): {'created' if created else 'updated'} {auto_id}")
     return ids
 
 
@@ -479,6 +597,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--apply", action="store_true", help="register on the Prefect server (default: plan only)")
     p.add_argument("--file", default=str(DEFAULT_FILE), help="deployments file (default: deployments/prefect.yaml)")
     p.add_argument("--only", action="append", metavar="NAME", help="only this deployment (repeatable)")
+    p.add_argument("--quota-region", action="append", metavar="REGION", dest="quota_regions",
+                   help="create the Bedrock quota limits for this Region (repeatable; default $FORGE_QUOTA_REGIONS, "
+                        "else the default Region)")
+    p.add_argument("--training-jobs", type=int, default=None, metavar="N",
+                   help="set bedrock-training-jobs:<region> to N (default: $FORGE_QUOTA_TRAINING_JOBS or AWS's "
+                        "default, only when the limit is created; an existing limit keeps its value)")
+    p.add_argument("--pt-model-units", type=int, default=None, metavar="N",
+                   help="set bedrock-pt-model-units:<region> to N (default: $FORGE_QUOTA_PT_MODEL_UNITS or AWS's "
+                        "default, only when the limit is created)")
     p.set_defaults(func=cmd_deploy)
 
 
@@ -491,7 +618,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                   "  export PREFECT_API_URL=http://127.0.0.1:4200/api   (make stack prints it)",
                   file=sys.stderr)
             return 2
-        deploy_all(args.file, pool=args.pool, only=args.only)
+        deploy_all(args.file, pool=args.pool, only=args.only, quota_regions=getattr(args, "quota_regions", None),
+                   training_jobs=getattr(args, "training_jobs", None),
+                   pt_model_units=getattr(args, "pt_model_units", None))
     except DeployError as err:
         print(f"forge deploy: {err}", file=sys.stderr)
         return 2

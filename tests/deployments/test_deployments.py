@@ -452,3 +452,85 @@ def test_the_override_keeps_start_order_volumes_and_lowers_only_the_sweep_interv
     assert _var_default(TEST_SERVICES["deploy"]["environment"]["FORGE_SWEEP_INTERVAL_S"],
                         "FORGE_SWEEP_INTERVAL_S") == "30"
     assert (ROOT / "docker" / "deploy-with-sweep").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bedrock quota limits and the crash-resume automation (issue 18 part 5)
+# ---------------------------------------------------------------------------------------------
+def test_the_resume_automation_starts_the_rerun_deployment_with_the_crashed_runs_id():
+    from forge.commands.deploy import resume_automation
+
+    a = resume_automation("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222")
+    assert a.trigger.expect == {"prefect.flow-run.Crashed"}          # a lost machine, not a Failed run
+    related = a.trigger.match_related
+    related = related[0] if isinstance(related, list) else related
+    assert related.root["prefect.resource.id"] == "prefect.deployment.11111111-1111-1111-1111-111111111111"
+    (action,) = a.actions
+    assert action.type == "run-deployment" and str(action.deployment_id) == "22222222-2222-2222-2222-222222222222"
+    assert action.parameters == {"run_id": "{{ flow_run.name }}"}     # flow runs are named after their run id
+
+
+def test_the_zombie_bound_is_configurable_but_never_below_a_heartbeat(monkeypatch):
+    from forge.commands.deploy import FLOW_HEARTBEAT_S, ZOMBIE_WITHIN_S, zombie_automation, zombie_within_s
+
+    monkeypatch.delenv("FORGE_ZOMBIE_WITHIN_S", raising=False)
+    assert zombie_within_s() == ZOMBIE_WITHIN_S
+    monkeypatch.setenv("FORGE_ZOMBIE_WITHIN_S", "45")
+    assert zombie_within_s() == 45 and zombie_automation().trigger.within.total_seconds() == 45
+    monkeypatch.setenv("FORGE_ZOMBIE_WITHIN_S", "1")
+    assert zombie_within_s() == FLOW_HEARTBEAT_S + 5
+    monkeypatch.setenv("FORGE_ZOMBIE_WITHIN_S", "soon")
+    with pytest.raises(DeployError):
+        zombie_within_s()
+
+
+def test_quota_limits_are_get_or_create_and_keep_an_operators_value(prefect_backend, monkeypatch):
+    """forge deploy --apply creates one limit per quota and Region with AWS's default; a re-apply keeps a value an
+    operator set in the UI; only an explicit --training-jobs sets it again."""
+    import uuid
+
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    from forge.commands.deploy import ensure_quota_limits
+    from tasks.run import quota
+
+    region = f"zz-test-{uuid.uuid4().hex[:6]}"
+    monkeypatch.delenv(quota.ENV_TRAINING, raising=False)
+    monkeypatch.setenv(quota.ENV_PT_UNITS, "3")
+    said: list[str] = []
+    names = [quota.limit_name(quota.TRAINING_JOBS, region), quota.limit_name(quota.PT_MODEL_UNITS, region)]
+    try:
+        first = ensure_quota_limits([region], echo=said.append)
+        assert first == {names[0]: (quota.default_values()[quota.TRAINING_JOBS], "created"), names[1]: (3, "created")}
+        assert all(n in "\n".join(said) for n in names)
+        with get_client(sync_client=True) as c:
+            c.update_global_concurrency_limit(names[0], GlobalConcurrencyLimitUpdate(limit=9))   # the operator
+        monkeypatch.setenv(quota.ENV_PT_UNITS, "4")
+        again = ensure_quota_limits([region], echo=said.append)
+        assert again == {names[0]: (9, "kept"), names[1]: (3, "kept")}
+        forced = ensure_quota_limits([region], training_jobs=5, echo=said.append)
+        assert forced[names[0]] == (5, "set") and forced[names[1]] == (3, "kept")
+        with get_client(sync_client=True) as c:
+            assert c.read_global_concurrency_limit_by_name(names[0]).limit == 5
+        with pytest.raises(DeployError):
+            ensure_quota_limits([region], pt_model_units=-1, echo=said.append)
+    finally:
+        with get_client(sync_client=True) as c:
+            for n in names:
+                try:
+                    c.delete_global_concurrency_limit_by_name(n)
+                except Exception:  # noqa: BLE001
+                    pass
+
+
+def test_forge_deploy_takes_the_quota_flags():
+    import argparse
+
+    from forge.commands import deploy
+
+    parser = argparse.ArgumentParser()
+    deploy.register(parser.add_subparsers())
+    args = parser.parse_args(["deploy", "--apply", "--quota-region", "eu-west-1", "--quota-region", "us-east-1",
+                              "--training-jobs", "4", "--pt-model-units", "2"])
+    assert (args.quota_regions, args.training_jobs, args.pt_model_units) == (["eu-west-1", "us-east-1"], 4, 2)

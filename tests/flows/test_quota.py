@@ -243,6 +243,13 @@ def region_limits(prefect_backend):
             c.delete_global_concurrency_limit_by_name(n)
 
 
+def _state_name(flow_run_id: str) -> str:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as c:
+        return c.read_flow_run(uuid.UUID(flow_run_id)).state.name
+
+
 def _manifest(runs: Path) -> dict:
     paths = sorted(runs.glob("*/manifest.json"))
     return json.loads(paths[-1].read_text()) if paths else {}
@@ -269,6 +276,7 @@ def test_a_run_over_the_training_quota_waits_then_finishes(emu, tmp_path, region
     waiting = _manifest(runs).get("waiting")
     assert waiting and waiting["limit"] == train_limit and waiting["step"] == "customize", _manifest(runs)
     assert (waiting["in_use"], waiting["limit_value"]) == (1, 1)
+    assert _state_name(_manifest(runs)["flow_run_id"]) == fq.WAITING_STATE   # what the UI shows meanwhile
     assert not [c for c in emu.ledger()["calls"] if c.get("operation") == "CreateModelCustomizationJob"], \
         "a job was created while the quota was full"
     time.sleep(1.0)
@@ -279,6 +287,7 @@ def test_a_run_over_the_training_quota_waits_then_finishes(emu, tmp_path, region
     assert state.is_completed(), state.message
     m = _manifest(runs)
     assert m["status"] == "succeeded" and m.get("waiting") is None
+    assert _state_name(m["flow_run_id"]) == "Completed"
     (wait,) = [w for w in m["quota_waits"] if w["step"] == "customize"]
     assert wait["limit"] == train_limit and wait["waited_s"] >= 1.0
     assert _active(train_limit) == 0 and _active(pt_limit) == 0, "a slot outlived the run"
