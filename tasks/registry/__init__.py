@@ -295,11 +295,40 @@ def is_production(tags: dict[str, str]) -> bool:
 
 
 def tag_custom_model(clients: Any, custom_model_arn: str, lineage: str, run_id: str) -> None:
-    """``forge-lineage`` and ``forge-version`` (= run id) on the custom model, matching its registry entry."""
+    """``forge-lineage`` and ``forge-version`` (= run id) on the custom model, matching its registry entry (only
+    when they are not there yet)."""
+    from tasks.aws.tags import bedrock_tags
+
     tags = {LINEAGE_TAG: lineage}
     if fits_tag_value(run_id):
         tags[VERSION_TAG] = run_id
-    clients.bedrock.tag_resource(resourceARN=custom_model_arn, tags=to_tag_list(tags))
+    have = bedrock_tags(clients, custom_model_arn)
+    if any(have.get(k) != v for k, v in tags.items()):   # a rerun makes no mutating call
+        clients.bedrock.tag_resource(resourceARN=custom_model_arn, tags=to_tag_list(tags))
+
+
+def version_from_manifest(doc: dict[str, Any], account: str | None = None) -> ModelVersion:
+    """The registry entry of a run, from its manifest (tasks/run/manifest.py): run id, run key, the custom model
+    (``resources.custom_model``; the manifest redacts account ids, ``account`` puts them back), the data hashes,
+    metrics and gate. ``RegistryError`` when the run made no custom model."""
+    from tasks.aws.redact import unredact
+
+    arn = (doc.get("resources") or {}).get("custom_model")
+    if not arn:
+        raise RegistryError(f"run {doc.get('run_id')!r} has no custom model in its manifest (resources.custom_model): "
+                            "it did not finish training; rerun it first")
+    if account:
+        arn = unredact(arn, account)
+    data = doc.get("data") or {}
+    hashes = {"content": data["content_hash"]} if data.get("content_hash") else {}
+    hashes.update({f"{k}_sha256": v for k, v in (data.get("sha256") or {}).items()})
+    metrics = {k: v for k, v in (doc.get("metrics") or {}).items() if k in ("base", "custom", "comparison", "champion")
+               and v is not None}
+    gate = {k: v for k, v in (doc.get("gate") or {}).items() if v is not None}
+    passed = gate.get("passed")
+    return ModelVersion(run_id=doc["run_id"], run_key=doc.get("run_key") or "", custom_model_arn=arn,
+                        data_hashes=hashes, metrics=metrics, gate=gate,
+                        status="candidate" if passed or passed is None else "rejected")
 
 
 def store_for_config(clients: Any, config: Any, account: str | None = None) -> RegistryStore:

@@ -65,7 +65,7 @@ def test_first_promotion_serves_on_demand_tagged_as_production_and_a_rerun_chang
     assert again.already and again.promoted and again.serving.arn == res.serving.arn
     mutating = [c["operation"] for c in fresh_env.ledger()["calls"][calls:]
                 if c["operation"].startswith(("Create", "Delete", "Tag", "Put"))]
-    assert mutating == ["TagResource"]       # the custom model's tags, set again (idempotent); nothing else
+    assert mutating == []                    # a rerun makes no mutating call
     assert _servings(s) == [res.serving.arn]
 
 
