@@ -200,12 +200,14 @@ for name, (a, b) in {"train": (0, int(n * 0.8)), "validation": (int(n * 0.8), in
 """
 
 
-def whole_process(src: Path, work: Path, repeats: int, baseline: Path | None = None) -> dict:
+def whole_process(src: Path, work: Path, repeats: int, baseline: Path | None = None,
+                  variant: Path | None = None) -> dict:
     """Wall and CPU time of each command, start-up included (median of ``repeats`` runs, alternating, after
     one warm-up run each). Bytecode is cached as in an installed package (PYTHONPYCACHEPREFIX in the work
     folder, PYTHONDONTWRITEBYTECODE unset), for both sides. ``baseline``: the source tree of an older
     version (``git archive COMMIT | tar -x -C DIR``), run as a third side with ``PYTHONPATH=DIR`` (same
-    interpreter and packages): what a change costs, measured under the same load."""
+    interpreter and packages): what a change costs, measured under the same load. ``variant``: likewise a
+    source tree with a proposed change (what it would gain), reported against the loop."""
     loop_py = work / "seed_loop.py"
     loop_py.write_text(LOOP_SCRIPT, encoding="utf-8")
     forge = Path(sys.executable).parent / "forge"
@@ -217,8 +219,12 @@ def whole_process(src: Path, work: Path, repeats: int, baseline: Path | None = N
     if baseline is not None:
         cmds["forge prepare (baseline)"] = (prep, {**env, "PYTHONPATH": str(baseline),
                                                    "PYTHONPYCACHEPREFIX": str(work / "pyc-baseline")})
+    if variant is not None:
+        cmds["forge prepare (variant)"] = (prep, {**env, "PYTHONPATH": str(variant),
+                                                  "PYTHONPYCACHEPREFIX": str(work / "pyc-variant")})
     walls: dict[str, list[float]] = {k: [] for k in cmds}
     cpus: dict[str, list[float]] = {k: [] for k in cmds}
+    load_start = os.getloadavg()
     for r in range(repeats + 1):
         for kind, (cmd, cmd_env) in cmds.items():
             out = Path(tempfile.mkdtemp(prefix="whole-", dir=work))
@@ -235,6 +241,11 @@ def whole_process(src: Path, work: Path, repeats: int, baseline: Path | None = N
     res: dict = {kind: {"runs": w, "wall_s": statistics.median(w), "cpu_s": statistics.median(cpus[kind])}
                  for kind, w in walls.items()}
     res["ratio"] = res["forge prepare"]["wall_s"] / res["loop"]["wall_s"]
+    res["cpu_ratio"] = res["forge prepare"]["cpu_s"] / res["loop"]["cpu_s"]
+    res["load"] = {"start": load_start, "end": os.getloadavg()}
+    if variant is not None:
+        v = res["forge prepare (variant)"]
+        res["variant"] = {"wall": v["wall_s"] / res["loop"]["wall_s"], "cpu": v["cpu_s"] / res["loop"]["cpu_s"]}
     if baseline is not None:
         b = res["forge prepare (baseline)"]
         res["vs_baseline"] = {"wall": res["forge prepare"]["wall_s"] / b["wall_s"],
@@ -242,24 +253,32 @@ def whole_process(src: Path, work: Path, repeats: int, baseline: Path | None = N
     return res
 
 
-def render_whole(n: int, res: dict, repeats: int, baseline_label: str = "") -> str:
+def render_whole(n: int, res: dict, repeats: int, baseline_label: str = "", variant_label: str = "") -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    la = os.getloadavg()
+    la0, la = res["load"]["start"], res["load"]["end"]
     lines = ["## Whole process", "",
-             f"Produced by `bench/prepare.py --whole-process` on {now}, load average {la[0]:.1f}/{la[1]:.1f}/"
-             f"{la[2]:.1f} on {os.cpu_count()} CPUs: `forge prepare` as a command (the installed `.venv/bin/forge`, "
+             f"Produced by `bench/prepare.py --whole-process` on {now}, load average (1/5/15 min) "
+             f"{la0[0]:.1f}/{la0[1]:.1f}/{la0[2]:.1f} at start, {la[0]:.1f}/{la[1]:.1f}/{la[2]:.1f} at end, on "
+             f"{os.cpu_count()} CPUs: `forge prepare` as a command (the installed `.venv/bin/forge`, "
              "start-up included: interpreter, imports, argument parsing) against the seed guide's loop as a "
              "script run with `python`, both on the same generated "
-             f"{n:,}-record JSONL; wall time, median of {repeats} runs after one warm-up run each, bytecode cached "
+             f"{n:,}-record JSONL; wall time, median of {repeats} runs after one warm-up run each, the sides "
+             "alternating run by run (so both see the same load), bytecode cached "
              "as in an installed package; CPU = user + system seconds of the command.", "",
              "| records | side | wall s (median) | CPU s (median) | runs (wall s) |", "|---:|---|---:|---:|---|"]
-    for kind in [k for k in ("loop", "forge prepare", "forge prepare (baseline)") if k in res]:
+    for kind in [k for k in ("loop", "forge prepare", "forge prepare (baseline)", "forge prepare (variant)")
+                 if k in res]:
         runs = ", ".join(f"{w:.2f}" for w in res[kind]["runs"])
-        label = f"forge prepare (baseline: {baseline_label})" if kind.endswith("(baseline)") else kind
+        label = {"forge prepare (baseline)": f"forge prepare (baseline: {baseline_label})",
+                 "forge prepare (variant)": f"forge prepare (variant: {variant_label})"}.get(kind, kind)
         lines.append(f"| {n:,} | {label} | {res[kind]['wall_s']:.2f} | {res[kind]['cpu_s']:.2f} | {runs} |")
     ok = res["ratio"] <= 1.0
     lines += ["", f"**Whole process: {'met' if ok else 'not met'}** (forge prepare / loop wall "
-              f"**{res['ratio']:.2f}×**, target ≤ 1.0×)."]
+              f"**{res['ratio']:.2f}×**, CPU {res['cpu_ratio']:.2f}×, target ≤ 1.0×)."]
+    if "variant" in res:
+        va = res["variant"]
+        lines += ["", f"**Variant ({variant_label}): {'met' if va['wall'] <= 1.0 else 'not met'}** (its forge "
+                  f"prepare / loop wall **{va['wall']:.2f}×**, CPU {va['cpu']:.2f}×, run alternately with the others)."]
     if "vs_baseline" in res:
         vb = res["vs_baseline"]
         ok_b = vb["cpu"] <= 1.05
@@ -297,6 +316,10 @@ def main() -> int:
                     help="with --whole-process: also time forge prepare from this source tree of an older version "
                          "(git archive COMMIT | tar -x -C DIR), alternating, and report new / baseline")
     ap.add_argument("--baseline-label", default="", help="how the results name the baseline (e.g. its commit)")
+    ap.add_argument("--variant", type=Path, default=None, metavar="DIR",
+                    help="with --whole-process: also time forge prepare from this source tree with a proposed change, "
+                         "alternating, and report it against the loop")
+    ap.add_argument("--variant-label", default="", help="how the results name the variant (what it changes)")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.input, args.outdir, args.trace)
@@ -306,12 +329,14 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
             src = Path(tmp) / f"raw-{n}.jsonl"
             generate(src, n)
-            res = whole_process(src, Path(tmp), args.repeats, args.baseline)
+            res = whole_process(src, Path(tmp), args.repeats, args.baseline, args.variant)
         print(f"whole process, {n:,} records: loop {res['loop']['wall_s']:.2f}s, forge prepare "
               f"{res['forge prepare']['wall_s']:.2f}s ({res['ratio']:.2f}x)"
               + (f"; vs baseline wall {res['vs_baseline']['wall']:.3f}x cpu {res['vs_baseline']['cpu']:.3f}x"
-                 if "vs_baseline" in res else ""), flush=True)
-        _put_section(args.out, render_whole(n, res, args.repeats, args.baseline_label or str(args.baseline or "")))
+                 if "vs_baseline" in res else "")
+              + (f"; variant {res['variant']['wall']:.3f}x the loop" if "variant" in res else ""), flush=True)
+        _put_section(args.out, render_whole(n, res, args.repeats, args.baseline_label or str(args.baseline or ""),
+                                            args.variant_label or str(args.variant or "")))
         print(f"wrote {args.out}")
         return 0
 
