@@ -21,7 +21,7 @@ for _key, _value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("HF_HUB_OFF
 
 # The verb modules, in --help order. Each is imported to register its parser, so an import error
 # surfaces at once; the heavy imports stay inside each verb's functions.
-COMMAND_MODULES = ["data", "estimate", "run", "resources", "evaluate", "emulator", "deploy", "permissions"]
+COMMAND_MODULES = ["data", "estimate", "run", "resources", "evaluate", "emulator", "deploy", "permissions", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
