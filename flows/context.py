@@ -124,14 +124,138 @@ def label_failed_step(flow_run_id_: str, step: str) -> None:
 
 
 def config_of_run(runs_dir: str, run_id: str | None) -> PipelineConfig:
-    """The config recorded in an existing run's manifest (a rerun given only its run id)."""
+    """The config recorded in an existing run's manifest (a rerun given only its run id). Not in the local runs
+    folder (a worker on another machine): fetched from the S3 runs folder of ``FORGE_RUNS_URI`` into it."""
     if not run_id:
         raise ValueError("config is required unless run_id names an existing run")
-    return PipelineConfig.model_validate(Manifest.find(runs_dir, run_id).doc.config)
+    try:
+        manifest = Manifest.find(runs_dir, run_id)
+    except FileNotFoundError:
+        manifest = fetch_from_runs_uri(runs_dir, run_id)
+        if manifest is None:
+            raise
+    return PipelineConfig.model_validate(manifest.doc.config)
+
+
+def fetch_from_runs_uri(runs_dir: str, run_id: str, runs_uri: str | None = None) -> Manifest | None:
+    """The run's manifest from the S3 runs folder ``runs_uri`` (default ``FORGE_RUNS_URI``), saved into the local
+    runs folder (its cache, as `forge rerun --runs-uri` does). None: no such folder or run."""
+    import os
+
+    uri = runs_uri or os.environ.get("FORGE_RUNS_URI")
+    if not uri:
+        return None
+    from tasks.config import AwsConfig
+    from tasks.run.store import S3RunStore
+
+    aws = AwsConfig(region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1")
+    try:
+        found = S3RunStore.at(make_clients(aws).s3, uri).get(run_id)
+    except Exception:  # noqa: BLE001 - unreadable: as if absent (the caller says the run is not found)
+        return None
+    return _save_fetched(runs_dir, run_id, found[0]) if found else None
+
+
+def _save_fetched(runs_dir: str, run_id: str, doc: dict) -> Manifest:
+    m = Manifest(Path(runs_dir) / run_id / "manifest.json", doc)
+    m.save()
+    return m
+
+
+# -- Prefect's Retry: the same forge run -----------------------------------------------------------
+def flow_run_count() -> int:
+    """How many times this flow run has entered Running (Prefect's ``run_count``): > 1 on a Retry."""
+    ctx = FlowRunContext.get()
+    return int(getattr(ctx.flow_run, "run_count", 0) or 0) if ctx and ctx.flow_run else 0
+
+
+def _flow_run_name() -> str | None:
+    ctx = FlowRunContext.get()
+    return getattr(ctx.flow_run, "name", None) if ctx and ctx.flow_run else None
+
+
+def _lists(doc: dict | Any, fr_id: str) -> bool:
+    ids = doc.get("flow_run_ids") if isinstance(doc, dict) else getattr(doc, "flow_run_ids", None)
+    return fr_id in (ids or [])
+
+
+def find_run_of_flow_run(runs_dir: str, fr_id: str, *, name: str | None = None,
+                         stores: list[Any] | None = None) -> str | None:
+    """The forge run an earlier attempt of flow run ``fr_id`` created: a manifest whose ``flow_run_ids`` lists it.
+    Looked for under the flow run's ``name`` (flows are named after their forge run id) in the local runs folder,
+    then in every local manifest (newest first), then under ``name`` in each S3 run store of ``stores`` (fetched
+    into the local folder). None when no run lists this flow run."""
+    from tasks.run.names import check_run_id
+
+    root = Path(runs_dir)
+    if name:
+        try:
+            check_run_id(name)
+            p = root / name / "manifest.json"
+            if p.exists() and _lists(Manifest.load(p).doc, fr_id):
+                return name
+        except (ValueError, OSError):
+            pass
+    candidates = sorted(root.glob("*/manifest.json"), key=lambda q: q.stat().st_mtime, reverse=True) \
+        if root.is_dir() else []
+    for p in candidates:
+        try:
+            if fr_id in p.read_text(encoding="utf-8") and _lists(Manifest.load(p).doc, fr_id):
+                return p.parent.name
+        except (OSError, ValueError):
+            continue
+    if name:
+        for store in stores or []:
+            try:
+                check_run_id(name)
+                found = store.get(name)
+            except Exception:  # noqa: BLE001 - an unreadable store: the next one
+                continue
+            if found and _lists(found[0], fr_id):
+                _save_fetched(runs_dir, name, found[0])
+                return name
+    return None
+
+
+def resume_point(manifest: Manifest) -> RerunStep | None:
+    """Where a resumed run starts: the first step not completed or skipped (teardown → evaluate, poll →
+    customize: a rerun at poll re-checks the job from customize), None for a finished run (everything adopts)."""
+    for step in STEPS:
+        rec = manifest.doc.steps.get(step)
+        if rec is None or rec.status not in ("completed", "skipped"):
+            return {"teardown": "evaluate", "poll": "customize"}.get(step, step)   # type: ignore[return-value]
+    return None
+
+
+def _run_stores(config: PipelineConfig, clients: Any) -> list[Any]:
+    """The S3 runs folders a run of ``config`` may be kept in: ``FORGE_RUNS_URI`` and the run bucket's default."""
+    import os
+
+    from tasks.run.names import default_bucket
+    from tasks.run.store import S3RunStore
+
+    stores = []
+    if os.environ.get("FORGE_RUNS_URI"):
+        try:
+            stores.append(S3RunStore.at(clients.s3, os.environ["FORGE_RUNS_URI"]))
+        except ValueError:
+            pass
+    try:
+        bucket = config.aws.bucket or default_bucket(config.aws.region, account_id(clients), config.name)
+        stores.append(S3RunStore.of_run(clients.s3, bucket, config.aws.prefix))
+    except Exception:  # noqa: BLE001 - no AWS identity: the local folder only
+        pass
+    return stores
 
 
 def _never(_out: Any) -> bool:
     return False
+
+
+def _prepared_here(prepared: Any) -> bool:
+    """Every split file a recorded prepare output names exists on this machine."""
+    files = [getattr(prepared, s, None) for s in ("train", "validation", "test")]
+    return all(Path(f.path).is_file() for f in files if f is not None and getattr(f, "path", None))
 
 
 @dataclass
@@ -153,13 +277,31 @@ class RunContext:
     @classmethod
     def open(cls, config: PipelineConfig, runs_dir: str, run_id: str | None, rerun_from: RerunStep | None,
              allow_rerun_failed_job: bool) -> RunContext:
-        """Create (or continue) the run's manifest, record this flow run in it, make the clients."""
+        """Create (or continue) the run's manifest, record this flow run in it, make the clients.
+
+        Prefect's Retry (the UI sets the failed flow run back to Scheduled/AwaitingRetry, the same flow run runs
+        again with ``run_count`` > 1 and the same parameters): without a ``run_id`` the run this flow run created
+        on its earlier attempt is found (``find_run_of_flow_run``: local runs folder, else the S3 run store) and
+        resumed at its first unfinished step, as `forge rerun RUN_ID` would, instead of starting a new run id."""
         fr_id = flow_run_id()
+        clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
+        resumed = None
+        if run_id is None and fr_id != "local" and flow_run_count() > 1:
+            resumed = find_run_of_flow_run(runs_dir, fr_id, name=_flow_run_name(),
+                                           stores=_run_stores(config, clients))
+            if resumed is not None and rerun_from is None:
+                rerun_from = resume_point(Manifest.find(runs_dir, resumed))
+                if rerun_from is not None and STEPS.index(rerun_from) <= STEPS.index("customize"):
+                    allow_rerun_failed_job = True   # as `forge rerun`: a job that ended Failed gets a new attempt
+            run_id = resumed
         manifest = Manifest.create(runs_dir, run_id or new_run_id(config.name), config.model_dump(mode="json"))
         manifest.update(flow_run_id=fr_id, rerun_from=rerun_from,
                         flow_run_ids=[*(manifest.doc.flow_run_ids or []), fr_id])
         name_flow_run(fr_id, manifest.run_id)
-        clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
+        if resumed is not None:
+            get_run_logger().info("retry of flow run %s (run %d): resuming forge run %s %s", fr_id,
+                                  flow_run_count(), resumed,
+                                  f"from step {rerun_from}" if rerun_from else "(finished: everything adopts)")
         return cls(config=config, manifest=manifest, clients=clients, flow_run_id=fr_id,
                    family=load_catalog().family_of(config.base_model), rerun_from=rerun_from,
                    allow_rerun_failed_job=allow_rerun_failed_job)
@@ -207,7 +349,13 @@ class RunContext:
             return None
         if self.account:
             out = unredact(out, self.account)
-        return model.model_validate(out)
+        value = model.model_validate(out)
+        if step == "prepare" and not _prepared_here(value):
+            # recorded on another machine (a run fetched from S3, a Retry on another worker): its files are not
+            # here; prepare again (deterministic: the same content hash, so the same run key and resources)
+            self.log.info("step prepare: the recorded files are not on this machine: preparing again")
+            return None
+        return value
 
     def step(self, name: Step, model: type[M], run: Callable[[], M], *,
              record: Callable[[M], None] | None = None, adopted: Callable[[M], bool] = _never) -> M:
