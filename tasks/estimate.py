@@ -21,6 +21,13 @@ What is estimated, and how (every figure is an estimate; the lines say which inp
   confirmed price (all ``null``, ``unconfirmed: true``): such a figure is reported as *unknown*,
   never invented, and the totals that depend on it are ``None``.
 
+- **Production** (issue 19, ``production.mode`` on-demand | provisioned): what the lineage's champion serving
+  costs once promoted, in ``CostEstimate.production`` — a standing cost, not part of the run's ``total_usd`` or
+  its budget: an on-demand deployment has no hourly bill (calls are priced per token, docs/bedrock-facts.md §2.8);
+  Provisioned Throughput = model units × the hourly price, per hour and per month (``HOURS_PER_MONTH``); a
+  commitment bills the whole term: units × the term's hours × ``pricing.pt_hour_commitment`` (``term_usd``).
+  ``production_cost`` is also what `forge resources` prices a live production serving with.
+
 Verdict: ``over_budget`` when the known part alone exceeds ``budget.max_usd``; else ``unknown_price``
 when a price is missing; else ``ok``. ``check_budget`` turns that into a refusal: with ``budget.max_usd``
 set, an unknown price refuses the run unless ``budget.allow_unknown_prices: true`` is written out, and
@@ -54,6 +61,21 @@ class BudgetExceeded(ValueError):
     """A spend guard refused the run: over budget, unknown prices not allowed, or a capacity cap."""
 
 
+class ProductionCost(BaseModel):
+    """What the production serving of a promoted model costs (see the module docstring)."""
+
+    kind: Literal["provisioned", "deployment"]
+    model_units: int | None = None
+    commitment: str | None = None
+    hourly_usd: float | None = None       # None: a price is unknown
+    monthly_usd: float | None = None      # hourly × HOURS_PER_MONTH
+    term_hours: float | None = None       # a commitment's term
+    term_usd: float | None = None         # the whole term, billed whole
+    price_source: str = ""
+    detail: str = ""
+    unknown: list[str] = Field(default_factory=list)
+
+
 class CostEstimate(BaseModel):
     train_tokens: int
     epochs: int
@@ -72,6 +94,7 @@ class CostEstimate(BaseModel):
     chars_per_token: float = 6.0
     method: str = "prepared"                              # prepared | raw (estimate_from_config)
     notes: list[str] = Field(default_factory=list)
+    production: ProductionCost | None = None              # production.mode set: the champion's serving (issue 19)
 
     def summary_line(self) -> str:
         def usd(x: float | None) -> str:
@@ -81,9 +104,19 @@ class CostEstimate(BaseModel):
         total = usd(self.total_usd)
         if self.total_usd is None and self.known_usd:
             total += f" (known part {usd(self.known_usd)})"
-        return (f"{self.train_tokens:,} train tokens × {self.epochs} epoch(s); training {usd(self.training_usd)}, "
+        line = (f"{self.train_tokens:,} train tokens × {self.epochs} epoch(s); training {usd(self.training_usd)}, "
                 f"storage {usd(self.storage_usd)}, serving {usd(self.serving_usd)}; total {total}; "
                 f"{budget}: {self.verdict}")
+        p = self.production
+        if p is not None:
+            if p.kind == "deployment":
+                line += "; production if promoted: on-demand deployment, no hourly bill (per-call token prices)"
+            else:
+                line += (f"; production if promoted: {p.model_units} MU provisioned, {usd(p.hourly_usd)}/h, "
+                         f"{usd(p.monthly_usd)}/month")
+                if p.commitment:
+                    line += f", {p.commitment} term {usd(p.term_usd)} billed whole"
+        return line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,6 +366,49 @@ def _serving_cost(config: PipelineConfig, catalog: Catalog, family: ModelFamily,
     return kind, _sum(parts)
 
 
+def production_cost(family: ModelFamily, kind: Literal["provisioned", "deployment"], model_units: int | None,
+                    commitment: str | None = None, pricing: Any = None) -> ProductionCost:
+    """The production serving's cost: per hour, per month and (a commitment) per term. ``pricing``: the config's
+    ``PricingOverride`` (or None: the catalog's figures)."""
+    if kind == "deployment":
+        return ProductionCost(kind=kind, hourly_usd=0.0, monthly_usd=0.0, price_source="no hourly bill",
+                              detail="on-demand custom model deployment: billed per call at on-demand token prices "
+                                     "(docs/bedrock-facts.md §2.8), no hourly charge")
+    units = int(model_units or 1)
+    if commitment:
+        hours = COMMITMENT_MONTHS[commitment] * HOURS_PER_MONTH
+        price = getattr(pricing, "pt_hour_commitment", None) if pricing is not None else None
+        unknown = [] if price is not None else [
+            f"production: provisioned throughput with commitment {commitment}: no commitment price in the catalog "
+            f"or config (set pricing.pt_hour_commitment); the term is {units} MU × {hours:g} h, billed whole, and "
+            "the PT cannot be deleted before it ends (docs/bedrock-facts.md §2.7)"]
+        hourly = None if price is None else units * float(price)
+        return ProductionCost(kind=kind, model_units=units, commitment=commitment, hourly_usd=hourly,
+                              monthly_usd=None if hourly is None else round(hourly * HOURS_PER_MONTH, 6),
+                              term_hours=hours, term_usd=None if hourly is None else round(hourly * hours, 6),
+                              price_source="config.pricing" if price is not None else "unknown",
+                              detail=f"{units} MU × {hours:g} h (the whole {commitment} term, billed whole)",
+                              unknown=unknown)
+    override = getattr(pricing, "pt_hour_no_commit", None) if pricing is not None else None
+    price = override if override is not None else family.pricing.pt_hour_no_commit
+    src = ("config.pricing" if override is not None else "unknown" if price is None else
+           "catalog (unconfirmed)" if family.pricing.unconfirmed else "catalog")
+    hourly = None if price is None else units * float(price)
+    return ProductionCost(kind=kind, model_units=units, hourly_usd=hourly,
+                          monthly_usd=None if hourly is None else round(hourly * HOURS_PER_MONTH, 6),
+                          price_source=src, detail=f"{units} MU × {HOURS_PER_MONTH:g} h a month, no commitment",
+                          unknown=[] if price is not None else [f"production: {_unknown('pt_hour_no_commit')}"])
+
+
+def _production(config: PipelineConfig, family: ModelFamily) -> ProductionCost | None:
+    if config.production.mode == "none":
+        return None
+    from tasks.promote import production_kind  # the decision tasks/promote.py acts on
+
+    prod = config.production
+    return production_cost(family, production_kind(config), prod.model_units, prod.commitment, config.pricing)
+
+
 def _verdict(known: float, budget: float | None, unknown: list[str]) -> Verdict:
     if budget is not None and known > budget:
         return "over_budget"
@@ -359,11 +435,16 @@ def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: in
 
     known = round(sum(line["usd"] for line in ledger.lines if line["usd"] is not None), 6)
     budget = config.budget.max_usd
+    production = _production(config, family)
+    if production is not None:
+        ledger.notes.append("production (if the gate passes and the model is promoted): " + production.detail
+                            + "; a standing cost, not in total_usd or the budget")
     return CostEstimate(
         train_tokens=t_tokens, epochs=epochs, training_usd=training, serving_usd=serving, storage_usd=storage,
         total_usd=_sum([training, storage, serving]), unknown=list(dict.fromkeys(ledger.unknown)),
         lines=ledger.lines, budget_usd=budget, verdict=_verdict(known, budget, ledger.unknown), known_usd=known,
-        serving_kind=kind, eval_calls=eval_calls, chars_per_token=cpt, method=method, notes=ledger.notes)
+        serving_kind=kind, eval_calls=eval_calls, chars_per_token=cpt, method=method, notes=ledger.notes,
+        production=production)
 
 
 # ---------------------------------------------------------------------------------------------

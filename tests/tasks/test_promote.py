@@ -192,3 +192,27 @@ def test_a_written_commitment_is_bought_and_production_names_fit_bedrocks_rules(
     assert promote.production_kind(cfg) == "provisioned" and cfg.production.commitment == "OneMonth"
     west = make_config("lin", production={"mode": "on-demand"}, aws={"region": "eu-west-1"})
     assert promote.production_kind(west) == "provisioned"        # no on-demand deployment for Nova there
+
+
+def test_the_estimate_shows_production_serving_per_hour_month_and_a_commitments_whole_term():
+    from tasks.estimate import HOURS_PER_MONTH, build_estimate
+    from tests.support.aws import make_config
+
+    def est(**over):
+        return build_estimate(make_config("lin", **over), train_chars=6000, test_records=10, test_input_chars=600,
+                              method="prepared")
+
+    assert est().production is None                                            # production.mode none
+    on_demand = est(production={"mode": "on-demand"}).production
+    assert on_demand.kind == "deployment" and on_demand.hourly_usd == 0 and on_demand.monthly_usd == 0
+    pt = est(production={"mode": "provisioned", "model_units": 3}, pricing={"pt_hour_no_commit": 21.5})
+    assert pt.production.hourly_usd == pytest.approx(64.5)
+    assert pt.production.monthly_usd == pytest.approx(64.5 * HOURS_PER_MONTH)
+    assert "64.50/h" in pt.summary_line() and pt.total_usd == est(pricing={"pt_hour_no_commit": 21.5}).total_usd
+    unknown = est(production={"mode": "provisioned"}).production              # the catalog has no confirmed price
+    assert unknown.hourly_usd is None and "pricing.pt_hour_no_commit" in unknown.unknown[0]
+    term = est(production={"mode": "provisioned", "model_units": 2, "commitment": "SixMonths",
+                           "allow_commitment": True}, pricing={"pt_hour_commitment": 10}).production
+    assert term.term_hours == 6 * HOURS_PER_MONTH and term.term_usd == pytest.approx(2 * 10 * 6 * HOURS_PER_MONTH)
+    no_price = est(production={"mode": "provisioned", "commitment": "OneMonth", "allow_commitment": True}).production
+    assert no_price.term_usd is None and "billed whole" in no_price.unknown[0]
