@@ -12,6 +12,7 @@ same state hooks (layer 2), and the sweeper (layer 3) through the ``forge-expire
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,9 @@ from tasks.config import PipelineConfig
 from tasks.prepare import prepare_task
 from tasks.run.manifest import Manifest, new_run_id
 from tasks.run.names import compute_run_key, resource_names
+from tasks.run.store import S3RunStore
 from tasks.run.types import PreparedData, ServingEndpoint, TrainingResult
+from tasks.upload import fetch_split
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,6 +71,27 @@ def _model_to_evaluate(training: TrainingResult | None, custom_model_arn: str | 
     return model_arn, training
 
 
+def fetch_run(runs_dir: str, run_id: str, runs_uri: str) -> None:
+    """The run's manifest from its S3 copy (tasks/run/store.py) into ``runs_dir``, the local cache, when this
+    machine has none: an on-call evaluation from another machine than the one that ran it."""
+    if (Path(runs_dir) / run_id / "manifest.json").exists():
+        return
+    from tasks.config import AwsConfig
+
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    found = S3RunStore.at(make_clients(AwsConfig(region=region)).s3, runs_uri).get(run_id)
+    if found is None:
+        raise FileNotFoundError(f"no run {run_id!r} under {runs_dir} nor under {runs_uri}")
+    Manifest(Path(runs_dir) / run_id / "manifest.json", found[0]).save()
+
+
+def _attach_store(manifest: Manifest, clients: Clients, config: PipelineConfig, account: str) -> None:
+    """A customization run's manifest is also kept in its bucket (as flows/customize.py does after upload)."""
+    output = ((manifest.doc.resources or {}).get("data") or {}).get("output")
+    if output:
+        manifest.attach(S3RunStore.of_run(clients.s3, output.split("/")[2], config.aws.prefix), account)
+
+
 def _run_config(run_id: str | None, runs_dir: str,
                 config: PipelineConfig | None) -> tuple[Manifest | None, PipelineConfig]:
     """The run's manifest (when run_id is given) and the configuration to evaluate with."""
@@ -80,14 +104,19 @@ def _run_config(run_id: str | None, runs_dir: str,
     return manifest, config
 
 
-def _evaluation_inputs(manifest: Manifest | None, config: PipelineConfig, runs_dir: str, account: str,
-                       custom_model_arn: str | None, serving_arn: str | None,
+def _evaluation_inputs(manifest: Manifest | None, config: PipelineConfig, runs_dir: str, clients: Clients,
+                       account: str, custom_model_arn: str | None, serving_arn: str | None,
                        ) -> tuple[Manifest, PreparedData, str | None, TrainingResult]:
     """The manifest to record in (created for an evaluation-only run), the test data and the model."""
     prepared, training = _recorded_inputs(manifest, account) if manifest is not None else (None, None)
     if manifest is None:  # an evaluation-only run gets its own folder and manifest
         manifest = Manifest.create(runs_dir, new_run_id(config.name), config.model_dump(mode="json"))
         manifest.update(kind="evaluation", flow_run_id=flow_run_id())
+    test_uri = ((manifest.doc.resources or {}).get("data") or {}).get("test")
+    if prepared is not None and prepared.test is not None and not Path(prepared.test.path).exists() and test_uri:
+        # prepared on another machine: the uploaded copy, checked against the recorded hash
+        prepared = prepared.model_copy(update={"test": fetch_split(clients, test_uri, prepared.test,
+                                                                   manifest.run_dir / "fetched")})
     if prepared is None or prepared.test is None or not Path(prepared.test.path).exists():
         prepared = prepare_task(config, str(manifest.run_dir / "prepared"))
     if prepared.test is None:
@@ -117,6 +146,19 @@ def _collect_outputs(clients: Clients, config: PipelineConfig, prepared: Prepare
     return outputs
 
 
+def _publish(clients: Clients, config: PipelineConfig, manifest: Manifest, evaluation: EvaluationResult,
+             stamp: str) -> EvaluationResult:
+    """The report in S3 next to the run's output (``evaluation/reeval-<stamp>/``) with artifacts linking there; an
+    evaluation-only run has no bucket of its own: its artifacts name the files without linking them."""
+    output = ((manifest.doc.resources or {}).get("data") or {}).get("output")
+    if output:
+        return evaluate_stage.publish_report_task(clients, output, f"reeval-{stamp}", evaluation, config.aws.region)
+    from tasks.evaluation.report import publish_artifacts
+
+    publish_artifacts(evaluation)
+    return evaluation
+
+
 def _record_evaluation(manifest: Manifest, evaluation: EvaluationResult, stamp: str, model_arn: str | None,
                        serving_arn: str | None, out_dir: Path, log: Any) -> dict:
     """Write the evaluation into the manifest (and finish an evaluation-only run); raise when the gate fails."""
@@ -143,6 +185,7 @@ def evaluate_model(
     config: PipelineConfig | None = None,
     custom_model_arn: str | None = None,
     serving_arn: str | None = None,
+    runs_uri: str | None = None,
 ) -> dict:
     """Evaluate an existing custom model against its base model on the held-out test split.
 
@@ -153,19 +196,27 @@ def evaluate_model(
         custom_model_arn: The custom model to evaluate (default: the run's model).
         serving_arn: A provisioned throughput or deployment ARN already serving the model: it is used
             as is and NOT deleted afterwards. Empty = provision one for this evaluation and delete it.
+        runs_uri: Where the runs' state is in S3 (s3://BUCKET/PREFIX/runs/; default $FORGE_RUNS_URI): a run_id
+            this machine has no folder for is read from there.
     """
     log = get_run_logger()
     runs_dir = runs_root(runs_dir)
+    runs_uri = runs_uri or os.environ.get("FORGE_RUNS_URI")
+    if run_id and runs_uri:
+        fetch_run(runs_dir, run_id, runs_uri)
     manifest, config = _run_config(run_id, runs_dir, config)
     clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
     account = account_id(clients)
-    manifest, prepared, model_arn, training = _evaluation_inputs(manifest, config, runs_dir, account,
+    if manifest is not None:
+        _attach_store(manifest, clients, config, account)
+    manifest, prepared, model_arn, training = _evaluation_inputs(manifest, config, runs_dir, clients, account,
                                                                  custom_model_arn, serving_arn)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = manifest.run_dir / "evaluations" / stamp
     outputs = _collect_outputs(clients, config, prepared, account, model_arn, serving_arn, out_dir, log)
     # scoring needs no serving resource: it runs after the teardown
     evaluation = evaluate_stage.score_outputs_task(outputs, config, prepared, training, str(out_dir))
+    evaluation = _publish(clients, config, manifest, evaluation, stamp)
     record = _record_evaluation(manifest, evaluation, stamp, model_arn, serving_arn, out_dir, log)
     return {"run_id": manifest.run_id, "evaluation_dir": str(out_dir), "gate": record["gate"],
             "report": evaluation.files}

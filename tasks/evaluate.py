@@ -17,6 +17,7 @@ Nothing here needs AWS to be testable: invokers are plain callables ``Example ->
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import threading
@@ -38,6 +39,8 @@ from tasks.data.formats import Example, from_record  # noqa: F401 (Example re-ex
 from tasks.evaluation.metrics import compute_metrics, paired_bootstrap, training_summary  # noqa: F401 (re-exported)
 from tasks.run import stop
 from tasks.run.types import InvokeResult, TrainingResult
+
+log = logging.getLogger(__name__)
 
 
 class EvaluationError(RuntimeError):
@@ -441,12 +444,8 @@ def _collect_task_fn(clients: Any, config: Any, prepared: Any, family: Any, endp
 
 def _score_task_fn(df: pd.DataFrame, config: Any, prepared: Any, training: TrainingResult | None,
                    out_dir: str) -> EvaluationResult:
-    from tasks.evaluation.report import publish_artifacts
-
-    result = score_outputs(df, eval_cfg=config.evaluation, gate_cfg=config.gate, label_like=prepared.label_like,
-                           out_dir=out_dir, training=training)
-    publish_artifacts(result)
-    return result
+    return score_outputs(df, eval_cfg=config.evaluation, gate_cfg=config.gate, label_like=prepared.label_like,
+                         out_dir=out_dir, training=training)
 
 
 def _record_key(output_uri: str, eval_key: str) -> tuple[str, str]:
@@ -462,6 +461,47 @@ def record_evaluation(clients: Any, output_uri: str, eval_key: str, evaluation: 
     body = json.dumps(redact(evaluation.model_dump(mode="json")))   # no account id in what is stored
     _client(clients, "s3").put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json")
     return s3_uri(bucket, key)
+
+
+def _custom_endpoint(s3: Any) -> str | None:
+    """The S3 endpoint when it is not AWS's own (the emulator, an S3-compatible store): browser links go there."""
+    from urllib.parse import urlparse
+
+    url = str(getattr(getattr(s3, "meta", None), "endpoint_url", "") or "")
+    host = urlparse(url).hostname or ""
+    return None if not url or host.endswith((".amazonaws.com", ".amazonaws.com.cn")) else url
+
+
+PRESIGNED_S = 7 * 24 * 3600     # SigV4's longest presigned URL (https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-presigned-url.html)
+
+
+def report_link(s3: Any, uri: str, region: str) -> str:
+    """Where a browser opens the S3 object ``uri``: on AWS the S3 console's object page (the reader signs in; it
+    never expires); on another endpoint (the emulator, an S3-compatible store, which has no console) a presigned
+    GET, valid 7 days."""
+    from tasks.evaluation.report import browser_link
+
+    if _custom_endpoint(s3) is None:
+        return browser_link(uri, region)
+    bucket, key = split_s3_uri(uri)
+    return s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGNED_S)
+
+
+def publish_report(clients: Any, output_uri: str, eval_key: str, evaluation: EvaluationResult,
+                   region: str) -> EvaluationResult:
+    """The report's files in S3 next to the evaluation record (``<output>/evaluation/<eval key>/``), readable from
+    any machine, and the Prefect artifacts linking there (charts embedded, no worker-disk link). Returns the
+    evaluation with ``files[<name>_s3]`` = the S3 copies, so the manifest's ``report`` names them."""
+    from tasks.evaluation.report import publish_artifacts, upload_report
+
+    s3 = _client(clients, "s3")
+    bucket, prefix = split_s3_uri(output_uri)
+    copies = upload_report(s3, evaluation.files, bucket, child_key(prefix, f"evaluation/{eval_key}/"))
+    try:
+        publish_artifacts(evaluation, links={k: report_link(s3, u, region) for k, u in copies.items()})
+    except Exception as err:  # noqa: BLE001 - an artifact is for people; the run's result is in S3 already
+        log.warning("could not publish the evaluation artifacts: %s", err)
+    return evaluation.model_copy(update={"files": {**evaluation.files, **{f"{k}_s3": u for k, u in copies.items()}}})
 
 
 def load_recorded_evaluation(clients: Any, output_uri: str, eval_key: str) -> EvaluationResult | None:
@@ -485,3 +525,5 @@ score_outputs_task = task(name="evaluate-score", retries=0, cache_policy=NO_CACH
 # the record of a finished evaluation is one S3 write: retried on transient errors like every AWS step, so a
 # 5xx burst longer than botocore's attempts does not throw away an evaluation that already ran
 record_evaluation_task = aws_task(record_evaluation, name="record-evaluation")
+# the report's files to S3 + the artifacts: S3 writes, retried like the record
+publish_report_task = aws_task(publish_report, name="publish-report")

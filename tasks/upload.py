@@ -20,9 +20,9 @@ from tasks.aws.clients import Clients, partition_of
 from tasks.aws.errors import StageError, error_code, stage_error
 from tasks.aws.logs import get_logger
 from tasks.aws.retry import aws_task
-from tasks.aws.s3uri import s3_uri
+from tasks.aws.s3uri import s3_uri, split_s3_uri
 from tasks.aws.tags import MANAGED_BY_KEY, MANAGED_BY_VALUE
-from tasks.run.types import PreparedData, UploadedData
+from tasks.run.types import PreparedData, SplitFile, UploadedData
 
 TLS_SID = "BedrockForgeDenyInsecureTransport"
 # docs/bedrock-facts.md §2.2: S3 key characters
@@ -244,3 +244,28 @@ def upload(clients: Clients, prepared: PreparedData, bucket: str, prefix: str, r
 
 ensure_bucket_task = aws_task(ensure_bucket, name="ensure-bucket")
 upload_task = aws_task(upload, name="upload")
+
+
+def fetch_split(clients: Clients, uri: str, split: SplitFile, dest_dir: str | Path) -> SplitFile:
+    """The uploaded copy of a prepared split back on this machine (an on-call rerun or re-evaluation on another
+    machine than the one that prepared): downloaded to ``dest_dir`` and checked against the recorded sha256, so
+    the evaluation is of exactly the data the run prepared. A copy already there with that hash is reused."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3_uri(uri)
+    dest = Path(dest_dir) / key.rsplit("/", 1)[-1]
+    if dest.is_file() and _sha256_file(dest) == split.sha256:
+        return split.model_copy(update={"path": str(dest)})
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        clients.s3.download_file(bucket, key, str(tmp))
+    except ClientError as err:
+        raise stage_error(f"download {uri}", err) from err
+    actual = _sha256_file(tmp)
+    if actual != split.sha256:
+        tmp.unlink(missing_ok=True)
+        raise StageError(f"{uri}: content differs from what the run prepared (sha256 {actual[:12]} != recorded "
+                         f"{split.sha256[:12]}): rerun from the prepare step")
+    tmp.replace(dest)
+    return split.model_copy(update={"path": str(dest)})

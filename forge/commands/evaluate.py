@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--emulator", action="store_true",
                    help="always use the embedded local emulator (its state lives under RUNS_DIR/.emulator-state)")
     p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--runs-uri", default=os.environ.get("FORGE_RUNS_URI"), metavar="S3_URI",
+                   help="the runs' state in S3 (s3://BUCKET/PREFIX/runs/): a RUN_ID with no folder here is read "
+                        "from there (another machine's run); default $FORGE_RUNS_URI")
     p.add_argument("--speed", type=float, default=3000.0, help="virtual-clock speed of the embedded emulator")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -51,15 +55,23 @@ def cmd_evaluate(args) -> int:
         except InvalidRunId as err:
             print(f"forge evaluate: {err}", file=sys.stderr)
             return 2
-    if args.run_id and not (Path(args.runs_dir) / args.run_id / "manifest.json").exists():
-        print(f"no run {args.run_id!r} under {args.runs_dir}", file=sys.stderr)
-        return 2
-    from flows.evaluate import evaluate_model
+    from flows.evaluate import evaluate_model, fetch_run
 
     with aws_target(args.endpoint, args.speed, Path(args.runs_dir) / ".emulator-state", force_emulator=args.emulator):
+        if args.run_id and args.runs_uri:
+            try:
+                fetch_run(args.runs_dir, args.run_id, args.runs_uri)
+            except (FileNotFoundError, ValueError) as err:
+                print(f"forge evaluate: {err}", file=sys.stderr)
+                return 2
+        if args.run_id and not (Path(args.runs_dir) / args.run_id / "manifest.json").exists():
+            print(f"no run {args.run_id!r} under {args.runs_dir}"
+                  + ("" if args.runs_uri else " (a run made on another machine: add --runs-uri s3://.../runs/)"),
+                  file=sys.stderr)
+            return 2
         state = evaluate_model(run_id=args.run_id, runs_dir=args.runs_dir, config=config,
                                custom_model_arn=args.custom_model_arn, serving_arn=args.serving_arn,
-                               return_state=True)
+                               runs_uri=args.runs_uri, return_state=True)
     try:
         result = state.result(raise_on_failure=False)
     except Exception:  # noqa: BLE001

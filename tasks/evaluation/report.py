@@ -365,8 +365,70 @@ def write_report(summary: dict[str, Any], df: pd.DataFrame, out_dir: str | Path,
 # Prefect artifacts
 
 
-def publish_artifacts(result: EvaluationResult, key_prefix: str = "eval") -> bool:
-    """Table + markdown + file links as Prefect artifacts when inside a Prefect run; else no-op.
+CONTENT_TYPES = {".md": "text/markdown; charset=utf-8", ".png": "image/png", ".csv": "text/csv; charset=utf-8",
+                 ".json": "application/json"}
+INLINE_IMAGE_MAX = 400_000     # bytes of PNG embedded in the markdown artifact; a larger chart is a link
+
+
+def upload_report(s3: Any, files: dict[str, str], bucket: str, key_prefix: str) -> dict[str, str]:
+    """Copy the report's local files to ``s3://bucket/key_prefix<file name>``; {name: s3 URI} of those copied.
+    A file that is not there (another machine's path in a reused record) is skipped, not invented."""
+    from tasks.aws.s3uri import s3_uri
+
+    out: dict[str, str] = {}
+    for name, path in files.items():
+        local = Path(path)
+        if name.endswith("_s3") or not local.is_file():
+            continue
+        key = f"{key_prefix}{local.name}"
+        s3.put_object(Bucket=bucket, Key=key, Body=local.read_bytes(),
+                      ContentType=CONTENT_TYPES.get(local.suffix, "application/octet-stream"))
+        out[name] = s3_uri(bucket, key)
+    return out
+
+
+def browser_link(uri: str, region: str) -> str:
+    """The S3 console's page of an object: a browser link that needs the reader's sign-in and never expires (a
+    presigned URL does, in at most 7 days)."""
+    from urllib.parse import quote
+
+    from tasks.aws.s3uri import split_s3_uri
+
+    bucket, key = split_s3_uri(uri)
+    # https://docs.aws.amazon.com/AmazonS3/latest/userguide/view-object-properties.html (console object page)
+    return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?region={region}&prefix={quote(key, safe='')}"
+
+
+def _inline_images(md: str, charts: dict[str, str], links: dict[str, str]) -> str:
+    """The report's ``![name](file.png)`` lines as images a browser loads from the artifact itself (data URIs: no
+    credentials, no expiry, no worker disk); a chart too large for that becomes a link to its S3 copy."""
+    import base64
+
+    for name, path in charts.items():
+        local = Path(path)
+        ref = f"![{name}]({local.name})"
+        if ref not in md:
+            continue
+        if local.is_file() and local.stat().st_size <= INLINE_IMAGE_MAX:
+            data = base64.b64encode(local.read_bytes()).decode()
+            md = md.replace(ref, f"![{name}](data:image/png;base64,{data})")
+        elif name in links:
+            md = md.replace(ref, f"[{name}]({links[name]})")
+        else:
+            md = md.replace(ref, f"{name}: not available here")
+    return md
+
+
+def _rounded(x: Any, nd: int = 4) -> Any:
+    x = _jsonable(x)
+    return round(x, nd) if isinstance(x, float) else x
+
+
+def publish_artifacts(result: EvaluationResult, key_prefix: str = "eval",
+                      links: dict[str, str] | None = None) -> bool:
+    """The metrics table (rounded), the report markdown with its charts embedded, and links to the report's S3
+    copies (``links``: {name: browser URL}, see ``browser_link``) as Prefect artifacts, inside a Prefect run; else
+    a no-op. No link points at a worker's disk: without ``links`` the files are named, not linked.
 
     Keys must be lowercase letters, digits and dashes (prefect-patterns.md §6).
     """
@@ -378,20 +440,25 @@ def publish_artifacts(result: EvaluationResult, key_prefix: str = "eval") -> boo
         return False
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+    links = links or {}
     comp = result.metrics.get("comparison", {})
-    rows = [{"metric": m, "base": _jsonable(c["base"]), "custom": _jsonable(c["custom"]),
-             "delta": _jsonable(c["delta"]), "ci_low": _jsonable(c["ci_low"]), "ci_high": _jsonable(c["ci_high"]),
+    rows = [{"metric": m, **{k: _rounded(c[k]) for k in ("base", "custom", "delta", "ci_low", "ci_high")},
              "n": c["n"]} for m, c in comp.items()]
     g = result.gate
     create_table_artifact(key=f"{key_prefix}-metrics", table=rows,
                           description=f"base vs custom, n={result.n_examples}; gate {'PASS' if g.passed else 'FAIL'}")
-    md_path = result.files.get("report_md")
+    local = {k: v for k, v in result.files.items() if not k.endswith("_s3")}
+    md_path = local.get("report_md")
     md = Path(md_path).read_text(encoding="utf-8") if md_path and Path(md_path).exists() else (
         f"# Evaluation\n**gate: {'PASS' if g.passed else 'FAIL'}** — {g.rule}\n")
-    if result.files:
-        md += "\n## Files\n" + "\n".join(f"- {k}: `{v}`" for k, v in result.files.items()) + "\n"
+    charts = {k: v for k, v in local.items() if k.endswith("_chart")}
+    md = _inline_images(md, charts, links)
+    if local:
+        md += "\n## Files\n" + "\n".join(
+            f"- {k}: [{Path(v).name}]({links[k]})" if k in links else f"- {k}: `{Path(v).name}` (not uploaded)"
+            for k, v in local.items()) + "\n"
     create_markdown_artifact(key=f"{key_prefix}-report", markdown=md)
-    for name, p in result.files.items():
-        create_link_artifact(key=f"{key_prefix}-{name.replace('_', '-')}", link=Path(p).resolve().as_uri(),
-                             link_text=Path(p).name)
+    for name, url in links.items():
+        create_link_artifact(key=f"{key_prefix}-{name.replace('_', '-')}", link=url,
+                             link_text=Path(local.get(name, url)).name)
     return True

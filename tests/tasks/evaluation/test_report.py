@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -97,6 +98,37 @@ def test_publish_artifacts_noop_outside_prefect(evaluated):
 
 
 def test_publish_artifacts_inside_flow(evaluated, prefect_backend):
+    """Issue 18 Build 2: the report opens in a browser — charts embedded in the markdown (no worker-disk path),
+    links to the S3 copies, table values rounded."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    res = _result(evaluated)
+    links = {k: f"http://127.0.0.1:4566/bkt/evaluation/{Path(v).name}" for k, v in res.files.items()}
+
+    @flow
+    def publish() -> bool:
+        return R.publish_artifacts(res, key_prefix="eval-test", links=links)
+
+    assert publish() is True
+    with get_client(sync_client=True) as c:
+        arts = {a.key: a for a in c.read_latest_artifacts()}
+    keys = set(arts)
+    assert {"eval-test-metrics", "eval-test-report", "eval-test-metrics-chart"} <= keys
+    md = arts["eval-test-report"].data
+    assert "data:image/png;base64," in md and "file://" not in md, md[:300]
+    assert "](metrics.png)" not in md, "a chart named by its file name on the worker's disk does not load"
+    assert links["report_md"] in md
+    assert links["metrics_chart"] in arts["eval-test-metrics-chart"].data      # a link artifact: [text](url)
+    table = arts["eval-test-metrics"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    for row in table:
+        for k in ("base", "custom", "delta", "ci_low", "ci_high"):
+            v = row[k]
+            assert v is None or round(v, 4) == v, (k, v)
+
+
+def test_without_links_no_artifact_points_at_a_worker_disk(evaluated, prefect_backend):
     from prefect import flow
     from prefect.client.orchestration import get_client
 
@@ -104,9 +136,37 @@ def test_publish_artifacts_inside_flow(evaluated, prefect_backend):
 
     @flow
     def publish() -> bool:
-        return R.publish_artifacts(res, key_prefix="eval-test")
+        return R.publish_artifacts(res, key_prefix="eval-nolinks")
 
     assert publish() is True
     with get_client(sync_client=True) as c:
-        keys = {a.key for a in c.read_latest_artifacts()}
-    assert {"eval-test-metrics", "eval-test-report", "eval-test-metrics-chart"} <= keys
+        arts = {a.key: a for a in c.read_latest_artifacts() if (a.key or "").startswith("eval-nolinks")}
+    assert set(arts) == {"eval-nolinks-metrics", "eval-nolinks-report"}
+    assert "file://" not in arts["eval-nolinks-report"].data and "(not uploaded)" in arts["eval-nolinks-report"].data
+
+
+def test_the_report_is_in_s3_and_its_links_open_without_the_worker(evaluated, fresh_emulator):
+    """publish_report copies every report file next to the evaluation record and names the copies; a browser-like
+    GET of each link (presigned on the emulator's endpoint) returns the file's bytes."""
+    import httpx
+
+    from emulator.testing import boto3_clients
+    from tasks.evaluate import publish_report, report_link
+
+    c = boto3_clients(fresh_emulator.url)
+    c.s3.create_bucket(Bucket="report-bkt")
+    res = _result(evaluated)
+    out = publish_report({"s3": c.s3}, "s3://report-bkt/forge/output/k1/", "evalkey", res, "us-east-1")
+    copies = {k: v for k, v in out.files.items() if k.endswith("_s3")}
+    assert set(copies) == {f"{k}_s3" for k in res.files}, copies
+    for name, uri in copies.items():
+        assert uri.startswith("s3://report-bkt/forge/output/k1/evaluation/evalkey/"), uri
+        local = Path(res.files[name.removesuffix("_s3")])
+        got = httpx.get(report_link(c.s3, uri, "us-east-1"), timeout=10)
+        assert got.status_code == 200 and got.content == local.read_bytes(), name
+    assert res.files == {k: v for k, v in out.files.items() if not k.endswith("_s3")}, "local paths kept"
+
+
+def test_browser_links_on_aws_are_console_pages_that_do_not_expire():
+    link = R.browser_link("s3://bkt/a b/report.md", "eu-west-1")
+    assert link == "https://s3.console.aws.amazon.com/s3/object/bkt?region=eu-west-1&prefix=a%20b%2Freport.md"
