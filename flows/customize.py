@@ -583,6 +583,9 @@ def _serve_and_evaluate(ctx: RunContext, plan: EvaluationPlan) -> EvaluationResu
         except TeardownFailed as err:   # the outputs are in: score and record them, then fail loudly
             left = err
         evaluation = evaluate_stage.score_outputs_task(outputs, ctx.config, plan.prepared, training, out_dir)
+        # the report in S3 + artifacts linking there (readable from any machine), then the record a rerun reuses
+        evaluation = evaluate_stage.publish_report_task(ctx.clients, plan.uploaded.output_uri, plan.eval_key,
+                                                        evaluation, ctx.config.aws.region)
         evaluate_stage.record_evaluation_task(ctx.clients, plan.uploaded.output_uri, plan.eval_key, evaluation)
         manifest.step_done("evaluate")
     except BaseException as err:
