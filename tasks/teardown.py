@@ -103,7 +103,8 @@ def live_billing(clients: Clients, *, now: datetime, stale_after_s: float = STAL
                      "heartbeat_age_s": beat.age_s if beat is not None else None,
                      "expires_at": tags.get(EXPIRES_TAG), "sweep": ("delete: " if delete else "keep: ") + why,
                      "role": role, "lineage": tags.get(LINEAGE_TAG),
-                     "model_units": summary.get("modelUnits"), "model_arn": summary.get("modelArn")})
+                     "model_units": summary.get("modelUnits"), "model_arn": summary.get("modelArn"),
+                     "commitment": summary.get("commitmentDuration")})
     return rows
 
 

@@ -104,3 +104,34 @@ def test_bad_input_is_a_clear_message_and_exit_2(emu, tmp_path, capsys):
     none_cfg.write_text(open(cfg).read().replace("on-demand", "none"))
     assert main(["promote", w1, "--config", str(none_cfg), "--runs-dir", runs, "--force"]) == 2
     assert "production.mode is none" in capsys.readouterr().err
+
+
+def test_forge_resources_lists_production_serving_with_its_monthly_cost(emu, tmp_path, capsys):
+    from tasks import promote, serve
+    from tasks.registry import ModelVersion
+
+    [(s, w1)], _ = _lineage(tmp_path, 1)
+    assert main(["promote", w1, "--runs-dir", str(tmp_path / "runs")]) == 0
+    d = tmp_path / "pt"
+    d.mkdir()
+    p, arn, tags = trained(d, production={"mode": "provisioned", "model_units": 1})
+    pt_run = promote.promote(p.clients, p.config, store_for_config(p.clients, p.config, p.account),
+                             ModelVersion(run_id=f"{p.config.name}-w1", run_key=p.names.run_key, custom_model_arn=arn,
+                                          gate={"passed": True}), timeout_s=60, initial_interval_s=0.1)
+    # and one evaluation PT of a run
+    evaluation = serve.provision(p.clients, p.config.model_copy(update={"serving": p.config.serving.model_copy(
+        update={"mode": "provisioned"})}), p.names, arn, tags)
+    capsys.readouterr()
+    assert main(["resources", "--json"]) == 0
+    rows = {r["arn"]: r for r in _json(capsys)}
+    prod = [r for r in rows.values() if r.get("role") == "production"]
+    assert {r["lineage"] for r in prod} == {s.config.name, p.config.name}
+    deployment = next(r for r in prod if r["kind"] == "deployment")
+    pt = next(r for r in prod if r["kind"] == "provisioned")
+    assert deployment["monthly_usd"] == 0 and "on-demand" in deployment["monthly"]
+    assert pt["monthly_usd"] is None and "pricing.pt_hour_no_commit" in pt["monthly"]   # no confirmed price
+    assert pt["sweep"].startswith("keep: production serving") and pt_run.serving.arn.endswith(pt["arn"][-12:])
+    assert [r["role"] for r in rows.values() if r["arn"].endswith(evaluation.arn[-12:])] == ["run"]
+    assert main(["resources"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("PRODUCTION") == 2 and "$0/month fixed" in text
