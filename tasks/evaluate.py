@@ -492,11 +492,21 @@ def publish_report(clients: Any, output_uri: str, eval_key: str, evaluation: Eva
     """The report's files in S3 next to the evaluation record (``<output>/evaluation/<eval key>/``), readable from
     any machine, and the Prefect artifacts linking there (charts embedded, no worker-disk link). Returns the
     evaluation with ``files[<name>_s3]`` = the S3 copies, so the manifest's ``report`` names them."""
+    from tasks.aws.errors import describe_error, is_transient
     from tasks.evaluation.report import publish_artifacts, upload_report
 
     s3 = _client(clients, "s3")
     bucket, prefix = split_s3_uri(output_uri)
-    copies = upload_report(s3, evaluation.files, bucket, child_key(prefix, f"evaluation/{eval_key}/"))
+    try:
+        copies = upload_report(s3, evaluation.files, bucket, child_key(prefix, f"evaluation/{eval_key}/"))
+    except Exception as err:
+        if is_transient(err):
+            raise                   # retried by the task wrapper
+        # the evaluation itself is recorded next (and is what a rerun reuses): a report copy that cannot be made
+        # (e.g. a policy without the report's keys) is said, not a failed run
+        log.warning("the report could not be copied to s3://%s/%s: %s; its artifacts name the files on this "
+                    "machine", bucket, child_key(prefix, f"evaluation/{eval_key}/"), describe_error(err))
+        copies = {}
     try:
         publish_artifacts(evaluation, links={k: report_link(s3, u, region) for k, u in copies.items()})
     except Exception as err:  # noqa: BLE001 - an artifact is for people; the run's result is in S3 already
