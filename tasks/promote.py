@@ -14,7 +14,9 @@ passed; in order:
    switched first wins, this one retires its own serving and records itself ``not-champion``;
 5. *blue* retired: the old champion's production serving is deleted.
 
-Production serving is tagged ``managed-by=bedrock-forge``, ``forge-role=production``, ``forge-lineage``,
+The champion's custom model carries ``forge-role=production`` too (moved from the model it replaced), so no
+teardown deletes it (``serving.delete_custom_model`` on a rerun). Production serving is tagged
+``managed-by=bedrock-forge``, ``forge-role=production``, ``forge-lineage``,
 ``forge-version`` and ``forge-run-id`` (the run id) and carries no run key, flow-run id, heartbeat or expiry: the
 run's teardown, the failure hooks and the sweeper never touch it (tasks/teardown.py skips ``forge-role=production``).
 
@@ -250,6 +252,28 @@ def _champion_serving(clients: Clients, reg: Registry) -> ServingEndpoint | None
                            model_units=cur.get("modelUnits"), status=cur.get("status"), adopted=True)
 
 
+def protect_champion_model(clients: Clients, champion_model_arn: str, old_model_arn: str | None) -> None:
+    """``forge-role=production`` on the champion's custom model (teardown never deletes it, e.g. with
+    ``serving.delete_custom_model`` on a rerun), removed from the model it replaced. Only when missing / present:
+    a rerun makes no mutating call. Best effort: the registry is the record."""
+    from tasks.aws.tags import bedrock_tags
+
+    try:
+        if bedrock_tags(clients, champion_model_arn).get(ROLE_TAG) != PRODUCTION:
+            clients.bedrock.tag_resource(resourceARN=champion_model_arn,
+                                         tags=to_tag_list({ROLE_TAG: PRODUCTION}))
+        if old_model_arn and old_model_arn != champion_model_arn and ROLE_TAG in bedrock_tags(clients, old_model_arn):
+            clients.bedrock.untag_resource(resourceARN=old_model_arn, tagKeys=[ROLE_TAG])
+    except Exception as err:  # noqa: BLE001
+        get_logger().warning("could not move forge-role=production to custom model %s: %s", champion_model_arn,
+                             describe_error(err))
+
+
+def _model_of(reg: Registry, run_id: str | None) -> str | None:
+    v = reg.version(run_id) if run_id else None
+    return v.custom_model_arn if v else None
+
+
 # -- the operations ---------------------------------------------------------------------------------------------
 def _before_switch(lineage: str, run_id: str, serving: ServingEndpoint) -> None:
     """Between "new serving up" and "registry switched" (a seam for the fault tests)."""
@@ -280,6 +304,7 @@ def promote(clients: Clients, config: PipelineConfig, store: RegistryStore, vers
                        f"version is {recorded.status} ({recorded.note or '-'}): not promoted again without --force",
                        already=True)
     if reg.champion and reg.champion.run_id == version.run_id:   # a rerun after the switch: finish the retirement
+        protect_champion_model(clients, version.custom_model_arn, _model_of(reg, reg.champion.previous))
         retire(clients, lineage, reg.champion.previous_serving_arn, report)
         return _result(lineage, version.run_id, reg, _champion_serving(clients, reg), report,
                        "already the champion", already=not report.deleted)
@@ -299,6 +324,7 @@ def promote(clients: Clients, config: PipelineConfig, store: RegistryStore, vers
         log.warning("promotion of %s lost: the champion is now %s; its production serving retired",
                     version.run_id, lost.actual)
         return _result(lineage, version.run_id, reg, None, report, f"lost to {lost.actual}")
+    protect_champion_model(clients, version.custom_model_arn, _model_of(reg, expected))
     retire(clients, lineage, old_serving if old_serving != green.arn else None, report)
     log.info("promoted %s to champion of %s (serving %s); retired %s", version.run_id, lineage, green.arn,
              report.deleted or "-")
@@ -317,6 +343,7 @@ def rollback(clients: Clients, config: PipelineConfig, store: RegistryStore, *, 
     cur = reg.champion
     report = TeardownReport()
     if to is not None and cur is not None and cur.run_id == to:
+        protect_champion_model(clients, cur.custom_model_arn, None)
         retire(clients, lineage, cur.previous_serving_arn, report)
         return _result(lineage, to, reg, _champion_serving(clients, reg), report, "already the champion",
                        already=not report.deleted)
@@ -335,6 +362,7 @@ def rollback(clients: Clients, config: PipelineConfig, store: RegistryStore, *, 
     reg = switch_champion(store, cur.run_id, Champion(run_id=target.run_id, custom_model_arn=target.custom_model_arn,
                                                       serving_arn=green.arn, serving_kind=green.kind,
                                                       previous=target.replaced), reason="rollback")
+    protect_champion_model(clients, target.custom_model_arn, cur.custom_model_arn)
     retire(clients, lineage, cur.serving_arn if cur.serving_arn != green.arn else None, report)
     return _result(lineage, target.run_id, reg, green, report, f"rolled back from {cur.run_id}")
 

@@ -54,7 +54,9 @@ def test_three_weeks_of_one_lineage_and_every_rerun_is_a_no_op(emu, tmp_path):
     r1 = _promote(w1)
     assert r1["promoted"] and r1["champion"] == w1.run_id and r1["previous_champion"] is None
     assert r1["status"] == "champion" and r1["serving"]["kind"] == "deployment"
-    assert sorted(_mutating(emu, mark)) == ["CreateCustomModelDeployment", "PutObject", "PutObject", "TagResource"]
+    # the deployment, the version recorded + the switch, the model's lineage tags + its forge-role=production
+    assert sorted(_mutating(emu, mark)) == ["CreateCustomModelDeployment", "PutObject", "PutObject", "TagResource",
+                                            "TagResource"]
     recorded = Manifest.find(tmp_path / "runs", w1.run_id).data
     assert recorded["promotion"]["registry"].endswith(f"/registry/{name}/registry.json")
     assert recorded["resources"]["production_serving"]["name"] == promote_stage.production_name(name, w1.run_id)
@@ -67,6 +69,7 @@ def test_three_weeks_of_one_lineage_and_every_rerun_is_a_no_op(emu, tmp_path):
     assert not alive(w2.clients, w1_serving) and alive(w2.clients, r2["serving"]["arn"])
     ops = _mutating(emu, mark)
     assert ops.count("CreateCustomModelDeployment") == 1 and ops.count("DeleteCustomModelDeployment") == 1
+    assert ops.count("UntagResource") == 1                            # forge-role left week 1's model
 
     w3 = _week(tmp_path, name, 3, "quality", passed=False)           # worse data: loses, nothing changes
     mark = len(emu.ledger()["calls"])

@@ -87,6 +87,11 @@ def test_blue_green_the_new_champion_serves_before_the_old_serving_is_retired(fr
     reg = store_for_config(s.clients, s.config, s.account).read()
     assert reg.champion.previous == v1.run_id and reg.version(v1.run_id).status == "retired"
     assert [(w.from_run, w.to_run) for w in reg.switches] == [(None, v1.run_id), (v1.run_id, v2.run_id)]
+    assert aws_tags.bedrock_tags(s2.clients, v2.custom_model_arn)["forge-role"] == "production"
+    assert "forge-role" not in aws_tags.bedrock_tags(s.clients, v1.custom_model_arn)
+    kept = teardown.teardown(s2.clients, run_key=s2.names.run_key, delete_custom_model=True,
+                             custom_model_arn=v2.custom_model_arn)       # e.g. serving.delete_custom_model on a rerun
+    assert kept.deleted == [] and any(k.startswith(v2.custom_model_arn) for k in kept.kept)
     week1_again = _promote(s, v1)          # a rerun of week 1 after week 2 won: production is not changed
     assert week1_again.already and not week1_again.promoted and _servings(s) == [second.serving.arn]
 
