@@ -164,6 +164,11 @@ def _standin():
     return standin
 
 
+def _eventstream():
+    from emulator import eventstream
+    return eventstream
+
+
 def _facts():
     from emulator.facts import load_facts
     return load_facts()
@@ -1224,8 +1229,10 @@ class BedrockService:
             raise validation(f"The model {mid} is a customization variant; invoke it through Provisioned Throughput.")
         return "base", profile or mid, _base_for_plain(idx, mid), None
 
-    def InvokeModel(self, r: Request) -> Response:
+    def _invoke_answer(self, r: Request) -> dict:
+        """InvokeModel's work up to the answer (shared with InvokeModelWithResponseStream)."""
         model_id = r.path_params["modelId"]
+        t0 = time.time()
         kind, target, base_id, meter = self._invoke_target(model_id)
         st = _standin()
         shape = st.invoke_shape_of(base_id)
@@ -1240,18 +1247,35 @@ class BedrockService:
             system, prompt, max_tokens = st.parse_invoke_body(shape, body)
         except ValueError as e:
             raise validation(f"Malformed input request: {e}") from None
-        text, tin, tout = self.standins().answer(kind, target, system, prompt, max_tokens)
+        a = self.standins().answer_full(kind, target, system, prompt, max_tokens)
         if meter is not None:
-            meter.charge(tin + tout)
+            meter.charge(a.input_tokens + a.output_tokens)
         if self.invoke_latency_ms > 0:
             time.sleep(self.invoke_latency_ms / 1000.0)
-        out = st.format_invoke_response(shape, text, tin, tout)
-        return Response(200, json.dumps(out).encode(), {
-            "Content-Type": "application/json", "X-Amzn-Bedrock-Input-Token-Count": str(tin),
-            "X-Amzn-Bedrock-Output-Token-Count": str(tout),
-            "X-Emulator-Stand-In": f"{kind} stand-in model (bedrock-forge emulator), not a real model"})
+        return {"kind": kind, "shape": shape, "text": a.text, "tin": a.input_tokens, "tout": a.output_tokens,
+                "truncated": a.truncated, "ms": int((time.time() - t0) * 1000)}
 
-    def Converse(self, r: Request) -> Response:
+    def InvokeModel(self, r: Request) -> Response:
+        a = self._invoke_answer(r)
+        out = _standin().format_invoke_response(a["shape"], a["text"], a["tin"], a["tout"])
+        return Response(200, json.dumps(out).encode(), {
+            "Content-Type": "application/json", "X-Amzn-Bedrock-Input-Token-Count": str(a["tin"]),
+            "X-Amzn-Bedrock-Output-Token-Count": str(a["tout"]),
+            "X-Emulator-Stand-In": f"{a['kind']} stand-in model (bedrock-forge emulator), not a real model"})
+
+    def InvokeModelWithResponseStream(self, r: Request) -> Response:
+        """The InvokeModel answer as an event stream of ``chunk`` events, each ``{"bytes": <the family's streamed
+        JSON>}`` (emulator/eventstream.py). Errors before the first byte (an unknown model, a bad body, a PT over
+        its capacity) are ordinary error responses, as for InvokeModel."""
+        a = self._invoke_answer(r)
+        data = _eventstream().invoke_stream(a["shape"], a["text"], a["tin"], a["tout"], truncated=a["truncated"],
+                                            latency_ms=a["ms"])
+        return Response(200, data, {
+            "Content-Type": _eventstream().CONTENT_TYPE, "X-Amzn-Bedrock-Content-Type": "application/json",
+            "X-Emulator-Stand-In": f"{a['kind']} stand-in model (bedrock-forge emulator), not a real model"})
+
+    def _converse_answer(self, r: Request) -> dict:
+        """Converse's work up to the answer (shared with ConverseStream)."""
         model_id = r.path_params["modelId"]
         b = r.body
         msgs = b.get("messages") or []
@@ -1276,13 +1300,27 @@ class BedrockService:
             meter.charge(tin + tout)
         if self.invoke_latency_ms > 0:
             time.sleep(self.invoke_latency_ms / 1000.0)
+        return {"kind": kind, "text": text, "tin": tin, "tout": tout,
+                "stop": "max_tokens" if tout >= max_tokens else "end_turn", "ms": int((time.time() - t0) * 1000)}
+
+    def Converse(self, r: Request) -> Response:
+        a = self._converse_answer(r)
         return Response(200, {
-            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
-            "stopReason": "max_tokens" if tout >= max_tokens else "end_turn",
-            "usage": {"inputTokens": tin, "outputTokens": tout, "totalTokens": tin + tout},
-            "metrics": {"latencyMs": int((time.time() - t0) * 1000)},
-            "additionalModelResponseFields": {"standIn": f"{kind} stand-in model (bedrock-forge emulator)"},
+            "output": {"message": {"role": "assistant", "content": [{"text": a["text"]}]}},
+            "stopReason": a["stop"],
+            "usage": {"inputTokens": a["tin"], "outputTokens": a["tout"], "totalTokens": a["tin"] + a["tout"]},
+            "metrics": {"latencyMs": a["ms"]},
+            "additionalModelResponseFields": {"standIn": f"{a['kind']} stand-in model (bedrock-forge emulator)"},
         })
+
+    def ConverseStream(self, r: Request) -> Response:
+        """The Converse answer as an event stream: messageStart, contentBlockDelta..., contentBlockStop,
+        messageStop, metadata (emulator/eventstream.py)."""
+        a = self._converse_answer(r)
+        data = _eventstream().converse_stream(
+            a["text"], a["tin"], a["tout"], stop_reason=a["stop"], latency_ms=a["ms"],
+            additional={"standIn": f"{a['kind']} stand-in model (bedrock-forge emulator)"})
+        return Response(200, data, {"Content-Type": _eventstream().CONTENT_TYPE})
 
     def CountTokens(self, r: Request) -> Response:
         """Input tokens an InvokeModel body or a Converse request would use (the stand-in's estimate:

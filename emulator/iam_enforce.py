@@ -518,7 +518,9 @@ def _fm_arn(region: str, ident: str) -> str:
 def bedrock_requests(op: str, path: dict[str, str], body: dict, region: str, account: str,
                      lookup: BedrockLookup) -> list[AuthRequest]:
     """The authorizations a Bedrock request needs (resource types: the Service Authorization Reference)."""
-    a = f"bedrock:{'InvokeModel' if op == 'Converse' else op}"
+    # Converse is authorized as bedrock:InvokeModel, ConverseStream as bedrock:InvokeModelWithResponseStream
+    # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html)
+    a = f"bedrock:{ {'Converse': 'InvokeModel', 'ConverseStream': 'InvokeModelWithResponseStream'}.get(op, op)}"
     star = [AuthRequest(a, "*")]
     if op in ("ListModelCustomizationJobs", "ListCustomModels", "ListProvisionedModelThroughputs",
               "ListCustomModelDeployments", "ListFoundationModels", "PutModelInvocationLoggingConfiguration",
@@ -566,7 +568,7 @@ def bedrock_requests(op: str, path: dict[str, str], body: dict, region: str, acc
         elif op == "UntagResource":
             extra = {"aws:TagKeys": [str(k) for k in body.get("tagKeys") or []]}
         return [_resource_auth(a, kind, arn, region, account, lookup, extra)]
-    if op in ("InvokeModel", "Converse"):
+    if op in ("InvokeModel", "Converse", "InvokeModelWithResponseStream", "ConverseStream"):
         return [AuthRequest(a, arn, _tag_context("aws:ResourceTag", tags or {}))
                 for arn, tags in lookup.model_target(path.get("modelId", ""))]
     return [AuthRequest(a, "*")]

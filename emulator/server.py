@@ -103,10 +103,12 @@ ROUTES: list[tuple[str, re.Pattern, str]] = [
     _route("GET", "/logging/modelinvocations", "GetModelInvocationLoggingConfiguration"),
     _route("DELETE", "/logging/modelinvocations", "DeleteModelInvocationLoggingConfiguration"),
     ("POST", re.compile(r"^/model/(?P<modelId>.+)/invoke$"), "InvokeModel"),
+    ("POST", re.compile(r"^/model/(?P<modelId>.+)/invoke-with-response-stream$"), "InvokeModelWithResponseStream"),
     ("POST", re.compile(r"^/model/(?P<modelId>.+)/converse$"), "Converse"),
+    ("POST", re.compile(r"^/model/(?P<modelId>.+)/converse-stream$"), "ConverseStream"),
     ("POST", re.compile(r"^/model/(?P<modelId>.+)/count-tokens$"), "CountTokens"),
 ]
-RUNTIME_OPS = {"InvokeModel", "Converse", "CountTokens"}
+RUNTIME_OPS = {"InvokeModel", "InvokeModelWithResponseStream", "Converse", "ConverseStream", "CountTokens"}
 
 
 def match_bedrock(method: str, raw_path: str) -> tuple[str, dict[str, str]] | None:
@@ -301,7 +303,7 @@ class Emulator:
                 raise ApiError(decision.error, _fault_message(decision.error, op), ERRORS.get(decision.error))
             raw = _read_body(environ)
             body: dict = {}
-            if raw and op != "InvokeModel":
+            if raw and op not in ("InvokeModel", "InvokeModelWithResponseStream"):
                 try:
                     body = json.loads(raw)
                 except json.JSONDecodeError as e:

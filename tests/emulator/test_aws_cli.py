@@ -122,3 +122,13 @@ def test_errors_reach_the_cli_as_aws_shapes_them(cli):
     p = cli("bedrock", "create-provisioned-model-throughput", "--model-units", "0", "--provisioned-model-name",
             "x", "--model-id", BASE, ok=False)
     assert p.returncode in (252, 254, 255) and ("ValidationException" in p.stderr or "Invalid" in p.stderr), p.stderr
+
+
+def test_the_cli_v1_has_no_streaming_commands(aws_exe):
+    """AWS CLI v1 omits event-stream operations, so InvokeModelWithResponseStream / ConverseStream have no CLI row
+    (they are tested with boto3 in tests/emulator/test_streaming.py). If a CLI release adds them, add a row here."""
+    p = subprocess.run([str(aws_exe), "bedrock-runtime", "help"], capture_output=True, text=True, timeout=120,
+                       env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, "PAGER": "cat"})
+    text = p.stdout.replace("\b", "")
+    assert "invoke-model" in text and "converse" in text, text[:500]
+    assert "invoke-model-with-response-stream" not in text and "converse-stream" not in text

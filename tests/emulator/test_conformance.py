@@ -124,6 +124,9 @@ def ok_cases(w: dict) -> dict[str, tuple[str, str, dict]]:
         "DeleteModelInvocationLoggingConfiguration": ("bedrock", "delete_model_invocation_logging_configuration", {}),
         "InvokeModel": ("runtime", "invoke_model", {"modelId": w["pt"], "body": json.dumps({"messages": MSG})}),
         "Converse": ("runtime", "converse", {"modelId": w["dep"], "messages": MSG}),
+        "InvokeModelWithResponseStream": ("runtime", "invoke_model_with_response_stream",
+                                          {"modelId": w["pt"], "body": json.dumps({"messages": MSG})}),
+        "ConverseStream": ("runtime", "converse_stream", {"modelId": w["dep"], "messages": MSG}),
         "CountTokens": ("runtime", "count_tokens", {"modelId": NOVA, "input": {"converse": {"messages": MSG}}}),
         "CreateModelCustomizationJob": ("bedrock", "create_model_customization_job",
                                         job_request(inp, jobName="conf2", customModelName="conf2")),
@@ -182,6 +185,10 @@ def error_cases() -> dict[str, tuple[str, str, dict]]:
                                                    {"loggingConfig": {"s3Config": {"bucketName": "no-such-bkt"}}}),
         "InvokeModel": ("runtime", "invoke_model", {"modelId": "no.such-model-v1:0", "body": b"{}"}),
         "Converse": ("runtime", "converse", {"modelId": MISSING.format("provisioned-model"), "messages": MSG}),
+        "InvokeModelWithResponseStream": ("runtime", "invoke_model_with_response_stream",
+                                          {"modelId": "no.such-model-v1:0", "body": b"{}"}),
+        "ConverseStream": ("runtime", "converse_stream", {"modelId": MISSING.format("custom-model-deployment"),
+                                                          "messages": MSG}),
         "CountTokens": ("runtime", "count_tokens", {"modelId": "no.such-model-v1:0",
                                                     "input": {"converse": {"messages": MSG}}}),
     }
@@ -241,8 +248,19 @@ def test_every_response_matches_the_output_shape(world):
         cl = getattr(c, client)
         resp = getattr(cl, method)(**kwargs)
         model = cl.meta.service_model.operation_model(op)
-        got = shape_problems(model.output_shape, {k: v for k, v in resp.items() if k != "ResponseMetadata"}) \
-            if model.output_shape is not None else []
+        body = {k: v for k, v in resp.items() if k != "ResponseMetadata"}
+        got = []
+        for name, member in (model.output_shape.members.items() if model.output_shape is not None else []):
+            if member.serialization.get("eventstream") and name in body:
+                # an event stream: every event is one member of the stream's union, in that member's shape
+                events = list(body[name])
+                got += [f".{name}: no events"] if not events else []
+                for i, ev in enumerate(events):
+                    if len(ev) != 1:
+                        got.append(f".{name}[{i}]: an event is one member of the stream, got {sorted(ev)}")
+                    got += shape_problems(member, ev, f".{name}[{i}]")
+                body[name] = events[0] if events else {}
+        got += shape_problems(model.output_shape, body) if model.output_shape is not None else []
         got = [g for g in got if not _deviation(g)]
         if resp["ResponseMetadata"]["HTTPStatusCode"] != model.http.get("responseCode", 200):
             got.append(f"HTTP {resp['ResponseMetadata']['HTTPStatusCode']}, modelled {model.http['responseCode']}")
