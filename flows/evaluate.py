@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 
-from flows.context import QualityGateFailed, flow_run_id, runs_root
+from flows.context import QualityGateFailed, fetch_from_runs_uri, flow_run_id, runs_root
 from flows.customize import release_serving, serving
 from tasks import evaluate as evaluate_stage
 from tasks.aws.clients import account_id, make_clients
@@ -72,17 +72,12 @@ def _model_to_evaluate(training: TrainingResult | None, custom_model_arn: str | 
 
 
 def fetch_run(runs_dir: str, run_id: str, runs_uri: str) -> None:
-    """The run's manifest from its S3 copy (tasks/run/store.py) into ``runs_dir``, the local cache, when this
-    machine has none: an on-call evaluation from another machine than the one that ran it."""
+    """The run's manifest from its S3 copy into ``runs_dir`` (the local cache) when this machine has none: an
+    on-call evaluation from another machine than the one that ran it (flows/context.py fetch_from_runs_uri)."""
     if (Path(runs_dir) / run_id / "manifest.json").exists():
         return
-    from tasks.config import AwsConfig
-
-    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
-    found = S3RunStore.at(make_clients(AwsConfig(region=region)).s3, runs_uri).get(run_id)
-    if found is None:
+    if fetch_from_runs_uri(runs_dir, run_id, runs_uri) is None:
         raise FileNotFoundError(f"no run {run_id!r} under {runs_dir} nor under {runs_uri}")
-    Manifest(Path(runs_dir) / run_id / "manifest.json", found[0]).save()
 
 
 def _attach_store(manifest: Manifest, clients: Clients, config: PipelineConfig, account: str) -> None:
