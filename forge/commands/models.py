@@ -321,6 +321,11 @@ def cmd_promote(args) -> int:
             version = version_from_manifest(doc, account)
         res = promote(clients, config, store, version, force=args.force)
         _emit(args, res.model_dump(mode="json"), _result_lines("promote", res))
+        if res.already and not res.promoted:   # a version that lost or was replaced: not promoted again by itself
+            print(f"forge promote: {args.run_id} is {store.read().version(args.run_id).status}: to serve it again use "
+                  f"`forge rollback {config.name} --to {args.run_id} --config CFG`, or promote it with --force",
+                  file=sys.stderr)
+            return 2
         return 0 if res.promoted and not res.alive else 1
 
     return _run("promote", body)

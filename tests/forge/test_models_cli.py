@@ -68,6 +68,9 @@ def test_promote_models_and_rollback(emu, tmp_path, capsys):
     text = capsys.readouterr().out
     assert f"champion: {w2}" in text and "retired" in text and "live: deployment" in text
 
+    assert main(["promote", w1, "--config", cfg, "--runs-dir", runs]) == 2    # retired: not by itself
+    assert f"forge rollback {s.config.name} --to {w1}" in capsys.readouterr().err
+
     assert main(["rollback", s.config.name, "--config", cfg]) == 0
     assert f"{w1} is the champion" in capsys.readouterr().out
     reg = store.read()
