@@ -221,3 +221,19 @@ def test_the_estimate_shows_production_serving_per_hour_month_and_a_commitments_
     assert term.term_hours == 6 * HOURS_PER_MONTH and term.term_usd == pytest.approx(2 * 10 * 6 * HOURS_PER_MONTH)
     no_price = est(production={"mode": "provisioned", "commitment": "OneMonth", "allow_commitment": True}).production
     assert no_price.term_usd is None and "billed whole" in no_price.unknown[0]
+
+
+def test_estimating_a_production_config_starts_without_prefect():
+    """`forge estimate` is a data verb (docs/architecture.md): pricing production must not import Prefect."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tasks.config import PipelineConfig; from tasks.estimate import build_estimate; "
+            "c = PipelineConfig.model_validate({'name': 'lin', 'base_model': 'amazon.nova-micro-v1:0:128k', "
+            "'data': {'source': 'd.jsonl'}, 'production': {'mode': 'provisioned'}}); "
+            "e = build_estimate(c, train_chars=60, "
+            "test_records=1, test_input_chars=6, method='prepared'); assert e.production.kind == 'provisioned'; "
+            "print(sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
