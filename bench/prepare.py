@@ -242,10 +242,14 @@ def whole_process(src: Path, work: Path, repeats: int, baseline: Path | None = N
                  for kind, w in walls.items()}
     res["ratio"] = res["forge prepare"]["wall_s"] / res["loop"]["wall_s"]
     res["cpu_ratio"] = res["forge prepare"]["cpu_s"] / res["loop"]["cpu_s"]
+    # run r of each side ran back to back: the median of the per-run ratios follows a drifting load better
+    res["paired"] = statistics.median(f / lp for f, lp in zip(walls["forge prepare"], walls["loop"], strict=True))
     res["load"] = {"start": load_start, "end": os.getloadavg()}
     if variant is not None:
         v = res["forge prepare (variant)"]
-        res["variant"] = {"wall": v["wall_s"] / res["loop"]["wall_s"], "cpu": v["cpu_s"] / res["loop"]["cpu_s"]}
+        res["variant"] = {"wall": v["wall_s"] / res["loop"]["wall_s"], "cpu": v["cpu_s"] / res["loop"]["cpu_s"],
+                          "paired": statistics.median(f / lp for f, lp in zip(walls["forge prepare (variant)"],
+                                                                              walls["loop"], strict=True))}
     if baseline is not None:
         b = res["forge prepare (baseline)"]
         res["vs_baseline"] = {"wall": res["forge prepare"]["wall_s"] / b["wall_s"],
@@ -274,11 +278,13 @@ def render_whole(n: int, res: dict, repeats: int, baseline_label: str = "", vari
         lines.append(f"| {n:,} | {label} | {res[kind]['wall_s']:.2f} | {res[kind]['cpu_s']:.2f} | {runs} |")
     ok = res["ratio"] <= 1.0
     lines += ["", f"**Whole process: {'met' if ok else 'not met'}** (forge prepare / loop wall "
-              f"**{res['ratio']:.2f}×**, CPU {res['cpu_ratio']:.2f}×, target ≤ 1.0×)."]
+              f"**{res['ratio']:.2f}×**, CPU {res['cpu_ratio']:.2f}×, median of the per-run wall ratios "
+              f"{res['paired']:.2f}×, target ≤ 1.0×)."]
     if "variant" in res:
         va = res["variant"]
         lines += ["", f"**Variant ({variant_label}): {'met' if va['wall'] <= 1.0 else 'not met'}** (its forge "
-                  f"prepare / loop wall **{va['wall']:.2f}×**, CPU {va['cpu']:.2f}×, run alternately with the others)."]
+                  f"prepare / loop wall **{va['wall']:.2f}×**, CPU {va['cpu']:.2f}×, median of the per-run wall ratios "
+                  f"{va['paired']:.2f}×, run alternately with the others)."]
     if "vs_baseline" in res:
         vb = res["vs_baseline"]
         ok_b = vb["cpu"] <= 1.05
@@ -331,10 +337,12 @@ def main() -> int:
             generate(src, n)
             res = whole_process(src, Path(tmp), args.repeats, args.baseline, args.variant)
         print(f"whole process, {n:,} records: loop {res['loop']['wall_s']:.2f}s, forge prepare "
-              f"{res['forge prepare']['wall_s']:.2f}s ({res['ratio']:.2f}x)"
+              f"{res['forge prepare']['wall_s']:.2f}s ({res['ratio']:.2f}x, paired {res['paired']:.2f}x, "
+              f"cpu {res['cpu_ratio']:.2f}x)"
               + (f"; vs baseline wall {res['vs_baseline']['wall']:.3f}x cpu {res['vs_baseline']['cpu']:.3f}x"
                  if "vs_baseline" in res else "")
-              + (f"; variant {res['variant']['wall']:.3f}x the loop" if "variant" in res else ""), flush=True)
+              + (f"; variant {res['variant']['wall']:.2f}x the loop (paired {res['variant']['paired']:.2f}x, cpu "
+                 f"{res['variant']['cpu']:.2f}x)" if "variant" in res else ""), flush=True)
         _put_section(args.out, render_whole(n, res, args.repeats, args.baseline_label or str(args.baseline or ""),
                                             args.variant_label or str(args.variant or "")))
         print(f"wrote {args.out}")
