@@ -401,7 +401,10 @@ def browser_link(uri: str, region: str) -> str:
 
 def _inline_images(md: str, charts: dict[str, str], links: dict[str, str]) -> str:
     """The report's ``![name](file.png)`` lines as images a browser loads from the artifact itself (data URIs: no
-    credentials, no expiry, no worker disk); a chart too large for that becomes a link to its S3 copy."""
+    credentials, no expiry, no worker disk); a chart too large for that becomes a link to its S3 copy. Prefect's UI
+    (ui-v2, 3.9) renders markdown artifacts with rehype-sanitize and allows ``data:image/`` as an ``<img>`` source
+    (``prefect/server/ui-v2/assets/lazy-markdown-*.js``); tests/deployments/test_form_browser.py checks it in
+    chromium."""
     import base64
 
     for name, path in charts.items():

@@ -164,6 +164,64 @@ def test_a_screenshot_of_the_form(pg_stack):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000   # a page, not a blank
 
 
+@pytest.fixture(scope="module")
+def finished_run(pg_stack, tmp_path_factory):
+    """A whole small run (`forge run` on an emulator) reporting to the PostgreSQL-backed server: its flow run and
+    the id of its ``eval-report`` artifact there."""
+    import yaml
+
+    from emulator.testing import running_emulator
+    from scenarios.harness import small_config
+
+    tmp = tmp_path_factory.mktemp("report-run")
+    cfg = tmp / "report.yaml"
+    cfg.write_text(yaml.safe_dump(small_config("report-browser")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AWS_"))}
+    env.update(PREFECT_API_URL=pg_stack["api"], PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    with running_emulator(speed=3000.0, state_dir=tmp / "emu") as emu:
+        done = subprocess.run([sys.executable, "-m", "forge.cli", "run", str(cfg), "--endpoint", emu.url,
+                               "--runs-dir", str(tmp / "runs")], cwd=stack.REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=240)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        arts = httpx.post(f"{pg_stack['api']}/artifacts/filter", timeout=10,
+                          json={"artifacts": {"key": {"any_": ["eval-report", "eval-metrics-chart"]}}}).json()
+        by_key = {a["key"]: a for a in sorted(arts, key=lambda a: a["created"])}
+        assert {"eval-report", "eval-metrics-chart"} <= set(by_key), arts
+        yield {"report": by_key["eval-report"], "chart_link": by_key["eval-metrics-chart"], "emulator": emu,
+               "tmp": tmp}
+
+
+@needs_chromium
+def test_the_report_artifact_shows_its_charts_in_a_browser(pg_stack, finished_run):
+    """Issue 18 Build 2: the UI's page of a finished run's report artifact, rendered by chromium: the charts are
+    <img> elements the page itself carries (data:image/png, allowed by the UI's markdown renderer), they decode as
+    PNG images, no link points at the worker's disk, and the file links open the S3 copies."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    art = finished_run["report"]
+    url = f"{pg_stack['api'].removesuffix('/api')}/v2/artifacts/artifact/{art['id']}"
+    done = _chromium("--dump-dom", url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    srcs = re.findall(r'<img\b[^>]*\bsrc="(data:image/png;base64,[^"]+)"', dom)
+    assert srcs, f"no chart image rendered on {url}: {dom[-2000:]}"
+    for src in srcs:
+        img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        img.load()
+        assert img.format == "PNG" and img.width > 200 and img.height > 100, img.size
+    assert "file://" not in dom and "file://" not in art["data"]
+    chart = re.search(r"\((http[^)]+)\)", finished_run["chart_link"]["data"]).group(1)
+    got = httpx.get(chart, timeout=10)
+    assert got.status_code == 200 and got.content[:8] == b"\x89PNG\r\n\x1a\n", (chart, got.status_code)
+    out = Path(os.environ.get("FORGE_REPORT_SCREENSHOT") or finished_run["tmp"] / "report-artifact.png").resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shot = _chromium(f"--screenshot={out}", url)
+    assert shot.returncode == 0 and out.stat().st_size > 20_000, shot.stderr[-2000:]
+
+
 def test_ctrl_c_stops_the_stack_postgresql_last(pg_stack):
     """Last in the file: it stops the shared stack."""
     proc, home = pg_stack["proc"], pg_stack["home"]
