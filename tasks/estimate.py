@@ -403,7 +403,7 @@ def production_cost(family: ModelFamily, kind: Literal["provisioned", "deploymen
 def _production(config: PipelineConfig, family: ModelFamily) -> ProductionCost | None:
     if config.production.mode == "none":
         return None
-    from tasks.promote import production_kind  # the decision tasks/promote.py acts on
+    from tasks.run.plan import production_kind  # the decision tasks/promote.py acts on
 
     prod = config.production
     return production_cost(family, production_kind(config), prod.model_units, prod.commitment, config.pricing)

@@ -56,7 +56,8 @@ from tasks.registry import (
     switch_champion,
     tag_custom_model,
 )
-from tasks.run.plan import ServingKind, family_of, on_demand_available
+from tasks.run import plan
+from tasks.run.plan import ServingKind, family_of
 from tasks.run.types import ServingEndpoint, TeardownReport
 
 SMOKE_PROMPT = "Reply with one word: ready?"
@@ -93,15 +94,12 @@ def production_name(lineage: str, run_id: str) -> str:
 
 
 def production_kind(config: PipelineConfig, region: str | None = None) -> ServingKind:
-    """``provisioned`` for production.mode provisioned; for on-demand a deployment where the catalog lists the
-    family in the Region, else Provisioned Throughput (the same rule as tasks/run/plan.py ``serving_kind``)."""
-    mode = config.production.mode
-    if mode == "none":
+    """tasks/run/plan.py ``production_kind``; ``production.mode: none`` is refused (nothing to promote into)."""
+    kind = plan.production_kind(config, region)
+    if kind is None:
         raise PromotionRefused("production.mode is none: set production.mode to on-demand or provisioned to serve "
                                "the champion", code="ProductionDisabled")
-    if mode == "provisioned":
-        return "provisioned"
-    return "deployment" if on_demand_available(family_of(config), region or config.aws.region) else "provisioned"
+    return kind
 
 
 def production_tags(config: PipelineConfig, lineage: str, run_id: str) -> dict[str, str]:
@@ -117,9 +115,9 @@ def production_tags(config: PipelineConfig, lineage: str, run_id: str) -> dict[s
 
 # -- green: get-or-create, wait, smoke test ----------------------------------------------------------------------
 def _find(clients: Clients, kind: ServingKind, name: str) -> dict | None:
-    from tasks.serve import _find_deployment, _find_pt
+    from tasks.serve import find_deployment, find_pt
 
-    return _find_pt(clients, name) if kind == "provisioned" else _find_deployment(clients, name)
+    return find_pt(clients, name) if kind == "provisioned" else find_deployment(clients, name)
 
 
 def _endpoint(kind: ServingKind, found: dict, name: str, model_arn: str, adopted: bool) -> ServingEndpoint:
@@ -134,7 +132,7 @@ def ensure_production(clients: Clients, config: PipelineConfig, lineage: str, ve
     token (the registry's switch count), so serving a version again after its serving was retired creates anew."""
     from botocore.exceptions import ClientError
 
-    from tasks.serve import _adoptable, _quota_error
+    from tasks.serve import adoptable, quota_error
 
     kind = production_kind(config, clients.region)
     name = production_name(lineage, version.run_id)
@@ -142,7 +140,7 @@ def ensure_production(clients: Clients, config: PipelineConfig, lineage: str, ve
     token = f"{name}-{attempt}"
     log = get_logger()
     try:
-        found, token = _adoptable(clients, kind, _find(clients, kind, name), arn_key, token, version.custom_model_arn)
+        found, token = adoptable(clients, kind, _find(clients, kind, name), arn_key, token, version.custom_model_arn)
         if found:
             log.info("production serving %s adopted (%s)", name, found["status"])
             return _endpoint(kind, found, name, version.custom_model_arn, adopted=True)
@@ -166,7 +164,7 @@ def ensure_production(clients: Clients, config: PipelineConfig, lineage: str, ve
         return ServingEndpoint(kind=kind, arn=arn, name=name, model_arn=version.custom_model_arn, status="Creating")
     except ClientError as err:
         if error_code(err) == "ServiceQuotaExceededException":
-            raise _quota_error(kind, err) from None
+            raise quota_error(kind, err) from None
         found = _find(clients, kind, name)
         if found and found.get("status") != "Failed":   # created concurrently under our name: adopt it
             return _endpoint(kind, found, name, version.custom_model_arn, adopted=True)

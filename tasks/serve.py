@@ -42,7 +42,7 @@ class ServingFailed(StageError):
     pass
 
 
-def _find_pt(clients: Clients, name: str) -> dict | None:
+def find_pt(clients: Clients, name: str) -> dict | None:
     for page in clients.bedrock.get_paginator("list_provisioned_model_throughputs").paginate(nameContains=name):
         for s in page.get("provisionedModelSummaries", []):
             if s.get("provisionedModelName") == name:
@@ -50,7 +50,7 @@ def _find_pt(clients: Clients, name: str) -> dict | None:
     return None
 
 
-def _find_deployment(clients: Clients, name: str) -> dict | None:
+def find_deployment(clients: Clients, name: str) -> dict | None:
     for page in clients.bedrock.get_paginator("list_custom_model_deployments").paginate(nameContains=name):
         for s in page.get("modelDeploymentSummaries", []):
             if s.get("customModelDeploymentName") == name:   # docs/bedrock-facts.md §2.8: list uses this field name
@@ -58,7 +58,7 @@ def _find_deployment(clients: Clients, name: str) -> dict | None:
     return None
 
 
-def _quota_error(kind: str, err) -> QuotaExceeded:
+def quota_error(kind: str, err) -> QuotaExceeded:
     msg = err.response.get("Error", {}).get("Message", "")
     if kind == "provisioned":
         what = ("the no-commitment Provisioned Throughput model-unit quota is used up (accounts start with 2 MUs, "
@@ -84,7 +84,7 @@ def _delete_failed(clients: Clients, kind: str, arn: str) -> None:
         clients.bedrock.delete_custom_model_deployment(customModelDeploymentIdentifier=arn)
 
 
-def _adoptable(clients: Clients, kind: str, found: dict | None, arn_key: str, token: str,
+def adoptable(clients: Clients, kind: str, found: dict | None, arn_key: str, token: str,
                custom_model_arn: str) -> tuple[dict | None, str]:
     """The existing resource of our name if it can be adopted, and the create token to use otherwise.
 
@@ -114,7 +114,7 @@ def provision(clients: Clients, config: PipelineConfig, names: ResourceNames, cu
         return _provision_deployment(clients, config, names, custom_model_arn, tags)
     except ClientError as err:
         if error_code(err) == "ServiceQuotaExceededException":
-            raise _quota_error(kind, err) from None
+            raise quota_error(kind, err) from None
         if is_name_taken(err):   # created concurrently under our name: adopt it
             found = _created_meanwhile(clients, kind, names)
             if found:
@@ -129,8 +129,8 @@ def _created_meanwhile(clients: Clients, kind: str, names: ResourceNames) -> dic
     from botocore.exceptions import ClientError
 
     try:
-        return _find_pt(clients, names.provisioned) if kind == "provisioned" else \
-            _find_deployment(clients, names.deployment)
+        return find_pt(clients, names.provisioned) if kind == "provisioned" else \
+            find_deployment(clients, names.deployment)
     except ClientError:
         return None
 
@@ -139,7 +139,7 @@ def _provision_pt(clients: Clients, config: PipelineConfig, names: ResourceNames
                   tags: dict[str, str]) -> ServingEndpoint:
     log = get_logger()
     units = model_units(config)
-    found, token = _adoptable(clients, "provisioned", _find_pt(clients, names.provisioned), "provisionedModelArn",
+    found, token = adoptable(clients, "provisioned", find_pt(clients, names.provisioned), "provisionedModelArn",
                               names.pt_token, custom_model_arn)
     if found:
         log.info("adopting provisioned throughput %s (%s)", names.provisioned, found["status"])
@@ -164,7 +164,7 @@ def _provision_deployment(clients: Clients, config: PipelineConfig, names: Resou
     if not on_demand_available(family, clients.region):
         log.warning("serving.mode=on_demand, but the catalog lists on-demand deployment for %s only in %s; "
                     "trying anyway (Bedrock decides)", family.display, family.on_demand_regions or "no region")
-    found, token = _adoptable(clients, "deployment", _find_deployment(clients, names.deployment),
+    found, token = adoptable(clients, "deployment", find_deployment(clients, names.deployment),
                               "customModelDeploymentArn", names.deployment_token, custom_model_arn)
     if found:
         log.info("adopting deployment %s (%s)", names.deployment, found["status"])

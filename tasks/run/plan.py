@@ -46,3 +46,15 @@ def serving_kind(config: PipelineConfig, family: ModelFamily | None = None,
 def model_units(config: PipelineConfig) -> int:
     """Model units of the run's Provisioned Throughput: never more than ``serving.max_model_units``."""
     return min(config.serving.model_units, config.serving.max_model_units)
+
+
+def production_kind(config: PipelineConfig, region: str | None = None) -> ServingKind | None:
+    """What production serving of a promoted model is (tasks/promote.py acts on it, the estimate prices it): None
+    for ``production.mode: none``; ``provisioned`` for provisioned; for on-demand a deployment where the catalog
+    lists the family in the Region, else Provisioned Throughput (the rule of ``serving_kind``)."""
+    mode = config.production.mode
+    if mode == "none":
+        return None
+    if mode == "provisioned":
+        return "provisioned"
+    return "deployment" if on_demand_available(family_of(config), region or config.aws.region) else "provisioned"
