@@ -340,7 +340,8 @@ CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 @lru_cache(maxsize=1)
 def load_catalog(path: str | None = None) -> Catalog:
     with open(path or CATALOG_PATH, encoding="utf-8") as fh:
-        return Catalog.model_validate(yaml.safe_load(fh))
+        # libyaml's safe loader when PyYAML has it (3 ms instead of 32 ms: every data verb starts with this)
+        return Catalog.model_validate(yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
 
 
 # -- presets ---------------------------------------------------------------------------------
