@@ -144,6 +144,8 @@ class RunPatterns(BaseModel):
     evaluation_record_key: str
     metrics_prefix: str              # <output>/model-customization-job-<job id>/ (pattern)
     manifest_key: str                # <prefix>/runs/<run id>/manifest.json (pattern)
+    report_keys: list[str]           # the evaluation report's S3 copies (tasks/evaluate.py publish_report)
+    registry_key: str                # <prefix>/registry/<name>/registry.json (tasks/registry)
 
     def s3(self, key: str = "") -> str:
         return f"arn:{self.partition}:s3:::{self.bucket}" + (f"/{key}" if key else "")
@@ -183,7 +185,9 @@ def run_patterns(config: PipelineConfig, account: str) -> RunPatterns:
         heartbeat_key=beat.replace(sentinel, q), lease_key=f"{out}evaluation/serving.lease",
         evaluation_record_key=f"{out}evaluation/{_wildcard(16)}.json",
         metrics_prefix=f"{out}model-customization-job-{_wildcard(12)}/",
-        manifest_key=f"{base}runs/*/manifest.json")
+        manifest_key=f"{base}runs/*/manifest.json",
+        report_keys=[f"{out}evaluation/{_wildcard(16)}/*", f"{out}evaluation/reeval-{_wildcard(8)}-{_wildcard(6)}/*"],
+        registry_key=f"{base}registry/{config.name}/registry.json")
 
 
 def serves(config: PipelineConfig) -> bool:
@@ -253,10 +257,11 @@ def _bucket_statements(config: PipelineConfig, p: RunPatterns) -> list[Statement
         Statement(
             sid="UploadTrainingData",
             actions=["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:AbortMultipartUpload"],
-            resources=[p.s3(p.data_files)], steps=["upload"],
-            calls=["s3.head_object", "s3.upload_file"],
+            resources=[p.s3(p.data_files)], steps=["upload", "evaluate (on another machine)"],
+            calls=["s3.head_object", "s3.upload_file", "s3.download_file"],
             why="the prepared splits at <prefix>/data/<16 hex of the content hash>/<split>.jsonl: HeadObject "
-                "(s3:GetObject) skips an unchanged upload; PutObject with the managed-by tag needs "
+                "(s3:GetObject) skips an unchanged upload, and a re-evaluation on another machine downloads the "
+                "test split it uploaded (GetObject); PutObject with the managed-by tag needs "
                 "s3:PutObjectTagging too (https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html); "
                 "s3transfer aborts a failed multipart upload (files of 8 MiB and more) with AbortMultipartUpload"),
     ]
@@ -527,7 +532,15 @@ def _output_reads(config: PipelineConfig, p: RunPatterns) -> Statement:
 
 def _record_writes(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
     keys = ([p.evaluation_record_key] if serves(config) else []) + [p.manifest_key]
-    return [Statement(
+    reports = [Statement(
+        sid="WriteReports", actions=["s3:PutObject"], resources=[p.s3(k) for k in p.report_keys],
+        steps=["evaluate", "forge evaluate"], calls=["s3.put_object"],
+        why="the evaluation report's files (report.md, charts, examples.csv, summary.json) next to the evaluation "
+            "record, readable from any machine: <output>/evaluation/<evaluation key>/ for a run, "
+            "<output>/evaluation/reeval-<yyyymmdd>-<hhmmss>/ for a re-evaluation (tasks/evaluate.py publish_report); "
+            "the artifacts link them (a presigned link is signed locally and needs the reader's s3:GetObject only "
+            "when opened, on another S3 endpoint than AWS's)")] if serves(config) else []
+    return reports + [Statement(
         sid="WriteRunRecords", actions=["s3:PutObject"], resources=[p.s3(k) for k in keys],
         steps=(["evaluate"] if serves(config) else []) + ["upload and after", "watchdog", "cleanup hooks"],
         calls=["s3.put_object"],
@@ -548,6 +561,7 @@ def _worker(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
     out += _record_writes(config, p)
     if serves(config):
         out += _serving_statements(config, p)
+    out += _production_statements(config, p)
     if config.serving.delete_custom_model:
         out.append(Statement(
             sid="DeleteManagedCustomModel", actions=["bedrock:DeleteCustomModel", "bedrock:ListTagsForResource"],
@@ -556,6 +570,51 @@ def _worker(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
             why="serving.delete_custom_model: after a passed run, teardown deletes the custom model (its tags are "
                 "read first); managed models only"))
     return out
+
+
+def _production_statements(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
+    """Registry and promotion (tasks/registry, tasks/promote.py) when the config has a production section."""
+    out = [Statement(
+        sid="ReadWriteRegistry", actions=["s3:GetObject", "s3:PutObject"], resources=[p.s3(p.registry_key)],
+        steps=["promote", "forge models", "forge promote", "forge rollback"],
+        calls=["s3.get_object", "s3.put_object"],
+        why="the lineage's registry (versions, champion pointer), conditional writes (tasks/registry): "
+            "<prefix>/registry/<config name>/registry.json only"),
+        Statement(
+            sid="TagManagedModels", actions=["bedrock:TagResource", "bedrock:UntagResource",
+                                             "bedrock:ListTagsForResource"],
+            resources=[p.bedrock("custom-model", "*")], condition=_MANAGED, steps=["promote"],
+            calls=["bedrock.tag_resource", "bedrock.untag_resource", "bedrock.list_tags_for_resource"],
+            why="forge-lineage/forge-version on the run's custom model, and forge-role=production moved to the "
+                "champion's model (teardown never deletes a production model); managed models only")]
+    if config.production.mode == "none":
+        return out               # every run records its version (flows/promote.py); no production serving
+    from tasks.run.plan import production_kind
+
+    kind = production_kind(config)
+    if kind == "provisioned":
+        res, what, create, get, delete = p.bedrock("provisioned-model", "*"), "Throughput", \
+            "CreateProvisionedModelThroughput", "GetProvisionedModelThroughput", "DeleteProvisionedModelThroughput"
+    else:
+        res, what, create, get, delete = p.bedrock("custom-model-deployment", "*"), "Deployment", \
+            "CreateCustomModelDeployment", "GetCustomModelDeployment", "DeleteCustomModelDeployment"
+    return out + [
+        Statement(
+            sid=f"CreateProduction{what}", actions=[f"bedrock:{create}"], resources=[p.bedrock("custom-model", "*")],
+            condition={"StringEquals": {f"aws:ResourceTag/{MANAGED_BY_KEY}": MANAGED_BY_VALUE,
+                                        f"aws:RequestTag/{MANAGED_BY_KEY}": MANAGED_BY_VALUE}},
+            steps=["promote", "forge rollback"], calls=[f"bedrock.{_snake(create)}"],
+            why=f"production serving of the champion ({kind}, production.mode {config.production.mode}): only a "
+                "managed custom model, only with the managed-by request tag"),
+        Statement(
+            sid=f"ManageProduction{what}", actions=[f"bedrock:{get}", "bedrock:ListTagsForResource",
+                                                    f"bedrock:{delete}", "bedrock:InvokeModel"],
+            resources=[res], condition=_MANAGED, steps=["promote", "forge rollback"],
+            calls=[f"bedrock.{_snake(get)}", "bedrock.list_tags_for_resource", f"bedrock.{_snake(delete)}",
+                   "bedrock-runtime.invoke_model"],
+            why="waits for the new production serving, smoke-tests it (one InvokeModel) before the registry switch, "
+                "and retires the old champion's; managed ones only"),
+    ]
 
 
 def _sweeper(config: PipelineConfig, p: RunPatterns) -> list[Statement]:

@@ -58,7 +58,9 @@ _CLIENT_CALL = re.compile(r"\b(?:clients\.|self\.|ctx\.clients\.)?"
 _HELPER_CALL = re.compile(r'_client\(clients, "(s3|bedrock-runtime)"\)\.([a-z_]+)\(')
 _PAGINATOR = re.compile(r'(s3|bedrock|b)\.get_paginator\("([a-z_]+)"\)')
 NOT_API = {"get_paginator", "paginate", "close", "meta", "exceptions", "can_paginate", "get_waiter"}
-NEEDS_NO_PERMISSION = {"sts.get_caller_identity"}   # STS API reference: no permission, cannot be denied
+# STS API reference: GetCallerIdentity needs no permission, cannot be denied; a presigned URL is signed locally
+# (botocore), no request is made
+NEEDS_NO_PERMISSION = {"sts.get_caller_identity", "s3.generate_presigned_url"}
 
 
 def pipeline_calls() -> dict[str, set[str]]:
