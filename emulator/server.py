@@ -25,10 +25,22 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 from emulator import iam_enforce
-from emulator.bedrock import GEO_PREFIXES, ApiError, BedrockBackends, BedrockService, Request, Response
+from emulator.bedrock import (
+    GEO_PREFIXES,
+    ROUTES,
+    RUNTIME_OPS,
+    ApiError,
+    BedrockBackend,
+    BedrockBackends,
+    BedrockResponses,
+    Request,
+    Response,
+    match_bedrock,
+)
+from emulator.bedrock.urls import RAW_BODY_OPS
 from emulator.clock import VirtualClock
 from emulator.faults import ERRORS, FaultConfigError, Faults, Rule, parse_rules
 from emulator.ledger import Ledger
@@ -68,57 +80,7 @@ def _release_account(acct: str) -> None:
         _accounts_in_use.discard(acct)
 
 
-# -- bedrock routes (botocore service models; docs/bedrock-facts.md §2.1, §3) ---------------------------------
-_SEG = r"(?P<{}>[^/]+)"
-def _route(method: str, template: str, op: str) -> tuple[str, re.Pattern, str]:
-    pattern = re.sub(r"\{(\w+)\}", lambda m: _SEG.format(m.group(1)), template)
-    return method, re.compile("^" + pattern + "$"), op
-
-
-ROUTES: list[tuple[str, re.Pattern, str]] = [
-    _route("POST", "/model-customization-jobs", "CreateModelCustomizationJob"),
-    _route("GET", "/model-customization-jobs", "ListModelCustomizationJobs"),
-    _route("GET", "/model-customization-jobs/{jobIdentifier}", "GetModelCustomizationJob"),
-    _route("POST", "/model-customization-jobs/{jobIdentifier}/stop", "StopModelCustomizationJob"),
-    _route("GET", "/custom-models", "ListCustomModels"),
-    _route("GET", "/custom-models/{modelIdentifier}", "GetCustomModel"),
-    _route("DELETE", "/custom-models/{modelIdentifier}", "DeleteCustomModel"),
-    _route("POST", "/provisioned-model-throughput", "CreateProvisionedModelThroughput"),
-    _route("GET", "/provisioned-model-throughputs", "ListProvisionedModelThroughputs"),
-    _route("GET", "/provisioned-model-throughput/{provisionedModelId}", "GetProvisionedModelThroughput"),
-    _route("PATCH", "/provisioned-model-throughput/{provisionedModelId}", "UpdateProvisionedModelThroughput"),
-    _route("DELETE", "/provisioned-model-throughput/{provisionedModelId}", "DeleteProvisionedModelThroughput"),
-    _route("POST", "/model-customization/custom-model-deployments", "CreateCustomModelDeployment"),
-    _route("GET", "/model-customization/custom-model-deployments", "ListCustomModelDeployments"),
-    _route("GET", "/model-customization/custom-model-deployments/{customModelDeploymentIdentifier}",
-           "GetCustomModelDeployment"),
-    _route("DELETE", "/model-customization/custom-model-deployments/{customModelDeploymentIdentifier}",
-           "DeleteCustomModelDeployment"),
-    _route("GET", "/foundation-models", "ListFoundationModels"),
-    _route("GET", "/foundation-models/{modelIdentifier}", "GetFoundationModel"),
-    _route("POST", "/tagResource", "TagResource"),
-    _route("POST", "/untagResource", "UntagResource"),
-    _route("POST", "/listTagsForResource", "ListTagsForResource"),
-    _route("PUT", "/logging/modelinvocations", "PutModelInvocationLoggingConfiguration"),
-    _route("GET", "/logging/modelinvocations", "GetModelInvocationLoggingConfiguration"),
-    _route("DELETE", "/logging/modelinvocations", "DeleteModelInvocationLoggingConfiguration"),
-    ("POST", re.compile(r"^/model/(?P<modelId>.+)/invoke$"), "InvokeModel"),
-    ("POST", re.compile(r"^/model/(?P<modelId>.+)/invoke-with-response-stream$"), "InvokeModelWithResponseStream"),
-    ("POST", re.compile(r"^/model/(?P<modelId>.+)/converse$"), "Converse"),
-    ("POST", re.compile(r"^/model/(?P<modelId>.+)/converse-stream$"), "ConverseStream"),
-    ("POST", re.compile(r"^/model/(?P<modelId>.+)/count-tokens$"), "CountTokens"),
-]
-RUNTIME_OPS = {"InvokeModel", "InvokeModelWithResponseStream", "Converse", "ConverseStream", "CountTokens"}
-
-
-def match_bedrock(method: str, raw_path: str) -> tuple[str, dict[str, str]] | None:
-    for m, rx, op in ROUTES:
-        if m != method:
-            continue
-        hit = rx.match(raw_path)
-        if hit:
-            return op, {k: unquote(v) for k, v in hit.groupdict().items()}
-    return None
+__all__ = ["ROUTES", "RUNTIME_OPS", "Emulator", "match_bedrock", "serve"]   # ROUTES: emulator/bedrock/urls.py
 
 
 def credential_scope(environ: dict) -> tuple[str | None, str | None]:
@@ -196,6 +158,8 @@ class Emulator:
                  pt_burst_seconds: float | None = None, enforce_iam: bool | None = None):
         self.store = StateStore(state_dir)
         saved = self.store.load_bedrock()
+        if saved:
+            BedrockBackends.check_version(saved, self.store.dir)   # before taking an account id
         self.account_id = _allocate_account((saved or {}).get("account_id") or account_id)
         clock = VirtualClock.from_dict(saved["clock"], speed=speed) if saved and saved.get("clock") \
             else VirtualClock.start(speed)
@@ -292,7 +256,7 @@ class Emulator:
     # -- bedrock --------------------------------------------------------------------------------
     def handle_bedrock(self, op: str, path_params: dict, region: str, environ: dict) -> tuple[int, bytes, dict]:
         service = "bedrock-runtime" if op in RUNTIME_OPS else "bedrock"
-        mutating = op in BedrockService.MUTATING
+        mutating = op in BedrockResponses.MUTATING
         t = self.bedrock.now()
         status, code = 500, None
         try:
@@ -303,7 +267,7 @@ class Emulator:
                 raise ApiError(decision.error, _fault_message(decision.error, op), ERRORS.get(decision.error))
             raw = _read_body(environ)
             body: dict = {}
-            if raw and op not in ("InvokeModel", "InvokeModelWithResponseStream"):
+            if raw and op not in RAW_BODY_OPS:
                 try:
                     body = json.loads(raw)
                 except json.JSONDecodeError as e:
@@ -314,7 +278,7 @@ class Emulator:
                           body=body if isinstance(body, dict) else {}, raw_body=raw, headers=headers)
             if self.iam.enabled:
                 self._authorize_bedrock(environ, req, service)
-            resp: Response = getattr(self.bedrock[region], op)(req)
+            resp: Response = BedrockResponses(self.bedrock[region]).dispatch(req)
             status = resp.status
             if mutating:
                 self.bedrock._dirty = True
@@ -669,18 +633,18 @@ class _EnforceIam(argparse.Action):
 class _BedrockState(iam_enforce.BedrockLookup):
     """ARNs and tags of one Region's Bedrock resources, for the authorization of a request."""
 
-    def __init__(self, svc: BedrockService, account_id: str):
+    def __init__(self, svc: BedrockBackend, account_id: str):
         self.svc = svc
         self.account_id = account_id
 
     def resource(self, kind: str, ident: str) -> tuple[str, dict[str, str]] | None:
         svc = self.svc
-        find, arn_key = {"model-customization-job": (svc._find_job, "jobArn"),
-                         "custom-model": (svc._find_model, "modelArn"),
-                         "provisioned-model": (svc._find_pt, "provisionedModelArn"),
-                         "custom-model-deployment": (svc._find_deployment, "customModelDeploymentArn")}[kind]
+        find, arn_key = {"model-customization-job": (svc.find_job, "jobArn"),
+                         "custom-model": (svc.find_model, "modelArn"),
+                         "provisioned-model": (svc.find_pt, "provisionedModelArn"),
+                         "custom-model-deployment": (svc.find_deployment, "customModelDeploymentArn")}[kind]
         with svc.lock:
-            svc._advance_all()      # a job that just completed has its custom model now, as the operation will see
+            svc.advance_all()      # a job that just completed has its custom model now, as the operation will see
             found = find(ident) if ident else None
             if found is None:
                 return None
