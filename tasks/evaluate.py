@@ -36,6 +36,7 @@ from tasks.aws.retry import aws_task
 from tasks.aws.s3uri import child_key, s3_uri, split_s3_uri
 from tasks.config import EvaluationConfig, GateConfig
 from tasks.data.formats import Example, from_record  # noqa: F401 (Example re-exported)
+from tasks.evaluation.champion import ChampionPlan
 from tasks.evaluation.metrics import compute_metrics, paired_bootstrap, training_summary  # noqa: F401 (re-exported)
 from tasks.run import stop
 from tasks.run.types import InvokeResult, TrainingResult
@@ -58,6 +59,10 @@ class GateVerdict(BaseModel):
     n: int = 0
     passed: bool
     reasons: list[str] = Field(default_factory=list)
+    # against the lineage's champion (issue 19); None: no champion (first run of a lineage), gated against base
+    champion: str | None = None                   # the champion's run id
+    champion_rule: str | None = None
+    vs_champion: list[dict[str, Any]] = Field(default_factory=list)   # one check per metric, with its evidence
 
 
 class EvaluationResult(BaseModel):
@@ -70,6 +75,7 @@ class EvaluationResult(BaseModel):
     files: dict[str, str] = Field(default_factory=dict)
     base_target: str = ""
     custom_target: str = ""
+    champion_target: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
 
 
@@ -143,12 +149,25 @@ def run_comparison(examples: Sequence[Any], invoke_base: Callable[[Any], InvokeR
 
     ``concurrency`` in-flight calls *per model* (two pools: base and custom serve from separate
     capacity); ``requests_per_second`` is a per-model cap (one token bucket per model, shared by
-    its workers; retries pay for a token too).
+    its workers; retries pay for a token too). ``run_targets`` with the targets base and custom.
     """
+    return run_targets(examples, {"base": invoke_base, "custom": invoke_custom}, concurrency=concurrency,
+                       requests_per_second=requests_per_second, retries=retries, is_retryable=is_retryable,
+                       backoff_base=backoff_base, backoff_cap=backoff_cap, on_progress=on_progress)
+
+
+def run_targets(examples: Sequence[Any], invokers: dict[str, Callable[[Any], InvokeResult]], *, concurrency: int,
+                requests_per_second: float | None, retries: int, is_retryable: Callable[[BaseException], bool],
+                backoff_base: float = 0.25, backoff_cap: float = 20.0,
+                on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """N named targets (e.g. base, custom, champion) over the SAME examples (paired: one row per example, the
+    same prompt for every target); per target a thread pool of ``concurrency`` and its own rate limiter. Columns
+    per target ``<name>_output``, ``_latency_ms``, ``_input_tokens``, ``_output_tokens``, ``_attempts``,
+    ``_error``, in the order of ``invokers``."""
     n = len(examples)
-    results: dict[str, list[InvokeResult | None]] = {"base": [None] * n, "custom": [None] * n}
-    invokers = {"base": invoke_base, "custom": invoke_custom}
-    limiters = {m: (TokenBucket(requests_per_second) if requests_per_second else _NoLimit()) for m in invokers}
+    names = list(invokers)
+    results: dict[str, list[InvokeResult | None]] = {m: [None] * n for m in names}
+    limiters = {m: (TokenBucket(requests_per_second) if requests_per_second else _NoLimit()) for m in names}
     done = [0]
     lock = threading.Lock()
 
@@ -162,17 +181,17 @@ def run_comparison(examples: Sequence[Any], invoke_base: Callable[[Any], InvokeR
         if on_progress:
             with lock:
                 done[0] += 1
-                on_progress(done[0], 2 * n)
+                on_progress(done[0], len(names) * n)
 
     t0 = time.perf_counter()
     workers = max(1, int(concurrency))
-    with ThreadPoolExecutor(workers, thread_name_prefix="eval-base") as pb, \
-            ThreadPoolExecutor(workers, thread_name_prefix="eval-custom") as pc:
-        futs = []
-        for i in range(n):
-            futs.append(pb.submit(work, "base", i))
-            futs.append(pc.submit(work, "custom", i))
-        _wait_all(futs, (pb, pc))
+    pools = {m: ThreadPoolExecutor(workers, thread_name_prefix=f"eval-{m}") for m in names}
+    try:
+        futs = [pools[m].submit(work, m, i) for i in range(n) for m in names]
+        _wait_all(futs, tuple(pools.values()))
+    finally:
+        for pool in pools.values():
+            pool.shutdown(wait=True)
     wall = time.perf_counter() - t0
     df = pd.DataFrame([_comparison_row(i, ex, results) for i, ex in enumerate(examples)])
     df.attrs["wall_seconds"] = wall
@@ -187,7 +206,7 @@ def _comparison_row(i: int, ex: Any, results: dict[str, list[InvokeResult | None
         "prompt": ex.prompt,
         "reference": ex.completion,
     }
-    for m in ("base", "custom"):
+    for m in results:
         r = results[m][i] or InvokeResult(error="no result recorded")
         row[f"{m}_output"] = r.text if r.error is None else None
         row[f"{m}_latency_ms"] = r.latency_ms
@@ -198,10 +217,23 @@ def _comparison_row(i: int, ex: Any, results: dict[str, list[InvokeResult | None
     return row
 
 
+def targets_of(df: pd.DataFrame) -> list[str]:
+    """The targets in a per-example table (base, custom, then champion when it was evaluated)."""
+    return [c.removesuffix("_error") for c in df.columns if c.endswith("_error")]
+
+
 def error_counts(df: pd.DataFrame) -> dict[str, int]:
-    b, c = int(df["base_error"].notna().sum()), int(df["custom_error"].notna().sum())
-    return {"base": b, "custom": c, "calls": b + c, "total_calls": 2 * len(df),
-            "examples_with_error": int((df["base_error"].notna() | df["custom_error"].notna()).sum())}
+    """Failed calls per target, their sum and the calls made. Champion outputs reused from a recorded evaluation
+    (``champion_reused``) are not calls."""
+    names = targets_of(df)
+    out: dict[str, int] = {m: int(df[f"{m}_error"].notna().sum()) for m in names}
+    reused = int(df["champion_reused"].fillna(False).astype(bool).sum()) if "champion_reused" in df else 0
+    any_err = pd.Series(False, index=df.index)
+    for m in names:
+        any_err |= df[f"{m}_error"].notna()
+    out.update(calls=sum(out[m] for m in names), total_calls=len(names) * len(df) - reused,
+               examples_with_error=int(any_err.sum()))
+    return out
 
 
 def check_error_share(df: pd.DataFrame, max_error_share: float) -> dict[str, int]:
@@ -211,10 +243,11 @@ def check_error_share(df: pd.DataFrame, max_error_share: float) -> dict[str, int
         raise EvaluationError("evaluation had no examples to run")
     share = e["calls"] / e["total_calls"]
     if share > max_error_share:
-        first = df["base_error"].dropna().tolist()[:1] + df["custom_error"].dropna().tolist()[:1]
+        first = [x for m in targets_of(df) for x in df[f"{m}_error"].dropna().tolist()[:1]]
+        per = ", ".join(f"{m} {e[m]}" for m in targets_of(df))
         raise EvaluationError(
-            f"{e['calls']} of {e['total_calls']} model calls failed ({share:.1%}; base {e['base']}, "
-            f"custom {e['custom']}, over {len(df)} examples) — above evaluation.max_error_share="
+            f"{e['calls']} of {e['total_calls']} model calls failed ({share:.1%}; {per}, "
+            f"over {len(df)} examples) — above evaluation.max_error_share="
             f"{max_error_share:g}. First errors: {' | '.join(map(str, first))}")
     return e
 
@@ -260,13 +293,27 @@ def apply_gate(gate: GateConfig, summary: dict[str, Any]) -> GateVerdict:
             reasons.append(f"{conf:.0%} CI [{_fmt(lo)}, {_fmt(hi)}] does not lie above 0 (n={n})")
         if gate.min_value is not None and not (custom is not None and custom >= gate.min_value):
             reasons.append(f"custom {m} {_fmt(custom)} is below the floor {gate.min_value:g}")
+    champion = summary.get("champion_run_id")
+    ch_rule, checks = None, []
+    if champion:
+        from tasks.evaluation.champion import champion_checks, champion_rule
+
+        ch_rule = champion_rule(gate, conf)
+        rule = f"{rule}; vs champion {champion}: {ch_rule}"
+        if summary.get("champion_skipped"):
+            reasons.append(f"champion {champion} could not be evaluated ({summary['champion_skipped']}): the new "
+                           "model is not shown to beat it")
+        else:
+            checks, ch_reasons = champion_checks(gate, summary)
+            reasons.extend(ch_reasons)
     passed = not reasons
     if passed:
         reasons.append(f"custom {m} {_fmt(custom)} vs base {_fmt(base)}: delta {delta:+.4f}, "
                        f"{conf:.0%} CI [{_fmt(lo)}, {_fmt(hi)}], n={n}")
+        reasons.extend(f"vs champion {champion}: {c['reason']}" for c in checks)
     return GateVerdict(rule=rule, metric=m, base=base, custom=custom, delta=delta,
                        ci=(lo, hi) if lo is not None and hi is not None else None, confidence=conf, n=n,
-                       passed=passed, reasons=reasons)
+                       passed=passed, reasons=reasons, champion=champion, champion_rule=ch_rule, vs_champion=checks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,12 +378,18 @@ def _wait_all(futs: list, pools: tuple[ThreadPoolExecutor, ...], poll_s: float =
 def collect_outputs(runtime_client: Any, *, test_path: str | Path, data_format: str, base_target: str,
                     custom_target: str, invoke_shape: str, eval_cfg: EvaluationConfig, out_dir: str | Path,
                     seed: int = 42, is_retryable: Callable[[BaseException], bool] | None = None,
-                    invoke_fn: Callable[..., InvokeResult] | None = None) -> pd.DataFrame:
+                    invoke_fn: Callable[..., InvokeResult] | None = None,
+                    champion: ChampionPlan | None = None) -> pd.DataFrame:
     """Phase 1 (needs the serving resource): both targets over the test split -> per-example table.
+
+    ``champion`` (tasks/evaluation/champion.py ``plan_champion``): the lineage's champion is a third target on
+    the same examples: its recorded output where there is one (no call), else a call to its production serving.
+    A champion with neither is not run (``df.attrs["champion_skipped"]`` says why; the gate then fails).
 
     Raises ``EvaluationError`` (after writing the per-example CSV, so the failures can be read)
     when the failed-call share exceeds ``eval_cfg.max_error_share``.
     """
+    from tasks.evaluation.champion import champion_invoker
     from tasks.evaluation.invoke import AimdLimiter, invoke_text
 
     invoke_fn = invoke_fn or invoke_text
@@ -345,7 +398,12 @@ def collect_outputs(runtime_client: Any, *, test_path: str | Path, data_format: 
     examples = load_examples(test_path, data_format, eval_cfg.max_examples, seed)
     # one in-flight limit per target, adapted to what it can serve (AIMD: halve on throttling, +1 per window of
     # successes, up to evaluation.concurrency): a PT's capacity per model unit is finite (tasks/evaluation/invoke.py)
-    limiters = {t: AimdLimiter(eval_cfg.concurrency) for t in {base_target, custom_target}}
+    champion_id, champion_skipped = (champion.run_id if champion else None), None
+    if champion is not None and champion.target is None and champion.recorded is None:
+        champion_skipped = "it has no production serving and no recorded outputs on this test split"
+        champion = None
+    served = [base_target, custom_target] + ([champion.target] if champion and champion.target else [])
+    limiters = {t: AimdLimiter(eval_cfg.concurrency) for t in set(served)}
     extra = (lambda t: {"limiter": limiters[t]}) if invoke_fn is invoke_text else (lambda t: {})
 
     def make(target: str) -> Callable[[Any], InvokeResult]:
@@ -356,10 +414,23 @@ def collect_outputs(runtime_client: Any, *, test_path: str | Path, data_format: 
                              max_tokens=eval_cfg.max_tokens, temperature=eval_cfg.temperature, **kw)
         return call
 
-    df = run_comparison(examples, make(base_target), make(custom_target), concurrency=eval_cfg.concurrency,
-                        requests_per_second=eval_cfg.requests_per_second, retries=eval_cfg.invoke_retries,
-                        is_retryable=is_retryable or default_is_retryable)
+    invokers = {"base": make(base_target), "custom": make(custom_target)}
+    if champion is not None:
+        invokers["champion"] = champion_invoker(champion, make(champion.target) if champion.target else None)
+    df = run_targets(examples, invokers, concurrency=eval_cfg.concurrency,
+                     requests_per_second=eval_cfg.requests_per_second, retries=eval_cfg.invoke_retries,
+                     is_retryable=is_retryable or default_is_retryable)
     df.attrs["targets"] = {"base": base_target, "custom": custom_target}
+    if champion is not None:
+        reused = df["example_id"].map(lambda i: champion.recorded is not None and str(i) in champion.recorded.outputs)
+        df["champion_reused"] = reused.astype(bool)
+        df.loc[df["champion_reused"], "champion_attempts"] = 0
+        df.attrs["targets"]["champion"] = champion.target or f"recorded outputs of {champion.run_id}"
+        df.attrs["champion"] = champion.model_dump(mode="json", exclude={"recorded"})
+    elif champion_skipped:
+        df.attrs["champion_skipped"] = champion_skipped
+    if champion_id:
+        df.attrs["champion_run_id"] = champion_id
     df.attrs["aimd"] = {t: lim.stats() for t, lim in limiters.items()}
     try:
         check_error_share(df, eval_cfg.max_error_share)
@@ -370,8 +441,12 @@ def collect_outputs(runtime_client: Any, *, test_path: str | Path, data_format: 
 
 
 def score_outputs(df: pd.DataFrame, *, eval_cfg: EvaluationConfig, gate_cfg: GateConfig, label_like: bool,
-                  out_dir: str | Path, training: TrainingResult | None = None, seed: int = 42) -> EvaluationResult:
-    """Phase 2 (no serving resource needed): metrics, statistics, gate, report files."""
+                  out_dir: str | Path, training: TrainingResult | None = None, seed: int = 42,
+                  judge: dict[str, Any] | None = None) -> EvaluationResult:
+    """Phase 2 (no serving resource needed): metrics, statistics, gate, report files. With a champion column
+    (``collect_outputs(champion=...)``): the comparison with the champion and the gate rule against it.
+    ``judge``: the LLM judge's summary (tasks/evaluation/judge.py ``judge_table``), shown in the report (it is
+    not a gate metric)."""
     from tasks.evaluation import report as report_mod
 
     out = Path(out_dir)
@@ -385,6 +460,22 @@ def score_outputs(df: pd.DataFrame, *, eval_cfg: EvaluationConfig, gate_cfg: Gat
     timings["metrics_seconds"] = time.perf_counter() - t0
     if training is not None:
         summary["training"] = training_summary(training.training_metrics, training.validation_metrics)
+    if "champion_output" in df:
+        from tasks.evaluation.champion import compare_with_champion
+
+        t1 = time.perf_counter()
+        compare_with_champion(df, summary, label_like=label_like, bertscore_model=eval_cfg.bertscore_model,
+                              num_layers=eval_cfg.bertscore_num_layers, n_resamples=eval_cfg.bootstrap_samples,
+                              seed=seed, confidence=float(summary.get("bootstrap", {}).get("confidence", 0.95)))
+        timings["champion_metrics_seconds"] = time.perf_counter() - t1
+    if df.attrs.get("champion_run_id"):
+        summary["champion_run_id"] = df.attrs["champion_run_id"]
+        summary["errors"] = error_counts(df) | {"any": summary["errors"].get("any", 0)} \
+            if "champion_error" in df else summary["errors"]
+    if df.attrs.get("champion_skipped"):
+        summary["champion_skipped"] = df.attrs["champion_skipped"]
+    if judge is not None:
+        summary["judge"] = judge
     verdict = apply_gate(gate_cfg, summary)
     files = report_mod.write_report(
         summary, df, out, verdict=verdict.model_dump(mode="json"),
@@ -393,7 +484,8 @@ def score_outputs(df: pd.DataFrame, *, eval_cfg: EvaluationConfig, gate_cfg: Gat
     return EvaluationResult(
         n_examples=summary["n_examples"], n_scored=summary["n_scored"], errors=summary["errors"],
         metrics={k: v for k, v in summary.items() if k not in ("n_examples", "n_scored", "errors")},
-        gate=verdict, files=files, base_target=targets["base"], custom_target=targets["custom"], timings=timings)
+        gate=verdict, files=files, base_target=targets["base"], custom_target=targets["custom"],
+        champion_target=targets.get("champion"), timings=timings)
 
 
 def evaluate_endpoints(runtime_client: Any, *, test_path: str | Path, data_format: str, base_target: str,

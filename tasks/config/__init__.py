@@ -22,9 +22,9 @@ from tasks.config.strict_yaml import YamlProblem, read_yaml
 from tasks.config.yaml_lines import yaml_line
 
 __all__ = ["AugmentConfig", "AwsConfig", "BudgetConfig", "Columns", "ConfigError", "DataConfig",
-           "DistillationConfig", "EvaluationConfig", "FieldProblem", "GateConfig", "JobConfig", "PipelineConfig",
-           "FieldProblems", "PresetName", "PricingOverride", "ProductionConfig", "RftConfig", "ServingConfig",
-           "SplitConfig",
+           "DistillationConfig", "EvaluationConfig", "FieldProblem", "GateConfig", "JobConfig", "JudgeConfig",
+           "PipelineConfig", "FieldProblems", "PresetName", "PricingOverride", "ProductionConfig", "RftConfig",
+           "ServingConfig", "SplitConfig",
            "format_validation_error", "load_config", "parse_config", "yaml_line"]
 
 REGION_RE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}")
@@ -247,6 +247,25 @@ class ProductionConfig(_Strict):
         return self
 
 
+DEFAULT_JUDGE_RUBRIC = ("Which answer responds to the prompt better: correct, complete, faithful to the reference "
+                        "answer when one is given, and no longer than needed?")
+GateMetric = Literal["bertscore_f1", "rouge_l", "exact_match", "accuracy", "macro_f1"]
+
+
+class JudgeConfig(_Strict):
+    """LLM-as-judge (issue 19): a Bedrock model compares two answers to one prompt, asked twice with the order
+    swapped (tasks/evaluation/judge.py). For free-text tasks, where BERTScore and ROUGE say little."""
+
+    model: str = Field(..., min_length=1, max_length=2048,
+                       description="Judge model to invoke: a base model id or inference profile, e.g. "
+                                   "us.amazon.nova-lite-v1:0")
+    rubric: str = Field(DEFAULT_JUDGE_RUBRIC, min_length=1, max_length=4000, description="What 'better' means")
+    max_examples: int | None = Field(100, ge=1, le=100_000, description="Judge at most this many test examples")
+    max_tokens: int = Field(200, ge=16, le=4096, description="The judge's answer length cap")
+    invoke_shape: Literal["nova", "claude", "llama", "titan", "cohere"] | None = Field(
+        None, description="Request shape of the judge model; empty = from the catalog")
+
+
 class EvaluationConfig(_Strict):
     enabled: bool = True
     max_examples: int | None = Field(200, ge=1, le=1_000_000)
@@ -259,13 +278,21 @@ class EvaluationConfig(_Strict):
     max_error_share: float = Field(0.0, ge=0, le=1)
     bootstrap_samples: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples (CI)")
     invoke_retries: int = Field(5, ge=0, le=20)
+    judge: JudgeConfig | None = Field(None, description="LLM-as-judge, pairwise (optional; leave empty for none)")
 
 
 class GateConfig(_Strict):
-    metric: Literal["bertscore_f1", "rouge_l", "exact_match", "accuracy", "macro_f1"] = "bertscore_f1"
+    metric: GateMetric = "bertscore_f1"
     min_delta: float = Field(0.0, ge=-1, le=1, description="custom - base must exceed this")
     require_ci_above_zero: bool = True
     min_value: float | None = Field(None, ge=0, le=1, description="Absolute floor for the custom model")
+    # against the lineage's champion (issue 19); no champion yet: these do not apply
+    champion_metrics: list[GateMetric] = Field(
+        default_factory=list, max_length=5,
+        description="Metrics on which the new model must beat the champion; empty = the gate metric")
+    champion_min_delta: float = Field(0.0, ge=-1, le=1, description="custom - champion must exceed this, per metric")
+    require_ci_above_zero_vs_champion: bool = Field(
+        False, description="Also require the CI of custom - champion to lie above 0, per metric")
 
 
 class BudgetConfig(_Strict):

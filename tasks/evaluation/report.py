@@ -189,7 +189,15 @@ def _md_header(summary: dict[str, Any], verdict: dict[str, Any], targets: dict[s
     L.extend(f"- {r}" for r in verdict.get("reasons", []))
     L.append("")
     if targets:
-        L.append(f"Base: `{targets.get('base', '')}` · Custom: `{targets.get('custom', '')}`\n")
+        line = f"Base: `{targets.get('base', '')}` · Custom: `{targets.get('custom', '')}`"
+        if targets.get("champion"):
+            line += (f" (the challenger) · Champion: `{targets['champion']}` (run "
+                     f"{summary.get('champion_run_id', '?')})")
+        L.append(line + "\n")
+    if summary.get("champion_skipped"):
+        L.append(f"Champion {summary.get('champion_run_id', '?')} was not evaluated: {summary['champion_skipped']}.\n")
+    elif not summary.get("champion_run_id"):
+        L.append("Champion: none (first run of this lineage): gated against the base model only.\n")
     L.append(f"**n = {summary['n_examples']} examples**, {summary['n_scored']} scored for both models; "
              f"failed calls: base {errs.get('base', 0)}, custom {errs.get('custom', 0)} "
              f"(of {errs.get('total_calls', 2 * summary['n_examples'])} calls). "
@@ -228,6 +236,69 @@ def _md_metrics(summary: dict[str, Any], verdict: dict[str, Any]) -> list[str]:
     return L
 
 
+def _md_champion(summary: dict[str, Any], verdict: dict[str, Any]) -> list[str]:
+    """Base / champion / challenger side by side, custom − champion with its CI, and the checks of the rule."""
+    comp = summary.get("comparison_vs_champion")
+    if not comp:
+        return []
+    base = summary.get("comparison", {})
+    wtl = summary.get("win_tie_loss_vs_champion", {})
+    conf = summary.get("bootstrap", {}).get("confidence", 0.95)
+    reused = summary.get("champion_reused_outputs", 0)
+    L = [f"## Challenger vs champion (run {summary.get('champion_run_id', '?')})\n",
+         f"Paired over the {summary.get('n_scored_three', 0)} examples all three models answered (same prompts); "
+         f"champion outputs reused from its recorded evaluation: {reused}, served now: "
+         f"{max(0, summary['n_examples'] - reused)}.\n",
+         f"| metric | base | champion | challenger | Δ (challenger − champion) | {conf:.0%} CI of Δ "
+         "| win / tie / loss |", "|---|---:|---:|---:|---:|---|---|"]
+    gated = set(verdict.get("champion_metrics") or [c.get("metric") for c in verdict.get("vs_champion", [])])
+    for m in ("bertscore_f1", "bertscore_precision", "bertscore_recall", "rouge_l", "exact_match", "accuracy",
+              "macro_f1"):
+        if m not in comp:
+            continue
+        c = comp[m]
+        w = wtl.get(m)
+        wt = f"{w['win']:.0%} / {w['tie']:.0%} / {w['loss']:.0%}" if w and w.get("n") else "—"
+        mark = " ◀ gate" if m in gated else ""
+        b = base.get(m, {}).get("base")
+        L.append(f"| {METRIC_LABELS.get(m, m)}{mark} | {_f(b)} | {_f(c['champion'])} | {_f(c['custom'])} "
+                 f"| {_f(c['delta'], sign=True)} | [{_f(c['ci_low'], sign=True)}, {_f(c['ci_high'], sign=True)}] "
+                 f"| {wt} |")
+    if verdict.get("champion_rule"):
+        L += ["", f"Rule against the champion: {verdict['champion_rule']}"]
+        L.extend(f"- {'pass' if c.get('passed') else 'FAIL'}: {c.get('reason', '')}"
+                 for c in verdict.get("vs_champion", []))
+    L.append("")
+    return L
+
+
+def _md_judge(summary: dict[str, Any]) -> list[str]:
+    """The LLM judge's pairwise verdicts (tasks/evaluation/judge.py); empty when it did not run."""
+    j = summary.get("judge")
+    if not j:
+        return []
+    conf = j.get("confidence", 0.95)
+    L = ["## LLM judge (pairwise, both orders)\n",
+         f"Judge: `{j.get('model', '?')}`" + (f" — **{j['stand_in']}**: not a model's judgement"
+                                             if j.get("stand_in") else "") + "\n",
+         f"Rubric: {_cell(j.get('rubric', ''), 300)}\n",
+         "A verdict counts when both orders agree; disagreeing orders are a tie (position bias cancelled); an "
+         "answer that is not a JSON verdict is not counted.\n",
+         f"| challenger vs | judged | win / tie / loss | score (win − loss) | {conf:.0%} CI | unparseable "
+         "| calls made / cached |", "|---|---:|---|---:|---|---:|---|"]
+    for name, p in (j.get("pairs") or {}).items():
+        L.append(f"| {name} | {p.get('n_counted', 0)} | {_pct(p.get('win'))} / {_pct(p.get('tie'))} / "
+                 f"{_pct(p.get('loss'))} | {_f(p.get('score'), 3, sign=True)} "
+                 f"| [{_f(p.get('ci_low'), 3, sign=True)}, {_f(p.get('ci_high'), 3, sign=True)}] "
+                 f"| {p.get('n_unparseable', 0)} | {p.get('calls', 0)} / {p.get('cached', 0)} |")
+    L.append("")
+    return L
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if _isnan(x) else f"{x:.0%}"
+
+
 def _md_per_class(summary: dict[str, Any]) -> list[str]:
     """Per-class accuracy table (worst and best 5 by change); empty unless label-like."""
     pc = summary.get("per_class")
@@ -249,7 +320,7 @@ def _md_latency(summary: dict[str, Any]) -> list[str]:
     L = ["## Latency and tokens\n",
          "| model | p50 ms | p95 ms | input tokens (total / mean) | output tokens (total / mean) | attempts |",
          "|---|---:|---:|---|---|---:|"]
-    for m in ("base", "custom"):
+    for m in [m for m in ("base", "champion", "custom") if m in summary["latency"]]:
         la, tk = summary["latency"][m], summary["tokens"][m]
         L.append(f"| {m} | {_f(la['p50_ms'], 0)} | {_f(la['p95_ms'], 0)} "
                  f"| {_f(tk['input_total'], 0)} / {_f(tk['input_mean'], 1)} "
@@ -289,7 +360,7 @@ def _md_errors(summary: dict[str, Any], df: pd.DataFrame) -> list[str]:
     if not nerr:
         return []
     L = [f"## Errors ({nerr} failed calls)\n"]
-    for m in ("base", "custom"):
+    for m in [m for m in ("base", "custom", "champion") if f"{m}_error" in df]:
         for _, r in df[df[f"{m}_error"].notna()].head(5).iterrows():
             L.append(f"- {m} example {r['example_id']}: {_cell(r[f'{m}_error'], 200)}")
     L.append("")
@@ -320,6 +391,8 @@ def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.Dat
     """report.md: one section per helper, in reading order (absent data leaves its section out)."""
     L = [*_md_header(summary, verdict, targets),
          *_md_metrics(summary, verdict),
+         *_md_champion(summary, verdict),
+         *_md_judge(summary),
          *_md_per_class(summary),
          *_md_latency(summary),
          *_md_training(summary),
@@ -427,6 +500,24 @@ def _rounded(x: Any, nd: int = 4) -> Any:
     return round(x, nd) if isinstance(x, float) else x
 
 
+def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table artifact's rows: base, custom, Δ and its CI per metric; with a champion also its value and
+    custom − champion with its CI (the same columns as before when there is none)."""
+    comp = metrics.get("comparison", {})
+    vs = metrics.get("comparison_vs_champion") or {}
+    rows = []
+    for m, c in comp.items():
+        row = {"metric": m, **{k: _rounded(c[k]) for k in ("base", "custom", "delta", "ci_low", "ci_high")},
+               "n": c["n"]}
+        if vs:
+            v = vs.get(m) or {}
+            row.update({"champion": _rounded(v.get("champion")), "delta_vs_champion": _rounded(v.get("delta")),
+                        "ci_low_vs_champion": _rounded(v.get("ci_low")),
+                        "ci_high_vs_champion": _rounded(v.get("ci_high")), "n_vs_champion": v.get("n")})
+        rows.append(row)
+    return rows
+
+
 def publish_artifacts(result: EvaluationResult, key_prefix: str = "eval",
                       links: dict[str, str] | None = None) -> bool:
     """The metrics table (rounded), the report markdown with its charts embedded, and links to the report's S3
@@ -444,12 +535,11 @@ def publish_artifacts(result: EvaluationResult, key_prefix: str = "eval",
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     links = links or {}
-    comp = result.metrics.get("comparison", {})
-    rows = [{"metric": m, **{k: _rounded(c[k]) for k in ("base", "custom", "delta", "ci_low", "ci_high")},
-             "n": c["n"]} for m, c in comp.items()]
+    rows = metrics_rows(result.metrics)
     g = result.gate
+    who = f"base / champion {g.champion} / challenger" if g.champion else "base vs custom"
     create_table_artifact(key=f"{key_prefix}-metrics", table=rows,
-                          description=f"base vs custom, n={result.n_examples}; gate {'PASS' if g.passed else 'FAIL'}")
+                          description=f"{who}, n={result.n_examples}; gate {'PASS' if g.passed else 'FAIL'}")
     local = {k: v for k, v in result.files.items() if not k.endswith("_s3")}
     md_path = local.get("report_md")
     md = Path(md_path).read_text(encoding="utf-8") if md_path and Path(md_path).exists() else (
