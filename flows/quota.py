@@ -146,6 +146,8 @@ def take(claim: Claim, *, log: logging.Logger | Any, flow_run_id: str, timeout_s
         log.warning(line)
         if on_wait is not None:
             on_wait(line, limit.active_slots, limit.limit)
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+
     cm = _concurrency(claim, flow_run_id, timeout_s, lease_s)
     try:
         cm.__enter__()
@@ -153,6 +155,12 @@ def take(claim: Claim, *, log: logging.Logger | Any, flow_run_id: str, timeout_s
         raise QuotaWaitTimeout(f"waited {time.monotonic() - t0:.0f} s (the bound) for {claim.slots} slot(s) of "
                                f"{claim.name} ({claim.what}); still full. Raise the limit if the account's quota "
                                "allows, or run later") from err
+    except ConcurrencySlotAcquisitionError as err:
+        # the API refused the request itself (not a full limit): the run goes on uncoordinated, and says so; the
+        # steps still wait out a ServiceQuotaExceeded from Bedrock (job.on_quota_full)
+        log.warning("quota: could not take %s from %s (%s): going on without coordination", claim.what, claim.name,
+                    err)
+        return None
     waited_s = time.monotonic() - t0
     if waited:
         log.info("quota: took %d slot(s) of %s after waiting %.1f s", claim.slots, claim.name, waited_s)

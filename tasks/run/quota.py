@@ -46,7 +46,7 @@ ENV_LEASE = "FORGE_QUOTA_LEASE_SECONDS"    # how long a dead run's slot stays ta
 ENV_WAIT = "FORGE_QUOTA_WAIT_SECONDS"      # how long a run waits for a slot (default: job.quota_wait_minutes)
 
 DEFAULT_LEASE_S = 120.0    # Prefect renews every 75 % of it; a SIGKILLed run's slot frees within ~lease + 15 s
-MIN_LEASE_S = 30.0         # the renewal thread needs headroom over an API hiccup
+MIN_LEASE_S = 60.0         # Prefect 3.9's server refuses a shorter lease_duration (422: "greater than or equal to 60")
 
 
 class LimitSpec(BaseModel):
