@@ -21,6 +21,12 @@ What is estimated, and how (every figure is an estimate; the lines say which inp
   confirmed price (all ``null``, ``unconfirmed: true``): such a figure is reported as *unknown*,
   never invented, and the totals that depend on it are ``None``.
 
+- **Judge** (issue 19, ``evaluation.judge``): each judged example is asked twice (both orders) per pair —
+  challenger vs base, and vs the champion when the lineage has one (counted: an upper bound) — on demand on the
+  judge model: input = the judge template and rubric + the example's prompt + two answers at
+  ``evaluation.max_tokens`` each, output ≤ ``judge.max_tokens``; priced with ``judge.input_per_1k`` /
+  ``output_per_1k`` or the judge model's catalog prices, else *unknown* (said). Cached verdicts (a rerun) cost
+  nothing; the estimate does not assume any.
 - **Production** (issue 19, ``production.mode`` on-demand | provisioned): what the lineage's champion serving
   costs once promoted, in ``CostEstimate.production`` — a standing cost, not part of the run's ``total_usd`` or
   its budget: an on-demand deployment has no hourly bill (calls are priced per token, docs/bedrock-facts.md §2.8);
@@ -95,6 +101,8 @@ class CostEstimate(BaseModel):
     method: str = "prepared"                              # prepared | raw (estimate_from_config)
     notes: list[str] = Field(default_factory=list)
     production: ProductionCost | None = None              # production.mode set: the champion's serving (issue 19)
+    judge_usd: float | None = 0.0                         # evaluation.judge: the judge's calls (issue 19)
+    judge_calls: int = 0
 
     def summary_line(self) -> str:
         def usd(x: float | None) -> str:
@@ -105,8 +113,9 @@ class CostEstimate(BaseModel):
         if self.total_usd is None and self.known_usd:
             total += f" (known part {usd(self.known_usd)})"
         line = (f"{self.train_tokens:,} train tokens × {self.epochs} epoch(s); training {usd(self.training_usd)}, "
-                f"storage {usd(self.storage_usd)}, serving {usd(self.serving_usd)}; total {total}; "
-                f"{budget}: {self.verdict}")
+                f"storage {usd(self.storage_usd)}, serving {usd(self.serving_usd)}"
+                + (f", judge {usd(self.judge_usd)} ({self.judge_calls} calls at most)" if self.judge_calls else "")
+                + f"; total {total}; {budget}: {self.verdict}")
         p = self.production
         if p is not None:
             if p.kind == "deployment":
@@ -366,6 +375,47 @@ def _serving_cost(config: PipelineConfig, catalog: Catalog, family: ModelFamily,
     return kind, _sum(parts)
 
 
+JUDGE_PAIRS = 2           # challenger vs base, and vs the champion (when the lineage has one): an upper bound
+JUDGE_TEMPLATE_CHARS = 400   # tasks/evaluation/judge.py judge_prompt's fixed text, about
+
+
+def _judge_cost(config: PipelineConfig, catalog: Catalog, cpt: float, test_records: int, test_input_chars: int,
+                eval_calls: int, ledger: _Ledger) -> tuple[int, float | None]:
+    """The judge's on-demand calls: (calls, usd; None when a price is unknown)."""
+    jc = config.evaluation.judge
+    if jc is None or eval_calls == 0:
+        return 0, 0.0
+    judged = min(eval_calls, jc.max_examples or eval_calls)
+    calls = 2 * JUDGE_PAIRS * judged
+    per_call_chars = (JUDGE_TEMPLATE_CHARS + len(jc.rubric) + test_input_chars / max(test_records, 1)
+                      + 2 * config.evaluation.max_tokens * cpt)
+    in_tok, out_tok = tokens(per_call_chars * calls, cpt), calls * jc.max_tokens
+    try:
+        fam: ModelFamily | None = catalog.family_of(jc.model)
+    except Exception:  # noqa: BLE001 - a judge outside the catalog: its prices must come from the config
+        fam = None
+    prices: list[tuple[float | None, str]] = []
+    for override, f in ((jc.input_per_1k, "on_demand_input_per_1k"), (jc.output_per_1k, "on_demand_output_per_1k")):
+        if override is not None:
+            prices.append((float(override), "evaluation.judge"))
+            continue
+        value = getattr(fam.pricing, f) if fam is not None else None
+        src = "unknown" if value is None else ("catalog (unconfirmed)" if fam.pricing.unconfirmed else "catalog")
+        prices.append((None if value is None else float(value), src))
+        if value is None:
+            where = "the catalog has no confirmed figure" if fam is not None else "the model is not in the catalog"
+            ledger.unknown.append(f"judge {jc.model}: {_PRICE_FIELDS[f]}: {where} (set evaluation.judge."
+                                  f"{'input' if 'input' in f else 'output'}_per_1k in the config)")
+    (p_in, src_in), (p_out, src_out) = prices
+    usd = None if p_in is None or p_out is None else (in_tok * p_in + out_tok * p_out) / 1000
+    ledger.add(_line(f"evaluation: judge {jc.model} on demand", in_tok + out_tok, "tokens", None,
+                     "per 1k tokens (in/out)", f"{src_in}/{src_out}",
+                     f"{calls} calls ({judged} examples × 2 orders × {JUDGE_PAIRS} pairs, at most): {in_tok:,} in + "
+                     f"{out_tok:,} out (≤ judge.max_tokens); cached verdicts cost nothing", usd=usd,
+                     unit_price_in=p_in, unit_price_out=p_out))
+    return calls, usd
+
+
 def production_cost(family: ModelFamily, kind: Literal["provisioned", "deployment"], model_units: int | None,
                     commitment: str | None = None, pricing: Any = None) -> ProductionCost:
     """The production serving's cost: per hour, per month and (a commitment) per term. ``pricing``: the config's
@@ -432,6 +482,7 @@ def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: in
     ev = config.evaluation
     eval_calls = min(test_records, ev.max_examples or test_records) if ev.enabled else 0
     kind, serving = _serving_cost(config, catalog, family, cpt, test_records, test_input_chars, eval_calls, ledger)
+    judge_calls, judge = _judge_cost(config, catalog, cpt, test_records, test_input_chars, eval_calls, ledger)
 
     known = round(sum(line["usd"] for line in ledger.lines if line["usd"] is not None), 6)
     budget = config.budget.max_usd
@@ -441,10 +492,10 @@ def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: in
                             + "; a standing cost, not in total_usd or the budget")
     return CostEstimate(
         train_tokens=t_tokens, epochs=epochs, training_usd=training, serving_usd=serving, storage_usd=storage,
-        total_usd=_sum([training, storage, serving]), unknown=list(dict.fromkeys(ledger.unknown)),
+        total_usd=_sum([training, storage, serving, judge]), unknown=list(dict.fromkeys(ledger.unknown)),
         lines=ledger.lines, budget_usd=budget, verdict=_verdict(known, budget, ledger.unknown), known_usd=known,
         serving_kind=kind, eval_calls=eval_calls, chars_per_token=cpt, method=method, notes=ledger.notes,
-        production=production)
+        production=production, judge_usd=judge, judge_calls=judge_calls)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,6 +682,10 @@ def _levers(line: dict | None, config: PipelineConfig) -> str:
     if item.startswith("serving: provisioned"):
         return (f"shorten serving.max_hours (now {config.serving.max_hours:g}) or lower serving.model_units "
                 f"(now {config.serving.model_units})")
+    if item.startswith("evaluation: judge"):
+        jc = config.evaluation.judge
+        return (f"lower evaluation.judge.max_examples (now {jc.max_examples if jc else '-'}) or "
+                f"evaluation.judge.max_tokens (now {jc.max_tokens if jc else '-'})")
     if item.startswith(("serving: custom", "evaluation")):
         return (f"lower evaluation.max_examples (now {config.evaluation.max_examples}) or evaluation.max_tokens "
                 f"(now {config.evaluation.max_tokens})")

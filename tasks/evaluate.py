@@ -523,7 +523,7 @@ def _client(clients: Any, service: str) -> Any:
 
 
 def _collect_task_fn(clients: Any, config: Any, prepared: Any, family: Any, endpoint: Any,
-                     out_dir: str) -> pd.DataFrame:
+                     out_dir: str, champion: ChampionPlan | None = None) -> pd.DataFrame:
     from tasks.catalog import load_catalog
 
     if prepared.test is None:
@@ -531,13 +531,118 @@ def _collect_task_fn(clients: Any, config: Any, prepared: Any, family: Any, endp
     return collect_outputs(
         _client(clients, "bedrock-runtime"), test_path=prepared.test.path, data_format=prepared.format,
         base_target=load_catalog().inference_id(config.base_model), custom_target=endpoint.arn,
-        invoke_shape=family.invoke_shape, eval_cfg=config.evaluation, out_dir=out_dir)
+        invoke_shape=family.invoke_shape, eval_cfg=config.evaluation, out_dir=out_dir, champion=champion)
 
 
 def _score_task_fn(df: pd.DataFrame, config: Any, prepared: Any, training: TrainingResult | None,
-                   out_dir: str) -> EvaluationResult:
+                   out_dir: str, judge: dict[str, Any] | None = None) -> EvaluationResult:
     return score_outputs(df, eval_cfg=config.evaluation, gate_cfg=config.gate, label_like=prepared.label_like,
-                         out_dir=out_dir, training=training)
+                         out_dir=out_dir, training=training, judge=judge)
+
+
+# ---------------------------------------------------------------------------------------------
+# LLM-as-judge (issue 19): after the outputs are in (no serving resource needed: the judge is a base model)
+
+
+def judge_target(judge_cfg: Any) -> tuple[str, str]:
+    """(model id to invoke, invoke shape) of the judge: the catalog's inference id and shape when it knows the
+    model, else the id as written and ``evaluation.judge.invoke_shape`` (required then)."""
+    from tasks.catalog import load_catalog
+
+    cat = load_catalog()
+    try:
+        fam = cat.family_of(judge_cfg.model)
+        target, shape = cat.inference_id(judge_cfg.model), fam.invoke_shape
+    except Exception:  # noqa: BLE001 - not in the catalog: the config must say how to call it
+        target, shape = judge_cfg.model, None
+    shape = judge_cfg.invoke_shape or shape
+    if shape is None:
+        raise EvaluationError(f"evaluation.judge.model {judge_cfg.model!r} is not in the catalog: set "
+                              "evaluation.judge.invoke_shape (nova, claude, llama, titan or cohere)")
+    return target, shape
+
+
+def judge_outputs(runtime_client: Any, s3: Any, df: pd.DataFrame, *, eval_cfg: EvaluationConfig, output_uri: str,
+                  seed: int = 42, is_retryable: Callable[[BaseException], bool] | None = None,
+                  invoke_fn: Callable[..., InvokeResult] | None = None) -> dict[str, Any] | None:
+    """The judge's pairwise verdicts on ``df`` (custom vs base, and vs champion when it was evaluated), through
+    tasks/evaluation/invoke.py with the evaluation's retries; the cache is read from and written back to S3 next
+    to the evaluation records (``s3`` None: in memory only). None when ``evaluation.judge`` is not set."""
+    from tasks.evaluation import judge as J
+    from tasks.evaluation.invoke import invoke_text
+
+    jc = eval_cfg.judge
+    if jc is None:
+        return None
+    target, shape = judge_target(jc)
+    invoke_fn = invoke_fn or invoke_text
+    retryable = is_retryable or default_is_retryable
+
+    def call(text: str) -> InvokeResult:
+        def once(_: Any) -> InvokeResult:
+            return invoke_fn(runtime_client, target, shape, prompt=text, system=None, max_tokens=jc.max_tokens,
+                             temperature=0.0)
+        return _call_with_retries(once, None, _NoLimit(), eval_cfg.invoke_retries, retryable, 0.25, 20.0)
+
+    uri = J.cache_uri(output_uri, jc.model, jc.rubric)
+    cache = J.load_cache(s3, uri, jc.model, jc.rubric) if s3 is not None else J.JudgeCache(model=jc.model,
+                                                                                          rubric=jc.rubric)
+    t0 = time.perf_counter()
+    try:
+        out = J.judge_table(df, call, cache, model=jc.model, rubric=jc.rubric, against=["base", "champion"],
+                            max_examples=jc.max_examples, concurrency=eval_cfg.concurrency,
+                            n_resamples=eval_cfg.bootstrap_samples, seed=seed)
+    finally:
+        if s3 is not None:
+            J.save_cache(s3, uri, cache)    # what was paid for is kept, even when judging stopped half-way
+    out.update(cache_uri=uri, seconds=time.perf_counter() - t0)
+    return out
+
+
+def _judge_task_fn(clients: Any, config: Any, df: pd.DataFrame, output_uri: str) -> dict[str, Any] | None:
+    if config.evaluation.judge is None:
+        return None
+    return judge_outputs(_client(clients, "bedrock-runtime"), _client(clients, "s3"), df,
+                         eval_cfg=config.evaluation, output_uri=output_uri)
+
+
+# ---------------------------------------------------------------------------------------------
+# the champion of the run's lineage (issue 19): who it is, its recorded outputs, recording this run's
+
+
+def champion_plan(clients: Any, config: Any, *, output_uri: str, test_sha256: str, invoke_shape: str,
+                  run_id: str | None, account: str | None = None) -> ChampionPlan | None:
+    """The lineage's champion as this run's evaluation runs it (tasks/evaluation/champion.py ``plan_champion``),
+    read from the registry of ``config.name`` (tasks/registry); None on the lineage's first run, or when this run
+    is the champion itself."""
+    from tasks.evaluation.champion import plan_champion, settings_of
+    from tasks.registry import store_for_config
+
+    registry = store_for_config(clients, config, account).read()
+    return plan_champion(_client(clients, "s3"), registry, output_uri=output_uri, test_sha256=test_sha256,
+                         settings=settings_of(config.evaluation, invoke_shape), this_run_id=run_id)
+
+
+def record_run_outputs(clients: Any, *, output_uri: str, df: pd.DataFrame, test_sha256: str, eval_cfg: Any,
+                       invoke_shape: str, run_id: str | None, custom_model_arn: str,
+                       champion: ChampionPlan | None = None) -> dict[str, str]:
+    """Store the per-example outputs next to each model's evaluation records, so a later evaluation on the same
+    test split reuses them: this run's model (``custom``) under this run's output uri; the champion's (recorded
+    ones merged with those served now) under the champion's run, when any was served now. {target: s3 uri}."""
+    from tasks.evaluation.champion import outputs_from_table, outputs_uri, record_outputs, settings_of
+
+    s3 = _client(clients, "s3")
+    settings = settings_of(eval_cfg, invoke_shape)
+    out = {"custom": record_outputs(s3, outputs_uri(output_uri, test_sha256, settings), outputs_from_table(
+        df, "custom", test_sha256=test_sha256, settings=settings, model=custom_model_arn, run_id=run_id))}
+    if champion is not None and champion.outputs_uri and "champion_output" in df:
+        rec = outputs_from_table(df, "champion", test_sha256=test_sha256, settings=settings,
+                                 model=champion.custom_model_arn, run_id=champion.run_id)
+        before = champion.recorded.outputs if champion.recorded else {}
+        if set(rec.outputs) - set(before):
+            rec = rec.model_copy(update={"outputs": {**before, **rec.outputs}})
+            out["champion"] = record_outputs(s3, champion.outputs_uri, rec)
+    return out
 
 
 def _record_key(output_uri: str, eval_key: str) -> tuple[str, str]:
@@ -622,10 +727,14 @@ def load_recorded_evaluation(clients: Any, output_uri: str, eval_key: str) -> Ev
 # Prefect cache (boto3 clients cannot be hashed; a finished evaluation is recorded in S3 instead).
 collect_outputs_task = task(name="evaluate-invoke", retries=0, cache_policy=NO_CACHE)(_collect_task_fn)
 score_outputs_task = task(name="evaluate-score", retries=0, cache_policy=NO_CACHE)(_score_task_fn)
+judge_outputs_task = task(name="evaluate-judge", retries=0, cache_policy=NO_CACHE)(_judge_task_fn)
 
 
 # the record of a finished evaluation is one S3 write: retried on transient errors like every AWS step, so a
 # 5xx burst longer than botocore's attempts does not throw away an evaluation that already ran
 record_evaluation_task = aws_task(record_evaluation, name="record-evaluation")
+# the per-example outputs a later evaluation on the same data reuses; the champion lookup reads S3 only
+record_run_outputs_task = aws_task(record_run_outputs, name="record-outputs")
+champion_plan_task = aws_task(champion_plan, name="champion-plan")
 # the report's files to S3 + the artifacts: S3 writes, retried like the record
 publish_report_task = aws_task(publish_report, name="publish-report")

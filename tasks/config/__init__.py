@@ -264,6 +264,10 @@ class JudgeConfig(_Strict):
     max_tokens: int = Field(200, ge=16, le=4096, description="The judge's answer length cap")
     invoke_shape: Literal["nova", "claude", "llama", "titan", "cohere"] | None = Field(
         None, description="Request shape of the judge model; empty = from the catalog")
+    input_per_1k: float | None = Field(None, ge=0, le=1e6, description="Judge's on-demand input price per 1k tokens "
+                                                                       "(empty = the catalog's)")
+    output_per_1k: float | None = Field(None, ge=0, le=1e6, description="Judge's on-demand output price per 1k "
+                                                                        "tokens (empty = the catalog's)")
 
 
 class EvaluationConfig(_Strict):
