@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     return serve(host=a.host, port=a.port, speed=a.speed, faults_file=a.faults, state_dir=a.state_dir,
                  invoke_latency_ms=a.invoke_latency_ms, ready_line=a.ready_line,
-                 pt_tokens_per_minute=a.pt_tokens_per_minute, pt_burst_seconds=a.pt_burst_seconds)
+                 pt_tokens_per_minute=a.pt_tokens_per_minute, pt_burst_seconds=a.pt_burst_seconds,
+                 tls=bool(a.tls))
 
 
 if __name__ == "__main__":

@@ -398,6 +398,16 @@ class Emulator:
             self.ledger.record_call(t=t, service=service, operation=op, mutating=mutating, status=status,
                                     error=decision.error)
             return status, body, headers
+        if service == "s3" and op == "CreateBucket":
+            bucket = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+            why = invalid_bucket_name(bucket)
+            if why:
+                self.ledger.record_call(t=t, service=service, operation=op, mutating=mutating, status=400,
+                                        error="InvalidBucketName")
+                body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidBucketName</Code>"
+                        f"<Message>The specified bucket is not valid ({why}).</Message>"
+                        f"<BucketName>{bucket}</BucketName><RequestId>{uuid.uuid4()}</RequestId></Error>").encode()
+                return 400, body, {"Content-Type": "application/xml"}
         captured: dict = {}
 
         def start_response(status_line: str, headers: list, exc_info: Any = None) -> Callable:
@@ -492,6 +502,34 @@ class Emulator:
         return _json(404, {"message": f"unknown emulator endpoint {method} {path}; see docs/emulator.md"})
 
 
+_BUCKET_CHARS = re.compile(r"[a-z0-9.-]+")
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+
+
+def invalid_bucket_name(name: str) -> str | None:
+    """Why S3 refuses ``name`` for a general purpose bucket, or None: 3-63 characters of lowercase letters,
+    digits, '.' and '-', starting and ending with a letter or digit, no '..', not an IP address, none of the
+    reserved prefixes and suffixes (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html,
+    as of 2026-12-01). moto accepts several of these; real S3 answers InvalidBucketName."""
+    if not 3 <= len(name) <= 63:
+        return "a bucket name has 3 to 63 characters"
+    if not _BUCKET_CHARS.fullmatch(name):
+        return "only lowercase letters, digits, '.' and '-'"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "it must begin and end with a letter or digit"
+    if ".." in name:
+        return "no two adjacent periods"
+    if _IPV4.fullmatch(name):
+        return "it must not be formatted as an IP address"
+    for prefix in ("xn--", "sthree-", "amzn-s3-demo-"):
+        if name.startswith(prefix):
+            return f"it must not start with {prefix}"
+    for suffix in ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"):
+        if name.endswith(suffix):
+            return f"it must not end with {suffix}"
+    return None
+
+
 def _read_body(environ: dict) -> bytes:
     try:
         n = int(environ.get("CONTENT_LENGTH") or 0)
@@ -533,11 +571,13 @@ def _moto_fault(service: str, code: str, op: str) -> tuple[int, bytes, dict]:
 
 
 # -- serving ------------------------------------------------------------------------------------
-def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0, access_log: bool = False):
+def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0, access_log: bool = False,
+                tls: tuple[str | Path, str | Path] | None = None):
     """A threaded werkzeug server for ``emulator`` (moto's request handler keeps S3 metadata headers).
 
     No per-request access log unless ``access_log``: the ledger records every call, and a log line per
-    request drowned the pipeline's own output (evaluation alone makes hundreds of calls)."""
+    request drowned the pipeline's own output (evaluation alone makes hundreds of calls).
+    ``tls``: (certificate, key) PEM files to serve HTTPS (emulator/tls.py)."""
     from werkzeug.serving import WSGIRequestHandler
     from werkzeug.serving import make_server as _make
     try:
@@ -550,14 +590,20 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0, acce
             if access_log:
                 super().log_request(code, size)
 
-    return _make(host, port, emulator, threaded=True, request_handler=Handler)
+    ssl_context = None
+    if tls is not None:
+        import ssl
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_context.load_cert_chain(str(tls[0]), str(tls[1]))
+    return _make(host, port, emulator, threaded=True, request_handler=Handler, ssl_context=ssl_context)
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, faults_file: str | None = None,
           state_dir: str | None = None, invoke_latency_ms: float | None = None, ready_line: bool = False,
           pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None,
-          enforce_iam: bool | None = None) -> int:
-    """Run until SIGINT/SIGTERM. Prints one JSON line ``{"url": ...}`` once listening when ``ready_line``."""
+          enforce_iam: bool | None = None, tls: bool = False) -> int:
+    """Run until SIGINT/SIGTERM. Prints one JSON line ``{"url": ...}`` once listening when ``ready_line``
+    (with ``tls``: ``https://`` and ``"ca_bundle"``, the self-signed certificate clients should trust)."""
     import signal
     import sys
 
@@ -571,16 +617,24 @@ def serve(*, host: str = "127.0.0.1", port: int = 4566, speed: float = 100.0, fa
                    account_id=DEFAULT_ACCOUNT, pt_tokens_per_minute=pt_tokens_per_minute,
                    pt_burst_seconds=pt_burst_seconds, enforce_iam=enforce_iam)
     emu.bedrock.preload_models = True
+    cert = None
+    if tls or os.environ.get(TLS_ENV_FLAG) == "1":
+        import tempfile
+
+        from emulator.tls import self_signed
+        cert = self_signed(Path(state_dir) / "tls" if state_dir else tempfile.mkdtemp(prefix="forge-emulator-tls-"),
+                           hosts=tuple(dict.fromkeys((host, "127.0.0.1", "localhost"))))
     try:
-        srv = make_server(emu, host, port)
+        srv = make_server(emu, host, port, tls=cert)
     except OSError as e:
         print(f"error: cannot listen on {host}:{port}: {e.strerror or e}. Pick another --port "
               "(or stop the process using it).", file=sys.stderr)
         emu.close()
         return 1
-    url = f"http://{host}:{srv.server_port}"
+    url = f"{'https' if cert else 'http'}://{host}:{srv.server_port}"
     if ready_line:
-        print(json.dumps({"url": url, "account_id": emu.account_id}), flush=True)
+        print(json.dumps({"url": url, "account_id": emu.account_id, **({"ca_bundle": str(cert[0])} if cert else {})}),
+              flush=True)
     print(f"bedrock-forge emulator on {url} (speed x{speed:g}, account {emu.account_id}, state "
           f"{state_dir or 'in memory'}{', IAM enforced' if emu.iam.enabled else ''}); ledger: "
           f"{url}/_emulator/ledger", file=sys.stderr, flush=True)
@@ -614,9 +668,23 @@ def add_arguments(p) -> None:
                         "beyond it (default: emulator/facts/capacity.yaml, 100000; 0 = unlimited)")
     p.add_argument("--pt-burst-seconds", type=float, default=None, metavar="S",
                    help="seconds of capacity a PT can burst (default: emulator/facts/capacity.yaml, 10)")
+    p.add_argument("--tls", action=_Tls, nargs=0, default=None,
+                   help="serve HTTPS with a self-signed certificate (kept in --state-dir/tls; its path is printed) "
+                        "so bearer-token (Bedrock API key) clients can connect")
     p.add_argument("--enforce-iam", action=_EnforceIam, nargs=0, default=None,
                    help="check every request against its caller's IAM policies (AccessDenied as AWS answers); "
                         "keys not issued by the emulator's IAM act as the account root (docs/emulator.md)")
+
+
+TLS_ENV_FLAG = "FORGE_EMULATOR_TLS"
+
+
+class _Tls(argparse.Action):
+    """``--tls``: also sets FORGE_EMULATOR_TLS, which ``serve`` reads, for callers that do not pass it on."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        os.environ[TLS_ENV_FLAG] = "1"
+        setattr(namespace, self.dest, True)
 
 
 class _EnforceIam(argparse.Action):

@@ -22,11 +22,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _http(method: str, url: str, body: object | None = None, timeout: float = 10.0) -> dict:
+def _http(method: str, url: str, body: object | None = None, timeout: float = 10.0,
+          ca_bundle: str | Path | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    ctx = None
+    if url.startswith("https://"):
+        import ssl
+        ctx = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
             return json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as e:
         raise RuntimeError(f"{method} {url} -> HTTP {e.code}: {e.read().decode('utf-8', 'replace')}") from None
@@ -38,22 +43,23 @@ class EmulatorHandle:
     def __init__(self, url: str, state_dir: Path | None):
         self.url = url
         self.state_dir = state_dir
+        self.ca_bundle: Path | None = None     # with tls=True: the self-signed certificate to trust (verify=)
 
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
     def ledger(self) -> dict:
-        return _http("GET", f"{self.url}/_emulator/ledger")
+        return _http("GET", f"{self.url}/_emulator/ledger", ca_bundle=self.ca_bundle)
 
     def health(self) -> dict:
-        return _http("GET", f"{self.url}/_emulator/health", timeout=2.0)
+        return _http("GET", f"{self.url}/_emulator/health", timeout=2.0, ca_bundle=self.ca_bundle)
 
     def set_faults(self, rules: list[dict]) -> None:
-        _http("POST", f"{self.url}/_emulator/faults", rules)
+        _http("POST", f"{self.url}/_emulator/faults", rules, ca_bundle=self.ca_bundle)
 
     def reset(self) -> None:
-        _http("POST", f"{self.url}/_emulator/reset", {})
+        _http("POST", f"{self.url}/_emulator/reset", {}, ca_bundle=self.ca_bundle)
 
     def terminate(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -71,7 +77,9 @@ class EmulatorHandle:
 class _ThreadHandle(EmulatorHandle):
     def __init__(self, *, speed: float, state_dir: Path | None, faults: list[dict] | None,
                  invoke_latency_ms: float | None, port: int, host: str = "127.0.0.1",
-                 pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None):
+                 pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None,
+                 tls: bool = False):
+        self._tls = tls
         self._kw = dict(speed=speed, faults=faults, invoke_latency_ms=invoke_latency_ms,
                         pt_tokens_per_minute=pt_tokens_per_minute, pt_burst_seconds=pt_burst_seconds)
         self._host = host
@@ -88,8 +96,13 @@ class _ThreadHandle(EmulatorHandle):
     def _start(self, port: int) -> None:
         from emulator.server import Emulator, make_server
         self.emulator = Emulator(state_dir=self.state_dir, **self._kw)
-        self._server = make_server(self.emulator, self._host, port)
-        self.url = f"http://{self._host}:{self._server.server_port}"
+        cert = None
+        if self._tls:
+            from emulator.tls import self_signed
+            cert = self_signed(self.state_dir / "tls")
+            self.ca_bundle = cert[0]
+        self._server = make_server(self.emulator, self._host, port, tls=cert)
+        self.url = f"{'https' if cert else 'http'}://{self._host}:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"emulator:{self.port}", daemon=True)
         self._thread.start()
@@ -122,13 +135,14 @@ class _ThreadHandle(EmulatorHandle):
 @contextmanager
 def running_emulator(*, speed: float = 2000.0, state_dir: str | Path | None = None, faults: list[dict] | None = None,
                      invoke_latency_ms: float | None = None, port: int = 0, pt_tokens_per_minute: float | None = None,
-                     pt_burst_seconds: float | None = None) -> Iterator[EmulatorHandle]:
+                     pt_burst_seconds: float | None = None, tls: bool = False) -> Iterator[EmulatorHandle]:
     """An in-process emulator on a background thread (a free port unless ``port`` is given).
     ``pt_tokens_per_minute``: capacity of one PT model unit (input+output tokens per real minute; None = the
-    facts' default, 0 = unlimited); ``pt_burst_seconds``: how many seconds of capacity a full bucket holds."""
+    facts' default, 0 = unlimited); ``pt_burst_seconds``: how many seconds of capacity a full bucket holds.
+    ``tls``: serve HTTPS with a self-signed certificate (``handle.ca_bundle``; emulator/tls.py)."""
     h = _ThreadHandle(speed=speed, state_dir=Path(state_dir) if state_dir else None, faults=faults,
                       invoke_latency_ms=invoke_latency_ms, port=port, pt_tokens_per_minute=pt_tokens_per_minute,
-                      pt_burst_seconds=pt_burst_seconds)
+                      pt_burst_seconds=pt_burst_seconds, tls=tls)
     try:
         yield h
     finally:
@@ -138,8 +152,10 @@ def running_emulator(*, speed: float = 2000.0, state_dir: str | Path | None = No
 class _ProcessHandle(EmulatorHandle):
     def __init__(self, *, speed: float, state_dir: Path | None, faults: list[dict] | None,
                  invoke_latency_ms: float | None, port: int, startup_timeout: float = 30.0,
-                 pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None):
+                 pt_tokens_per_minute: float | None = None, pt_burst_seconds: float | None = None,
+                 tls: bool = False):
         self._tmp = None
+        self._tls = tls
         self._capacity = (pt_tokens_per_minute, pt_burst_seconds)
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="forge-emulator-")
@@ -166,6 +182,8 @@ class _ProcessHandle(EmulatorHandle):
             cmd += ["--pt-tokens-per-minute", str(self._capacity[0])]
         if self._capacity[1] is not None:
             cmd += ["--pt-burst-seconds", str(self._capacity[1])]
+        if self._tls:
+            cmd += ["--tls"]
         self._log = open(self.state_dir / "emulator.log", "ab")
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
@@ -173,7 +191,9 @@ class _ProcessHandle(EmulatorHandle):
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=root)
         deadline = time.monotonic() + self._timeout
         line = self._read_ready_line(deadline)
-        self.url = json.loads(line)["url"]
+        ready = json.loads(line)
+        self.url = ready["url"]
+        self.ca_bundle = Path(ready["ca_bundle"]) if ready.get("ca_bundle") else None
         while True:
             try:
                 self.health()
@@ -226,17 +246,20 @@ class _ProcessHandle(EmulatorHandle):
 def start_subprocess(*, speed: float = 3000.0, state_dir: str | Path | None = None, port: int = 0,
                      faults: list[dict] | None = None, invoke_latency_ms: float | None = None,
                      pt_tokens_per_minute: float | None = None,
-                     pt_burst_seconds: float | None = None) -> EmulatorHandle:
+                     pt_burst_seconds: float | None = None, tls: bool = False) -> EmulatorHandle:
     """``python -m emulator`` in a separate process; returns once ``/_emulator/health`` answers.
-    ``pt_tokens_per_minute`` / ``pt_burst_seconds``: PT capacity, as for :func:`running_emulator`."""
+    ``pt_tokens_per_minute`` / ``pt_burst_seconds``: PT capacity, as for :func:`running_emulator`; ``tls``:
+    ``--tls`` (HTTPS, ``handle.ca_bundle``)."""
     return _ProcessHandle(speed=speed, state_dir=Path(state_dir) if state_dir else None, faults=faults,
                           invoke_latency_ms=invoke_latency_ms, port=port, pt_tokens_per_minute=pt_tokens_per_minute,
-                          pt_burst_seconds=pt_burst_seconds)
+                          pt_burst_seconds=pt_burst_seconds, tls=tls)
 
 
-def boto3_clients(url: str, *, region: str = "us-east-1", max_attempts: int | None = None):
+def boto3_clients(url: str, *, region: str = "us-east-1", max_attempts: int | None = None,
+                  verify: str | Path | bool | None = None):
     """Plain boto3 clients for s3, iam, sts, bedrock and bedrock-runtime against ``url`` (dummy credentials).
-    ``max_attempts`` = total attempts per call (botocore ``total_max_attempts``); 1 turns retries off."""
+    ``max_attempts`` = total attempts per call (botocore ``total_max_attempts``); 1 turns retries off.
+    ``verify``: the CA bundle of an HTTPS emulator (``handle.ca_bundle``)."""
     from types import SimpleNamespace
 
     import boto3
@@ -244,6 +267,8 @@ def boto3_clients(url: str, *, region: str = "us-east-1", max_attempts: int | No
     cfg = Config(retries={"mode": "standard", "total_max_attempts": max_attempts}) if max_attempts else None
     kw = dict(endpoint_url=url, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing",
               config=cfg)
+    if verify is not None:
+        kw["verify"] = str(verify) if not isinstance(verify, bool) else verify
     return SimpleNamespace(s3=boto3.client("s3", **kw), iam=boto3.client("iam", **kw), sts=boto3.client("sts", **kw),
                            bedrock=boto3.client("bedrock", **kw), runtime=boto3.client("bedrock-runtime", **kw))
 

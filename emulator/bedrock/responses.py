@@ -15,6 +15,7 @@ from typing import Any
 from emulator.bedrock.backend import MAX_TAGS_PER_RESOURCE, BedrockBackend
 from emulator.bedrock.exceptions import TooManyTagsException, validation
 from emulator.bedrock.limits import check, check_len, limit, parse_s3_uri
+from emulator.bedrock.urls import RUNTIME_OPS
 
 
 @dataclass
@@ -115,6 +116,11 @@ class BedrockResponses:
         self.backend = backend
 
     def dispatch(self, r: Request) -> Response:
+        service = "bedrock-runtime" if r.operation in RUNTIME_OPS else "bedrock"
+        for name, value in r.path_params.items():   # an over-long identifier is refused, not looked up
+            lim = limit(r.operation, name, service)
+            if lim.min is not None or lim.max is not None:
+                check_len(name, value, lim.min, lim.max)
         return getattr(self, r.operation)(r)
 
     # -- foundation models -----------------------------------------------------------------------
