@@ -649,5 +649,18 @@ def _plan(args: argparse.Namespace) -> int:
         return 2
     print(f"  notifications: {'a webhook block and the failure automation' if os.environ.get(NOTIFY_ENV) else 'none'}"
           f" ({NOTIFY_ENV} {'set' if os.environ.get(NOTIFY_ENV) else 'not set'})")
+    from tasks.run import quota
+
+    try:
+        values = quota.default_values()
+    except ValueError as err:
+        print(f"  PROBLEM {err}", file=sys.stderr)
+        return 2
+    for kind, flag in ((quota.TRAINING_JOBS, "training_jobs"), (quota.PT_MODEL_UNITS, "pt_model_units")):
+        if getattr(args, flag, None) is not None:
+            values[kind] = getattr(args, flag)
+    specs = quota.limit_specs(quota.regions_of(given=getattr(args, "quota_regions", None)), values)
+    print("  quota limits (created when missing; an existing one keeps its value unless set by a flag): "
+          + ", ".join(f"{s.name}={s.limit}" for s in specs))
     print("plan ok; run `forge deploy --apply` to register (needs PREFECT_API_URL)")
     return 0

@@ -534,3 +534,13 @@ def test_forge_deploy_takes_the_quota_flags():
     args = parser.parse_args(["deploy", "--apply", "--quota-region", "eu-west-1", "--quota-region", "us-east-1",
                               "--training-jobs", "4", "--pt-model-units", "2"])
     assert (args.quota_regions, args.training_jobs, args.pt_model_units) == (["eu-west-1", "us-east-1"], 4, 2)
+
+
+def test_forge_deploy_plan_names_the_quota_limits(capsys, monkeypatch):
+    from forge.cli import main
+
+    monkeypatch.delenv("FORGE_QUOTA_REGIONS", raising=False)
+    monkeypatch.setenv("FORGE_QUOTA_PT_MODEL_UNITS", "3")
+    assert main(["deploy", "--only", "sweep", "--quota-region", "eu-west-1", "--training-jobs", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "bedrock-training-jobs:eu-west-1=5" in out and "bedrock-pt-model-units:eu-west-1=3" in out
