@@ -9,7 +9,6 @@ Sources of the behaviour: docs/bedrock-facts.md (cited by section) and docs/emul
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
@@ -17,7 +16,6 @@ import random
 import re
 import string
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +24,6 @@ from emulator.bedrock.exceptions import (
     ConflictException,
     ResourceNotFoundException,
     ServiceQuotaExceededException,
-    ThrottlingException,
     TooManyTagsException,
     ValidationException,
     validation,
@@ -759,128 +756,6 @@ class BedrockBackend:
             self._taggable(arn)
             return dict(self.tags.get(arn, {}))
 
-    # -- runtime ------------------------------------------------------------------------------
-    def invoke_target(self, model_id: str, admit: bool = True) -> tuple[str, str, str, Any]:
-        """-> (kind "base"|"custom", id for the stand-in, base model id for the body shape, the PT's token bucket
-        or None). A PT whose bucket is empty answers ThrottlingException (emulator/capacity.py)."""
-        with self.lock:
-            self.advance_all()
-            if ":provisioned-model/" in model_id or self.find_pt(model_id) is not None:
-                p = self.find_pt(model_id)
-                if p is None:
-                    raise ResourceNotFoundException(f"The provisioned model {model_id} was not found.")
-                if p.status not in ("InService", "Updating"):
-                    raise validation(f"The provisioned model {p.provisionedModelName} is {p.status}, not "
-                                     "InService. Wait until it is InService before invoking it.")
-                kind = "custom" if ":custom-model/" in p.modelArn else "base"
-                cap = self.parent.capacity
-                meter = cap.bucket(p.provisionedModelArn, p.modelUnits)
-                if admit and meter is not None and not meter.admit():
-                    # AWS wording for a PT over its capacity (prov-throughput.html: capacity is tokens per minute)
-                    raise ThrottlingException(
-                        "Too many tokens, please wait before trying again. "
-                        f"The provisioned model {p.provisionedModelName} serves "
-                        f"{cap.tokens_per_minute * p.modelUnits:g} tokens per minute "
-                        f"({p.modelUnits} model unit(s)); retry in {meter.retry_after_s():.2f} s.")
-                return kind, p.modelArn if kind == "custom" else p.baseModelId, p.baseModelId, meter
-            if ":custom-model-deployment/" in model_id:
-                d = self.find_deployment(model_id)
-                if d is None:
-                    raise ResourceNotFoundException(f"The custom model deployment {model_id} was not found.")
-                if d.status != "Active":
-                    raise validation(f"The custom model deployment {d.modelDeploymentName} is {d.status}, not "
-                                     "Active. Wait until it is Active before invoking it.")
-                return "custom", d.modelArn, d.baseModelId, None
-            if ":custom-model/" in model_id or self.find_model(model_id) is not None:
-                # docs/bedrock-facts.md §3: the custom model ARN itself is not an on-demand target
-                raise validation("Invocation of a custom model by its model ARN isn't supported. Invoke it through a "
-                                 "Provisioned Throughput ARN (CreateProvisionedModelThroughput) or a custom model "
-                                 "deployment ARN (CreateCustomModelDeployment).")
-        mid = _fm_id(model_id)
-        if ":inference-profile/" in mid:
-            mid = mid.split(":inference-profile/", 1)[1]
-        idx = self.fm_index()
-        profile = None
-        for geo in GEO_PREFIXES:
-            if mid.startswith(geo):
-                profile, mid = mid, mid[len(geo):]
-                break
-        info = idx.get(mid)
-        if info is None:
-            raise validation(f"The provided model identifier is invalid: {model_id}.")
-        if profile is None and info.get("profile"):
-            # Nova-style models are served on demand only through an inference profile (AWS wording)
-            raise validation(f"Invocation of model ID {mid} with on-demand throughput isn't supported. Retry your "
-                             f"request with the ID or ARN of an inference profile that contains this model "
-                             f"(e.g. {info['profile']}).")
-        if info["customizable"]:
-            raise validation(f"The model {mid} is a customization variant; invoke it through Provisioned Throughput.")
-        return "base", profile or mid, _base_for_plain(idx, mid), None
-
-    def invoke(self, model_id: str, raw_body: bytes) -> dict:
-        """InvokeModel's (and InvokeModelWithResponseStream's) answer: kind, shape, text, tokens, truncation."""
-        t0 = time.time()
-        kind, target, base_id, meter = self.invoke_target(model_id)
-        st = _standin()
-        shape = st.invoke_shape_of(base_id)
-        try:
-            body = json.loads(raw_body or b"{}")
-        except json.JSONDecodeError as e:
-            raise validation("Malformed input request: the body is not valid JSON "
-                             f"({e.msg} at char {e.pos}).") from None
-        if not isinstance(body, dict):
-            raise validation("Malformed input request: the body must be a JSON object.")
-        try:
-            system, prompt, max_tokens = st.parse_invoke_body(shape, body)
-        except ValueError as e:
-            raise validation(f"Malformed input request: {e}") from None
-        a = self.standins().answer_full(kind, target, system, prompt, max_tokens)
-        if meter is not None:
-            meter.charge(a.input_tokens + a.output_tokens)
-        if self.invoke_latency_ms > 0:
-            time.sleep(self.invoke_latency_ms / 1000.0)
-        return {"kind": kind, "shape": shape, "text": a.text, "tin": a.input_tokens, "tout": a.output_tokens,
-                "truncated": a.truncated, "ms": int((time.time() - t0) * 1000)}
-
-    def converse(self, model_id: str, *, system: str | None, prompt: str, max_tokens: int) -> dict:
-        """Converse's (and ConverseStream's) answer."""
-        t0 = time.time()
-        kind, target, _base, meter = self.invoke_target(model_id)
-        text, tin, tout = self.standins().answer(kind, target, system, prompt, max_tokens)
-        if meter is not None:
-            meter.charge(tin + tout)
-        if self.invoke_latency_ms > 0:
-            time.sleep(self.invoke_latency_ms / 1000.0)
-        return {"kind": kind, "text": text, "tin": tin, "tout": tout,
-                "stop": "max_tokens" if tout >= max_tokens else "end_turn", "ms": int((time.time() - t0) * 1000)}
-
-    def count_tokens(self, model_id: str, inp: dict) -> int:
-        """Input tokens an InvokeModel body or a Converse request would use (the stand-in's estimate:
-        characters / CHARS_PER_TOKEN of the prompt and system text). Not metered by a PT's capacity."""
-        _kind, _target, base_id, _meter = self.invoke_target(model_id, admit=False)
-        st = _standin()
-        if inp.get("invokeModel") is not None:
-            raw = (inp["invokeModel"] or {}).get("body")
-            try:
-                body = json.loads(base64.b64decode(raw)) if isinstance(raw, str) else None
-            except (ValueError, json.JSONDecodeError):
-                body = None
-            if not isinstance(body, dict):
-                raise validation("input.invokeModel.body must be a JSON object (base64 on the wire).")
-            try:
-                system, prompt, _max = st.parse_invoke_body(st.invoke_shape_of(base_id), body)
-            except ValueError as e:
-                raise validation(f"Malformed input request: {e}") from None
-        else:
-            conv = inp["converse"] or {}
-            msgs = conv.get("messages") or []
-            if not msgs:
-                raise validation("input.converse.messages must not be empty.")
-            prompt = "\n".join(c.get("text", "") for m in msgs for c in m.get("content", []) if isinstance(c, dict))
-            system = "\n".join(x.get("text", "") for x in (conv.get("system") or []) if isinstance(x, dict))
-        n = st.approx_tokens(prompt) + (st.approx_tokens(system) if system else 0)
-        return max(1, n)
-
     # -- model invocation logging (one configuration per account and Region) -----------------
     def put_logging_config(self, cfg: dict) -> None:
         s3 = cfg.get("s3Config")
@@ -1053,12 +928,6 @@ def _split_v1(d: dict) -> dict[str, dict]:
         part(_region_of(arn))["tags"][arn] = v
     part("us-east-1")["billing_done"] = d.get("billing_done") or {"training_token_epochs": 0.0}
     return out
-
-
-def _base_for_plain(idx: dict, mid: str) -> str:
-    """The customizable variant of a base id (emulator/facts/models.yaml ``customizable_variant``), else the id."""
-    info = idx.get(mid)
-    return (info["model"].customizable_variant if info else None) or mid
 
 
 def _last_loss(csv_text: str | None) -> float | None:

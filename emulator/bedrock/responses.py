@@ -15,6 +15,7 @@ from typing import Any
 from emulator.bedrock.backend import MAX_TAGS_PER_RESOURCE, BedrockBackend
 from emulator.bedrock.exceptions import TooManyTagsException, validation
 from emulator.bedrock.limits import check, check_len, limit, parse_s3_uri
+from emulator.bedrock.runtime import BedrockRuntimeBackend
 from emulator.bedrock.urls import RUNTIME_OPS
 
 
@@ -114,6 +115,7 @@ class BedrockResponses:
 
     def __init__(self, backend: BedrockBackend):
         self.backend = backend
+        self.runtime = BedrockRuntimeBackend(backend)
 
     def dispatch(self, r: Request) -> Response:
         service = "bedrock-runtime" if r.operation in RUNTIME_OPS else "bedrock"
@@ -288,7 +290,7 @@ class BedrockResponses:
 
     # -- runtime ---------------------------------------------------------------------------------------
     def InvokeModel(self, r: Request) -> Response:
-        a = self.backend.invoke(r.path_params["modelId"], r.raw_body)
+        a = self.runtime.invoke(r.path_params["modelId"], r.raw_body)
         from emulator import standin
         out = standin.format_invoke_response(a["shape"], a["text"], a["tin"], a["tout"])
         return Response(200, json.dumps(out).encode(), {
@@ -300,7 +302,7 @@ class BedrockResponses:
         """The InvokeModel answer as an event stream of ``chunk`` events, each ``{"bytes": <the family's streamed
         JSON>}`` (emulator/eventstream.py). Errors before the first byte (an unknown model, a bad body, a PT over
         its capacity) are ordinary error responses, as for InvokeModel."""
-        a = self.backend.invoke(r.path_params["modelId"], r.raw_body)
+        a = self.runtime.invoke(r.path_params["modelId"], r.raw_body)
         es = _eventstream()
         data = es.invoke_stream(a["shape"], a["text"], a["tin"], a["tout"], truncated=a["truncated"],
                                 latency_ms=a["ms"])
@@ -323,7 +325,7 @@ class BedrockResponses:
         for k in ("temperature", "topP"):
             if k in ic and not 0 <= float(ic[k]) <= 1:
                 raise validation(f"inferenceConfig.{k} must be between 0 and 1")
-        return self.backend.converse(r.path_params["modelId"], system=system, prompt=prompt,
+        return self.runtime.converse(r.path_params["modelId"], system=system, prompt=prompt,
                                      max_tokens=int(ic.get("maxTokens") or 512))
 
     def Converse(self, r: Request) -> Response:
@@ -349,7 +351,7 @@ class BedrockResponses:
         inp = r.body.get("input")
         if not isinstance(inp, dict) or len([k for k in inp if inp.get(k) is not None]) != 1:
             raise validation("input must set exactly one of invokeModel, converse")
-        return Response(200, {"inputTokens": self.backend.count_tokens(r.path_params["modelId"], inp)})
+        return Response(200, {"inputTokens": self.runtime.count_tokens(r.path_params["modelId"], inp)})
 
     # -- model invocation logging ------------------------------------------------------------------
     def PutModelInvocationLoggingConfiguration(self, r: Request) -> Response:
