@@ -17,15 +17,14 @@ The custom models carry matching tags (``forge-lineage``, ``forge-version`` = ru
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
+from tasks.aws.s3json import PreconditionLost, get_json, put_json
 from tasks.aws.s3uri import child_key, s3_uri, split_s3_uri
 from tasks.aws.tags import fits_tag_value, to_tag_list
 from tasks.run.names import check_run_id
@@ -117,7 +116,7 @@ class RegistryError(RuntimeError):
     """The registry cannot do what was asked (no such version, unreadable document)."""
 
 
-class RegistryConflict(RuntimeError):
+class RegistryConflict(PreconditionLost):
     """The registry changed since this writer read it (412), or appeared when it expected none."""
 
 
@@ -128,14 +127,6 @@ class ChampionChanged(RuntimeError):
         self.expected, self.actual = expected, actual
         super().__init__(f"the champion changed under this promotion: expected {expected or 'none'}, "
                          f"found {actual or 'none'}")
-
-
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _status(err: ClientError) -> int:
-    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
 def check_lineage(lineage: str) -> str:
@@ -184,15 +175,8 @@ class RegistryStore:
     def get(self) -> tuple[Registry, str] | None:
         """(registry, ETag), or None when the lineage has none yet."""
         try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as err:
-            if _code(err) in ("NoSuchKey", "404", "NotFound") or _status(err) == 404:
-                return None
-            if _code(err) == "NoSuchBucket":
-                return None
-            raise
-        try:
-            return Registry.model_validate(json.loads(obj["Body"].read())), obj["ETag"]
+            got = get_json(self.s3, self.bucket, self.key, missing_bucket_is_none=True)
+            return (Registry.model_validate(got[0]), got[1]) if got else None
         except ValueError as err:
             raise RegistryError(f"{self.uri} is not a registry document: {err}") from None
 
@@ -202,17 +186,10 @@ class RegistryStore:
 
     def put(self, registry: Registry, etag: str | None) -> str:
         """Write if the document is still at ``etag`` (None: only if there is none); the new ETag."""
-        cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
-            out = self.s3.put_object(Bucket=self.bucket, Key=self.key, ContentType="application/json",
-                                     Body=json.dumps(registry.model_dump(mode="json"), indent=2).encode(), **cond)
-        except ClientError as err:
-            if _status(err) in (409, 412) or _code(err) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise RegistryConflict(f"{self.uri} changed under this writer") from err
-            if etag and (_code(err) in ("NoSuchKey", "404") or _status(err) == 404):
-                raise RegistryConflict(f"{self.uri} was deleted under this writer") from err
-            raise
-        return out["ETag"]
+            return put_json(self.s3, self.bucket, self.key, registry.model_dump(mode="json"), etag)
+        except PreconditionLost as err:
+            raise RegistryConflict(f"{self.uri}: {err}") from err
 
     def change(self, apply: Callable[[Registry], Registry | None]) -> Registry:
         """Read, ``apply`` (mutates the registry; returns None to write nothing), write conditionally; on a

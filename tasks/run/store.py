@@ -13,13 +13,11 @@ updates: every write is conditional on the ETag this writer last saw (S3 conditi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from tasks.aws.s3json import PreconditionLost, get_json, put_json
 from tasks.aws.s3uri import child_key, s3_uri, split_s3_uri
 from tasks.run.names import check_run_id
 
@@ -27,16 +25,8 @@ MANIFEST = "manifest.json"
 MAX_CONFLICTS = 8
 
 
-class StoreConflict(RuntimeError):
+class StoreConflict(PreconditionLost):
     """The object changed since this writer read it (412), or appeared when it expected none."""
-
-
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _status(err: ClientError) -> int:
-    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
 @dataclass(frozen=True)
@@ -66,28 +56,15 @@ class S3RunStore:
 
     def get(self, run_id: str) -> tuple[dict, str] | None:
         """(manifest, ETag), or None when the run has no copy here."""
-        try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=self.key(run_id))
-        except ClientError as err:
-            if _code(err) in ("NoSuchKey", "404", "NotFound") or _status(err) == 404:
-                return None
-            raise
-        return json.loads(obj["Body"].read()), obj["ETag"]
+        return get_json(self.s3, self.bucket, self.key(run_id))
 
     def put(self, run_id: str, body: dict, etag: str | None) -> str:
         """Write if the object is still at ``etag`` (None: only if there is none); the new ETag.
         ``StoreConflict`` when another writer got there first."""
-        cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
-            out = self.s3.put_object(Bucket=self.bucket, Key=self.key(run_id), ContentType="application/json",
-                                     Body=json.dumps(body, indent=2, default=str).encode(), **cond)
-        except ClientError as err:
-            if _status(err) in (409, 412) or _code(err) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise StoreConflict(f"{self.key(run_id)} changed under this writer") from err
-            if etag and (_code(err) in ("NoSuchKey", "404") or _status(err) == 404):
-                raise StoreConflict(f"{self.key(run_id)} was deleted under this writer") from err
-            raise
-        return out["ETag"]
+            return put_json(self.s3, self.bucket, self.key(run_id), body, etag)
+        except PreconditionLost as err:
+            raise StoreConflict(str(err)) from err
 
     def run_ids(self) -> list[str]:
         """The runs with a manifest here, oldest name first."""
