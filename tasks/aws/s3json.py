@@ -31,13 +31,14 @@ def is_missing(err: ClientError) -> bool:
     return _code(err) in ("NoSuchKey", "404", "NotFound") or _status(err) == 404
 
 
-def get_json(s3: Any, bucket: str, key: str, *, missing_bucket_is_none: bool = False) -> tuple[Any, str] | None:
-    """(parsed document, ETag), or None when the object (or, if asked, the bucket) does not exist. A body that is
-    not JSON raises ValueError."""
+def get_json(s3: Any, bucket: str, key: str) -> tuple[Any, str] | None:
+    """(parsed document, ETag), or None when the object does not exist (a missing bucket too: S3 answers both
+    with 404). A body that is not JSON raises ValueError; any other error (AccessDenied, throttling) is raised:
+    unknown is not "none"."""
     try:
         obj = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as err:
-        if is_missing(err) or (missing_bucket_is_none and _code(err) == "NoSuchBucket"):
+        if is_missing(err):
             return None
         raise
     return json.loads(obj["Body"].read()), obj["ETag"]

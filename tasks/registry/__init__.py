@@ -175,7 +175,7 @@ class RegistryStore:
     def get(self) -> tuple[Registry, str] | None:
         """(registry, ETag), or None when the lineage has none yet."""
         try:
-            got = get_json(self.s3, self.bucket, self.key, missing_bucket_is_none=True)
+            got = get_json(self.s3, self.bucket, self.key)
             return (Registry.model_validate(got[0]), got[1]) if got else None
         except ValueError as err:
             raise RegistryError(f"{self.uri} is not a registry document: {err}") from None
