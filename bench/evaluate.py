@@ -19,6 +19,12 @@
    fixed-concurrency baseline (the same calls, no limiter). Throughput = the PT's served input+output tokens
    minus one full bucket, over the wall time, against ``tpm x modelUnits``. ``--capacity-only`` rewrites only that
    section of the results file.
+4. Three-way (issue 19): the same N examples on two targets (base + custom) vs three (+ the champion served) vs
+   three with the champion's recorded outputs reused (tasks/evaluation/champion.py): calls made and invocation
+   seconds (run_targets, C workers per target), then the scoring seconds (compute_metrics, + compare_with_champion
+   for three). The LLM judge (tasks/evaluation/judge.py judge_table, both orders of custom vs base) on the same
+   outputs: calls and seconds with an empty cache, then again with the cache it filled. ``--three-way-only``
+   rewrites only that section.
 """
 
 from __future__ import annotations
@@ -242,6 +248,121 @@ def write_section(path: Path, title: str, lines: list[str]) -> None:
     path.write_text(head.rstrip("\n") + "\n\n" + "\n".join(sections), encoding="utf-8")
 
 
+def run_three_way(n: int, concurrency: int, latency_ms: float, judge_n: int) -> list[str]:
+    """Section 4: two-way vs three-way (served / recorded champion), and the judge with and without its cache."""
+    from tasks.evaluate import error_counts, run_targets
+    from tasks.evaluation import champion as C
+    from tasks.evaluation import judge as J
+    from tasks.evaluation import metrics as M
+
+    load0 = os.getloadavg()[0]
+    load0 = os.getloadavg()[0]
+    examples = make_examples(n, seed=1)
+    ids = [_WithIdx(i, ex) for i, ex in enumerate(examples)]
+    use_emu = emulator_available()
+
+    def measure(make) -> list[dict]:
+        rows = []
+        two = run_targets(ids, {"base": make("base"), "custom": make("custom")}, concurrency=concurrency,
+                          requests_per_second=None, retries=5, is_retryable=default_is_retryable)
+        rows.append({"what": "two-way (base + custom)", "df": two})
+        three = run_targets(ids, {"base": make("base"), "custom": make("custom"), "champion": make("champion")},
+                            concurrency=concurrency, requests_per_second=None, retries=5,
+                            is_retryable=default_is_retryable)
+        rows.append({"what": "three-way, champion served", "df": three})
+        rec = C.outputs_from_table(three, "champion", test_sha256="bench", settings={})
+        plan = C.ChampionPlan(run_id="bench-champion", run_key="rk", custom_model_arn="m", target="x", recorded=rec)
+        reuse = run_targets(ids, {"base": make("base"), "custom": make("custom"),
+                                  "champion": C.champion_invoker(plan, make("champion"))},
+                            concurrency=concurrency, requests_per_second=None, retries=5,
+                            is_retryable=default_is_retryable)
+        reuse["champion_reused"] = True
+        rows.append({"what": "three-way, champion outputs recorded (same test hash)", "df": reuse})
+        judge_rows = []
+        cache = J.JudgeCache(model="bench-judge", rubric="r")
+        call = make("judge")
+        jdf = two.head(judge_n).copy()
+        # every target is the same emulator model here: make the challenger's answers differ, or the two orders of
+        # a pair would be the same request (and the second one a cache hit)
+        jdf["custom_output"] = jdf["custom_output"].astype(str) + " (challenger)"
+        for label in ("judge, empty cache", "judge, rerun with its cache"):
+            t0 = time.perf_counter()
+            out = J.judge_table(jdf, lambda text: call(Example(system=None, prompt=text, completion="")), cache,
+                                model="bench-judge", rubric="r", against=["base"], concurrency=concurrency,
+                                n_resamples=1000)
+            judge_rows.append({"what": label, "seconds": time.perf_counter() - t0, "calls": out["calls"],
+                               "cached": out["cached"], "unparseable": out["pairs"]["base"]["n_unparseable"]})
+        return rows, judge_rows
+
+    if use_emu:
+        import boto3
+        from botocore.config import Config
+
+        from emulator.testing import running_emulator
+        from tasks.catalog import load_catalog
+        from tasks.evaluation.invoke import invoke_text
+
+        base_model = "amazon.nova-micro-v1:0:128k"
+        cat = load_catalog()
+        shape, mid = cat.family_of(base_model).invoke_shape, cat.inference_id(base_model)
+        with running_emulator(speed=2000.0, invoke_latency_ms=latency_ms) as emu:
+            os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": emu.url})
+            rt = boto3.client("bedrock-runtime", config=Config(max_pool_connections=4 * concurrency + 4))
+
+            def make(name):
+                return lambda ex: invoke_text(rt, mid, shape, prompt=ex.prompt, max_tokens=64)
+            rows, judge_rows = measure(make)
+        source = (f"Bedrock emulator via boto3 + invoke_text ({latency_ms:g} ms invoke latency; every target is the "
+                  "emulator's on-demand model, the judge too: the emulator has no judge stand-in yet, so its verdicts "
+                  "are unparseable — the calls and seconds are what this measures)")
+    else:
+        rows, judge_rows = measure(lambda name: fake_invoker(name, latency_ms / 1000, 0))
+        source = f"STAND-IN: fake invoker sleeping {latency_ms:g} ms per call (no emulator)"
+    M.compute_metrics(rows[0]["df"].copy(), label_like=False, n_resamples=100)    # load the model once, first
+    score = []
+    for r in rows:
+        runs = []
+        for _ in range(3):
+            df = r["df"].copy()
+            t0 = time.perf_counter()
+            summary = M.compute_metrics(df, label_like=False, n_resamples=1000)
+            if "champion_output" in df:
+                C.compare_with_champion(df, summary, label_like=False, bertscore_model=M.PACKAGED_MINILM,
+                                        num_layers=None, n_resamples=1000, seed=0)
+            runs.append(time.perf_counter() - t0)
+        score.append(statistics.median(runs))
+    when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    load = f"load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end"
+    L = ["## Three-way evaluation (challenger vs champion) and the LLM judge", "",
+         f"Produced by `bench/evaluate.py --three-way-only` on {when}, {os.cpu_count()} CPUs (shared with other "
+         f"engineers' work, {load}: figures are indicative). Source: {source}.", "",
+         f"N = {n} examples, concurrency C = {concurrency} per target (one pool per target, side by side). "
+         "Scoring = compute_metrics (+ compare_with_champion: the champion's BERTScore/ROUGE-L + 1000-resample "
+         "paired bootstrap per metric), model already loaded, median of 3 runs.", "",
+         "| evaluation | model calls | invocation s | scoring s |", "|---|---:|---:|---:|"]
+    for r, sc in zip(rows, score, strict=True):
+        e = error_counts(r["df"])
+        L.append(f"| {r['what']} | {e['total_calls']} (failed {e['calls']}) | {r['df'].attrs['wall_seconds']:.2f} "
+                 f"| {sc:.2f} |")
+    L += ["", f"Judge: custom vs base on the first {judge_n} examples, both orders (2 calls per example), "
+          f"concurrency {concurrency}.", "", "| judge run | calls | cached | seconds | unparseable |",
+          "|---|---:|---:|---:|---:|"]
+    L += [f"| {j['what']} | {j['calls']} | {j['cached']} | {j['seconds']:.2f} | {j['unparseable']} |"
+          for j in judge_rows]
+    return L + [""]
+
+
+class _WithIdx:
+    __slots__ = ("id", "example")
+
+    def __init__(self, i, ex):
+        self.id, self.example = i, ex
+
+    def __getattr__(self, k):
+        return getattr(self.example, k)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=160)
@@ -257,8 +378,16 @@ def main() -> None:
     ap.add_argument("--pt-burst-s", type=float, default=1.0)
     ap.add_argument("--botocore-retries", default="standard:1,adaptive:6",
                     help="MODE:ATTEMPTS,... botocore retry settings of the capacity runs (AwsConfig: adaptive:6)")
+    ap.add_argument("--three-way-only", action="store_true", help="run and rewrite only the three-way section")
+    ap.add_argument("--judge-n", type=int, default=40)
     a = ap.parse_args()
     cap_title = "## Capacity"
+    three_title = "## Three-way"
+    if a.three_way_only:
+        lines = run_three_way(a.n, a.concurrency, a.latency_ms, a.judge_n)
+        write_section(Path(a.out), three_title, lines)
+        print("\n".join(lines))
+        return
 
     def capacity() -> list[str]:
         runs = []
@@ -354,6 +483,7 @@ def main() -> None:
     ]
     if not a.no_capacity:
         lines += capacity()
+    lines += run_three_way(a.n, a.concurrency, a.latency_ms, a.judge_n)
     Path(a.out).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 
