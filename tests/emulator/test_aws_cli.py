@@ -74,12 +74,35 @@ def test_the_catalog_as_the_cli_lists_it(cli):
     assert one["modelId"] == BASE and "FINE_TUNING" in one["customizationsSupported"]
 
 
-def test_a_job_a_pt_and_an_invocation_through_the_cli(cli, tmp_path):
+def _llama_records(n: int) -> bytes:
+    return "".join(json.dumps({"prompt": f"question number {i} about topic {i % 4}", "completion": f"label-{i % 4}"})
+                   + "\n" for i in range(n)).encode()
+
+
+NOVA_BODY = {"schemaVersion": "messages-v1", "messages": [
+    {"role": "user", "content": [{"text": "question number 3 about topic 3"}]}], "inferenceConfig": {"maxTokens": 20}}
+# region, base model, training records, hyperparameters, invoke body, the answer's text
+FLOWS = {
+    "us-east-1-nova": ("us-east-1", BASE, nova_records(24), "epochCount=1,learningRate=0.00001", NOVA_BODY,
+                       lambda a: a["output"]["message"]["content"][0]["text"]),
+    "us-west-2-llama-3.1": ("us-west-2", "meta.llama3-1-8b-instruct-v1:0:128k", _llama_records(24),
+                            "epochCount=1,learningRate=0.0001", {"prompt": "question number 3 about topic 3",
+                                                                 "max_gen_len": 20}, lambda a: a["generation"]),
+    "us-west-2-llama-3.3": ("us-west-2", "meta.llama3-3-70b-instruct-v1:0:128k", _llama_records(24),
+                            "epochCount=1,learningRate=0.0001", {"prompt": "question number 3 about topic 3",
+                                                                 "max_gen_len": 20}, lambda a: a["generation"]),
+}
+
+
+@pytest.mark.parametrize("flow", list(FLOWS))
+def test_a_job_a_pt_and_an_invocation_through_the_cli(cli, tmp_path, flow):
+    """The seed guides' manual flow in the model's customization Region: Nova in us-east-1, Llama in us-west-2."""
+    region, base, records, hp, request, text_of = FLOWS[flow]
     bucket = "cli-bucket-1"
-    (tmp_path / "train.jsonl").write_bytes(nova_records(24))
+    (tmp_path / "train.jsonl").write_bytes(records)
     (tmp_path / "trust.json").write_text(json.dumps(TRUST))
-    cli("s3", "mb", f"s3://{bucket}")
-    cli("s3", "cp", str(tmp_path / "train.jsonl"), f"s3://{bucket}/data/train.jsonl")
+    cli("s3", "mb", f"s3://{bucket}", "--region", region)
+    cli("s3", "cp", str(tmp_path / "train.jsonl"), f"s3://{bucket}/data/train.jsonl", "--region", region)
     role = cli("iam", "create-role", "--role-name", "cli-role", "--assume-role-policy-document",
                f"file://{tmp_path / 'trust.json'}")["Role"]["Arn"]
     (tmp_path / "policy.json").write_text(json.dumps({"Version": "2012-10-17", "Statement": [
@@ -88,31 +111,40 @@ def test_a_job_a_pt_and_an_invocation_through_the_cli(cli, tmp_path):
         {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/out/*"}]}))
     cli("iam", "put-role-policy", "--role-name", "cli-role", "--policy-name", "data",
         "--policy-document", f"file://{tmp_path / 'policy.json'}")
+    rg = ("--region", region)
     job = cli("bedrock", "create-model-customization-job", "--job-name", "cli-job", "--custom-model-name",
-              "cli-model", "--role-arn", role, "--base-model-identifier", BASE,
+              "cli-model", "--role-arn", role, "--base-model-identifier", base,
               "--training-data-config", f"s3Uri=s3://{bucket}/data/train.jsonl",
-              "--output-data-config", f"s3Uri=s3://{bucket}/out/",
-              "--hyper-parameters", "epochCount=1,learningRate=0.00001")["jobArn"]
-    done = _until(lambda: cli("bedrock", "get-model-customization-job", "--job-identifier", job),
+              "--output-data-config", f"s3Uri=s3://{bucket}/out/", "--hyper-parameters", hp, *rg)["jobArn"]
+    assert job.startswith(f"arn:aws:bedrock:{region}:")
+    done = _until(lambda: cli("bedrock", "get-model-customization-job", "--job-identifier", job, *rg),
                   {"Completed", "Failed"})
     assert done["status"] == "Completed", done.get("failureMessage")
-    out = cli("s3", "ls", f"s3://{bucket}/out/", "--recursive")["text"]
+    out = cli("s3", "ls", f"s3://{bucket}/out/", "--recursive", *rg)["text"]
     model = done["outputModelArn"]
     pt = cli("bedrock", "create-provisioned-model-throughput", "--model-units", "1",
-             "--provisioned-model-name", "cli-pt", "--model-id", model)["provisionedModelArn"]
-    _until(lambda: cli("bedrock", "get-provisioned-model-throughput", "--provisioned-model-id", pt), {"InService"})
+             "--provisioned-model-name", "cli-pt", "--model-id", model, *rg)["provisionedModelArn"]
+    _until(lambda: cli("bedrock", "get-provisioned-model-throughput", "--provisioned-model-id", pt, *rg),
+           {"InService"})
     body = tmp_path / "body.json"
-    body.write_text(json.dumps({"schemaVersion": "messages-v1", "messages": [
-        {"role": "user", "content": [{"text": "question number 3 about topic 3"}]}],
-        "inferenceConfig": {"maxTokens": 20}}))
+    body.write_text(json.dumps(request))
     cli("bedrock-runtime", "invoke-model", "--model-id", pt, "--body", f"fileb://{body}",
-        "--content-type", "application/json", str(tmp_path / "answer.json"))
+        "--content-type", "application/json", str(tmp_path / "answer.json"), *rg)
     answer = json.loads((tmp_path / "answer.json").read_text())
-    assert answer["output"]["message"]["content"][0]["text"]
-    cli("bedrock", "delete-provisioned-model-throughput", "--provisioned-model-id", pt)
-    left = cli("bedrock", "list-provisioned-model-throughputs")["provisionedModelSummaries"]
+    assert text_of(answer)
+    cli("bedrock", "delete-provisioned-model-throughput", "--provisioned-model-id", pt, *rg)
+    left = cli("bedrock", "list-provisioned-model-throughputs", *rg)["provisionedModelSummaries"]
     assert all(p["provisionedModelArn"] != pt or p["status"] != "InService" for p in left)
     assert "training_artifacts" in out or "validation" in out or out.strip(), "the job wrote its output files"
+    # the other Region neither lists the job nor customizes this model
+    other = "us-west-2" if region == "us-east-1" else "us-east-1"
+    assert cli("bedrock", "list-model-customization-jobs", "--region", other)["modelCustomizationJobSummaries"] == []
+    p = cli("bedrock", "create-model-customization-job", "--job-name", "cli-job-2", "--custom-model-name",
+            "cli-model-2", "--role-arn", role, "--base-model-identifier", base,
+            "--training-data-config", f"s3Uri=s3://{bucket}/data/train.jsonl",
+            "--output-data-config", f"s3Uri=s3://{bucket}/out/", "--region", other, ok=False)
+    assert p.returncode == 255 and "ValidationException" in p.stderr and f"supported in {region}" in p.stderr, \
+        p.stderr
 
 
 def test_errors_reach_the_cli_as_aws_shapes_them(cli):
