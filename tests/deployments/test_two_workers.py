@@ -128,6 +128,10 @@ class Outcome:
     runs_b: list[str] = field(default_factory=list)             # run folders in B's runs folder
     runs_a: list[str] = field(default_factory=list)
     final_states: dict[str, str | None] = field(default_factory=dict)   # config name -> its original flow run's
+    retry_first: str | None = None          # the state the Retry run first ended in (FAILED)
+    retry_run_id: str | None = None         # its forge run id before the Retry
+    retry_flow_run: dict = field(default_factory=dict)
+    retry_reruns: list[str] = field(default_factory=list)   # rerun-step runs started for it (none: it Failed)
 
 
 def _watch_states(api: str, out: Outcome, stop: threading.Event) -> None:
@@ -285,6 +289,29 @@ def _scenario(tmp: Path) -> Outcome:
             out.resumes[n] = _flow_run(api, r["id"])
         for n in names[2:]:
             out.run_ids[n] = _flow_run(api, out.originals[n])["name"]
+
+        # Retry in the UI: a run that failed at provision (the PT create refused) is set back to Scheduled/
+        # AwaitingRetry as the UI's Retry button does; worker B runs the same flow run again: the same forge run
+        retried = f"team-{RUNS + 1}"
+        emu.set_faults([{"operation": "CreateProvisionedModelThroughput", "error": "AccessDeniedException"}])
+        out.originals[retried] = stack.trigger(api, CUSTOMIZE, {"config": _config(retried)})
+        _wait(lambda: _state(_flow_run(api, out.originals[retried]))[0] in final, 240, "the faulty run to fail",
+              poll=1)
+        out.retry_first = _state(_flow_run(api, out.originals[retried]))[0]
+        out.retry_run_id = _flow_run(api, out.originals[retried])["name"]
+        emu.set_faults([])
+        t_retry = time.monotonic()
+        httpx.post(f"{api}/flow_runs/{out.originals[retried]}/set_state", timeout=10, json={
+            "state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"},
+            "force": True}).raise_for_status()
+        _wait(lambda: _state(_flow_run(api, out.originals[retried]))[0] in final - {"FAILED"}
+              or (_state(_flow_run(api, out.originals[retried]))[0] == "FAILED"
+                  and _flow_run(api, out.originals[retried])["run_count"] > 1), 240, "the retried run to end", poll=1)
+        out.marks["retry_done_s"] = round(time.monotonic() - t_retry, 1)
+        out.retry_flow_run = _flow_run(api, out.originals[retried])
+        out.run_ids[retried] = out.retry_flow_run["name"]
+        out.retry_reruns = [r["id"] for r in _flow_runs(api)
+                            if (r.get("parameters") or {}).get("run_id") == out.retry_run_id]
         out.final_states = {n: _state(_flow_run(api, i))[0] for n, i in out.originals.items()}
         stop.set()
         watcher.join(5)
@@ -294,7 +321,7 @@ def _scenario(tmp: Path) -> Outcome:
         from tasks.run.store import S3RunStore
 
         store = S3RunStore.at(boto3_clients(emu.url).s3, RUNS_URI)
-        for n in names:
+        for n in out.originals:
             found = store.get(out.run_ids[n])
             out.manifests[n] = found[0] if found else {}
         out.runs_a = sorted(p.name for p in (a.folder / "runs").glob("*") if p.is_dir())
@@ -367,7 +394,7 @@ def test_every_run_finished_and_the_lost_ones_resumed_on_the_other_worker(outcom
 def test_one_job_and_one_pt_per_run_key(outcome):
     out = outcome
     keys = {m["run_key"] for m in out.manifests.values()}
-    assert len(keys) == RUNS
+    assert len(keys) == len(out.manifests) == RUNS + 1
     for n in out.manifests:
         jobs = [r for r in out.ledger["resources"].values()
                 if r["type"] == "model-customization-job" and r["name"].startswith(f"forge-{n}-")]
@@ -410,7 +437,7 @@ def test_never_more_jobs_or_pts_than_the_limits_and_no_quota_error(outcome):
 def test_the_runs_beyond_the_quota_waited_instead_of_failing(outcome):
     out = outcome
     waited = {n: [w for w in (m.get("quota_waits") or []) if w["waited_s"] > 0] for n, m in out.manifests.items()}
-    b_runs = [n for n in out.manifests if n not in out.on_a]
+    b_runs = [f"team-{i}" for i in range(3, RUNS + 1)]
     for n in b_runs:   # triggered while A's two runs held both training slots
         assert any(w["step"] == "customize" and w["limit"] == "bedrock-training-jobs:us-east-1" for w in waited[n]), \
             _explain(out)
@@ -425,3 +452,19 @@ def test_forge_status_from_a_third_folder_shows_every_run(outcome):
     for n, run_id in out.run_ids.items():
         line = next((ln for ln in out.status_out.splitlines() if run_id in ln), None)
         assert line is not None and "succeeded" in line, (n, out.status_out)
+
+
+def test_retry_in_the_ui_resumes_the_same_run_on_a_worker(outcome):
+    """Scheduled/AwaitingRetry on the failed flow run (the UI's Retry): the same flow run runs again on worker B
+    (run_count 2) and resumes its forge run at provision — same run id and manifest, one job — instead of a new run.
+    A Failed run is not resumed by the crash automation (an error is on-call's to fix)."""
+    out = outcome
+    n = f"team-{RUNS + 1}"
+    assert out.retry_first == "FAILED", out.retry_first
+    fr = out.retry_flow_run
+    assert _state(fr)[0] == "COMPLETED" and fr["run_count"] == 2, (fr.get("state"), fr.get("run_count"))
+    assert out.run_ids[n] == out.retry_run_id, "Retry started another forge run"
+    m = out.manifests[n]
+    assert m["status"] == "succeeded" and m["attempts"] == 2 and m["rerun_from"] == "provision", _explain(out)
+    assert m["flow_run_ids"].count(fr["id"]) == 2
+    assert out.retry_reruns == [], "the crash automation resumed a Failed run"
