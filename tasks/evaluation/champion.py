@@ -233,7 +233,8 @@ def compare_with_champion(df: pd.DataFrame, summary: dict[str, Any], *, label_li
                           bertscore_model: str, num_layers: int | None, n_resamples: int, seed: int,
                           confidence: float = 0.95) -> dict[str, Any]:
     """Add to ``summary`` (in place; returned): ``champion`` (its mean per metric), ``comparison_vs_champion``
-    (custom − champion with its paired bootstrap CI, per metric), ``win_tie_loss_vs_champion``, ``n_scored_three``
+    (custom − champion with its paired bootstrap CI, per metric, and base's value on the same examples),
+    ``win_tie_loss_vs_champion``, ``n_scored_three``
     and the champion's latency/tokens. ``df`` already holds compute_metrics' columns for base and custom."""
     from tasks.evaluation.metrics import (
         PER_EXAMPLE_METRICS,
@@ -255,12 +256,15 @@ def compare_with_champion(df: pd.DataFrame, summary: dict[str, Any], *, label_li
         means[met] = float(ch.mean()) if len(ch) else float("nan")
         ci = paired_bootstrap(ch, cu, n_resamples=n_resamples, seed=seed + 200 + j, confidence=confidence)
         comp[met] = _entry(means[met], float(cu.mean()) if len(cu) else float("nan"), ci, confidence)
+        ba = df.loc[ok3, f"base_{met}"].to_numpy(float)
+        comp[met]["base"] = float(ba.mean()) if len(ba) else float("nan")   # base on the same examples
         wtl[met] = win_tie_loss(ch, cu)
     if label_like and ok3.any():
         ref = np.array([normalize_answer(r) for r in df.loc[ok3, "reference"]], dtype=object).astype(str)
         pch = np.array([normalize_answer(p) for p in df.loc[ok3, "champion_output"]], dtype=object).astype(str)
         pcu = np.array([normalize_answer(p) for p in df.loc[ok3, "custom_output"]], dtype=object).astype(str)
         labels = sorted(set(ref.tolist()))
+        pba = np.array([normalize_answer(p) for p in df.loc[ok3, "base_output"]], dtype=object).astype(str)
         means["accuracy"] = means["exact_match"]
         comp["accuracy"] = {**comp["exact_match"]}
         wtl["accuracy"] = wtl["exact_match"]
@@ -268,6 +272,7 @@ def compare_with_champion(df: pd.DataFrame, summary: dict[str, Any], *, label_li
         mf = paired_bootstrap_macro_f1(ref, pch, pcu, labels, n_resamples=n_resamples, seed=seed + 300,
                                        confidence=confidence)
         comp["macro_f1"] = _entry(means["macro_f1"], _macro_f1(ref, pcu, labels), mf, confidence)
+        comp["macro_f1"]["base"] = _macro_f1(ref, pba, labels)
     good = df[df["champion_error"].isna()]
     reused = good["champion_reused"].fillna(False).astype(bool) if "champion_reused" in good else None
     served = good[~reused] if reused is not None else good

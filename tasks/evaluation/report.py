@@ -86,35 +86,61 @@ def chart_metrics(summary: dict[str, Any], path: Path) -> Path | None:
     conf = comp[mets[0]].get("confidence", 0.95)
     n = comp[mets[0]].get("n", 0)
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.6 * len(mets) + 2.4),
+    vs = summary.get("comparison_vs_champion") or {}
+    champ = [vs.get(m, {}).get("champion") for m in mets] if vs else None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, (0.8 if vs else 0.6) * len(mets) + 2.4),
                                  gridspec_kw={"width_ratios": [1.2, 1]})
     y = np.arange(len(mets))
-    h = 0.38
-    b1 = a1.barh(y - h / 2, base, h, label="base", color="#9aa5b1")
-    b2 = a1.barh(y + h / 2, custom, h, label="custom", color="#2b6cb0")
-    for bars in (b1, b2):
+    if champ is not None:   # base / champion / challenger side by side
+        h = 0.27
+        groups = [(y - h, base, "base", "#9aa5b1"),
+                  (y, [np.nan if _isnan(c) else c for c in champ], "champion", "#dd6b20"),
+                  (y + h, custom, "challenger", "#2b6cb0")]
+    else:
+        h = 0.38
+        groups = [(y - h / 2, base, "base", "#9aa5b1"), (y + h / 2, custom, "custom", "#2b6cb0")]
+    bars_all = [a1.barh(pos, vals, h, label=lab, color=col) for pos, vals, lab, col in groups]
+    for bars in bars_all:
         for r in bars:
-            a1.text(r.get_width() + 0.01, r.get_y() + r.get_height() / 2, f"{r.get_width():.3f}",
-                    va="center", fontsize=8)
+            if not _isnan(r.get_width()):
+                a1.text(r.get_width() + 0.01, r.get_y() + r.get_height() / 2, f"{r.get_width():.3f}",
+                        va="center", fontsize=8)
     a1.set_yticks(y, labels)
     a1.invert_yaxis()
     a1.set_xlim(0, 1.12)
-    a1.set_title(f"Base vs custom: mean score over n={n} paired examples", fontsize=10)
-    a1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=2, fontsize=8, frameon=False)
+    a1.set_title(("Base / champion / challenger" if vs else "Base vs custom")
+                 + f": mean score over n={n} paired examples", fontsize=10)
+    a1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=len(groups), fontsize=8, frameon=False)
     a1.grid(axis="x", alpha=0.3)
 
-    colors = ["#2f855a" if (l_ > 0) else ("#c53030" if h_ < 0 else "#718096") for l_, h_ in zip(lo, hi, strict=True)]
-    err = np.vstack([np.clip(delta - lo, 0, None), np.clip(hi - delta, 0, None)])
-    a2.barh(y, delta, 0.5, color=colors, xerr=err, capsize=4, error_kw={"elinewidth": 1.2})
+    def arr(key: str) -> np.ndarray:
+        return np.array([np.nan if _isnan(vs.get(m, {}).get(key)) else vs[m][key] for m in mets], dtype=float)
+
+    series = [("vs base", delta, lo, hi, None)]
+    if vs:
+        series.append(("vs champ.", arr("delta"), arr("ci_low"), arr("ci_high"), "//"))
+    bh = 0.5 / len(series)
+    allv = np.concatenate([np.concatenate([d, lo_, up]) for _, d, lo_, up, _ in series])
+    span = max(0.05, float(np.nanmax(np.abs(allv))) * 1.1) if np.isfinite(allv).any() else 0.05
+    for k, (name, d_, l_a, h_a, hatch) in enumerate(series):
+        off = (k - (len(series) - 1) / 2) * bh
+        colors = ["#2f855a" if (l_ > 0) else ("#c53030" if h_ < 0 else "#718096")
+                  for l_, h_ in zip(l_a, h_a, strict=True)]
+        err = np.vstack([np.clip(d_ - l_a, 0, None), np.clip(h_a - d_, 0, None)])
+        a2.barh(y + off, d_, bh * 0.9, color=colors, xerr=err, capsize=3, error_kw={"elinewidth": 1.1},
+                hatch=hatch, edgecolor="white" if hatch else None)
+        for yi, d, l_, h_ in zip(y + off, d_, l_a, h_a, strict=True):
+            if not _isnan(float(d)):
+                a2.text(np.nanmax([h_, d, 0]) + span * 0.05, yi,
+                        (f"{name}: " if vs else "") + f"{d:+.3f} [{l_:+.3f}, {h_:+.3f}]", va="center",
+                        fontsize=7 if vs else 7.5)
     a2.axvline(0, color="black", lw=0.8)
     a2.set_yticks(y, labels)
     a2.invert_yaxis()
-    span = max(0.05, float(np.nanmax(np.abs(np.concatenate([lo, hi, delta])))) * 1.1)
     # symmetric around 0 (no visual bias), plus room on the right for the "Δ [lo, hi]" labels
-    a2.set_xlim(-span, span * 1.9)
-    for yi, d, l_, h_ in zip(y, delta, lo, hi, strict=True):
-        a2.text(max(h_, d, 0) + span * 0.05, yi, f"{d:+.3f}\n[{l_:+.3f}, {h_:+.3f}]", va="center", fontsize=7.5)
-    a2.set_xlabel(f"custom − base, {conf:.0%} paired-bootstrap CI")
+    a2.set_xlim(-span, span * (3.2 if vs else 1.9))
+    a2.set_xlabel("challenger − base (plain) / − champion (hatched), " + f"{conf:.0%} CI" if vs
+                  else f"custom − base, {conf:.0%} paired-bootstrap CI")
     a2.set_title("Difference (green: CI above 0, red: below, grey: spans 0)", fontsize=9)
     a2.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -197,9 +223,10 @@ def _md_header(summary: dict[str, Any], verdict: dict[str, Any], targets: dict[s
     if summary.get("champion_skipped"):
         L.append(f"Champion {summary.get('champion_run_id', '?')} was not evaluated: {summary['champion_skipped']}.\n")
     elif not summary.get("champion_run_id"):
-        L.append("Champion: none (first run of this lineage): gated against the base model only.\n")
+        L.append("Champion: none (no champion in this lineage yet): gated against the base model only.\n")
+    failed = ", ".join(f"{m} {errs.get(m, 0)}" for m in ("base", "custom", "champion") if m in errs or m != "champion")
     L.append(f"**n = {summary['n_examples']} examples**, {summary['n_scored']} scored for both models; "
-             f"failed calls: base {errs.get('base', 0)}, custom {errs.get('custom', 0)} "
+             f"failed calls: {failed} "
              f"(of {errs.get('total_calls', 2 * summary['n_examples'])} calls). "
              f"CIs: {conf:.0%} paired bootstrap, {summary.get('bootstrap', {}).get('n_resamples', '?')} resamples.\n")
     return L
@@ -260,7 +287,7 @@ def _md_champion(summary: dict[str, Any], verdict: dict[str, Any]) -> list[str]:
         w = wtl.get(m)
         wt = f"{w['win']:.0%} / {w['tie']:.0%} / {w['loss']:.0%}" if w and w.get("n") else "—"
         mark = " ◀ gate" if m in gated else ""
-        b = base.get(m, {}).get("base")
+        b = c.get("base", base.get(m, {}).get("base"))     # base on the same (three-way) examples
         L.append(f"| {METRIC_LABELS.get(m, m)}{mark} | {_f(b)} | {_f(c['champion'])} | {_f(c['custom'])} "
                  f"| {_f(c['delta'], sign=True)} | [{_f(c['ci_low'], sign=True)}, {_f(c['ci_high'], sign=True)}] "
                  f"| {wt} |")

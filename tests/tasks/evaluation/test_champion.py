@@ -251,3 +251,30 @@ def test_record_run_outputs_writes_the_champion_only_when_it_was_served(moto_cli
                                 test_sha256=TEST_SHA, eval_cfg=_cfg(), invoke_shape="nova", run_id="r2",
                                 custom_model_arn="arn:m2", champion=plan.model_copy(update={"recorded": rec}))
     assert "champion" not in out2
+
+
+def test_champion_failures_are_counted_and_the_three_way_set_is_shared(test_jsonl, tmp_path):
+    fake = Fake({"base-id": 0.3, "custom-arn": 0.9, "champion-pt": 0.6})
+
+    def flaky(client, model_id, shape, **kw):
+        if model_id == "champion-pt" and int(kw["prompt"].split()[-1]) % 5 == 0:
+            raise RuntimeError("champion serving hiccup")
+        return fake(client, model_id, shape, **kw)
+
+    cfg = EvaluationConfig(max_examples=60, concurrency=4, bootstrap_samples=300, max_error_share=0.1,
+                           invoke_retries=0)
+    df = E.collect_outputs(None, test_path=test_jsonl, data_format="prompt-completion", base_target="base-id",
+                           custom_target="custom-arn", invoke_shape="nova", eval_cfg=cfg, out_dir=tmp_path / "ev",
+                           invoke_fn=flaky, champion=_plan(), is_retryable=lambda e: False)
+    res = E.score_outputs(df, eval_cfg=cfg, gate_cfg=GateConfig(metric="accuracy"), label_like=True,
+                          out_dir=tmp_path / "ev")
+    assert res.errors["champion"] == 12 and res.errors["calls"] == 12 and res.errors["total_calls"] == 180
+    assert res.n_scored == 60 and res.metrics["n_scored_three"] == 48
+    vs = res.metrics["comparison_vs_champion"]["accuracy"]
+    assert vs["n"] == 48
+    ok3 = df["champion_error"].isna()
+    assert vs["base"] == pytest.approx(df.loc[ok3, "base_exact_match"].mean())     # base on the same 48
+    assert vs["custom"] == pytest.approx(df.loc[ok3, "custom_exact_match"].mean())
+    md = (tmp_path / "ev" / "report.md").read_text()
+    assert "failed calls: base 0, custom 0, champion 12 (of 180 calls)" in md
+    assert "- champion example" in md                                               # the errors section

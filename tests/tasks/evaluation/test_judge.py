@@ -14,6 +14,7 @@ from tasks import evaluate as E
 from tasks.config import EvaluationConfig, JudgeConfig, PipelineConfig
 from tasks.evaluation import judge as J
 from tasks.evaluation.report import render_markdown
+from tasks.run.types import InvokeResult
 
 JUDGE = "us.amazon.nova-lite-v1:0"
 
@@ -250,3 +251,28 @@ def test_estimate_counts_the_judge_calls_and_says_an_unknown_price():
     out_tok = calls * 200
     assert line["usd"] == pytest.approx((line["quantity"] - out_tok) * 0.001 / 1000 + out_tok * 0.004 / 1000)
     assert priced.judge_usd == pytest.approx(line["usd"]) and "judge" in priced.summary_line()
+
+
+def test_the_judge_summary_goes_into_the_evaluation_and_its_report(tmp_path):
+    labels = ["positive", "negative", "neutral"]
+    p = tmp_path / "test.jsonl"
+    p.write_text("".join(json.dumps({"prompt": f"review {i}", "completion": labels[i % 3]}) + "\n"
+                         for i in range(12)))
+
+    def invoke(client, model_id, shape, *, prompt, system=None, max_tokens=64, temperature=0.0):
+        i = int(prompt.split()[-1])
+        text = labels[i % 3] + (" indeed" if model_id == "custom-arn" else "")
+        return InvokeResult(text=text, input_tokens=2, output_tokens=1)
+
+    cfg = _cfg()
+    df = E.collect_outputs(None, test_path=p, data_format="prompt-completion", base_target="b",
+                           custom_target="custom-arn", invoke_shape="nova", eval_cfg=cfg, out_dir=tmp_path / "ev",
+                           invoke_fn=invoke)
+    j = E.judge_outputs(StubRuntime(longer_wins), None, df, eval_cfg=cfg, output_uri="s3://b/p/o/rk/")
+    res = E.score_outputs(df, eval_cfg=cfg, gate_cfg=E.GateConfig(), label_like=False, out_dir=tmp_path / "ev",
+                          judge=j)
+    assert res.metrics["judge"]["pairs"]["base"]["win"] == 1.0
+    assert E.EvaluationResult.model_validate_json(res.model_dump_json()) == res
+    md = (tmp_path / "ev" / "report.md").read_text()
+    assert "## LLM judge" in md and "test stand-in judge" in md
+    assert "judge_vs_base" in (tmp_path / "ev" / "examples.csv").read_text().splitlines()[0]
