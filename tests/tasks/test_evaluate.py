@@ -302,3 +302,65 @@ def test_a_stop_request_ends_the_calls_and_cancels_the_queued_ones():
     finally:
         stop.clear()
     assert len(made) < 40, f"{len(made)} of 400 calls made after the stop request"
+
+
+@pytest.mark.skipif(not _HAVE_STACK, reason="emulator/testing.py or tasks/evaluation/invoke.py not merged yet")
+def test_three_way_and_judge_against_emulator(aws_env, test_jsonl, tmp_path):
+    """base, champion and custom through boto3 on the emulator (all three its on-demand base model here: the
+    path is what is tested), then the judge through the same invoke path. The emulator's answers to a judge prompt
+    are either its named judge stand-in's JSON verdicts or, without one, unparseable: never counted as verdicts."""
+    import boto3
+
+    from tasks.catalog import load_catalog
+    from tasks.evaluation.champion import ChampionPlan
+
+    base_model = "amazon.nova-micro-v1:0:128k"
+    fam = load_catalog().family_of(base_model)
+    base_id = load_catalog().inference_id(base_model)
+    runtime = boto3.client("bedrock-runtime", region_name="us-east-1")
+    cfg = EvaluationConfig(max_examples=10, concurrency=4, bootstrap_samples=200,
+                           judge={"model": "us.amazon.nova-lite-v1:0", "max_examples": 4})
+    champion = ChampionPlan(run_id="20261125-week1", run_key="rk1", custom_model_arn="m", target=base_id)
+    df = E.collect_outputs(runtime, test_path=test_jsonl, data_format="prompt-completion", base_target=base_id,
+                           custom_target=base_id, invoke_shape=fam.invoke_shape, eval_cfg=cfg,
+                           out_dir=tmp_path / "emu", champion=champion)
+    assert E.error_counts(df)["total_calls"] == 30
+    assert E.error_counts(df)["calls"] == 0
+    df["custom_output"] = df["custom_output"] + " (challenger)"     # two different answers for the judge
+    j = E.judge_outputs(runtime, None, df, eval_cfg=cfg, output_uri="s3://b/p/output/rk2/")
+    for p in j["pairs"].values():
+        assert p["n_judged"] == 4 and p["n_errors"] == 0
+        assert p["n_counted"] + p["n_unparseable"] == 4
+        if p["n_counted"]:
+            assert j["stand_in"], "the emulator's verdicts must name its stand-in"
+    # 4 examples x 2 orders x (vs base, vs champion); base and champion answer alike here (one emulator model), so
+    # the champion pair's requests are the base pair's: the cache answers them
+    assert j["calls"] == 8 and j["cached"] == 8
+    res = E.score_outputs(df, eval_cfg=cfg, gate_cfg=GateConfig(require_ci_above_zero=False, min_delta=-1.0,
+                                                                champion_min_delta=-1.0),
+                          label_like=True, out_dir=tmp_path / "emu", judge=j)
+    assert res.gate.champion == "20261125-week1" and res.metrics["n_scored_three"] == 10
+
+
+def test_a_stop_request_ends_a_three_way_run_too():
+    from tasks.run import stop
+
+    made = []
+    lock = threading.Lock()
+
+    def slow(ex):
+        with lock:
+            made.append(ex)
+            if len(made) == 6:
+                stop.request("Ctrl-C (SIGINT)")
+        time.sleep(0.02)
+        return InvokeResult(text="a")
+
+    stop.clear()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            E.run_targets(_examples(200), {"base": slow, "custom": slow, "champion": slow}, concurrency=2,
+                          requests_per_second=None, retries=0, is_retryable=lambda e: False)
+    finally:
+        stop.clear()
+    assert len(made) < 40, f"{len(made)} of 600 calls made after the stop request"
