@@ -159,11 +159,13 @@ def run_comparison(examples: Sequence[Any], invoke_base: Callable[[Any], InvokeR
 def run_targets(examples: Sequence[Any], invokers: dict[str, Callable[[Any], InvokeResult]], *, concurrency: int,
                 requests_per_second: float | None, retries: int, is_retryable: Callable[[BaseException], bool],
                 backoff_base: float = 0.25, backoff_cap: float = 20.0,
-                on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+                on_progress: Callable[[int, int], None] | None = None,
+                per_target_concurrency: dict[str, int] | None = None) -> pd.DataFrame:
     """N named targets (e.g. base, custom, champion) over the SAME examples (paired: one row per example, the
     same prompt for every target); per target a thread pool of ``concurrency`` and its own rate limiter. Columns
     per target ``<name>_output``, ``_latency_ms``, ``_input_tokens``, ``_output_tokens``, ``_attempts``,
-    ``_error``, in the order of ``invokers``."""
+    ``_error``, in the order of ``invokers``. ``per_target_concurrency`` lowers the pool of some targets (the
+    champion's production serving)."""
     n = len(examples)
     names = list(invokers)
     results: dict[str, list[InvokeResult | None]] = {m: [None] * n for m in names}
@@ -184,8 +186,9 @@ def run_targets(examples: Sequence[Any], invokers: dict[str, Callable[[Any], Inv
                 on_progress(done[0], len(names) * n)
 
     t0 = time.perf_counter()
-    workers = max(1, int(concurrency))
-    pools = {m: ThreadPoolExecutor(workers, thread_name_prefix=f"eval-{m}") for m in names}
+    per = per_target_concurrency or {}
+    pools = {m: ThreadPoolExecutor(max(1, int(min(concurrency, per.get(m, concurrency)))),
+                                   thread_name_prefix=f"eval-{m}") for m in names}
     try:
         futs = [pools[m].submit(work, m, i) for i in range(n) for m in names]
         _wait_all(futs, tuple(pools.values()))
@@ -402,8 +405,10 @@ def collect_outputs(runtime_client: Any, *, test_path: str | Path, data_format: 
     if champion is not None and champion.target is None and champion.recorded is None:
         champion_skipped = "it has no production serving and no recorded outputs on this test split"
         champion = None
-    served = [base_target, custom_target] + ([champion.target] if champion and champion.target else [])
-    limiters = {t: AimdLimiter(eval_cfg.concurrency) for t in set(served)}
+    limiters = {t: AimdLimiter(eval_cfg.concurrency) for t in {base_target, custom_target}}
+    champion_max = min(eval_cfg.concurrency, eval_cfg.champion_concurrency)
+    if champion is not None and champion.target and champion.target not in limiters:
+        limiters[champion.target] = AimdLimiter(champion_max)
     extra = (lambda t: {"limiter": limiters[t]}) if invoke_fn is invoke_text else (lambda t: {})
 
     def make(target: str) -> Callable[[Any], InvokeResult]:
@@ -419,7 +424,8 @@ def collect_outputs(runtime_client: Any, *, test_path: str | Path, data_format: 
         invokers["champion"] = champion_invoker(champion, make(champion.target) if champion.target else None)
     df = run_targets(examples, invokers, concurrency=eval_cfg.concurrency,
                      requests_per_second=eval_cfg.requests_per_second, retries=eval_cfg.invoke_retries,
-                     is_retryable=is_retryable or default_is_retryable)
+                     is_retryable=is_retryable or default_is_retryable,
+                     per_target_concurrency={"champion": champion_max})
     df.attrs["targets"] = {"base": base_target, "custom": custom_target}
     if champion is not None:
         reused = df["example_id"].map(lambda i: champion.recorded is not None and str(i) in champion.recorded.outputs)

@@ -282,6 +282,9 @@ class EvaluationConfig(_Strict):
     max_error_share: float = Field(0.0, ge=0, le=1)
     bootstrap_samples: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples (CI)")
     invoke_retries: int = Field(5, ge=0, le=20)
+    champion_concurrency: int = Field(
+        4, ge=1, le=256, description="In-flight calls to the champion's production serving (it serves production "
+                                     "traffic too); at most evaluation.concurrency")
     judge: JudgeConfig | None = Field(None, description="LLM-as-judge, pairwise (optional; leave empty for none)")
 
 

@@ -278,3 +278,28 @@ def test_champion_failures_are_counted_and_the_three_way_set_is_shared(test_json
     md = (tmp_path / "ev" / "report.md").read_text()
     assert "failed calls: base 0, custom 0, champion 12 (of 180 calls)" in md
     assert "- champion example" in md                                               # the errors section
+
+
+def test_the_champions_production_serving_gets_at_most_champion_concurrency_calls(test_jsonl, tmp_path):
+    import time
+
+    inflight = {"champion-pt": 0, "custom-arn": 0}
+    peak = dict(inflight)
+    lock = threading.Lock()
+
+    def slow(client, model_id, shape, *, prompt, **kw):
+        with lock:
+            if model_id in inflight:
+                inflight[model_id] += 1
+                peak[model_id] = max(peak[model_id], inflight[model_id])
+        time.sleep(0.01)
+        with lock:
+            if model_id in inflight:
+                inflight[model_id] -= 1
+        return InvokeResult(text="positive")
+
+    cfg = EvaluationConfig(max_examples=40, concurrency=8, champion_concurrency=2)
+    E.collect_outputs(None, test_path=test_jsonl, data_format="prompt-completion", base_target="base-id",
+                      custom_target="custom-arn", invoke_shape="nova", eval_cfg=cfg, out_dir=tmp_path / "ev",
+                      invoke_fn=slow, champion=_plan())
+    assert peak["champion-pt"] == 2 and peak["custom-arn"] > 2
