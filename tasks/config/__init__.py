@@ -261,7 +261,8 @@ class JudgeConfig(_Strict):
                                    "us.amazon.nova-lite-v1:0")
     rubric: str = Field(DEFAULT_JUDGE_RUBRIC, min_length=1, max_length=4000, description="What 'better' means")
     max_examples: int | None = Field(100, ge=1, le=100_000, description="Judge at most this many test examples")
-    max_tokens: int = Field(200, ge=16, le=4096, description="The judge's answer length cap")
+    max_tokens: int = Field(200, ge=64, le=4096, description="The judge's answer length cap (a JSON verdict with "
+                                                             "its reason needs some 40 tokens)")
     invoke_shape: Literal["nova", "claude", "llama", "titan", "cohere"] | None = Field(
         None, description="Request shape of the judge model; empty = from the catalog")
     input_per_1k: float | None = Field(None, ge=0, le=1e6, description="Judge's on-demand input price per 1k tokens "
