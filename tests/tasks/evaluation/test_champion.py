@@ -303,3 +303,45 @@ def test_the_champions_production_serving_gets_at_most_champion_concurrency_call
                       custom_target="custom-arn", invoke_shape="nova", eval_cfg=cfg, out_dir=tmp_path / "ev",
                       invoke_fn=slow, champion=_plan())
     assert peak["champion-pt"] == 2 and peak["custom-arn"] > 2
+
+
+def test_week2_on_the_same_data_reuses_week1s_outputs_through_the_registry(moto_clients, test_jsonl, tmp_path):
+    """The stage-level sequence the flow runs: week 1 (no champion) records its outputs; it becomes champion in
+    the lineage's registry; week 2 on the same test split plans the champion from the registry, finds week 1's
+    outputs and never calls the champion's production serving; on other data it serves it."""
+    from tasks.config import PipelineConfig
+    from tasks.registry import record_version, store_for_config, switch_champion
+
+    s3 = moto_clients.s3
+    s3.create_bucket(Bucket="bkt")
+    config = PipelineConfig.model_validate({"name": "tickets", "base_model": "amazon.nova-micro-v1:0:128k",
+                                            "data": {"source": "x.jsonl"}, "aws": {"bucket": "bkt", "prefix": "p"},
+                                            "evaluation": {"max_examples": 30, "concurrency": 4,
+                                                           "bootstrap_samples": 200}})
+    out1, out2 = "s3://bkt/p/output/rk-week1/", "s3://bkt/p/output/rk-week2/"
+    fake = Fake({"base-id": 0.3, "custom-arn": 0.7, "champion-pt": 0.0, "arn:week2": 0.9})
+    assert E.champion_plan(moto_clients, config, output_uri=out1, test_sha256=TEST_SHA, invoke_shape="nova",
+                           run_id="20261125-week1") is None                       # week 1: no champion
+    df1 = _collect(test_jsonl, tmp_path, fake, None, n=30)
+    E.record_run_outputs(moto_clients, output_uri=out1, df=df1, test_sha256=TEST_SHA, eval_cfg=config.evaluation,
+                         invoke_shape="nova", run_id="20261125-week1", custom_model_arn="arn:m1")
+    store = store_for_config(moto_clients, config)
+    record_version(store, ModelVersion(run_id="20261125-week1", run_key="rk-week1", custom_model_arn="arn:m1",
+                                       gate={"passed": True}))
+    switch_champion(store, None, Champion(run_id="20261125-week1", custom_model_arn="arn:m1",
+                                          serving_arn="champion-pt", serving_kind="deployment"))
+    plan = E.champion_plan(moto_clients, config, output_uri=out2, test_sha256=TEST_SHA, invoke_shape="nova",
+                           run_id="20261202-week2")
+    assert plan.run_id == "20261125-week1" and plan.target == "champion-pt" and len(plan.recorded.outputs) == 30
+    df2 = E.collect_outputs(None, test_path=test_jsonl, data_format="prompt-completion", base_target="base-id",
+                            custom_target="arn:week2", invoke_shape="nova", eval_cfg=config.evaluation,
+                            out_dir=tmp_path / "ev2", invoke_fn=fake, champion=plan)
+    assert "champion-pt" not in fake.calls                                        # reused, not served
+    assert list(df2["champion_output"]) == list(df1["custom_output"])             # week 1's own answers
+    res = E.score_outputs(df2, eval_cfg=config.evaluation, gate_cfg=GateConfig(metric="accuracy"), label_like=True,
+                          out_dir=tmp_path / "ev2")
+    assert res.gate.champion == "20261125-week1" and res.metrics["champion_reused_outputs"] == 30
+    # new data: nothing recorded for that split, the champion is served
+    other = E.champion_plan(moto_clients, config, output_uri=out2, test_sha256="d" * 64, invoke_shape="nova",
+                            run_id="20261202-week2")
+    assert other.recorded is None and other.target == "champion-pt"
