@@ -10,6 +10,12 @@
 - ``apply_gate``: the quality gate on one metric, with its bootstrap CI.
 - ``collect_outputs`` (needs the serving resource) then ``score_outputs`` (after teardown): the two phases
   the flows call through ``collect_outputs_task`` / ``score_outputs_task``; ``evaluate_endpoints`` runs both.
+- Challenger vs champion (issue 19): ``run_targets`` runs N named targets on the same examples; with
+  ``collect_outputs(champion=champion_plan(...))`` the lineage's champion is the third (its recorded outputs
+  reused, else its production serving called); ``score_outputs`` then compares custom with it and ``apply_gate``
+  adds the rule against it. ``record_run_outputs`` stores the per-example outputs a later evaluation reuses
+  (tasks/evaluation/champion.py).
+- LLM-as-judge: ``judge_outputs`` (after teardown: the judge is a base model) — tasks/evaluation/judge.py.
 
 Nothing here needs AWS to be testable: invokers are plain callables ``Example -> InvokeResult``.
 """
@@ -69,7 +75,9 @@ class EvaluationResult(BaseModel):
     n_examples: int
     n_scored: int
     errors: dict[str, int]
-    # base, custom, comparison, win_tie_loss, per_class, latency, tokens, bertscore, training
+    # base, custom, comparison, win_tie_loss, per_class, latency, tokens, bertscore, training; with a champion:
+    # champion_run_id, champion, comparison_vs_champion, win_tie_loss_vs_champion, n_scored_three,
+    # champion_reused_outputs (or champion_skipped); with the judge: judge
     metrics: dict[str, Any]
     gate: GateVerdict
     files: dict[str, str] = Field(default_factory=dict)
