@@ -284,8 +284,11 @@ def ledger_calls(ledger: dict, op: str | None = None, mutating: bool | None = No
             and (not ok or int(c["status"] or 500) < 300)]
 
 
-def alive_serving(ledger: dict, managed_only: bool = True) -> list[str]:
-    """ARNs of provisioned throughputs / deployments not deleted (only bedrock-forge's when ``managed_only``)."""
+def alive_serving(ledger: dict, managed_only: bool = True, production: bool = False) -> list[str]:
+    """ARNs of provisioned throughputs / deployments not deleted (only bedrock-forge's when ``managed_only``).
+    Production serving (tag ``forge-role=production``, a promoted champion that is meant to stay) is left out
+    unless ``production``: what a run or the stack must clean up is the rest."""
     return [arn for arn, r in ledger["resources"].items()
             if r["type"] in SERVING_TYPES and r["state"] != "Deleted"
-            and (not managed_only or (r.get("tags") or {}).get("managed-by") == "bedrock-forge")]
+            and (not managed_only or (r.get("tags") or {}).get("managed-by") == "bedrock-forge")
+            and (production or (r.get("tags") or {}).get("forge-role") != "production")]

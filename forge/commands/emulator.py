@@ -10,7 +10,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from emulator.server import add_arguments
+    from emulator.options import add_arguments
+
     p = sub.add_parser("emulator", help="run the local Bedrock emulator (bedrock, runtime, S3, IAM, STS)",
                        description="Run the local Bedrock emulator: Bedrock control plane + runtime with real wire "
                                    "shapes, S3/IAM/STS through moto, on one endpoint. Use it with "
@@ -24,4 +25,5 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return serve(host=args.host, port=args.port, speed=args.speed, faults_file=args.faults,
                  state_dir=args.state_dir, invoke_latency_ms=args.invoke_latency_ms,
                  pt_tokens_per_minute=getattr(args, "pt_tokens_per_minute", None),
-                 pt_burst_seconds=getattr(args, "pt_burst_seconds", None))
+                 pt_burst_seconds=getattr(args, "pt_burst_seconds", None),
+                 enforce_iam=getattr(args, "enforce_iam", None), tls=bool(getattr(args, "tls", None)))

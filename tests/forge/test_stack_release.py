@@ -57,3 +57,15 @@ def test_a_ledger_never_read_is_not_reported_as_released_silently(monkeypatch, c
     assert stack._wait_serving_released("http://127.0.0.1:9", 1.0) == []
     err = capsys.readouterr().err
     assert "could not be read" in err and "unknown" in err and "forge resources" in err
+
+
+def test_production_serving_is_not_what_the_stack_waits_for_or_deletes(fresh_emulator, capsys):
+    """A promoted champion's serving (forge-role=production) is meant to outlive every run: the stack's stop does
+    not wait for it and never deletes it."""
+    c = boto3_clients(fresh_emulator.url)
+    arn = c.bedrock.create_provisioned_model_throughput(
+        modelUnits=1, provisionedModelName="champion", modelId=BASE,
+        tags=MANAGED + [{"key": "forge-role", "value": "production"}])["provisionedModelArn"]
+    wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=arn), {"InService"})
+    assert stack._wait_serving_released(fresh_emulator.url, 1.0) == []
+    assert alive_serving(fresh_emulator.ledger(), production=True) == [arn], "still there, still serving"
