@@ -293,3 +293,56 @@ def test_a_run_over_the_training_quota_waits_then_finishes(emu, tmp_path, region
     assert _active(train_limit) == 0 and _active(pt_limit) == 0, "a slot outlived the run"
     creates = [c for c in emu.ledger()["calls"] if c.get("operation") == "CreateModelCustomizationJob"]
     assert len(creates) == 1
+
+
+@pytest.fixture
+def slow_emu(tmp_path, monkeypatch):
+    """A private emulator slow enough (×100: a job trains ~13 s) for a second run to find the first one's job."""
+    from emulator.testing import running_emulator
+
+    with running_emulator(speed=100.0, state_dir=tmp_path / "emulator-state") as emu:
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", emu.url)
+        for k in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            monkeypatch.delenv(k, raising=False)
+        yield emu
+
+
+def test_a_duplicate_run_adopts_the_job_without_a_second_slot(slow_emu, tmp_path, region_limits):
+    """Two runs of the same config (a schedule and a UI trigger): the second finds the first's job in progress,
+    its creator alive, and adopts it without taking (or waiting for) a training slot: the limit of 1 is enough."""
+    from flows.customize import customize_model
+
+    train_limit, _ = region_limits
+    config = _config("quota-dupe", train_limit)
+    out: dict = {}
+
+    def run(key: str, runs: Path) -> None:
+        out[key] = customize_model(config=config, runs_dir=str(runs), return_state=True)
+
+    first = threading.Thread(target=run, args=("first", tmp_path / "runs-1"))
+    first.start()
+
+    def job_in_progress() -> bool:
+        return any(r["type"] == "model-customization-job" and r["state"] == "InProgress"
+                   for r in slow_emu.ledger()["resources"].values())
+
+    deadline = time.monotonic() + 240
+    while not job_in_progress():
+        assert first.is_alive() and time.monotonic() < deadline, out
+        time.sleep(0.2)
+    assert _active(train_limit) == 1
+    second = threading.Thread(target=run, args=("second", tmp_path / "runs-2"))
+    second.start()
+    second.join(300)
+    first.join(300)
+    assert out["first"].is_completed() and out["second"].is_completed(), out
+    m1, m2 = _manifest(tmp_path / "runs-1"), _manifest(tmp_path / "runs-2")
+    assert m1["run_key"] == m2["run_key"] and m2["steps"]["customize"]["adopted"] is True
+    assert m2["steps"]["customize"]["output"]["status"] == "InProgress", "adopted after the job ended: no test"
+    assert not [w for w in m2.get("quota_waits") or [] if w["step"] == "customize"], m2.get("quota_waits")
+    creates = [c for c in slow_emu.ledger()["calls"] if c["operation"] == "CreateModelCustomizationJob"]
+    assert len(creates) == 1
+    assert _active(train_limit) == 0
