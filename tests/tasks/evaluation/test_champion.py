@@ -131,7 +131,6 @@ def test_ci_above_zero_vs_champion_is_required_only_when_asked(test_jsonl, tmp_p
     # nearly equal models: a small positive point delta whose CI spans 0
     fake = Fake({"base-id": 0.2, "custom-arn": 0.72, "champion-pt": 0.7})
     df = _collect(test_jsonl, tmp_path, fake, _plan())
-    summary_delta = None
     lenient = _score(df.copy(), tmp_path, GateConfig(metric="accuracy", champion_min_delta=-1.0))
     summary_delta = lenient.metrics["comparison_vs_champion"]["accuracy"]
     assert summary_delta["ci_low"] < 0 < summary_delta["ci_high"]
