@@ -241,15 +241,17 @@ def _opt(x: Any) -> str | None:
 
 
 def judge_pair(call: Callable[[str], InvokeResult], cache: JudgeCache, counter: _Counter, *, model: str,
-               rubric: str, row: Any, challenger: str, other: str) -> tuple[Outcome, str | None]:
-    """(outcome for the challenger, the reason of the first order) — both orders asked."""
+               rubric: str, row: Any, challenger: str, other: str) -> tuple[Outcome, str | None, bool]:
+    """(outcome for the challenger, the reason of the first order, whether the two orders disagreed) — both
+    orders asked."""
     first = _ask(call, cache, counter, model, rubric, row, challenger, other)
     second = _ask(call, cache, counter, model, rubric, row, other, challenger)
     if first is None or second is None:
-        return "error", None
+        return "error", None, False
     out = combine(first, second)
     why = first.reason if out != "unparseable" else (first.problem or second.problem)
-    return out, why
+    inconsistent = out == "tie" and not (first.winner == second.winner == "tie")
+    return out, why, inconsistent
 
 
 def rates(outcomes: list[Outcome], *, n_resamples: int = 1000, seed: int = 0,
@@ -283,21 +285,22 @@ def judge_table(df: pd.DataFrame, call: Callable[[str], InvokeResult], cache: Ju
             rows = rows.head(max_examples)
         before = (counter.calls, counter.cached, counter.input_tokens, counter.output_tokens)
 
-        def one(item: tuple[Any, Any], other: str = other) -> tuple[Any, Outcome, str | None]:
+        def one(item: tuple[Any, Any], other: str = other) -> tuple[Any, Outcome, str | None, bool]:
             idx, r = item
-            out, why = judge_pair(call, cache, counter, model=model, rubric=rubric, row=r,
-                                  challenger=str(r["custom_output"]), other=str(r[f"{other}_output"]))
-            return idx, out, why
+            return (idx, *judge_pair(call, cache, counter, model=model, rubric=rubric, row=r,
+                                     challenger=str(r["custom_output"]), other=str(r[f"{other}_output"])))
 
         with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="judge") as pool:
             results = list(pool.map(one, rows.iterrows()))
         df[f"judge_vs_{other}"] = None
         df[f"judge_vs_{other}_reason"] = None
-        for idx, out, why in results:
+        for idx, out, why, _ in results:
             df.at[idx, f"judge_vs_{other}"] = out
             df.at[idx, f"judge_vs_{other}_reason"] = why
-        pairs[other] = {**rates([o for _, o, _ in results], n_resamples=n_resamples, seed=seed + j,
+        pairs[other] = {**rates([o for _, o, _, _ in results], n_resamples=n_resamples, seed=seed + j,
                                 confidence=confidence),
+                        # ties because the two orders named different answers: the judge's position bias, seen
+                        "n_order_disagreed": sum(1 for *_, flip in results if flip),
                         "calls": counter.calls - before[0], "cached": counter.cached - before[1],
                         "input_tokens": counter.input_tokens - before[2],
                         "output_tokens": counter.output_tokens - before[3]}

@@ -311,13 +311,15 @@ def _md_judge(summary: dict[str, Any]) -> list[str]:
          f"Rubric: {_cell(j.get('rubric', ''), 300)}\n",
          "A verdict counts when both orders agree; disagreeing orders are a tie (position bias cancelled); an "
          "answer that is not a JSON verdict is not counted.\n",
-         f"| challenger vs | judged | win / tie / loss | score (win − loss) | {conf:.0%} CI | unparseable "
-         "| calls made / cached |", "|---|---:|---|---:|---|---:|---|"]
+         f"| challenger vs | judged | win / tie / loss | score (win − loss) | {conf:.0%} CI "
+         "| ties from orders that disagreed | unparseable | calls made / cached |",
+         "|---|---:|---|---:|---|---:|---:|---|"]
     for name, p in (j.get("pairs") or {}).items():
         L.append(f"| {name} | {p.get('n_counted', 0)} | {_pct(p.get('win'))} / {_pct(p.get('tie'))} / "
                  f"{_pct(p.get('loss'))} | {_f(p.get('score'), 3, sign=True)} "
                  f"| [{_f(p.get('ci_low'), 3, sign=True)}, {_f(p.get('ci_high'), 3, sign=True)}] "
-                 f"| {p.get('n_unparseable', 0)} | {p.get('calls', 0)} / {p.get('cached', 0)} |")
+                 f"| {p.get('n_order_disagreed', 0)} | {p.get('n_unparseable', 0)} "
+                 f"| {p.get('calls', 0)} / {p.get('cached', 0)} |")
     L.append("")
     return L
 

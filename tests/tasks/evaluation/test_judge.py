@@ -111,6 +111,7 @@ def test_a_judge_that_always_says_a_gives_only_ties():
     p = out["pairs"]["base"]
     assert p["tie"] == 1.0 and p["win"] == 0.0 and p["loss"] == 0.0 and p["score"] == 0.0
     assert p["n_counted"] == 12 and p["calls"] == 24
+    assert p["n_order_disagreed"] == 12          # every tie came from the orders disagreeing: position bias, seen
 
 
 def test_both_orders_are_asked_with_the_answers_swapped():
@@ -127,7 +128,7 @@ def test_both_orders_are_asked_with_the_answers_swapped():
     assert rt.model_ids == {JUDGE}
     p = out["pairs"]["base"]
     # the challenger is longer on 6 of 8 examples ("tiny" vs "short" loses on ids 0 and 4)
-    assert (p["win"], p["loss"], p["tie"]) == (0.75, 0.25, 0.0)
+    assert (p["win"], p["loss"], p["tie"]) == (0.75, 0.25, 0.0) and p["n_order_disagreed"] == 0
     assert p["score"] == pytest.approx(0.5) and p["ci_low"] <= 0.5 <= p["ci_high"]
     assert list(df["judge_vs_base"]) == ["loss", "win", "win", "win", "loss", "win", "win", "win"]
     assert out["stand_in"] == "test stand-in judge"
