@@ -136,6 +136,9 @@ class RunManifest(_Record):
     report: dict[str, Any] | None = None    # evaluation files (report_md, charts, ...)
     teardown: dict[str, Any] | None = None  # the TeardownReport of the serving resources
     evaluations: list[dict[str, Any]] | None = None   # re-evaluations (flows/evaluate.py)
+    waiting: dict[str, Any] | None = None   # waiting for a quota slot now: limit, in_use, limit_value, since
+    quota_waits: list[dict[str, Any]] | None = None   # every quota wait of the run (flows/quota.py)
+    promotion: dict[str, Any] | None = None   # the registry verdict and what the promotion did (flows/promote.py)
 
     def model_post_init(self, _context: Any) -> None:
         # the §8 keys are always written, even when an older manifest lacked one

@@ -98,6 +98,11 @@ def judge(doc: dict[str, Any], *, prefect: dict[str, Any] | None = None, heartbe
         return state("cancelled", "Prefect says Cancelled; the manifest was not ended (its process died?)")
     if ptype == "CANCELLING":
         return state("cancelling", "Prefect says Cancelling" + (f"; {beat}" if beat else ""))
+    waiting = doc.get("waiting") or {}
+    if waiting and ptype in ("", "RUNNING", "PENDING", "SCHEDULED", "PAUSED"):
+        return RunState(label="waiting for quota", step=waiting.get("step") or step, serving=serving,
+                        why=f"{waiting.get('limit')} ({waiting.get('in_use')}/{waiting.get('limit_value')} in use, "
+                            f"needs {waiting.get('needs')}) since {waiting.get('since')}")
     if ptype in ("FAILED", "COMPLETED"):
         return state("failed" if ptype == "FAILED" else "ended (manifest not updated)",
                      f"Prefect says {prefect.get('name')}; the manifest was not ended")

@@ -72,3 +72,13 @@ def test_the_step_and_the_serving_still_billing():
 def test_the_heartbeat_is_found_from_the_manifest_alone():
     assert heartbeat_location_of(_doc()) == ("bkt", f"team/forge/output/{'k' * 16}/serving/heartbeat.json")
     assert heartbeat_location_of({"run_key": "k"}) is None       # before upload: nothing to read
+
+
+def test_a_run_waiting_for_a_quota_slot_says_which_limit_and_since_when():
+    doc = _doc(serving=False, steps={"prepare": {"status": "completed"}, "customize": {"status": "running"}})
+    doc["waiting"] = {"step": "customize", "for": "quota", "limit": "bedrock-training-jobs:us-east-1", "in_use": 2,
+                      "limit_value": 2, "needs": 1, "since": "2026-12-02T10:00:00+00:00"}
+    st = judge(doc, prefect=_p("RUNNING"))
+    assert st.label == "waiting for quota" and st.step == "customize"
+    assert "bedrock-training-jobs:us-east-1 (2/2 in use, needs 1) since 2026-12-02T10:00:00" in st.why
+    assert judge(doc, prefect=_p("CRASHED", "no heartbeat")).label == NO_HEARTBEAT, "a dead waiter is not waiting"
