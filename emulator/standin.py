@@ -727,9 +727,49 @@ class StandInRegistry:
                 sims = np.einsum("ij,j->i", cm.emb, q)
                 text = cm.answers[int(np.argmax(sims))]   # argmax: first index on ties -> deterministic
         elif target_kind == "base":
-            text = base_reply(system, prompt)
+            text = judge_reply(prompt) if prompt.startswith(JUDGE_MARKER) else base_reply(system, prompt)
         else:
             raise ValueError(f"target_kind must be 'base' or 'custom', got {target_kind!r}")
         text, truncated = truncate_to_tokens(text, max_tokens)
         in_tok = approx_tokens(system) + approx_tokens(prompt)
         return StandInAnswer(text, max(1, in_tok), approx_tokens(text), truncated)
+
+
+# -- the judge stand-in ------------------------------------------------------------------------------------------
+# A base model asked to compare two answers (a prompt whose first line is JUDGE_MARKER, the layout the pipeline's
+# LLM-as-judge writes: <prompt>, optional <reference>, <answer_a>, <answer_b> blocks, each tag on its own line)
+# answers with a verdict computed honestly and named as a stand-in: token-overlap F1 of each answer against the
+# reference (else the prompt); within JUDGE_TIE the verdict is a tie. Order-independent by construction, so both
+# orders of a pair agree. This is the emulator's own convention, not AWS behaviour: a real judge is a real model.
+JUDGE_MARKER = "[forge-judge v1]"
+JUDGE_NAME = "emulator judge stand-in (not a model)"
+JUDGE_TIE = 0.02
+
+
+def _block(text: str, tag: str) -> str | None:
+    m = re.search(rf"^<{tag}>\n(.*?)\n</{tag}>$", text, re.S | re.M)
+    return m.group(1) if m else None
+
+
+def _overlap_f1(answer: str, reference: str) -> float:
+    a, r = re.findall(r"\w+", answer.lower()), re.findall(r"\w+", reference.lower())
+    if not a or not r:
+        return 0.0
+    common = sum(min(a.count(w), r.count(w)) for w in set(a))
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(a), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def judge_reply(prompt: str) -> str:
+    """The stand-in judge's JSON verdict for a judge prompt (see above)."""
+    a, b = _block(prompt, "answer_a"), _block(prompt, "answer_b")
+    ref = _block(prompt, "reference") or _block(prompt, "prompt") or ""
+    if a is None or b is None:
+        return json.dumps({"winner": "tie", "reason": "emulator judge stand-in: no answer_a/answer_b blocks",
+                           "stand_in": JUDGE_NAME})
+    fa, fb = _overlap_f1(a, ref), _overlap_f1(b, ref)
+    winner = "tie" if abs(fa - fb) <= JUDGE_TIE else ("A" if fa > fb else "B")
+    return json.dumps({"winner": winner, "reason": f"emulator judge stand-in: token-overlap F1 A={fa:.2f} "
+                       f"B={fb:.2f}", "stand_in": JUDGE_NAME})

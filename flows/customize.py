@@ -41,6 +41,7 @@ from flows.context import (
     is_interruption,
     runs_root,
 )
+from flows.promote import promote_if_gate_passed
 from tasks import customize as customize_stage
 from tasks import evaluate as evaluate_stage
 from tasks import iam as iam_stage
@@ -403,22 +404,35 @@ def _verdict(ctx: RunContext, evaluation: EvaluationResult | None) -> dict:
     if evaluation is None:
         return ctx.result()
     m = ctx.manifest
-    m.set_metrics(**{k: evaluation.metrics[k] for k in ("base", "custom", "comparison") if k in evaluation.metrics})
+    m.set_metrics(**{k: evaluation.metrics[k] for k in ("base", "custom", "comparison", "champion",
+                                                         "comparison_vs_champion") if k in evaluation.metrics})
     m.update(gate=evaluation.gate.model_dump(mode="json"), report=evaluation.files)
+    if evaluation.metrics.get("judge"):
+        m.update(judge={k: v for k, v in evaluation.metrics["judge"].items() if k != "rubric"})
     gate = evaluation.gate
+    promotion = None
+    if ctx.config.production.mode != "none":
+        # the lineage's registry records this version (rejected when the gate failed) and a passed gate promotes
+        # it blue/green (flows/promote.py); the evaluation serving is already deleted whatever happens here
+        promotion = promote_if_gate_passed(ctx)
     if not gate.passed:
         raise QualityGateFailed(f"quality gate failed: {gate.rule} — {'; '.join(gate.reasons)}")
-    return ctx.result(gate=gate.model_dump(mode="json"))
+    return ctx.result(gate=gate.model_dump(mode="json"), **({"promotion": promotion} if promotion else {}))
 
 
 # -- provision → evaluate → teardown ------------------------------------------------------------------
 def evaluation_key(run_key: str, config: PipelineConfig, test_sha: str | None) -> str:
     """The key of a recorded evaluation: the model (run key), how it is evaluated, and on what."""
-    blob = json.dumps(
-        {"run_key": run_key, "evaluation": config.evaluation.model_dump(mode="json"),
-         "gate": config.gate.model_dump(mode="json"), "test": test_sha},
-        sort_keys=True,
-    )
+    # issue 19's fields count only when set, so the keys of evaluations recorded before them stay the same
+    ev = config.evaluation.model_dump(mode="json", exclude={"champion_concurrency"})
+    if ev.get("judge") is None:
+        ev.pop("judge", None)
+    gate = config.gate.model_dump(mode="json")
+    for k, default in (("champion_metrics", []), ("champion_min_delta", 0.0),
+                       ("require_ci_above_zero_vs_champion", False)):
+        if gate.get(k) == default:
+            gate.pop(k, None)
+    blob = json.dumps({"run_key": run_key, "evaluation": ev, "gate": gate, "test": test_sha}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -568,6 +582,7 @@ def _serve_and_evaluate(ctx: RunContext, plan: EvaluationPlan) -> EvaluationResu
     manifest.step_started("provision")
     out_dir = str(ctx.run_dir / "evaluation")
     left: TeardownFailed | None = None
+    champion = _champion_of_lineage(ctx, plan)
     try:
         try:
             with _serving_slots(ctx), serving(
@@ -577,16 +592,12 @@ def _serve_and_evaluate(ctx: RunContext, plan: EvaluationPlan) -> EvaluationResu
                 manifest.step_started("evaluate")
                 # only the model calls need the serving resource: it is released before scoring
                 outputs = evaluate_stage.collect_outputs_task(ctx.clients, ctx.config, plan.prepared, ctx.family,
-                                                              endpoint, out_dir)
+                                                              endpoint, out_dir, champion)
                 stop.raise_if_requested()   # a Ctrl-C swallowed during the calls (tasks/run/stop.py)
                 manifest.step_started("teardown")
         except TeardownFailed as err:   # the outputs are in: score and record them, then fail loudly
             left = err
-        evaluation = evaluate_stage.score_outputs_task(outputs, ctx.config, plan.prepared, training, out_dir)
-        # the report in S3 + artifacts linking there (readable from any machine), then the record a rerun reuses
-        evaluation = evaluate_stage.publish_report_task(ctx.clients, plan.uploaded.output_uri, plan.eval_key,
-                                                        evaluation, ctx.config.aws.region)
-        evaluate_stage.record_evaluation_task(ctx.clients, plan.uploaded.output_uri, plan.eval_key, evaluation)
+        evaluation = _score_and_record(ctx, plan, training, outputs, out_dir, champion)
         manifest.step_done("evaluate")
     except BaseException as err:
         for step in ("provision", "evaluate"):
@@ -614,13 +625,53 @@ def _serving_slots(ctx: RunContext):
         yield
 
 
+def _champion_of_lineage(ctx: RunContext, plan: EvaluationPlan):
+    """The lineage's champion (its registry in S3, read only) when the config has a production section: served next
+    to this run's model on the same examples, or its recorded outputs on this test split reused. None on a
+    lineage's first run and without a production section (the gate is against the base model, as before)."""
+    if ctx.config.production.mode == "none":
+        return None
+    champion = evaluate_stage.champion_plan_task(
+        ctx.clients, ctx.config, output_uri=plan.uploaded.output_uri, test_sha256=_test_sha(plan),
+        invoke_shape=ctx.family.invoke_shape, run_id=ctx.run_id, account=ctx.account)
+    if champion is not None:
+        ctx.manifest.update(evaluation_champion={
+            "run_id": champion.run_id, "served": champion.target is not None,
+            "recorded_outputs": len(champion.recorded.outputs) if champion.recorded else 0})
+    return champion
+
+
+def _test_sha(plan: EvaluationPlan) -> str:
+    return plan.prepared.test.sha256 if plan.prepared.test else ""
+
+
+def _score_and_record(ctx: RunContext, plan: EvaluationPlan, training: TrainingResult, outputs, out_dir: str,
+                      champion) -> EvaluationResult:
+    """After the serving is gone: the judge (when configured), the scores, the report in S3 (artifacts linking
+    there) and the evaluation record a rerun reuses; with a production section also the per-example outputs a
+    later challenger on the same test split reuses instead of serving this model again."""
+    if ctx.config.production.mode != "none":
+        evaluate_stage.record_run_outputs_task(
+            ctx.clients, output_uri=plan.uploaded.output_uri, df=outputs, test_sha256=_test_sha(plan),
+            eval_cfg=ctx.config.evaluation, invoke_shape=ctx.family.invoke_shape, run_id=ctx.run_id,
+            custom_model_arn=training.custom_model_arn, champion=champion)
+    judge = evaluate_stage.judge_outputs_task(ctx.clients, ctx.config, outputs, plan.uploaded.output_uri)
+    evaluation = evaluate_stage.score_outputs_task(outputs, ctx.config, plan.prepared, training, out_dir, judge)
+    evaluation = evaluate_stage.publish_report_task(ctx.clients, plan.uploaded.output_uri, plan.eval_key,
+                                                    evaluation, ctx.config.aws.region)
+    evaluate_stage.record_evaluation_task(ctx.clients, plan.uploaded.output_uri, plan.eval_key, evaluation)
+    return evaluation
+
+
 def _delete_extras(ctx: RunContext, plan: EvaluationPlan) -> None:
     """Extra data (custom model, uploaded data): only on success and only when the config asks."""
     sv = ctx.config.serving
-    if not (sv.delete_custom_model or sv.delete_data):
+    # a model that may be promoted is kept: promotion comes after this (tasks/promote.py serves it)
+    delete_model = sv.delete_custom_model and ctx.config.production.mode == "none"
+    if not (delete_model or sv.delete_data):
         return
     report = teardown_stage.teardown_task(
-        ctx.clients, run_key=ctx.run_key, endpoints=[], delete_custom_model=sv.delete_custom_model,
+        ctx.clients, run_key=ctx.run_key, endpoints=[], delete_custom_model=delete_model,
         custom_model_arn=plan.training.custom_model_arn, delete_data=sv.delete_data, uploaded=plan.uploaded)
     teardown = dict(ctx.manifest.doc.teardown or {})
     teardown["deleted"] = teardown.get("deleted", []) + report.deleted

@@ -307,6 +307,14 @@ def promote(clients: Clients, config: PipelineConfig, store: RegistryStore, vers
         return _result(lineage, version.run_id, reg, _champion_serving(clients, reg), report,
                        "already the champion", already=not report.deleted)
     expected = reg.champion.run_id if reg.champion else None
+    if "vs_champion" in version.gate and not force and version.gate.get("champion") != expected:
+        # judged against another champion than today's (one was promoted meanwhile): its win says nothing here
+        reg = set_status(store, version.run_id, "not-champion",
+                         f"evaluated against {version.gate.get('champion') or 'no champion'}, the champion is now "
+                         f"{expected or 'none'}")
+        return _result(lineage, version.run_id, reg, _champion_serving(clients, reg), report,
+                       f"not promoted: evaluated against {version.gate.get('champion') or 'no champion'}, "
+                       f"the champion is now {expected or 'none'}")
     old_serving = reg.champion.serving_arn if reg.champion else None
     green = bring_up(clients, config, lineage, version, len(reg.switches), timeout_s, smoke_prompt,
                      initial_interval_s)

@@ -299,8 +299,8 @@ def version_from_manifest(doc: dict[str, Any], account: str | None = None) -> Mo
     data = doc.get("data") or {}
     hashes = {"content": data["content_hash"]} if data.get("content_hash") else {}
     hashes.update({f"{k}_sha256": v for k, v in (data.get("sha256") or {}).items()})
-    metrics = {k: v for k, v in (doc.get("metrics") or {}).items() if k in ("base", "custom", "comparison", "champion")
-               and v is not None}
+    metrics = {k: v for k, v in (doc.get("metrics") or {}).items() if k in ("base", "custom", "comparison", "champion",
+                                                                       "comparison_vs_champion") and v is not None}
     gate = {k: v for k, v in (doc.get("gate") or {}).items() if v is not None}
     passed = gate.get("passed")
     return ModelVersion(run_id=doc["run_id"], run_key=doc.get("run_key") or "", custom_model_arn=arn,
