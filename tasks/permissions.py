@@ -588,7 +588,17 @@ def _production_statements(config: PipelineConfig, p: RunPatterns) -> list[State
             why="forge-lineage/forge-version on the run's custom model, and forge-role=production moved to the "
                 "champion's model (teardown never deletes a production model); managed models only")]
     if config.production.mode == "none":
-        return out               # every run records its version (flows/promote.py); no production serving
+        return []                # no registry, no champion, no promotion (flows/customize.py)
+    q = p.output_prefix.split("/output/", 1)[0] + "/output/" if "/output/" in p.output_prefix else "output/"
+    outputs = f"{p.output_prefix}evaluation/outputs/*.json"
+    champion_outputs = f"{q}*/evaluation/outputs/*.json"
+    out.append(Statement(
+        sid="RecordOutputsForChallengers", actions=["s3:PutObject", "s3:GetObject"],
+        resources=[p.s3(outputs), p.s3(champion_outputs)], steps=["evaluate"],
+        calls=["s3.put_object", "s3.get_object"],
+        why="the model's per-example outputs on its test split, which a later challenger on the same split reuses "
+            "instead of serving the champion again (tasks/evaluation/champion.py); the champion's own, read under "
+            "its run key's output prefix: <prefix>/output/<run key>/evaluation/outputs/<key>.json"))
     from tasks.run.plan import production_kind
 
     kind = production_kind(config)

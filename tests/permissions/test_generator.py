@@ -81,12 +81,14 @@ def pipeline_calls() -> dict[str, set[str]]:
 
 def _everything_configs() -> list[PipelineConfig]:
     """Configs that switch every optional statement on: the examples, deletes, a KMS alias, an S3 source,
-    on-demand serving."""
+    on-demand serving, production serving of both kinds."""
     out = [load_config(p) for p in EXAMPLES]
     out.append(_cfg(serving={"delete_custom_model": True, "delete_data": True},
                     aws={"kms_key_id": "alias/forge-data"}))
     out.append(_cfg(data={"source": "s3://source-bucket/raw/banking.csv"}))
     out.append(_cfg(serving={"mode": "on_demand"}))
+    out.append(_cfg(production={"mode": "on-demand"}))          # registry, champion, promotion (issue 19)
+    out.append(_cfg(production={"mode": "provisioned", "model_units": 1}))
     return out
 
 
