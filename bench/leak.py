@@ -598,11 +598,12 @@ def run_row(lab: Lab, row: str) -> Outcome:
 
 
 def zombie_bound_s() -> float:
-    """How long after a flow-run process dies Prefect should show its run Crashed (forge deploy's automation:
-    no flow-run heartbeat within ZOMBIE_WITHIN_S; beats every FLOW_HEARTBEAT_S), plus 30 s of slack."""
-    from forge.commands.deploy import FLOW_HEARTBEAT_S, ZOMBIE_WITHIN_S
+    """How long after a flow-run process dies Prefect should show its run Crashed (forge deploy's automation: no
+    flow-run heartbeat within zombie_within_s(), FORGE_ZOMBIE_WITHIN_S or 90 s; a beat every FLOW_HEARTBEAT_S), plus
+    30 s of slack."""
+    from forge.commands.deploy import FLOW_HEARTBEAT_S, zombie_within_s
 
-    return float(ZOMBIE_WITHIN_S + FLOW_HEARTBEAT_S + 30)
+    return float(zombie_within_s() + FLOW_HEARTBEAT_S + 30)
 
 
 def settle_flow_states(api: str, outcomes: list[Outcome], bound_s: float | None = None) -> None:
