@@ -77,6 +77,12 @@ class BedrockRuntimeBackend:
                              f"(e.g. {info['profile']}).")
         if info["customizable"]:
             raise validation(f"The model {mid} is a customization variant; invoke it through Provisioned Throughput.")
+        from emulator.datacheck import lifecycle_status
+
+        if lifecycle_status(mid, self.control.region)[0] == "EOL":
+            # AWS's answer for a model past its end of life (the model cards, e.g. Claude 3 Haiku's; docs/emulator.md)
+            raise ResourceNotFoundException("This model version has reached the end of its life. Please refer to "
+                                            "the AWS documentation for more details.")
         return "base", profile or mid, _base_for_plain(idx, mid), None
 
     def invoke(self, model_id: str, raw_body: bytes) -> dict:

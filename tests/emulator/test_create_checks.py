@@ -219,3 +219,25 @@ def test_serving_a_custom_model_whose_base_went_legacy_then_eol(private_emu, mon
     wait(lambda: c.bedrock.get_provisioned_model_throughput(provisionedModelId=before), {"InService"})
     body = json.dumps({"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
     assert c.runtime.invoke_model(modelId=before, body=body)["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+# -- invoking a base model past its end of life ---------------------------------------------------------------
+@pytest.mark.parametrize("region, model", [(EAST, "anthropic.claude-3-haiku-20240307-v1:0"),
+                                           (WEST, "us.meta.llama3-2-1b-instruct-v1:0")])
+def test_invoking_a_base_model_past_its_end_of_life_is_resource_not_found(private_emu, region, model):
+    c = boto3_clients(private_emu.url, region=region, max_attempts=1)
+    body = json.dumps({"prompt": "hi"} if "llama" in model else {
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    for call in (lambda: c.runtime.invoke_model(modelId=model, body=body),
+                 lambda: c.runtime.converse(modelId=model, messages=[{"role": "user", "content": [{"text": "hi"}]}])):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code_of(e) == ("ResourceNotFoundException", 404)
+        assert "reached the end of its life" in e.value.response["Error"]["Message"]
+
+
+def test_the_same_model_where_it_is_still_active_answers(private_emu):
+    c = boto3_clients(private_emu.url, region="ca-central-1")     # Claude 3 Haiku: ACTIVE there
+    out = c.runtime.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0",
+                             messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    assert out["output"]["message"]["content"][0]["text"]
