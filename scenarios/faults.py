@@ -53,6 +53,7 @@ from scenarios.harness import (
 from scenarios.ledger import JOB_TYPE, SERVING_TYPES, alive_serving, calls, duplicates, injected
 
 __all__ = ["JOB_TYPE", "SCENARIOS", "SERVING_TYPES", "Ctx", "Outcome", "Scenario", "WorkerLost", "alive_serving",
+           "production_alive",
            "aws_env", "calls", "data_intact", "duplicates", "failure_text", "injected", "manifest_of", "run_flow",
            "run_scenario", "small_config"]
 
@@ -545,6 +546,57 @@ def sc_nan_config(ctx: Ctx) -> None:
     _read_first_run(ctx)
 
 
+PRODUCTION = {"production": {"mode": "on-demand"}}
+
+
+def production_alive(ledger: dict) -> list[str]:
+    """Production servings (forge-role=production) alive: a promoted champion's, meant to stay."""
+    return [a for a in alive_serving(ledger, production=True)
+            if (ledger["resources"][a].get("tags") or {}).get("forge-role") == "production"]
+
+
+def sc_promotion_interrupted(ctx: Ctx) -> None:
+    """The worker is lost after the new production serving is up and before the registry switch: `forge rerun`
+    of the run adopts that serving and finishes the switch — never a second production serving."""
+    import tasks.promote as promote_stage
+
+    def lost(lineage: str, run_id: str, serving: Any) -> None:
+        raise RuntimeError(f"worker lost between the new production serving {serving.name} and the registry "
+                           "switch (injected)")
+
+    with patched(promote_stage, "_before_switch", lost):
+        _plain_run(ctx)
+    ctx.notes.append(f"production servings alive after the fault: {len(production_alive(ctx.emu.ledger()))}")
+    ctx.rerun_from = "same-run"
+
+
+def sc_concurrent_promotions(ctx: Ctx) -> None:
+    """Two runs of one lineage promote at the same moment (both held at the switch until both are there): one
+    becomes champion, the other records itself as a non-champion version and deletes its own new serving."""
+    import tasks.promote as promote_stage
+
+    barrier = threading.Barrier(2, timeout=240)
+
+    def together(lineage: str, run_id: str, serving: Any) -> None:
+        barrier.wait()
+
+    with patched(promote_stage, "_before_switch", together):
+        threads = [_flow_in_thread(ctx)]
+        wait_for(lambda: any(r["type"] == JOB_TYPE for r in ctx.emu.ledger()["resources"].values())
+                 or not threads[0][0].is_alive(), 120, "the first run's job")
+        threads.append(_flow_in_thread(ctx))
+        for t, _ in threads:
+            t.join(400)
+    ms = manifests(ctx.runs)
+    ctx.first_status = " + ".join(sorted(m["status"] for m in ms))
+    ctx.message = " || ".join(failure_text(m) for m in ms if failure_text(m))
+    promoted = [m for m in ms if (m.get("promotion") or {}).get("promoted")]
+    ctx.notes.append(f"{len(ms)} runs, {len(promoted)} champion, statuses "
+                     + ", ".join(str((m.get("promotion") or {}).get("status")) for m in ms))
+    ctx.run_id = next((m["run_id"] for m in ms if m not in promoted), ms[-1]["run_id"])
+    ctx.rerun_from = "same-run"     # on-call reruns the loser: it stays a non-champion version
+
+
 @dataclass
 class Scenario:
     name: str
@@ -600,6 +652,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("emulator-restart", sc_restart, "emulator restart while polling the job", "succeeded", (), speed=300.0),
     Scenario("concurrent", sc_concurrent, "a second run of the same config starts while the first one's job runs",
              "succeeded + succeeded", (), speed=500.0),
+    Scenario("promotion-interrupted", sc_promotion_interrupted,
+             "worker lost between the new production serving and the registry switch (rerun finishes it)",
+             "failed", ("registry switch",), config=PRODUCTION),
+    Scenario("concurrent-promotions", sc_concurrent_promotions,
+             "two runs of one lineage promote at once (one champion, the other a non-champion version)",
+             "succeeded + succeeded", (), speed=500.0, config=PRODUCTION),
 ]}
 
 
@@ -609,6 +667,10 @@ def _on_call_rerun(ctx: Ctx, cfg: dict, runs: Path) -> dict:
     if ctx.rerun_from is None:
         run_flow(cfg, runs)
         return manifest_of(runs)
+    if ctx.rerun_from == "same-run":      # `forge rerun RUN_ID` of a run whose steps all finished
+        run_flow(None, runs, run_id=ctx.run_id)
+        ctx.notes.append("rerun of the same run")
+        return manifest_of(runs, ctx.run_id)
     m = manifest_of(runs, ctx.run_id)
     step = first_unfinished(m) if ctx.rerun_from == "auto" else ctx.rerun_from
     if step in (None, "teardown"):

@@ -13,7 +13,8 @@ from datetime import datetime
 from emulator.testing import SERVING_TYPES, alive_serving
 from emulator.testing import ledger_calls as calls
 
-__all__ = ["INJECTED", "JOB_TYPE", "SERVING_TYPES", "alive_serving", "calls", "duplicates", "injected"]
+__all__ = ["INJECTED", "JOB_TYPE", "SERVING_TYPES", "alive_serving", "calls", "double_production", "duplicates",
+           "injected"]
 
 JOB_TYPE = "model-customization-job"
 
@@ -61,5 +62,18 @@ def duplicates(ledger: dict) -> list[str]:
         for (_s1, e1), (s2, _e2) in zip(ivs, ivs[1:], strict=False):
             if e1 is None or e1 > s2:
                 out.append(f"a second job for run key {key} while the first had not ended Failed/Stopped")
+    out += double_production(ledger)
     return out
+
+
+def double_production(ledger: dict) -> list[str]:
+    """A lineage with more than one production serving (forge-role=production) alive at the end: blue/green may
+    hold two for the moment of a switch, never afterwards."""
+    by_lineage: dict[str, list[str]] = defaultdict(list)
+    for arn in alive_serving(ledger, production=True):
+        tags = ledger["resources"][arn].get("tags") or {}
+        if tags.get("forge-role") == "production":
+            by_lineage[tags.get("forge-lineage", "?")].append(arn)
+    return [f"{len(arns)} production servings of lineage {lineage} alive" for lineage, arns in by_lineage.items()
+            if len(arns) > 1]
 

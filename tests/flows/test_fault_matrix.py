@@ -45,6 +45,14 @@ def test_fault_scenario_leaves_nothing_running_and_duplicates_nothing(name, tmp_
 
 def _scenario_specific(name: str, o: faults.Outcome) -> None:
     led = o.ledger
+    if name in ("promotion-interrupted", "concurrent-promotions"):
+        # one champion serving in production, and no second one left over (duplicates() also says so)
+        assert len(faults.production_alive(led)) == 1, (faults.production_alive(led), detail_of(o))
+        created = faults.calls(led, "CreateCustomModelDeployment")
+        deleted = faults.calls(led, "DeleteCustomModelDeployment")
+        assert len(created) - len(deleted) == 1, (len(created), len(deleted))
+        if name == "concurrent-promotions":
+            assert any("1 champion" in n and "not-champion" in n for n in o.notes), o.notes
     jobs_created = faults.calls(led, "CreateModelCustomizationJob")
     if name in ("throttling", "5xx-burst"):
         assert faults.injected(led), "the fault must actually have hit calls"
