@@ -244,7 +244,7 @@ def _run(ctx: RunContext) -> dict:
     _spend_guard(ctx, prepared)
     ctx.bind_tags()
     uploaded = ctx.step("upload", UploadedData, lambda: _upload(ctx, prepared),
-                        record=lambda u: _record_upload(ctx, u), adopted=lambda u: bool(u.skipped))
+                        record=lambda u: _record_upload(ctx, u, prepared), adopted=lambda u: bool(u.skipped))
     role = ctx.step("create-role", RoleInfo,
                     lambda: iam_stage.ensure_role_task(ctx.clients, ctx.config, ctx.names, uploaded, ctx.account,
                                                        ctx.tags),
@@ -314,11 +314,17 @@ def _upload(ctx: RunContext, prepared: PreparedData) -> UploadedData:
     return upload_stage.upload_task(ctx.clients, prepared, ctx.names.bucket, aws.prefix, ctx.run_key)
 
 
-def _record_upload(ctx: RunContext, uploaded: UploadedData) -> None:
-    ctx.manifest.add_resource("data", {"train": uploaded.train_uri, "validation": uploaded.validation_uri,
-                                       "test": uploaded.test_uri, "output": uploaded.output_uri})
-    # from here on the manifest is also in the run's bucket, readable from any machine (tasks/run/store.py)
-    ctx.manifest.attach(S3RunStore.of_run(ctx.clients.s3, uploaded.bucket, ctx.config.aws.prefix), ctx.account)
+def _record_upload(ctx: RunContext, uploaded: UploadedData, prepared: PreparedData) -> None:
+    data = {"train": uploaded.train_uri, "validation": uploaded.validation_uri, "test": uploaded.test_uri,
+            "output": uploaded.output_uri}
+    # from here on the manifest is also in the run's bucket, readable from any machine (tasks/run/store.py), and
+    # the prepared data's report next to it (not written again when unchanged)
+    store = S3RunStore.of_run(ctx.clients.s3, uploaded.bucket, ctx.config.aws.prefix)
+    ctx.manifest.add_resource("data", data)
+    ctx.manifest.attach(store, ctx.account)
+    if Path(prepared.report_path).is_file():
+        ctx.manifest.add_resource("data", {**data, "report": store.put_file(ctx.run_id, "prepare-report.json",
+                                                                             prepared.report_path)})
     ctx.log.info("run state: %s", ctx.manifest.store.uri + ctx.run_id + "/manifest.json")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextvars
 import itertools
 import json
-import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from tasks.catalog import load_catalog, resolve_hyperparameters
 from tasks.config import ConfigError, PipelineConfig, parse_config
+from tasks.evaluation.metrics import as_number
 from tasks.run.manifest import new_run_id
 
 T = TypeVar("T")
@@ -148,11 +148,8 @@ def result_from_manifest(variant: Variant, run_id: str, manifest_path: Path, err
 
 
 def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
+    """A number, or None for anything else and NaN (tasks/evaluation/metrics.py as_number)."""
+    return as_number(x)
 
 
 def pick_best(results: Sequence[ChildResult]) -> ChildResult | None:

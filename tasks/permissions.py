@@ -144,6 +144,7 @@ class RunPatterns(BaseModel):
     evaluation_record_key: str
     metrics_prefix: str              # <output>/model-customization-job-<job id>/ (pattern)
     manifest_key: str                # <prefix>/runs/<run id>/manifest.json (pattern)
+    data_report_key: str             # <prefix>/runs/<run id>/prepare-report.json (pattern)
     report_keys: list[str]           # the evaluation report's S3 copies (tasks/evaluate.py publish_report)
     registry_key: str                # <prefix>/registry/<name>/registry.json (tasks/registry)
 
@@ -185,7 +186,7 @@ def run_patterns(config: PipelineConfig, account: str) -> RunPatterns:
         heartbeat_key=beat.replace(sentinel, q), lease_key=f"{out}evaluation/serving.lease",
         evaluation_record_key=f"{out}evaluation/{_wildcard(16)}.json",
         metrics_prefix=f"{out}model-customization-job-{_wildcard(12)}/",
-        manifest_key=f"{base}runs/*/manifest.json",
+        manifest_key=f"{base}runs/*/manifest.json", data_report_key=f"{base}runs/*/prepare-report.json",
         report_keys=[f"{out}evaluation/{_wildcard(16)}/*", f"{out}evaluation/reeval-{_wildcard(8)}-{_wildcard(6)}/*"],
         registry_key=f"{base}registry/{config.name}/registry.json")
 
@@ -518,20 +519,21 @@ def _output_reads(config: PipelineConfig, p: RunPatterns) -> Statement:
     keys = [p.metrics_prefix + "*", p.evaluation_record_key]
     if serves(config):
         keys += [p.lease_key, p.heartbeat_key]
-    keys.append(p.manifest_key)
+    keys += [p.manifest_key, p.data_report_key]
     return Statement(
         sid="ReadRunOutputs", actions=["s3:GetObject"], resources=[p.s3(k) for k in keys],
         steps=["poll", "evaluate"] + (["evaluate (rerun)"] if serves(config) else [])
-              + ["upload (run manifest)", "forge rerun --runs-uri"], calls=["s3.get_object"],
+              + ["upload (run manifest)", "forge rerun --runs-uri"], calls=["s3.get_object", "s3.head_object"],
         why="the metric files the job writes under <output>/model-customization-job-<job id>/ "
             "(docs/bedrock-facts.md §6); a recorded evaluation, which a rerun reuses before serving anything"
             + ("; the serving lease (tasks/evaluation/lease.py) and the heartbeat a rerun checks before deleting "
                "what an earlier attempt left" if serves(config) else "")
-            + "; the run's manifest in its bucket (tasks/run/store.py); <output> = <prefix>/output/<run key>/")
+            + "; the run's manifest in its bucket (tasks/run/store.py) and whether the prepared data's report "
+              "there is current (HeadObject); <output> = <prefix>/output/<run key>/")
 
 
 def _record_writes(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
-    keys = ([p.evaluation_record_key] if serves(config) else []) + [p.manifest_key]
+    keys = ([p.evaluation_record_key] if serves(config) else []) + [p.manifest_key, p.data_report_key]
     reports = [Statement(
         sid="WriteReports", actions=["s3:PutObject"], resources=[p.s3(k) for k in p.report_keys],
         steps=["evaluate", "forge evaluate"], calls=["s3.put_object"],
@@ -546,8 +548,9 @@ def _record_writes(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
         calls=["s3.put_object"],
         why=("the finished evaluation's record next to the job output, which a rerun reuses; " if serves(config)
              else "")
-            + "the run's manifest in its bucket from the upload on (tasks/run/store.py, conditional puts): "
-              "<prefix>/runs/<run id>/manifest.json, where a run id is a name people may choose "
+            + "the run's manifest in its bucket from the upload on (tasks/run/store.py, conditional puts) and "
+              "the prepared data's report next to it: <prefix>/runs/<run id>/manifest.json and prepare-report.json, "
+              "where a run id is a name people may choose "
               "(tasks/run/names.py RUN_ID_RE), hence the * segment")]
 
 

@@ -362,18 +362,23 @@ def zombie_automation():
     )
 
 
-def ensure_zombie_automation() -> tuple[str, bool]:
-    """Get-or-create (by name) the zombie automation. Returns (id, created)."""
+def upsert_automation(wanted) -> tuple[str, bool]:
+    """Create ``wanted`` (a prefect Automation), or update the one of the same name to it: (id, created). The one
+    get-or-update of every automation forge deploy installs."""
     from prefect.automations import Automation
 
-    wanted = zombie_automation()
     try:
-        have = Automation.read(name=ZOMBIE_AUTOMATION)
+        have = Automation.read(name=wanted.name)
     except ValueError:
         return str(wanted.create().id), True
     wanted.id = have.id
     wanted.update()
     return str(have.id), False
+
+
+def ensure_zombie_automation() -> tuple[str, bool]:
+    """Get-or-create (by name) the zombie automation. Returns (id, created)."""
+    return upsert_automation(zombie_automation())
 
 
 # A crashed customize run resumes by itself (issue 18 part 5, two workers standing in for two machines): when a
@@ -412,7 +417,6 @@ def resume_automation(customize_id: str, rerun_id: str):
 def ensure_resume_automation(rerun_id: str | None = None) -> tuple[str | None, bool]:
     """Get-or-update (by name) the resume automation; (None, False) when either deployment is not registered."""
     from prefect import get_client
-    from prefect.automations import Automation
     from prefect.exceptions import ObjectNotFound
 
     try:
@@ -421,14 +425,7 @@ def ensure_resume_automation(rerun_id: str | None = None) -> tuple[str | None, b
             rerun_id = rerun_id or str(client.read_deployment_by_name(RERUN_DEPLOYMENT).id)
     except ObjectNotFound:
         return None, False
-    wanted = resume_automation(customize_id, rerun_id)
-    try:
-        have = Automation.read(name=RESUME_AUTOMATION)
-    except ValueError:
-        return str(wanted.create().id), True
-    wanted.id = have.id
-    wanted.update()
-    return str(have.id), False
+    return upsert_automation(resume_automation(customize_id, rerun_id))
 
 
 # Failure notifications (issue 18 part 6): a webhook block from FORGE_NOTIFY_WEBHOOK_URL and the automation of
@@ -476,7 +473,6 @@ def notify_automation(block_id, ui_url: str | None, path: Path = NOTIFY_FILE):
 def ensure_notifications(echo=print) -> str | None:
     """With FORGE_NOTIFY_WEBHOOK_URL set: save the webhook block and get-or-update the notify automation (by
     name). Returns the automation id; None (and says so) when the variable is unset."""
-    from prefect.automations import Automation
     from prefect.settings import PREFECT_UI_URL
 
     url = os.environ.get(NOTIFY_ENV, "").strip()
@@ -486,14 +482,8 @@ def ensure_notifications(echo=print) -> str | None:
     block_id = webhook_block(url).save(NOTIFY_BLOCK, overwrite=True)
     ui_url = PREFECT_UI_URL.value()
     wanted = notify_automation(block_id, ui_url)
-    try:
-        have = Automation.read(name=wanted.name)
-    except ValueError:
-        auto_id, verb = str(wanted.create().id), "created"
-    else:
-        wanted.id = have.id
-        wanted.update()
-        auto_id, verb = str(have.id), "updated"
+    auto_id, created = upsert_automation(wanted)
+    verb = "created" if created else "updated"
     echo(f"automation {wanted.name!r} (Failed/Crashed runs tagged bedrock-forge → webhook block "
          f"{NOTIFY_BLOCK!r}, UI links to {ui_url or 'the server’s PREFECT_UI_URL'}): {verb} {auto_id}")
     return auto_id

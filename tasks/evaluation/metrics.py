@@ -455,12 +455,16 @@ def compute_metrics(df: pd.DataFrame, *, label_like: bool, bertscore_model: str 
 # training curves
 
 
-def _num(v: Any) -> float | None:
+def as_number(v: Any) -> float | None:
+    """``v`` as a float; None for what is not a number and for NaN."""
     try:
         f = float(v)
     except (TypeError, ValueError):
         return None
     return None if math.isnan(f) else f
+
+
+_num = as_number
 
 
 def _int_or(v: float | None) -> float | int | None:

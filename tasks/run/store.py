@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from tasks.aws.s3json import PreconditionLost, get_json, put_json
+from botocore.exceptions import ClientError
+
+from tasks.aws.s3json import PreconditionLost, get_json, is_missing, put_json
 from tasks.aws.s3uri import child_key, s3_uri, split_s3_uri
 from tasks.run.names import check_run_id
 
@@ -65,6 +68,24 @@ class S3RunStore:
             return put_json(self.s3, self.bucket, self.key(run_id), body, etag)
         except PreconditionLost as err:
             raise StoreConflict(str(err)) from err
+
+    def put_file(self, run_id: str, name: str, path: str | Path, content_type: str = "application/json") -> str:
+        """A file of the run (e.g. the prepared data's report) next to its manifest: ``<run id>/<name>``; not written
+        again when the copy there has the same content (its ETag is the MD5 of a single-part upload), so a rerun
+        writes nothing. Returns its s3:// URI."""
+        import hashlib
+
+        key = f"{self.prefix}{check_run_id(run_id)}/{name}"
+        body = Path(path).read_bytes()
+        md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+        try:
+            if self.s3.head_object(Bucket=self.bucket, Key=key).get("ETag", "").strip('"') == md5:
+                return s3_uri(self.bucket, key)
+        except ClientError as err:
+            if not is_missing(err):
+                raise
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        return s3_uri(self.bucket, key)
 
     def run_ids(self) -> list[str]:
         """The runs with a manifest here, oldest name first."""

@@ -76,3 +76,27 @@ def test_a_run_id_that_is_a_path_is_refused(s3):
     store = S3RunStore.of_run(s3, BUCKET, "team")
     with pytest.raises(ValueError):
         store.get("../other-team/runs/x")
+
+
+def test_a_run_file_is_written_once_and_not_again_while_unchanged(s3, tmp_path):
+    """The prepared data's report next to the manifest (issue 18): a rerun with the same file writes nothing."""
+    store = S3RunStore.of_run(s3, BUCKET, "team")
+    report = tmp_path / "report.json"
+    report.write_text('{"records": 12}')
+    uri = store.put_file("run-7", "prepare-report.json", report)
+    assert uri == f"s3://{BUCKET}/team/runs/run-7/prepare-report.json"
+    etag = s3.head_object(Bucket=BUCKET, Key="team/runs/run-7/prepare-report.json")["ETag"]
+    puts = []
+    real = s3.put_object
+    s3.put_object = lambda **kw: (puts.append(kw["Key"]), real(**kw))[1]
+    try:
+        store.put_file("run-7", "prepare-report.json", report)
+        assert puts == [], "unchanged: not written again"
+        report.write_text('{"records": 13}')
+        store.put_file("run-7", "prepare-report.json", report)
+        assert puts == ["team/runs/run-7/prepare-report.json"]
+    finally:
+        s3.put_object = real
+    assert s3.head_object(Bucket=BUCKET, Key="team/runs/run-7/prepare-report.json")["ETag"] != etag
+    assert json.loads(s3.get_object(Bucket=BUCKET, Key="team/runs/run-7/prepare-report.json")["Body"].read()) == \
+        {"records": 13}
