@@ -134,7 +134,21 @@ def config_of_run(runs_dir: str, run_id: str | None) -> PipelineConfig:
         manifest = fetch_from_runs_uri(runs_dir, run_id)
         if manifest is None:
             raise
-    return PipelineConfig.model_validate(manifest.doc.config)
+    return PipelineConfig.model_validate(unredacted_config(manifest.doc.config))
+
+
+def unredacted_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config with the caller's account id back in its ARNs: the manifest stores configs redacted
+    (tasks/aws/redact.py), so an RFT grader or KMS key ARN reads ``arn:...:<account>:...`` there, which AWS would
+    refuse. The account is the one the run's AWS settings reach (STS GetCallerIdentity: needs no permission)."""
+    import json
+
+    from tasks.aws.clients import lenient_aws_config
+    from tasks.aws.redact import REDACTED
+
+    if REDACTED not in json.dumps(raw):
+        return raw
+    return unredact(raw, account_id(make_clients(lenient_aws_config((raw or {}).get("aws")))))
 
 
 def fetch_from_runs_uri(runs_dir: str, run_id: str, runs_uri: str | None = None) -> Manifest | None:

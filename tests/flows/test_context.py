@@ -94,3 +94,20 @@ def test_the_earlier_run_is_found_by_the_flow_run_id_only(tmp_path):
     assert find_run_of_flow_run(str(runs), "fr-2") == "other-20261201-000000-abcd"
     assert find_run_of_flow_run(str(runs), "fr-3") is None
     assert find_run_of_flow_run(str(runs), "fr-2", name="../escape") == "other-20261201-000000-abcd"
+
+
+def test_a_rerun_gets_the_recorded_config_with_the_account_back_in_its_arns(tmp_path, aws_env):
+    """The manifest stores the config redacted (no account id in shared files): a rerun given only the run id
+    must not send AWS an ARN that reads <account> (it used to fail: issue 20's note)."""
+    import boto3
+
+    from flows.context import config_of_run
+    from scenarios.harness import small_config
+    from tasks.run.manifest import Manifest
+
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    cfg = small_config("redacted-arn", aws={"kms_key_id": f"arn:aws:kms:us-east-1:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab"})
+    m = Manifest.create(tmp_path / "runs", "redacted-arn-1", cfg)
+    assert "<account>" in m.doc.config["aws"]["kms_key_id"], "stored redacted"
+    got = config_of_run(str(tmp_path / "runs"), "redacted-arn-1")
+    assert got.aws.kms_key_id == f"arn:aws:kms:us-east-1:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
