@@ -21,15 +21,12 @@ import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests.support.aws import point_at  # noqa: E402
+
 
 @pytest.fixture
 def emu(fresh_emulator, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_emulator.url)
-    for k in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "FORGE_RUNS_URI"):
-        monkeypatch.delenv(k, raising=False)
+    point_at(monkeypatch, fresh_emulator.url, "FORGE_RUNS_URI")
     return fresh_emulator
 
 
@@ -106,8 +103,9 @@ def test_a_rerun_gets_the_recorded_config_with_the_account_back_in_its_arns(tmp_
     from tasks.run.manifest import Manifest
 
     account = boto3.client("sts").get_caller_identity()["Account"]
-    cfg = small_config("redacted-arn", aws={"kms_key_id": f"arn:aws:kms:us-east-1:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab"})
+    key = f"arn:aws:kms:us-east-1:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    cfg = small_config("redacted-arn", aws={"kms_key_id": key})
     m = Manifest.create(tmp_path / "runs", "redacted-arn-1", cfg)
     assert "<account>" in m.doc.config["aws"]["kms_key_id"], "stored redacted"
     got = config_of_run(str(tmp_path / "runs"), "redacted-arn-1")
-    assert got.aws.kms_key_id == f"arn:aws:kms:us-east-1:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert got.aws.kms_key_id == key

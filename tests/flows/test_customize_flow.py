@@ -24,7 +24,7 @@ from emulator.testing import alive_serving
 from emulator.testing import ledger_calls as calls
 from scenarios.harness import small_config as scenario_config
 from tests.support import REPO_ROOT
-from tests.support.aws import changed_objects, s3_objects
+from tests.support.aws import changed_objects, point_at, s3_objects
 
 REPO = REPO_ROOT
 
@@ -51,12 +51,7 @@ def _cfg(d: dict):
 
 @pytest.fixture
 def emu(fresh_emulator, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_emulator.url)
-    for k in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.delenv(k, raising=False)
+    point_at(monkeypatch, fresh_emulator.url)
     return fresh_emulator
 
 

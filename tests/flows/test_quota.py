@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tasks.run import quota as q
+from tests.support.aws import point_at
 
 REGION = "us-east-1"
 
@@ -205,12 +206,7 @@ def test_without_a_prefect_api_a_run_is_not_coordinated(monkeypatch):
 # --------------------------------------------------------------------------------------------- the flow
 @pytest.fixture
 def emu(fresh_emulator, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_emulator.url)
-    for k in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.delenv(k, raising=False)
+    point_at(monkeypatch, fresh_emulator.url)
     return fresh_emulator
 
 
@@ -301,12 +297,7 @@ def slow_emu(tmp_path, monkeypatch):
     from emulator.testing import running_emulator
 
     with running_emulator(speed=100.0, state_dir=tmp_path / "emulator-state") as emu:
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", emu.url)
-        for k in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-            monkeypatch.delenv(k, raising=False)
+        point_at(monkeypatch, emu.url)
         yield emu
 
 

@@ -112,6 +112,16 @@ def use_session_emulator(monkeypatch, aws_env):
     return aws_env
 
 
+def point_at(monkeypatch, url: str, *unset: str) -> None:
+    """boto3 pointed at ``url`` the way a user would (dummy keys, AWS_ENDPOINT_URL; no profile or config file),
+    and ``unset`` variables removed, for the test only."""
+    for k, v in DUMMY_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    for k in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", *unset):
+        monkeypatch.delenv(k, raising=False)
+
+
 def use_fresh_emulator(monkeypatch, emu):
     """A private emulator (fault rules, exact ledger counts, jobs that never finish)."""
     for k, v in DUMMY_ENV.items():
