@@ -31,7 +31,7 @@ from tasks.config import PipelineConfig
 from tasks.prepare import prepare_task
 from tasks.run.manifest import Manifest, new_run_id
 from tasks.run.names import compute_run_key, resource_names
-from tasks.run.store import S3RunStore
+from tasks.run.store import store_of
 from tasks.run.types import PreparedData, ServingEndpoint, TrainingResult
 from tasks.upload import fetch_split
 
@@ -80,11 +80,11 @@ def fetch_run(runs_dir: str, run_id: str, runs_uri: str) -> None:
         raise FileNotFoundError(f"no run {run_id!r} under {runs_dir} nor under {runs_uri}")
 
 
-def _attach_store(manifest: Manifest, clients: Clients, config: PipelineConfig, account: str) -> None:
+def _attach_store(manifest: Manifest, clients: Clients, account: str) -> None:
     """A customization run's manifest is also kept in its bucket (as flows/customize.py does after upload)."""
-    output = ((manifest.doc.resources or {}).get("data") or {}).get("output")
-    if output:
-        manifest.attach(S3RunStore.of_run(clients.s3, output.split("/")[2], config.aws.prefix), account)
+    store = store_of(clients.s3, manifest.doc)
+    if store is not None:
+        manifest.attach(store, account)
 
 
 def _run_config(run_id: str | None, runs_dir: str,
@@ -203,7 +203,7 @@ def evaluate_model(
     clients = make_clients(config.aws, pool_size=max(16, 2 * config.evaluation.concurrency))
     account = account_id(clients)
     if manifest is not None:
-        _attach_store(manifest, clients, config, account)
+        _attach_store(manifest, clients, account)
     manifest, prepared, model_arn, training = _evaluation_inputs(manifest, config, runs_dir, clients, account,
                                                                  custom_model_arn, serving_arn)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -515,9 +515,9 @@ def judged(doc: dict, s3=None, bucket: str | None = None):
     """tasks/run/status.py's verdict for one manifest, with what Prefect and S3 say."""
     from tasks.run.status import judge
 
-    prefect = _prefect_state(doc.get("flow_run_id")) if doc.get("status") in (None, "running") else None
-    if doc.get("status") in ("interrupted", "failed"):
-        prefect = _prefect_state(doc.get("flow_run_id"))     # cancelled or failed: Prefect knows which
+    # running: is it? interrupted/failed: cancelled or failed, Prefect knows which; an end it cannot change: not asked
+    asked = doc.get("status") in (None, "running", "interrupted", "failed")
+    prefect = _prefect_state(doc.get("flow_run_id")) if asked else None
     return judge(doc, prefect=prefect, heartbeat=_serving_heartbeat(doc, s3, bucket))
 
 
