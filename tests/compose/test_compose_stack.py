@@ -302,7 +302,11 @@ def test_the_customize_quick_run_completes_and_tears_down(stack):
     doc = _manifest_of(stack, fr)
     assert doc is not None, "no manifest on the worker's runs volume"
     assert doc["status"] == "succeeded" and doc["steps"]["teardown"]["status"] == "completed", doc["steps"]
-    reports = [p for p in (doc.get("report") or {}).values() if isinstance(p, str)]
+    named = {k: p for k, p in (doc.get("report") or {}).items() if isinstance(p, str)}
+    # the report's files on the worker's runs volume, and their copies in S3 (``<name>_s3``, tasks/evaluate.py
+    # publish_report) next to the job output
+    reports = [p for p in named.values() if not p.startswith("s3://")]
+    copies = [p for p in named.values() if p.startswith("s3://")]
     assert reports, doc.get("report")
     present = stack.worker_json(f"import json, os; print(json.dumps([os.path.isfile(p) for p in {reports!r}]))")
     assert all(present), dict(zip(reports, present, strict=True))
@@ -316,8 +320,14 @@ def test_the_customize_quick_run_completes_and_tears_down(stack):
     bucket, prefix = split_s3_uri(doc["resources"]["data"]["output"])
     s3 = boto3_clients(stack.emulator_url).s3
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
-    records = [k for k in keys if "/evaluation/" in k or k.startswith(prefix + "evaluation/")]
+    # the evaluation record is <output>/evaluation/<eval key>.json; the report's copies sit in <eval key>/ beside it
+    evaluations = child_key(prefix, "evaluation/")
+    records = [k for k in keys if k.startswith(evaluations) and k.endswith(".json")
+               and "/" not in k[len(evaluations):]]
     assert records, keys
+    assert copies, f"the report was not copied to S3: {named}"
+    missing = [u for u in copies if split_s3_uri(u)[0] != bucket or split_s3_uri(u)[1] not in keys]
+    assert not missing, (missing, keys)
     body = json.loads(s3.get_object(Bucket=bucket, Key=records[0])["Body"].read())
     assert body["gate"]["passed"] == doc["gate"]["passed"]
     # the run state kept in S3 too (tasks/run/store.py: s3://<run bucket>/<prefix>/runs/<run id>/manifest.json)
