@@ -272,6 +272,13 @@ class BedrockBackend:
         # unknown or non-customizable ids are rejected by datacheck.check_create_request
         return mid, f"arn:aws:bedrock:{self.region}::foundation-model/{mid}"
 
+    def _source_model(self, ident: str) -> str:
+        """The custom model's ARN when a job starts from one (by ARN or name), else ""."""
+        if ":custom-model/" not in ident and _fm_id(ident) in self.fm_index():
+            return ""
+        m = self.find_model(ident)
+        return m.modelArn if m is not None else ""
+
     # -- jobs -------------------------------------------------------------------------------
     def find_job(self, ident: str) -> CustomizationJob | None:
         if ident in self.jobs:
@@ -346,6 +353,7 @@ class BedrockBackend:
             job = CustomizationJob(
                 jobArn=arn, jobName=name, customModelName=model_name, roleArn=role_arn,
                 clientRequestToken=p.get("clientRequestToken"), baseModelId=base_id, baseModelArn=base_arn,
+                sourceModelArn=self._source_model(p.get("baseModelIdentifier", "")) or None,
                 customizationType=ctype, hyperParameters=dict(hp), trainingDataConfig=p["trainingDataConfig"],
                 validationDataConfig={"validators": validators}, outputDataConfig=p["outputDataConfig"],
                 customizationConfig=cc, vpcConfig=p.get("vpcConfig"), customModelKmsKeyId=p.get("customModelKmsKeyId"),
@@ -454,7 +462,8 @@ class BedrockBackend:
         model_id = self._new_id(lambda i: any(k.endswith("/" + i) for k in self.models))
         model_arn = f"arn:aws:bedrock:{j.region}:{self.account_id}:custom-model/{j.baseModelId}/{model_id}"
         m = CustomModel(modelArn=model_arn, modelName=j.customModelName, jobName=j.jobName, jobArn=j.jobArn,
-                        baseModelArn=j.baseModelArn, baseModelId=j.baseModelId, customizationType=j.customizationType,
+                        baseModelArn=j.baseModelArn, baseModelId=j.baseModelId, parentModelArn=j.sourceModelArn,
+                        customizationType=j.customizationType,
                         hyperParameters=j.hyperParameters, trainingDataConfig=j.trainingDataConfig,
                         validationDataConfig=j.validationDataConfig, outputDataConfig=j.outputDataConfig,
                         customizationConfig=j.customizationConfig, created=t, modelStatus="Active",

@@ -64,7 +64,8 @@ class CustomizationJob(Resource):
     roleArn: str = ""
     clientRequestToken: str | None = None
     baseModelId: str = ""
-    baseModelArn: str = ""
+    baseModelArn: str = ""             # always the foundation model (botocore: FoundationModelArn)
+    sourceModelArn: str | None = None  # the custom model a continued customization starts from
     customizationType: str = "FINE_TUNING"
     hyperParameters: dict = field(default_factory=dict)
     trainingDataConfig: dict = field(default_factory=dict)
@@ -200,6 +201,7 @@ class CustomModel(Resource):
     jobArn: str = ""
     baseModelArn: str = ""
     baseModelId: str = ""
+    parentModelArn: str | None = None  # a custom model of a custom model: the parent (GetCustomModel's baseModelArn)
     customizationType: str = "FINE_TUNING"
     hyperParameters: dict = field(default_factory=dict)
     trainingDataConfig: dict = field(default_factory=dict)
@@ -213,9 +215,12 @@ class CustomModel(Resource):
 
     def to_wire(self, iso: Iso) -> dict:
         """GetCustomModel's response."""
-        d = {k: getattr(self, k) for k in ("modelArn", "modelName", "jobName", "jobArn", "baseModelArn",
+        d = {k: getattr(self, k) for k in ("modelArn", "modelName", "jobName", "jobArn",
                                             "customizationType", "hyperParameters", "trainingDataConfig",
                                             "validationDataConfig", "outputDataConfig")}
+        # botocore: GetCustomModel's baseModelArn is a ModelArn (a custom model's or a foundation model's), the
+        # job's a FoundationModelArn: a model customized from a custom model names that model here
+        d["baseModelArn"] = self.parentModelArn or self.baseModelArn
         d["creationTime"] = iso(self.created)
         d["modelStatus"] = self.modelStatus
         if self.customizationConfig:
@@ -229,7 +234,8 @@ class CustomModel(Resource):
     def to_summary(self, iso: Iso, account_id: str) -> dict:
         """CustomModelSummary."""
         return {"modelArn": self.modelArn, "modelName": self.modelName, "creationTime": iso(self.created),
-                "baseModelArn": self.baseModelArn, "baseModelName": self.baseModelId.split(":")[0][:63],
+                "baseModelArn": self.parentModelArn or self.baseModelArn,
+                "baseModelName": self.baseModelId.split(":")[0][:63],
                 "customizationType": self.customizationType, "ownerAccountId": account_id,
                 "modelStatus": self.modelStatus}
 
