@@ -29,6 +29,7 @@ from tasks.config import PipelineConfig
 from tasks.run import stop
 from tasks.run.manifest import STEPS, Manifest, RerunStep, Step, new_run_id
 from tasks.run.names import ResourceNames, compute_run_key, resource_names
+from tasks.run.types import StartPoint
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -287,6 +288,7 @@ class RunContext:
     run_key: str | None = None
     names: ResourceNames | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    start: StartPoint | None = None          # where the job starts (start_from); bind_run_key sets it
 
     @classmethod
     def open(cls, config: PipelineConfig, runs_dir: str, run_id: str | None, rerun_from: RerunStep | None,
@@ -332,9 +334,11 @@ class RunContext:
     def run_id(self) -> str:
         return self.manifest.run_id
 
-    def bind_run_key(self, content_hash: str) -> None:
-        """The prepared data fixes the run key; with the account (read-only STS) it fixes every name."""
-        self.run_key = compute_run_key(self.config, content_hash)
+    def bind_run_key(self, content_hash: str, start: StartPoint | None = None) -> None:
+        """The prepared data (and the custom model the job continues from, ``start``) fix the run key; with the
+        account (read-only STS) it fixes every name."""
+        self.start = start
+        self.run_key = compute_run_key(self.config, content_hash, start.model if start and start.continues else None)
         self.account = account_id(self.clients)   # the default bucket name is per account
         self.names = resource_names(self.config, self.run_key, account=self.account)
         self.manifest.update(run_key=self.run_key)

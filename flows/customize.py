@@ -48,8 +48,9 @@ from tasks import iam as iam_stage
 from tasks import serve as serve_stage
 from tasks import teardown as teardown_stage
 from tasks import upload as upload_stage
-from tasks.aws.clients import lenient_aws_config, make_clients
+from tasks.aws.clients import account_id, lenient_aws_config, make_clients
 from tasks.aws.logs import install_log_redaction
+from tasks.aws.redact import unredact
 from tasks.aws.s3uri import s3_uri
 from tasks.aws.tags import HEARTBEAT_TAG, fits_tag_value
 from tasks.config import PipelineConfig
@@ -58,6 +59,7 @@ from tasks.evaluate import EvaluationResult
 from tasks.evaluation import lease
 from tasks.preflight import PreflightRefused, preflight_run
 from tasks.prepare import prepare_task
+from tasks.registry import store_for_config
 from tasks.run import liveness, stop
 from tasks.run import quota as quota_rules
 from tasks.run.manifest import SERVING_STEPS, STEPS, Manifest, RerunStep, now_iso
@@ -68,6 +70,7 @@ from tasks.run.types import (
     PreparedData,
     RoleInfo,
     ServingEndpoint,
+    StartPoint,
     TrainingResult,
     UploadedData,
 )
@@ -240,7 +243,7 @@ def _run(ctx: RunContext) -> dict:
     """The pipeline, in the order of its diagram (docs/design.md §1)."""
     _live_preflight(ctx)
     prepared = ctx.step("prepare", PreparedData, lambda: _prepare(ctx), record=lambda p: _record_data(ctx, p))
-    ctx.bind_run_key(prepared.content_hash)
+    ctx.bind_run_key(prepared.content_hash, _start_point(ctx))
     _spend_guard(ctx, prepared)
     ctx.bind_tags()
     uploaded = ctx.step("upload", UploadedData, lambda: _upload(ctx, prepared),
@@ -328,6 +331,23 @@ def _record_upload(ctx: RunContext, uploaded: UploadedData, prepared: PreparedDa
     ctx.log.info("run state: %s", ctx.manifest.store.uri + ctx.run_id + "/manifest.json")
 
 
+def _start_point(ctx: RunContext) -> StartPoint:
+    """Where the job starts (``start_from``, issue 19). ``champion``: the lineage's champion as the registry names it
+    on the run's first pass (GETs only: the registry, GetCustomModel), recorded as ``resources.start_from``, so a
+    rerun continues from the same model even after the champion changed."""
+    config = ctx.config
+    recorded = (ctx.manifest.doc.resources or {}).get("start_from")
+    if recorded:
+        return StartPoint.model_validate(unredact(recorded, account_id(ctx.clients)))
+    if config.start_from == "base":
+        return StartPoint(model=config.base_model, reason="start_from base")
+    found = store_for_config(ctx.clients, config).get()
+    start = customize_stage.resolve_start(ctx.clients, config, found[0].champion if found else None)
+    ctx.manifest.add_resource("start_from", start.model_dump(mode="json"))
+    ctx.log.info("%s (%s)", start.reason, start.model)
+    return start
+
+
 def _start_job(ctx: RunContext, role: RoleInfo, uploaded: UploadedData, held: ExitStack) -> JobInfo:
     """Get-or-create the job under the run's deterministic name. Resumed here (`forge rerun --from customize`), the
     recorded role may have lost the run's policy (released after its last job, or pruned): put it back first.
@@ -341,8 +361,9 @@ def _start_job(ctx: RunContext, role: RoleInfo, uploaded: UploadedData, held: Ex
     slot = _training_slot(ctx, latest, will_create)
     if slot is not None:
         held.enter_context(slot)
+    start = ctx.start.model if ctx.start and ctx.start.continues else None
     job = customize_stage.start_job_task(ctx.clients, ctx.config, ctx.names, role.role_arn, uploaded, ctx.tags,
-                                         rerun=ctx.allow_rerun_failed_job)
+                                         rerun=ctx.allow_rerun_failed_job, start_model=start)
     if slot is not None and will_create and job.adopted:   # a duplicate run created it first: its slot, not ours
         keep, why = flow_quota.job_slot_needed(ctx.clients, {"status": job.status, "jobArn": job.job_arn},
                                                will_create=False, run_id=ctx.run_id,

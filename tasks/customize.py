@@ -22,6 +22,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from tasks.aws.clients import Clients
 from tasks.aws.errors import QuotaExceeded, StageError, error_code, is_name_taken, is_transient, stage_error
 from tasks.aws.logs import get_logger
@@ -31,7 +33,7 @@ from tasks.aws.tags import FLOW_RUN_TAG, RUN_ID_TAG, RUN_KEY_TAG, bedrock_tags, 
 from tasks.catalog import CustomizationType, load_catalog, resolve_hyperparameters
 from tasks.config import PipelineConfig
 from tasks.run.names import ResourceNames
-from tasks.run.types import JobInfo, TrainingResult, UploadedData
+from tasks.run.types import JobInfo, StartPoint, TrainingResult, UploadedData
 
 ADOPTABLE = ("InProgress", "Completed")
 ENDED = ("Failed", "Stopped", "Stopping")
@@ -68,16 +70,67 @@ def find_attempts(clients: Clients, names: ResourceNames) -> list[tuple[int, dic
     return sorted(found.items())
 
 
+MAX_LINEAGE_DEPTH = 32     # custom models of custom models followed to their foundation model
+
+
+def foundation_of(clients: Clients, model_arn: str, got: dict | None = None) -> str:
+    """The foundation model id a custom model descends from. GetCustomModel's ``baseModelArn`` is a custom model's
+    ARN for a model customized from a custom model (botocore: ``ModelArn``), so the chain is followed."""
+    model = model_arn
+    for _ in range(MAX_LINEAGE_DEPTH):
+        got = got or clients.bedrock.get_custom_model(modelIdentifier=model)
+        base = str(got.get("baseModelArn") or "")
+        if ":custom-model/" not in base:
+            return base.split("foundation-model/", 1)[-1]
+        model, got = base, None
+    raise StageError(f"{model_arn}: more than {MAX_LINEAGE_DEPTH} custom models deep; its foundation model is unknown")
+
+
+def resolve_start(clients: Clients, config: PipelineConfig, champion: Any | None) -> StartPoint:
+    """Where this run's job starts (``config.start_from``; issue 19): the base model, or ``champion`` (the
+    registry's ``Champion`` of the lineage, None while it has none: then the base model). The champion must be an
+    Active custom model whose foundation model is ``config.base_model`` (the catalog's checks, hyperparameters and
+    prices are the base model's); anything else stops the run here, before the job, with how to fix it. Reads only
+    (GetCustomModel)."""
+    if config.start_from == "base":
+        return StartPoint(model=config.base_model, reason="start_from base")
+    if champion is None:
+        return StartPoint(model=config.base_model,
+                          reason=f"start_from champion: lineage {config.name} has no champion yet, so the base model")
+    arn, run = champion.custom_model_arn, champion.run_id
+    fix = (f"`forge models {config.name}` shows the lineage; `forge rollback {config.name}` restores the previous "
+           "champion, or set start_from: base")
+    try:
+        got = clients.bedrock.get_custom_model(modelIdentifier=arn)
+        if got.get("modelStatus", "Active") != "Active":
+            raise StageError(f"start_from champion: the champion of lineage {config.name} (run {run}) is "
+                             f"{got.get('modelStatus')}, not Active: {fix}")
+        foundation = foundation_of(clients, arn, got)
+    except ClientError as err:
+        if error_code(err) in ("ResourceNotFoundException", "ValidationException"):
+            raise StageError(f"start_from champion: the champion of lineage {config.name} (run {run}) is {arn}, "
+                             f"which Bedrock does not have ({error_code(err)}): {fix}") from None
+        raise
+    if foundation != config.base_model:
+        raise StageError(f"start_from champion: the champion of lineage {config.name} (run {run}) is a custom "
+                         f"model of {foundation!r}, this config's base_model is {config.base_model!r}: "
+                         f"a job continues a custom model of its own base model only. Set base_model: "
+                         f"{foundation} to continue it, or start_from: base")
+    return StartPoint(model=arn, champion_run=run,
+                      reason=f"start_from champion: continues run {run}'s model (the lineage's champion)")
+
+
 def build_job_request(config: PipelineConfig, names: ResourceNames, role_arn: str, uploaded: UploadedData,
-                      tags: dict[str, str], attempt: int = 1) -> dict[str, Any]:
-    """The create_model_customization_job arguments for every customization type (docs/bedrock-facts.md §2.2, §2.3)."""
+                      tags: dict[str, str], attempt: int = 1, start_model: str | None = None) -> dict[str, Any]:
+    """The create_model_customization_job arguments for every customization type (docs/bedrock-facts.md §2.2, §2.3).
+    ``start_model``: the custom model the job continues from (``resolve_start``); None = the base model."""
     ctype = config.customization_type
     spec = load_catalog().spec(config.base_model, ctype)
     req: dict[str, Any] = {
         "jobName": names.job_attempt(attempt),
         "customModelName": names.model_attempt(attempt),
         "roleArn": role_arn,
-        "baseModelIdentifier": config.base_model,
+        "baseModelIdentifier": start_model or config.base_model,
         "customizationType": ctype.value,
         "trainingDataConfig": {"s3Uri": uploaded.train_uri},
         "outputDataConfig": {"s3Uri": uploaded.output_uri},
@@ -159,12 +212,12 @@ def _adopt(clients: Clients, names: ResourceNames, n: int, summary: dict, tags: 
 
 
 def start_job(clients: Clients, config: PipelineConfig, names: ResourceNames, role_arn: str, uploaded: UploadedData,
-              tags: dict[str, str], rerun: bool = False) -> JobInfo:
+              tags: dict[str, str], rerun: bool = False, start_model: str | None = None) -> JobInfo:
     """Adopt this run's job if it is running or done; else create it (a new attempt on an explicit rerun)."""
     adopted, attempt = _adopt_or_next_attempt(clients, names, tags, rerun)
     if adopted is not None:
         return adopted
-    req = build_job_request(config, names, role_arn, uploaded, tags, attempt)
+    req = build_job_request(config, names, role_arn, uploaded, tags, attempt, start_model=start_model)
     return _create_job(clients, config, names, req, tags, attempt)
 
 

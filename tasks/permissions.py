@@ -393,10 +393,11 @@ def _job_statements(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
             why="cancelling a run stops the job it started (job.stop_on_cancel); managed jobs only"),
         Statement(
             sid="ReadManagedModels", actions=["bedrock:GetCustomModel"],
-            resources=[p.bedrock("custom-model", "*")], condition=_MANAGED, steps=["poll"],
-            calls=["bedrock.get_custom_model"],
-            why="the finished job's model ARN, when GetModelCustomizationJob does not carry outputModelArn; "
-                "custom-model/* (ids assigned by Bedrock), managed models only"),
+            resources=[p.bedrock("custom-model", "*")], condition=_MANAGED,
+            steps=["poll", "customize (start_from champion)"], calls=["bedrock.get_custom_model"],
+            why="the finished job's model ARN, when GetModelCustomizationJob does not carry outputModelArn, and the "
+                "champion a job continues from (start_from: champion); custom-model/* (ids assigned by Bedrock), "
+                "managed models only"),
     ]
 
 
@@ -579,7 +580,7 @@ def _production_statements(config: PipelineConfig, p: RunPatterns) -> list[State
     """Registry and promotion (tasks/registry, tasks/promote.py) when the config has a production section."""
     out = [Statement(
         sid="ReadWriteRegistry", actions=["s3:GetObject", "s3:PutObject"], resources=[p.s3(p.registry_key)],
-        steps=["promote", "forge models", "forge promote", "forge rollback"],
+        steps=["customize (start_from champion)", "promote", "forge models", "forge promote", "forge rollback"],
         calls=["s3.get_object", "s3.put_object"],
         why="the lineage's registry (versions, champion pointer), conditional writes (tasks/registry): "
             "<prefix>/registry/<config name>/registry.json only"),
@@ -591,6 +592,12 @@ def _production_statements(config: PipelineConfig, p: RunPatterns) -> list[State
             why="forge-lineage/forge-version on the run's custom model, and forge-role=production moved to the "
                 "champion's model (teardown never deletes a production model); managed models only")]
     if config.production.mode == "none":
+        if config.start_from == "champion":     # reads the champion pointer only; promotion is not this config's
+            return [Statement(
+                sid="ReadRegistry", actions=["s3:GetObject"], resources=[p.s3(p.registry_key)],
+                steps=["customize (start_from champion)"], calls=["s3.get_object"],
+                why="the lineage's champion, which the job continues from (start_from: champion): "
+                    "<prefix>/registry/<config name>/registry.json only")]
         return []                # no registry, no champion, no promotion (flows/customize.py)
     q = p.output_prefix.split("/output/", 1)[0] + "/output/" if "/output/" in p.output_prefix else "output/"
     outputs = f"{p.output_prefix}evaluation/outputs/*.json"

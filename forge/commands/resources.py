@@ -31,11 +31,11 @@ def _age(seconds: float | None) -> str:
 def production_cost_of(clients, row: dict):
     """The monthly cost of a production serving row of ``live_billing`` (None when its base model is unknown)."""
     from tasks.catalog import load_catalog
+    from tasks.customize import foundation_of
     from tasks.estimate import production_cost
 
     try:
-        base = clients.bedrock.get_custom_model(modelIdentifier=row["model_arn"])["baseModelArn"]
-        family = load_catalog().family_of(base.rsplit("/", 1)[-1])
+        family = load_catalog().family_of(foundation_of(clients, row["model_arn"]))
     except Exception:  # noqa: BLE001 - no price shown rather than no listing
         return None
     return production_cost(family, row["kind"], row.get("model_units"), row.get("commitment"))

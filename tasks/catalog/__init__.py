@@ -53,6 +53,12 @@ class CustomizationType(str, Enum):
             ) from None
 
 
+# The customization types whose job may start from an existing custom model ("You can further fine tune an existing
+# custom model", https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-submit.html, the page for
+# fine-tuning and continued pre-training, as of 2026-12-01): the config's ``start_from: champion`` (issue 19).
+CONTINUABLE_TYPES = (CustomizationType.FINE_TUNING, CustomizationType.CONTINUED_PRE_TRAINING)
+
+
 class DataFormat(str, Enum):
     PROMPT_COMPLETION = "prompt-completion"          # {"prompt", "completion"}
     CLAUDE_MESSAGES = "claude-messages"              # {"system"?, "messages": [{"role","content": str}]}

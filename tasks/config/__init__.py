@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.catalog import PRESETS, CustomizationType, load_catalog, resolve_hyperparameters
+from tasks.catalog import CONTINUABLE_TYPES, PRESETS, CustomizationType, load_catalog, resolve_hyperparameters
 from tasks.config import grammar
 from tasks.config.schema import anchored, ordered, pipeline_schema, serving_schema
 from tasks.config.strict_yaml import YamlProblem, read_yaml
@@ -351,6 +351,10 @@ class PipelineConfig(_Strict):
     preset: PresetName | None = Field("balanced", description="quick | balanced | quality | cpt")
     hyperparameters: dict[str, HyperValue] = Field(
         default_factory=dict, description="Overrides of the preset, by the model's own names (e.g. epochCount)")
+    start_from: Literal["base", "champion"] = Field(
+        "base", description="base: train base_model; champion: continue from the lineage's champion (a custom "
+                            "model of base_model; the base model while the lineage has none). "
+                            "FINE_TUNING / CONTINUED_PRE_TRAINING only")
     aws: AwsConfig = Field(default_factory=AwsConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     production: ProductionConfig = Field(default_factory=ProductionConfig)
@@ -424,6 +428,10 @@ class PipelineConfig(_Strict):
             raise FieldProblem(SECTION_OF_TYPE[self.customization_type],
                                "customization_type REINFORCEMENT_FINE_TUNING needs an 'rft' section "
                                "with grader_lambda_arn")
+        if self.start_from == "champion" and self.customization_type not in CONTINUABLE_TYPES:
+            raise FieldProblem("start_from", f"start_from champion: Bedrock continues a custom model with "
+                                             f"FINE_TUNING or CONTINUED_PRE_TRAINING only, this run is "
+                                             f"{self.customization_type.value} (use start_from: base)")
         preset = PRESETS.get(self.preset) if self.preset else None
         if preset is not None and preset.customization_type not in (None, self.customization_type):
             raise FieldProblem("preset", f"preset {self.preset!r} is for {preset.customization_type.value}, "

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.catalog import PRESETS, CustomizationType, HyperParameter, load_catalog
+from tasks.catalog import CONTINUABLE_TYPES, PRESETS, CustomizationType, HyperParameter, load_catalog
 
 # ``$`` in Python's re (the server's validator) also matches before a final newline; ``(?![\s\S])`` is the end of
 # the string in both Python and ECMA-262 (the UI), so the schema refuses "name\n" as ``re.fullmatch`` does.
@@ -143,9 +143,13 @@ def catalog_rules(default_region: str, sections: dict[CustomizationType, str]) -
     per_preset = [{"if": {"properties": {"preset": {"const": name}}, "required": ["preset"]},
                    "then": _then(_of_type(p.customization_type))}
                   for name, p in PRESETS.items() if p.customization_type is not None]
+    continuable = {"if": {"properties": {"start_from": {"const": "champion"}}, "required": ["start_from"]},
+                   "then": _then({"properties": {"customization_type": {
+                       "enum": [t.value for t in CONTINUABLE_TYPES]}}})}
     return {"base_model": {"allOf": per_model},
             "customization_type": {"allOf": per_type},
-            "preset": {"allOf": per_preset}}
+            "preset": {"allOf": per_preset},
+            "start_from": {"allOf": [continuable]}}
 
 
 def pipeline_schema(default_region: str, sections: dict[CustomizationType, str]):

@@ -45,9 +45,13 @@ def _model_relevant(config: PipelineConfig) -> dict[str, Any]:
     }
 
 
-def compute_run_key(config: PipelineConfig, content_hash: str) -> str:
-    blob = json.dumps({"config": _model_relevant(config), "data": content_hash},
-                      sort_keys=True, separators=(",", ":"))
+def compute_run_key(config: PipelineConfig, content_hash: str, start_model: str | None = None) -> str:
+    """``start_model``: the custom model the job continues from (``start_from: champion``); None = the base
+    model, and the key is what it always was."""
+    key: dict = {"config": _model_relevant(config), "data": content_hash}
+    if start_model:
+        key["start"] = start_model
+    blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -61,6 +61,19 @@ class RoleInfo(BaseModel):
     updated: bool = False
 
 
+class StartPoint(BaseModel):
+    """Where the run's customization job starts (``start_from``, issue 19): the base model, or the lineage's
+    champion, a custom model of it (its ARN is then the job's baseModelIdentifier)."""
+
+    model: str                           # the job's baseModelIdentifier
+    champion_run: str | None = None      # the champion's run id when the job continues from it
+    reason: str = ""
+
+    @property
+    def continues(self) -> bool:
+        return self.champion_run is not None
+
+
 class JobInfo(BaseModel):
     job_arn: str
     job_name: str

@@ -270,3 +270,93 @@ def test_metric_files_are_read_from_either_validation_path(env, tmp_path):
     s.clients.s3.put_object(Bucket=bucket, Key=new_val, Body=b"step_number,epoch_number,validation_loss,perplexity\n"
                                                             b"1,0,1.2,3.3\n")
     assert customize.read_metrics(s.clients, s.uploaded.output_uri, job_arn)[1][0]["validation_loss"] == 1.2
+
+
+# -- start_from: champion (issue 19): where the job starts ----------------------------------------------------
+_ACCT = "123456789012"
+_FM = "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0:128k"
+
+
+def _cm(i: int) -> str:
+    return f"arn:aws:bedrock:us-east-1:{_ACCT}:custom-model/amazon.nova-micro-v1:0:128k/{i:012d}"
+
+
+class _Models:
+    """GetCustomModel over a table ARN -> (baseModelArn, modelStatus); anything else is ResourceNotFound."""
+
+    def __init__(self, table: dict[str, tuple[str, str]]):
+        self.table, self.calls = table, 0
+
+    def get_custom_model(self, modelIdentifier: str) -> dict:
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        if modelIdentifier not in self.table:
+            raise ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no such model"}},
+                              "GetCustomModel")
+        base, status = self.table[modelIdentifier]
+        return {"modelArn": modelIdentifier, "baseModelArn": base, "modelStatus": status}
+
+
+def _start(table, champion_arn: str | None, **over):
+    from types import SimpleNamespace
+
+    from tasks.registry import Champion
+
+    cfg = make_config("cont", **{"start_from": "champion", **over})
+    clients = SimpleNamespace(bedrock=_Models(table))
+    champ = Champion(run_id="week1", custom_model_arn=champion_arn) if champion_arn else None
+    return customize.resolve_start(clients, cfg, champ), clients.bedrock
+
+
+@pytest.mark.parametrize("label, table, champion, expect", [
+    ("no champion yet: the base model", {}, None, "amazon.nova-micro-v1:0:128k"),
+    ("the champion", {_cm(1): (_FM, "Active")}, _cm(1), _cm(1)),
+    ("a champion that continued a custom model", {_cm(2): (_cm(1), "Active"), _cm(1): (_FM, "Active")}, _cm(2),
+     _cm(2)),
+])
+def test_resolve_start_finds_where_the_job_starts(label, table, champion, expect):
+    start, _ = _start(table, champion)
+    assert start.model == expect, label
+    assert start.continues == (champion is not None)
+
+
+@pytest.mark.parametrize("label, table, champion, needle", [
+    ("the champion was deleted", {}, _cm(1), "does not have"),
+    ("the champion is not Active", {_cm(1): (_FM, "Failed")}, _cm(1), "not Active"),
+    ("another foundation model", {_cm(1): ("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0:300k",
+                                           "Active")}, _cm(1), "base_model: amazon.nova-lite-v1:0:300k"),
+    ("a chain ending elsewhere", {_cm(2): (_cm(1), "Active"),
+                                  _cm(1): ("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0:300k",
+                                           "Active")}, _cm(2), "amazon.nova-pro-v1:0:300k"),
+])
+def test_resolve_start_refuses_a_champion_it_cannot_continue(label, table, champion, needle):
+    with pytest.raises(customize.StageError) as err:
+        _start(table, champion)
+    assert needle in str(err.value) and "start_from: base" in str(err.value), (label, str(err.value))
+
+
+def test_start_from_base_asks_aws_nothing_and_the_job_request_names_the_start():
+    start, bedrock = _start({_cm(1): (_FM, "Active")}, _cm(1), start_from="base")
+    assert start.model == "amazon.nova-micro-v1:0:128k" and not start.continues and bedrock.calls == 0
+    cfg = make_config("cont", start_from="champion")
+    names = run_names.resource_names(cfg, "k" * 12, account=_ACCT)
+    up = UploadedData(bucket="b-b-b", train_uri="s3://b-b-b/p/data/x/train.jsonl", output_uri="s3://b-b-b/p/out/k/",
+                      input_prefix="p/data/x/", output_prefix="p/out/k/")
+    req = customize.build_job_request(cfg, names, "arn:aws:iam::1:role/r", up, {}, start_model=_cm(1))
+    assert req["baseModelIdentifier"] == _cm(1)
+    assert customize.build_job_request(cfg, names, "arn:aws:iam::1:role/r", up, {})["baseModelIdentifier"] == \
+        "amazon.nova-micro-v1:0:128k"
+
+
+@pytest.mark.parametrize("ctype, extra", [
+    ("DISTILLATION", {"distillation": {"teacher_model": "amazon.nova-pro-v1:0"}}),
+])
+def test_start_from_champion_is_refused_for_types_bedrock_cannot_continue(ctype, extra):
+    from tasks.config import ConfigError, parse_config
+
+    raw = {"name": "cont", "base_model": NOVA, "data": {"source": "d.jsonl"}, "customization_type": ctype,
+           "start_from": "champion", **extra}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "cfg.yaml")
+    assert "start_from" in str(err.value) and "FINE_TUNING or CONTINUED_PRE_TRAINING" in str(err.value)
