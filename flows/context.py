@@ -338,8 +338,8 @@ class RunContext:
         """The prepared data (and the custom model the job continues from, ``start``) fix the run key; with the
         account (read-only STS) it fixes every name."""
         self.start = start
-        self.run_key = compute_run_key(self.config, content_hash, start.model if start and start.continues else None)
-        self.account = account_id(self.clients)   # the default bucket name is per account
+        self.run_key = compute_run_key(self.config, content_hash, start.custom_model if start else None)
+        self.account = self.account or account_id(self.clients)   # the default bucket name is per account
         self.names = resource_names(self.config, self.run_key, account=self.account)
         self.manifest.update(run_key=self.run_key)
         self.log.info("run key %s (job %s)", self.run_key, self.names.job)

@@ -337,11 +337,12 @@ def _start_point(ctx: RunContext) -> StartPoint:
     rerun continues from the same model even after the champion changed."""
     config = ctx.config
     recorded = (ctx.manifest.doc.resources or {}).get("start_from")
+    if not recorded and config.start_from == "base":
+        return customize_stage.resolve_start(ctx.clients, config, None)     # no AWS call
+    ctx.account = ctx.account or account_id(ctx.clients)                    # bind_run_key reuses it
     if recorded:
-        return StartPoint.model_validate(unredact(recorded, account_id(ctx.clients)))
-    if config.start_from == "base":
-        return StartPoint(model=config.base_model, reason="start_from base")
-    found = store_for_config(ctx.clients, config).get()
+        return StartPoint.model_validate(unredact(recorded, ctx.account))
+    found = store_for_config(ctx.clients, config, ctx.account).get()
     start = customize_stage.resolve_start(ctx.clients, config, found[0].champion if found else None)
     ctx.manifest.add_resource("start_from", start.model_dump(mode="json"))
     ctx.log.info("%s (%s)", start.reason, start.model)
@@ -361,9 +362,9 @@ def _start_job(ctx: RunContext, role: RoleInfo, uploaded: UploadedData, held: Ex
     slot = _training_slot(ctx, latest, will_create)
     if slot is not None:
         held.enter_context(slot)
-    start = ctx.start.model if ctx.start and ctx.start.continues else None
     job = customize_stage.start_job_task(ctx.clients, ctx.config, ctx.names, role.role_arn, uploaded, ctx.tags,
-                                         rerun=ctx.allow_rerun_failed_job, start_model=start)
+                                         rerun=ctx.allow_rerun_failed_job,
+                                         start_model=ctx.start.custom_model if ctx.start else None)
     if slot is not None and will_create and job.adopted:   # a duplicate run created it first: its slot, not ours
         keep, why = flow_quota.job_slot_needed(ctx.clients, {"status": job.status, "jobArn": job.job_arn},
                                                will_create=False, run_id=ctx.run_id,

@@ -73,6 +73,11 @@ class StartPoint(BaseModel):
     def continues(self) -> bool:
         return self.champion_run is not None
 
+    @property
+    def custom_model(self) -> str | None:
+        """The custom model the job continues from; None when it starts from the base model."""
+        return self.model if self.continues else None
+
 
 class JobInfo(BaseModel):
     job_arn: str

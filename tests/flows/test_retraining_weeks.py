@@ -13,15 +13,15 @@ a rerun of a finished week is a no-op."""
 
 from __future__ import annotations
 
-import csv
 import uuid
 from pathlib import Path
 
 import pytest
 
 from emulator.testing import alive_serving, ledger_calls
-from scenarios.harness import REPO, manifest_of, run_flow, small_config
+from scenarios.harness import manifest_of, run_flow, small_config
 from tests.support.aws import changed_objects, s3_objects, use_fresh_emulator
+from tests.support.data import banking77_slice
 
 pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -35,19 +35,7 @@ def emu(monkeypatch, fresh_emulator):
 
 def _data(tmp_path: Path, week: int, n: int, wrong_every: int = 0) -> str:
     """The first ``n`` BANKING77 rows; with ``wrong_every`` k, every k-th label is the next row's (wrong) label."""
-    with (REPO / "examples/data/banking77-small.csv").open() as fh:
-        rows = list(csv.DictReader(fh))[:n]
-    if wrong_every:
-        labels = [r["category"] for r in rows]
-        for i, r in enumerate(rows):
-            if i % wrong_every == 0:
-                r["category"] = labels[(i + 1) % len(labels)]
-    path = tmp_path / f"week{week}.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["text", "category"])
-        w.writeheader()
-        w.writerows(rows)
-    return str(path)
+    return banking77_slice(tmp_path / f"week{week}.csv", 0, n, wrong_every)
 
 
 def _config(name: str, source: str, n: int) -> dict:

@@ -11,15 +11,15 @@ instead of the base model.
 
 from __future__ import annotations
 
-import csv
 import uuid
 from pathlib import Path
 
 import pytest
 
 from emulator.testing import boto3_clients, ledger_calls
-from scenarios.harness import REPO, manifest_of, run_flow, small_config
+from scenarios.harness import manifest_of, run_flow, small_config
 from tests.support.aws import use_fresh_emulator
+from tests.support.data import banking77_slice
 
 pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -32,14 +32,7 @@ def emu(monkeypatch, fresh_emulator):
 
 
 def _data(tmp_path: Path, week: int, first: int, n: int) -> str:
-    with (REPO / "examples/data/banking77-small.csv").open() as fh:
-        rows = list(csv.DictReader(fh))[first:first + n]
-    path = tmp_path / f"week{week}.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["text", "category"])
-        w.writeheader()
-        w.writerows(rows)
-    return str(path)
+    return banking77_slice(tmp_path / f"week{week}.csv", first, n)
 
 
 def _config(name: str, source: str, n: int, **over) -> dict:
