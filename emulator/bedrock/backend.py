@@ -257,27 +257,21 @@ class BedrockBackend:
             raise ResourceNotFoundException(f"The model {ident} does not exist.")
         return info["model"].wire(self.region, mid)
 
-    def _resolve_base_model(self, ident: str) -> tuple[str, str]:
-        """-> (customizable base model id, foundation model ARN)."""
+    def _resolve_base_model(self, ident: str) -> tuple[str, str, str | None]:
+        """-> (customizable base model id, foundation model ARN, the custom model's ARN when the job continues
+        one, else None)."""
         if ":custom-model/" in ident:
             m = self.find_model(ident)
             if m is None:
                 raise ResourceNotFoundException(f"Could not find the custom model {ident}.")
-            return m.baseModelId, m.baseModelArn
+            return m.baseModelId, m.baseModelArn, m.modelArn
         mid = _fm_id(ident)
         if mid not in self.fm_index():
             m = self.find_model(ident)     # a custom model name (continued customization)
             if m is not None:
-                return m.baseModelId, m.baseModelArn
+                return m.baseModelId, m.baseModelArn, m.modelArn
         # unknown or non-customizable ids are rejected by datacheck.check_create_request
-        return mid, f"arn:aws:bedrock:{self.region}::foundation-model/{mid}"
-
-    def _source_model(self, ident: str) -> str:
-        """The custom model's ARN when a job starts from one (by ARN or name), else ""."""
-        if ":custom-model/" not in ident and _fm_id(ident) in self.fm_index():
-            return ""
-        m = self.find_model(ident)
-        return m.modelArn if m is not None else ""
+        return mid, f"arn:aws:bedrock:{self.region}::foundation-model/{mid}", None
 
     # -- jobs -------------------------------------------------------------------------------
     def find_job(self, ident: str) -> CustomizationJob | None:
@@ -314,7 +308,7 @@ class BedrockBackend:
                 raise validation("customizationConfig.distillationConfig is required for DISTILLATION jobs")
             if ctype == "REINFORCEMENT_FINE_TUNING" and not (cc or {}).get("rftConfig"):
                 raise validation("customizationConfig.rftConfig is required for REINFORCEMENT_FINE_TUNING jobs")
-            base_id, base_arn = self._resolve_base_model(p.get("baseModelIdentifier", ""))
+            base_id, base_arn, source_arn = self._resolve_base_model(p.get("baseModelIdentifier", ""))
             msg = _datacheck().check_create_request(base_id, ctype, dict(hp)) or \
                 _datacheck().check_model_facts(base_id, ctype, self.region, cc)
             if msg:
@@ -353,7 +347,7 @@ class BedrockBackend:
             job = CustomizationJob(
                 jobArn=arn, jobName=name, customModelName=model_name, roleArn=role_arn,
                 clientRequestToken=p.get("clientRequestToken"), baseModelId=base_id, baseModelArn=base_arn,
-                sourceModelArn=self._source_model(p.get("baseModelIdentifier", "")) or None,
+                sourceModelArn=source_arn,
                 customizationType=ctype, hyperParameters=dict(hp), trainingDataConfig=p["trainingDataConfig"],
                 validationDataConfig={"validators": validators}, outputDataConfig=p["outputDataConfig"],
                 customizationConfig=cc, vpcConfig=p.get("vpcConfig"), customModelKmsKeyId=p.get("customModelKmsKeyId"),
