@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: setup demo test test-fast test-slow test-permissions bench lint stack clean compose-test
+.PHONY: setup demo test test-fast test-slow test-machines test-permissions bench lint stack clean compose-test
 
 setup: $(VENV)/.installed   ## create .venv and install the project + dev tools (idempotent, CPU torch only)
 
@@ -26,8 +26,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup   ## run the whole pipeline on examples/ against the embedded emulator
 	$(VENV)/bin/forge run examples/banking77.yaml --runs-dir runs --emulator
 
-test: setup   ## the test suite (what .ci/run calls): everything, ~13 min on 2 cores
-	$(VENV)/bin/pytest -q
+test: setup   ## the test suite (what .ci/run calls): everything but the lost-machine scenarios (test-machines), ~17 min on 2 cores
+	$(VENV)/bin/pytest -q -m "not machines"
+
+test-machines: setup   ## lost or stopped machines for real: process workers killed, two workers sharing one account, make stack Ctrl-C (~6 min; .ci/run runs it after the suite)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m machines tests/deployments
 
 test-fast: setup   ## the quick inner loop: skips the slow fault scenarios and the real Prefect server
 	$(VENV)/bin/pytest -q -m "not slow and not server"

@@ -19,7 +19,7 @@ from emulator.testing import ledger_calls as calls
 from forge import stack
 from tests.support import REPO_ROOT
 
-pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.machines, pytest.mark.timeout(420)]
 
 
 def _config() -> dict:

@@ -37,7 +37,7 @@ import pytest
 from forge import stack
 from forge.postgres import find_bin_dir, start_postgres
 
-pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(600),
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.machines, pytest.mark.timeout(600),
               pytest.mark.skipif(find_bin_dir() is None,
                                  reason="PostgreSQL not installed: apt-get update && apt-get install -y postgresql")]
 

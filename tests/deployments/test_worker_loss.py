@@ -21,7 +21,7 @@ import pytest
 
 from bench import leak
 
-pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.machines, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
