@@ -11,9 +11,9 @@ import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.catalog import CONTINUABLE_TYPES, PRESETS, CustomizationType, load_catalog, resolve_hyperparameters
 from tasks.config import grammar
@@ -52,7 +52,16 @@ def _checked(problem: str | None) -> None:
 PIPELINE_TAG_KEYS = ("managed-by", "forge-run-key", "forge-flow-run-id", "forge-expires-at")
 MAX_USER_TAGS = 50 - len(PIPELINE_TAG_KEYS)   # 50 user tags per IAM role / Bedrock resource
 # (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html: 50 tags per role)
-HyperValue = int | float | str
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """Before pydantic's lax mode makes `true` the integer 1 (or 1.0): a YAML boolean is never a hyperparameter."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean; hyperparameters are numbers or strings (write 1, not true)")
+    return value
+
+
+HyperValue = Annotated[int | float | str, BeforeValidator(_not_a_boolean)]
 MAX_HYPER_NUMBER = 1e12       # no Bedrock hyperparameter is anywhere near; bounds what reaches str()/int()
 
 
