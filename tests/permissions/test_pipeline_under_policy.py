@@ -52,7 +52,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_backend"),
                                         "(FORGE_PERMISSIONS_MATRIX=1), run by .ci/run after the suite")]
 
 EXAMPLES = sorted(p.name for p in (REPO_ROOT / "examples").glob("*.yaml"))
-ON_DEMAND, RFT = "on-demand-serving", "reinforcement-fine-tuning"
+ON_DEMAND, RFT, CHAMPION = "on-demand-serving", "reinforcement-fine-tuning", "start-from-champion"
 SMALL_EVAL = {"max_examples": 10, "bootstrap_samples": 100}
 # actions a successful run never calls: only on a failure path, or when AWS state drifted
 ONLY_ON_FAILURE = {
@@ -87,6 +87,9 @@ def raw_configs() -> dict[str, dict]:
                customization_type="REINFORCEMENT_FINE_TUNING", preset=None, evaluation={"enabled": False},
                rft={"grader_lambda_arn": "arn:aws:lambda:us-east-1:111122223333:function:banking77-grader"})
     out[RFT] = rft
+    champ = copy.deepcopy(base)     # a retrain that continues from the lineage's champion (issue 19 item 4)
+    champ.update(name="banking77-champion", start_from="champion", evaluation=dict(SMALL_EVAL))
+    out[CHAMPION] = champ
     return out
 
 
@@ -636,6 +639,7 @@ WORKER_SCENARIO = {
     "ManageDeployment": "resume", "InvokeDeployment": "resume",
     "InvokeBaseModel": "resume", "WriteServingLeases": "resume", "WriteRunRecords": "fresh",
     "WriteReports": "resume",
+    "ReadRegistry": "fresh",      # start_from champion: the champion is read before the job is created
 }
 # a copy for people, not the run's result: without it the run goes on, its report is not in S3 (said in the log)
 REPORT_ONLY = {"WriteReports"}
