@@ -66,9 +66,8 @@ MAX_HYPER_NUMBER = 1e12       # no Bedrock hyperparameter is anywhere near; boun
 
 
 def _hyper_values(v: dict[str, Any]) -> dict[str, Any]:
+    """Bounds on the validated values (a boolean never gets here: HyperValue refuses it before conversion)."""
     for key, value in v.items():
-        if isinstance(value, bool):
-            raise ValueError(f"{key}: {value!r} is a boolean; hyperparameters are numbers or strings")
         if isinstance(value, int | float) and abs(value) > MAX_HYPER_NUMBER:
             raise ValueError(f"{key}: {value!r} is out of any hyperparameter's range")
         if isinstance(value, str) and len(value) > 64:
