@@ -27,6 +27,18 @@ What is estimated, and how (every figure is an estimate; the lines say which inp
   ``evaluation.max_tokens`` each, output ≤ ``judge.max_tokens``; priced with ``judge.input_per_1k`` /
   ``output_per_1k`` or the judge model's catalog prices, else *unknown* (said). Cached verdicts (a rerun) cost
   nothing; the estimate does not assume any.
+- **Champion** (issue 19, ``production.mode`` on-demand | provisioned): a retrain evaluates the lineage's champion
+  too, on the same examples (tasks/evaluation/champion.py ``plan_champion``). Counted as at most the evaluation's
+  calls (``evaluation.max_examples``), tokens as for the base model's line — an upper bound: the lineage's first run
+  has no champion, and a rerun or an unchanged test split (same sha256 and ``settings_of``) reuses its recorded
+  outputs (no calls); the estimate reads no registry, so it cannot know. Priced by the serving that
+  ``production_kind`` gives: a custom model deployment is on-demand inference, "you only pay for what you use"
+  (https://docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html, docs/bedrock-facts.md
+  §2.8), priced here like the base model's on-demand tokens, ``pricing.on_demand_input_per_1k`` /
+  ``on_demand_output_per_1k`` (that page points to https://aws.amazon.com/bedrock/pricing/ and no stored copy of it
+  has a figure, docs/bedrock-facts.md "Prices": unknown, said); Provisioned Throughput costs 0 at
+  the margin (billed hourly whether the evaluation calls it or not, docs/bedrock-facts.md §2.7). Part of
+  ``total_usd`` and the budget (``champion_usd``, ``champion_calls``).
 - **Production** (issue 19, ``production.mode`` on-demand | provisioned): what the lineage's champion serving
   costs once promoted, in ``CostEstimate.production`` — a standing cost, not part of the run's ``total_usd`` or
   its budget: an on-demand deployment has no hourly bill (calls are priced per token, docs/bedrock-facts.md §2.8);
@@ -103,6 +115,8 @@ class CostEstimate(BaseModel):
     production: ProductionCost | None = None              # production.mode set: the champion's serving (issue 19)
     judge_usd: float | None = 0.0                         # evaluation.judge: the judge's calls (issue 19)
     judge_calls: int = 0
+    champion_usd: float | None = 0.0                      # production.mode set: the champion's calls, at most
+    champion_calls: int = 0                               # (issue 19; 0 when production.mode is none)
 
     def summary_line(self) -> str:
         def usd(x: float | None) -> str:
@@ -115,6 +129,8 @@ class CostEstimate(BaseModel):
         line = (f"{self.train_tokens:,} train tokens × {self.epochs} epoch(s); training {usd(self.training_usd)}, "
                 f"storage {usd(self.storage_usd)}, serving {usd(self.serving_usd)}"
                 + (f", judge {usd(self.judge_usd)} ({self.judge_calls} calls at most)" if self.judge_calls else "")
+                + (f", champion {usd(self.champion_usd)} ({self.champion_calls} calls at most)"
+                   if self.champion_calls else "")
                 + f"; total {total}; {budget}: {self.verdict}")
         p = self.production
         if p is not None:
@@ -416,6 +432,40 @@ def _judge_cost(config: PipelineConfig, catalog: Catalog, cpt: float, test_recor
     return calls, usd
 
 
+CHAMPION_UPPER_BOUND = ("at most: no champion on the lineage's first run, and a rerun or an unchanged test split "
+                        "(same sha256 and evaluation settings) reuses its recorded outputs, no calls; the estimate "
+                        "does not read the registry")
+
+
+def _champion_cost(config: PipelineConfig, family: ModelFamily, cpt: float, test_records: int,
+                   test_input_chars: int, eval_calls: int, ledger: _Ledger) -> tuple[int, float | None]:
+    """The champion's calls through its production serving (see the module docstring): (calls, usd; None when a
+    price is unknown). No line without ``production.mode`` or without an evaluation."""
+    if config.production.mode == "none" or eval_calls == 0:
+        return 0, 0.0
+    from tasks.run.plan import production_kind  # the decision tasks/promote.py acts on
+
+    t = _eval_tokens(config, family, cpt, test_records, test_input_chars, eval_calls)
+    tok = f"{t.calls} calls: {t.in_tok:,} in + {t.out_tok:,} out (≤ max_tokens)"
+    if production_kind(config) == "provisioned":
+        ledger.add(_line("evaluation: champion on its PT", t.in_tok + t.out_tok, "tokens", None,
+                         "per 1k tokens (in/out)", "production PT, billed hourly",
+                         f"{tok}, {CHAMPION_UPPER_BOUND}; marginal cost 0: the champion's Provisioned Throughput is "
+                         "billed hourly whether or not the evaluation calls it (docs/bedrock-facts.md §2.7)",
+                         usd=0.0, unit_price_in=0.0, unit_price_out=0.0))
+        return t.calls, 0.0
+    usd = None if t.p_in is None or t.p_out is None else (t.in_tok * t.p_in + t.out_tok * t.p_out) / 1000
+    ledger.add(_line("evaluation: champion on demand", t.in_tok + t.out_tok, "tokens", None, "per 1k tokens (in/out)",
+                     f"{t.src_in}/{t.src_out}",
+                     f"{tok}, {CHAMPION_UPPER_BOUND}; its custom model deployment is billed per token, priced like "
+                     "the base model's on-demand tokens (unconfirmed)", usd=usd,
+                     unit_price_in=t.p_in, unit_price_out=t.p_out))
+    for f, pv in (("on_demand_input_per_1k", t.p_in), ("on_demand_output_per_1k", t.p_out)):
+        if pv is None:
+            ledger.unknown.append(f"champion's calls (custom model deployment): {_unknown(f)}")
+    return t.calls, usd
+
+
 def production_cost(family: ModelFamily, kind: Literal["provisioned", "deployment"], model_units: int | None,
                     commitment: str | None = None, pricing: Any = None) -> ProductionCost:
     """The production serving's cost: per hour, per month and (a commitment) per term. ``pricing``: the config's
@@ -483,6 +533,8 @@ def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: in
     eval_calls = min(test_records, ev.max_examples or test_records) if ev.enabled else 0
     kind, serving = _serving_cost(config, catalog, family, cpt, test_records, test_input_chars, eval_calls, ledger)
     judge_calls, judge = _judge_cost(config, catalog, cpt, test_records, test_input_chars, eval_calls, ledger)
+    champion_calls, champion = _champion_cost(config, family, cpt, test_records, test_input_chars, eval_calls,
+                                              ledger)
 
     known = round(sum(line["usd"] for line in ledger.lines if line["usd"] is not None), 6)
     budget = config.budget.max_usd
@@ -492,10 +544,11 @@ def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: in
                             + "; a standing cost, not in total_usd or the budget")
     return CostEstimate(
         train_tokens=t_tokens, epochs=epochs, training_usd=training, serving_usd=serving, storage_usd=storage,
-        total_usd=_sum([training, storage, serving, judge]), unknown=list(dict.fromkeys(ledger.unknown)),
+        total_usd=_sum([training, storage, serving, judge, champion]), unknown=list(dict.fromkeys(ledger.unknown)),
         lines=ledger.lines, budget_usd=budget, verdict=_verdict(known, budget, ledger.unknown), known_usd=known,
         serving_kind=kind, eval_calls=eval_calls, chars_per_token=cpt, method=method, notes=ledger.notes,
-        production=production, judge_usd=judge, judge_calls=judge_calls)
+        production=production, judge_usd=judge, judge_calls=judge_calls, champion_usd=champion,
+        champion_calls=champion_calls)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,6 +739,10 @@ def _levers(line: dict | None, config: PipelineConfig) -> str:
         jc = config.evaluation.judge
         return (f"lower evaluation.judge.max_examples (now {jc.max_examples if jc else '-'}) or "
                 f"evaluation.judge.max_tokens (now {jc.max_tokens if jc else '-'})")
+    if item.startswith("evaluation: champion"):
+        return (f"lower evaluation.max_examples (now {config.evaluation.max_examples}): the champion is called at "
+                "most once per evaluated example (an unchanged test split and evaluation settings reuse its recorded "
+                "outputs instead)")
     if item.startswith(("serving: custom", "evaluation")):
         return (f"lower evaluation.max_examples (now {config.evaluation.max_examples}) or evaluation.max_tokens "
                 f"(now {config.evaluation.max_tokens})")

@@ -18,7 +18,9 @@ Print a cost table for CONFIG and check it against budget.max_usd:
   storage   one month of custom-model storage
   serving   the evaluation window: model units x serving.max_hours (whole hours) x hourly price for
             provisioned throughput, or test-split tokens at on-demand prices; plus the base model's
-            on-demand calls for the comparison
+            on-demand calls for the comparison; with production.mode set, the champion's calls (at most
+            evaluation.max_examples: none on a lineage's first run or with recorded outputs; on-demand
+            token prices for a deployment, 0 on its hourly-billed provisioned throughput)
   total     against budget.max_usd -> verdict ok | over_budget | unknown_price
 
 The catalog has no confirmed prices: they show as 'unknown' until you set them under `pricing:` in
@@ -67,7 +69,8 @@ def render(estimate, config) -> str:
                f"(characters / {estimate.chars_per_token:g} per token, an approximation: docs/bedrock-facts.md §5)")
     out.append(f"  {'epochs':<34} {estimate.epochs}")
     if estimate.eval_calls:
-        out.append(f"  {'evaluation calls':<34} {estimate.eval_calls} examples × 2 models (base, custom)")
+        out.append(f"  {'evaluation calls':<34} {estimate.eval_calls} examples × 2 models (base, custom)"
+                   + (f", the champion's {estimate.champion_calls} at most" if estimate.champion_calls else ""))
     out.append("")
     out.append(f"  {'item':<34} {'quantity':>22}  {'unit price':>18}  {'USD':>12}  source")
     for line in estimate.lines:
@@ -83,6 +86,10 @@ def render(estimate, config) -> str:
     for label, value in (("training", estimate.training_usd), ("storage (1 month)", estimate.storage_usd),
                          ("serving (evaluation window)", estimate.serving_usd)):
         out.append(f"  {label:<34} {_usd(value):>12}")
+    if estimate.judge_calls:
+        out.append(f"  {'judge (at most)':<34} {_usd(estimate.judge_usd):>12}")
+    if estimate.champion_calls:
+        out.append(f"  {'champion calls (at most)':<34} {_usd(estimate.champion_usd):>12}")
     total = _usd(estimate.total_usd)
     if estimate.total_usd is None:
         total += f" (known part {_usd(estimate.known_usd)})"

@@ -259,6 +259,95 @@ def test_model_unit_cap_is_rechecked_at_the_gate(prepared):
         check_budget(estimate_cost(cfg, prepared), cfg)
 
 
+# -- the champion's calls (issue 19) ----------------------------------------------------------------
+CHAMPION_ON_DEMAND = "evaluation: champion on demand"
+CHAMPION_PT = "evaluation: champion on its PT"
+# 10 calls × 120 chars / 6 = 200 input tokens, 10 × 64 = 640 output tokens (max_tokens bound), at PRICES
+ONE_MODEL_CALLS = 200 / 1000 * 0.001 + 640 / 1000 * 0.004
+
+
+def test_production_on_demand_counts_the_champions_calls_at_on_demand_prices(prepared):
+    without = estimate_cost(config(pricing=PRICES), prepared)
+    est = estimate_cost(config(pricing=PRICES, production={"mode": "on-demand"}), prepared)   # Nova, us-east-1
+    champ = line(est, CHAMPION_ON_DEMAND)
+    assert est.production.kind == "deployment"
+    assert est.champion_calls == 10 and champ["usd"] == pytest.approx(ONE_MODEL_CALLS)
+    assert champ["quantity"] == 200 + 640 and champ["unit_price_in"] == 0.001 and champ["unit_price_out"] == 0.004
+    assert champ["price_source"] == "config.pricing/config.pricing"
+    assert est.champion_usd == pytest.approx(ONE_MODEL_CALLS)
+    assert est.total_usd == pytest.approx(without.total_usd + ONE_MODEL_CALLS)          # exactly the line's price
+    assert est.known_usd == pytest.approx(without.known_usd + ONE_MODEL_CALLS)
+    assert est.serving_usd == pytest.approx(without.serving_usd)                          # not in serving
+    assert "at most" in champ["detail"] and "first run" in champ["detail"] and "recorded outputs" in champ["detail"]
+    assert ", champion $0.00 (10 calls at most)" in est.summary_line()                    # $0.0026 rounds to $0.00
+    assert not any(x["item"].startswith("evaluation: champion") for x in without.lines)
+    assert without.champion_calls == 0 and without.champion_usd == 0 and "champion" not in without.summary_line()
+
+
+def test_production_on_demand_with_no_price_is_unknown_and_says_where_to_set_it(prepared):
+    est = estimate_cost(config(pricing={k: v for k, v in PRICES.items() if not k.startswith("on_demand")},
+                               production={"mode": "on-demand"}), prepared)
+    assert line(est, CHAMPION_ON_DEMAND)["usd"] is None and est.champion_usd is None and est.total_usd is None
+    assert any(u.startswith("champion's calls") and "pricing.on_demand_input_per_1k" in u for u in est.unknown)
+    assert any(u.startswith("champion's calls") and "pricing.on_demand_output_per_1k" in u for u in est.unknown)
+
+
+@pytest.mark.parametrize("production", [{"mode": "provisioned", "model_units": 2},
+                                        {"mode": "on-demand"}])       # eu-west-1: no Nova deployment, so a PT
+def test_a_provisioned_champion_costs_nothing_at_the_margin(prepared, production):
+    without = estimate_cost(config(pricing=PRICES, aws={"region": "eu-west-1"}), prepared)
+    est = estimate_cost(config(pricing=PRICES, aws={"region": "eu-west-1"}, production=production), prepared)
+    assert est.production.kind == "provisioned"
+    champ = line(est, CHAMPION_PT)
+    assert champ["usd"] == 0 and champ["quantity"] == 200 + 640 and est.champion_calls == 10
+    assert "billed hourly whether or not the evaluation calls it" in champ["detail"] and "at most" in champ["detail"]
+    assert est.champion_usd == 0 and est.total_usd == pytest.approx(without.total_usd)
+    assert ", champion $0.00 (10 calls at most)" in est.summary_line()
+    assert not any("champion" in u for u in est.unknown)
+
+
+def test_no_production_no_evaluation_no_champion_line(prepared):
+    for cfg in (config(pricing=PRICES), config(pricing=PRICES, production={"mode": "on-demand"},
+                                               evaluation={"enabled": False})):
+        est = estimate_cost(cfg, prepared)
+        assert est.champion_calls == 0 and est.champion_usd == 0
+        assert not any("champion" in x["item"] for x in est.lines)
+
+
+def test_the_champions_calls_are_capped_by_max_examples(prepared):
+    five = estimate_cost(config(pricing=PRICES, production={"mode": "on-demand"}, evaluation={"max_examples": 5}),
+                         prepared)
+    assert five.champion_calls == 5 == five.eval_calls
+    assert line(five, CHAMPION_ON_DEMAND)["quantity"] == 100 + 5 * 64
+    every = estimate_cost(config(pricing=PRICES, production={"mode": "on-demand"},
+                                 evaluation={"max_examples": 1000}), prepared)
+    assert every.champion_calls == 20                                   # the test split has 20 records
+
+
+def test_the_budget_refuses_a_run_the_champions_calls_push_over(prepared):
+    prices = {**PRICES, "on_demand_output_per_1k": 1.0}                  # 640 output tokens = $0.64 per model
+    per_model = 200 / 1000 * 0.001 + 640 / 1000 * 1.0
+    cfg = config(pricing=prices, serving={"mode": "on_demand"})
+    total = estimate_cost(cfg, prepared).total_usd                     # training, storage, custom + base calls
+    assert total == pytest.approx(10 + 1.95 + 2 * per_model)
+    budget = {"max_usd": round(total + per_model / 2, 2)}               # fits without the champion, not with it
+    check_budget(estimate_cost(config(pricing=prices, serving={"mode": "on_demand"}, budget=budget), prepared),
+                 cfg)
+    with_champion = config(pricing=prices, serving={"mode": "on_demand"}, budget=budget,
+                           production={"mode": "on-demand"})
+    est = estimate_cost(with_champion, prepared)
+    assert est.verdict == "over_budget" and est.total_usd == pytest.approx(total + per_model)
+    with pytest.raises(BudgetExceeded, match=rf"exceeds budget.max_usd=\${budget['max_usd']:,.2f}"):
+        check_budget(est, with_champion)
+
+
+def test_the_champion_lever_points_at_max_examples(prepared):
+    from tasks.estimate import _levers
+
+    hint = _levers({"item": CHAMPION_ON_DEMAND}, config())
+    assert "evaluation.max_examples (now 10)" in hint and "champion" in hint
+
+
 # -- before prepare: estimate from the config ----------------------------------------------------
 @pytest.fixture
 def raw_csv(tmp_path) -> Path:
@@ -341,6 +430,18 @@ def test_cli_json_is_machine_readable(tmp_path, raw_csv, capsys):
     assert run_cli(str(write_config(tmp_path, raw_csv)), "--raw", "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["verdict"] == "unknown_price" and data["train_tokens"] > 0 and data["refused"] is None
+
+
+def test_cli_shows_the_champions_calls_with_production_set(tmp_path, raw_csv, capsys):
+    path = str(write_config(tmp_path, raw_csv, "production: {mode: on-demand}\n"))
+    assert run_cli(path, "--raw") == 0
+    out = capsys.readouterr().out
+    assert "evaluation: champion on demand" in out and "at most" in out
+    assert "examples × 2 models (base, custom), the champion's 10 at most" in out
+    assert "champion calls (at most)" in out                   # its own row among the subtotals
+    assert run_cli(path, "--raw", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["champion_calls"] == data["eval_calls"] == 10 and data["champion_usd"] is None   # no price set
 
 
 def test_cli_invalid_config_prints_problems_exit_2(tmp_path, raw_csv, capsys):
