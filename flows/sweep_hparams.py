@@ -152,12 +152,19 @@ def _num(x: Any) -> float | None:
     return as_number(x)
 
 
+def _rank_value(r: ChildResult) -> float | None:
+    """The custom model's value of the gate metric; for ``judge`` (pairwise: no per-model value) its score
+    against the same base model, which ranks the children as well."""
+    return r.delta if r.metric == "judge" else r.custom
+
+
 def pick_best(results: Sequence[ChildResult]) -> ChildResult | None:
-    """Highest custom value of the gate metric, children that passed the gate first; ties: first listed."""
-    scored = [r for r in results if r.custom is not None]
+    """Highest custom value of the gate metric (judge: the highest score vs base), children that passed the gate
+    first; ties: first listed."""
+    scored = [r for r in results if _rank_value(r) is not None]
     if not scored:
         return None
-    return max(scored, key=lambda r: (r.gate_passed is True, r.custom))  # max keeps the first on ties
+    return max(scored, key=lambda r: (r.gate_passed is True, _rank_value(r)))  # max keeps the first on ties
 
 
 def results_markdown(results: Sequence[ChildResult], best: ChildResult | None) -> str:

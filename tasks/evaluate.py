@@ -38,6 +38,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from tasks.aws.redact import redact_text
 from tasks.aws.retry import aws_task
 from tasks.aws.s3uri import child_key, s3_uri, split_s3_uri
 from tasks.config import EvaluationConfig, GateConfig
@@ -137,7 +138,10 @@ def _call_with_retries(invoke: Callable[[Any], InvokeResult], ex: Any, limiter: 
                 time.sleep(random.uniform(0, min(backoff_cap, backoff_base * 2 ** (attempts - 1))))
                 continue
             kind = "retries exhausted" if is_retryable(exc) else "not retryable"
-            return InvokeResult(error=f"{type(exc).__name__}: {exc} ({kind} after {attempts} attempt(s))",
+            # the message goes into examples.csv, the report and its S3 copies: no account id (an AccessDenied
+            # names the caller's ARN)
+            return InvokeResult(error=redact_text(f"{type(exc).__name__}: {exc} ({kind} after {attempts} "
+                                                  "attempt(s))"),
                                 attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000)
         if not isinstance(res, InvokeResult):
             res = InvokeResult(text=str(res))
@@ -186,7 +190,7 @@ def run_targets(examples: Sequence[Any], invokers: dict[str, Callable[[Any], Inv
             r = _call_with_retries(invokers[model], examples[i], limiters[model], retries, is_retryable,
                                    backoff_base, backoff_cap)
         except BaseException as exc:  # a bug in the limiter/classifier must still leave a row
-            r = InvokeResult(error=f"{type(exc).__name__}: {exc}")
+            r = InvokeResult(error=redact_text(f"{type(exc).__name__}: {exc}"))
         results[model][i] = r
         if on_progress:
             with lock:
@@ -273,18 +277,25 @@ def _fmt(x: float | None) -> str:
 
 def apply_gate(gate: GateConfig, summary: dict[str, Any]) -> GateVerdict:
     """custom − base on ``gate.metric`` must exceed ``min_delta``; CI lower bound > 0 if required;
-    custom ≥ ``min_value`` if set. ``summary`` is ``compute_metrics``' output."""
+    custom ≥ ``min_value`` if set. ``summary`` is ``compute_metrics``' output (with ``judge``: the LLM judge's
+    summary, for ``gate.metric: judge``, where the judge's score of custom vs base — win − loss, in [-1, 1] —
+    is the delta: a pairwise judge has no per-model value)."""
+    from tasks.evaluation.judge import as_comparison, why_not_judged
+
     m = gate.metric
     conf = float(summary.get("bootstrap", {}).get("confidence", 0.95))
-    parts = [f"custom {m} − base {m} > {gate.min_delta:g}"]
+    judged = m == "judge"
+    parts = [f"judge score of custom vs base (win − loss) > {gate.min_delta:g}" if judged
+             else f"custom {m} − base {m} > {gate.min_delta:g}"]
     if gate.require_ci_above_zero:
         parts.append(f"{conf:.0%} CI lower bound > 0")
     if gate.min_value is not None:
         parts.append(f"custom {m} ≥ {gate.min_value:g}")
     rule = " and ".join(parts)
-    comp = summary.get("comparison", {}).get(m)
+    comp = as_comparison(summary.get("judge"), "base") if judged else summary.get("comparison", {}).get(m)
     if comp is None:
-        why = (f"metric {m!r} is only computed for label-like outputs (accuracy/macro_f1) and this test set "
+        why = (why_not_judged(summary.get("judge"), "base") if judged else
+               f"metric {m!r} is only computed for label-like outputs (accuracy/macro_f1) and this test set "
                "is not label-like" if m in ("accuracy", "macro_f1") else f"metric {m!r} was not computed")
         return GateVerdict(rule=rule, metric=m, passed=False, reasons=[why], confidence=conf)
 
@@ -296,10 +307,12 @@ def apply_gate(gate: GateConfig, summary: dict[str, Any]) -> GateVerdict:
     n = int(comp.get("n", 0))
     reasons: list[str] = []
     if n == 0 or delta is None:
-        reasons.append("no example was scored for both models")
+        reasons.append(why_not_judged(summary.get("judge"), "base") if judged
+                       else "no example was scored for both models")
     else:
         if not delta > gate.min_delta:
-            reasons.append(f"delta {delta:+.4f} does not exceed min_delta {gate.min_delta:g}")
+            reasons.append(f"{'judge score' if judged else 'delta'} {delta:+.4f} does not exceed min_delta "
+                           f"{gate.min_delta:g}")
         if gate.require_ci_above_zero and not (lo is not None and lo > 0):
             reasons.append(f"{conf:.0%} CI [{_fmt(lo)}, {_fmt(hi)}] does not lie above 0 (n={n})")
         if gate.min_value is not None and not (custom is not None and custom >= gate.min_value):
@@ -319,12 +332,25 @@ def apply_gate(gate: GateConfig, summary: dict[str, Any]) -> GateVerdict:
             reasons.extend(ch_reasons)
     passed = not reasons
     if passed:
-        reasons.append(f"custom {m} {_fmt(custom)} vs base {_fmt(base)}: delta {delta:+.4f}, "
+        reasons.append(_judge_evidence(summary.get("judge"), "base", conf) if judged else
+                       f"custom {m} {_fmt(custom)} vs base {_fmt(base)}: delta {delta:+.4f}, "
                        f"{conf:.0%} CI [{_fmt(lo)}, {_fmt(hi)}], n={n}")
         reasons.extend(f"vs champion {champion}: {c['reason']}" for c in checks)
     return GateVerdict(rule=rule, metric=m, base=base, custom=custom, delta=delta,
                        ci=(lo, hi) if lo is not None and hi is not None else None, confidence=conf, n=n,
                        passed=passed, reasons=reasons, champion=champion, champion_rule=ch_rule, vs_champion=checks)
+
+
+def _judge_evidence(judge: dict[str, Any] | None, against: str, conf: float) -> str:
+    p = ((judge or {}).get("pairs") or {}).get(against) or {}
+    stand_in = f" ({judge['stand_in']}: not a model's judgement)" if (judge or {}).get("stand_in") else ""
+    def pct(x: Any) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0%}"
+
+    return (f"judge {(judge or {}).get('model', '?')}{stand_in}, custom vs {against}: score "
+            f"{_fmt(p.get('score'))} (win {pct(p.get('win'))} / tie {pct(p.get('tie'))} / loss "
+            f"{pct(p.get('loss'))}), {conf:.0%} CI [{_fmt(p.get('ci_low'))}, {_fmt(p.get('ci_high'))}], "
+            f"n={p.get('n_counted', 0)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,8 +485,8 @@ def score_outputs(df: pd.DataFrame, *, eval_cfg: EvaluationConfig, gate_cfg: Gat
                   judge: dict[str, Any] | None = None) -> EvaluationResult:
     """Phase 2 (no serving resource needed): metrics, statistics, gate, report files. With a champion column
     (``collect_outputs(champion=...)``): the comparison with the champion and the gate rule against it.
-    ``judge``: the LLM judge's summary (tasks/evaluation/judge.py ``judge_table``), shown in the report (it is
-    not a gate metric)."""
+    ``judge``: the LLM judge's summary (tasks/evaluation/judge.py ``judge_table``), shown in the report and a gate
+    metric when ``gate.metric`` / ``gate.champion_metrics`` name ``judge``."""
     from tasks.evaluation import report as report_mod
 
     out = Path(out_dir)

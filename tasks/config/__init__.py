@@ -257,7 +257,9 @@ class ProductionConfig(_Strict):
 
 DEFAULT_JUDGE_RUBRIC = ("Which answer responds to the prompt better: correct, complete, faithful to the reference "
                         "answer when one is given, and no longer than needed?")
-GateMetric = Literal["bertscore_f1", "rouge_l", "exact_match", "accuracy", "macro_f1"]
+# judge: the LLM judge's pairwise score of custom vs the other model (win − loss, in [-1, 1]); needs
+# evaluation.judge (tasks/config/rules.py)
+GateMetric = Literal["bertscore_f1", "rouge_l", "exact_match", "accuracy", "macro_f1", "judge"]
 
 
 class JudgeConfig(_Strict):
@@ -298,8 +300,9 @@ class EvaluationConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    metric: GateMetric = "bertscore_f1"
-    min_delta: float = Field(0.0, ge=-1, le=1, description="custom - base must exceed this")
+    metric: GateMetric = Field("bertscore_f1", description="judge = the LLM judge's score of custom vs base "
+                                                           "(win - loss); needs evaluation.judge")
+    min_delta: float = Field(0.0, ge=-1, le=1, description="custom - base must exceed this (judge: its score)")
     require_ci_above_zero: bool = True
     min_value: float | None = Field(None, ge=0, le=1, description="Absolute floor for the custom model")
     # against the lineage's champion (issue 19); no champion yet: these do not apply

@@ -10,6 +10,9 @@ pre-flight and a Prefect deployment's parameters get the same ones).
   CreateProvisionedModelThroughput after hours of training;
 - a commitment (opted in with ``serving.allow_commitment``) is refused for the evaluation PT: that PT is bought
   and deleted by the run, and a committed PT cannot be deleted before its term ends (docs/bedrock-facts.md §2.7);
+- the LLM judge as a gate metric (``gate.metric`` / ``gate.champion_metrics`` ``judge``) without
+  ``evaluation.judge``: the gate would fail every run after the money is spent; and ``gate.min_value`` with
+  ``judge``: the judge's score is a pairwise comparison (win − loss), there is no absolute value to floor;
 - a KMS key ARN in another Region than ``aws.region``: S3 SSE-KMS needs a key in the bucket's Region
   (https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html "the KMS key must be in the
   same Region as the bucket").
@@ -38,13 +41,32 @@ def buys_provisioned_throughput(config: Any, family: ModelFamily) -> bool:
     return kind == "provisioned" and config.evaluation.enabled
 
 
+def judge_gate_problems(config: Any) -> list[tuple[str, str]]:
+    """The judge named as a gate metric where it cannot be one."""
+    g = config.gate
+    out: list[tuple[str, str]] = []
+    fix = ("set evaluation.judge.model (a Bedrock model that judges, e.g. us.amazon.nova-lite-v1:0), or gate on "
+           "bertscore_f1, rouge_l, exact_match, accuracy or macro_f1")
+    if config.evaluation.judge is None:
+        if g.metric == "judge":
+            out.append(("gate.metric", f"metric judge needs the LLM judge, and evaluation.judge is not set: {fix}"))
+        if "judge" in g.champion_metrics:
+            out.append(("gate.champion_metrics", "judge needs the LLM judge, and evaluation.judge is not set: "
+                                                 f"{fix}"))
+    if g.metric == "judge" and g.min_value is not None:
+        out.append(("gate.min_value", "the judge's score is a pairwise comparison of custom with base (win − loss, "
+                                      "in [-1, 1]): there is no absolute value to floor; remove gate.min_value "
+                                      "(gate.min_delta bounds the score)"))
+    return out
+
+
 def cross_field_problems(config: Any) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = judge_gate_problems(config)
     cat = load_catalog()
     try:
         fam = cat.family_of(config.base_model)
     except ValueError:
-        return []          # reported at base_model by the catalog check
-    out: list[tuple[str, str]] = []
+        return out         # the rest is reported at base_model by the catalog check
     sv, aws = config.serving, config.aws
     if sv.mode == "on_demand":
         if not fam.on_demand_deployment:

@@ -306,41 +306,51 @@ def _clean(x: Any) -> float | None:
 def champion_rule(gate: GateConfig, confidence: float = 0.95) -> str:
     mets = gate.champion_metrics or [gate.metric]
     rule = f"custom − champion > {gate.champion_min_delta:g} on {', '.join(mets)}"
+    if "judge" in mets:
+        rule += " (judge: its score of custom vs champion, win − loss)"
     if gate.require_ci_above_zero_vs_champion:
         rule += f" with the {confidence:.0%} CI lower bound > 0"
     return rule
 
 
 def champion_checks(gate: GateConfig, summary: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-    """(one check per metric: champion, custom, delta, ci, n, passed, reason; the failure reasons)."""
+    """(one check per metric: champion, custom, delta, ci, n, passed, reason; the failure reasons). ``judge``:
+    the LLM judge's pairwise score of custom vs champion is the delta (no per-model value)."""
+    from tasks.evaluation.judge import as_comparison, why_not_judged
+
     conf = float(summary.get("bootstrap", {}).get("confidence", 0.95))
     comp = summary.get("comparison_vs_champion") or {}
     checks: list[dict[str, Any]] = []
     reasons: list[str] = []
     for m in gate.champion_metrics or [gate.metric]:
-        c = comp.get(m)
+        judged = m == "judge"
+        c = as_comparison(summary.get("judge"), "champion") if judged else comp.get(m)
         if c is None:
-            why = f"metric {m!r} was not computed against the champion"
+            why = why_not_judged(summary.get("judge"), "champion") if judged else \
+                f"metric {m!r} was not computed against the champion"
             checks.append({"metric": m, "passed": False, "reason": why})
             reasons.append(why)
             continue
         ch, cu, d = _clean(c["champion"]), _clean(c["custom"]), _clean(c["delta"])
         lo, hi, n = _clean(c.get("ci_low")), _clean(c.get("ci_high")), int(c.get("n", 0))
+        what = "judge score of custom vs champion" if judged else "custom − champion"
         why: list[str] = []
         if n == 0 or d is None:
-            why.append(f"{m}: no example was answered by base, champion and custom")
+            why.append(f"{m}: " + (why_not_judged(summary.get("judge"), "champion") if judged
+                                   else "no example was answered by base, champion and custom"))
         else:
             if not d > gate.champion_min_delta:
-                why.append(f"{m}: custom − champion {d:+.4f} does not exceed champion_min_delta "
+                why.append(f"{m}: {what} {d:+.4f} does not exceed champion_min_delta "
                            f"{gate.champion_min_delta:g}")
             if gate.require_ci_above_zero_vs_champion and not (lo is not None and lo > 0):
-                why.append(f"{m}: {conf:.0%} CI of custom − champion [{_f(lo)}, {_f(hi)}] does not lie above 0 "
+                why.append(f"{m}: {conf:.0%} CI of {what} [{_f(lo)}, {_f(hi)}] does not lie above 0 "
                            f"(n={n})")
+        evidence = (f"{m}: {what} {d:+.4f}, {conf:.0%} CI [{_f(lo)}, {_f(hi)}], n={n}" if judged else
+                    f"{m}: custom {_f(cu)} vs champion {_f(ch)}: delta {d:+.4f}, {conf:.0%} CI "
+                    f"[{_f(lo)}, {_f(hi)}], n={n}") if d is not None else ""
         checks.append({"metric": m, "champion": ch, "custom": cu, "delta": d,
                        "ci": [lo, hi] if lo is not None and hi is not None else None, "n": n, "passed": not why,
-                       "reason": "; ".join(why) if why else
-                       f"{m}: custom {_f(cu)} vs champion {_f(ch)}: delta {d:+.4f}, {conf:.0%} CI "
-                       f"[{_f(lo)}, {_f(hi)}], n={n}"})
+                       "reason": "; ".join(why) if why else evidence})
         reasons.extend(why)
     return checks, reasons
 

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from tasks.aws.redact import redact_text
 from tasks.run.types import InvokeResult
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ JUDGE_MARKER = "[forge-judge v1]"
 Winner = Literal["A", "B", "tie"]
 Outcome = Literal["win", "tie", "loss", "unparseable", "error"]
 SCORE = {"win": 1.0, "tie": 0.0, "loss": -1.0}
+MAX_FIRST_ERRORS = 3
 
 
 def judge_prompt(rubric: str, *, prompt: str, reference: str | None, answer_a: str, answer_b: str,
@@ -203,6 +205,7 @@ class _Counter:
         self.calls = self.cached = self.errors = 0
         self.input_tokens = self.output_tokens = 0
         self.stand_in: str | None = None
+        self.first_errors: list[str] = []     # what a failed call said (an AccessDenied names the permission)
         self.lock = threading.Lock()
 
 
@@ -225,6 +228,8 @@ def _ask(call: Callable[[str], InvokeResult], cache: JudgeCache, counter: _Count
         if res.error is not None:
             with counter.lock:
                 counter.errors += 1
+                if len(counter.first_errors) < MAX_FIRST_ERRORS:
+                    counter.first_errors.append(redact_text(str(res.error))[:300])
             return None
         text = res.text
         with counter.lock:
@@ -306,4 +311,44 @@ def judge_table(df: pd.DataFrame, call: Callable[[str], InvokeResult], cache: Ju
                         "output_tokens": counter.output_tokens - before[3]}
     return {"model": model, "rubric": rubric, "stand_in": counter.stand_in, "confidence": confidence,
             "template": TEMPLATE_VERSION, "pairs": pairs, "calls": counter.calls, "cached": counter.cached,
-            "errors": counter.errors, "input_tokens": counter.input_tokens, "output_tokens": counter.output_tokens}
+            "errors": counter.errors, "first_errors": counter.first_errors, "input_tokens": counter.input_tokens,
+            "output_tokens": counter.output_tokens}
+
+
+# ---------------------------------------------------------------------------------------------
+# the judge as a gate metric (``gate.metric: judge``, ``gate.champion_metrics: [judge]``)
+
+
+def as_comparison(summary: dict[str, Any] | None, against: str) -> dict[str, Any] | None:
+    """The judge's pair ``against`` (base, champion) in the shape the gate reads a metric's comparison in:
+    ``delta`` = the score (win − loss: already the challenger *relative to* the other answer), its CI, ``n`` = the
+    counted examples. A pairwise judge gives no per-model value, so ``custom``/``base``/``champion`` are None.
+    None when the judge did not run or did not judge that pair (no champion outputs)."""
+    pair = ((summary or {}).get("pairs") or {}).get(against)
+    if pair is None:
+        return None
+    n = int(pair.get("n_counted", 0))
+
+    def clean(key: str) -> float | None:
+        x = pair.get(key)
+        return None if not n or x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+    return {"base": None, "custom": None, "champion": None, "delta": clean("score"), "ci_low": clean("ci_low"),
+            "ci_high": clean("ci_high"), "n": n, "confidence": summary.get("confidence", 0.95)}
+
+
+def why_not_judged(summary: dict[str, Any] | None, against: str) -> str:
+    """Why the judge's pair ``against`` has no counted example: the calls that failed (with what AWS said), the
+    answers that were not verdicts, or no example both models answered."""
+    if not summary:
+        return "the judge did not run (evaluation.judge is not set)"
+    pair = (summary.get("pairs") or {}).get(against)
+    if pair is None:
+        return f"the judge did not compare the challenger with {against} (no {against} outputs)"
+    parts = [f"no example of custom vs {against} was judged: {pair.get('n_judged', 0)} examples asked"]
+    if pair.get("n_errors"):
+        first = summary.get("first_errors") or []
+        parts.append(f"{pair['n_errors']} failed after retries" + (f" (first: {first[0]})" if first else ""))
+    if pair.get("n_unparseable"):
+        parts.append(f"{pair['n_unparseable']} answers were not a JSON verdict")
+    return ", ".join(parts)

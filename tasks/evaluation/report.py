@@ -299,11 +299,16 @@ def _md_champion(summary: dict[str, Any], verdict: dict[str, Any]) -> list[str]:
     return L
 
 
-def _md_judge(summary: dict[str, Any]) -> list[str]:
-    """The LLM judge's pairwise verdicts (tasks/evaluation/judge.py); empty when it did not run."""
+def _md_judge(summary: dict[str, Any], verdict: dict[str, Any] | None = None) -> list[str]:
+    """The LLM judge's pairwise verdicts (tasks/evaluation/judge.py); empty when it did not run. A pair the gate
+    reads (``gate.metric`` / ``gate.champion_metrics`` ``judge``) is marked."""
     j = summary.get("judge")
     if not j:
         return []
+    verdict = verdict or {}
+    gated = {"base"} if verdict.get("metric") == "judge" else set()
+    if any(c.get("metric") == "judge" for c in verdict.get("vs_champion", [])):
+        gated.add("champion")
     conf = j.get("confidence", 0.95)
     L = ["## LLM judge (pairwise, both orders)\n",
          f"Judge: `{j.get('model', '?')}`" + (f" — **{j['stand_in']}**: not a model's judgement"
@@ -315,7 +320,8 @@ def _md_judge(summary: dict[str, Any]) -> list[str]:
          "| ties from orders that disagreed | unparseable | calls made / cached |",
          "|---|---:|---|---:|---|---:|---:|---|"]
     for name, p in (j.get("pairs") or {}).items():
-        L.append(f"| {name} | {p.get('n_counted', 0)} | {_pct(p.get('win'))} / {_pct(p.get('tie'))} / "
+        mark = " ◀ gate" if name in gated else ""
+        L.append(f"| {name}{mark} | {p.get('n_counted', 0)} | {_pct(p.get('win'))} / {_pct(p.get('tie'))} / "
                  f"{_pct(p.get('loss'))} | {_f(p.get('score'), 3, sign=True)} "
                  f"| [{_f(p.get('ci_low'), 3, sign=True)}, {_f(p.get('ci_high'), 3, sign=True)}] "
                  f"| {p.get('n_order_disagreed', 0)} | {p.get('n_unparseable', 0)} "
@@ -421,7 +427,7 @@ def render_markdown(summary: dict[str, Any], verdict: dict[str, Any], df: pd.Dat
     L = [*_md_header(summary, verdict, targets),
          *_md_metrics(summary, verdict),
          *_md_champion(summary, verdict),
-         *_md_judge(summary),
+         *_md_judge(summary, verdict),
          *_md_per_class(summary),
          *_md_latency(summary),
          *_md_training(summary),
@@ -543,6 +549,17 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             row.update({"champion": _rounded(v.get("champion")), "delta_vs_champion": _rounded(v.get("delta")),
                         "ci_low_vs_champion": _rounded(v.get("ci_low")),
                         "ci_high_vs_champion": _rounded(v.get("ci_high")), "n_vs_champion": v.get("n")})
+        rows.append(row)
+    pairs = (metrics.get("judge") or {}).get("pairs") or {}
+    if "base" in pairs:      # the judge's score is itself custom relative to the other answer: it is the delta
+        b, ch = pairs["base"], pairs.get("champion")
+        row = {"metric": "judge", "base": None, "custom": None, "delta": _rounded(b.get("score")),
+               "ci_low": _rounded(b.get("ci_low")), "ci_high": _rounded(b.get("ci_high")), "n": b.get("n_counted")}
+        if vs or ch:
+            ch = ch or {}
+            row.update({"champion": None, "delta_vs_champion": _rounded(ch.get("score")),
+                        "ci_low_vs_champion": _rounded(ch.get("ci_low")),
+                        "ci_high_vs_champion": _rounded(ch.get("ci_high")), "n_vs_champion": ch.get("n_counted")})
         rows.append(row)
     return rows
 

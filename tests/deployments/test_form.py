@@ -268,6 +268,7 @@ BEYOND = [
     ("reserved bucket prefix", _base(aws={"bucket": "xn--forge"})),
     ("model units above the no-commitment quota", _base(serving={"mode": "provisioned", "model_units": 3,
                                                                  "max_model_units": 3})),
+    ("the judge as gate metric without a judge", _base(gate={"metric": "judge"})),
 ]
 
 

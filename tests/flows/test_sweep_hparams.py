@@ -113,6 +113,17 @@ def test_best_is_the_highest_passing_run():
     assert sh.pick_best(results).label == "c"
 
 
+def test_with_the_judge_as_gate_metric_the_best_is_the_highest_score_vs_base():
+    """A pairwise judge gives no per-model value (custom is None): its score against the same base ranks them."""
+    def judged(label, score, passed):
+        return sh.ChildResult(label=label, name=label, run_id=f"run-{label}", preset=label, status="succeeded",
+                              metric="judge", base=None, custom=None, delta=score, gate_passed=passed)
+
+    results = [judged("a", 0.2, True), judged("b", 0.6, True), judged("c", 0.9, False), judged("d", None, None)]
+    assert sh.pick_best(results).label == "b"
+    assert sh.pick_best([judged("d", None, None)]) is None
+
+
 def test_best_without_any_pass_is_the_highest_value_and_the_table_says_so():
     results = [_r("a", 0.5, False, "gate_failed"), _r("b", 0.6, False, "gate_failed"),
                _r("c", 0.6, False, "gate_failed")]

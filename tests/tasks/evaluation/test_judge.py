@@ -6,6 +6,7 @@ import io
 import json
 import re
 import threading
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -277,3 +278,122 @@ def test_the_judge_summary_goes_into_the_evaluation_and_its_report(tmp_path):
     md = (tmp_path / "ev" / "report.md").read_text()
     assert "## LLM judge" in md and "test stand-in judge" in md
     assert "judge_vs_base" in (tmp_path / "ev" / "examples.csv").read_text().splitlines()[0]
+
+
+# -- the judge as a gate metric (gate.metric: judge, gate.champion_metrics: [judge]) ------------------------------
+
+
+def _judged_run(decide, tmp_path, gate: dict, *, champion: bool = False, n: int = 40, **judge_over):
+    """The stubbed judge on ``_table``, then the gate on its summary: (verdict, judge summary)."""
+    cfg = _cfg(**judge_over)
+    j = E.judge_outputs(StubRuntime(decide), None, _table(n, champion=champion), eval_cfg=cfg,
+                        output_uri="s3://b/p/output/rk/")
+    summary = {"comparison": {}, "judge": j, "bootstrap": {"confidence": 0.95}}
+    if champion:
+        summary.update(champion_run_id="20261125-week1", comparison_vs_champion={})
+    return E.apply_gate(E.GateConfig(**gate), summary), j
+
+
+def test_judge_as_the_gate_metric_passes_on_its_score_and_ci(tmp_path):
+    """The challenger is longer on 30 of 40 examples: score 0.5; the gate's delta is the judge's score, with its
+    CI; the evidence names the judge and its stand-in."""
+    v, j = _judged_run(longer_wins, tmp_path, {"metric": "judge", "min_delta": 0.2, "require_ci_above_zero": True})
+    p = j["pairs"]["base"]
+    assert p["score"] == pytest.approx(0.5) and p["ci_low"] > 0
+    assert v.passed and v.metric == "judge" and v.delta == pytest.approx(0.5) and v.n == 40
+    assert v.ci == (pytest.approx(p["ci_low"]), pytest.approx(p["ci_high"]))
+    assert v.base is None and v.custom is None          # a pairwise judge gives no per-model value
+    assert "judge score of custom vs base" in v.rule
+    assert "test stand-in judge" in v.reasons[0] and "win 75%" in v.reasons[0]
+
+
+@pytest.mark.parametrize("gate, why", [
+    ({"metric": "judge", "min_delta": 0.6}, "judge score +0.5000 does not exceed min_delta 0.6"),
+    ({"metric": "judge", "min_delta": 0.0, "require_ci_above_zero": True}, None),
+])
+def test_judge_gate_fails_below_its_margin(tmp_path, gate, why):
+    v, _ = _judged_run(longer_wins, tmp_path, gate)
+    assert v.passed is (why is None)
+    if why:
+        assert any(why in r for r in v.reasons), v.reasons
+
+
+def test_a_judge_that_only_ties_cannot_pass_the_gate(tmp_path):
+    """Position bias (always "A") cancels to ties: score 0, its CI [0, 0] does not lie above 0."""
+    v, _ = _judged_run(always_a, tmp_path, {"metric": "judge", "min_delta": -0.5, "require_ci_above_zero": True})
+    assert not v.passed and v.delta == 0.0
+    assert any("does not lie above 0" in r for r in v.reasons), v.reasons
+
+
+def test_a_judge_whose_calls_fail_fails_the_gate_saying_what_aws_said(tmp_path):
+    """Every judge call denied: no example is judged, and the gate's reason carries the first error (an
+    AccessDenied names the permission) with the account id redacted."""
+    def denied(client, model_id, shape, **kw):
+        raise RuntimeError("AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/forge-worker/x is "
+                           "not authorized to perform: bedrock:InvokeModel on resource: arn:aws:bedrock:us-east-1"
+                           "::foundation-model/amazon.nova-lite-v1:0")
+
+    cfg = _cfg()
+    df = _table(4)
+    j = E.judge_outputs(None, None, df, eval_cfg=cfg, output_uri="s3://b/p/o/rk/", invoke_fn=denied,
+                        is_retryable=lambda e: False)
+    assert j["errors"] == 8 and len(j["first_errors"]) == J.MAX_FIRST_ERRORS
+    assert "123456789012" not in json.dumps(j) and "<account>" in j["first_errors"][0]
+    v = E.apply_gate(E.GateConfig(metric="judge"), {"judge": j, "comparison": {}})
+    assert not v.passed
+    assert "no example of custom vs base was judged" in v.reasons[0]
+    assert "bedrock:InvokeModel" in v.reasons[0] and "4 failed after retries" in v.reasons[0]
+
+
+def test_judge_gate_without_the_judge_summary_fails_closed():
+    v = E.apply_gate(E.GateConfig(metric="judge"), {"comparison": {}})
+    assert not v.passed and "the judge did not run" in v.reasons[0]
+
+
+def test_judge_against_the_champion_is_a_champion_metric(tmp_path):
+    """vs base the challenger wins 30 of 40 (longer); vs the champion ("medium one") it does too: with
+    champion_metrics [judge] the champion check reads the judge's champion pair, not a text metric."""
+    gate = {"metric": "judge", "min_delta": 0.0, "require_ci_above_zero": False, "champion_metrics": ["judge"],
+            "champion_min_delta": 0.2}
+    v, j = _judged_run(longer_wins, tmp_path, gate, champion=True)
+    assert set(j["pairs"]) == {"base", "champion"}
+    [check] = v.vs_champion
+    assert check["metric"] == "judge" and check["passed"] and check["delta"] == pytest.approx(0.5)
+    assert v.passed and "judge score of custom vs champion" in check["reason"]
+    strict = {**gate, "champion_min_delta": 0.7}
+    v, _ = _judged_run(longer_wins, tmp_path, strict, champion=True)
+    assert not v.passed and "custom vs champion +0.5000 does not exceed champion_min_delta 0.7" in v.reasons[0]
+
+
+def test_judge_champion_metric_without_champion_outputs_fails_with_the_reason(tmp_path):
+    """A champion whose outputs are not in the table (the judge never compared with it) cannot be beaten."""
+    gate = {"metric": "bertscore_f1", "require_ci_above_zero": False, "min_delta": -1.0,
+            "champion_metrics": ["judge"]}
+    j = {"model": JUDGE, "pairs": {"base": {"n_judged": 4, "n_counted": 4, "score": 0.5}}}
+    s = {"comparison": {"bertscore_f1": {"base": 0.5, "custom": 0.6, "delta": 0.1, "ci_low": 0.0, "ci_high": 0.2,
+                                         "n": 4}},
+         "judge": j, "champion_run_id": "w1", "comparison_vs_champion": {}}
+    v = E.apply_gate(E.GateConfig(**gate), s)
+    assert not v.passed and "did not compare the challenger with champion" in v.reasons[0]
+
+
+@pytest.mark.parametrize("gate, field", [
+    ({"metric": "judge"}, "gate.metric"),
+    ({"champion_metrics": ["bertscore_f1", "judge"]}, "gate.champion_metrics"),
+])
+def test_a_judge_gate_without_a_judge_is_refused_at_its_field(gate, field):
+    from tasks.config.rules import judge_gate_problems
+
+    raw = {"name": "jg", "base_model": "amazon.nova-micro-v1:0:128k", "data": {"source": "x.csv"}, "gate": gate}
+    with pytest.raises(ValueError, match="evaluation.judge is not set"):
+        PipelineConfig.model_validate(raw)
+    bare = SimpleNamespace(gate=E.GateConfig(**gate), evaluation=EvaluationConfig())
+    assert [f for f, _ in judge_gate_problems(bare)] == [field]
+    PipelineConfig.model_validate({**raw, "evaluation": {"judge": {"model": JUDGE}}})      # with a judge: fine
+
+
+def test_judge_gate_refuses_an_absolute_floor():
+    raw = {"name": "jg", "base_model": "amazon.nova-micro-v1:0:128k", "data": {"source": "x.csv"},
+           "evaluation": {"judge": {"model": JUDGE}}, "gate": {"metric": "judge", "min_value": 0.5}}
+    with pytest.raises(ValueError, match="no absolute value to floor"):
+        PipelineConfig.model_validate(raw)
