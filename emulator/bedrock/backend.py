@@ -50,6 +50,7 @@ MAX_TAGS_PER_RESOURCE = 50   # TooManyTagsException text (docs/bedrock-facts.md 
 # catalog.yaml quotas: "the emulator models 2" (docs/bedrock-facts.md §5: unconfirmed)
 MAX_JOBS_IN_PROGRESS = 2
 NO_COMMITMENT_MODEL_UNITS = 2       # docs/bedrock-facts.md §2.7 (docs): 2 MUs for no-commitment PTs per account
+CONTINUABLE_TYPES = ("FINE_TUNING", "CONTINUED_PRE_TRAINING")   # the types whose job may start from a custom model
 CHARS_PER_TOKEN = 6.0               # docs/bedrock-facts.md §5 (docs)
 GEO_PREFIXES = ("us.", "eu.", "apac.", "global.")   # cross-Region inference profile ids (docs/bedrock-facts.md §3)
 # Where readers look for the validation metrics (the real path is unconfirmed, so every known one is written, the
@@ -309,6 +310,14 @@ class BedrockBackend:
             if ctype == "REINFORCEMENT_FINE_TUNING" and not (cc or {}).get("rftConfig"):
                 raise validation("customizationConfig.rftConfig is required for REINFORCEMENT_FINE_TUNING jobs")
             base_id, base_arn, source_arn = self._resolve_base_model(p.get("baseModelIdentifier", ""))
+            if source_arn and ctype not in CONTINUABLE_TYPES:
+                # AWS: "You can further fine tune an existing custom model" on the page of fine-tuning and continued
+                # pre-training only (https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-submit
+                # .html); a distillation student "must be one of the student models paired with your teacher model"
+                # in a table of foundation models (.../userguide/prequisites-model-distillation.html)
+                raise validation(f"A {ctype} job cannot start from the custom model {source_arn}: only "
+                                 f"{' and '.join(CONTINUABLE_TYPES)} continue a custom model. Give a foundation "
+                                 f"model ({base_id}) as baseModelIdentifier.")
             msg = _datacheck().check_create_request(base_id, ctype, dict(hp)) or \
                 _datacheck().check_model_facts(base_id, ctype, self.region, cc)
             if msg:
@@ -515,7 +524,9 @@ class BedrockBackend:
             self.advance_all()
             return [m for m in self.models.values()
                     if (not name_contains or name_contains in m.modelName)
-                    and (not base_model_arn or base_model_arn == m.baseModelArn)
+                    # baseModelArnEquals matches the summary's baseModelArn (a custom model's ARN for a model
+                    # customized from it), foundationModelArnEquals the foundation model the lineage starts from
+                    and (not base_model_arn or base_model_arn == (m.parentModelArn or m.baseModelArn))
                     and (not foundation_model_arn or foundation_model_arn == m.baseModelArn)
                     and (not status or status == m.modelStatus) and is_owned != "false"
                     and self.created_between(m.created, after, before)]

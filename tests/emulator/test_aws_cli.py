@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -164,3 +165,137 @@ def test_the_cli_v1_has_no_streaming_commands(aws_exe):
     text = p.stdout.replace("\b", "")
     assert "invoke-model" in text and "converse" in text, text[:500]
     assert "invoke-model-with-response-stream" not in text and "converse-stream" not in text
+
+
+# -- a continued fine-tuning: a job whose base model is a custom model (issue 19 item 4, start_from: champion) ------
+FOUNDATION_ARN = f"arn:aws:bedrock:us-east-1::foundation-model/{BASE}"
+
+
+def _data_and_role(cli, tmp_path: Path, bucket: str = "cli-cont-1") -> str:
+    """Bucket, training data, a service role that may read it and write the output: the role ARN."""
+    (tmp_path / "train.jsonl").write_bytes(nova_records(24))
+    (tmp_path / "trust.json").write_text(json.dumps(TRUST))
+    (tmp_path / "policy.json").write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/data/*"]},
+        {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/out/*"}]}))
+    cli("s3", "mb", f"s3://{bucket}")
+    cli("s3", "cp", str(tmp_path / "train.jsonl"), f"s3://{bucket}/data/train.jsonl")
+    role = cli("iam", "create-role", "--role-name", "cli-cont-role", "--assume-role-policy-document",
+               f"file://{tmp_path / 'trust.json'}")["Role"]["Arn"]
+    cli("iam", "put-role-policy", "--role-name", "cli-cont-role", "--policy-name", "data",
+        "--policy-document", f"file://{tmp_path / 'policy.json'}")
+    return role
+
+
+def _job_args(name: str, role: str, base: str, bucket: str = "cli-cont-1") -> list[str]:
+    return ["bedrock", "create-model-customization-job", "--job-name", f"{name}-job", "--custom-model-name", name,
+            "--role-arn", role, "--base-model-identifier", base,
+            "--training-data-config", f"s3Uri=s3://{bucket}/data/train.jsonl",
+            "--output-data-config", f"s3Uri=s3://{bucket}/out/", "--hyper-parameters",
+            "epochCount=1,learningRate=0.00001"]
+
+
+def _trained(cli, name: str, role: str, base: str) -> tuple[dict, dict]:
+    """Create the job, wait on the emulator's virtual clock until it ends: (the job, its custom model), both as
+    get-model-customization-job / get-custom-model answer."""
+    arn = cli(*_job_args(name, role, base))["jobArn"]
+    job = _until(lambda: cli("bedrock", "get-model-customization-job", "--job-identifier", arn),
+                 {"Completed", "Failed", "Stopped"})
+    assert job["status"] == "Completed", job.get("failureMessage")
+    return job, cli("bedrock", "get-custom-model", "--model-identifier", name)
+
+
+def _shape(name: str):
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("bedrock").shape_for(name)
+
+
+def _modelled_errors(operation: str) -> set[str]:
+    import botocore.session
+
+    op = botocore.session.get_session().get_service_model("bedrock").operation_model(operation)
+    return {e.name for e in op.error_shapes}
+
+
+def _listed(cli, flag: str, arn: str) -> list[str]:
+    return sorted(m["modelName"] for m in cli("bedrock", "list-custom-models", flag, arn)["modelSummaries"])
+
+
+def test_a_continued_fine_tuning_through_the_cli(cli, tmp_path):
+    """A fine-tuning job of the base model, then one whose --base-model-identifier is the first job's custom model
+    (its ARN as get-custom-model gives it): "You can further fine tune an existing custom model"
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-submit.html). GetCustomModel's
+    baseModelArn is a ModelArn in botocore ("Amazon Resource Name (ARN) of the base model", pattern: a custom model's
+    or a foundation model's ARN, https://docs.aws.amazon.com/bedrock/latest/APIReference/API_GetCustomModel.html):
+    the second model names the first; the job's baseModelArn is a FoundationModelArn and stays the foundation model.
+    ListCustomModels: baseModelArnEquals filters on that base model ARN (a custom model's ARN allowed),
+    foundationModelArnEquals on the foundation model (a foundation-model ARN only),
+    https://docs.aws.amazon.com/bedrock/latest/APIReference/API_ListCustomModels.html."""
+    role = _data_and_role(cli, tmp_path)
+    _job1, first = _trained(cli, "cli-first", role, BASE)
+    assert first["baseModelArn"] == FOUNDATION_ARN, first["baseModelArn"]
+
+    job2, second = _trained(cli, "cli-second", role, first["modelArn"])
+    model_arn, fm_arn = _shape("ModelArn").metadata["pattern"], _shape("FoundationModelArn").metadata["pattern"]
+    assert second["baseModelArn"] == first["modelArn"], "a custom model of a custom model names its parent"
+    assert re.fullmatch(model_arn, second["baseModelArn"]) and not re.fullmatch(fm_arn, second["baseModelArn"])
+    assert second["modelArn"] != first["modelArn"] and second["jobArn"] == job2["jobArn"]
+    assert second["customizationType"] == "FINE_TUNING" and second["modelStatus"] == "Active"
+    assert _shape("GetModelCustomizationJobResponse").members["baseModelArn"].name == "FoundationModelArn"
+    assert job2["baseModelArn"] == FOUNDATION_ARN and re.fullmatch(fm_arn, job2["baseModelArn"]), job2["baseModelArn"]
+    assert job2["outputModelArn"] == second["modelArn"]
+
+    assert _listed(cli, "--base-model-arn-equals", first["modelArn"]) == ["cli-second"]
+    assert _listed(cli, "--base-model-arn-equals", FOUNDATION_ARN) == ["cli-first"]
+    assert _listed(cli, "--foundation-model-arn-equals", FOUNDATION_ARN) == ["cli-first", "cli-second"]
+    summary = next(m for m in cli("bedrock", "list-custom-models")["modelSummaries"] if m["modelName"] == "cli-second")
+    assert summary["baseModelArn"] == first["modelArn"], summary
+
+    # a third generation continues the second: each names its own parent
+    _job3, third = _trained(cli, "cli-third", role, second["modelArn"])
+    assert third["baseModelArn"] == second["modelArn"]
+    assert _listed(cli, "--base-model-arn-equals", second["modelArn"]) == ["cli-third"]
+
+
+def test_a_continued_customization_is_refused_as_aws_documents(cli, tmp_path):
+    """What CreateModelCustomizationJob refuses when its base model is a custom model, each answered with an error
+    botocore models for that operation, and no job made: a custom model that does not exist or lives in another
+    Region (ResourceNotFoundException: a Bedrock resource is per Region); DISTILLATION from a custom model (the
+    student "must be one of the student models paired with your teacher model", a table of foundation models,
+    https://docs.aws.amazon.com/bedrock/latest/userguide/prequisites-model-distillation.html; further customization
+    is documented for fine-tuning and continued pre-training only, model-customization-submit.html); a type the
+    custom model's foundation model does not support (Nova Micro: FINE_TUNING and DISTILLATION, no
+    CONTINUED_PRE_TRAINING, https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-supported.html)."""
+    role = _data_and_role(cli, tmp_path)
+    _job, first = _trained(cli, "cli-parent", role, BASE)
+    account = first["modelArn"].split(":")[4]
+    modelled = _modelled_errors("CreateModelCustomizationJob")
+    missing = f"arn:aws:bedrock:us-east-1:{account}:custom-model/{BASE}/abcdef012345"
+    teacher = json.dumps({"distillationConfig": {"teacherModelConfig": {
+        "teacherModelIdentifier": "us.amazon.nova-pro-v1:0", "maxResponseLengthForInference": 1000}}})
+    cases = {
+        "not found": (_job_args("cli-gone", role, missing), "ResourceNotFoundException"),
+        "another Region": (_job_args("cli-west", role, first["modelArn"]) + ["--region", "us-west-2"],
+                           "ResourceNotFoundException"),
+        "distillation": (_job_args("cli-distil", role, first["modelArn"])[:-2]
+                         + ["--customization-type", "DISTILLATION", "--customization-config", teacher],
+                         "ValidationException"),
+        "another type": (_job_args("cli-cpt", role, first["modelArn"])
+                         + ["--customization-type", "CONTINUED_PRE_TRAINING"], "ValidationException"),
+    }
+    for case, (args, code) in cases.items():
+        p = cli(*args, ok=False)
+        assert p.returncode == 255 and f"({code})" in p.stderr, (case, p.returncode, p.stderr)
+        assert code in modelled, (case, code, modelled)
+    # the same DISTILLATION job from the foundation model is accepted: the refusal is the custom model's
+    ok = cli(*_job_args("cli-distil-fm", role, BASE)[:-2], "--customization-type", "DISTILLATION",
+             "--customization-config", teacher)["jobArn"]
+    for region in ("us-east-1", "us-west-2"):
+        jobs = cli("bedrock", "list-model-customization-jobs", "--region", region)["modelCustomizationJobSummaries"]
+        names = sorted(j["jobName"] for j in jobs)
+        assert names == (["cli-distil-fm-job", "cli-parent-job"] if region == "us-east-1" else []), (region, names)
+    assert ok.startswith("arn:aws:bedrock:us-east-1:")
+    created = [c for c in cli.emu.ledger()["calls"] if c["operation"] == "CreateModelCustomizationJob"]
+    assert sorted(c["status"] for c in created) == [201, 201, 400, 400, 404, 404], created
