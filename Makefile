@@ -29,8 +29,8 @@ demo: setup   ## run the whole pipeline on examples/ against the embedded emulat
 test: setup   ## the test suite (what .ci/run calls): everything but the lost-machine scenarios (test-machines), ~17 min on 2 cores
 	$(VENV)/bin/pytest -q -m "not machines"
 
-test-machines: setup   ## lost or stopped machines for real: process workers killed, two workers sharing one account, make stack Ctrl-C (~6 min; .ci/run runs it after the suite)
-	$(VENV)/bin/pytest -q -p no:cacheprovider -m machines tests/deployments
+test-machines: setup   ## lost or stopped machines for real: process workers killed, two workers sharing one account, make stack Ctrl-C, a start_from champion run killed mid-create (~9 min; .ci/run runs it after the suite)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m machines tests/deployments tests/flows
 
 test-fast: setup   ## the quick inner loop: skips the slow fault scenarios and the real Prefect server
 	$(VENV)/bin/pytest -q -m "not slow and not server"

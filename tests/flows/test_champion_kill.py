@@ -39,7 +39,9 @@ from scenarios.ledger import JOB_TYPE, alive_serving, duplicates
 from tests.support.aws import use_fresh_emulator
 from tests.support.champion import champion_of, crown, custom_model_of_base
 
-pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.slow, pytest.mark.timeout(900)]
+# a machine lost for real (kill -9 of `forge run`): make test-machines, which .ci/run runs after the suite
+pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.slow, pytest.mark.machines,
+              pytest.mark.timeout(900)]
 
 HOLD_MS = 4000                       # long enough to kill inside, short enough that a held create still lands
 KILL_AT = {"create": "CreateModelCustomizationJob", "role": "CreateRole", "check": "GetCustomModel"}
