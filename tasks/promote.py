@@ -373,6 +373,24 @@ def rollback(clients: Clients, config: PipelineConfig, store: RegistryStore, *, 
     return _result(lineage, target.run_id, reg, green, report, f"rolled back from {cur.run_id}")
 
 
+# -- what a person reads ----------------------------------------------------------------------------------------
+def result_lines(res: PromotionResult) -> list[str]:
+    """The outcome of ``promote`` / ``rollback`` in lines a person reads: who is champion now (and why), its
+    production serving, what was retired, what is STILL BILLING. Pure (no AWS call, no redaction): ``forge
+    promote`` / ``forge rollback`` print them, flows/rollback.py logs them and puts them in its artifact."""
+    head = {True: f"{res.run_id} is the champion of {res.lineage}", False: f"{res.run_id} was not promoted"}
+    lines = [head[res.promoted] + (" (nothing left to do)" if res.already else "") + f": {res.note}"]
+    if res.serving:
+        lines.append(f"  production serving: {res.serving.kind} {res.serving.arn} ({res.serving.status})")
+    for arn in res.retired:
+        lines.append(f"  retired: {arn}")
+    for arn in res.alive:
+        lines.append(f"  STILL BILLING (could not retire): {arn}")
+    if not res.promoted:
+        lines.append(f"  champion: {res.champion or 'none'}")
+    return lines
+
+
 __all__ = ["PromotionRefused", "PromotionResult", "QuotaExceeded", "SmokeTestFailed", "ensure_production",
-           "production_kind", "production_name", "production_servings", "production_tags", "promote", "retire",
-           "rollback", "smoke_test"]
+           "production_kind", "production_name", "production_servings", "production_tags", "promote",
+           "result_lines", "retire", "rollback", "smoke_test"]

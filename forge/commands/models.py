@@ -271,17 +271,9 @@ def _run_manifest(args, clients=None) -> dict | None:
 
 
 def _result_lines(verb: str, res) -> list[str]:
-    head = {True: f"{res.run_id} is the champion of {res.lineage}", False: f"{res.run_id} was not promoted"}
-    lines = [head[res.promoted] + (" (nothing left to do)" if res.already else "") + f": {res.note}"]
-    if res.serving:
-        lines.append(f"  production serving: {res.serving.kind} {res.serving.arn} ({res.serving.status})")
-    for arn in res.retired:
-        lines.append(f"  retired: {arn}")
-    for arn in res.alive:
-        lines.append(f"  STILL BILLING (could not retire): {arn}")
-    if not res.promoted:
-        lines.append(f"  champion: {res.champion or 'none'}")
-    return lines
+    from tasks.promote import result_lines
+
+    return result_lines(res)
 
 
 def cmd_promote(args) -> int:

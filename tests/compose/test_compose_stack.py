@@ -267,7 +267,7 @@ def test_the_deploy_service_registered_everything(stack):
     import httpx
 
     names = {d["name"] for d in httpx.post(f"{stack.api}/deployments/filter", json={}, timeout=30).json()}
-    assert names == {"retrain", "customize", "evaluate", "sweep", "rerun-step"}
+    assert names == {"retrain", "customize", "evaluate", "sweep", "rerun-step", "rollback"}
     sweep = httpx.get(f"{stack.api}/deployments/name/sweep-resources/sweep", timeout=30).json()
     assert [s["schedule"]["interval"] for s in sweep["schedules"]] == [SWEEP_EVERY_S]
     assert stack.state("worker")["Status"] == "running"

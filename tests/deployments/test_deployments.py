@@ -40,7 +40,8 @@ def spec():
 
 
 def test_every_required_deployment_is_declared_on_the_process_pool(spec):
-    assert {d.name for d in spec.deployments} == {"retrain", "customize", "evaluate", "sweep", "rerun-step"}
+    assert {d.name for d in spec.deployments} == {"retrain", "customize", "evaluate", "sweep", "rerun-step",
+                                                  "rollback"}
     for d in spec.deployments:
         assert d.work_pool.name == DEFAULT_POOL, d.name
         assert d.work_pool.work_queue_name, f"{d.name}: no work queue"
@@ -57,7 +58,7 @@ def test_prefect_itself_accepts_the_file_shape():
                           "version", "paused", "concurrency_limit", "enforce_parameter_schema", "triggers"}, d["name"]
 
 
-@pytest.mark.parametrize("name", ["retrain", "customize", "evaluate", "sweep", "rerun-step"])
+@pytest.mark.parametrize("name", ["retrain", "customize", "evaluate", "sweep", "rerun-step", "rollback"])
 def test_entrypoint_loads_and_parameters_fit(spec, name):
     flow, schedules = check_deployment(spec.get(name), ROOT)
     assert callable(flow.fn)
@@ -104,7 +105,7 @@ def test_customize_form_is_prefilled_with_a_runnable_example(spec):
 
 
 def test_on_demand_deployments_have_no_schedule(spec):
-    for name in ("customize", "evaluate", "rerun-step"):
+    for name in ("customize", "evaluate", "rerun-step", "rollback"):
         assert spec.get(name).schedules == [], name
 
 
@@ -213,7 +214,7 @@ def test_forge_deploy_plan_lists_every_deployment(capsys):
     assert main(["deploy"]) == 0
     out = capsys.readouterr().out
     for line in ("retrain/retrain", "customize-model/customize", "customize-model/rerun-step",
-                 "sweep-resources/sweep"):
+                 "sweep-resources/sweep", "rollback-lineage/rollback"):
         assert line in out
     assert "every 300 s" in out and "cron '0 3 * * 1' UTC" in out
 

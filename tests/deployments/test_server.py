@@ -99,7 +99,7 @@ def _explain(scenario, run) -> str:
 
 def test_all_deployments_registered_on_the_process_pool(scenario):
     api = scenario["api"]
-    assert set(scenario["ids"]) == {"retrain", "customize", "evaluate", "sweep", "rerun-step"}
+    assert set(scenario["ids"]) == {"retrain", "customize", "evaluate", "sweep", "rerun-step", "rollback"}
     pool = httpx.get(f"{api}/work_pools/forge-process", timeout=10).json()
     assert pool["type"] == "process"
     for name, dep_id in scenario["ids"].items():
