@@ -1,5 +1,10 @@
 """Re-evaluate an existing custom model: provision → evaluate → teardown (docs/design.md §1, §6).
 
+As the run itself does (flows/customize.py): with a production section the lineage's champion is the third model
+on the same examples (its recorded outputs on this test split reused, else its production serving called) and
+the gate's rule against it applies; with ``evaluation.judge`` the judge compares custom with base (and champion)
+after the teardown, its cache next to the run's output.
+
 For on-call and for "did the model drift against new test data?": the customization run already
 happened; this flow serves its custom model again (or uses a provisioned throughput / deployment
 that is already serving it), runs the same evaluation as ``customize_model`` and tears down what it
@@ -120,16 +125,38 @@ def _evaluation_inputs(manifest: Manifest | None, config: PipelineConfig, runs_d
     return manifest, prepared, model_arn, training
 
 
+def _champion(clients: Clients, config: PipelineConfig, manifest: Manifest, prepared: PreparedData,
+              account: str, log: Any):
+    """The lineage's champion, compared with as in the run itself (flows/customize.py ``_champion_of_lineage``),
+    when the config has a production section and the run has an output in S3: its recorded outputs on this test
+    split reused, else its production serving called. None: no production section, no champion yet, or the model
+    re-evaluated is the champion (then it is gated against the base model only)."""
+    output = ((manifest.doc.resources or {}).get("data") or {}).get("output")
+    if config.production.mode == "none" or not output or prepared.test is None:
+        return None
+    family = load_catalog().family_of(config.base_model)
+    champion = evaluate_stage.champion_plan_task(
+        clients, config, output_uri=output, test_sha256=prepared.test.sha256, invoke_shape=family.invoke_shape,
+        run_id=manifest.run_id, account=account)
+    if champion is not None:
+        log.info("champion %s of %s: %s", champion.run_id, config.name,
+                 "its recorded outputs on this test split" if champion.recorded else "its production serving")
+    return champion
+
+
 def _collect_outputs(clients: Clients, config: PipelineConfig, prepared: PreparedData, account: str,
-                     model_arn: str | None, serving_arn: str | None, out_dir: Path, log: Any) -> pd.DataFrame:
-    """Call both models on the test split: on the given endpoint, else on one served (and deleted) here."""
+                     model_arn: str | None, serving_arn: str | None, out_dir: Path, log: Any,
+                     champion: Any = None) -> pd.DataFrame:
+    """Call the models on the test split (base, custom, and the champion when there is one): on the given
+    endpoint, else on one served (and deleted) here."""
     run_key = compute_run_key(config, prepared.content_hash)
     names = resource_names(config, run_key, account=account)
     family = load_catalog().family_of(config.base_model)
     tags = standard_tags(run_key, flow_run_id(), config.tags, expires_in_hours=config.serving.max_hours)
     if serving_arn:
         endpoint = _existing_endpoint(serving_arn, model_arn or "")
-        return evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint, str(out_dir))
+        return evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint, str(out_dir),
+                                                   champion)
 
     def torn_down(r) -> None:
         log.info("teardown: deleted %s, already gone %s", r.deleted or "-", r.already_gone or "-")
@@ -137,7 +164,7 @@ def _collect_outputs(clients: Clients, config: PipelineConfig, prepared: Prepare
     with serving(clients, config, names, model_arn, tags, run_key, on_teardown=torn_down, owner=flow_run_id(),
                  run_dir=out_dir) as endpoint:
         outputs = evaluate_stage.collect_outputs_task(clients, config, prepared, family, endpoint,
-                                                      str(out_dir))
+                                                      str(out_dir), champion)
     return outputs
 
 
@@ -160,6 +187,13 @@ def _record_evaluation(manifest: Manifest, evaluation: EvaluationResult, stamp: 
     record = {"at": stamp, "model": model_arn, "serving": serving_arn or "provisioned for this evaluation",
               "metrics": {k: evaluation.metrics.get(k) for k in ("base", "custom", "comparison")},
               "gate": evaluation.gate.model_dump(mode="json"), "report": evaluation.files}
+    for k in ("champion", "comparison_vs_champion"):      # against the lineage's champion (issue 19)
+        if evaluation.metrics.get(k) is not None:
+            record["metrics"][k] = evaluation.metrics[k]
+    if evaluation.metrics.get("champion_run_id"):
+        record["champion"] = evaluation.metrics["champion_run_id"]
+    if evaluation.metrics.get("judge"):
+        record["judge"] = {k: v for k, v in evaluation.metrics["judge"].items() if k != "rubric"}
     manifest.add_evaluation(record)
     if manifest.doc.kind == "evaluation":
         manifest.set_metrics(**record["metrics"])
@@ -208,9 +242,12 @@ def evaluate_model(
                                                                  custom_model_arn, serving_arn)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = manifest.run_dir / "evaluations" / stamp
-    outputs = _collect_outputs(clients, config, prepared, account, model_arn, serving_arn, out_dir, log)
-    # scoring needs no serving resource: it runs after the teardown
-    evaluation = evaluate_stage.score_outputs_task(outputs, config, prepared, training, str(out_dir))
+    champion = _champion(clients, config, manifest, prepared, account, log)
+    outputs = _collect_outputs(clients, config, prepared, account, model_arn, serving_arn, out_dir, log, champion)
+    # the judge and the scoring need no serving resource: they run after the teardown
+    output = ((manifest.doc.resources or {}).get("data") or {}).get("output")
+    judge = evaluate_stage.judge_outputs_task(clients, config, outputs, output)
+    evaluation = evaluate_stage.score_outputs_task(outputs, config, prepared, training, str(out_dir), judge)
     evaluation = _publish(clients, config, manifest, evaluation, stamp)
     record = _record_evaluation(manifest, evaluation, stamp, model_arn, serving_arn, out_dir, log)
     return {"run_id": manifest.run_id, "evaluation_dir": str(out_dir), "gate": record["gate"],

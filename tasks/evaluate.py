@@ -602,12 +602,13 @@ def judge_target(judge_cfg: Any) -> tuple[str, str]:
     return target, shape
 
 
-def judge_outputs(runtime_client: Any, s3: Any, df: pd.DataFrame, *, eval_cfg: EvaluationConfig, output_uri: str,
-                  seed: int = 42, is_retryable: Callable[[BaseException], bool] | None = None,
+def judge_outputs(runtime_client: Any, s3: Any, df: pd.DataFrame, *, eval_cfg: EvaluationConfig,
+                  output_uri: str | None, seed: int = 42, is_retryable: Callable[[BaseException], bool] | None = None,
                   invoke_fn: Callable[..., InvokeResult] | None = None) -> dict[str, Any] | None:
     """The judge's pairwise verdicts on ``df`` (custom vs base, and vs champion when it was evaluated), through
     tasks/evaluation/invoke.py with the evaluation's retries; the cache is read from and written back to S3 next
-    to the evaluation records (``s3`` None: in memory only). None when ``evaluation.judge`` is not set."""
+    to the evaluation records (``s3`` or ``output_uri`` None: in memory only). None when ``evaluation.judge`` is
+    not set."""
     from tasks.evaluation import judge as J
     from tasks.evaluation.invoke import invoke_text
 
@@ -624,22 +625,23 @@ def judge_outputs(runtime_client: Any, s3: Any, df: pd.DataFrame, *, eval_cfg: E
                              temperature=0.0)
         return _call_with_retries(once, None, _NoLimit(), eval_cfg.invoke_retries, retryable, 0.25, 20.0)
 
-    uri = J.cache_uri(output_uri, jc.model, jc.rubric)
-    cache = J.load_cache(s3, uri, jc.model, jc.rubric) if s3 is not None else J.JudgeCache(model=jc.model,
-                                                                                          rubric=jc.rubric)
+    kept = s3 is not None and bool(output_uri)        # else the cache lives in memory for this call only
+    uri = J.cache_uri(output_uri, jc.model, jc.rubric) if output_uri else None
+    cache = J.load_cache(s3, uri, jc.model, jc.rubric) if kept else J.JudgeCache(model=jc.model, rubric=jc.rubric)
     t0 = time.perf_counter()
     try:
         out = J.judge_table(df, call, cache, model=jc.model, rubric=jc.rubric, against=["base", "champion"],
                             max_examples=jc.max_examples, concurrency=eval_cfg.concurrency,
                             n_resamples=eval_cfg.bootstrap_samples, seed=seed)
     finally:
-        if s3 is not None:
+        if kept:
             J.save_cache(s3, uri, cache)    # what was paid for is kept, even when judging stopped half-way
     out.update(cache_uri=uri, seconds=time.perf_counter() - t0)
     return out
 
 
-def _judge_task_fn(clients: Any, config: Any, df: pd.DataFrame, output_uri: str) -> dict[str, Any] | None:
+def _judge_task_fn(clients: Any, config: Any, df: pd.DataFrame, output_uri: str | None) -> dict[str, Any] | None:
+    """``output_uri`` None (an evaluation-only run, no bucket of its own): the judge's cache is in memory only."""
     if config.evaluation.judge is None:
         return None
     return judge_outputs(_client(clients, "bedrock-runtime"), _client(clients, "s3"), df,
