@@ -103,6 +103,7 @@ def prepare(config: PipelineConfig, out_dir: str | Path, *, progress: Progress |
             plan = _plan_augmentation(config, scanned.rules, sel, scanned.warnings)
             split_problems = _split_count_problems(source, scanned.rules, sel.counts["train"] + plan.n_planned,
                                                    sel.counts["validation"])
+            split_problems += _empty_test_problems(config, source, sel)
             if split_problems:
                 raise DataValidationError(split_problems)
             written = _write(config, source, work.path, scanned, store, sel.assign, plan)
@@ -510,6 +511,23 @@ def _split_count_problems(source: str, rules: Rules, n_train: int, n_val: int) -
         add("split", f"train + validation would be {n_train + n_val:,} records; {who} accepts at most "
             f"{lim.max_total_records:,} in total", "set data.max_records or move more into the test split")
     return out
+
+
+def _empty_test_problems(config: PipelineConfig, source: str, sel: _Selection) -> list[Problem]:
+    """A test split asked for (``data.split.test`` > 0, evaluation on) that came out empty: no evaluation would run
+    and no gate would judge the model, and the run would still succeed. A stratified split rounds each label's
+    share on its own (tasks/data/keys.py ``_split_ranks``), so many labels with a record or two each give none."""
+    sp = config.data.split
+    if not (sp.test > 0 and config.evaluation.enabled) or sel.counts.get("test", 0) > 0:
+        return []
+    kept = sum(sel.counts.get(k, 0) for k in ("train", "validation", "test"))
+    why = (f", stratified by {sel.n_distinct} labels (each label's share of {sp.test:g} rounds to 0 records)"
+           if sel.stratify and sel.n_distinct else "")
+    return [Problem(file=str(source), field="split.test",
+                    message=f"the test split would be empty: {kept} record(s){why}; no evaluation would run and no "
+                            "quality gate would judge the model",
+                    fix="add data, set data.split.stratify: no (a split by prompt only), or set data.split.test: 0 "
+                        "and evaluation.enabled: false to train without evaluating")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -170,6 +170,24 @@ def test_bad_input_raises_every_problem_before_writing(tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_a_stratified_split_that_leaves_no_test_record_is_refused(tmp_path):
+    """40 labels with 3 records each: each label's 10 % of the test split rounds to 0, so the stratified split
+    would leave the test split empty, the run would evaluate nothing, gate nothing, and still succeed. Refused at
+    split.test with the fixes; a plain split of the same data has its test records."""
+    src = labelled_csv(tmp_path, {f"label{i}": 3 for i in range(40)})
+    with pytest.raises(DataValidationError) as info:
+        prepare(config(src), tmp_path / "o")
+    [line] = [ln for ln in info.value.lines() if "split.test" in ln]
+    assert "the test split would be empty: 120 record(s), stratified by 40 labels" in line
+    assert "stratify: no" in line and not (tmp_path / "o").exists()
+    assert prepare(config(src, split={"stratify": "no"}), tmp_path / "o2").test.records == 12
+    # no evaluation asked for: an empty test split is what it should be
+    cfg = PipelineConfig.model_validate({"name": "t", "base_model": NOVA, "evaluation": {"enabled": False},
+                                         "data": {"source": str(src), "columns": {"prompt": "text",
+                                                                                  "completion": "category"}}})
+    assert prepare(cfg, tmp_path / "o3").test is None
+
+
 def test_split_counts_checked_against_model_limits(tmp_path):
     # Claude 3 Haiku needs >= 32 validation records when a validation set is given (docs/bedrock-facts.md §5)
     with pytest.raises(DataValidationError) as info:
