@@ -365,9 +365,23 @@ def rollback(clients: Clients, config: PipelineConfig, store: RegistryStore, *, 
     green = bring_up(clients, config, lineage, target, len(reg.switches), timeout_s, smoke_prompt,
                      initial_interval_s)
     _before_switch(lineage, target.run_id, green)
-    reg = switch_champion(store, cur.run_id, Champion(run_id=target.run_id, custom_model_arn=target.custom_model_arn,
-                                                      serving_arn=green.arn, serving_kind=green.kind,
-                                                      previous=target.replaced), reason="rollback")
+    try:
+        reg = switch_champion(store, cur.run_id, Champion(run_id=target.run_id,
+                                                          custom_model_arn=target.custom_model_arn,
+                                                          serving_arn=green.arn, serving_kind=green.kind,
+                                                          previous=target.replaced), reason="rollback")
+    except ChampionChanged as lost:
+        # a promotion (or another rollback) switched the champion meanwhile: the serving brought up here would bill
+        # for nothing, unless the new champion is served by it (the same version, adopted by name)
+        reg = store.read()
+        now = reg.champion
+        if now is None or now.serving_arn != green.arn:
+            retire(clients, lineage, green.arn, report)
+        get_logger().warning("rollback of %s to %s lost: the champion is now %s; the serving it brought up %s",
+                             lineage, target.run_id, lost.actual, "retired" if report.deleted else "kept")
+        return _result(lineage, target.run_id, reg, _champion_serving(clients, reg), report,
+                       f"not rolled back: the champion changed to {lost.actual or 'none'} meanwhile (expected "
+                       f"{cur.run_id}); look at `forge models {lineage}` and roll back again if still needed")
     protect_champion_model(clients, target.custom_model_arn, cur.custom_model_arn)
     retire(clients, lineage, cur.serving_arn if cur.serving_arn != green.arn else None, report)
     return _result(lineage, target.run_id, reg, green, report, f"rolled back from {cur.run_id}")

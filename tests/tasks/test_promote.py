@@ -154,6 +154,29 @@ def test_rollback_brings_the_previous_champion_back_and_retires_the_current(fres
         promote.rollback(s.clients, s.config, store)
 
 
+def test_a_rollback_that_loses_the_switch_to_a_promotion_retires_what_it_brought_up(fresh_env, tmp_path,
+                                                                                    monkeypatch):
+    """v1 then v2 promoted; a rollback to v1 brings v1's serving up, and just before its switch v3 is promoted
+    completely. The rollback loses: v3 stays champion with the one production serving, the serving the rollback
+    brought up is retired (not left billing), and the result says so."""
+    (s, _, v1), (s2, _, v2), (s3, _, v3) = _lineage(tmp_path, 3, **ON_DEMAND)
+    _promote(s, v1), _promote(s2, v2)
+    store = store_for_config(s.clients, s.config, s.account)
+    winner = []
+
+    def promotion_first(lineage, run_id, serving):
+        if run_id == v1.run_id and not winner:
+            winner.append(_promote(s3, v3))
+
+    monkeypatch.setattr(promote, "_before_switch", promotion_first)
+    lost = promote.rollback(s.clients, s.config, store, timeout_s=60, initial_interval_s=0.1)
+    assert winner[0].promoted
+    assert not lost.promoted and lost.champion == v3.run_id and "champion changed" in lost.note
+    assert lost.retired and not alive(s.clients, lost.retired[0])     # the rollback's own serving is gone
+    assert _servings(s) == [winner[0].serving.arn]
+    assert store.read().champion.run_id == v3.run_id
+
+
 def test_refusals_come_before_any_aws_call(fresh_env, tmp_path):
     [(s, _, v1)] = _lineage(tmp_path, 1)                     # production.mode defaults to none
     calls = len(fresh_env.ledger()["calls"])
