@@ -149,22 +149,33 @@ def invoke_chunks(shape: str, text: str, tin: int, tout: int, *, truncated: bool
     raise ValueError(f"unknown invoke shape {shape!r}")
 
 
+def invoke_frames(shape: str, text: str, tin: int, tout: int, *, truncated: bool, latency_ms: int) -> list[bytes]:
+    """InvokeModelWithResponseStream's events, one encoded message each: one ``chunk`` event per JSON body (the
+    server writes them one at a time, emulator/server.py)."""
+    return [event("chunk", {"bytes": base64.b64encode(json.dumps(c).encode()).decode()})
+            for c in invoke_chunks(shape, text, tin, tout, truncated=truncated, latency_ms=latency_ms)]
+
+
 def invoke_stream(shape: str, text: str, tin: int, tout: int, *, truncated: bool, latency_ms: int) -> bytes:
-    """The whole InvokeModelWithResponseStream body: one ``chunk`` event per JSON body."""
-    return b"".join(event("chunk", {"bytes": base64.b64encode(json.dumps(c).encode()).decode()})
-                    for c in invoke_chunks(shape, text, tin, tout, truncated=truncated, latency_ms=latency_ms))
+    """The whole InvokeModelWithResponseStream body (its frames joined)."""
+    return b"".join(invoke_frames(shape, text, tin, tout, truncated=truncated, latency_ms=latency_ms))
+
+
+def converse_frames(text: str, tin: int, tout: int, *, stop_reason: str, latency_ms: int,
+                    additional: dict | None = None) -> list[bytes]:
+    """ConverseStream's events: messageStart, contentBlockDelta..., contentBlockStop, messageStop, metadata."""
+    stop: dict[str, Any] = {"stopReason": stop_reason}
+    if additional:
+        stop["additionalModelResponseFields"] = additional
+    return ([event("messageStart", {"role": "assistant"})]
+            + [event("contentBlockDelta", {"delta": {"text": d}, "contentBlockIndex": 0}) for d in pieces(text)]
+            + [event("contentBlockStop", {"contentBlockIndex": 0}), event("messageStop", stop),
+               event("metadata", {"usage": {"inputTokens": tin, "outputTokens": tout, "totalTokens": tin + tout},
+                                  "metrics": {"latencyMs": latency_ms}})])
 
 
 def converse_stream(text: str, tin: int, tout: int, *, stop_reason: str, latency_ms: int,
                     additional: dict | None = None) -> bytes:
-    """The whole ConverseStream body: messageStart, contentBlockDelta..., contentBlockStop, messageStop, metadata."""
-    stop: dict[str, Any] = {"stopReason": stop_reason}
-    if additional:
-        stop["additionalModelResponseFields"] = additional
-    return b"".join([event("messageStart", {"role": "assistant"})]
-                    + [event("contentBlockDelta", {"delta": {"text": d}, "contentBlockIndex": 0})
-                       for d in pieces(text)]
-                    + [event("contentBlockStop", {"contentBlockIndex": 0}), event("messageStop", stop),
-                       event("metadata", {"usage": {"inputTokens": tin, "outputTokens": tout,
-                                                    "totalTokens": tin + tout},
-                                          "metrics": {"latencyMs": latency_ms}})])
+    """The whole ConverseStream body (its frames joined)."""
+    return b"".join(converse_frames(text, tin, tout, stop_reason=stop_reason, latency_ms=latency_ms,
+                                    additional=additional))

@@ -48,6 +48,8 @@ from emulator.state import MotoAccount, StateStore, acting_as, protect_account
 
 DEFAULT_ACCOUNT = "123456789012"    # moto's default, the AWS documentation example id (not a real account)
 DEFAULT_REGION = "us-east-1"
+# an event stream's events after the first come one every STREAM_PACE x the invoke latency (emulator convention)
+STREAM_PACE = 0.2
 _accounts_in_use: set[str] = set()
 _accounts_lock = threading.Lock()
 
@@ -224,10 +226,23 @@ class Emulator:
             status, body, headers = _json(500, {"message": f"emulator internal error: {type(e).__name__}: {e}"},
                                           {"x-amzn-errortype": "InternalServerException"})
         headers.setdefault("x-amzn-requestid", str(uuid.uuid4()))
+        if isinstance(body, list):     # an event stream: no Content-Length, so werkzeug (HTTP/1.1) sends it chunked
+            start_response(_status_line(status), list(headers.items()))
+            return self._paced(body)
         if not (environ.get("REQUEST_METHOD") == "HEAD" and any(k.lower() == "content-length" for k in headers)):
             headers["Content-Length"] = str(len(body))
         start_response(_status_line(status), list(headers.items()))
         return [body]
+
+    def _paced(self, frames: list[bytes]):
+        """An event stream written one event at a time, as a model streams (the first event after the invoke latency,
+        then one every STREAM_PACE of it: the emulator's convention, not a measured AWS figure), so a client sees
+        the first event before the last one is written."""
+        pause = self.bedrock.invoke_latency_ms * STREAM_PACE / 1000.0
+        for i, frame in enumerate(frames):
+            if i and pause > 0:
+                time.sleep(pause)
+            yield frame
 
     def handle(self, environ: dict) -> tuple[int, bytes, dict[str, str]]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
@@ -282,7 +297,9 @@ class Emulator:
             status = resp.status
             if mutating:
                 self.bedrock._dirty = True
-            if isinstance(resp.body, (bytes, bytearray)):
+            if resp.frames is not None:
+                out = (status, list(resp.frames), dict(resp.headers or {}))
+            elif isinstance(resp.body, (bytes, bytearray)):
                 out = (status, bytes(resp.body), dict(resp.headers or {"Content-Type": "application/json"}))
             else:
                 out = _json(status, resp.body if resp.body is not None else {}, resp.headers)

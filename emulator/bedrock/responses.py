@@ -36,6 +36,7 @@ class Response:
     status: int = 200
     body: Any = None            # dict -> JSON; bytes -> raw
     headers: dict[str, str] | None = None
+    frames: list[bytes] | None = None   # an event stream: written one frame at a time (chunked), not as ``body``
 
 
 # -- parsing helpers -----------------------------------------------------------------------------------
@@ -304,10 +305,11 @@ class BedrockResponses:
         its capacity) are ordinary error responses, as for InvokeModel."""
         a = self.runtime.invoke(r.path_params["modelId"], r.raw_body)
         es = _eventstream()
-        data = es.invoke_stream(a["shape"], a["text"], a["tin"], a["tout"], truncated=a["truncated"],
-                                latency_ms=a["ms"])
-        return Response(200, data, {"Content-Type": es.CONTENT_TYPE, "X-Amzn-Bedrock-Content-Type": "application/json",
-                                    "X-Emulator-Stand-In": f"{_stand_in(a['kind'])}, not a real model"})
+        frames = es.invoke_frames(a["shape"], a["text"], a["tin"], a["tout"], truncated=a["truncated"],
+                                  latency_ms=a["ms"])
+        return Response(200, None, {"Content-Type": es.CONTENT_TYPE, "X-Amzn-Bedrock-Content-Type": "application/json",
+                                    "X-Emulator-Stand-In": f"{_stand_in(a['kind'])}, not a real model"},
+                        frames=frames)
 
     def _converse(self, r: Request) -> dict:
         b = r.body
@@ -343,9 +345,9 @@ class BedrockResponses:
         messageStop, metadata (emulator/eventstream.py)."""
         a = self._converse(r)
         es = _eventstream()
-        data = es.converse_stream(a["text"], a["tin"], a["tout"], stop_reason=a["stop"], latency_ms=a["ms"],
-                                  additional={"standIn": _stand_in(a["kind"])})
-        return Response(200, data, {"Content-Type": es.CONTENT_TYPE})
+        frames = es.converse_frames(a["text"], a["tin"], a["tout"], stop_reason=a["stop"], latency_ms=a["ms"],
+                                    additional={"standIn": _stand_in(a["kind"])})
+        return Response(200, None, {"Content-Type": es.CONTENT_TYPE}, frames=frames)
 
     def CountTokens(self, r: Request) -> Response:
         inp = r.body.get("input")

@@ -201,3 +201,25 @@ def test_an_exception_event_is_decoded_by_boto3_as_the_modelled_error():
     with pytest.raises(Exception) as e:
         next(it)
     assert "throttlingException" in str(e.value) and "Too many tokens" in str(e.value)
+
+
+def test_a_stream_is_written_event_by_event_so_the_first_arrives_before_the_last(tmp_path):
+    """Not one body written at the end: with a 200 ms invoke latency the events after the first come 40 ms apart
+    (emulator/server.py STREAM_PACE), chunked, so boto3 yields the first event well before the last is written —
+    what a client that shows tokens as they come relies on."""
+    import time
+
+    with running_emulator(speed=SPEED, state_dir=tmp_path / "s", invoke_latency_ms=200) as h:
+        c = boto3_clients(h.url, max_attempts=1)
+        body = json.dumps({"messages": [{"role": "user", "content": [{"text": PROMPT}]}],
+                           "inferenceConfig": {"maxTokens": 200}})
+        for call in (lambda: c.runtime.invoke_model_with_response_stream(modelId=PROFILE, body=body)["body"],
+                     lambda: c.runtime.converse_stream(modelId=PROFILE, messages=json.loads(body)["messages"])[
+                         "stream"]):
+            arrived = []
+            for _ in call():
+                arrived.append(time.perf_counter())
+            assert len(arrived) >= 5, len(arrived)
+            spread = arrived[-1] - arrived[0]
+            # n events, (n - 1) pauses of 40 ms: at least most of them between the first and the last arrival
+            assert spread >= 0.75 * 0.04 * (len(arrived) - 1), (len(arrived), spread)
