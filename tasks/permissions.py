@@ -28,6 +28,8 @@ Rules the statements follow:
   (creates) — the condition keys each action supports, per the Service Authorization Reference
   (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html);
 - ``Resource: "*"`` only for actions that have no resource type (the List* calls), each saying so;
+- no config value becomes a wildcard: a model id is named exactly (the LLM judge's, ``evaluation.judge.model``, is
+  refused when it carries ``*``, ``?`` or ``$``);
 - no ``*`` in any action.
 
 Not granted, on purpose: ``sts:GetCallerIdentity`` needs no permission and cannot be denied
@@ -447,20 +449,146 @@ def _snake(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
+_PROFILE_PREREQ = "https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-prereq.html"
+
+
+def _is_profile_id(target: str) -> bool:
+    """A system cross-Region inference profile id (``us.amazon.nova-lite-v1:0``): a geography prefix."""
+    geo = target.split(".", 1)[0]
+    return geo in load_catalog().inference_profiles.geographies and target.count(".") >= 2
+
+
+def _profile_targets(p: RunPatterns, target: str) -> list[str]:
+    """InvokeModel through an inference profile is authorized on the profile and on the foundation model in each
+    of its destination Regions (``_PROFILE_PREREQ``). Raises UnknownProfileError when the catalog cannot name
+    the Regions (a ``global.`` profile, an unknown one)."""
+    model = target.split(".", 1)[1]
+    regions = load_catalog().profile_regions(target)
+    return ([f"arn:{p.partition}:bedrock:{p.region}:{p.account}:inference-profile/{target}"]
+            + [_fm(p, model, r) for r in regions])
+
+
 def _base_model_targets(config: PipelineConfig, p: RunPatterns) -> tuple[list[str], str]:
     """ARNs to allow bedrock:InvokeModel on for the base model the evaluation compares with."""
-    cat = load_catalog()
-    target = cat.inference_id(config.base_model)
-    geo = target.split(".", 1)[0]
-    if geo in cat.inference_profiles.geographies and target.count(".") >= 2:
-        model = target.split(".", 1)[1]
-        regions = cat.profile_regions(target)
-        return ([f"arn:{p.partition}:bedrock:{p.region}:{p.account}:inference-profile/{target}"]
-                + [_fm(p, model, r) for r in regions],
+    target = load_catalog().inference_id(config.base_model)
+    if _is_profile_id(target):
+        return (_profile_targets(p, target),
                 f"the base model through the inference profile {target}: the profile and the foundation model in "
-                "each of its destination Regions (https://docs.aws.amazon.com/bedrock/latest/userguide/"
-                "inference-profiles-prereq.html)")
+                f"each of its destination Regions ({_PROFILE_PREREQ})")
     return [_fm(p, target)], f"the base model {target} on demand"
+
+
+# ---------------------------------------------------------------------------------------------
+# the LLM judge (evaluation.judge, issue 19): tasks/evaluate.py judge_outputs, tasks/evaluation/judge.py
+# ---------------------------------------------------------------------------------------------
+# the wildcards and the policy-variable sign of an IAM Resource: never taken from a config value
+# (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_resource.html,
+# https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_variables.html)
+_POLICY_SPECIAL = "*?$"
+
+
+def judge_invoke_id(config: PipelineConfig) -> str | None:
+    """The id the judge is invoked with, as tasks/evaluate.py ``judge_target`` computes it (the catalog's inference
+    id of a model it knows, else the id as written); None without ``evaluation.judge``. Not imported from there:
+    that module is a Prefect stage and ``forge permissions`` starts without Prefect (tests/permissions keeps the
+    two equal)."""
+    jc = config.evaluation.judge
+    if jc is None:
+        return None
+    cat = load_catalog()
+    try:
+        cat.family_of(jc.model)
+        return cat.inference_id(jc.model)
+    except ValueError:        # UnknownModelError: not in the catalog, invoked as written
+        return jc.model
+
+
+def judge_cache_key(config: PipelineConfig, p: RunPatterns) -> str | None:
+    """The S3 key of the judge's cache (tasks/evaluation/judge.py ``cache_uri``): <output>/evaluation/judge/
+    <cache_name(model, rubric)>.json, with the run key as ``?``s; None without ``evaluation.judge``."""
+    jc = config.evaluation.judge
+    if jc is None:
+        return None
+    # imported only with a judge: the module brings pandas
+    from tasks.evaluation.judge import cache_name
+
+    return f"{p.output_prefix}evaluation/judge/{cache_name(jc.model, jc.rubric)}.json"
+
+
+def _judge_targets(config: PipelineConfig, p: RunPatterns) -> tuple[list[str], str, str | None]:
+    """(ARNs to allow bedrock:InvokeModel on for the judge, why, a note when the policy cannot name them all)."""
+    target = judge_invoke_id(config)
+    assert target is not None
+    bad = sorted(set(target) & set(_POLICY_SPECIAL))
+    if bad:
+        raise ValueError(f"evaluation.judge.model {target!r} contains {' '.join(bad)}: a model id never does, and "
+                         "in a policy it would be a wildcard")
+    cat = load_catalog()
+    if target.startswith("arn:"):
+        res, why = [target], f"the judge given as an ARN ({target}): that ARN exactly"
+        if ":inference-profile/" in target:
+            pid = target.rsplit("inference-profile/", 1)[1]
+            try:
+                regions = cat.profile_regions(pid)
+            except ValueError:       # UnknownProfileError: no Regions to name
+                return res, why, (f"evaluation.judge.model is the inference profile ARN {target}: only that ARN is "
+                                  "granted; add the foundation model in each Region it routes to "
+                                  f"({_PROFILE_PREREQ})")
+            res += [_fm(p, pid.split(".", 1)[1], r) for r in regions]
+            why += f", and the foundation model in each destination Region of the profile ({_PROFILE_PREREQ})"
+        return res, why, None
+    if _is_profile_id(target):
+        try:
+            return (_profile_targets(p, target),
+                    f"the judge through the inference profile {target}: the profile and the foundation model in "
+                    f"each of its destination Regions ({_PROFILE_PREREQ})", None)
+        except ValueError:           # UnknownProfileError: a global. profile, or one the catalog lacks
+            return ([f"arn:{p.partition}:bedrock:{p.region}:{p.account}:inference-profile/{target}"],
+                    f"the judge through the inference profile {target}: the profile",
+                    f"the judge's inference profile {target} routes to Regions the catalog does not list: only the "
+                    f"profile is granted; add the foundation model in each Region it routes to ({_PROFILE_PREREQ})")
+    return [_fm(p, target)], f"the judge {target} on demand (its foundation-model ARN exactly)", None
+
+
+def _judge_statements(config: PipelineConfig, p: RunPatterns, serving: list[Statement]) -> list[Statement]:
+    """``serving`` (the serving statements, InvokeBaseModel among them) with the judge's grants: its invoke targets
+    that InvokeBaseModel does not already grant (none left: InvokeBaseModel names the judge too), and its cache."""
+    if config.evaluation.judge is None:
+        return serving
+    res, why, _ = _judge_targets(config, p)
+    steps = ["evaluate (evaluation.judge)", "forge evaluate"]     # flows/customize.py, flows/evaluate.py
+    invoke: Statement | None = Statement(
+        sid="InvokeJudgeModel", actions=["bedrock:InvokeModel"], resources=res, steps=steps,
+        calls=["bedrock-runtime.invoke_model"],
+        why="the LLM judge compares the custom model's answers with the base model's (and the champion's), each "
+            "pair asked twice (tasks/evaluation/judge.py), after the serving is gone: " + why
+            + "; foundation models and inference profiles support no tag condition (" + SAR_BEDROCK + ")")
+    out: list[Statement] = []
+    for st in serving:
+        if st.sid == "InvokeBaseModel" and invoke is not None and _covers(st, invoke):   # the base's target
+            st = st.model_copy(update={
+                "steps": list(dict.fromkeys(st.steps + steps)),
+                "why": st.why + "; the LLM judge (evaluation.judge) invokes the same target"})
+            invoke = None
+        elif st.sid == "InvokeBaseModel" and invoke is not None:
+            rest = [r for r in invoke.resources if r not in st.resources]
+            if rest != invoke.resources:
+                invoke = invoke.model_copy(update={
+                    "resources": rest, "why": invoke.why + "; the ARNs InvokeBaseModel grants are not repeated"})
+        out.append(st)
+    if invoke is not None:
+        out.append(invoke)
+    key = judge_cache_key(config, p)
+    assert key is not None
+    out.append(Statement(
+        sid="ReadWriteJudgeCache", actions=["s3:GetObject", "s3:PutObject"], resources=[p.s3(key)], steps=steps,
+        calls=["s3.get_object", "s3.put_object"],
+        why="the judge's cache, one document next to the evaluation records (tasks/evaluation/judge.py cache_uri): "
+            "read before judging (a missing one answers 404 with the s3:ListBucket of SetUpRunBucket: https://docs.aws."
+            "amazon.com/AmazonS3/latest/API/API_GetObject.html) and written "
+            "after, so a rerun pays for no judge call; <output>/evaluation/judge/<sha256 of the judge model and "
+            "rubric, 16 hex>.json, the file name fixed by the config"))
+    return out
 
 
 def _serving_statements(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
@@ -564,7 +692,7 @@ def _worker(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
            _list_serving(["provision", "teardown", "cleanup hooks"])]
     out += _record_writes(config, p)
     if serves(config):
-        out += _serving_statements(config, p)
+        out += _judge_statements(config, p, _serving_statements(config, p))
     out += _production_statements(config, p)
     if config.serving.delete_custom_model:
         out.append(Statement(
@@ -752,6 +880,10 @@ def _notes(config: PipelineConfig, p: RunPatterns, role: Role) -> list[str]:
         if not serves(config):
             notes.append("no serving statements: evaluation is off or the test split is empty, so a run never "
                          "provisions or invokes")
+        if config.evaluation.judge is not None and serves(config):
+            judge_note = _judge_targets(config, p)[2]
+            if judge_note:
+                notes.append(judge_note)
         if config.distillation is not None and config.distillation.teacher_model.startswith("arn:"):
             notes.append("the teacher is given as an ARN: the pre-flight's GetFoundationModel of the teacher is not "
                          "granted (add its foundation-model ARN if you want that check)")

@@ -53,7 +53,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_backend"),
 
 EXAMPLES = sorted(p.name for p in (REPO_ROOT / "examples").glob("*.yaml"))
 ON_DEMAND, RFT, CHAMPION = "on-demand-serving", "reinforcement-fine-tuning", "start-from-champion"
+JUDGE = "llm-judge"
 SMALL_EVAL = {"max_examples": 10, "bootstrap_samples": 100}
+# the LLM judge of the judge variant: an on-demand inference profile the catalog (tasks/catalog/catalog.yaml
+# inference_profiles) and the emulator (emulator/facts/models.yaml) both know in us-east-1
+JUDGE_MODEL = "us.amazon.nova-lite-v1:0"
 # actions a successful run never calls: only on a failure path, or when AWS state drifted
 ONLY_ON_FAILURE = {
     "s3:AbortMultipartUpload": "s3transfer aborts a failed multipart upload (files of 8 MiB and more)",
@@ -90,6 +94,9 @@ def raw_configs() -> dict[str, dict]:
     champ = copy.deepcopy(base)     # a retrain that continues from the lineage's champion (issue 19 item 4)
     champ.update(name="banking77-champion", start_from="champion", evaluation=dict(SMALL_EVAL))
     out[CHAMPION] = champ
+    judge = copy.deepcopy(base)     # the LLM judge (issue 19 item 5): invokes a judge model, keeps its cache in S3
+    judge.update(name="banking77-judge", evaluation={**SMALL_EVAL, "judge": {"model": JUDGE_MODEL, "max_examples": 5}})
+    out[JUDGE] = judge
     return out
 
 
@@ -640,9 +647,15 @@ WORKER_SCENARIO = {
     "InvokeBaseModel": "resume", "WriteServingLeases": "resume", "WriteRunRecords": "fresh",
     "WriteReports": "resume",
     "ReadRegistry": "fresh",      # start_from champion: the champion is read before the job is created
+    # the judge: a fresh run (a new run key, so no cached verdict: a resume from provision finds them all cached
+    # and calls nothing)
+    "InvokeJudgeModel": "fresh", "ReadWriteJudgeCache": "fresh",
 }
 # a copy for people, not the run's result: without it the run goes on, its report is not in S3 (said in the log)
 REPORT_ONLY = {"WriteReports"}
+# a judge call that fails is recorded, not raised (tasks/evaluation/judge.py: an "error" outcome, the summary's
+# errors and first_errors): the run goes on with no judged example; the manifest's judge summary names the denial
+JUDGE_RECORDED = {"InvokeJudgeModel"}
 # best effort by design: the step goes on; the denial and its consequence are checked instead
 QUIET = {"RetagResumedJob": "the job keeps the old flow run's tag: cancelling the resumed flow run cannot stop it",
          "ReadThroughputTags@sweeper": "a PT whose tags cannot be read is treated as not ours: kept",
@@ -684,6 +697,13 @@ def test_removing_a_worker_statement_fails_the_step_that_needs_it(world, sid, ca
     assert any(d["action"] in st.actions for d in denied), f"{sid}: the emulator denied nothing of it"
     if sid in QUIET:
         assert out["retagged"] is False, "without it the resumed run could not re-tag its job"
+        return
+    if sid in JUDGE_RECORDED:
+        judge = out["manifest"].get("judge") or {}
+        assert judge.get("calls") and judge.get("errors") == judge["calls"], judge
+        assert _names_permission(st, " | ".join(judge.get("first_errors") or [])), judge
+        assert all(p["n_counted"] == 0 for p in judge["pairs"].values()), judge
+        assert out["manifest"]["steps"]["evaluate"]["status"] == "completed", out["manifest"]["steps"]
         return
     if sid in REPORT_ONLY:
         report = out["manifest"].get("report") or {}
@@ -788,3 +808,34 @@ def test_a_denied_pass_role_fails_job_creation_at_once(world, monkeypatch):
         _clean(lab)
     tries = [d for d in lab.denied(ident.arn) if d["action"] == "iam:PassRole" and d["t"] >= t0]
     assert len(tries) == 1, f"CreateModelCustomizationJob tried {len(tries)} times against a permanent denial"
+
+
+@pytest.mark.parametrize("world", [JUDGE], indirect=True)
+def test_a_run_that_cannot_write_its_judge_cache_fails_its_evaluate_step_after_teardown(world):
+    """ReadWriteJudgeCache without s3:PutObject (its read works): the judge runs (its calls are paid for), then
+    judge_outputs' ``finally`` writes the cache and the denied put raises: the evaluate step fails naming
+    s3:PutObject, the run fails, the serving is already gone (the judge runs after teardown) and no judge summary
+    is recorded."""
+    policy, ident, lab = world.policies["worker"], world.identities["worker"], world.lab
+    st = policy.statement("ReadWriteJudgeCache")
+    lab.set_policy(ident, [_without_action(policy, "ReadWriteJudgeCache", "s3:PutObject")])
+    t0 = time.time()      # the module's world is shared: earlier tests' decisions are in the log too
+    try:
+        out = fresh(world, ident)
+        alive = lab.alive_serving()
+    finally:
+        lab.set_policy(ident, policy.documents())
+        _clean(lab)
+    mine = [d for d in lab.decisions(ident.arn) if d["t"] >= t0]
+    denied = [d for d in mine if not d["allowed"]]
+    cache = [q for q in mine if evaluate([("p", {"Version": "2012-10-17", "Statement": [st.to_iam()]})],
+                                         AuthRequest(q["action"], q["resource"], q["context"])).allowed]
+    assert [(d["action"], d["resource"]) for d in denied] == [("s3:PutObject", cache[-1]["resource"])], denied
+    assert any(d["action"] == "s3:GetObject" and d["allowed"] for d in cache), "the cache was read"
+    assert any(d["action"] == "bedrock:InvokeModel" and d["allowed"] and JUDGE_MODEL in d["resource"]
+               for d in mine), "the judge was called before the put"
+    m = out["manifest"]
+    assert _names_permission(SimpleNamespace(actions=["s3:PutObject"]), out["text"]), out["text"][:1500]
+    assert m["status"] == "failed" and m["steps"]["evaluate"]["status"] == "failed", m["steps"]
+    assert m["steps"]["teardown"]["status"] == "completed" and not alive, (m["steps"], alive)
+    assert not m.get("judge"), "the verdicts are lost with the step"
