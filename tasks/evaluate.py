@@ -629,14 +629,23 @@ def judge_outputs(runtime_client: Any, s3: Any, df: pd.DataFrame, *, eval_cfg: E
     uri = J.cache_uri(output_uri, jc.model, jc.rubric) if output_uri else None
     cache = J.load_cache(s3, uri, jc.model, jc.rubric) if kept else J.JudgeCache(model=jc.model, rubric=jc.rubric)
     t0 = time.perf_counter()
+    cache_error: str | None = None
     try:
         out = J.judge_table(df, call, cache, model=jc.model, rubric=jc.rubric, against=["base", "champion"],
                             max_examples=jc.max_examples, concurrency=eval_cfg.concurrency,
                             n_resamples=eval_cfg.bootstrap_samples, seed=seed)
     finally:
-        if kept:
-            J.save_cache(s3, uri, cache)    # what was paid for is kept, even when judging stopped half-way
+        if kept:                            # what was paid for is kept, even when judging stopped half-way
+            try:
+                J.save_cache(s3, uri, cache)
+            except Exception as err:  # noqa: BLE001 - the verdicts are in hand: a lost cache costs a rerun, not them
+                from tasks.aws.errors import describe_error
+
+                cache_error = redact_text(f"could not write the judge's cache {uri}: {describe_error(err)}")
+                log.warning("%s; the verdicts are kept in this evaluation, a rerun asks the judge again", cache_error)
     out.update(cache_uri=uri, seconds=time.perf_counter() - t0)
+    if cache_error:
+        out["cache_error"] = cache_error
     return out
 
 

@@ -811,11 +811,10 @@ def test_a_denied_pass_role_fails_job_creation_at_once(world, monkeypatch):
 
 
 @pytest.mark.parametrize("world", [JUDGE], indirect=True)
-def test_a_run_that_cannot_write_its_judge_cache_fails_its_evaluate_step_after_teardown(world):
+def test_a_run_that_cannot_write_its_judge_cache_keeps_its_verdicts_and_says_so(world):
     """ReadWriteJudgeCache without s3:PutObject (its read works): the judge runs (its calls are paid for), then
-    judge_outputs' ``finally`` writes the cache and the denied put raises: the evaluate step fails naming
-    s3:PutObject, the run fails, the serving is already gone (the judge runs after teardown) and no judge summary
-    is recorded."""
+    the cache write is denied. The verdicts are in hand, so the run keeps them: it finishes, the serving is gone,
+    and the judge summary records the cache error naming s3:PutObject (a rerun would ask the judge again)."""
     policy, ident, lab = world.policies["worker"], world.identities["worker"], world.lab
     st = policy.statement("ReadWriteJudgeCache")
     lab.set_policy(ident, [_without_action(policy, "ReadWriteJudgeCache", "s3:PutObject")])
@@ -835,7 +834,8 @@ def test_a_run_that_cannot_write_its_judge_cache_fails_its_evaluate_step_after_t
     assert any(d["action"] == "bedrock:InvokeModel" and d["allowed"] and JUDGE_MODEL in d["resource"]
                for d in mine), "the judge was called before the put"
     m = out["manifest"]
-    assert _names_permission(SimpleNamespace(actions=["s3:PutObject"]), out["text"]), out["text"][:1500]
-    assert m["status"] == "failed" and m["steps"]["evaluate"]["status"] == "failed", m["steps"]
+    assert m["status"] == "succeeded" and m["steps"]["evaluate"]["status"] == "completed", m["steps"]
     assert m["steps"]["teardown"]["status"] == "completed" and not alive, (m["steps"], alive)
-    assert not m.get("judge"), "the verdicts are lost with the step"
+    judge = m.get("judge") or {}
+    assert judge.get("calls") and judge["pairs"]["base"]["n_judged"], judge
+    assert "s3:PutObject" in judge.get("cache_error", "") or "AccessDenied" in judge.get("cache_error", ""), judge

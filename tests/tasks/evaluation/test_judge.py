@@ -397,3 +397,21 @@ def test_judge_gate_refuses_an_absolute_floor():
            "evaluation": {"judge": {"model": JUDGE}}, "gate": {"metric": "judge", "min_value": 0.5}}
     with pytest.raises(ValueError, match="no absolute value to floor"):
         PipelineConfig.model_validate(raw)
+
+
+def test_a_cache_that_cannot_be_written_keeps_the_verdicts_and_says_so():
+    """The judge's calls are paid for before the cache is written: a denied put must not lose them."""
+    from botocore.exceptions import ClientError
+
+    class DeniedPut:
+        def get_object(self, **kw):
+            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "none"}}, "GetObject")
+
+        def put_object(self, **kw):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "User: arn:aws:sts::123456789012:"
+                               "assumed-role/w/x is not authorized to perform: s3:PutObject"}}, "PutObject")
+
+    out = E.judge_outputs(StubRuntime(longer_wins), DeniedPut(), _table(8), eval_cfg=_cfg(),
+                          output_uri="s3://b/p/output/rk/")
+    assert out["pairs"]["base"]["n_counted"] == 8 and out["calls"] == 16
+    assert "s3:PutObject" in out["cache_error"] and "123456789012" not in out["cache_error"]
