@@ -587,14 +587,14 @@ def _score_task_fn(df: pd.DataFrame, config: Any, prepared: Any, training: Train
 def judge_target(judge_cfg: Any) -> tuple[str, str]:
     """(model id to invoke, invoke shape) of the judge: the catalog's inference id and shape when it knows the
     model, else the id as written and ``evaluation.judge.invoke_shape`` (required then)."""
-    from tasks.catalog import load_catalog
+    from tasks.catalog import UnknownModelError, load_catalog
 
     cat = load_catalog()
+    target = cat.invoke_id(judge_cfg.model)      # tasks/permissions.py grants InvokeModel on the same id
     try:
-        fam = cat.family_of(judge_cfg.model)
-        target, shape = cat.inference_id(judge_cfg.model), fam.invoke_shape
-    except Exception:  # noqa: BLE001 - not in the catalog: the config must say how to call it
-        target, shape = judge_cfg.model, None
+        shape = cat.family_of(judge_cfg.model).invoke_shape
+    except UnknownModelError:  # not in the catalog: the config must say how to call it
+        shape = None
     shape = judge_cfg.invoke_shape or shape
     if shape is None:
         raise EvaluationError(f"evaluation.judge.model {judge_cfg.model!r} is not in the catalog: set "

@@ -488,19 +488,10 @@ _POLICY_SPECIAL = "*?$"
 
 
 def judge_invoke_id(config: PipelineConfig) -> str | None:
-    """The id the judge is invoked with, as tasks/evaluate.py ``judge_target`` computes it (the catalog's inference
-    id of a model it knows, else the id as written); None without ``evaluation.judge``. Not imported from there:
-    that module is a Prefect stage and ``forge permissions`` starts without Prefect (tests/permissions keeps the
-    two equal)."""
+    """The id the judge is invoked with (``Catalog.invoke_id``, as tasks/evaluate.py ``judge_target`` uses it);
+    None without ``evaluation.judge``."""
     jc = config.evaluation.judge
-    if jc is None:
-        return None
-    cat = load_catalog()
-    try:
-        cat.family_of(jc.model)
-        return cat.inference_id(jc.model)
-    except ValueError:        # UnknownModelError: not in the catalog, invoked as written
-        return jc.model
+    return None if jc is None else load_catalog().invoke_id(jc.model)
 
 
 def judge_cache_key(config: PipelineConfig, p: RunPatterns) -> str | None:

@@ -265,6 +265,14 @@ class Catalog(BaseModel):
         return fam.inference_ids.get(
             base_model_id, base_model_id.rsplit(":", 1)[0] if base_model_id.count(":") >= 2 else base_model_id)
 
+    def invoke_id(self, model_id: str) -> str:
+        """The id a model given by a config (e.g. ``evaluation.judge.model``) is invoked with: the inference id of a
+        model the catalog knows, else the id as written (an inference profile, an ARN, a model it does not list)."""
+        try:
+            return self.inference_id(model_id)
+        except UnknownModelError:
+            return model_id
+
 
     def customizable_id(self, model_id: str) -> str | None:
         """The customizable id (``...:128k``) for a model id, its plain id or its inference profile; else None."""
