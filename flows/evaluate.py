@@ -125,13 +125,13 @@ def _evaluation_inputs(manifest: Manifest | None, config: PipelineConfig, runs_d
     return manifest, prepared, model_arn, training
 
 
-def _champion(clients: Clients, config: PipelineConfig, manifest: Manifest, prepared: PreparedData,
-              account: str, log: Any):
+def _champion(clients: Clients, config: PipelineConfig, manifest: Manifest, output: str | None,
+              prepared: PreparedData, account: str, log: Any):
     """The lineage's champion, compared with as in the run itself (flows/customize.py ``_champion_of_lineage``),
     when the config has a production section and the run has an output in S3: its recorded outputs on this test
     split reused, else its production serving called. None: no production section, no champion yet, or the model
-    re-evaluated is the champion (then it is gated against the base model only)."""
-    output = ((manifest.doc.resources or {}).get("data") or {}).get("output")
+    re-evaluated is the champion (then it is gated against the base model only). ``output``: the run's output
+    URI (``resources.data.output``)."""
     if config.production.mode == "none" or not output or prepared.test is None:
         return None
     family = load_catalog().family_of(config.base_model)
@@ -242,10 +242,10 @@ def evaluate_model(
                                                                  custom_model_arn, serving_arn)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = manifest.run_dir / "evaluations" / stamp
-    champion = _champion(clients, config, manifest, prepared, account, log)
+    output = ((manifest.doc.resources or {}).get("data") or {}).get("output")   # None: an evaluation-only run
+    champion = _champion(clients, config, manifest, output, prepared, account, log)
     outputs = _collect_outputs(clients, config, prepared, account, model_arn, serving_arn, out_dir, log, champion)
     # the judge and the scoring need no serving resource: they run after the teardown
-    output = ((manifest.doc.resources or {}).get("data") or {}).get("output")
     judge = evaluate_stage.judge_outputs_task(clients, config, outputs, output)
     evaluation = evaluate_stage.score_outputs_task(outputs, config, prepared, training, str(out_dir), judge)
     evaluation = _publish(clients, config, manifest, evaluation, stamp)

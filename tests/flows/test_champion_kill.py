@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from emulator.testing import boto3_clients, ledger_calls
-from scenarios.harness import DUMMY_ENV, REPO, api_url, manifest_of, pipeline_config, small_config
+from scenarios.harness import DUMMY_ENV, REPO, api_url, manifest_of, pipeline_config, small_config, wait_for
 from scenarios.ledger import JOB_TYPE, alive_serving, duplicates
 from tests.support.aws import use_fresh_emulator
 from tests.support.champion import champion_of, crown, custom_model_of_base
@@ -70,16 +70,6 @@ def _hits(emu) -> int:
     return sum(r["hits"] for r in _http("GET", f"{emu.url}/_emulator/faults")["rules"])
 
 
-def _wait(pred, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def _run_jobs(ledger: dict) -> list[str]:
     """The jobs the pipeline made (tagged managed-by bedrock-forge; the champions' jobs are plain boto3 ones)."""
     return [a for a, r in ledger["resources"].items()
@@ -112,7 +102,7 @@ def test_sigkill_between_the_champion_read_and_the_job_create_then_rerun(emu, tm
     proc = subprocess.Popen(_forge("run", str(cfg_path), url=emu.url, runs=runs), env=_env(), cwd=REPO,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait(lambda: _hits(emu) >= 1 or proc.poll() is not None, 240, f"{KILL_AT[point]} to be held")
+        wait_for(lambda: _hits(emu) >= 1 or proc.poll() is not None, 240, f"{KILL_AT[point]} to be held", step=0.05)
         assert proc.poll() is None, (tmp_path / "forge-run.log").read_text()[-3000:]
         os.killpg(proc.pid, signal.SIGKILL)                     # kill -9 of `forge run` and all it started
         assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -122,8 +112,8 @@ def test_sigkill_between_the_champion_read_and_the_job_create_then_rerun(emu, tm
             proc.wait(timeout=30)
         log.close()
     # the held request is served once the hold ends, its answer going nowhere (for `create`: the lost answer)
-    _wait(lambda: any(c["operation"] == KILL_AT[point] for c in emu.ledger()["calls"][mark:]), 30,
-          f"the held {KILL_AT[point]} to be served")
+    wait_for(lambda: any(c["operation"] == KILL_AT[point] for c in emu.ledger()["calls"][mark:]), 30,
+             f"the held {KILL_AT[point]} to be served", step=0.05)
     emu.set_faults([])
     first = manifest_of(runs)
     run_id, calls = first["run_id"], emu.ledger()["calls"][mark:]
