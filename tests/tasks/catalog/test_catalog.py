@@ -25,8 +25,10 @@ EXPECTED_FORMATS = {
     ("nova", CustomizationType.DISTILLATION): DataFormat.CONVERSATION,
     ("nova-2-lite", CustomizationType.REINFORCEMENT_FINE_TUNING): DataFormat.RFT_MESSAGES,
     ("nova-2-lite", CustomizationType.FINE_TUNING): DataFormat.CONVERSATION,     # new: FT table, as of 2026-12
-    ("llama-3-1", CustomizationType.DISTILLATION): DataFormat.CONVERSATION,     # new: Llama students (unconfirmed)
-    ("llama-3-3", CustomizationType.FINE_TUNING): DataFormat.PROMPT_COMPLETION,  # new: Llama 3.3 70B (unconfirmed)
+    ("llama-3-1", CustomizationType.DISTILLATION): DataFormat.CONVERSATION,     # Llama students (format unconfirmed)
+    # Llama 3.3 70B: model-customization-prepare lists it with the Converse API format; kept prompt-completion until
+    # tests/emulator/test_aws_cli.py's Llama 3.3 flow changes (docs/bedrock-facts.md §10, deferred)
+    ("llama-3-3", CustomizationType.FINE_TUNING): DataFormat.PROMPT_COMPLETION,
     ("claude-3-haiku", CustomizationType.FINE_TUNING): DataFormat.CLAUDE_MESSAGES,
     ("llama-3-1", CustomizationType.FINE_TUNING): DataFormat.PROMPT_COMPLETION,
     ("llama-3-2", CustomizationType.FINE_TUNING): DataFormat.CONVERSATION,
@@ -165,3 +167,61 @@ def test_range_and_name_errors_say_the_key_and_the_allowed_values(overrides, mes
 def test_unknown_preset_is_refused_with_a_suggestion():
     with pytest.raises(ValueError, match="did you mean 'quality'"):
         _resolve("amazon.nova-micro-v1:0:128k", "FINE_TUNING", "qualty")
+
+
+# -- facts re-read 2026-12-03 (docs/bedrock-facts.md §10; AWS Markdown read through a mirror) ----------------------
+AWS_DISTILLATION_TABLE = {     # prequisites-model-distillation: teacher (as the catalog names it) -> students, Region
+    "us.amazon.nova-pro-v1:0": ({"amazon.nova-lite-v1:0:300k", "amazon.nova-micro-v1:0:128k"}, "us-east-1"),
+    "amazon.nova-pro-v1:0": ({"amazon.nova-lite-v1:0:300k", "amazon.nova-micro-v1:0:128k"}, "us-east-1"),
+    "us.amazon.nova-premier-v1:0": ({"amazon.nova-lite-v1:0:300k", "amazon.nova-micro-v1:0:128k",
+                                     "amazon.nova-pro-v1:0:300k"}, "us-east-1"),
+    "meta.llama3-1-405b-instruct-v1:0": ({"meta.llama3-1-8b-instruct-v1:0:128k", "meta.llama3-1-70b-instruct-v1:0:128k",
+                                          "meta.llama3-2-1b-instruct-v1:0:128k",
+                                          "meta.llama3-3-70b-instruct-v1:0:128k"}, "us-west-2"),
+    "meta.llama3-1-70b-instruct-v1:0": ({"meta.llama3-1-8b-instruct-v1:0:128k", "meta.llama3-2-1b-instruct-v1:0:128k",
+                                         "meta.llama3-2-3b-instruct-v1:0:128k"}, "us-west-2"),
+    "us.meta.llama3-3-70b-instruct-v1:0": ({"meta.llama3-1-8b-instruct-v1:0:128k", "meta.llama3-2-1b-instruct-v1:0:128k",
+                                            "meta.llama3-2-3b-instruct-v1:0:128k"}, "us-west-2"),
+}
+
+
+def test_confirmed_distillation_pairs_are_the_aws_table():
+    confirmed = {p.teacher: (set(p.students), p.regions) for p in CAT.distillation_pairs if p.confirmed}
+    assert confirmed == {t: (s, [r]) for t, (s, r) in AWS_DISTILLATION_TABLE.items()}
+    # the one unconfirmed row keeps the table's students plus a deferred extra (docs/bedrock-facts.md §10)
+    extra = [p for p in CAT.distillation_pairs if not p.confirmed]
+    assert [p.teacher for p in extra] == ["us.meta.llama3-1-70b-instruct-v1:0"]
+    assert set(extra[0].students) - AWS_DISTILLATION_TABLE["meta.llama3-1-70b-instruct-v1:0"][0] \
+        == {"meta.llama3-1-70b-instruct-v1:0:128k"}
+    # "On demand" only: the 405B profile is no teacher, but stays known as retired
+    assert CAT.distillation_students("us.meta.llama3-1-405b-instruct-v1:0") == []
+    assert CAT.lifecycle_of("us.meta.llama3-1-405b-instruct-v1:0").status == "EOL"
+    assert set(CAT.distillation_teachers) >= {p.teacher for p in CAT.distillation_pairs}
+
+
+def test_retired_teachers_carry_their_eol_dates():
+    lc = CAT.teacher_lifecycle
+    assert (lc["meta.llama3-1-405b-instruct-v1:0"].eol_date, lc["meta.llama3-1-405b-instruct-v1:0"].confirmed) \
+        == ("2026-07-07", True)
+    assert lc["anthropic.claude-3-5-sonnet-20241022-v2:0"].status == "EOL"
+
+
+def test_llama_3_2_end_of_life_is_confirmed_by_the_model_cards():
+    for mid in CAT.families["llama-3-2"].model_ids:
+        lc = CAT.lifecycle_of(mid)
+        assert (lc.status, lc.eol_date, lc.confirmed) == ("EOL", "2026-07-07", True)
+        assert "model-card-meta-llama-3-2-" in lc.source
+
+
+def test_llama_totals_are_the_documented_10000_records():
+    for mid in ("meta.llama3-1-8b-instruct-v1:0:128k", "meta.llama3-2-1b-instruct-v1:0:128k",
+                "meta.llama3-3-70b-instruct-v1:0:128k"):
+        lim = CAT.spec(mid, "FINE_TUNING").limits
+        assert (lim.max_total_records, lim.max_tokens_per_record) == (10000, 16000)
+        assert lim.min_train_records is None        # the documented 100 minimum is deferred (§10)
+
+
+def test_titan_text_is_no_longer_fine_tunable_anywhere():
+    assert CAT.customization_regions("amazon.titan-text-express-v1:0:8k", "FINE_TUNING") == []
+    assert CAT.customization_regions("amazon.titan-text-express-v1:0:8k", "CONTINUED_PRE_TRAINING") \
+        == ["us-east-1", "us-west-2"]
