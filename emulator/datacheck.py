@@ -210,10 +210,14 @@ def check_model_facts(base_model_id: str, customization_type: str, region: str,
         if not for_teacher:
             live = sorted({p.teacher for p in pairs if mid in p.students
                            and lifecycle_status(p.teacher, region, today)[0] != "EOL"})
+            premier = ""
+            if "nova-premier" in teacher:
+                p_status, p_eol = lifecycle_status("us.amazon.nova-premier-v1:0", region, today)
+                premier = (" (Nova Premier is a teacher only through its inference profile, us.amazon.nova-premier-v1:0"
+                           + (f", which has reached the end of its life{f' ({p_eol})' if p_eol else ''}"
+                              if p_status == "EOL" else "") + ")")
             return (f"The teacher model {teacher} is not supported for distillation in {region}. Supported teachers "
-                    f"for the student {mid}: {', '.join(live) or 'none'}"
-                    + (" (Nova Premier is a teacher only through its inference profile, us.amazon.nova-premier-v1:0)."
-                       if "nova-premier" in teacher else "."))
+                    f"for the student {mid}: {', '.join(live) or 'none'}{premier}.")
         students = sorted({s for p in for_teacher for s in p.students})
         if mid not in students:
             return (f"The teacher model {teacher} does not support the student model {mid}. Supported students of "
@@ -570,4 +574,9 @@ def check_job_data(base_model_id: str, customization_type: str, train: bytes,
         return (f"Validation failed for training data: Line {min(n_train, total + 1)}: too many records: "
                 f"{n_train:,} training + {n_val:,} validation records exceed the total of {total:,} "
                 f"that {display} accepts")
+    least = spec.limits.min_total_records
+    if least is not None and n_train + n_val < least:
+        return (f"Validation failed for training data: Line {max(n_train, 1)}: too few records: "
+                f"{n_train:,} training + {n_val:,} validation records are fewer than the {least:,} in total "
+                f"that {display} needs")
     return None

@@ -43,6 +43,7 @@ class Limits(BaseModel):
     max_train_records: int | None = None
     min_validation_records: int | None = None
     max_validation_records: int | None = None
+    min_total_records: int | None = None     # training + validation records together
     max_total_records: int | None = None
     max_tokens_per_record: int | None = None
     chars_per_token: float = 6.0

@@ -144,7 +144,8 @@ def _check_teacher(cat: Catalog, bedrock: Any, config: Any, report: PreflightRep
     student = cat.customizable_id(config.base_model) or config.base_model
     lifecycle = cat.lifecycle_of(teacher)
     if lifecycle is not None and lifecycle.status_in(report.region) == "EOL":
-        report.refusals.append(Refusal("distillation.teacher_model", f"teacher {teacher} has reached end of life",
+        when = f" ({lifecycle.eol_date})" if lifecycle.eol_date else ""
+        report.refusals.append(Refusal("distillation.teacher_model", f"teacher {teacher} has reached end of life{when}",
                                        _teacher_fix(cat, student)))
         return
     students = cat.distillation_students(teacher)
@@ -167,7 +168,13 @@ def _check_teacher(cat: Catalog, bedrock: Any, config: Any, report: PreflightRep
 def _teacher_fix(cat: Catalog, student: str) -> str:
     teachers = [p.teacher for p in cat.distillation_pairs if student in p.students
                 and not ((lc := cat.lifecycle_of(p.teacher)) is not None and lc.status == "EOL")]
-    return f"teachers for {student}: {', '.join(teachers)}" if teachers else f"{student} is no distillation student"
+    if teachers:
+        return f"teachers for {student}: {', '.join(teachers)}"
+    retired = [p.teacher for p in cat.distillation_pairs if student in p.students]
+    if retired:     # AWS pairs it, but only with teachers past end of life (e.g. Nova Pro: Nova Premier only)
+        return (f"no teacher of {student} is still available ({', '.join(retired)}: end of life); "
+                "choose another student model")
+    return f"{student} is no distillation student"
 
 
 def preflight(clients: Any, config: Any, *, buys_pt: bool = False, source: str | Path = "config",

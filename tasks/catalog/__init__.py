@@ -116,6 +116,7 @@ class Limits(BaseModel):
     max_train_records: int | None = None
     min_validation_records: int | None = None
     max_validation_records: int | None = None
+    min_total_records: int | None = None   # training + validation records together (AWS: "Sum of training and ...")
     max_total_records: int | None = None
     max_tokens_per_record: int | None = None
     chars_per_token: float = 6.0      # docs/bedrock-facts.md §5: about 6 characters per token (docs)

@@ -510,6 +510,12 @@ def _split_count_problems(source: str, rules: Rules, n_train: int, n_val: int) -
     if lim.max_total_records is not None and n_train + n_val > lim.max_total_records:
         add("split", f"train + validation would be {n_train + n_val:,} records; {who} accepts at most "
             f"{lim.max_total_records:,} in total", "set data.max_records or move more into the test split")
+    if lim.min_total_records is not None and n_train + n_val < lim.min_total_records:
+        short = lim.min_total_records - (n_train + n_val)
+        add("split", f"train + validation would be {n_train + n_val:,} record(s); {who} needs at least "
+            f"{lim.min_total_records:,} in total (the sum of training and validation records)",
+            f"add data (at least {short:,} more record(s) in train + validation), or lower data.split.test "
+            "to move records from the test split into train + validation")
     return out
 
 

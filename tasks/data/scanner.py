@@ -741,6 +741,19 @@ class SourceScanner:
             self.c.add(None, "records",
                        f"{n:,} records; total (train + validation) is at most {lim.max_total_records:,}",
                        "drop records or sample with data.max_records")
+        lo_total = lim.min_total_records
+        if lo_total is not None and n < lo_total and self.role in ("train", "source"):
+            if self.role == "train":
+                # a training file below the total on its own: only a validation file of the difference saves it
+                self.c.add(None, "records",
+                           f"{n:,} training record(s); {rules.model_id} {rules.ctype.value} needs at least "
+                           f"{lo_total:,} training + validation records in total",
+                           f"add at least {lo_total - n:,} more record(s) here or in the validation file: AWS "
+                           "counts the two together")
+            else:
+                # a source before the split: train + validation can only be fewer, unless augmentation adds copies
+                self.warnings.append(f"{self.name}: {n:,} records; after the split train + validation must be at "
+                                     f"least {lo_total:,} records (forge prepare checks; add data)")
         blim = self._byte_limit()
         size = self._out_bytes if self.mode != "formatted" else p.stat().st_size
         if blim is not None and size > blim:

@@ -119,6 +119,10 @@ def _perturbed(tmp_path, name: str, edit) -> Facts:
      "distillation pair us.amazon.nova-pro-v1:0 -> amazon.nova-pro-v1:0:300k only in the emulator"),
     ("customization.yaml", lambda r: r["rules"]["llama-3-3"]["customizations"]["FINE_TUNING"]["limits"].update(
         max_total_records=11000), "meta.llama3-3-70b-instruct-v1:0:128k FINE_TUNING: limits"),
+    ("customization.yaml", lambda r: r["rules"]["llama-3-1"]["customizations"]["FINE_TUNING"]["limits"].update(
+        min_total_records=10), "meta.llama3-1-8b-instruct-v1:0:128k FINE_TUNING: limits"),
+    ("customization.yaml", lambda r: r["rules"]["llama-3-2"]["customizations"]["FINE_TUNING"]["limits"].pop(
+        "min_total_records"), "'min_total_records': 100"),
     ("customization.yaml", lambda r: r["teacher_lifecycle"]["meta.llama3-1-405b-instruct-v1:0"].update(
         status="ACTIVE"), "teacher lifecycle"),
     ("models.yaml", lambda r: r["models"]["anthropic.claude-3-haiku-20240307-v1:0:200k"]["modelLifecycle"].update(

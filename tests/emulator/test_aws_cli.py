@@ -83,13 +83,16 @@ def _llama_records(n: int) -> bytes:
 NOVA_BODY = {"schemaVersion": "messages-v1", "messages": [
     {"role": "user", "content": [{"text": "question number 3 about topic 3"}]}], "inferenceConfig": {"maxTokens": 20}}
 # region, base model, training records, hyperparameters, invoke body, the answer's text
+# (Llama: at least 100 training + validation records, model-customization-prepare; no validation file here)
 FLOWS = {
     "us-east-1-nova": ("us-east-1", BASE, nova_records(24), "epochCount=1,learningRate=0.00001", NOVA_BODY,
                        lambda a: a["output"]["message"]["content"][0]["text"]),
-    "us-west-2-llama-3.1": ("us-west-2", "meta.llama3-1-8b-instruct-v1:0:128k", _llama_records(24),
+    "us-west-2-llama-3.1": ("us-west-2", "meta.llama3-1-8b-instruct-v1:0:128k", _llama_records(100),
                             "epochCount=1,learningRate=0.0001", {"prompt": "question number 3 about topic 3",
                                                                  "max_gen_len": 20}, lambda a: a["generation"]),
-    "us-west-2-llama-3.3": ("us-west-2", "meta.llama3-3-70b-instruct-v1:0:128k", _llama_records(24),
+    # Llama 3.3 70B trains on Converse-format records (bedrock-conversation-2024, model-customization-prepare),
+    # as Nova does; it is still invoked with the Llama body
+    "us-west-2-llama-3.3": ("us-west-2", "meta.llama3-3-70b-instruct-v1:0:128k", nova_records(100),
                             "epochCount=1,learningRate=0.0001", {"prompt": "question number 3 about topic 3",
                                                                  "max_gen_len": 20}, lambda a: a["generation"]),
 }

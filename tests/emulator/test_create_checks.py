@@ -147,7 +147,7 @@ def test_a_customization_type_the_model_does_not_support_is_refused(private_emu,
     (EAST, "us.amazon.nova-pro-v1:0", BASE),
     (EAST, "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0:300k"),
     (EAST, "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.amazon.nova-pro-v1:0", BASE),
-    (EAST, "us.amazon.nova-premier-v1:0", NOVA_PRO),
+    (EAST, "us.amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0:300k"),   # was Nova Premier -> Pro (Premier: EOL)
     (WEST, "us.meta.llama3-3-70b-instruct-v1:0", LLAMA31),
     (WEST, "us.meta.llama3-1-70b-instruct-v1:0", "meta.llama3-1-70b-instruct-v1:0:128k"),
 ])
@@ -161,7 +161,12 @@ def test_supported_distillation_pairs_are_accepted(private_emu, region, teacher,
 @pytest.mark.parametrize("region, teacher, student, fragments", [
     (EAST, "us.amazon.nova-pro-v1:0", NOVA_PRO, ["does not support the student model", "amazon.nova-lite-v1:0:300k"]),
     (EAST, "amazon.nova-premier-v1:0", BASE, ["not supported for distillation", "through its inference profile",
-                                              "us.amazon.nova-premier-v1:0"]),
+                                              "us.amazon.nova-premier-v1:0", "end of its life (2026-09-14)"]),
+    # Nova Premier model card: "Model EOL date: September 14, 2026"; its pairs stay, refused
+    (EAST, "us.amazon.nova-premier-v1:0", NOVA_PRO, ["us.amazon.nova-premier-v1:0 has reached the end of its life "
+                                                     "(2026-09-14)", f"teacher for {NOVA_PRO} in us-east-1: none"]),
+    (EAST, "us.amazon.nova-premier-v1:0", BASE, ["has reached the end of its life (2026-09-14)",
+                                                 "us.amazon.nova-pro-v1:0"]),
     (EAST, "us.meta.llama3-3-70b-instruct-v1:0", BASE, ["not supported for distillation in us-east-1",
                                                         "us.amazon.nova-pro-v1:0"]),
     (WEST, "us.meta.llama3-1-405b-instruct-v1:0", LLAMA31, ["has reached the end of its life",

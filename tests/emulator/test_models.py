@@ -102,10 +102,10 @@ def test_create_request_reports_every_bad_hyperparameter():
     (TITAN, "FINE_TUNING", [pc(i) for i in range(5)], [pc(9)]),
     (TITAN, "CONTINUED_PRE_TRAINING", [{"input": "Some domain text."}] * 3, None),
     (COHERE, "FINE_TUNING", [pc(i) for i in range(10)], None),
-    (LLAMA31, "FINE_TUNING", [pc(i) for i in range(10)], None),
+    (LLAMA31, "FINE_TUNING", [pc(i) for i in range(90)], [pc(i) for i in range(10)]),   # 100 in total
     (HAIKU, "FINE_TUNING", [claude(i) for i in range(32)], [claude(i) for i in range(32)]),
     (NOVA, "FINE_TUNING", [conv(i) for i in range(8)], [conv(1)]),
-    (LLAMA32, "FINE_TUNING", [conv(i) for i in range(3)], None),
+    (LLAMA32, "FINE_TUNING", [conv(i) for i in range(100)], None),
     (NOVA, "DISTILLATION", [{"schemaVersion": "bedrock-conversation-2024",
                              "messages": [{"role": "user", "content": [{"text": f"q{i}"}]}]}
                             for i in range(100)], None),
@@ -133,7 +133,8 @@ def test_records_written_by_the_pipeline_pass_and_teach_the_stand_in(model, ctyp
     from tasks.data.formats import Example, to_record
 
     cpt = spec.format.value == "cpt-input"
-    n = max(spec.limits.min_train_records or 1, spec.limits.min_validation_records or 1, 8)
+    n = max(spec.limits.min_train_records or 1, spec.limits.min_validation_records or 1,
+            spec.limits.min_total_records or 1, 8)
     examples = [Example(system, f"where is my card {i}?", "" if cpt else f"label_{i}") for i in range(n)]
     data = jsonl([to_record(spec.format, ex) for ex in examples])
     assert datacheck.check_job_data(model, ctype, data, data if spec.limits.min_validation_records else None) is None
@@ -184,6 +185,9 @@ BAD_CASES = [
      ["about 32,", "3 characters per token", "at most 32,000 tokens"]),
     ("too-few-records", NOVA, [conv(i) for i in range(5)], 5, ["too few records", "at least 8"]),
     ("too-many-records", LLAMA31, [pc(i) for i in range(10_001)], 10_001, ["too many records", "at most 10,000"]),
+    # model-customization-prepare: Llama "Sum of training and validation records" minimum 100
+    ("too-few-llama-records", LLAMA31, [pc(i) for i in range(99)], 99,
+     ["too few records", "99 training + 0 validation", "100 in total"]),
 ]
 
 
@@ -196,6 +200,16 @@ def test_job_data_failure_names_file_and_line(case):
     assert f"Line {line}: " in msg
     for fragment in fragments:
         assert fragment in msg
+
+
+def test_llama_total_counts_training_and_validation_records_together():
+    """Llama 3.1/3.2/3.3: the sum of the two files is at least 100 (model-customization-prepare)."""
+    assert datacheck.check_job_data(LLAMA31, "FINE_TUNING", jsonl([pc(i) for i in range(60)]),
+                                    jsonl([pc(i) for i in range(40)])) is None
+    msg = datacheck.check_job_data(LLAMA31, "FINE_TUNING", jsonl([pc(i) for i in range(60)]),
+                                   jsonl([pc(i) for i in range(39)]))
+    assert msg.startswith("Validation failed for training data: Line 60: too few records: ")
+    assert "60 training + 39 validation" in msg and "100 in total" in msg
 
 
 def test_job_data_names_the_validation_file():

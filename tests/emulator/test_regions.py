@@ -18,12 +18,13 @@ EAST, WEST = "us-east-1", "us-west-2"
 LLAMA = "meta.llama3-1-8b-instruct-v1:0:128k"     # customizable in us-west-2 (Nova: us-east-1 only)
 
 
-def west_job(c, inp: dict, **over) -> dict:
-    """A CreateModelCustomizationJob request valid in us-west-2: Llama 3.1 8B on prompt-completion records."""
+def west_job(c, inp: dict, n_train: int = 92, **over) -> dict:
+    """A CreateModelCustomizationJob request valid in us-west-2: Llama 3.1 8B on prompt-completion records
+    (92 + 8: Llama needs at least 100 training + validation records, model-customization-prepare)."""
     def pc(n: int, off: int = 0) -> bytes:
         return "".join(json.dumps({"prompt": f"question {i + off} about topic {i % 4}", "completion": f"label-{i % 4}"})
                        + "\n" for i in range(n)).encode()
-    c.s3.put_object(Bucket=inp["bucket"], Key="data/llama-train.jsonl", Body=pc(24))
+    c.s3.put_object(Bucket=inp["bucket"], Key="data/llama-train.jsonl", Body=pc(n_train))
     c.s3.put_object(Bucket=inp["bucket"], Key="data/llama-val.jsonl", Body=pc(8, 500))
     return job_request(inp, baseModelIdentifier=LLAMA,
                        trainingDataConfig={"s3Uri": f"s3://{inp['bucket']}/data/llama-train.jsonl"},
@@ -56,6 +57,20 @@ def test_a_west_job_is_not_listed_fetched_or_name_clashed_in_east(private_emu):
     with pytest.raises(ClientError) as e:
         east.bedrock.get_custom_model(modelIdentifier=model_w)
     assert code_of(e)[0] == "ResourceNotFoundException"
+
+
+def test_a_llama_job_under_100_training_plus_validation_records_fails_validation(private_emu):
+    """model-customization-prepare: Llama "Sum of training and validation records" minimum 100. A data problem is
+    found in the job's validation phase, as the emulator finds every data problem: the job fails, nothing is made."""
+    east, west = _clients(private_emu.url)
+    inp = prepare(east)
+    arn = west.bedrock.create_model_customization_job(**west_job(west, inp, n_train=91))["jobArn"]   # 91 + 8
+    job = wait(lambda: west.bedrock.get_model_customization_job(jobIdentifier=arn), {"Completed", "Failed"})
+    assert job["status"] == "Failed" and job["statusDetails"]["validationDetails"]["status"] == "Failed"
+    msg = job["failureMessage"]
+    assert msg.startswith("Validation failed for training data: Line 91: too few records: "), msg
+    assert "91 training + 8 validation" in msg and f"100 in total that {LLAMA} (FINE_TUNING) needs" in msg, msg
+    assert "outputModelArn" not in job and west.bedrock.list_custom_models()["modelSummaries"] == []
 
 
 def test_quotas_count_per_region(private_emu):

@@ -56,6 +56,7 @@ GENERATORS = {
     "titan_too_long": lambda p: p.write_text(_jl([{"prompt": "w" * 29_999, "completion": "x"}])),
     "llama31_too_long": lambda p: p.write_text(_jl([_pc(0), {"prompt": "w" * 119_999, "completion": "x"}])),
     "llama31_too_many": lambda p: p.write_text(_jl(_pc(i) for i in range(10_001))),
+    "llama31_too_few": lambda p: p.write_text(_jl(_pc(i) for i in range(99))),
     "haiku_validation_too_many": lambda p: p.write_text(_jl(_haiku(i) for i in range(1_001))),
     "haiku_too_long": lambda p: p.write_text(_jl([*(_haiku(i) for i in range(32)), _haiku(0, user="w" * 100_001)])),
     "nova_too_many": lambda p: p.write_text(_jl(_nova(i) for i in range(20_001))),
@@ -268,7 +269,8 @@ GOOD_CASES = [
     ("raw_intents.csv", "amazon.nova-micro-v1:0:128k", "fine-tuning", "prompt=text,completion=category"),
     ("raw_intents.csv", "anthropic.claude-3-haiku-20240307-v1:0:200k", "fine-tuning",
      "prompt=text,completion=category"),
-    ("raw_intents.csv", "meta.llama3-1-8b-instruct-v1:0:128k", "fine-tuning", "prompt=text,completion=category"),
+    # Llama: at least 100 training + validation records (model-customization-prepare); raw_intents.csv has 60
+    ("raw_intents_100.csv", "meta.llama3-1-8b-instruct-v1:0:128k", "fine-tuning", "prompt=text,completion=category"),
     ("cpt_text.jsonl", "amazon.titan-text-lite-v1:0:4k", "continued-pretraining", "text=text"),
     ("distill_prompts.jsonl", "amazon.nova-lite-v1:0:300k", "distillation", None),
     ("rft_prompts.jsonl", "amazon.nova-2-lite-v1:0:256k", "reinforcement", None),

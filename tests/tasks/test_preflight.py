@@ -55,13 +55,36 @@ def test_a_wrong_region_is_refused_naming_where_the_model_is_customizable(emu):
 
 
 def test_an_unsupported_distillation_pair_is_refused(emu):
-    cfg = make_config("pair", base_model="amazon.nova-pro-v1:0:300k", customization_type="DISTILLATION",
-                      preset=None, distillation={"teacher_model": "us.amazon.nova-pro-v1:0"})
+    cfg = make_config("pair", base_model="amazon.nova-lite-v1:0:300k", customization_type="DISTILLATION",
+                      preset=None, distillation={"teacher_model": "us.meta.llama3-3-70b-instruct-v1:0"})
     r = _one(_refused(emu, cfg, "us-east-1"))
     assert r.field == "distillation.teacher_model"
-    assert "does not pair teacher us.amazon.nova-pro-v1:0 with student amazon.nova-pro-v1:0:300k" in r.message
-    assert "us.amazon.nova-premier-v1:0" in r.fix                   # the teacher that does take Nova Pro
+    assert ("does not pair teacher us.meta.llama3-3-70b-instruct-v1:0 with student amazon.nova-lite-v1:0:300k"
+            in r.message)
+    assert "us.amazon.nova-pro-v1:0" in r.fix and "amazon.nova-pro-v1:0" in r.fix   # the teachers that take Nova Lite
+    assert "nova-premier" not in r.fix                                             # past end of life: never offered
     assert ledger_calls(emu.ledger(), mutating=True) == []
+
+
+def test_nova_premier_is_refused_as_a_teacher_past_end_of_life(emu):
+    """Nova Premier model card: "Model EOL date: September 14, 2026" (docs/bedrock-facts.md §10)."""
+    cfg = make_config("premier", base_model="amazon.nova-lite-v1:0:300k", customization_type="DISTILLATION",
+                      preset=None, distillation={"teacher_model": "us.amazon.nova-premier-v1:0"})
+    r = _one(_refused(emu, cfg, "us-east-1"))
+    assert r.field == "distillation.teacher_model"
+    assert r.message == "teacher us.amazon.nova-premier-v1:0 has reached end of life (2026-09-14)"
+    assert r.fix == "teachers for amazon.nova-lite-v1:0:300k: us.amazon.nova-pro-v1:0, amazon.nova-pro-v1:0"
+    assert ledger_calls(emu.ledger(), mutating=True) == []
+
+
+def test_a_student_whose_only_teacher_retired_is_refused(emu):
+    """Nova Pro was a student of Nova Premier only: with Premier past end of life no teacher takes it."""
+    cfg = make_config("pro", base_model="amazon.nova-pro-v1:0:300k", customization_type="DISTILLATION",
+                      preset=None, distillation={"teacher_model": "us.amazon.nova-pro-v1:0"})
+    r = _one(_refused(emu, cfg, "us-east-1"))
+    assert "does not pair teacher us.amazon.nova-pro-v1:0 with student amazon.nova-pro-v1:0:300k" in r.message
+    assert "no teacher of amazon.nova-pro-v1:0:300k is still available" in r.fix
+    assert "us.amazon.nova-premier-v1:0: end of life" in r.fix and "choose another student model" in r.fix
 
 
 def test_a_retired_teacher_is_refused(emu):

@@ -198,6 +198,29 @@ def test_split_counts_checked_against_model_limits(tmp_path):
     assert ok.format == "claude-messages" and ok.train.records == 54
 
 
+LLAMA31 = "meta.llama3-1-8b-instruct-v1:0:128k"
+
+
+def _llama_config(src: Path) -> PipelineConfig:
+    return PipelineConfig.model_validate({"name": "t", "base_model": LLAMA31, "evaluation": {"enabled": False},
+                                          "data": {"source": str(src), "columns": {"prompt": "text",
+                                                                                   "completion": "category"},
+                                                   "split": {"train": 0.9, "validation": 0.1, "test": 0.0}}})
+
+
+def test_llama_needs_100_training_plus_validation_records(tmp_path):
+    """model-customization-prepare: Llama 3.1/3.2/3.3 "Sum of training and validation records" minimum 100."""
+    with pytest.raises(DataValidationError) as info:
+        prepare(_llama_config(labelled_csv(tmp_path, {"a": 50, "b": 49})), tmp_path / "o")
+    lines = info.value.lines()
+    assert any(f"split: train + validation would be 99 record(s); {LLAMA31} FINE_TUNING needs at least 100 in total"
+               in ln and "add data (at least 1 more record(s)" in ln for ln in lines), lines
+    assert not (tmp_path / "o").exists()                       # refused before anything is written
+    (tmp_path / "d.csv").unlink()
+    ok = prepare(_llama_config(labelled_csv(tmp_path, {"a": 50, "b": 50})), tmp_path / "o2")
+    assert ok.format == "prompt-completion" and ok.train.records + ok.validation.records == 100
+
+
 def test_formatted_input_passes_through_unchanged(tmp_path):
     multi = {"schemaVersion": "bedrock-conversation-2024", "system": [{"text": "s"}], "messages": [
         {"role": "user", "content": [{"text": "a"}]}, {"role": "assistant", "content": [{"text": "b"}]},

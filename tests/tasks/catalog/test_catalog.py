@@ -26,9 +26,8 @@ EXPECTED_FORMATS = {
     ("nova-2-lite", CustomizationType.REINFORCEMENT_FINE_TUNING): DataFormat.RFT_MESSAGES,
     ("nova-2-lite", CustomizationType.FINE_TUNING): DataFormat.CONVERSATION,     # new: FT table, as of 2026-12
     ("llama-3-1", CustomizationType.DISTILLATION): DataFormat.CONVERSATION,     # Llama students (format unconfirmed)
-    # Llama 3.3 70B: model-customization-prepare lists it with the Converse API format; kept prompt-completion until
-    # tests/emulator/test_aws_cli.py's Llama 3.3 flow changes (docs/bedrock-facts.md §10, deferred)
-    ("llama-3-3", CustomizationType.FINE_TUNING): DataFormat.PROMPT_COMPLETION,
+    # Llama 3.3 70B: model-customization-prepare lists it with the Converse API format (docs/bedrock-facts.md §10)
+    ("llama-3-3", CustomizationType.FINE_TUNING): DataFormat.CONVERSATION,
     ("claude-3-haiku", CustomizationType.FINE_TUNING): DataFormat.CLAUDE_MESSAGES,
     ("llama-3-1", CustomizationType.FINE_TUNING): DataFormat.PROMPT_COMPLETION,
     ("llama-3-2", CustomizationType.FINE_TUNING): DataFormat.CONVERSATION,
@@ -204,6 +203,9 @@ def test_retired_teachers_carry_their_eol_dates():
     assert (lc["meta.llama3-1-405b-instruct-v1:0"].eol_date, lc["meta.llama3-1-405b-instruct-v1:0"].confirmed) \
         == ("2026-07-07", True)
     assert lc["anthropic.claude-3-5-sonnet-20241022-v2:0"].status == "EOL"
+    premier = lc["us.amazon.nova-premier-v1:0"]        # model card: "Model EOL date: September 14, 2026"
+    assert (premier.status, premier.eol_date, premier.as_of, premier.confirmed) == ("EOL", "2026-09-14", "2026-12-03", True)
+    assert premier.source == "https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-amazon-nova-premier.html"
 
 
 def test_llama_3_2_end_of_life_is_confirmed_by_the_model_cards():
