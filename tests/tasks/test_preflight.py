@@ -28,6 +28,12 @@ def _refused(emu, cfg, region: str) -> PreflightRefused:
     return exc.value
 
 
+def _distillation(name: str, teacher: str, **overrides):
+    """A DISTILLATION config of ``teacher`` (the student: make_config's base model unless ``base_model`` is given)."""
+    return make_config(name, customization_type="DISTILLATION", preset=None,
+                       distillation={"teacher_model": teacher}, **overrides)
+
+
 def _one(refused: PreflightRefused):
     assert len(refused.refusals) == 1, refused.refusals
     return refused.refusals[0]
@@ -55,8 +61,7 @@ def test_a_wrong_region_is_refused_naming_where_the_model_is_customizable(emu):
 
 
 def test_an_unsupported_distillation_pair_is_refused(emu):
-    cfg = make_config("pair", base_model="amazon.nova-lite-v1:0:300k", customization_type="DISTILLATION",
-                      preset=None, distillation={"teacher_model": "us.meta.llama3-3-70b-instruct-v1:0"})
+    cfg = _distillation("pair", "us.meta.llama3-3-70b-instruct-v1:0", base_model="amazon.nova-lite-v1:0:300k")
     r = _one(_refused(emu, cfg, "us-east-1"))
     assert r.field == "distillation.teacher_model"
     assert ("does not pair teacher us.meta.llama3-3-70b-instruct-v1:0 with student amazon.nova-lite-v1:0:300k"
@@ -68,8 +73,7 @@ def test_an_unsupported_distillation_pair_is_refused(emu):
 
 def test_nova_premier_is_refused_as_a_teacher_past_end_of_life(emu):
     """Nova Premier model card: "Model EOL date: September 14, 2026" (docs/bedrock-facts.md §10)."""
-    cfg = make_config("premier", base_model="amazon.nova-lite-v1:0:300k", customization_type="DISTILLATION",
-                      preset=None, distillation={"teacher_model": "us.amazon.nova-premier-v1:0"})
+    cfg = _distillation("premier", "us.amazon.nova-premier-v1:0", base_model="amazon.nova-lite-v1:0:300k")
     r = _one(_refused(emu, cfg, "us-east-1"))
     assert r.field == "distillation.teacher_model"
     assert r.message == "teacher us.amazon.nova-premier-v1:0 has reached end of life (2026-09-14)"
@@ -79,8 +83,7 @@ def test_nova_premier_is_refused_as_a_teacher_past_end_of_life(emu):
 
 def test_a_student_whose_only_teacher_retired_is_refused(emu):
     """Nova Pro was a student of Nova Premier only: with Premier past end of life no teacher takes it."""
-    cfg = make_config("pro", base_model="amazon.nova-pro-v1:0:300k", customization_type="DISTILLATION",
-                      preset=None, distillation={"teacher_model": "us.amazon.nova-pro-v1:0"})
+    cfg = _distillation("pro", "us.amazon.nova-pro-v1:0", base_model="amazon.nova-pro-v1:0:300k")
     r = _one(_refused(emu, cfg, "us-east-1"))
     assert "does not pair teacher us.amazon.nova-pro-v1:0 with student amazon.nova-pro-v1:0:300k" in r.message
     assert "no teacher of amazon.nova-pro-v1:0:300k is still available" in r.fix
@@ -88,16 +91,14 @@ def test_a_student_whose_only_teacher_retired_is_refused(emu):
 
 
 def test_a_retired_teacher_is_refused(emu):
-    cfg = make_config("teacher", customization_type="DISTILLATION", preset=None,
-                      distillation={"teacher_model": "anthropic.claude-3-5-sonnet-20241022-v2:0"})
+    cfg = _distillation("teacher", "anthropic.claude-3-5-sonnet-20241022-v2:0")
     r = _one(_refused(emu, cfg, "us-east-1"))
     assert r.field == "distillation.teacher_model" and "end of life" in r.message
     assert "us.amazon.nova-pro-v1:0" in r.fix
 
 
 def test_a_supported_pair_passes(emu):
-    cfg = make_config("pair-ok", customization_type="DISTILLATION", preset=None,
-                      distillation={"teacher_model": "us.amazon.nova-pro-v1:0"})
+    cfg = _distillation("pair-ok", "us.amazon.nova-pro-v1:0")
     report = preflight(boto3_clients(emu.url), cfg)
     assert report.ok and report.models["us.amazon.nova-pro-v1:0"] == "ACTIVE"
 
