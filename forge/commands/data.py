@@ -27,6 +27,8 @@ examples:
   forge validate banking77.csv --base-model anthropic.claude-3-haiku-20240307-v1:0:200k \\
       --columns prompt=text,completion=category
   forge validate corpus.jsonl --base-model amazon.titan-text-express-v1:0:8k --type continued-pretraining
+  forge validate train.jsonl --validation validation.jsonl \
+      --base-model meta.llama3-1-8b-instruct-v1:0:128k   # both files; AWS counts them together (Llama: 100..10,000)
 
   forge validate examples/banking77.yaml          # a pipeline config: its data and its settings
   forge validate s3://my-bucket/train.jsonl --base-model amazon.nova-micro-v1:0:128k \\
@@ -59,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--role", choices=["train", "validation", "test"], default="train",
                    help="which limits apply: training file (default), validation file, or test (no count limits)")
+    p.add_argument("--validation", default=None, metavar="FILE",
+                   help="the validation file that goes with a training DATA (local or s3://): checked too, and its "
+                        "records counted in the train + validation totals AWS applies (e.g. Llama: 100..10,000)")
     p.add_argument("--max-problems", type=int, default=200, help="print at most this many problems (default 200)")
     p.add_argument("--live", action="store_true",
                    help="with a config: also ask Bedrock (read-only GetFoundationModel, in the config's Region) "
@@ -167,9 +172,10 @@ def _print_problems(lines: list[str], as_json: bool) -> None:
 
 def cmd_validate(args) -> int:
     from tasks.catalog import CustomizationType
-    from tasks.data.validate import validate_source
 
     if args.data.lower().endswith((".yaml", ".yml")):
+        if args.validation is not None:
+            return _usage(args, "--validation goes with a training data file; a config's split makes its own")
         return _validate_config(args)
     if not args.base_model:
         return _usage(args, "--base-model is required (or pass a pipeline config .yaml as DATA)")
@@ -179,17 +185,41 @@ def cmd_validate(args) -> int:
         _endpoint(args)
     except ValueError as err:
         return _usage(args, str(err))
-    if args.data.startswith("s3://"):
-        report = _validate_s3(args, ctype, columns)
-    else:
-        report = validate_source(args.data, args.base_model, ctype, columns=columns, role=args.role,
-                                 teacher=args.teacher, progress=_progress)
-    for w in report.stats.get("warnings") or []:
-        print(f"warning: {w}", file=sys.stderr)
-    stats = report.stats
-    extra = (f" ({stats.get('mode')}, {stats.get('format')}, ~{stats.get('estimated_tokens', 0):,} tokens)"
-             if report.ok else "")
-    return _report(args, report, report.summary() + extra)
+    if args.validation is not None and args.role != "train":
+        return _usage(args, f"--validation goes with a training DATA (--role train), not --role {args.role}")
+    paired = None
+    if args.validation is not None:      # first, so its record count joins the training file's totals
+        paired = _validate_file(args, args.validation, "validation", ctype, columns)
+    report = _validate_file(args, args.data, args.role, ctype, columns,
+                            companion=paired.records if paired is not None else None)
+    reports = [report] + ([paired] if paired is not None else [])
+    for r in reports:
+        for w in r.stats.get("warnings") or []:
+            print(f"warning: {w}", file=sys.stderr)
+    if args.json:
+        doc = report.model_dump(mode="json")
+        if paired is not None:
+            doc["validation"] = {**paired.model_dump(mode="json"), "ok": paired.ok}
+        doc["ok"] = all(r.ok for r in reports)
+        print(json.dumps(doc, indent=2))
+        return 0 if doc["ok"] else 2
+    for r in reports:
+        stats = r.stats
+        extra = (f" ({stats.get('mode')}, {stats.get('format')}, ~{stats.get('estimated_tokens', 0):,} tokens)"
+                 if r.ok else "")
+        _print_problems(r.lines(args.max_problems), False)
+        print(r.summary() + extra)
+    return 0 if all(r.ok for r in reports) else 2
+
+
+def _validate_file(args, data: str, role: str, ctype, columns, companion: int | None = None):
+    """One local or s3:// file (``_validate_s3``) as ``role``; ``companion``: the validation file's record count."""
+    from tasks.data.validate import validate_source
+
+    if data.startswith("s3://"):
+        return _validate_s3(args, data, role, ctype, columns, companion)
+    return validate_source(data, args.base_model, ctype, columns=columns, role=role, teacher=args.teacher,
+                           progress=_progress, companion_records=companion)
 
 
 def _endpoint(args) -> str | None:
@@ -208,7 +238,7 @@ def _endpoint(args) -> str | None:
     return url
 
 
-def _validate_s3(args, ctype, columns):
+def _validate_s3(args, data, role, ctype, columns, companion=None):
     """An s3:// DATA: streamed into a temporary folder after the pre-flight (tasks.data.sources.fetch_s3:
     "object not found" / "access denied" / compressed / UTF-16 are located problems), then validated.
     Only GetObject is called; the connection is ``--endpoint`` or the environment (AWS_PROFILE,
@@ -225,15 +255,15 @@ def _validate_s3(args, ctype, columns):
     endpoint = _endpoint(args)
     aws = AwsConfig(endpoint_url=endpoint) if endpoint else lenient_aws_config({})
     with tempfile.TemporaryDirectory(prefix="forge-validate-") as tmp:
-        local = Path(tmp) / (Path(args.data).name or "source")
+        local = Path(tmp) / (Path(data).name or "source")
         try:
-            sources.fetch_s3(make_clients(aws).s3, args.data, local)
+            sources.fetch_s3(make_clients(aws).s3, data, local)
         except sources.SourceProblem as e:
-            return ValidationReport(source=args.data, problems=[Problem(file=args.data, line=e.line, field=e.field,
+            return ValidationReport(source=data, problems=[Problem(file=data, line=e.line, field=e.field,
                                                                         message=e.message, fix=e.fix)],
                                     total_problems=1)
-        return validate_source(local, args.base_model, ctype, columns=columns, role=args.role, teacher=args.teacher,
-                               progress=_progress, shown_as=args.data)
+        return validate_source(local, args.base_model, ctype, columns=columns, role=role, teacher=args.teacher,
+                               progress=_progress, shown_as=data, companion_records=companion)
 
 
 def _validate_config(args) -> int:

@@ -227,6 +227,9 @@ class SourceScanner:
     sink: Callable[[int, str, str, int], None] | None = None
     shown_as: str | None = None          # the name in messages (an s3:// URI for its downloaded copy)
     media_bucket: str | None = None      # the run's bucket (aws.bucket) when known: media elsewhere are refused
+    # role "train": the record count of the validation file submitted with it (forge validate --validation), which
+    # AWS counts with the training records in the train + validation totals; None = no validation file known
+    companion_records: int | None = None
     records: int = 0
     mode: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -737,19 +740,23 @@ class SourceScanner:
             else:
                 self.warnings.append(f"{self.name}: {n:,} raw records; after the split the training file must stay "
                                      f"<= {hi:,} (forge prepare checks; data.max_records samples)")
-        if self.mode == "formatted" and lim.max_total_records is not None and n > lim.max_total_records:
-            self.c.add(None, "records",
-                       f"{n:,} records; total (train + validation) is at most {lim.max_total_records:,}",
+        other = self.companion_records if self.role == "train" else None
+        total = n + (other or 0)
+        both = (f"{n:,} training + {other:,} validation records" if other is not None else f"{n:,} records")
+        if self.mode == "formatted" and lim.max_total_records is not None and total > lim.max_total_records:
+            self.c.add(None, "records", f"{both}; total (train + validation) is at most {lim.max_total_records:,}",
                        "drop records or sample with data.max_records")
         lo_total = lim.min_total_records
-        if lo_total is not None and n < lo_total and self.role in ("train", "source"):
+        if lo_total is not None and total < lo_total and self.role in ("train", "source"):
             if self.role == "train":
-                # a training file below the total on its own: only a validation file of the difference saves it
+                # AWS counts the two files together: say which validation file (if any) was counted
+                counted = (f"{both}" if other is not None else f"{n:,} training record(s) and no validation file")
                 self.c.add(None, "records",
-                           f"{n:,} training record(s); {rules.model_id} {rules.ctype.value} needs at least "
-                           f"{lo_total:,} training + validation records in total",
-                           f"add at least {lo_total - n:,} more record(s) here or in the validation file: AWS "
-                           "counts the two together")
+                           f"{counted}; {rules.model_id} {rules.ctype.value} needs at least {lo_total:,} training "
+                           "+ validation records in total",
+                           f"add at least {lo_total - total:,} more record(s) here or in the validation file"
+                           + ("" if other is not None else ", and pass that file with --validation FILE: AWS counts "
+                              "both"))
             else:
                 # a source before the split: train + validation can only be fewer, unless augmentation adds copies
                 self.warnings.append(f"{self.name}: {n:,} records; after the split train + validation must be at "

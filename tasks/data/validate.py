@@ -35,13 +35,15 @@ def validate_source(path: str | Path, base_model: str, ctype: CustomizationType 
                     system_prompt: str | None = None, prompt_template: str = "{prompt}",
                     teacher: str | None = None, limits: Limits | None = None,
                     progress: Callable[[int], None] | None = None, shown_as: str | None = None,
-                    media_bucket: str | None = None) -> ValidationReport:
+                    media_bucket: str | None = None, companion_records: int | None = None) -> ValidationReport:
     """Check one file against every rule for ``base_model`` + ``ctype``; never raises on bad data.
 
     ``fmt``: ``auto`` (formatted JSONL when its records carry the target format's keys, else raw),
     ``raw`` or ``formatted``. ``role`` picks the record-count and size limits (train / validation / test).
     ``shown_as``: the name in messages (the s3:// URI of a downloaded copy). ``media_bucket``: the run's bucket
     (``aws.bucket``) when known: a record whose images/videos sit in another bucket is a located problem.
+    ``companion_records`` (role ``train``): the records of the validation file that goes with it; AWS's
+    train + validation totals (e.g. Llama's 100..10,000) count both files.
     """
     if fmt not in ("auto", "raw", "formatted"):
         try:
@@ -50,7 +52,7 @@ def validate_source(path: str | Path, base_model: str, ctype: CustomizationType 
             fmt = "auto"
     sc = SourceScanner(path, base_model, ctype, columns=columns, fmt=fmt, role=role, system_prompt=system_prompt,
                        prompt_template=prompt_template, teacher=teacher, limits=limits, progress=progress,
-                       shown_as=shown_as, media_bucket=media_bucket)
+                       shown_as=shown_as, media_bucket=media_bucket, companion_records=companion_records)
     for _ in sc:
         pass
     return sc.report()

@@ -329,6 +329,75 @@ def test_validate_usage_errors_exit_2(capsys):
     assert "missing.jsonl: file: not found" in capsys.readouterr().out
 
 
+LLAMA = "meta.llama3-1-8b-instruct-v1:0:128k"     # train + validation 100..10,000 records (docs/bedrock-facts.md §10)
+
+
+# (training records, validation records or None = no --validation, exit status, text in the output)
+TOTAL_CASES = [
+    (91, None, 2, "91 training record(s) and no validation file"),
+    (91, None, 2, "pass that file with --validation FILE"),
+    (91, 8, 2, "91 training + 8 validation records; meta.llama3-1-8b-instruct-v1:0:128k FINE_TUNING needs at least "
+               "100"),
+    (91, 9, 0, "OK, 9 record(s)"),
+    (100, None, 0, "OK, 100 record(s)"),
+    (9_500, 501, 2, "9,500 training + 501 validation records; total (train + validation) is at most 10,000"),
+    (9_500, 500, 0, "OK, 9500 record(s)"),
+]
+
+
+@pytest.mark.parametrize(("n_train", "n_val", "rc", "expect"), TOTAL_CASES)
+def test_validate_counts_the_validation_file_in_aws_totals(n_train, n_val, rc, expect, tmp_path, capsys, no_aws):
+    """AWS counts a Llama job's training and validation files together (100..10,000): ``--validation`` checks
+    the second file and counts it, so a 91-record training file is legal with 9 validation records, not with 8."""
+    train = tmp_path / "train.jsonl"
+    train.write_text(_jl(_pc(i) for i in range(n_train)))
+    argv = ["validate", str(train), "--base-model", LLAMA]
+    if n_val is not None:
+        val = tmp_path / "validation.jsonl"
+        val.write_text(_jl(_pc(100_000 + i) for i in range(n_val)))
+        argv += ["--validation", str(val)]
+    got = main(argv)
+    out = capsys.readouterr().out
+    assert got == rc and expect in out, out
+
+
+def test_validate_with_validation_json_holds_both_reports(tmp_path, capsys, no_aws):
+    train, val = tmp_path / "train.jsonl", tmp_path / "validation.jsonl"
+    train.write_text(_jl(_pc(i) for i in range(90)))
+    val.write_text(_jl(_pc(100 + i) for i in range(8)) + "not json\n")
+    rc = main(["validate", str(train), "--validation", str(val), "--base-model", LLAMA, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 2 and doc["ok"] is False and doc["records"] == 90
+    assert doc["validation"]["ok"] is False and doc["validation"]["records"] == 9
+    assert doc["validation"]["problems"][0]["line"] == 9 and doc["validation"]["problems"][0]["field"] == "json"
+    assert "90 training + 9 validation records" in doc["problems"][0]["message"]
+
+
+def test_validate_with_an_s3_validation_file(tmp_path, capsys, aws_env):
+    """``--validation s3://...`` is read from S3 like an s3:// DATA; a missing object is a located problem."""
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="forge-pair")
+    s3.put_object(Bucket="forge-pair", Key="data/validation.jsonl", Body=_jl(_pc(100 + i) for i in range(9)))
+    train = tmp_path / "train.jsonl"
+    train.write_text(_jl(_pc(i) for i in range(91)))
+    assert main(["validate", str(train), "--validation", "s3://forge-pair/data/validation.jsonl",
+                 "--base-model", LLAMA]) == 0, capsys.readouterr().out
+    assert "s3://forge-pair/data/validation.jsonl: OK, 9 record(s)" in capsys.readouterr().out
+    assert main(["validate", str(train), "--validation", "s3://forge-pair/data/nope.jsonl",
+                 "--base-model", LLAMA]) == 2
+    out = capsys.readouterr().out
+    assert "s3://forge-pair/data/nope.jsonl" in out and "91 training + 0 validation records" in out, out
+
+
+def test_validate_validation_flag_usage_errors(tmp_path, capsys, no_aws):
+    assert main(["validate", "x.jsonl", "--validation", "v.jsonl", "--role", "test", "--base-model", LLAMA]) == 2
+    assert "--validation goes with a training DATA (--role train), not --role test" in capsys.readouterr().out
+    assert main(["validate", str(REPO_ROOT / "examples" / "banking77.yaml"), "--validation", "v.jsonl"]) == 2
+    assert "a config's split makes its own" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------------
 # forge prepare
 # ---------------------------------------------------------------------------------------------
