@@ -232,6 +232,20 @@ def _md_header(summary: dict[str, Any], verdict: dict[str, Any], targets: dict[s
     return L
 
 
+TABLE_METRICS = ("bertscore_f1", "bertscore_precision", "bertscore_recall", "rouge_l", "exact_match", "accuracy",
+                 "macro_f1")
+
+
+def _compared(comp: dict[str, Any], wtl: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(metric, its comparison, its "win / tie / loss" cell) for each table metric the comparison holds."""
+    out = []
+    for m in TABLE_METRICS:
+        if m in comp:
+            w = wtl.get(m)
+            out.append((m, comp[m], f"{w['win']:.0%} / {w['tie']:.0%} / {w['loss']:.0%}" if w and w.get("n") else "—"))
+    return out
+
+
 def _md_metrics(summary: dict[str, Any], verdict: dict[str, Any]) -> list[str]:
     """The base/custom/Δ/CI/win-tie-loss table, the label-metric table (label-like) and the BERTScore note."""
     comp = summary.get("comparison", {})
@@ -240,13 +254,7 @@ def _md_metrics(summary: dict[str, Any], verdict: dict[str, Any]) -> list[str]:
     L = ["## Metrics\n",
          f"| metric | base | custom | Δ (custom − base) | {conf:.0%} CI of Δ | win / tie / loss |",
          "|---|---:|---:|---:|---|---|"]
-    for m in ("bertscore_f1", "bertscore_precision", "bertscore_recall", "rouge_l", "exact_match", "accuracy",
-              "macro_f1"):
-        if m not in comp:
-            continue
-        c = comp[m]
-        w = wtl.get(m)
-        wt = f"{w['win']:.0%} / {w['tie']:.0%} / {w['loss']:.0%}" if w and w.get("n") else "—"
+    for m, c, wt in _compared(comp, wtl):
         mark = " ◀ gate" if m == verdict.get("metric") else ""
         L.append(f"| {METRIC_LABELS.get(m, m)}{mark} | {_f(c['base'])} | {_f(c['custom'])} "
                  f"| {_f(c['delta'], sign=True)} "
@@ -279,13 +287,7 @@ def _md_champion(summary: dict[str, Any], verdict: dict[str, Any]) -> list[str]:
          f"| metric | base | champion | challenger | Δ (challenger − champion) | {conf:.0%} CI of Δ "
          "| win / tie / loss |", "|---|---:|---:|---:|---:|---|---|"]
     gated = set(verdict.get("champion_metrics") or [c.get("metric") for c in verdict.get("vs_champion", [])])
-    for m in ("bertscore_f1", "bertscore_precision", "bertscore_recall", "rouge_l", "exact_match", "accuracy",
-              "macro_f1"):
-        if m not in comp:
-            continue
-        c = comp[m]
-        w = wtl.get(m)
-        wt = f"{w['win']:.0%} / {w['tie']:.0%} / {w['loss']:.0%}" if w and w.get("n") else "—"
+    for m, c, wt in _compared(comp, wtl):
         mark = " ◀ gate" if m in gated else ""
         b = c.get("base", base.get(m, {}).get("base"))     # base on the same (three-way) examples
         L.append(f"| {METRIC_LABELS.get(m, m)}{mark} | {_f(b)} | {_f(c['champion'])} | {_f(c['custom'])} "
