@@ -24,9 +24,10 @@ Default values (Service Quotas are per account and Region and can be raised; rea
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -76,16 +77,25 @@ def limit_name(kind: str, region: str) -> str:
     return f"{kind}:{region}"
 
 
-def _int_env(env: Mapping[str, str], key: str) -> int | None:
+def _env_number(env: Mapping[str, str], key: str, cast: type, example: str) -> Any:
+    """``env[key]`` read with ``cast`` (int or float), None when unset or blank; a bad value names the variable and
+    an example (``example``: "a whole number of slots, e.g. KEY=2")."""
     raw = (env.get(key) or "").strip()
     if not raw:
         return None
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        raise ValueError(f"{key}={raw!r}: a whole number of slots, e.g. {key}=2") from None
-    if value < 0:
-        raise ValueError(f"{key}={raw!r}: must be >= 0")
+        raise ValueError(f"{key}={raw!r}: {example}") from None
+    if not math.isfinite(value):        # "inf" would make a lease that never expires, "nan" compares as nothing
+        raise ValueError(f"{key}={raw!r}: must be a finite number; {example}")
+    return value
+
+
+def _int_env(env: Mapping[str, str], key: str) -> int | None:
+    value = _env_number(env, key, int, f"a whole number of slots, e.g. {key}=2")
+    if value is not None and value < 0:
+        raise ValueError(f"{key}={env[key].strip()!r}: must be >= 0")
     return value
 
 
@@ -147,27 +157,16 @@ def serving_claims(kind: str, model_units: int, commitment: str | None, region: 
 
 def lease_seconds(env: Mapping[str, str] | None = None) -> float:
     env = os.environ if env is None else env
-    raw = (env.get(ENV_LEASE) or "").strip()
-    if not raw:
-        return DEFAULT_LEASE_S
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{ENV_LEASE}={raw!r}: seconds, e.g. {ENV_LEASE}=120") from None
-    return max(MIN_LEASE_S, value)
+    value = _env_number(env, ENV_LEASE, float, f"seconds, e.g. {ENV_LEASE}=120")
+    return DEFAULT_LEASE_S if value is None else max(MIN_LEASE_S, value)
 
 
 def wait_seconds(quota_wait_minutes: float, env: Mapping[str, str] | None = None) -> float:
     """How long a run waits for a slot: ``FORGE_QUOTA_WAIT_SECONDS``, else the config's ``job.quota_wait_minutes``
     (the same bound as a ServiceQuotaExceeded wait)."""
     env = os.environ if env is None else env
-    raw = (env.get(ENV_WAIT) or "").strip()
-    if raw:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            raise ValueError(f"{ENV_WAIT}={raw!r}: seconds, e.g. {ENV_WAIT}=3600") from None
-    return max(0.0, quota_wait_minutes * 60)
+    value = _env_number(env, ENV_WAIT, float, f"seconds, e.g. {ENV_WAIT}=3600")
+    return max(0.0, quota_wait_minutes * 60 if value is None else value)
 
 
 # -- the training slot of a job that already exists --------------------------------------------------

@@ -72,6 +72,20 @@ def test_lease_and_wait_bounds():
         q.lease_seconds({q.ENV_LEASE: "soon"})
 
 
+@pytest.mark.parametrize(("read", "key", "raw", "says"), [
+    (q.lease_seconds, q.ENV_LEASE, "inf", "must be a finite number"),     # a lease that would never expire
+    (q.lease_seconds, q.ENV_LEASE, "nan", "must be a finite number"),
+    (lambda env: q.wait_seconds(2, env), q.ENV_WAIT, "Infinity", "must be a finite number"),
+    (lambda env: q.wait_seconds(2, env), q.ENV_WAIT, "-nan", "must be a finite number"),
+    (q.default_values, q.ENV_TRAINING, "two", "a whole number of slots"),
+    (q.default_values, q.ENV_PT_UNITS, "-1", "must be >= 0"),
+])
+def test_a_hostile_quota_variable_is_refused_by_name(read, key, raw, says):
+    with pytest.raises(ValueError) as err:
+        read({key: raw})
+    assert str(err.value).startswith(f"{key}={raw!r}: ") and says in str(err.value)
+
+
 def _slot(latest, **kw):
     args = dict(will_create=False, job_run_id=None, our_run_id="mine-1", creator_flow_run=None, our_flow_runs=["fr-a"],
                 creator_state=None)
