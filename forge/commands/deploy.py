@@ -315,7 +315,7 @@ def zombie_within_s() -> int:
         return ZOMBIE_WITHIN_S
     try:
         return max(FLOW_HEARTBEAT_S + 5, int(float(raw)))
-    except ValueError:
+    except (ValueError, OverflowError):     # "inf": int() overflows (a zombie bound that never fires)
         raise DeployError(f"{ZOMBIE_ENV}={raw!r}: seconds, e.g. {ZOMBIE_ENV}=90") from None
 ZOMBIE_AUTOMATION = "bedrock-forge: crash zombie flow runs"
 

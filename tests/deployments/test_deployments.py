@@ -480,9 +480,10 @@ def test_the_zombie_bound_is_configurable_but_never_below_a_heartbeat(monkeypatc
     assert zombie_within_s() == 45 and zombie_automation().trigger.within.total_seconds() == 45
     monkeypatch.setenv("FORGE_ZOMBIE_WITHIN_S", "1")
     assert zombie_within_s() == FLOW_HEARTBEAT_S + 5
-    monkeypatch.setenv("FORGE_ZOMBIE_WITHIN_S", "soon")
-    with pytest.raises(DeployError):
-        zombie_within_s()
+    for hostile in ("soon", "inf", "nan", "-inf"):      # inf overflowed int() into a traceback
+        monkeypatch.setenv("FORGE_ZOMBIE_WITHIN_S", hostile)
+        with pytest.raises(DeployError, match=f"FORGE_ZOMBIE_WITHIN_S={hostile!r}"):
+            zombie_within_s()
 
 
 def test_quota_limits_are_get_or_create_and_keep_an_operators_value(prefect_backend, monkeypatch):
