@@ -274,6 +274,18 @@ def _need_str(rec: dict, key: str, where: str = "") -> str:
     return v
 
 
+def _turn_role(m: dict, i: int, where: str) -> str:
+    """The role of message ``i``: "user" or "assistant", user first and then alternating."""
+    role = m.get("role")
+    if role not in ("user", "assistant"):
+        raise _Bad(f"\"{where}.role\" must be \"user\" or \"assistant\", got {json.dumps(role)}")
+    expected = "user" if i % 2 == 0 else "assistant"
+    if role != expected:
+        raise _Bad(f"\"{where}.role\" is \"{role}\" but \"{expected}\" was expected: messages must start "
+                   "with user and alternate user/assistant")
+    return role
+
+
 def _check_prompt_completion(rec: dict) -> list[str]:
     return [_need_str(rec, "prompt"), _need_str(rec, "completion")]
 
@@ -306,13 +318,7 @@ def _check_claude(rec: dict) -> list[str]:
         extra = sorted(set(m) - {"role", "content"})
         if extra:
             raise _Bad(f"unexpected key \"{where}.{extra[0]}\"; a message has only \"role\" and \"content\"")
-        role = m.get("role")
-        if role not in ("user", "assistant"):
-            raise _Bad(f"\"{where}.role\" must be \"user\" or \"assistant\", got {json.dumps(role)}")
-        expected = "user" if i % 2 == 0 else "assistant"
-        if role != expected:
-            raise _Bad(f"\"{where}.role\" is \"{role}\" but \"{expected}\" was expected: messages must start "
-                       "with user and alternate user/assistant")
+        _turn_role(m, i, where)
         if isinstance(m.get("content"), list):
             raise _Bad(f"\"{where}.content\" must be a string for Claude 3 Haiku, got an array of content blocks")
         texts.append(_need_str(m, "content", f"{where}."))
@@ -358,13 +364,7 @@ def _check_conversation(rec: dict, *, model_id: str, distillation: bool) -> list
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise _Bad(f"\"{where}\" must be an object, got {_tname(m)}")
-        role = m.get("role")
-        if role not in ("user", "assistant"):
-            raise _Bad(f"\"{where}.role\" must be \"user\" or \"assistant\", got {json.dumps(role)}")
-        expected = "user" if i % 2 == 0 else "assistant"
-        if role != expected:
-            raise _Bad(f"\"{where}.role\" is \"{role}\" but \"{expected}\" was expected: messages must start "
-                       "with user and alternate user/assistant")
+        role = _turn_role(m, i, where)
         content = m.get("content")
         if content is None:
             raise _Bad(f"missing required key \"{where}.content\"")

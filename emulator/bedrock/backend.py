@@ -17,7 +17,7 @@ import re
 import string
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from emulator.bedrock.exceptions import (
     ApiError,
@@ -39,6 +39,7 @@ from emulator.bedrock.models import (
     CustomModel,
     CustomModelDeployment,
     ProvisionedThroughput,
+    ServingResource,
 )
 from emulator.capacity import Capacity
 from emulator.clock import VirtualClock
@@ -59,6 +60,9 @@ GEO_PREFIXES = ("us.", "eu.", "apac.", "global.")   # cross-Region inference pro
 VALIDATION_METRICS_KEYS = ("validation_artifacts/post_fine_tuning_validation/validation_metrics.csv",
                            "validation_artifacts/post_fine_tuning_validation/validation/validation_metrics.csv",
                            "validation_artifacts/validation_metrics.csv")
+
+R = TypeVar("R")
+S = TypeVar("S", bound=ServingResource)
 
 
 def _rand_id(rng: random.Random) -> str:
@@ -96,6 +100,14 @@ def _quietly(fn: Callable, *args: Any) -> None:
         fn(*args)
     except Exception:  # noqa: BLE001 - warming is an optimisation; answer() reports real problems
         pass
+
+
+def _find_live(table: dict[str, S], ident: str) -> S | None:
+    """A live PT / deployment by ARN, else by name."""
+    r = table.get(ident)
+    if r is not None and r.live:
+        return r
+    return next((r for r in table.values() if r.live and getattr(r, r.NAME_FIELD) == ident), None)
 
 
 def _fm_id(ident: str) -> str:
@@ -215,6 +227,25 @@ class BedrockBackend:
         if token:
             self.tokens[f"{op}:{token}"] = {"fingerprint": _fingerprint(params), "arn": arn}
 
+    def _get(self, find: Callable[[str], R | None], ident: str, what: str) -> R:
+        """``find(ident)`` once the lifecycles have caught up with now; ResourceNotFound naming ``what`` if none."""
+        with self.lock:
+            self.advance_all()
+            found = find(ident)
+            if found is None:
+                raise ResourceNotFoundException(f"Could not find the {what} {ident}.")
+            return found
+
+    def _list_live(self, table: dict[str, S], status: str | None, model_arn: str | None, name_contains: str | None,
+                   after: float | None, before: float | None) -> list[S]:
+        """The live PTs / deployments a List call's filters keep."""
+        with self.lock:
+            self.advance_all()
+            return [r for r in table.values() if r.live
+                    and (not status or r.status == status) and (not model_arn or model_arn == r.modelArn)
+                    and (not name_contains or name_contains in getattr(r, r.NAME_FIELD))
+                    and self.created_between(r.created, after, before)]
+
     def created_between(self, t: float, after: float | None, before: float | None) -> bool:
         """Filters compare the reported (wall-clock) time with the client's: ``creationTimeBefore=now`` finds a
         job just created."""
@@ -281,12 +312,7 @@ class BedrockBackend:
         return next((j for j in self.jobs.values() if j.jobName == ident), None)
 
     def get_job(self, ident: str) -> CustomizationJob:
-        with self.lock:
-            self.advance_all()
-            j = self.find_job(ident)
-            if j is None:
-                raise ResourceNotFoundException(f"Could not find the model customization job {ident}.")
-            return j
+        return self._get(self.find_job, ident, "model customization job")
 
     def create_model_customization_job(self, p: dict, tags: dict[str, str]) -> str:
         """``p`` is the request body, syntax-checked; ``tags`` its jobTags."""
@@ -510,12 +536,7 @@ class BedrockBackend:
         return next((m for m in self.models.values() if m.modelName == ident), None)
 
     def get_model(self, ident: str) -> CustomModel:
-        with self.lock:
-            self.advance_all()
-            m = self.find_model(ident)
-            if m is None:
-                raise ResourceNotFoundException(f"Could not find the custom model {ident}.")
-            return m
+        return self._get(self.find_model, ident, "custom model")
 
     def list_models(self, *, name_contains: str | None, base_model_arn: str | None, foundation_model_arn: str | None,
                     status: str | None, is_owned: str | None, after: float | None,
@@ -549,18 +570,10 @@ class BedrockBackend:
         return [p for p in self.pts.values() if p.live]
 
     def find_pt(self, ident: str) -> ProvisionedThroughput | None:
-        p = self.pts.get(ident)
-        if p is not None and p.live:
-            return p
-        return next((p for p in self.live_pts() if p.provisionedModelName == ident), None)
+        return _find_live(self.pts, ident)
 
     def get_pt(self, ident: str) -> ProvisionedThroughput:
-        with self.lock:
-            self.advance_all()
-            p = self.find_pt(ident)
-            if p is None:
-                raise ResourceNotFoundException(f"Could not find the provisioned model {ident}.")
-            return p
+        return self._get(self.find_pt, ident, "provisioned model")
 
     def _resolve_servable_model(self, ident: str, field: str) -> tuple[str, str, str]:
         """-> (model ARN, foundation model ARN, base model id) for a PT/deployment target."""
@@ -625,12 +638,7 @@ class BedrockBackend:
 
     def list_pts(self, *, status: str | None, model_arn: str | None, name_contains: str | None,
                  after: float | None, before: float | None) -> list[ProvisionedThroughput]:
-        with self.lock:
-            self.advance_all()
-            return [p for p in self.live_pts()
-                    if (not status or p.status == status) and (not model_arn or model_arn == p.modelArn)
-                    and (not name_contains or name_contains in p.provisionedModelName)
-                    and self.created_between(p.created, after, before)]
+        return self._list_live(self.pts, status, model_arn, name_contains, after, before)
 
     def update_pt(self, ident: str, *, desired_name: str | None, desired_model_id: str | None) -> None:
         with self.lock:
@@ -670,18 +678,10 @@ class BedrockBackend:
         return [d for d in self.deployments.values() if d.live]
 
     def find_deployment(self, ident: str) -> CustomModelDeployment | None:
-        d = self.deployments.get(ident)
-        if d is not None and d.live:
-            return d
-        return next((d for d in self.live_deployments() if d.modelDeploymentName == ident), None)
+        return _find_live(self.deployments, ident)
 
     def get_deployment(self, ident: str) -> CustomModelDeployment:
-        with self.lock:
-            self.advance_all()
-            d = self.find_deployment(ident)
-            if d is None:
-                raise ResourceNotFoundException(f"Could not find the custom model deployment {ident}.")
-            return d
+        return self._get(self.find_deployment, ident, "custom model deployment")
 
     def create_deployment(self, p: dict, tags: dict[str, str]) -> str:
         op = "CreateCustomModelDeployment"
@@ -726,12 +726,7 @@ class BedrockBackend:
 
     def list_deployments(self, *, status: str | None, model_arn: str | None, name_contains: str | None,
                          after: float | None, before: float | None) -> list[CustomModelDeployment]:
-        with self.lock:
-            self.advance_all()
-            return [d for d in self.live_deployments()
-                    if (not status or d.status == status) and (not model_arn or model_arn == d.modelArn)
-                    and (not name_contains or name_contains in d.modelDeploymentName)
-                    and self.created_between(d.created, after, before)]
+        return self._list_live(self.deployments, status, model_arn, name_contains, after, before)
 
     def delete_deployment(self, ident: str) -> None:
         with self.lock:

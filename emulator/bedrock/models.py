@@ -55,6 +55,16 @@ class Resource:
         return self.extra[key]
 
 
+def _with_metrics(d: dict, training_loss: float | None, validation_losses: list | None) -> dict:
+    """``d`` with a finished training's trainingMetrics / validationMetrics (GetModelCustomizationJob and
+    GetCustomModel report them alike)."""
+    if training_loss is not None:
+        d["trainingMetrics"] = {"trainingLoss": training_loss}
+    if validation_losses:
+        d["validationMetrics"] = [{"validationLoss": v} for v in validation_losses]
+    return d
+
+
 @dataclass
 class CustomizationJob(Resource):
     TYPE: ClassVar[str] = "model-customization-job"
@@ -185,11 +195,7 @@ class CustomizationJob(Resource):
             d["endTime"] = iso(self.endTime)
         if self.outputModelArn:
             d["outputModelArn"] = self.outputModelArn
-        if self.trainingLoss is not None:
-            d["trainingMetrics"] = {"trainingLoss": self.trainingLoss}
-        if self.validationLosses:
-            d["validationMetrics"] = [{"validationLoss": v} for v in self.validationLosses]
-        return d
+        return _with_metrics(d, self.trainingLoss, self.validationLosses)
 
 
 @dataclass
@@ -225,11 +231,7 @@ class CustomModel(Resource):
         d["modelStatus"] = self.modelStatus
         if self.customizationConfig:
             d["customizationConfig"] = self.customizationConfig
-        if self.trainingLoss is not None:
-            d["trainingMetrics"] = {"trainingLoss": self.trainingLoss}
-        if self.validationLosses:
-            d["validationMetrics"] = [{"validationLoss": v} for v in self.validationLosses]
-        return d
+        return _with_metrics(d, self.trainingLoss, self.validationLosses)
 
     def to_summary(self, iso: Iso, account_id: str) -> dict:
         """CustomModelSummary."""
@@ -241,8 +243,61 @@ class CustomModel(Resource):
 
 
 @dataclass
-class ProvisionedThroughput(Resource):
+class ServingResource(Resource):
+    """What a Provisioned Throughput and a custom model deployment share: each serves ``modelArn`` once its
+    ``readyAt`` passes (unless a fault injected at create makes it fail), is billed from its create call to its
+    delete call (nothing when it failed), and stays in the state after a delete (``deleted``: when). The fields
+    stay on each subclass, in their own order (the state file's keys); these class variables name the ones whose
+    names differ."""
+
+    ARN_FIELD: ClassVar[str] = ""
+    NAME_FIELD: ClassVar[str] = ""
+    UPDATED_FIELD: ClassVar[str] = ""          # the last-modified time's field
+    PENDING: ClassVar[tuple[str, ...]] = ("Creating",)   # the statuses that end at readyAt
+    READY_STATUS: ClassVar[str] = ""
+    INJECTED_FAILURE: ClassVar[str] = ""       # failureMessage of a create made to fail by a fault
+
+    @property
+    def live(self) -> bool:
+        return not self.deleted
+
+    def _serve(self) -> None:
+        """What becomes true when the resource reaches READY_STATUS, besides the status."""
+
+    def advance(self, now: float, record: Record, warm: Callable[[str], None]) -> bool:
+        if self.deleted or self.status not in self.PENDING or now < self.readyAt:
+            return False
+        t = self.readyAt
+        setattr(self, self.UPDATED_FIELD, t)
+        if self.status == "Creating" and self.forced == "Failed":
+            self.status, self.failureMessage = "Failed", self.INJECTED_FAILURE
+        else:
+            self.status = self.READY_STATUS
+            self._serve()
+            warm(self.modelArn)
+        record(getattr(self, self.ARN_FIELD), self.TYPE, getattr(self, self.NAME_FIELD), self.status, t)
+        return True
+
+    def _units(self) -> int:
+        return 1
+
+    def billed_seconds(self, now: float) -> float:
+        """Unit seconds from the create call to the delete call; one that failed to become ready is free."""
+        if self.status == "Failed":
+            return 0.0
+        return self._units() * max(0.0, (self.deleted or now) - self.created)
+
+
+@dataclass
+class ProvisionedThroughput(ServingResource):
     TYPE: ClassVar[str] = "provisioned-model-throughput"
+    ARN_FIELD: ClassVar[str] = "provisionedModelArn"
+    NAME_FIELD: ClassVar[str] = "provisionedModelName"
+    UPDATED_FIELD: ClassVar[str] = "lastModified"
+    PENDING: ClassVar[tuple[str, ...]] = ("Creating", "Updating")
+    READY_STATUS: ClassVar[str] = "InService"
+    INJECTED_FAILURE: ClassVar[str] = ("Provisioning failed because of an internal error (injected fault). Delete "
+                                       "this provisioned throughput and create it again.")
     provisionedModelArn: str = ""
     provisionedModelName: str = ""
     modelArn: str = ""
@@ -260,29 +315,11 @@ class ProvisionedThroughput(Resource):
     deleted: float | None = None
     failureMessage: str | None = None
 
-    @property
-    def live(self) -> bool:
-        return not self.deleted
+    def _serve(self) -> None:
+        self.modelArn = self.desiredModelArn     # an update's new model serves from now on
 
-    def advance(self, now: float, record: Record, warm: Callable[[str], None]) -> bool:
-        if self.deleted or self.status not in ("Creating", "Updating") or now < self.readyAt:
-            return False
-        t = self.readyAt
-        if self.status == "Creating" and self.forced == "Failed":
-            self.status, self.lastModified = "Failed", t
-            self.failureMessage = ("Provisioning failed because of an internal error (injected fault). Delete this "
-                                   "provisioned throughput and create it again.")
-        else:
-            self.status, self.lastModified, self.modelArn = "InService", t, self.desiredModelArn
-            warm(self.modelArn)
-        record(self.provisionedModelArn, self.TYPE, self.provisionedModelName, self.status, t)
-        return True
-
-    def billed_seconds(self, now: float) -> float:
-        """Model-unit seconds from the create call to the delete call; a PT that failed to provision is free."""
-        if self.status == "Failed":
-            return 0.0
-        return self.modelUnits * max(0.0, (self.deleted or now) - self.created)
+    def _units(self) -> int:
+        return self.modelUnits
 
     def to_wire(self, iso: Iso, summary: bool = False) -> dict:
         """GetProvisionedModelThroughput's response (``summary``: ProvisionedModelSummary)."""
@@ -299,8 +336,14 @@ class ProvisionedThroughput(Resource):
 
 
 @dataclass
-class CustomModelDeployment(Resource):
+class CustomModelDeployment(ServingResource):
     TYPE: ClassVar[str] = "custom-model-deployment"
+    ARN_FIELD: ClassVar[str] = "customModelDeploymentArn"
+    NAME_FIELD: ClassVar[str] = "modelDeploymentName"
+    UPDATED_FIELD: ClassVar[str] = "lastUpdated"
+    READY_STATUS: ClassVar[str] = "Active"
+    INJECTED_FAILURE: ClassVar[str] = ("Deployment failed because of an internal error (injected fault). Delete the "
+                                       "deployment and create it again.")
     customModelDeploymentArn: str = ""
     modelDeploymentName: str = ""
     modelArn: str = ""
@@ -314,45 +357,19 @@ class CustomModelDeployment(Resource):
     deleted: float | None = None
     failureMessage: str | None = None
 
-    @property
-    def live(self) -> bool:
-        return not self.deleted
-
-    def advance(self, now: float, record: Record, warm: Callable[[str], None]) -> bool:
-        if self.deleted or self.status != "Creating" or now < self.readyAt:
-            return False
-        t = self.readyAt
-        if self.forced == "Failed":
-            self.status, self.lastUpdated = "Failed", t
-            self.failureMessage = ("Deployment failed because of an internal error (injected fault). Delete the "
-                                   "deployment and create it again.")
-        else:
-            self.status, self.lastUpdated = "Active", t
-            warm(self.modelArn)
-        record(self.customModelDeploymentArn, self.TYPE, self.modelDeploymentName, self.status, t)
-        return True
-
-    def billed_seconds(self, now: float) -> float:
-        if self.status == "Failed":
-            return 0.0
-        return max(0.0, (self.deleted or now) - self.created)
-
-    def to_wire(self, iso: Iso) -> dict:
-        """GetCustomModelDeployment's response."""
+    def to_wire(self, iso: Iso, summary: bool = False) -> dict:
+        """GetCustomModelDeployment's response (``summary``: CustomModelDeploymentSummary; docs/bedrock-facts.md
+        §2.8: the list names the deployment customModelDeploymentName and has no description)."""
         out = {"customModelDeploymentArn": self.customModelDeploymentArn,
-               "modelDeploymentName": self.modelDeploymentName, "modelArn": self.modelArn,
-               "createdAt": iso(self.created), "status": self.status, "lastUpdatedAt": iso(self.lastUpdated)}
-        if self.description:
+               "customModelDeploymentName" if summary else "modelDeploymentName": self.modelDeploymentName,
+               "modelArn": self.modelArn, "createdAt": iso(self.created), "status": self.status,
+               "lastUpdatedAt": iso(self.lastUpdated)}
+        if self.description and not summary:
             out["description"] = self.description
         if self.failureMessage:
             out["failureMessage"] = self.failureMessage
         return out
 
     def to_summary(self, iso: Iso) -> dict:
-        """CustomModelDeploymentSummary (docs/bedrock-facts.md §2.8: the list uses customModelDeploymentName)."""
-        it = {"customModelDeploymentArn": self.customModelDeploymentArn,
-              "customModelDeploymentName": self.modelDeploymentName, "modelArn": self.modelArn,
-              "createdAt": iso(self.created), "status": self.status, "lastUpdatedAt": iso(self.lastUpdated)}
-        if self.failureMessage:
-            it["failureMessage"] = self.failureMessage
-        return it
+        """CustomModelDeploymentSummary."""
+        return self.to_wire(iso, summary=True)
