@@ -582,15 +582,20 @@ def _judge_statements(config: PipelineConfig, p: RunPatterns, serving: list[Stat
     return out
 
 
+def _serving_kind_actions(kind: str, p: RunPatterns) -> tuple[str, str, str, str, str]:
+    """(resource pattern, Sid word, create / get / delete action) of a serving ``kind``: a no-commitment PT
+    ("provisioned") or an on-demand custom model deployment (anything else)."""
+    if kind == "provisioned":
+        return (p.bedrock("provisioned-model", "*"), "Throughput", "CreateProvisionedModelThroughput",
+                "GetProvisionedModelThroughput", "DeleteProvisionedModelThroughput")
+    return (p.bedrock("custom-model-deployment", "*"), "Deployment", "CreateCustomModelDeployment",
+            "GetCustomModelDeployment", "DeleteCustomModelDeployment")
+
+
 def _serving_statements(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
     kind = serving_kind(config)
     models = p.bedrock("custom-model", "*")
-    if kind == "provisioned":
-        res, what, create, get, delete = p.bedrock("provisioned-model", "*"), "Throughput", \
-            "CreateProvisionedModelThroughput", "GetProvisionedModelThroughput", "DeleteProvisionedModelThroughput"
-    else:
-        res, what, create, get, delete = p.bedrock("custom-model-deployment", "*"), "Deployment", \
-            "CreateCustomModelDeployment", "GetCustomModelDeployment", "DeleteCustomModelDeployment"
+    res, what, create, get, delete = _serving_kind_actions(kind, p)
     base, base_why = _base_model_targets(config, p)
     return [
         Statement(
@@ -731,12 +736,7 @@ def _production_statements(config: PipelineConfig, p: RunPatterns) -> list[State
     from tasks.run.plan import production_kind
 
     kind = production_kind(config)
-    if kind == "provisioned":
-        res, what, create, get, delete = p.bedrock("provisioned-model", "*"), "Throughput", \
-            "CreateProvisionedModelThroughput", "GetProvisionedModelThroughput", "DeleteProvisionedModelThroughput"
-    else:
-        res, what, create, get, delete = p.bedrock("custom-model-deployment", "*"), "Deployment", \
-            "CreateCustomModelDeployment", "GetCustomModelDeployment", "DeleteCustomModelDeployment"
+    res, what, create, get, delete = _serving_kind_actions(kind, p)
     return out + [
         Statement(
             sid=f"CreateProduction{what}", actions=[f"bedrock:{create}"], resources=[p.bedrock("custom-model", "*")],
