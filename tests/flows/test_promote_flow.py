@@ -10,10 +10,10 @@ import pytest
 from flows.context import RunContext
 from flows.promote import promote_if_gate_passed
 from tasks import promote as promote_stage
-from tasks.catalog import load_catalog
 from tasks.registry import store_for_config
 from tasks.run.manifest import Manifest
-from tests.support.aws import alive, trained, use_fresh_emulator
+from tests.support.aws import alive, use_fresh_emulator
+from tests.support.champion import evaluated_week
 
 MUTATING = ("Create", "Delete", "Tag", "Untag", "Put", "Update")
 
@@ -25,18 +25,7 @@ def emu(monkeypatch, fresh_emulator):
 
 def _week(tmp_path, name: str, week: int, preset: str, passed: bool, mode: str = "on-demand") -> RunContext:
     """A run of lineage ``name`` that trained and was evaluated (its gate verdict in the manifest)."""
-    d = tmp_path / f"w{week}"
-    d.mkdir()
-    s, arn, _ = trained(d, name=name, preset=preset, production={"mode": mode})
-    run_id = f"{name}-week{week}"
-    manifest = Manifest.create(tmp_path / "runs", run_id, s.config.model_dump(mode="json"))
-    manifest.update(run_key=s.names.run_key, gate={"rule": "bertscore_f1: custom - base > 0", "passed": passed},
-                    data={"content_hash": f"data-{week}", "sha256": {"test": f"t-{week}"}},
-                    metrics={"base": {"bertscore_f1": 0.5}, "custom": {"bertscore_f1": 0.6 if passed else 0.4}})
-    manifest.add_resource("custom_model", arn)
-    return RunContext(config=s.config, manifest=manifest, clients=s.clients, flow_run_id="local",
-                      family=load_catalog().family_of(s.config.base_model), account=s.account,
-                      run_key=s.names.run_key, names=s.names)
+    return evaluated_week(tmp_path, name, week, preset, passed, mode)
 
 
 def _promote(ctx: RunContext) -> dict:

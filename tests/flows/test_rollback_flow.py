@@ -15,11 +15,10 @@ from flows.context import RunContext
 from flows.promote import promote_if_gate_passed
 from flows.rollback import PIN_LABEL, rollback_lineage
 from tasks import promote as promote_stage
-from tasks.catalog import load_catalog
 from tasks.registry import store_for_config
-from tasks.run.manifest import Manifest
 from tests.support import REPO_ROOT
-from tests.support.aws import trained, use_fresh_emulator
+from tests.support.aws import use_fresh_emulator
+from tests.support.champion import evaluated_week
 
 pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.timeout(300)]
 
@@ -31,25 +30,10 @@ def emu(monkeypatch, fresh_emulator):
     return use_fresh_emulator(monkeypatch, fresh_emulator)
 
 
-def _week(tmp_path, name: str, week: int) -> RunContext:
-    """A run of lineage ``name`` that trained and passed its gate (on-demand production serving)."""
-    d = tmp_path / f"w{week}"
-    d.mkdir()
-    s, arn, _ = trained(d, name=name, preset="quick", production={"mode": "on-demand"})
-    manifest = Manifest.create(tmp_path / "runs", f"{name}-week{week}", s.config.model_dump(mode="json"))
-    manifest.update(run_key=s.names.run_key, gate={"rule": "bertscore_f1: custom - base > 0", "passed": True},
-                    data={"content_hash": f"data-{week}", "sha256": {"test": f"t-{week}"}},
-                    metrics={"base": {"bertscore_f1": 0.5}, "custom": {"bertscore_f1": 0.6}})
-    manifest.add_resource("custom_model", arn)
-    return RunContext(config=s.config, manifest=manifest, clients=s.clients, flow_run_id="local",
-                      family=load_catalog().family_of(s.config.base_model), account=s.account,
-                      run_key=s.names.run_key, names=s.names)
-
-
 def _promoted(tmp_path, name: str, weeks: int) -> list[RunContext]:
     out = []
     for week in range(1, weeks + 1):
-        ctx = _week(tmp_path, name, week)
+        ctx = evaluated_week(tmp_path, name, week)
         assert promote_if_gate_passed(ctx, timeout_s=60, initial_interval_s=0.1)["promoted"]
         out.append(ctx)
     return out

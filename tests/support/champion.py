@@ -3,16 +3,45 @@ plain boto3 jobs, recorded in the lineage's registry (tasks/registry, the same c
 makes) and switched to champion. For tests of ``start_from: champion`` that need the pointer at a given model, or
 moved between two of them (tests/flows/test_champion_kill.py).
 
+``evaluated_week(tmp_path, name, week, ...)`` is one week's run of a lineage that trained and was evaluated (its
+gate verdict in the manifest), ready for ``flows.promote.promote_if_gate_passed``.
+
 ``custom_model_of_base(c, name)`` trains one (``c``: ``emulator.testing.boto3_clients``); ``crown(config, run_id,
 model_arn)`` makes it the champion of ``config.name`` (clients from the standard AWS settings: point them at the
 emulator first, e.g. ``tests.support.aws.use_fresh_emulator``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from tasks.aws.clients import account_id, make_clients
 from tasks.config import PipelineConfig
 from tasks.registry import Champion, ModelVersion, record_version, store_for_config, switch_champion
 from tests.support.emulator import job_request, prepare, wait
+
+
+def evaluated_week(tmp_path: Path, name: str, week: int, preset: str = "quick", passed: bool = True,
+                   mode: str = "on-demand") -> Any:
+    """Run ``<name>-week<week>`` of lineage ``name``: trained on the emulator (tests.support.aws.trained, production
+    serving ``mode``), its manifest under ``tmp_path/runs`` with a gate verdict ``passed`` and BERTScores to
+    match; a flows.context.RunContext."""
+    from flows.context import RunContext
+    from tasks.catalog import load_catalog
+    from tasks.run.manifest import Manifest
+    from tests.support.aws import trained
+
+    d = tmp_path / f"w{week}"
+    d.mkdir()
+    s, arn, _ = trained(d, name=name, preset=preset, production={"mode": mode})
+    manifest = Manifest.create(tmp_path / "runs", f"{name}-week{week}", s.config.model_dump(mode="json"))
+    manifest.update(run_key=s.names.run_key, gate={"rule": "bertscore_f1: custom - base > 0", "passed": passed},
+                    data={"content_hash": f"data-{week}", "sha256": {"test": f"t-{week}"}},
+                    metrics={"base": {"bertscore_f1": 0.5}, "custom": {"bertscore_f1": 0.6 if passed else 0.4}})
+    manifest.add_resource("custom_model", arn)
+    return RunContext(config=s.config, manifest=manifest, clients=s.clients, flow_run_id="local",
+                      family=load_catalog().family_of(s.config.base_model), account=s.account,
+                      run_key=s.names.run_key, names=s.names)
 
 
 def custom_model_of_base(c, name: str) -> str:

@@ -179,7 +179,8 @@ AWS_DISTILLATION_TABLE = {     # prequisites-model-distillation: teacher (as the
                                           "meta.llama3-3-70b-instruct-v1:0:128k"}, "us-west-2"),
     "meta.llama3-1-70b-instruct-v1:0": ({"meta.llama3-1-8b-instruct-v1:0:128k", "meta.llama3-2-1b-instruct-v1:0:128k",
                                          "meta.llama3-2-3b-instruct-v1:0:128k"}, "us-west-2"),
-    "us.meta.llama3-3-70b-instruct-v1:0": ({"meta.llama3-1-8b-instruct-v1:0:128k", "meta.llama3-2-1b-instruct-v1:0:128k",
+    "us.meta.llama3-3-70b-instruct-v1:0": ({"meta.llama3-1-8b-instruct-v1:0:128k",
+                                            "meta.llama3-2-1b-instruct-v1:0:128k",
                                             "meta.llama3-2-3b-instruct-v1:0:128k"}, "us-west-2"),
 }
 
@@ -204,7 +205,8 @@ def test_retired_teachers_carry_their_eol_dates():
         == ("2026-07-07", True)
     assert lc["anthropic.claude-3-5-sonnet-20241022-v2:0"].status == "EOL"
     premier = lc["us.amazon.nova-premier-v1:0"]        # model card: "Model EOL date: September 14, 2026"
-    assert (premier.status, premier.eol_date, premier.as_of, premier.confirmed) == ("EOL", "2026-09-14", "2026-12-03", True)
+    assert (premier.status, premier.eol_date, premier.as_of, premier.confirmed) == ("EOL", "2026-09-14", "2026-12-03",
+                                                                                     True)
     assert premier.source == "https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-amazon-nova-premier.html"
 
 

@@ -165,7 +165,8 @@ def test_prepare_output_always_validates(model, rows, system, seed):
             prepared = prepare(cfg, Path(d) / "out")
         except DataValidationError as err:
             # only record-count rules may refuse valid rows (too few for the model, or none at all)
-            assert all(p.field in ("records", "split", "split.train", "split.test", "file") for p in err.problems), err.lines()
+            counts = ("records", "split", "split.train", "split.test", "file")
+            assert all(p.field in counts for p in err.problems), err.lines()
             return
         for role in ("train", "test"):
             f = getattr(prepared, role)
