@@ -247,14 +247,17 @@ def _scenario(tmp: Path) -> Outcome:
         # ... machine B the other two, which find the training quota taken
         b = _start_worker("B", tmp / "machine-b", api, emu.url, limit=4)
         workers.append(b)
+        # both of A's runs hold a training slot (their jobs exist) before B's runs are triggered: waiting for
+        # RUNNING alone left a race where a B run reached customize before team-2 took its slot (CI after stop 26)
+        _wait(lambda: all(any(k.startswith(f"forge-{n}-") for k in _jobs_in_progress(emu.url)) for n in names[:2]),
+              240, "worker A's two runs to create their jobs", api=api, ids=[out.originals[n] for n in names[:2]])
         for n in names[2:]:
             out.originals[n] = stack.trigger(api, CUSTOMIZE, {"config": _config(n)})
         out.marks["triggered"] = round(time.monotonic() - t0, 1)
 
-        # lose machine A while its first run's job trains
-        victim = names[0]
-        _wait(lambda: any(k.startswith(f"forge-{victim}-") and v == "InProgress" for k, v in
-                          _jobs_in_progress(emu.url).items()), 240, f"{victim}'s job to be in progress",
+        # lose machine A while one of its runs' jobs trains
+        _wait(lambda: any(k.startswith(tuple(f"forge-{n}-" for n in out.on_a)) and v == "InProgress" for k, v in
+                          _jobs_in_progress(emu.url).items()), 240, "one of A's jobs to be in progress",
               api=api, ids=list(out.originals.values()))
         for n in out.on_a:
             out.run_ids[n] = _flow_run(api, out.originals[n])["name"]
