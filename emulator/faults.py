@@ -128,12 +128,16 @@ class Faults:
         r.hits += 1
         return True
 
-    def on_call(self, operation: str) -> Decision:
-        """Errors / latency for one call (rules without job/pt outcome)."""
+    def on_call(self, operation: str, *, named_only: bool = False) -> Decision:
+        """Errors / latency for one call (rules without job/pt outcome). ``named_only``: only rules that name
+        ``operation`` (the Price List calls: a ``*`` rule written for Bedrock must not also hit them, nor have its
+        seeded sequence shifted by them)."""
         d = Decision()
         with self._lock:
             for r in self.rules:
                 if r.job_outcome or r.pt_outcome or not r.matches(operation):
+                    continue
+                if named_only and r.operation != operation:
                     continue
                 if (r.error is None and r.latency_ms <= 0):
                     continue

@@ -1,8 +1,9 @@
-"""One WSGI endpoint for bedrock (control plane + runtime), S3, IAM and STS.
+"""One WSGI endpoint for bedrock (control plane + runtime), the Price List API (``pricing``), S3, IAM and STS.
 
 Routing (docs/design.md §5): the SigV4 credential scope names the service
 (``Credential=KEY/DATE/REGION/<service>/aws4_request``); ``bedrock`` covers the control plane and the
-runtime (``/model/<id>/invoke``, ``/model/<id>/converse``) and is served here; everything else goes
+runtime (``/model/<id>/invoke``, ``/model/<id>/converse``) and is served here, as is ``pricing`` (the Price List
+Query API for Bedrock's prices, emulator/pricing.py); everything else goes
 to moto's server app (``DomainDispatcherApplication``), mounted in-process, with this emulator's
 account id in ``x-moto-account-id``. ``/_emulator/*`` are the emulator's own endpoints:
 ``GET /_emulator/health``, ``GET /_emulator/ledger``, ``GET|POST /_emulator/faults``,
@@ -44,6 +45,7 @@ from emulator.clock import VirtualClock
 from emulator.faults import ERRORS, FaultConfigError, Faults, Rule, parse_rules
 from emulator.ledger import Ledger
 from emulator.options import TLS_ENV_FLAG, add_arguments  # noqa: F401 (add_arguments: re-exported)
+from emulator.pricing import PricingError, PricingResponses
 from emulator.state import MotoAccount, StateStore, acting_as, protect_account
 
 DEFAULT_ACCOUNT = "123456789012"    # moto's default, the AWS documentation example id (not a real account)
@@ -259,6 +261,8 @@ class Emulator:
             return _json(200, {"status": "ok"})
         service, region = credential_scope(environ)
         region = region or DEFAULT_REGION
+        if service == "pricing":
+            return self.handle_pricing(environ)
         if service in ("bedrock", None):
             hit = match_bedrock(method, raw_path)
             if hit:
@@ -313,6 +317,40 @@ class Emulator:
         except Exception:  # noqa: BLE001 - persistence trouble must not fail the call
             pass
         return out
+
+    # -- pricing (the Price List Query API, emulator/pricing.py) --------------------------------------
+    def handle_pricing(self, environ: dict) -> tuple[int, bytes, dict]:
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        op = target.rsplit(".", 1)[-1] or "Unknown"
+        t = self.bedrock.now()
+        status, code = 500, None
+        headers = {"Content-Type": "application/x-amz-json-1.1"}
+        try:
+            decision = self.faults.on_call(op, named_only=True)
+            if decision.latency_ms > 0:
+                time.sleep(decision.latency_ms / 1000.0)
+            if decision.error:
+                raise PricingError(decision.error, _fault_message(decision.error, op), ERRORS.get(decision.error, 400))
+            raw = _read_body(environ)
+            try:
+                body = json.loads(raw) if raw else {}
+            except json.JSONDecodeError as e:
+                raise PricingError("InvalidParameterException", f"The request body is not valid JSON ({e.msg}).") \
+                    from None
+            if self.iam.enabled:
+                caller = self.iam.caller(environ)
+                # pricing:<Op> has no resource type: the statement that allows it says Resource "*"
+                denied = self.iam.check(caller, "pricing", op, [iam_enforce.AuthRequest(f"pricing:{op}", "*")])
+                if denied is not None:
+                    raise PricingError("AccessDeniedException", iam_enforce.denial_message(caller.arn, denied))
+            out = PricingResponses().dispatch(target, body if isinstance(body, dict) else {})
+            status = 200
+            return 200, json.dumps(out).encode(), headers
+        except PricingError as e:
+            status, code = e.status, e.code
+            return e.status, json.dumps({"__type": e.code, "Message": e.message}).encode(), headers
+        finally:
+            self.ledger.record_call(t=t, service="pricing", operation=op, mutating=False, status=status, error=code)
 
     def _authorize_bedrock(self, environ: dict, req: Request, service: str) -> None:
         """Raise AccessDeniedException unless the caller's policies allow everything ``req`` needs."""

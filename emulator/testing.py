@@ -257,7 +257,7 @@ def start_subprocess(*, speed: float = 3000.0, state_dir: str | Path | None = No
 
 def boto3_clients(url: str, *, region: str = "us-east-1", max_attempts: int | None = None,
                   verify: str | Path | bool | None = None):
-    """Plain boto3 clients for s3, iam, sts, bedrock and bedrock-runtime against ``url`` (dummy credentials).
+    """Plain boto3 clients for s3, iam, sts, bedrock, bedrock-runtime and pricing against ``url`` (dummy credentials).
     ``max_attempts`` = total attempts per call (botocore ``total_max_attempts``); 1 turns retries off.
     ``verify``: the CA bundle of an HTTPS emulator (``handle.ca_bundle``)."""
     from types import SimpleNamespace
@@ -270,7 +270,9 @@ def boto3_clients(url: str, *, region: str = "us-east-1", max_attempts: int | No
     if verify is not None:
         kw["verify"] = str(verify) if not isinstance(verify, bool) else verify
     return SimpleNamespace(s3=boto3.client("s3", **kw), iam=boto3.client("iam", **kw), sts=boto3.client("sts", **kw),
-                           bedrock=boto3.client("bedrock", **kw), runtime=boto3.client("bedrock-runtime", **kw))
+                           bedrock=boto3.client("bedrock", **kw), runtime=boto3.client("bedrock-runtime", **kw),
+                           # the Price List API answers from us-east-1 whatever the Region priced
+                           pricing=boto3.client("pricing", **{**kw, "region_name": "us-east-1"}))
 
 
 # -- reading the ledger (tests and benchmarks judge runs by it) ----------------------------------------

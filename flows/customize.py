@@ -54,7 +54,7 @@ from tasks.aws.redact import unredact
 from tasks.aws.s3uri import s3_uri
 from tasks.aws.tags import HEARTBEAT_TAG, fits_tag_value
 from tasks.config import PipelineConfig
-from tasks.estimate import check_budget, estimate_cost
+from tasks.estimate import check_budget, estimate_cost, live_prices
 from tasks.evaluate import EvaluationResult
 from tasks.evaluation import lease
 from tasks.preflight import PreflightRefused, preflight_run
@@ -294,7 +294,7 @@ def _live_preflight(ctx: RunContext) -> None:
 
 def _spend_guard(ctx: RunContext, prepared: PreparedData) -> None:
     """Before anything that costs money: estimate, record, refuse over budget / caps (tasks/estimate.py)."""
-    estimate = estimate_cost(ctx.config, prepared)
+    estimate = estimate_cost(ctx.config, prepared, live_prices(getattr(ctx.clients, "pricing", None), ctx.config))
     ctx.manifest.set_cost_estimate(estimate.total_usd, estimate.known_usd, estimate.model_dump(mode="json"))
     ctx.log.info("cost estimate: %s", estimate.summary_line())
     try:

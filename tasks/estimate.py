@@ -17,9 +17,13 @@ What is estimated, and how (every figure is an estimate; the lines say which inp
   On-demand deployment = the test-split tokens at on-demand token prices. The base model is always
   called on demand for the comparison, so its test-split tokens are counted in both modes.
   Output tokens are taken at ``evaluation.max_tokens`` per call: an upper bound.
-- **Prices**: ``config.pricing`` overrides field by field; otherwise the catalog. The catalog has no
-  confirmed price (all ``null``, ``unconfirmed: true``): such a figure is reported as *unknown*,
-  never invented, and the totals that depend on it are ``None``.
+- **Prices**: ``config.pricing`` overrides field by field; then the AWS Price List when it was read
+  (``live_prices``: ``pricing:GetProducts`` for the base model's usage types, read-only, before anything is
+  created; the run's spend guard and ``forge estimate --live`` read it, ``budget.live_prices: false`` turns it off);
+  then the catalog. The catalog has no confirmed price (all ``null``, ``unconfirmed: true``): such a figure is
+  reported as *unknown*, never invented, and the totals that depend on it are ``None``. A Price List figure is used
+  only when its unit is one the field is priced in (``_UNITS``); any other answer, an error or no product leaves
+  the field to the catalog, with a note.
 
 - **Judge** (issue 19, ``evaluation.judge``): each judged example is asked twice (both orders) per pair —
   challenger vs base, and vs the champion when the lineage has one (counted: an upper bound) — on demand on the
@@ -73,6 +77,75 @@ COMMITMENT_MONTHS = {"OneMonth": 1, "SixMonths": 6}   # docs/bedrock-facts.md §
 # keys in formatted records that carry structure, not text (docs/bedrock-facts.md §5 record shapes)
 _STRUCTURAL_KEYS = {"role", "schemaVersion", "format", "uri", "bucketOwner", "s3Location"}
 _OUTPUT_KEYS = {"completion", "reference_answer"}
+
+
+# ---------------------------------------------------------------------------------------------
+# live prices: the AWS Price List (tasks/aws/pricing.py), read before anything is created
+# ---------------------------------------------------------------------------------------------
+# estimate field -> how the Price List's unit converts into the field's unit (lower-cased units)
+_PER_1K = {"1k tokens": 1.0, "1k token": 1.0, "1m tokens": 0.001, "1m token": 0.001}
+_UNITS: dict[str, dict[str, float]] = {
+    "train_per_1k_tokens": _PER_1K,
+    "storage_per_month": {"month": 1.0, "months": 1.0, "model-month": 1.0, "model/month": 1.0, "mo": 1.0},
+    "pt_hour_no_commit": {"hour": 1.0, "hours": 1.0, "hr": 1.0, "hrs": 1.0},
+    "pt_hour_OneMonth": {"hour": 1.0, "hours": 1.0, "hr": 1.0, "hrs": 1.0},
+    "pt_hour_SixMonths": {"hour": 1.0, "hours": 1.0, "hr": 1.0, "hrs": 1.0},
+    "on_demand_input_per_1k": _PER_1K,
+    "on_demand_output_per_1k": _PER_1K,
+    "custom_input_per_1k": _PER_1K,
+    "custom_output_per_1k": _PER_1K,
+}
+
+
+@dataclass
+class LivePrices:
+    """What the Price List said for one base model in one Region: field -> (USD in the field's unit, source)."""
+
+    figures: dict[str, tuple[float, str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, name: str) -> tuple[float, str] | None:
+        return self.figures.get(name)
+
+
+def live_prices(client: Any, config: PipelineConfig, catalog: Catalog | None = None) -> LivePrices:
+    """The base model's prices from the AWS Price List (``client``: a ``pricing`` client, tasks/aws/pricing.py).
+
+    Read-only and free, so allowed before spending. Never raises: a field the Price List does not answer (no
+    usage type known for the model or Region, no product, a unit the field is not priced in, AccessDenied,
+    throttling, no network) stays with the catalog, and the note says why."""
+    from tasks.aws.errors import error_code
+    from tasks.aws.pricing import get_price
+
+    out = LivePrices()
+    if client is None or not config.budget.live_prices:
+        return out
+    catalog = catalog or load_catalog()
+    region = config.aws.region
+    asked = {f: catalog.usage_type(config.base_model, f, region) for f in _UNITS}
+    if not any(asked.values()):
+        out.notes.append(f"AWS Price List not read: the catalog has no usage-type name for {config.base_model} in "
+                         f"{region} (catalog.yaml price_list)")
+        return out
+    for name, usage in asked.items():
+        if usage is None:
+            continue
+        try:
+            quote = get_price(client, usage)
+        except Exception as err:  # noqa: BLE001 - a price is never worth failing the run over
+            out.notes.append(f"AWS Price List not read ({error_code(err) or type(err).__name__}: "
+                             f"{str(err)[:160]}); prices from the config and the catalog")
+            return out
+        if quote is None:
+            out.notes.append(f"AWS Price List: no single price for {usage}; {name} from the config or catalog")
+            continue
+        scale = _UNITS[name].get(quote.unit.strip().lower())
+        if scale is None:
+            out.notes.append(f"AWS Price List: {usage} is priced per {quote.unit!r}, not a unit {name} is "
+                             "priced in; not used")
+            continue
+        out.figures[name] = (quote.usd * scale, quote.source)
+    return out
 
 
 class BudgetExceeded(ValueError):
@@ -220,10 +293,13 @@ def _epochs(config: PipelineConfig, notes: list[str]) -> int:
     return int(hp["epochCount"])
 
 
-def _price(config: PipelineConfig, family: ModelFamily, field: str) -> tuple[float | None, str]:
+def _price(config: PipelineConfig, family: ModelFamily, field: str,
+           live: LivePrices | None = None) -> tuple[float | None, str]:
     override = getattr(config.pricing, field)
     if override is not None:
         return float(override), "config.pricing"
+    if live is not None and (hit := live.get(field)) is not None:
+        return hit
     value = getattr(family.pricing, field)
     if value is None:
         return None, "unknown"
@@ -265,6 +341,7 @@ class _Ledger:
     lines: list[dict] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    live: LivePrices | None = None
 
     def add(self, line: dict) -> float | None:
         """Record one cost line; its ``usd`` (None when a price is unknown)."""
@@ -286,7 +363,7 @@ class _EvalTokens:
 
 def _training_cost(config: PipelineConfig, family: ModelFamily, t_tokens: int, epochs: int,
                    ledger: _Ledger) -> float | None:
-    p, src = _price(config, family, "train_per_1k_tokens")
+    p, src = _price(config, family, "train_per_1k_tokens", ledger.live)
     if p is None:
         ledger.unknown.append(_unknown("train_per_1k_tokens"))
     training = ledger.add(_line("training", t_tokens * epochs / 1000, "1k token-epochs", p, "per 1k tokens", src,
@@ -298,7 +375,7 @@ def _training_cost(config: PipelineConfig, family: ModelFamily, t_tokens: int, e
 
 
 def _storage_cost(config: PipelineConfig, family: ModelFamily, ledger: _Ledger) -> float | None:
-    p, src = _price(config, family, "storage_per_month")
+    p, src = _price(config, family, "storage_per_month", ledger.live)
     if p is None:
         ledger.unknown.append(_unknown("storage_per_month"))
     return ledger.add(_line("storage", 1, "model-month", p, "per model per month", src,
@@ -306,9 +383,9 @@ def _storage_cost(config: PipelineConfig, family: ModelFamily, ledger: _Ledger) 
 
 
 def _eval_tokens(config: PipelineConfig, family: ModelFamily, cpt: float, test_records: int,
-                 test_input_chars: int, eval_calls: int) -> _EvalTokens:
-    p_in, src_in = _price(config, family, "on_demand_input_per_1k")
-    p_out, src_out = _price(config, family, "on_demand_output_per_1k")
+                 test_input_chars: int, eval_calls: int, live: LivePrices | None = None) -> _EvalTokens:
+    p_in, src_in = _price(config, family, "on_demand_input_per_1k", live)
+    p_out, src_out = _price(config, family, "on_demand_output_per_1k", live)
     return _EvalTokens(calls=eval_calls, in_tok=tokens(test_input_chars * eval_calls / max(test_records, 1), cpt),
                        out_tok=eval_calls * config.evaluation.max_tokens,
                        p_in=p_in, src_in=src_in, p_out=p_out, src_out=src_out)
@@ -330,7 +407,7 @@ def _provisioned_cost(config: PipelineConfig, catalog: Catalog, family: ModelFam
     if sv.commitment:
         return _commitment_cost(config, units, ledger)
     hours = float(math.ceil(sv.max_hours))
-    p, src = _price(config, family, "pt_hour_no_commit")
+    p, src = _price(config, family, "pt_hour_no_commit", ledger.live)
     if p is None:
         ledger.unknown.append(_unknown("pt_hour_no_commit"))
     usd = ledger.add(_line("serving: provisioned throughput", units * hours, "model-unit hours", p,
@@ -349,23 +426,41 @@ def _commitment_cost(config: PipelineConfig, units: int, ledger: _Ledger) -> flo
     term's hours × ``pricing.pt_hour_commitment`` (no catalog figure: unknown, with the term hours shown)."""
     sv = config.serving
     hours = COMMITMENT_MONTHS[sv.commitment] * HOURS_PER_MONTH
-    price = config.pricing.pt_hour_commitment
+    price, src = config.pricing.pt_hour_commitment, "config.pricing"
+    if price is None and ledger.live is not None and (hit := ledger.live.get(f"pt_hour_{sv.commitment}")):
+        price, src = hit
     if price is None:
         ledger.unknown.append(f"provisioned throughput with commitment {sv.commitment}: no commitment price in the "
                               f"catalog or config (set pricing.pt_hour_commitment); the term is {units} MU × "
                               f"{hours:g} h, billed whole, and the PT cannot be deleted before it ends "
                               "(docs/bedrock-facts.md §2.7) — remove serving.commitment unless you mean it")
     return ledger.add(_line("serving: provisioned throughput", units * hours, "model-unit hours", price,
-                            "per model-unit hour", "config.pricing" if price is not None else "unknown",
+                            "per model-unit hour", src if price is not None else "unknown",
                             f"{units} MU × {hours:g} h (the whole {sv.commitment} term, billed whole)",
                             term_hours=hours))
 
 
-def _custom_on_demand_cost(family: ModelFamily, t: _EvalTokens, ledger: _Ledger) -> float | None:
+def _custom_tokens(config: PipelineConfig, t: _EvalTokens, ledger: _Ledger) -> tuple[_EvalTokens, bool]:
+    """``t`` priced at the Price List's custom-model token prices when it has both (and the config does not
+    override the on-demand prices); else ``t`` as it is, priced like the base model (the bool: custom prices)."""
+    live = ledger.live
+    p_in, p_out = (live.get("custom_input_per_1k"), live.get("custom_output_per_1k")) if live else (None, None)
+    if p_in is None or p_out is None or config.pricing.on_demand_input_per_1k is not None \
+            or config.pricing.on_demand_output_per_1k is not None:
+        return t, False
+    return _EvalTokens(calls=t.calls, in_tok=t.in_tok, out_tok=t.out_tok, p_in=p_in[0], src_in=p_in[1],
+                       p_out=p_out[0], src_out=p_out[1]), True
+
+
+def _custom_on_demand_cost(config: PipelineConfig, family: ModelFamily, t: _EvalTokens,
+                           ledger: _Ledger) -> float | None:
     if not family.on_demand_deployment:
         ledger.notes.append(f"{family.display} has no on-demand deployment (docs/bedrock-facts.md §2.8): "
                             "serving.mode on_demand will be refused; use provisioned")
-    ledger.notes.append("on-demand custom-model calls priced like the base model's on-demand tokens (unconfirmed)")
+    t, custom = _custom_tokens(config, t, ledger)
+    if not custom:
+        ledger.notes.append("on-demand custom-model calls priced like the base model's on-demand tokens "
+                            "(unconfirmed)")
     return _on_demand_cost("serving: custom model on demand", t, ledger)
 
 
@@ -377,12 +472,12 @@ def _serving_cost(config: PipelineConfig, catalog: Catalog, family: ModelFamily,
         ledger.notes.append(f"serving: {why}, so no serving resource is created")
         return "none", 0.0
     kind = serving_kind(config, family)  # the same decision tasks/serve.py acts on (tasks/run/plan.py)
-    t = _eval_tokens(config, family, cpt, test_records, test_input_chars, eval_calls)
+    t = _eval_tokens(config, family, cpt, test_records, test_input_chars, eval_calls, ledger.live)
     parts: list[float | None] = []
     if kind == "provisioned":
         parts.append(_provisioned_cost(config, catalog, family, ledger))
     else:
-        parts.append(_custom_on_demand_cost(family, t, ledger))
+        parts.append(_custom_on_demand_cost(config, family, t, ledger))
     # the base model is always called on demand for the comparison
     parts.append(_on_demand_cost("evaluation: base model on demand", t, ledger))
     for f, pv in (("on_demand_input_per_1k", t.p_in), ("on_demand_output_per_1k", t.p_out)):
@@ -445,7 +540,7 @@ def _champion_cost(config: PipelineConfig, family: ModelFamily, cpt: float, test
         return 0, 0.0
     from tasks.run.plan import production_kind  # the decision tasks/promote.py acts on
 
-    t = _eval_tokens(config, family, cpt, test_records, test_input_chars, eval_calls)
+    t = _eval_tokens(config, family, cpt, test_records, test_input_chars, eval_calls, ledger.live)
     tok = f"{t.calls} calls: {t.in_tok:,} in + {t.out_tok:,} out (≤ max_tokens)"
     if production_kind(config) == "provisioned":
         ledger.add(_line("evaluation: champion on its PT", t.in_tok + t.out_tok, "tokens", None,
@@ -454,11 +549,14 @@ def _champion_cost(config: PipelineConfig, family: ModelFamily, cpt: float, test
                          "billed hourly whether or not the evaluation calls it (docs/bedrock-facts.md §2.7)",
                          usd=0.0, unit_price_in=0.0, unit_price_out=0.0))
         return t.calls, 0.0
+    t, custom = _custom_tokens(config, t, ledger)
     usd = None if t.p_in is None or t.p_out is None else (t.in_tok * t.p_in + t.out_tok * t.p_out) / 1000
+    priced = ("at the Price List's custom-model token prices" if custom else
+              "priced like the base model's on-demand tokens (unconfirmed)")
     ledger.add(_line("evaluation: champion on demand", t.in_tok + t.out_tok, "tokens", None, "per 1k tokens (in/out)",
                      f"{t.src_in}/{t.src_out}",
-                     f"{tok}, {CHAMPION_UPPER_BOUND}; its custom model deployment is billed per token, priced like "
-                     "the base model's on-demand tokens (unconfirmed)", usd=usd,
+                     f"{tok}, {CHAMPION_UPPER_BOUND}; its custom model deployment is billed per token, {priced}",
+                     usd=usd,
                      unit_price_in=t.p_in, unit_price_out=t.p_out))
     for f, pv in (("on_demand_input_per_1k", t.p_in), ("on_demand_output_per_1k", t.p_out)):
         if pv is None:
@@ -467,9 +565,10 @@ def _champion_cost(config: PipelineConfig, family: ModelFamily, cpt: float, test
 
 
 def production_cost(family: ModelFamily, kind: Literal["provisioned", "deployment"], model_units: int | None,
-                    commitment: str | None = None, pricing: Any = None) -> ProductionCost:
+                    commitment: str | None = None, pricing: Any = None,
+                    live: LivePrices | None = None) -> ProductionCost:
     """The production serving's cost: per hour, per month and (a commitment) per term. ``pricing``: the config's
-    ``PricingOverride`` (or None: the catalog's figures)."""
+    ``PricingOverride`` (or None: the catalog's figures); ``live``: the Price List's figures, when read."""
     if kind == "deployment":
         return ProductionCost(kind=kind, hourly_usd=0.0, monthly_usd=0.0, price_source="no hourly bill",
                               detail="on-demand custom model deployment: billed per call at on-demand token prices "
@@ -478,6 +577,9 @@ def production_cost(family: ModelFamily, kind: Literal["provisioned", "deploymen
     if commitment:
         hours = COMMITMENT_MONTHS[commitment] * HOURS_PER_MONTH
         price = getattr(pricing, "pt_hour_commitment", None) if pricing is not None else None
+        src = "config.pricing"
+        if price is None and live is not None and (hit := live.get(f"pt_hour_{commitment}")):
+            price, src = hit
         unknown = [] if price is not None else [
             f"production: provisioned throughput with commitment {commitment}: no commitment price in the catalog "
             f"or config (set pricing.pt_hour_commitment); the term is {units} MU × {hours:g} h, billed whole, and "
@@ -486,12 +588,13 @@ def production_cost(family: ModelFamily, kind: Literal["provisioned", "deploymen
         return ProductionCost(kind=kind, model_units=units, commitment=commitment, hourly_usd=hourly,
                               monthly_usd=None if hourly is None else round(hourly * HOURS_PER_MONTH, 6),
                               term_hours=hours, term_usd=None if hourly is None else round(hourly * hours, 6),
-                              price_source="config.pricing" if price is not None else "unknown",
+                              price_source=src if price is not None else "unknown",
                               detail=f"{units} MU × {hours:g} h (the whole {commitment} term, billed whole)",
                               unknown=unknown)
     override = getattr(pricing, "pt_hour_no_commit", None) if pricing is not None else None
-    price = override if override is not None else family.pricing.pt_hour_no_commit
-    src = ("config.pricing" if override is not None else "unknown" if price is None else
+    hit = live.get("pt_hour_no_commit") if live is not None and override is None else None
+    price = override if override is not None else hit[0] if hit else family.pricing.pt_hour_no_commit
+    src = ("config.pricing" if override is not None else hit[1] if hit else "unknown" if price is None else
            "catalog (unconfirmed)" if family.pricing.unconfirmed else "catalog")
     hourly = None if price is None else units * float(price)
     return ProductionCost(kind=kind, model_units=units, hourly_usd=hourly,
@@ -500,13 +603,13 @@ def production_cost(family: ModelFamily, kind: Literal["provisioned", "deploymen
                           unknown=[] if price is not None else [f"production: {_unknown('pt_hour_no_commit')}"])
 
 
-def _production(config: PipelineConfig, family: ModelFamily) -> ProductionCost | None:
+def _production(config: PipelineConfig, family: ModelFamily, live: LivePrices | None = None) -> ProductionCost | None:
     if config.production.mode == "none":
         return None
     from tasks.run.plan import production_kind  # the decision tasks/promote.py acts on
 
     prod = config.production
-    return production_cost(family, production_kind(config), prod.model_units, prod.commitment, config.pricing)
+    return production_cost(family, production_kind(config), prod.model_units, prod.commitment, config.pricing, live)
 
 
 def _verdict(known: float, budget: float | None, unknown: list[str]) -> Verdict:
@@ -518,12 +621,14 @@ def _verdict(known: float, budget: float | None, unknown: list[str]) -> Verdict:
 
 
 def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: int, test_input_chars: int,
-                   method: str, notes: list[str] | None = None, train_tokens: int | None = None) -> CostEstimate:
-    """The arithmetic, from counts alone (shared by ``estimate_cost`` and ``estimate_from_config``)."""
+                   method: str, notes: list[str] | None = None, train_tokens: int | None = None,
+                   live: LivePrices | None = None) -> CostEstimate:
+    """The arithmetic, from counts alone (shared by ``estimate_cost`` and ``estimate_from_config``). ``live``: the
+    AWS Price List's figures (``live_prices``), used after ``config.pricing`` and before the catalog."""
     catalog = load_catalog()
     family = catalog.family_of(config.base_model)
     cpt = catalog.spec(config.base_model, config.customization_type).limits.chars_per_token
-    ledger = _Ledger(notes=list(notes or []))
+    ledger = _Ledger(notes=list(notes or []) + (live.notes if live is not None else []), live=live)
 
     epochs = _epochs(config, ledger.notes)
     t_tokens = train_tokens if train_tokens is not None else tokens(train_chars, cpt)
@@ -538,7 +643,7 @@ def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: in
 
     known = round(sum(line["usd"] for line in ledger.lines if line["usd"] is not None), 6)
     budget = config.budget.max_usd
-    production = _production(config, family)
+    production = _production(config, family, live)
     if production is not None:
         ledger.notes.append("production (if the gate passes and the model is promoted): " + production.detail
                             + "; a standing cost, not in total_usd or the budget")
@@ -554,7 +659,7 @@ def build_estimate(config: PipelineConfig, *, train_chars: int, test_records: in
 # ---------------------------------------------------------------------------------------------
 # public entry points
 # ---------------------------------------------------------------------------------------------
-def estimate_cost(config: PipelineConfig, prepared: PreparedData) -> CostEstimate:
+def estimate_cost(config: PipelineConfig, prepared: PreparedData, live: LivePrices | None = None) -> CostEstimate:
     """Estimate a run from its prepared splits.
 
     Train characters are counted by streaming ``train.jsonl`` when the file is on this machine; when it
@@ -577,12 +682,13 @@ def estimate_cost(config: PipelineConfig, prepared: PreparedData) -> CostEstimat
             test_records = prepared.test.records
             notes.append("test file not on this machine: its prompts are counted as empty")
     return build_estimate(config, train_chars=train_chars, test_records=test_records, test_input_chars=test_chars,
-                          method="prepared", notes=notes, train_tokens=train_tokens)
+                          method="prepared", notes=notes, train_tokens=train_tokens, live=live)
 
 
 def estimate_from_config(config: PipelineConfig, *, method: Literal["auto", "prepare", "raw"] = "auto",
                          work_dir: str | Path | None = None,
-                         progress: Callable[[int], None] | None = None) -> CostEstimate:
+                         progress: Callable[[int], None] | None = None,
+                         live: LivePrices | None = None) -> CostEstimate:
     """Estimate before anything is prepared (``forge estimate CONFIG``).
 
     ``prepare`` (the default; ``auto`` is the same): run the real ``prepare`` into a
@@ -590,7 +696,8 @@ def estimate_from_config(config: PipelineConfig, *, method: Literal["auto", "pre
     cap, augmentation, split), and bad data fails here with every problem (``DataValidationError``).
     ``raw``: stream the raw source once and count the mapped columns, scaled by the split fractions and
     record caps — fast and approximate, no validation.
-    ``progress(records_read)`` is called now and then on large files.
+    ``progress(records_read)`` is called now and then on large files. ``live``: the Price List's figures
+    (``live_prices``; ``forge estimate --live``).
     """
     if method in ("auto", "prepare"):
         import tempfile
@@ -599,8 +706,8 @@ def estimate_from_config(config: PipelineConfig, *, method: Literal["auto", "pre
 
         with tempfile.TemporaryDirectory(prefix="forge-estimate-", dir=work_dir) as tmp:
             prepared = prepare(config, tmp, progress=progress)
-            return estimate_cost(config, prepared)
-    return _estimate_raw(config, progress)
+            return estimate_cost(config, prepared, live)
+    return _estimate_raw(config, progress, live)
 
 
 PROGRESS_EVERY = 100_000
@@ -640,7 +747,8 @@ def _raw_rows(source: str, fmt: str) -> Iterator[dict]:
                 yield from batch.to_pylist()
 
 
-def _estimate_raw(config: PipelineConfig, progress: Callable[[int], None] | None = None) -> CostEstimate:
+def _estimate_raw(config: PipelineConfig, progress: Callable[[int], None] | None = None,
+                  live: LivePrices | None = None) -> CostEstimate:
     from tasks.catalog import PRESETS
 
     d = config.data
@@ -673,7 +781,7 @@ def _estimate_raw(config: PipelineConfig, progress: Callable[[int], None] | None
     notes = [f"raw estimate: {n:,} source records, ~{n_train:,.0f} train / ~{n_test:,} test by the split fractions; "
              "duplicates and invalid records not removed (run `forge prepare` for exact counts)"]
     return build_estimate(config, train_chars=int(n_train * (avg_in + avg_out)), test_records=n_test,
-                          test_input_chars=int(n_test * avg_in), method="raw", notes=notes)
+                          test_input_chars=int(n_test * avg_in), method="raw", notes=notes, live=live)
 
 
 def check_budget(estimate: CostEstimate, config: PipelineConfig) -> None:

@@ -14,7 +14,8 @@ Roles (who runs what):
   heartbeats of this config's bucket, deletes only resources tagged ``managed-by=bedrock-forge``, stops only
   managed jobs (stuck cancellations);
 - ``oncall``: worker + sweeper (``forge rerun``, ``forge sweep``, ``forge resources``);
-- ``readonly``: ``forge resources`` and ``forge validate --live``: lists and reads, no mutation.
+- ``readonly``: ``forge resources``, ``forge validate --live`` and ``forge estimate --live``: lists and reads, no
+  mutation.
 
 Rules the statements follow:
 
@@ -27,7 +28,8 @@ Rules the statements follow:
   ``aws:ResourceTag/managed-by = bedrock-forge`` (reads, deletes, invokes) or ``aws:RequestTag/managed-by``
   (creates) — the condition keys each action supports, per the Service Authorization Reference
   (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html);
-- ``Resource: "*"`` only for actions that have no resource type (the List* calls), each saying so;
+- ``Resource: "*"`` only for actions that have no resource type (the List* calls, ``pricing:GetProducts``), each
+  saying so;
 - no config value becomes a wildcard: a model id is named exactly (the LLM judge's, ``evaluation.judge.model``, is
   refused when it carries ``*``, ``?`` or ``$``);
 - no ``*`` in any action.
@@ -227,6 +229,18 @@ def _read_foundation_models(config: PipelineConfig, p: RunPatterns) -> Statement
         steps=["pre-flight", "forge validate --live"], calls=["bedrock.get_foundation_model"],
         why="the live pre-flight reads the base model" + (" and the distillation teacher" if teacher else "")
             + " (lifecycle, customizations) before anything is created; exact foundation-model ARNs")
+
+
+SAR_PRICING = "https://docs.aws.amazon.com/service-authorization/latest/reference/list_pricing.html"
+
+
+def _read_prices(steps: list[str]) -> Statement:
+    return Statement(
+        sid="ReadPrices", actions=["pricing:GetProducts"], resources=["*"], steps=steps,
+        calls=["pricing.get_products"],
+        why="the spend guard reads the base model's prices from the AWS Price List before the run spends "
+            "(budget.live_prices; read-only); pricing:GetProducts has no resource type, so Resource \"*\" "
+            f"({SAR_PRICING})")
 
 
 _LIST_BUCKET_WHY = ("HeadBucket is authorized as s3:ListBucket, and a GetObject/HeadObject of a key that does not "
@@ -687,6 +701,8 @@ def _worker(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
            *_kms_statements(config, p), *_job_statements(config, p), _output_reads(config, p),
            _list_serving(["provision", "teardown", "cleanup hooks"])]
     out += _record_writes(config, p)
+    if config.budget.live_prices:
+        out.append(_read_prices(["spend guard", "forge estimate --live"]))
     if serves(config):
         out += _judge_statements(config, p, _serving_statements(config, p))
     out += _production_statements(config, p)
@@ -783,7 +799,8 @@ def _sweeper(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
 
 def _readonly(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
     steps = ["forge resources"]
-    return [_read_foundation_models(config, p), _list_serving(steps), _serving_tags("provisioned", p, steps),
+    return [_read_foundation_models(config, p), _read_prices(["forge estimate --live"]), _list_serving(steps),
+            _serving_tags("provisioned", p, steps),
             _serving_tags("deployment", p, steps),
             _list_run_bucket(p, ["forge resources", "forge status --runs-uri"]), _read_heartbeats(p, steps),
             Statement(

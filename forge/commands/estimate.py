@@ -1,4 +1,5 @@
-"""`forge estimate CONFIG [--json]` (docs/design.md §8): tokens, training cost, serving cost, budget verdict.
+"""`forge estimate CONFIG [--json] [--raw] [--live]` (docs/design.md §8): tokens, training cost, serving cost, budget
+verdict. ``--live``: the read-only pre-flight (GetFoundationModel) and the AWS Price List's prices first.
 
 Exit codes: 0 within budget (or prices unknown and allowed), 2 over budget, refused by a spend guard,
 invalid config or invalid data. Problems go to stderr, one per line.
@@ -23,10 +24,13 @@ Print a cost table for CONFIG and check it against budget.max_usd:
             token prices for a deployment, 0 on its hourly-billed provisioned throughput)
   total     against budget.max_usd -> verdict ok | over_budget | unknown_price
 
-The catalog has no confirmed prices: they show as 'unknown' until you set them under `pricing:` in
-the config (train_per_1k_tokens, storage_per_month, pt_hour_no_commit, on_demand_input_per_1k,
-on_demand_output_per_1k). By default the data is prepared into a temporary folder first, so the
-counts are the ones the run will train on and bad data fails here, every problem located.
+Prices, in this order: `pricing:` in the config (train_per_1k_tokens, storage_per_month,
+pt_hour_no_commit, pt_hour_commitment, on_demand_input_per_1k, on_demand_output_per_1k); with --live,
+the AWS Price List (pricing:GetProducts, read-only, the figures AWS bills today); then the catalog,
+which has no confirmed prices: they show as 'unknown'. The run itself reads the Price List before
+it spends (budget.live_prices: false turns that off). By default the data is prepared into a
+temporary folder first, so the counts are the ones the run will train on and bad data fails here,
+every problem located.
 
 With budget.max_usd set, an unknown price refuses the run unless budget.allow_unknown_prices: true
 is written out; budget.max_usd: 0 refuses any run that would spend. A serving.commitment (which needs
@@ -39,7 +43,8 @@ EPILOG = """\
 examples:
   forge estimate examples/banking77.yaml
   forge estimate examples/banking77.yaml --json | jq .total_usd
-  forge estimate big.yaml --raw        # skip prepare: count the raw source only (approximate)"""
+  forge estimate big.yaml --raw        # skip prepare: count the raw source only (approximate)
+  forge estimate examples/banking77.yaml --live   # pre-flight + today's prices from the AWS Price List"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", action="store_true",
                    help="count the raw source without preparing it (fast, approximate: no dedupe, no validation)")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.add_argument("--live", action="store_true",
+                   help="read-only calls first, in the config's Region: the pre-flight (GetFoundationModel: is the "
+                        "base model customizable that way, there, now) and the base model's prices from the AWS "
+                        "Price List (pricing:GetProducts)")
     p.set_defaults(func=cmd_estimate)
 
 
@@ -112,6 +121,30 @@ def _progress(n: int) -> None:
     print(f"... {n:,} records read", file=sys.stderr, flush=True)
 
 
+def _live(config, source: str):
+    """(the Price List's figures, 0) after the live pre-flight passed; (None, 2) when it refused (the refusals on
+    stderr, located) or Bedrock could not be asked (the error, with what to do)."""
+    from tasks.aws.clients import make_clients
+    from tasks.aws.errors import describe_error
+    from tasks.estimate import live_prices
+    from tasks.preflight import PreflightRefused, preflight_run
+
+    try:
+        clients = make_clients(config.aws)
+        report = preflight_run(clients, config, source=source)
+    except PreflightRefused as err:
+        for line in err.problems:
+            print(line, file=sys.stderr)
+        return None, 2
+    except Exception as err:  # noqa: BLE001 - no credentials, no network: one line, not a traceback
+        print(f"{source}: the live check could not ask Bedrock in {config.aws.region}: {describe_error(err)}",
+              file=sys.stderr)
+        return None, 2
+    for w in report.warnings:
+        print(f"{source}: warning: {w}", file=sys.stderr)
+    return live_prices(clients.pricing, config), 0
+
+
 def cmd_estimate(args) -> int:
     from forge.commands import load_config_or_report
     from tasks.estimate import BudgetExceeded, check_budget, estimate_from_config
@@ -119,8 +152,13 @@ def cmd_estimate(args) -> int:
     config = load_config_or_report(args.config)
     if config is None:
         return 2
+    live = None
+    if getattr(args, "live", False):
+        live, code = _live(config, args.config)
+        if code:
+            return code
     try:
-        estimate = estimate_from_config(config, method="raw" if args.raw else "auto", progress=_progress)
+        estimate = estimate_from_config(config, method="raw" if args.raw else "auto", progress=_progress, live=live)
     except Exception as err:  # noqa: BLE001 - people get located messages, not a traceback
         lines = getattr(err, "lines", None)
         if callable(lines):              # tasks.data.validate.DataValidationError: every data problem

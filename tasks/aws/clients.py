@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.aws.pricing import PRICE_LIST_REGION, pricing_client
 from tasks.config import AwsConfig
 
 
@@ -23,6 +24,7 @@ class Clients:
     bedrock_runtime: Any
     region: str
     kms: Any = None   # read-only use: DescribeKey resolves an ``alias/...`` aws.kms_key_id (tasks/iam.py)
+    pricing: Any = None   # read-only: the AWS Price List (tasks/aws/pricing.py), always in its own Region
 
 
 _LOADER: Any = None
@@ -90,6 +92,7 @@ def make_clients(aws: AwsConfig, pool_size: int = 16) -> Clients:
             Config(retries={"mode": "standard", "total_max_attempts": 1}))}),
         region=aws.region,
         kms=session.client("kms", **kw) if aws.kms_key_id else None,   # only runs that name a key need it
+        pricing=pricing_client(session, aws.endpoint_url, cfg.merge(Config(region_name=PRICE_LIST_REGION))),
     )
 
 

@@ -142,11 +142,25 @@ class Pricing(BaseModel):
     model_config = ConfigDict(extra="forbid")
     unconfirmed: bool = True
     source: str | None = None
+    as_of: str | None = None
     train_per_1k_tokens: float | None = None
     storage_per_month: float | None = None
     pt_hour_no_commit: float | None = None
     on_demand_input_per_1k: float | None = None
     on_demand_output_per_1k: float | None = None
+
+
+class PriceListNaming(BaseModel):
+    """How the AWS Price List (offer code ``AmazonBedrock``) names a model's prices: a usage type is
+    ``usage_types[field]`` with ``{region}`` = ``region_prefixes[region]`` and ``{model}`` = the family's
+    ``price_list_names[model id]`` (catalog.yaml ``price_list`` cites where each was seen)."""
+
+    model_config = ConfigDict(extra="forbid")
+    region_prefixes: dict[str, str] = Field(default_factory=dict)
+    usage_types: dict[str, str] = Field(default_factory=dict)
+    source: str | None = None
+    as_of: str | None = None
+    confirmed: bool = False
 
 
 LifecycleStatus = Literal["ACTIVE", "LEGACY", "EOL"]
@@ -191,6 +205,8 @@ class ModelFamily(BaseModel):
     on_demand_regions: list[str] = Field(default_factory=list)
     customizations: dict[CustomizationType, CustomizationSpec]
     pricing: Pricing = Field(default_factory=Pricing)
+    # customizable model id -> its name in the Price List's usage types (``NovaMicro``); see PriceListNaming
+    price_list_names: dict[str, str] = Field(default_factory=dict)
     # Regions where CreateModelCustomizationJob accepts this family, per customization type (catalog.yaml cites
     # the page). A type missing here = Regions not recorded (no check).
     customization_regions: dict[CustomizationType, list[str]] = Field(default_factory=dict)
@@ -231,6 +247,7 @@ class Catalog(BaseModel):
     inference_profiles: InferenceProfiles = Field(default_factory=InferenceProfiles)
     distillation_pairs: list[DistillationPair] = Field(default_factory=list)
     teacher_lifecycle: dict[str, Lifecycle] = Field(default_factory=dict)   # teacher id -> lifecycle
+    price_list: PriceListNaming = Field(default_factory=PriceListNaming)
 
     def model_post_init(self, __context: Any) -> None:
         for key, fam in self.families.items():
@@ -286,6 +303,19 @@ class Catalog(BaseModel):
                 if model_id in (mid.rsplit(":", 1)[0], fam.inference_ids.get(mid)):
                     return mid
         return None
+
+    def usage_type(self, model_id: str, field: str, region: str) -> str | None:
+        """The Price List usage type of ``field`` (a key of ``price_list.usage_types``) for ``model_id`` in
+        ``region``; None when the catalog does not know the model's name there, the Region's prefix or the field."""
+        mid = self.customizable_id(model_id)
+        if mid is None:
+            return None
+        name = self.family_of(mid).price_list_names.get(mid)
+        prefix = self.price_list.region_prefixes.get(region)
+        template = self.price_list.usage_types.get(field)
+        if not (name and prefix and template):
+            return None
+        return template.format(region=prefix, model=name)
 
     def customization_regions(self, model_id: str, ctype: CustomizationType | str) -> list[str] | None:
         """Regions where ``model_id`` can be customized with ``ctype``; None when the catalog records none."""

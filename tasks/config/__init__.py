@@ -318,6 +318,9 @@ class BudgetConfig(_Strict):
     max_usd: float | None = Field(None, ge=0, le=1e9, description="Refuse to start when the estimate exceeds this")
     allow_unknown_prices: bool | None = Field(
         None, description="With max_usd set, an unknown price refuses the run unless this is written as true")
+    live_prices: bool = Field(
+        True, description="Read the base model's prices from the AWS Price List (pricing:GetProducts, read-only) "
+                          "before the run spends; false: the config's pricing and the catalog only")
 
 
 def _price(description: str | None = None) -> Any:

@@ -135,3 +135,63 @@ def _perturbed(tmp_path, name: str, edit) -> Facts:
 def test_one_perturbed_fact_is_reported(tmp_path, name, edit, expected):
     found = disagreements(load_catalog(), _perturbed(tmp_path, name, edit))
     assert found and any(expected in d for d in found), found
+
+
+# -- prices: the catalog's offline figures and usage-type names vs the emulator's Price List -------------------
+# catalog Pricing field -> the catalog price_list field whose usage type carries the same figure
+_PRICE_FIELDS = {"train_per_1k_tokens": "train_per_1k_tokens", "storage_per_month": "storage_per_month",
+                 "pt_hour_no_commit": "pt_hour_no_commit", "on_demand_input_per_1k": "on_demand_input_per_1k",
+                 "on_demand_output_per_1k": "on_demand_output_per_1k"}
+
+
+def price_disagreements(cat: Catalog, products: dict[str, float]) -> list[str]:
+    """``products``: the emulator's usage type -> USD. Every product must be a usage type the catalog names (for a
+    model in the Region its prefix stands for), and every non-null catalog figure of a named model must be the
+    emulator's figure for that usage type."""
+    out: list[str] = []
+    named: dict[str, tuple[str, str]] = {}
+    for fam in cat.families.values():
+        for mid in fam.price_list_names:
+            if mid not in fam.model_ids:
+                out.append(f"price_list_names: {mid} is not a model id of {fam.key}")
+            for region in cat.price_list.region_prefixes:
+                for f in cat.price_list.usage_types:
+                    named[cat.usage_type(mid, f, region)] = (mid, f)
+    out += [f"{u}: in the emulator's Price List, but no usage type the catalog names" for u in products
+            if u not in named]
+    for fam in cat.families.values():
+        for pf, lf in _PRICE_FIELDS.items():
+            value = getattr(fam.pricing, pf)
+            if value is None:
+                continue
+            regions = [r for rs in fam.customization_regions.values() for r in rs] or ["us-east-1"]
+            for mid in fam.price_list_names:
+                region = regions[0]          # the offline figures are the family's customization Region's
+                usage = cat.usage_type(mid, lf, region)
+                if products.get(usage) is None or abs(products[usage] - value) > 1e-12:
+                    out.append(f"{fam.key} {pf}: {value} (catalog) vs {products.get(usage)} ({usage}, emulator)")
+    return out
+
+
+def _emulator_products(raw: dict | None = None) -> dict[str, float]:
+    raw = raw or yaml.safe_load((FACTS_DIR / "prices.yaml").read_text(encoding="utf-8"))
+    return {u: float(p["usd"]) for u, p in raw["products"].items()}
+
+
+def test_the_prices_agree():
+    assert price_disagreements(load_catalog(), _emulator_products()) == []
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda r: r["products"]["USE1-Nova2.0Lite-Customization-Training"].update(usd=0.004),
+     "nova-2-lite train_per_1k_tokens: 0.00378 (catalog) vs 0.004"),
+    (lambda r: r["products"].pop("USE1-Nova2.0Lite-Customization-Storage"),
+     "storage_per_month: 1.95 (catalog) vs None"),
+    (lambda r: r["products"].update({"USE1-NovaMicro-Customization-Trainng": {"usd": 1, "unit": "1K tokens"}}),
+     "USE1-NovaMicro-Customization-Trainng: in the emulator's Price List, but no usage type the catalog names"),
+])
+def test_one_perturbed_price_is_reported(edit, expected):
+    raw = yaml.safe_load((FACTS_DIR / "prices.yaml").read_text(encoding="utf-8"))
+    edit(raw)
+    found = price_disagreements(load_catalog(), _emulator_products(raw))
+    assert any(expected in d for d in found), found

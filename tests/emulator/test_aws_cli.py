@@ -302,3 +302,23 @@ def test_a_continued_customization_is_refused_as_aws_documents(cli, tmp_path):
     assert ok.startswith("arn:aws:bedrock:us-east-1:")
     created = [c for c in cli.emu.ledger()["calls"] if c["operation"] == "CreateModelCustomizationJob"]
     assert sorted(c["status"] for c in created) == [201, 201, 400, 400, 404, 404], created
+
+
+def test_the_price_list_through_the_cli(cli):
+    """`aws pricing` (the Price List Query API, always us-east-1) as an operator prices a run by hand
+    (https://docs.aws.amazon.com/cli/latest/reference/pricing/get-products.html): the emulator's Bedrock rows."""
+    usage = "USE1-Nova2.0Lite-ProvisionedThroughput-NoCommit-ModelUnits"
+    out = cli("pricing", "get-products", "--region", "us-east-1", "--service-code", "AmazonBedrock",
+              "--filters", f"Type=TERM_MATCH,Field=usagetype,Value={usage}")
+    (doc,) = [json.loads(p) for p in out["PriceList"]]
+    assert doc["product"]["attributes"]["usagetype"] == usage
+    (term,) = doc["terms"]["OnDemand"].values()
+    (dim,) = term["priceDimensions"].values()
+    assert float(dim["pricePerUnit"]["USD"]) == 60.5 and dim["unit"] == "hour"
+    svc = cli("pricing", "describe-services", "--region", "us-east-1", "--service-code", "AmazonBedrock")
+    assert "usagetype" in svc["Services"][0]["AttributeNames"]
+    vals = cli("pricing", "get-attribute-values", "--region", "us-east-1", "--service-code", "AmazonBedrock",
+               "--attribute-name", "regionCode")
+    assert {v["Value"] for v in vals["AttributeValues"]} == {"us-east-1", "us-west-2"}
+    bad = cli("pricing", "get-products", "--region", "us-east-1", "--service-code", "AmazonNoSuch", ok=False)
+    assert bad.returncode == 255 and "(NotFoundException)" in bad.stderr     # CLI v1: 255 on a service error

@@ -283,3 +283,48 @@ def test_every_error_is_modelled_for_its_operation_with_its_http_status(world):
         elif modelled[code] != status:
             problems[op] = f"{code} with HTTP {status}, modelled {modelled[code]}"
     assert problems == {}
+
+
+# -- the Price List API (emulator/pricing.py): same checks, its own three operations ----------------------------
+PRICING_OK = {
+    "GetProducts": {"ServiceCode": "AmazonBedrock", "MaxResults": 2,
+                    "Filters": [{"Type": "CONTAINS", "Field": "usagetype", "Value": "Nova2.0Lite"}]},
+    "DescribeServices": {"ServiceCode": "AmazonBedrock"},
+    "GetAttributeValues": {"ServiceCode": "AmazonBedrock", "AttributeName": "usagetype", "MaxResults": 3},
+}
+PRICING_ERR = {
+    "GetProducts": {"ServiceCode": "AmazonBedrock", "NextToken": "not-a-token"},
+    "DescribeServices": {"ServiceCode": "AmazonNoSuch"},
+    "GetAttributeValues": {"ServiceCode": "AmazonBedrock", "AttributeName": "noSuchAttribute"},
+}
+
+
+def test_the_price_list_operations_match_their_shapes_and_page(world):
+    from emulator.pricing import PricingResponses
+
+    assert set(PRICING_OK) == set(PRICING_ERR) == set(PricingResponses.SERVED)
+    cl, problems = world["c"].pricing, {}
+    for op, kwargs in PRICING_OK.items():
+        model = cl.meta.service_model.operation_model(op)
+        resp = getattr(cl, _snake(op))(**kwargs)
+        body = {k: v for k, v in resp.items() if k != "ResponseMetadata"}
+        if got := shape_problems(model.output_shape, body):
+            problems[op] = got
+    for op, kwargs in PRICING_ERR.items():
+        model = cl.meta.service_model.operation_model(op)
+        with pytest.raises(ClientError) as e:
+            getattr(cl, _snake(op))(**kwargs)
+        code, status = e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"]
+        # the pricing model gives its errors no httpStatusCode: JSON 1.1 client errors are HTTP 400
+        modelled = {s.name: s.metadata.get("error", {}).get("httpStatusCode") or 400 for s in model.error_shapes}
+        if modelled.get(code, "absent") != status:
+            problems[op + " (error)"] = f"{code} with HTTP {status}; modelled {modelled}"
+    assert problems == {}
+    # botocore's paginator walks the NextToken pages: every Nova 2 Lite row once
+    pages = cl.get_paginator("get_products").paginate(**PRICING_OK["GetProducts"])
+    rows = [json.loads(item)["product"]["attributes"]["usagetype"] for page in pages for item in page["PriceList"]]
+    assert len(rows) == len(set(rows)) == 8 and all("Nova2.0Lite" in r for r in rows)
+
+
+def _snake(op: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()

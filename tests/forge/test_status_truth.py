@@ -5,6 +5,7 @@ Machine B reads everything from S3 (and Prefect) with no local state."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -43,7 +44,8 @@ def test_a_run_whose_machine_died_while_serving_is_shown_crashed_not_running(fre
     assert "crashed (no heartbeat) at evaluate" in out and PT in out, out
     assert main(["status", "lost-1", "--runs-uri", uri, "--endpoint", fresh_emulator.url]) == 0
     out = capsys.readouterr().out
-    assert "state: crashed (no heartbeat) at evaluate" in out and "900 s old" in out, out
+    # the heartbeat was written 900 s before the first status call; a busy machine shows 901 or 902
+    assert "state: crashed (no heartbeat) at evaluate" in out and re.search(r"\b90[012] s old", out), out
     # the same run while its heartbeat beats: running
     _put(s3, "forge/output/a1b2c3d4e5f60718/serving/heartbeat.json",
          {"owner": "local", "run_id": "lost-1", "heartbeat": time.time()})

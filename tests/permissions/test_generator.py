@@ -23,6 +23,7 @@ from tasks.permissions import (
     MANAGED_POLICY_MAX_CHARS,
     ROLES,
     SAR_BEDROCK,
+    SAR_PRICING,
     Statement,
     explain,
     markdown,
@@ -36,7 +37,8 @@ from tests.support import REPO_ROOT
 ACCT = "111122223333"
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
 NO_RESOURCE_TYPE = {"bedrock:ListModelCustomizationJobs", "bedrock:ListProvisionedModelThroughputs",
-                    "bedrock:ListCustomModelDeployments"}     # the Service Authorization Reference: no resource type
+                    "bedrock:ListCustomModelDeployments",     # the Service Authorization Reference: no resource type
+                    "pricing:GetProducts"}                    # (list_amazonbedrock.html, list_pricing.html)
 
 
 def _cfg(path: Path = REPO_ROOT / "examples" / "banking77.yaml", **over) -> PipelineConfig:
@@ -166,7 +168,8 @@ def test_no_wildcard_action_and_star_only_where_there_is_no_resource_type(path):
             assert not any(c in a for a in st.actions for c in "*?"), st.sid
             if "*" in st.resources:
                 assert st.resources == ["*"] and set(st.actions) <= NO_RESOURCE_TYPE, st.sid
-                assert "no resource type" in st.why and SAR_BEDROCK in st.why, st.sid
+                assert "no resource type" in st.why, st.sid
+                assert (SAR_PRICING if st.actions == ["pricing:GetProducts"] else SAR_BEDROCK) in st.why, st.sid
             for r in st.resources:
                 assert r == "*" or r.startswith("arn:aws:"), r
                 assert r == "*" or ACCT in r or ":s3:::" in r or "::foundation-model/" in r, r
