@@ -134,7 +134,7 @@ def live_prices(client: Any, config: PipelineConfig, catalog: Catalog | None = N
             quote = get_price(client, usage)
         except Exception as err:  # noqa: BLE001 - a price is never worth failing the run over
             out.notes.append(f"AWS Price List not read ({error_code(err) or type(err).__name__}: "
-                             f"{str(err)[:160]}); prices from the config and the catalog")
+                             f"{str(err)[:400]}); prices from the config and the catalog")
             return out
         if quote is None:
             out.notes.append(f"AWS Price List: no single price for {usage}; {name} from the config or catalog")

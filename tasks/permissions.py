@@ -234,6 +234,14 @@ def _read_foundation_models(config: PipelineConfig, p: RunPatterns) -> Statement
 SAR_PRICING = "https://docs.aws.amazon.com/service-authorization/latest/reference/list_pricing.html"
 
 
+def reads_prices(config: PipelineConfig) -> bool:
+    """The run reads the AWS Price List: ``budget.live_prices`` on and the catalog names the base model's usage types
+    in the run's Region (tasks/estimate.py ``live_prices`` asks nothing otherwise)."""
+    cat = load_catalog()
+    return config.budget.live_prices and any(cat.usage_type(config.base_model, f, config.aws.region)
+                                             for f in cat.price_list.usage_types)
+
+
 def _read_prices(steps: list[str]) -> Statement:
     return Statement(
         sid="ReadPrices", actions=["pricing:GetProducts"], resources=["*"], steps=steps,
@@ -701,7 +709,7 @@ def _worker(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
            *_kms_statements(config, p), *_job_statements(config, p), _output_reads(config, p),
            _list_serving(["provision", "teardown", "cleanup hooks"])]
     out += _record_writes(config, p)
-    if config.budget.live_prices:
+    if reads_prices(config):
         out.append(_read_prices(["spend guard", "forge estimate --live"]))
     if serves(config):
         out += _judge_statements(config, p, _serving_statements(config, p))
@@ -799,8 +807,8 @@ def _sweeper(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
 
 def _readonly(config: PipelineConfig, p: RunPatterns) -> list[Statement]:
     steps = ["forge resources"]
-    return [_read_foundation_models(config, p), _read_prices(["forge estimate --live"]), _list_serving(steps),
-            _serving_tags("provisioned", p, steps),
+    prices = [_read_prices(["forge estimate --live"])] if reads_prices(config) else []
+    return [_read_foundation_models(config, p), *prices, _list_serving(steps), _serving_tags("provisioned", p, steps),
             _serving_tags("deployment", p, steps),
             _list_run_bucket(p, ["forge resources", "forge status --runs-uri"]), _read_heartbeats(p, steps),
             Statement(

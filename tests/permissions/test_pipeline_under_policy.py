@@ -427,8 +427,8 @@ def sweep(world: World, ident) -> dict:
 
 
 def readonly(world: World, ident) -> dict:
-    """`forge resources` (live_billing) and `forge validate --live` (the pre-flight) as ``ident``; and a delete,
-    which it must not be able to make."""
+    """`forge resources` (live_billing), `forge validate --live` (the pre-flight) and `forge estimate --live` (the
+    pre-flight and the Price List) as ``ident``; and a delete, which it must not be able to make."""
     from botocore.exceptions import ClientError
 
     from tasks.aws.clients import make_clients
@@ -457,6 +457,9 @@ def readonly(world: World, ident) -> dict:
             out["preflight"] = preflight_run(make_clients(world.config.aws), world.config)
         except Exception as err:  # noqa: BLE001
             errors.append(str(err))
+        from tasks.estimate import live_prices    # never raises: a denial is a note
+        out["prices"] = live_prices(make_clients(world.config.aws).pricing, world.config)
+        errors += [n for n in out["prices"].notes if "not read" in n]
         try:
             clients.bedrock.delete_provisioned_model_throughput(provisionedModelId=made["stale_pt"])
             out["deleted"] = True
@@ -650,12 +653,16 @@ WORKER_SCENARIO = {
     # the judge: a fresh run (a new run key, so no cached verdict: a resume from provision finds them all cached
     # and calls nothing)
     "InvokeJudgeModel": "fresh", "ReadWriteJudgeCache": "fresh",
+    "ReadPrices": "fresh",        # the spend guard's Price List read
 }
 # a copy for people, not the run's result: without it the run goes on, its report is not in S3 (said in the log)
 REPORT_ONLY = {"WriteReports"}
 # a judge call that fails is recorded, not raised (tasks/evaluation/judge.py: an "error" outcome, the summary's
 # errors and first_errors): the run goes on with no judged example; the manifest's judge summary names the denial
 JUDGE_RECORDED = {"InvokeJudgeModel"}
+# a price is never worth failing a run over (tasks/estimate.py live_prices): without it the spend guard prices from the
+# config and the catalog, and the recorded estimate's notes name the denied permission
+PRICES_NOTED = {"ReadPrices"}
 # best effort by design: the step goes on; the denial and its consequence are checked instead
 QUIET = {"RetagResumedJob": "the job keeps the old flow run's tag: cancelling the resumed flow run cannot stop it",
          "ReadThroughputTags@sweeper": "a PT whose tags cannot be read is treated as not ours: kept",
@@ -704,6 +711,12 @@ def test_removing_a_worker_statement_fails_the_step_that_needs_it(world, sid, ca
         assert _names_permission(st, " | ".join(judge.get("first_errors") or [])), judge
         assert all(p["n_counted"] == 0 for p in judge["pairs"].values()), judge
         assert out["manifest"]["steps"]["evaluate"]["status"] == "completed", out["manifest"]["steps"]
+        return
+    if sid in PRICES_NOTED:
+        notes = ((out["manifest"].get("cost") or {}).get("estimate") or {}).get("notes") or []
+        assert _names_permission(st, " | ".join(notes)), notes
+        steps = out["manifest"]["steps"]
+        assert (steps.get("guard") or {}).get("status") != "failed" and "upload" in steps, steps   # it went on
         return
     if sid in REPORT_ONLY:
         report = out["manifest"].get("report") or {}
