@@ -433,6 +433,7 @@ def readonly(world: World, ident) -> dict:
 
     from tasks.aws.clients import make_clients
     from tasks.config import AwsConfig
+    from tasks.estimate import live_prices    # never raises: a denial is a note
     from tasks.preflight import preflight_run
     from tasks.run.names import resource_names
     from tasks.run.store import S3RunStore
@@ -457,7 +458,6 @@ def readonly(world: World, ident) -> dict:
             out["preflight"] = preflight_run(make_clients(world.config.aws), world.config)
         except Exception as err:  # noqa: BLE001
             errors.append(str(err))
-        from tasks.estimate import live_prices    # never raises: a denial is a note
         out["prices"] = live_prices(make_clients(world.config.aws).pricing, world.config)
         errors += [n for n in out["prices"].notes if "not read" in n]
         try:
