@@ -433,7 +433,7 @@ def readonly(world: World, ident) -> dict:
 
     from tasks.aws.clients import make_clients
     from tasks.config import AwsConfig
-    from tasks.estimate import live_prices    # never raises: a denial is a note
+    from tasks.estimate import live_prices  # never raises: a denial is a note
     from tasks.preflight import preflight_run
     from tasks.run.names import resource_names
     from tasks.run.store import S3RunStore
