@@ -127,6 +127,7 @@ def live_prices(client: Any, config: PipelineConfig, catalog: Catalog | None = N
         out.notes.append(f"AWS Price List not read: the catalog has no usage-type name for {config.base_model} in "
                          f"{region} (catalog.yaml price_list)")
         return out
+    missing: list[str] = []
     for name, usage in asked.items():
         if usage is None:
             continue
@@ -137,7 +138,7 @@ def live_prices(client: Any, config: PipelineConfig, catalog: Catalog | None = N
                              f"{str(err)[:400]}); prices from the config and the catalog")
             return out
         if quote is None:
-            out.notes.append(f"AWS Price List: no single price for {usage}; {name} from the config or catalog")
+            missing.append(usage)
             continue
         scale = _UNITS[name].get(quote.unit.strip().lower())
         if scale is None:
@@ -145,6 +146,9 @@ def live_prices(client: Any, config: PipelineConfig, catalog: Catalog | None = N
                              "priced in; not used")
             continue
         out.figures[name] = (quote.usd * scale, quote.source)
+    if missing:
+        out.notes.append(f"AWS Price List: no single price for {', '.join(missing)}; those prices come from the "
+                         "config or the catalog")
     return out
 
 

@@ -218,3 +218,11 @@ def test_forge_estimate_live_refuses_over_budget_with_the_price_lists_figure_and
     led = emu.ledger()
     assert {c["operation"] for c in ledger_calls(led, ok=False)} == {"GetFoundationModel", "GetProducts"}
     assert ledger_calls(led, mutating=True, ok=False) == []
+
+
+def test_a_model_the_price_list_has_no_rows_for_leaves_one_note_naming_what_was_asked(emu):
+    cfg = _config(emu.url, base_model="amazon.nova-micro-v1:0:128k", hyperparameters={})
+    live = live_prices(make_clients(cfg.aws).pricing, cfg)
+    assert live.figures == {} and len(live.notes) == 1
+    assert "USE1-NovaMicro-Customization-Training" in live.notes[0]
+    assert len(ledger_calls(emu.ledger(), "GetProducts")) == 9      # every field the catalog names, asked once
