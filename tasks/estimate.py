@@ -84,12 +84,13 @@ _OUTPUT_KEYS = {"completion", "reference_answer"}
 # ---------------------------------------------------------------------------------------------
 # estimate field -> how the Price List's unit converts into the field's unit (lower-cased units)
 _PER_1K = {"1k tokens": 1.0, "1k token": 1.0, "1m tokens": 0.001, "1m token": 0.001}
+_PER_HOUR = {"hour": 1.0, "hours": 1.0, "hr": 1.0, "hrs": 1.0}
 _UNITS: dict[str, dict[str, float]] = {
     "train_per_1k_tokens": _PER_1K,
     "storage_per_month": {"month": 1.0, "months": 1.0, "model-month": 1.0, "model/month": 1.0, "mo": 1.0},
-    "pt_hour_no_commit": {"hour": 1.0, "hours": 1.0, "hr": 1.0, "hrs": 1.0},
-    "pt_hour_OneMonth": {"hour": 1.0, "hours": 1.0, "hr": 1.0, "hrs": 1.0},
-    "pt_hour_SixMonths": {"hour": 1.0, "hours": 1.0, "hr": 1.0, "hrs": 1.0},
+    "pt_hour_no_commit": _PER_HOUR,
+    "pt_hour_OneMonth": _PER_HOUR,
+    "pt_hour_SixMonths": _PER_HOUR,
     "on_demand_input_per_1k": _PER_1K,
     "on_demand_output_per_1k": _PER_1K,
     "custom_input_per_1k": _PER_1K,
@@ -108,6 +109,13 @@ class LivePrices:
         return self.figures.get(name)
 
 
+def price_usage_types(config: PipelineConfig, catalog: Catalog | None = None) -> dict[str, str | None]:
+    """Estimate field -> the Price List usage type ``live_prices`` asks for it (None: the catalog names none for the
+    base model in the run's Region). What the spend guard reads, and so what tasks/permissions.py grants."""
+    catalog = catalog or load_catalog()
+    return {f: catalog.usage_type(config.base_model, f, config.aws.region) for f in _UNITS}
+
+
 def live_prices(client: Any, config: PipelineConfig, catalog: Catalog | None = None) -> LivePrices:
     """The base model's prices from the AWS Price List (``client``: a ``pricing`` client, tasks/aws/pricing.py).
 
@@ -120,12 +128,10 @@ def live_prices(client: Any, config: PipelineConfig, catalog: Catalog | None = N
     out = LivePrices()
     if client is None or not config.budget.live_prices:
         return out
-    catalog = catalog or load_catalog()
-    region = config.aws.region
-    asked = {f: catalog.usage_type(config.base_model, f, region) for f in _UNITS}
+    asked = price_usage_types(config, catalog)
     if not any(asked.values()):
         out.notes.append(f"AWS Price List not read: the catalog has no usage-type name for {config.base_model} in "
-                         f"{region} (catalog.yaml price_list)")
+                         f"{config.aws.region} (catalog.yaml price_list)")
         return out
     missing: list[str] = []
     for name, usage in asked.items():
@@ -297,17 +303,32 @@ def _epochs(config: PipelineConfig, notes: list[str]) -> int:
     return int(hp["epochCount"])
 
 
-def _price(config: PipelineConfig, family: ModelFamily, field: str,
-           live: LivePrices | None = None) -> tuple[float | None, str]:
-    override = getattr(config.pricing, field)
-    if override is not None:
-        return float(override), "config.pricing"
-    if live is not None and (hit := live.get(field)) is not None:
-        return hit
+def _catalog_price(family: ModelFamily, field: str) -> tuple[float | None, str]:
     value = getattr(family.pricing, field)
     if value is None:
         return None, "unknown"
     return float(value), "catalog (unconfirmed)" if family.pricing.unconfirmed else "catalog"
+
+
+def _price(pricing: Any, family: ModelFamily, field: str, live: LivePrices | None = None) -> tuple[float | None, str]:
+    """(USD, source) of ``field``: ``pricing`` (the config's ``PricingOverride``, or None), then the Price List
+    (``live``), then the catalog; (None, "unknown") when none has it."""
+    override = getattr(pricing, field, None) if pricing is not None else None
+    if override is not None:
+        return float(override), "config.pricing"
+    if live is not None and (hit := live.get(field)) is not None:
+        return hit
+    return _catalog_price(family, field)
+
+
+def _commitment_price(pricing: Any, commitment: str, live: LivePrices | None) -> tuple[float | None, str]:
+    """(USD per model-unit hour, source) under ``commitment``'s term: ``pricing.pt_hour_commitment``, then the Price
+    List's figure for the term; the catalog has none."""
+    override = getattr(pricing, "pt_hour_commitment", None) if pricing is not None else None
+    if override is not None:
+        return float(override), "config.pricing"
+    hit = live.get(f"pt_hour_{commitment}") if live is not None else None
+    return hit or (None, "unknown")
 
 
 def _line(item: str, quantity: float, unit: str, price: float | None, price_unit: str, source: str,
@@ -367,7 +388,7 @@ class _EvalTokens:
 
 def _training_cost(config: PipelineConfig, family: ModelFamily, t_tokens: int, epochs: int,
                    ledger: _Ledger) -> float | None:
-    p, src = _price(config, family, "train_per_1k_tokens", ledger.live)
+    p, src = _price(config.pricing, family, "train_per_1k_tokens", ledger.live)
     if p is None:
         ledger.unknown.append(_unknown("train_per_1k_tokens"))
     training = ledger.add(_line("training", t_tokens * epochs / 1000, "1k token-epochs", p, "per 1k tokens", src,
@@ -379,7 +400,7 @@ def _training_cost(config: PipelineConfig, family: ModelFamily, t_tokens: int, e
 
 
 def _storage_cost(config: PipelineConfig, family: ModelFamily, ledger: _Ledger) -> float | None:
-    p, src = _price(config, family, "storage_per_month", ledger.live)
+    p, src = _price(config.pricing, family, "storage_per_month", ledger.live)
     if p is None:
         ledger.unknown.append(_unknown("storage_per_month"))
     return ledger.add(_line("storage", 1, "model-month", p, "per model per month", src,
@@ -388,8 +409,8 @@ def _storage_cost(config: PipelineConfig, family: ModelFamily, ledger: _Ledger) 
 
 def _eval_tokens(config: PipelineConfig, family: ModelFamily, cpt: float, test_records: int,
                  test_input_chars: int, eval_calls: int, live: LivePrices | None = None) -> _EvalTokens:
-    p_in, src_in = _price(config, family, "on_demand_input_per_1k", live)
-    p_out, src_out = _price(config, family, "on_demand_output_per_1k", live)
+    p_in, src_in = _price(config.pricing, family, "on_demand_input_per_1k", live)
+    p_out, src_out = _price(config.pricing, family, "on_demand_output_per_1k", live)
     return _EvalTokens(calls=eval_calls, in_tok=tokens(test_input_chars * eval_calls / max(test_records, 1), cpt),
                        out_tok=eval_calls * config.evaluation.max_tokens,
                        p_in=p_in, src_in=src_in, p_out=p_out, src_out=src_out)
@@ -411,7 +432,7 @@ def _provisioned_cost(config: PipelineConfig, catalog: Catalog, family: ModelFam
     if sv.commitment:
         return _commitment_cost(config, units, ledger)
     hours = float(math.ceil(sv.max_hours))
-    p, src = _price(config, family, "pt_hour_no_commit", ledger.live)
+    p, src = _price(config.pricing, family, "pt_hour_no_commit", ledger.live)
     if p is None:
         ledger.unknown.append(_unknown("pt_hour_no_commit"))
     usd = ledger.add(_line("serving: provisioned throughput", units * hours, "model-unit hours", p,
@@ -430,16 +451,14 @@ def _commitment_cost(config: PipelineConfig, units: int, ledger: _Ledger) -> flo
     term's hours × ``pricing.pt_hour_commitment`` (no catalog figure: unknown, with the term hours shown)."""
     sv = config.serving
     hours = COMMITMENT_MONTHS[sv.commitment] * HOURS_PER_MONTH
-    price, src = config.pricing.pt_hour_commitment, "config.pricing"
-    if price is None and ledger.live is not None and (hit := ledger.live.get(f"pt_hour_{sv.commitment}")):
-        price, src = hit
+    price, src = _commitment_price(config.pricing, sv.commitment, ledger.live)
     if price is None:
         ledger.unknown.append(f"provisioned throughput with commitment {sv.commitment}: no commitment price in the "
                               f"catalog or config (set pricing.pt_hour_commitment); the term is {units} MU × "
                               f"{hours:g} h, billed whole, and the PT cannot be deleted before it ends "
                               "(docs/bedrock-facts.md §2.7) — remove serving.commitment unless you mean it")
     return ledger.add(_line("serving: provisioned throughput", units * hours, "model-unit hours", price,
-                            "per model-unit hour", src if price is not None else "unknown",
+                            "per model-unit hour", src,
                             f"{units} MU × {hours:g} h (the whole {sv.commitment} term, billed whole)",
                             term_hours=hours))
 
@@ -514,9 +533,8 @@ def _judge_cost(config: PipelineConfig, catalog: Catalog, cpt: float, test_recor
         if override is not None:
             prices.append((float(override), "evaluation.judge"))
             continue
-        value = getattr(fam.pricing, f) if fam is not None else None
-        src = "unknown" if value is None else ("catalog (unconfirmed)" if fam.pricing.unconfirmed else "catalog")
-        prices.append((None if value is None else float(value), src))
+        value, src = _catalog_price(fam, f) if fam is not None else (None, "unknown")
+        prices.append((value, src))
         if value is None:
             where = "the catalog has no confirmed figure" if fam is not None else "the model is not in the catalog"
             ledger.unknown.append(f"judge {jc.model}: {_PRICE_FIELDS[f]}: {where} (set evaluation.judge."
@@ -580,10 +598,7 @@ def production_cost(family: ModelFamily, kind: Literal["provisioned", "deploymen
     units = int(model_units or 1)
     if commitment:
         hours = COMMITMENT_MONTHS[commitment] * HOURS_PER_MONTH
-        price = getattr(pricing, "pt_hour_commitment", None) if pricing is not None else None
-        src = "config.pricing"
-        if price is None and live is not None and (hit := live.get(f"pt_hour_{commitment}")):
-            price, src = hit
+        price, src = _commitment_price(pricing, commitment, live)
         unknown = [] if price is not None else [
             f"production: provisioned throughput with commitment {commitment}: no commitment price in the catalog "
             f"or config (set pricing.pt_hour_commitment); the term is {units} MU × {hours:g} h, billed whole, and "
@@ -592,14 +607,10 @@ def production_cost(family: ModelFamily, kind: Literal["provisioned", "deploymen
         return ProductionCost(kind=kind, model_units=units, commitment=commitment, hourly_usd=hourly,
                               monthly_usd=None if hourly is None else round(hourly * HOURS_PER_MONTH, 6),
                               term_hours=hours, term_usd=None if hourly is None else round(hourly * hours, 6),
-                              price_source=src if price is not None else "unknown",
+                              price_source=src,
                               detail=f"{units} MU × {hours:g} h (the whole {commitment} term, billed whole)",
                               unknown=unknown)
-    override = getattr(pricing, "pt_hour_no_commit", None) if pricing is not None else None
-    hit = live.get("pt_hour_no_commit") if live is not None and override is None else None
-    price = override if override is not None else hit[0] if hit else family.pricing.pt_hour_no_commit
-    src = ("config.pricing" if override is not None else hit[1] if hit else "unknown" if price is None else
-           "catalog (unconfirmed)" if family.pricing.unconfirmed else "catalog")
+    price, src = _price(pricing, family, "pt_hour_no_commit", live)
     hourly = None if price is None else units * float(price)
     return ProductionCost(kind=kind, model_units=units, hourly_usd=hourly,
                           monthly_usd=None if hourly is None else round(hourly * HOURS_PER_MONTH, 6),

@@ -237,9 +237,9 @@ SAR_PRICING = "https://docs.aws.amazon.com/service-authorization/latest/referenc
 def reads_prices(config: PipelineConfig) -> bool:
     """The run reads the AWS Price List: ``budget.live_prices`` on and the catalog names the base model's usage types
     in the run's Region (tasks/estimate.py ``live_prices`` asks nothing otherwise)."""
-    cat = load_catalog()
-    return config.budget.live_prices and any(cat.usage_type(config.base_model, f, config.aws.region)
-                                             for f in cat.price_list.usage_types)
+    from tasks.estimate import price_usage_types
+
+    return config.budget.live_prices and any(price_usage_types(config).values())
 
 
 def _read_prices(steps: list[str]) -> Statement:
