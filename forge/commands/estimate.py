@@ -124,24 +124,22 @@ def _progress(n: int) -> None:
 def _live(config, source: str):
     """(the Price List's figures, 0) after the live pre-flight passed; (None, 2) when it refused (the refusals on
     stderr, located) or Bedrock could not be asked (the error, with what to do)."""
+    from forge.commands.run import live_preflight
     from tasks.aws.clients import make_clients
     from tasks.aws.errors import describe_error
     from tasks.estimate import live_prices
-    from tasks.preflight import PreflightRefused, preflight_run
 
     try:
         clients = make_clients(config.aws)
-        report = preflight_run(clients, config, source=source)
-    except PreflightRefused as err:
-        for line in err.problems:
-            print(line, file=sys.stderr)
-        return None, 2
+        refused = live_preflight(config, source, clients)      # prints the pre-flight's warnings
     except Exception as err:  # noqa: BLE001 - no credentials, no network: one line, not a traceback
         print(f"{source}: the live check could not ask Bedrock in {config.aws.region}: {describe_error(err)}",
               file=sys.stderr)
         return None, 2
-    for w in report.warnings:
-        print(f"{source}: warning: {w}", file=sys.stderr)
+    if refused:
+        for line in refused:
+            print(line, file=sys.stderr)
+        return None, 2
     return live_prices(clients.pricing, config), 0
 
 

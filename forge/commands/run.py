@@ -359,14 +359,15 @@ def preflight(config, config_path: str) -> list[str]:
     return lines
 
 
-def live_preflight(config, source: str) -> list[str]:
+def live_preflight(config, source: str, clients=None) -> list[str]:
     """The read-only live check against Bedrock (tasks/preflight.py) before the flow starts: the refusals as
-    ``CONFIG:LINE: field: message (fix)`` lines ([] = go), warnings printed."""
+    ``CONFIG:LINE: field: message (fix)`` lines ([] = go), warnings printed. ``clients``: the caller's (made from
+    ``config.aws`` when not given)."""
     from tasks.aws.clients import make_clients
     from tasks.preflight import PreflightRefused, preflight_run
 
     try:
-        report = preflight_run(make_clients(config.aws), config, source=source)
+        report = preflight_run(clients or make_clients(config.aws), config, source=source)
     except PreflightRefused as err:
         return [str(p) for p in err.problems]
     for w in report.warnings:

@@ -226,3 +226,20 @@ def test_a_model_the_price_list_has_no_rows_for_leaves_one_note_naming_what_was_
     assert live.figures == {} and len(live.notes) == 1
     assert "USE1-NovaMicro-Customization-Training" in live.notes[0]
     assert len(ledger_calls(emu.ledger(), "GetProducts")) == 9      # every field the catalog names, asked once
+
+
+def test_forge_estimate_live_refuses_an_eol_base_model_before_reading_any_price(emu, tmp_path, capsys):
+    """The pre-flight comes first: Claude 3 Haiku is past end of life (catalog and emulator facts), so the estimate
+    exits 2 with the located refusal and asks the Price List nothing."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q {i} " + "x" * 50, "completion": "yes"}) + "\n"
+                            for i in range(200)), encoding="utf-8")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: eol\nbase_model: anthropic.claude-3-haiku-20240307-v1:0:200k\ndata: {{source: {data}}}\n"
+                   f"aws: {{region: us-west-2, endpoint_url: '{emu.url}'}}\n", encoding="utf-8")
+    assert _cli(str(cfg), "--raw", "--live") == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}:2: base_model:" in err and "end of life" in err.lower(), err
+    led = emu.ledger()
+    assert ledger_calls(led, "GetProducts", ok=False) == [] and ledger_calls(led, mutating=True, ok=False) == []
+    assert [c["operation"] for c in ledger_calls(led, ok=False)] == ["GetFoundationModel"]
